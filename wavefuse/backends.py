@@ -1,0 +1,146 @@
+"""Which backends are live, why the others are not, and how "auto" chooses.
+
+Backends: "reference" (pure PyTorch, always live), "cpu" and "cuda" (the C++/CUDA kernels in
+``wavefuse._C``), "triton" (``wavefuse.kernels``). A backend is live for an op when its code is built
+or importable *and* has a kernel for that op; liveness is decided once, at import, without touching a
+GPU, so that resolving a backend is a dictionary lookup that torch.compile traces through.
+
+Choice rule for ``backend="auto"`` (per op and device type), first live wins:
+
+* CUDA tensors: cuda, triton, reference;
+* CPU tensors: cpu, reference (Triton on CPU means the interpreter: only when asked for explicitly).
+
+Evidence: none measured yet. No GPU was lent to the session that wrote this (2026-11-23), and no
+op has compiled kernels so far, so "auto" resolves to "reference" everywhere today. The order above
+is the intended default until bench/results/gpu-*.csv shows otherwise; revise it with those rows.
+
+``WAVEFUSE_BACKEND`` (one of auto, reference, cpu, cuda, triton) replaces "auto" when set; an
+explicit ``backend=`` argument always wins.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import torch
+
+BACKENDS = ("reference", "cpu", "cuda", "triton")
+CHOICES = ("auto",) + BACKENDS
+OPS = ("dwt2d", "dwt2d_adjoint", "idwt2d", "idwt2d_adjoint")
+# Triton kernels live in wavefuse.kernels.<module>; each module exposes one launcher per op name.
+TRITON_MODULES = {op: "dwt" for op in OPS}
+AUTO_ORDER = {"cuda": ("cuda", "triton", "reference"), "cpu": ("cpu", "reference")}
+REBUILD = "pip install --no-build-isolation -e ."
+
+
+class BackendUnavailableError(RuntimeError):
+    """A backend was asked for that cannot run this op here; the message says why and how to fix it."""
+
+
+try:
+    from wavefuse import _C  # noqa: F401  (loading it registers the C++/CUDA op kernels)
+
+    EXTENSION_ERROR: str | None = None
+except Exception as e:  # ImportError, or OSError for an extension built against another torch
+    _C = None
+    EXTENSION_ERROR = f"{type(e).__name__}: {e}"
+
+
+def extension_loaded() -> bool:
+    return _C is not None
+
+
+def built_with_cuda() -> bool:
+    return _C is not None and bool(torch.ops.wavefuse._built_with_cuda())
+
+
+def _has_kernel(op: str, dispatch_key: str) -> bool:
+    return torch._C._dispatch_has_kernel_for_dispatch_key(f"wavefuse::_{op}_kernel", dispatch_key)
+
+
+def _triton_reason(op: str, device_type: str) -> str | None:
+    if importlib.util.find_spec("triton") is None:
+        return "triton is not installed (pip install triton; it comes with torch's CUDA wheels)"
+    if device_type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+        return "Triton kernels run on CUDA tensors, or on CPU tensors with TRITON_INTERPRET=1"
+    if device_type not in ("cpu", "cuda"):
+        return f"Triton kernels run on CUDA tensors, not {device_type}"
+    module = f"wavefuse.kernels.{TRITON_MODULES[op]}"
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # wavefuse.kernels itself is missing: not installed with setup.py
+        return "wavefuse.kernels is not installed (reinstall: " + REBUILD + ")"
+    if not found:
+        return f"no Triton kernel for {op} yet ({module} does not exist in this version)"
+    return None
+
+
+def _compiled_reason(backend: str, op: str, device_type: str) -> str | None:
+    if device_type != backend:
+        return f"backend={backend!r} runs on {backend.upper()} tensors, the input is on {device_type}"
+    if _C is None:
+        return f"the C++ extension wavefuse._C did not load ({EXTENSION_ERROR}); rebuild: {REBUILD}"
+    if backend == "cuda" and not built_with_cuda():
+        return f"wavefuse was built without CUDA kernels: rebuild with WAVEFUSE_CUDA=1 {REBUILD}"
+    if not _has_kernel(op, backend.upper()):
+        return f"wavefuse._C has no {backend.upper()} kernel for {op} in this version"
+    return None
+
+
+def _reason(backend: str, op: str, device_type: str) -> str | None:
+    if backend == "reference":
+        return None
+    if backend == "triton":
+        return _triton_reason(op, device_type)
+    return _compiled_reason(backend, op, device_type)
+
+
+def _status_table() -> dict[tuple[str, str, str], str | None]:
+    return {
+        (b, op, dev): _reason(b, op, dev) for b in BACKENDS for op in OPS for dev in ("cpu", "cuda")
+    }
+
+
+_STATUS = _status_table()
+
+
+def refresh() -> None:
+    """Recompute liveness (after changing TRITON_INTERPRET, say)."""
+    _STATUS.clear()
+    _STATUS.update(_status_table())
+
+
+def why_not(backend: str, op: str, device_type: str) -> str | None:
+    """None when ``backend`` can run ``op`` on ``device_type`` tensors, else the reason."""
+    key = (backend, op, device_type)
+    if key in _STATUS:
+        return _STATUS[key]
+    return _reason(backend, op, device_type)
+
+
+def live_backends(op: str, device_type: str) -> list[str]:
+    return [b for b in BACKENDS if why_not(b, op, device_type) is None]
+
+
+def resolve(backend: str, device: torch.device, op: str) -> str:
+    """The concrete backend that runs ``op`` for tensors on ``device``; raises if it cannot."""
+    if not isinstance(backend, str) or backend not in CHOICES:
+        raise ValueError(f"backend={backend!r} is not one of {', '.join(CHOICES)}")
+    device_type = device.type
+    if backend == "auto":
+        env = os.environ.get("WAVEFUSE_BACKEND", "auto")
+        if env not in CHOICES:
+            raise ValueError(f"WAVEFUSE_BACKEND={env!r} is not one of {', '.join(CHOICES)}")
+        backend = env
+    if backend == "auto":
+        for b in AUTO_ORDER.get(device_type, ("reference",)):
+            if why_not(b, op, device_type) is None:
+                return b
+        return "reference"
+    reason = why_not(backend, op, device_type)
+    if reason is not None:
+        raise BackendUnavailableError(
+            f"backend={backend!r} cannot run {op} on {device_type} tensors: {reason}"
+        )
+    return backend

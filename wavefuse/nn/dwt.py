@@ -1,0 +1,122 @@
+"""Drop-in replacements for pytorch_wavelets' ``DWTForward`` / ``DWTInverse``.
+
+Same constructor arguments and the same ``(yl, yh)`` layout: ``yl`` (N, C, h_J, w_J) and ``yh`` a list,
+finest level first, of (N, C, 3, h_j, w_j) tensors with bands cH, cV, cD (PyWavelets' order). Unlike
+pytorch_wavelets, gradients are exact adjoints in every mode, and half types work.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from wavefuse import backends, ops
+from wavefuse.filters import filter_bank, wavelet_name
+from wavefuse.ops._common import check_mode, check_spatial, check_tensor4d
+
+# pytorch_wavelets spells periodization "per" too.
+_MODE_ALIASES = {"per": "periodization"}
+# pytorch_wavelets keeps its filters as buffers; a state_dict saved with it loads here unchanged.
+_PEER_BUFFERS = ("h0_col", "h1_col", "h0_row", "h1_row", "g0_col", "g1_col", "g0_row", "g1_row")
+
+
+def _wave_and_mode(wave, mode) -> tuple[str, str]:
+    if isinstance(mode, str):
+        mode = _MODE_ALIASES.get(mode, mode)
+    return wavelet_name(wave, "wave"), check_mode(mode)
+
+
+def _check_backend(backend) -> str:
+    if not isinstance(backend, str) or backend not in backends.CHOICES:
+        raise ValueError(f"backend={backend!r} is not one of {', '.join(backends.CHOICES)}")
+    return backend
+
+
+class _DropIn(nn.Module):
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for key in _PEER_BUFFERS:
+            state_dict.pop(prefix + key, None)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+class DWTForward(_DropIn):
+    """J-level 2-D DWT. x: (N, C, H, W) -> (yl, yh), yh[j]: (N, C, 3, h_j, w_j), finest first.
+
+    Parameters
+    ----------
+    J : int
+        Number of levels (>= 1).
+    wave : str or pywt.Wavelet
+        An orthogonal wavelet: haar, db1-db20, sym2-sym20, coif1-coif5.
+    mode : str
+        zero, symmetric, reflect, periodic, periodization (or "per").
+    backend : str
+        auto, reference, cpu, cuda, triton.
+    """
+
+    def __init__(self, J: int = 1, wave="db1", mode: str = "zero", backend: str = "auto"):
+        super().__init__()
+        if isinstance(J, bool) or not isinstance(J, int) or J < 1:
+            raise ValueError(f"J must be an int >= 1, got {J!r}")
+        self.J = J
+        self.wave, self.mode = _wave_and_mode(wave, mode)
+        self.backend = _check_backend(backend)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+        x = check_tensor4d(x, "x")
+        be = backends.resolve(self.backend, x.device, "dwt2d")
+        filters = filter_bank(self.wave, "dec", x.dtype, x.device)
+        yh = []
+        ll = x
+        for _ in range(self.J):
+            check_spatial(ll.shape[-2], ll.shape[-1], self.mode, "x")
+            ll, hi = ops.dwt2d(ll, filters, self.mode, be)
+            yh.append(hi)
+        return ll, yh
+
+    def extra_repr(self) -> str:
+        return f"J={self.J}, wave={self.wave!r}, mode={self.mode!r}"
+
+
+class DWTInverse(_DropIn):
+    """Inverse of ``DWTForward``: (yl, yh) -> (N, C, H, W).
+
+    ``yh[j]`` may be None (zeros). An approximation one row/column larger than the next detail
+    level is trimmed, as pytorch_wavelets and PyWavelets do.
+    """
+
+    def __init__(self, wave="db1", mode: str = "zero", backend: str = "auto"):
+        super().__init__()
+        self.wave, self.mode = _wave_and_mode(wave, mode)
+        self.backend = _check_backend(backend)
+
+    def forward(self, coeffs) -> Tensor:
+        if not isinstance(coeffs, (list, tuple)) or len(coeffs) != 2:
+            raise ValueError("coeffs must be a pair (yl, yh)")
+        ll, yh = coeffs
+        ll = check_tensor4d(ll, "yl")
+        be = backends.resolve(self.backend, ll.device, "idwt2d")
+        filters = filter_bank(self.wave, "rec", ll.dtype, ll.device)
+        for hi in reversed(list(yh)):
+            if hi is None:
+                hi = ll.new_zeros(*ll.shape[:2], 3, *ll.shape[-2:])
+            elif hi.dim() != 5 or hi.shape[2] != 3 or hi.shape[:2] != ll.shape[:2]:
+                raise ValueError(
+                    f"yh entries must be (N, C, 3, h, w) matching yl's (N, C) = "
+                    f"{tuple(ll.shape[:2])}, got {tuple(hi.shape)}"
+                )
+            if hi.device != ll.device:
+                raise ValueError(f"yh entries must be on yl's device {ll.device}, got {hi.device}")
+            if hi.dtype != ll.dtype:
+                raise TypeError(f"yh entries must have yl's dtype {ll.dtype}, got {hi.dtype}")
+            trim_h = ll.shape[-2] == hi.shape[-2] + 1
+            trim_w = ll.shape[-1] == hi.shape[-1] + 1
+            ll = ll[..., : ll.shape[-2] - trim_h, : ll.shape[-1] - trim_w]
+            if ll.shape[-2:] != hi.shape[-2:]:
+                raise ValueError(
+                    f"yl spatial size {tuple(ll.shape[-2:])} does not fit yh's {tuple(hi.shape[-2:])}"
+                )
+            ll = ops.idwt2d(ll, hi, filters, self.mode, be)
+        return ll
+
+    def extra_repr(self) -> str:
+        return f"wave={self.wave!r}, mode={self.mode!r}"

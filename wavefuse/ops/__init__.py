@@ -1,0 +1,5 @@
+"""torch.library custom ops (schema, fake, autograd) and the validation shared by them."""
+
+from wavefuse.ops.dwt import dwt2d, dwt2d_adjoint, idwt2d, idwt2d_adjoint
+
+__all__ = ["dwt2d", "dwt2d_adjoint", "idwt2d", "idwt2d_adjoint"]
