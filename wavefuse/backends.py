@@ -39,7 +39,7 @@ class BackendUnavailableError(RuntimeError):
 
 
 try:
-    from wavefuse import _C  # noqa: F401  (loading it registers the C++/CUDA op kernels)
+    _C = importlib.import_module("wavefuse._C")  # loading it registers the C++/CUDA kernels
 
     EXTENSION_ERROR: str | None = None
 except Exception as e:  # ImportError, or OSError for an extension built against another torch

@@ -1,7 +1,7 @@
 """Pure-PyTorch reference transforms: the test oracle, the benchmark baseline and the fallback backend.
 
 One 2-D level is two 1-D passes (along W, then along H), each a boundary extension by index gather
-followed by a stride-2 convolution. Conventions are PyWavelets' (../shared/REFERENCES.md):
+followed by a stride-2 correlation (unfold + matmul; its transpose overlap-adds with fold). Conventions are PyWavelets' (../shared/REFERENCES.md):
 
 * analysis, every mode but periodization: ``c[k] = sum_j f[j] * xe[2k + 1 - j]``, ``k < (n + L - 1) // 2``,
   with ``xe`` the signal extended by ``mode``;
@@ -85,24 +85,38 @@ def _periodization_fold_index(m: int, filter_len: int, device) -> Tensor:
 # --------------------------------------------------------------------------------------------------
 
 
+def _correlate2(xe: Tensor, taps: Tensor) -> Tensor:
+    """Stride-2 correlation. xe: (R, 2K + L - 2), taps: (2, L) -> (R, 2, K),
+    ``out[:, c, k] = sum_m xe[:, 2k + m] * taps[c, m]``."""
+    return (xe.unfold(-1, taps.shape[-1], 2) @ taps.T).transpose(1, 2)
+
+
+def _correlate2_adjoint(g: Tensor, taps: Tensor) -> Tensor:
+    """Transpose of ``_correlate2`` (a stride-2 transposed convolution, overlap-added by fold).
+    g: (R, 2, K) -> (R, 2K + L - 2)."""
+    rows, _, k = g.shape
+    taps_len = taps.shape[-1]
+    cols = (g.transpose(1, 2) @ taps).transpose(1, 2)  # (R, L, K): tap m of block k
+    n = 2 * k + taps_len - 2
+    return F.fold(cols, output_size=(1, n), kernel_size=(1, taps_len), stride=(1, 2)).reshape(rows, n)
+
+
 def _analysis_1d(x: Tensor, filters: Tensor, mode: str) -> Tensor:
     n, taps = x.shape[-1], filters.shape[-1]
     idx = _analysis_gather_index(n, taps, mode, x.device)
-    xe = F.pad(x, (0, 1)).index_select(-1, idx)
-    return F.conv1d(xe.unsqueeze(1), filters.flip(-1).unsqueeze(1), stride=2)
+    return _correlate2(F.pad(x, (0, 1)).index_select(-1, idx), filters.flip(-1))
 
 
 def _analysis_adjoint_1d(g: Tensor, filters: Tensor, mode: str, n: int) -> Tensor:
     taps = filters.shape[-1]
     idx = _analysis_gather_index(n, taps, mode, g.device)
-    ge = F.conv_transpose1d(g, filters.flip(-1).unsqueeze(1), stride=2).squeeze(1)
-    out = ge.new_zeros(ge.shape[0], n + 1)
-    return out.index_add_(-1, idx, ge)[:, :n]
+    ge = _correlate2_adjoint(g, filters.flip(-1))
+    return ge.new_zeros(ge.shape[0], n + 1).index_add_(-1, idx, ge)[:, :n]
 
 
 def _synthesis_1d(c: Tensor, filters: Tensor, mode: str) -> Tensor:
     m, taps = c.shape[-1], filters.shape[-1]
-    full = F.conv_transpose1d(c, filters.unsqueeze(1), stride=2).squeeze(1)  # (R, 2M + L - 2)
+    full = _correlate2_adjoint(c, filters)  # (R, 2M + L - 2)
     if mode == "periodization":
         out = full.new_zeros(full.shape[0], 2 * m)
         return out.index_add_(-1, _periodization_fold_index(m, taps, c.device), full)
@@ -115,7 +129,7 @@ def _synthesis_adjoint_1d(g: Tensor, filters: Tensor, mode: str) -> Tensor:
         full = g.index_select(-1, _periodization_fold_index(n // 2, taps, g.device))
     else:
         full = F.pad(g, (taps - 2, taps - 2))
-    return F.conv1d(full.unsqueeze(1), filters.unsqueeze(1), stride=2)
+    return _correlate2(full, filters)
 
 
 # --------------------------------------------------------------------------------------------------

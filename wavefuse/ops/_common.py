@@ -64,11 +64,12 @@ def check_spatial(h: int, w: int, mode: str, argname: str) -> None:
 
 
 def is_channels_last(x: Tensor) -> bool:
-    return (
-        x.dim() == 4
-        and not x.is_contiguous()
-        and x.is_contiguous(memory_format=torch.channels_last)
-    )
+    """True when the channel dimension is the innermost of C, H, W: channels_last tensors and
+    slices of them (waverec2 trims a row of a channels_last approximation, say)."""
+    if x.dim() != 4 or x.shape[1] == 1 or x.is_contiguous():
+        return False
+    spatial = [s for s, n in zip(x.stride()[2:], x.shape[2:]) if n > 1]
+    return all(x.stride(1) < s for s in spatial)
 
 
 def empty_4d(like: Tensor, n: int, c: int, h: int, w: int) -> Tensor:

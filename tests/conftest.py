@@ -1,0 +1,49 @@
+"""Shared test helpers: the per-dtype tolerance table, a verbose comparison, wavelet grids."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from wavefuse.filters import MODES, WAVELETS
+
+# Tolerances relative to max |expected| (float64: absolute, pywt agreement contract). The half types
+# are compared against a float64 transform of the *rounded* input, so only the output rounding and
+# the float32 accumulation count: a few ulps of the output format.
+TOL = {
+    torch.float64: 1e-10,
+    torch.float32: 1e-5,
+    torch.float16: 1e-3,
+    torch.bfloat16: 8e-3,
+}
+
+# A grid that covers each family, short and long filters (db20: 40 taps) and odd lengths.
+GRID_WAVELETS = ["haar", "db1", "db2", "db3", "db4", "db7", "db20", "sym2", "sym5", "sym20",
+                 "coif1", "coif3", "coif5"]
+ALL_WAVELETS = list(WAVELETS)
+ALL_MODES = list(MODES)
+# (H, W): odd x even, even x odd, smaller than most filters, tiny, and one larger odd pair.
+SIZES = [(13, 8), (8, 13), (3, 5), (2, 2), (1, 4), (33, 31)]
+
+
+def assert_close(actual, expected, tol: float, what: str = "") -> None:
+    """Max-abs comparison scaled by max |expected|; on failure say how many and where."""
+    a = torch.as_tensor(np.asarray(actual) if not torch.is_tensor(actual) else actual)
+    e = torch.as_tensor(np.asarray(expected) if not torch.is_tensor(expected) else expected)
+    a, e = a.detach().cpu().double(), e.detach().cpu().double()
+    assert a.shape == e.shape, f"{what}: shape {tuple(a.shape)} != expected {tuple(e.shape)}"
+    scale = max(e.abs().max().item(), 1.0) if e.numel() else 1.0
+    err = (a - e).abs()
+    bad = err > tol * scale
+    if bad.any():
+        idx = bad.nonzero()[:5].tolist()
+        raise AssertionError(
+            f"{what}: {int(bad.sum())}/{bad.numel()} elements differ by more than {tol} x {scale:.3g}"
+            f" (max err {err.max().item():.3e}); first bad indices {idx}"
+        )
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)

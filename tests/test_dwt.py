@@ -1,0 +1,249 @@
+"""Transforms against PyWavelets (the independent oracle), reconstruction, dtypes, layouts, autograd."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import pywt
+import torch
+
+import wavefuse
+from conftest import ALL_MODES, ALL_WAVELETS, GRID_WAVELETS, SIZES, TOL, assert_close
+
+
+def _pywt_or_error(fn):
+    """Run a pywt call; return (result, None) or (None, the ValueError it raised)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return fn(), None
+        except ValueError as e:
+            return None, e
+
+
+def _compare_coeffs(ours, theirs, tol, what):
+    assert len(ours) == len(theirs), f"{what}: {len(ours)} levels, pywt has {len(theirs)}"
+    assert_close(ours[0], theirs[0], tol, f"{what} cA")
+    for j, (d_ours, d_theirs) in enumerate(zip(ours[1:], theirs[1:])):
+        for name, a, b in zip("HVD", d_ours, d_theirs):
+            assert_close(a, b, tol, f"{what} level[{j + 1}] c{name}")
+
+
+def _levels(h, w, wave):
+    max_level = pywt.dwt_max_level(min(h, w), pywt.Wavelet(wave).dec_len)
+    return range(1, max(max_level, 1) + 1)
+
+
+@pytest.mark.parametrize("mode", ALL_MODES)
+@pytest.mark.parametrize("wave", GRID_WAVELETS)
+def test_wavedec2_waverec2_match_pywt_grid(wave, mode):
+    """float64 agreement to 1e-10 over sizes x levels 1..max, forward and inverse."""
+    for h, w in SIZES:
+        x = torch.randn(2, 3, h, w, dtype=torch.float64)
+        for level in _levels(h, w, wave):
+            what = f"{wave} {mode} {h}x{w} J={level}"
+            expected, err = _pywt_or_error(lambda: pywt.wavedec2(x.numpy(), wave, mode, level))
+            if err is not None:  # pywt refuses (reflect on a length-1 axis): so must we
+                with pytest.raises(ValueError), warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    wavefuse.wavedec2(x, wave, mode, level)
+                continue
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ours = wavefuse.wavedec2(x, wave, mode, level)
+            _compare_coeffs(ours, expected, TOL[torch.float64], what)
+            rec = wavefuse.waverec2(ours, wave, mode)
+            assert_close(rec, pywt.waverec2(expected, wave, mode), TOL[torch.float64], what + " rec")
+
+
+@pytest.mark.parametrize("wave", ALL_WAVELETS)
+def test_every_wavelet_every_mode_max_level(wave):
+    """Every supported wavelet in every mode, default level (pywt's dwt_max_level)."""
+    x = torch.randn(1, 2, 79, 80, dtype=torch.float64)  # max level >= 1 even for 40 taps
+    for mode in ALL_MODES:
+        expected = pywt.wavedec2(x.numpy(), wave, mode)
+        ours = wavefuse.wavedec2(x, wave, mode)
+        assert len(ours) >= 2
+        _compare_coeffs(ours, expected, TOL[torch.float64], f"{wave} {mode}")
+        assert_close(
+            wavefuse.waverec2(ours, wave, mode), pywt.waverec2(expected, wave, mode),
+            TOL[torch.float64], f"{wave} {mode} waverec2",
+        )
+
+
+@pytest.mark.parametrize("mode", ALL_MODES)
+def test_dwt2_idwt2_match_pywt(mode):
+    x = torch.randn(2, 2, 11, 6, dtype=torch.float64)
+    for wave in ["haar", "db3", "sym4", "coif2"]:
+        ca, (ch, cv, cd) = wavefuse.dwt2(x, wave, mode)
+        pa, (ph, pv, pd) = pywt.dwt2(x.numpy(), wave, mode)
+        for a, b, n in [(ca, pa, "cA"), (ch, ph, "cH"), (cv, pv, "cV"), (cd, pd, "cD")]:
+            assert_close(a, b, 1e-10, f"{wave} {mode} {n}")
+        # None bands are zeros, as in pywt; any single band reconstructs alone too.
+        for keep in range(4):
+            bands = [ca, ch, cv, cd]
+            ours = [b if i == keep else None for i, b in enumerate(bands)]
+            theirs = [b.numpy() if i == keep else None for i, b in enumerate(bands)]
+            got = wavefuse.idwt2((ours[0], tuple(ours[1:])), wave, mode)
+            want = pywt.idwt2((theirs[0], tuple(theirs[1:])), wave, mode)
+            assert_close(got, want, 1e-10, f"{wave} {mode} idwt2 band {keep} alone")
+
+
+def test_pywt_default_mode_and_level():
+    x = torch.randn(1, 1, 32, 24, dtype=torch.float64)
+    _compare_coeffs(wavefuse.wavedec2(x, "db2"), pywt.wavedec2(x.numpy(), "db2"), 1e-10, "defaults")
+    assert_close(wavefuse.dwt2(x, "db2")[0], pywt.dwt2(x.numpy(), "db2")[0], 1e-10, "dwt2 default")
+
+
+def test_pywt_wavelet_object_accepted():
+    x = torch.randn(1, 1, 9, 9, dtype=torch.float64)
+    ours = wavefuse.wavedec2(x, pywt.Wavelet("sym3"), "periodic", 1)
+    _compare_coeffs(ours, pywt.wavedec2(x.numpy(), "sym3", "periodic", 1), 1e-10, "pywt.Wavelet")
+
+
+@pytest.mark.parametrize("mode", ALL_MODES)
+@pytest.mark.parametrize("wave", ["haar", "db4", "sym5", "coif3"])
+def test_perfect_reconstruction(wave, mode):
+    for h, w in [(32, 32), (29, 18)]:
+        x = torch.randn(2, 3, h, w)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            rec = wavefuse.waverec2(wavefuse.wavedec2(x, wave, mode, 2), wave, mode)
+        assert_close(rec[..., :h, :w], x, 1e-6, f"{wave} {mode} {h}x{w}")
+
+
+def test_level_zero_returns_input_and_waverec2_of_one_array():
+    x = torch.randn(1, 1, 8, 8)
+    coeffs = wavefuse.wavedec2(x, "haar", level=0)
+    assert len(coeffs) == 1 and torch.equal(coeffs[0], x)
+    assert torch.equal(wavefuse.waverec2(coeffs, "haar"), x)
+
+
+# ----- dtypes and memory formats -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("mode", ["zero", "symmetric", "periodization"])
+def test_half_and_single_precision(dtype, mode):
+    x = torch.randn(2, 3, 19, 16).to(dtype)
+    x64 = x.double()
+    ours = wavefuse.wavedec2(x, "db3", mode, 2)
+    expected = wavefuse.wavedec2(x64, "db3", mode, 2)
+    assert ours[0].dtype == dtype and ours[1][0].dtype == dtype
+    _compare_coeffs(ours, [expected[0]] + [tuple(d) for d in expected[1:]], TOL[dtype], str(dtype))
+    rec = wavefuse.waverec2(ours, "db3", mode)
+    assert rec.dtype == dtype
+    ours64 = [ours[0].double()] + [tuple(b.double() for b in d) for d in ours[1:]]
+    assert_close(rec, wavefuse.waverec2(ours64, "db3", mode), TOL[dtype], f"{dtype} waverec2")
+
+
+def test_channels_last_in_channels_last_out():
+    x = torch.randn(2, 5, 12, 10, dtype=torch.float64)
+    xc = x.contiguous(memory_format=torch.channels_last)
+    coeffs = wavefuse.wavedec2(xc, "db2", "symmetric", 2)
+    for t in [coeffs[0], *coeffs[1], *coeffs[2]]:
+        assert t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
+    _compare_coeffs(coeffs, pywt.wavedec2(x.numpy(), "db2", "symmetric", 2), 1e-10, "channels_last")
+    rec = wavefuse.waverec2(coeffs, "db2", "symmetric")
+    assert rec.is_contiguous(memory_format=torch.channels_last)
+    assert_close(rec, x, 1e-10, "channels_last reconstruction")
+
+
+def test_contiguous_bands_are_contiguous_views_of_one_tensor():
+    ca, (ch, cv, cd) = wavefuse.dwt2(torch.randn(2, 3, 8, 8), "haar")
+    assert ca.is_contiguous() and all(b.is_contiguous() for b in (ch, cv, cd))
+    assert ch.untyped_storage().data_ptr() == cd.untyped_storage().data_ptr()
+
+
+@pytest.mark.parametrize(
+    "view",
+    [
+        lambda t: t[:, :, 1::2, ::3],
+        lambda t: t.transpose(-1, -2),
+        lambda t: t.permute(1, 0, 2, 3),
+        lambda t: t.expand(3, -1, -1, -1),
+    ],
+    ids=["sliced", "transposed", "batch-permuted", "expanded"],
+)
+def test_strided_views(view):
+    base = torch.randn(1, 4, 22, 21, dtype=torch.float64)
+    x = view(base)
+    expected = pywt.wavedec2(x.contiguous().numpy(), "db2", "reflect", 2)
+    _compare_coeffs(wavefuse.wavedec2(x, "db2", "reflect", 2), expected, 1e-10, "view")
+
+
+# ----- autograd ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ALL_MODES)
+@pytest.mark.parametrize("wave", ["haar", "db2", "sym3"])
+def test_gradcheck_and_gradgradcheck(wave, mode):
+    x = torch.randn(1, 2, 7, 6, dtype=torch.float64, requires_grad=True)
+
+    def analysis(t):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            c = wavefuse.wavedec2(t, wave, mode, 2)
+        return (c[0], *c[1], *c[2])
+
+    assert torch.autograd.gradcheck(analysis, (x,))
+    # Second order in fast mode (random projections of the Jacobian): the full numerical
+    # Hessian-vector check costs minutes per case on 2 cores and checks the same identity.
+    assert torch.autograd.gradgradcheck(analysis, (x,), fast_mode=True)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        coeffs = [t.detach().requires_grad_() for t in analysis(x.detach())]
+
+    def synthesis(a, h2, v2, d2, h1, v1, d1):
+        return wavefuse.waverec2([a, (h2, v2, d2), (h1, v1, d1)], wave, mode)
+
+    assert torch.autograd.gradcheck(synthesis, coeffs)
+    assert torch.autograd.gradgradcheck(synthesis, coeffs, fast_mode=True)
+
+
+@pytest.mark.parametrize("mode", ["symmetric", "reflect", "periodic"])
+def test_backward_is_the_adjoint_not_the_inverse(mode):
+    """Where the extension repeats samples, the adjoint folds it back: the gradient differs from
+    idwt2. (With zero padding nothing folds back, and the adjoint is idwt2 on the kept samples.)"""
+    x = torch.randn(1, 1, 10, 10, dtype=torch.float64, requires_grad=True)
+    ca, bands = wavefuse.dwt2(x, "db3", mode)
+    gs = [torch.randn_like(ca)] + [torch.randn_like(b) for b in bands]
+    (grad,) = torch.autograd.grad([ca, *bands], x, gs)
+    # Dot-product test: <A x, g> == <x, A^T g>, with A^T g the gradient.
+    lhs = sum((o * g).sum() for o, g in zip([ca, *bands], gs))
+    torch.testing.assert_close(lhs, (x * grad).sum(), rtol=1e-12, atol=1e-12)
+    inverse = wavefuse.idwt2((gs[0], tuple(gs[1:])), "db3", mode)
+    assert inverse.shape != grad.shape or not torch.allclose(inverse, grad)
+
+
+def test_partial_use_of_outputs_backpropagates():
+    x = torch.randn(2, 1, 8, 8, dtype=torch.float64, requires_grad=True)
+    _, (ch, _, _) = wavefuse.dwt2(x, "db2", "zero")
+    (g,) = torch.autograd.grad(ch.sum(), x)
+    xs = x.detach().requires_grad_()
+    _, (ch_ref, _, _) = wavefuse.dwt2(xs, "db2", "zero", backend="reference")
+    (g_ref,) = torch.autograd.grad(ch_ref.sum(), xs)
+    torch.testing.assert_close(g, g_ref)
+    assert g.abs().sum() > 0
+
+
+# ----- compile -------------------------------------------------------------------------------------
+
+
+def test_torch_compile_fullgraph_wavedec2_loss_backward():
+    def loss(t):
+        coeffs = wavefuse.wavedec2(t, "db2", "symmetric", level=2)
+        hf = sum((b**2).sum() for level in coeffs[1:] for b in level)
+        rec = wavefuse.waverec2(coeffs, "db2", "symmetric")[..., :15, :16]
+        return hf + ((rec - t) ** 2).sum() + coeffs[0].abs().sum()
+
+    compiled = torch.compile(loss, fullgraph=True, backend="inductor")
+    x = torch.randn(2, 3, 15, 16, requires_grad=True)
+    (g_compiled,) = torch.autograd.grad(compiled(x), x)
+    xe = x.detach().requires_grad_()
+    (g_eager,) = torch.autograd.grad(loss(xe), xe)
+    torch.testing.assert_close(g_compiled, g_eager, rtol=1e-5, atol=1e-5)
+    assert g_eager.abs().sum() > 0
