@@ -1,0 +1,103 @@
+"""The torch.library custom ops themselves: opcheck, adjoint identities, layouts, backends."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import ALL_MODES, assert_close
+from wavefuse import ops, reference
+from wavefuse.filters import filter_bank
+
+SHAPE = (2, 3, 9, 6)  # odd and even
+
+
+def _sample(mode, wave="db2", dtype=torch.float64, channels_last=False):
+    x = torch.randn(*SHAPE, dtype=dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    dec, rec = filter_bank(wave, "dec", dtype), filter_bank(wave, "rec", dtype)
+    ll, hi = ops.dwt2d(x, dec, mode, "reference")
+    y = ops.idwt2d(ll, hi, rec, mode, "reference")
+    return x, dec, rec, ll, hi, y
+
+
+@pytest.mark.parametrize("requires_grad", [False, True])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("mode", ALL_MODES)
+def test_opcheck_every_op(mode, channels_last, requires_grad):
+    x, dec, rec, ll, hi, y = _sample(mode, channels_last=channels_last)
+    rg = requires_grad
+
+    def g(t):
+        return t.detach().clone().requires_grad_(rg)
+
+    cases = [
+        (ops.dwt2d, (g(x), dec, mode, "reference")),
+        (ops.dwt2d_adjoint, (g(ll), g(hi), dec, mode, list(SHAPE[-2:]), "reference")),
+        (ops.idwt2d, (g(ll), g(hi), rec, mode, "reference")),
+        (ops.idwt2d_adjoint, (g(y), rec, mode, "reference")),
+    ]
+    for op, args in cases:
+        torch.library.opcheck(op, args)
+
+
+@pytest.mark.parametrize("mode", ALL_MODES)
+@pytest.mark.parametrize("wave", ["haar", "db4", "coif2"])
+def test_adjoint_ops_are_exact_transposes(wave, mode):
+    """<A x, g> == <x, A^T g> for analysis and for synthesis, to float64 rounding."""
+    x, dec, rec, ll, hi, y = _sample(mode, wave)
+    gl, gh = torch.randn_like(ll), torch.randn_like(hi)
+    ax = (ll * gl).sum() + (hi * gh).sum()
+    atg = (x * ops.dwt2d_adjoint(gl, gh, dec, mode, list(SHAPE[-2:]), "reference")).sum()
+    torch.testing.assert_close(ax, atg, rtol=1e-12, atol=1e-12)
+
+    gy = torch.randn_like(y)
+    sl, sh = ops.idwt2d_adjoint(gy, rec, mode, "reference")
+    torch.testing.assert_close((y * gy).sum(), (ll * sl).sum() + (hi * sh).sum(), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("mode", ALL_MODES)
+def test_adjoint_matches_autograd_of_the_reference(mode):
+    """The reference is plain torch ops, so autograd through it gives an independent transpose."""
+    x, dec, rec, ll, hi, y = _sample(mode, "sym4")
+    xr = x.clone().requires_grad_()
+    ll_r, hi_r = reference.dwt2d_ref(xr, dec, mode)
+    gl, gh = torch.randn_like(ll), torch.randn_like(hi)
+    (expected,) = torch.autograd.grad([ll_r, hi_r], xr, [gl, gh])
+    got = ops.dwt2d_adjoint(gl, gh, dec, mode, list(SHAPE[-2:]), "reference")
+    assert_close(got, expected, 1e-12, "dwt2d adjoint")
+
+    llr, hir = ll.clone().requires_grad_(), hi.clone().requires_grad_()
+    gy = torch.randn_like(y)
+    exp_l, exp_h = torch.autograd.grad(reference.idwt2d_ref(llr, hir, rec, mode), [llr, hir], gy)
+    got_l, got_h = ops.idwt2d_adjoint(gy, rec, mode, "reference")
+    assert_close(got_l, exp_l, 1e-12, "idwt2d adjoint ll")
+    assert_close(got_h, exp_h, 1e-12, "idwt2d adjoint hi")
+
+
+def test_periodization_adjoint_is_the_inverse():
+    """Orthogonal wavelets with periodization: analysis is orthogonal, so A^T = A^-1 (even sizes)."""
+    x = torch.randn(1, 2, 12, 10, dtype=torch.float64)
+    dec, rec = filter_bank("db3", "dec", x.dtype), filter_bank("db3", "rec", x.dtype)
+    ll, hi = ops.dwt2d(x, dec, "periodization", "reference")
+    adj = ops.dwt2d_adjoint(ll, hi, dec, "periodization", [12, 10], "reference")
+    inv = ops.idwt2d(ll, hi, rec, "periodization", "reference")
+    assert_close(adj, inv, 1e-12)
+    assert_close(adj, x, 1e-12)
+
+
+def test_outputs_are_fresh_and_in_input_layout():
+    x, dec, rec, ll, hi, y = _sample("symmetric", channels_last=True)
+    assert ll.is_contiguous(memory_format=torch.channels_last)
+    assert hi.shape == (SHAPE[0], SHAPE[1], 3, *ll.shape[-2:])
+    for b in hi.unbind(2):
+        assert b.is_contiguous(memory_format=torch.channels_last)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    assert ll.untyped_storage().data_ptr() != x.untyped_storage().data_ptr()
+
+
+def test_synthesis_adjoint_rejects_impossible_lengths():
+    dec = filter_bank("db2", "rec", torch.float64)
+    with pytest.raises(RuntimeError, match="not a synthesis output length"):
+        ops.idwt2d_adjoint(torch.randn(1, 1, 7, 8, dtype=torch.float64), dec, "zero", "reference")
