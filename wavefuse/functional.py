@@ -22,6 +22,7 @@ from wavefuse.ops._common import (
     check_same_device,
     check_same_dtype,
     check_spatial,
+    check_synthesis_input,
     check_tensor4d,
 )
 
@@ -70,6 +71,7 @@ def _analysis_level(x: Tensor, name: str, mode: str, backend: str, argname: str)
 
 
 def _synthesis_level(ll: Tensor, hi: Tensor, name: str, mode: str, backend: str) -> Tensor:
+    check_synthesis_input(ll.shape[-2], ll.shape[-1], filter_length(name), mode, "coeffs")
     return ops.idwt2d(ll, hi, filter_bank(name, "rec", ll.dtype, ll.device), mode, backend)
 
 

@@ -11,7 +11,12 @@ from torch import Tensor, nn
 
 from wavefuse import backends, ops
 from wavefuse.filters import filter_bank, wavelet_name
-from wavefuse.ops._common import check_mode, check_spatial, check_tensor4d
+from wavefuse.ops._common import (
+    check_mode,
+    check_spatial,
+    check_synthesis_input,
+    check_tensor4d,
+)
 
 # pytorch_wavelets spells periodization "per" too.
 _MODE_ALIASES = {"per": "periodization"}
@@ -115,6 +120,7 @@ class DWTInverse(_DropIn):
                 raise ValueError(
                     f"yl spatial size {tuple(ll.shape[-2:])} does not fit yh's {tuple(hi.shape[-2:])}"
                 )
+            check_synthesis_input(ll.shape[-2], ll.shape[-1], filters.shape[-1], self.mode, "yl")
             ll = ops.idwt2d(ll, hi, filters, self.mode, be)
         return ll
 

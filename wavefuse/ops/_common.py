@@ -55,6 +55,15 @@ def check_spatial(h: int, w: int, mode: str, argname: str) -> None:
         )
 
 
+def check_synthesis_input(h: int, w: int, taps: int, mode: str, argname: str) -> None:
+    """Synthesis of h x w coefficients must give a non-empty signal: 2m - L + 2 >= 1 per axis."""
+    if mode != "periodization" and 2 * min(h, w) - taps + 2 < 1:
+        raise ValueError(
+            f"{argname}: {h}x{w} coefficients are too few to synthesise a signal with a "
+            f"{taps}-tap wavelet in mode {mode!r} (need at least {taps // 2} per axis)"
+        )
+
+
 # --------------------------------------------------------------------------------------------------
 # Output layout: outputs keep the memory format of the tensor they are computed from. The detail
 # bands come as one (N, C, 3, h, w) tensor (pytorch_wavelets' yh layout) allocated band-major, so
