@@ -1,0 +1,84 @@
+// The wavefuse operator library: every op schema, in one place, plus the Python module init.
+//
+// Kernels are registered per backend, never here:
+//   csrc/cpu/dwt.cpp   TORCH_LIBRARY_IMPL(wavefuse, CPU, m)   (CPU transforms issue)
+//   csrc/cuda/dwt.cu   TORCH_LIBRARY_IMPL(wavefuse, CUDA, m)  (GPU transforms issue)
+// An op without a kernel for a dispatch key has none on purpose: Python asks
+// torch._C._dispatch_has_kernel_for_dispatch_key("wavefuse::_dwt2d_kernel", "CPU" | "CUDA") to see
+// which backends are live, so placeholder kernels would lie to it.
+
+#include <Python.h>  // first, as the Python C API requires
+
+#include <torch/library.h>
+
+// ---- Kernel contract (one level of the separable 2-D DWT, PyWavelets conventions) ----------------
+//
+// x        (N, C, H, W); float16, bfloat16, float32 or float64. Validation, layout and dtype rules
+//          live in Python (wavefuse/ops); kernels may assume what the Python layer checked.
+// filters  (2, L) = [lo; hi], the taps from PyWavelets as stored there (no reversal):
+//            analysis  _dwt2d_kernel and its adjoint _dwt2d_adjoint_kernel:  dec_lo, dec_hi
+//            synthesis _idwt2d_kernel and its adjoint _idwt2d_adjoint_kernel: rec_lo, rec_hi
+//          float32 for float16/bfloat16/float32 inputs (half types accumulate in float32),
+//          float64 for float64 inputs.
+// mode     one of zero | symmetric | reflect | periodic | periodization (parse_mode in common.h).
+// ll       (N, C, h, w) approximation coefficients.
+// hi       (N, C, 3, h, w) detail bands, in PyWavelets' order cH, cV, cD (pywt.dwt2's
+//          (cA, (cH, cV, cD))). h, w = analysis_length(H, L, mode), analysis_length(W, L, mode).
+//
+// _dwt2d_kernel(x, filters, mode) -> (ll, hi)
+//     Forward analysis of x.
+// _dwt2d_adjoint_kernel(grad_ll, grad_hi, filters, mode, input_size) -> grad_x
+//     The true adjoint (transpose) of _dwt2d_kernel: for non-periodic modes the boundary extension
+//     folds back into the signal, so this is NOT the inverse transform. input_size = [H, W] of x,
+//     which the coefficient sizes alone do not determine. Gather formulation, no atomics.
+// _idwt2d_kernel(ll, hi, filters, mode) -> y
+//     Synthesis (inverse) of one level; y is (N, C, synthesis_length(h), synthesis_length(w)),
+//     before any trimming to an odd original size (done in Python, as pywt does).
+// _idwt2d_adjoint_kernel(grad_y, filters, mode) -> (grad_ll, grad_hi)
+//     The adjoint of _idwt2d_kernel.
+// Every output is a new tensor in the input's dtype; no op mutates its arguments.
+// _built_with_cuda() -> bool
+//     Whether this build compiled csrc/cuda (WAVEFUSE_WITH_CUDA); says nothing about a device.
+
+namespace wavefuse {
+namespace {
+
+bool built_with_cuda() {
+#ifdef WAVEFUSE_WITH_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
+}  // namespace
+}  // namespace wavefuse
+
+TORCH_LIBRARY(wavefuse, m) {
+  m.def("_dwt2d_kernel(Tensor x, Tensor filters, str mode) -> (Tensor, Tensor)");
+  m.def(
+      "_dwt2d_adjoint_kernel(Tensor grad_ll, Tensor grad_hi, Tensor filters, str mode, "
+      "int[] input_size) -> Tensor");
+  m.def("_idwt2d_kernel(Tensor ll, Tensor hi, Tensor filters, str mode) -> Tensor");
+  m.def("_idwt2d_adjoint_kernel(Tensor grad_y, Tensor filters, str mode) -> (Tensor, Tensor)");
+  // No tensor arguments, so there is no dispatch key to pick a backend by: def() with a function
+  // registers it as the catch-all (CompositeImplicitAutograd) kernel, which the dispatcher also
+  // uses when the key set is empty.
+  m.def("_built_with_cuda() -> bool", &wavefuse::built_with_cuda);
+}
+
+// `import wavefuse._C` dlopens this library, which runs the static registrations above. The module
+// itself is empty: no pybind11, only the stable Python C API (built with Py_LIMITED_API, so the
+// extension is an abi3 module). Pattern from pytorch/extension-cpp.
+extern "C" {
+PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {
+      PyModuleDef_HEAD_INIT,
+      "_C",  // m_name
+      "wavefuse operator registrations (torch.ops.wavefuse); no Python-level functions.",
+      -1,       // m_size: no per-interpreter state
+      nullptr,  // m_methods
+  };
+  return PyModule_Create(&module_def);
+}
+}

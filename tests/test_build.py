@@ -1,0 +1,153 @@
+"""The build: the compiled extension, its op schemas, and where wavefuse.kernels is installed.
+
+What a build must contain is told by the environment (.ci/run sets both):
+WAVEFUSE_EXPECT_EXT=1 means wavefuse._C must load; WAVEFUSE_EXPECT_CUDA=1 means it must have been
+compiled with the CUDA sources. Unset, the corresponding checks skip with the reason.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+EXPECT_EXT = os.environ.get("WAVEFUSE_EXPECT_EXT") == "1"
+EXPECT_CUDA = os.environ.get("WAVEFUSE_EXPECT_CUDA") == "1"
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+INSTALL = 'pip install -r requirements.txt && pip install --no-build-isolation -e ".[test]"'
+
+# name -> ([(argument name, type)], number of returns); the contract is documented in csrc/ops.cpp.
+KERNEL_SCHEMAS = {
+    "_dwt2d_kernel": ([("x", "Tensor"), ("filters", "Tensor"), ("mode", "str")], 2),
+    "_dwt2d_adjoint_kernel": (
+        [
+            ("grad_ll", "Tensor"),
+            ("grad_hi", "Tensor"),
+            ("filters", "Tensor"),
+            ("mode", "str"),
+            ("input_size", "List[int]"),
+        ],
+        1,
+    ),
+    "_idwt2d_kernel": (
+        [("ll", "Tensor"), ("hi", "Tensor"), ("filters", "Tensor"), ("mode", "str")],
+        1,
+    ),
+    "_idwt2d_adjoint_kernel": ([("grad_y", "Tensor"), ("filters", "Tensor"), ("mode", "str")], 2),
+}
+
+
+def _load_extension() -> str | None:
+    """Import wavefuse._C; None on success, else the error as text."""
+    try:
+        importlib.import_module("wavefuse._C")
+    except (ImportError, OSError) as e:  # OSError: built against another torch
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def _require_extension() -> None:
+    error = _load_extension()
+    if error is None:
+        return
+    if EXPECT_EXT:
+        pytest.fail(f"WAVEFUSE_EXPECT_EXT=1 but wavefuse._C did not load: {error}")
+    pytest.skip(f"wavefuse._C is not built ({error}); set WAVEFUSE_EXPECT_EXT=1 to require it")
+
+
+@pytest.mark.skipif(not EXPECT_EXT, reason="WAVEFUSE_EXPECT_EXT=1 not set: extension not required")
+def test_extension_imports():
+    error = _load_extension()
+    assert error is None, f"import wavefuse._C failed: {error}; rebuild with: {INSTALL}"
+
+
+@pytest.mark.skipif(
+    not EXPECT_CUDA, reason="WAVEFUSE_EXPECT_CUDA=1 not set: CUDA build not required"
+)
+def test_built_with_cuda():
+    error = _load_extension()
+    assert error is None, f"import wavefuse._C failed: {error}"
+    assert torch.ops.wavefuse._built_with_cuda() is True, (
+        "wavefuse._C was compiled without csrc/cuda although WAVEFUSE_EXPECT_CUDA=1; the build log "
+        "line 'wavefuse: NOT building CUDA kernels: ...' (pip install -v) says why"
+    )
+
+
+def test_built_with_cuda_is_consistent_with_torch():
+    _require_extension()
+    built = torch.ops.wavefuse._built_with_cuda()
+    assert isinstance(built, bool)
+    if built:
+        assert torch.version.cuda is not None, "CUDA kernels compiled against a CPU-only torch"
+
+
+@pytest.mark.parametrize("name", sorted(KERNEL_SCHEMAS))
+def test_kernel_schema(name):
+    _require_extension()
+    expected_args, n_returns = KERNEL_SCHEMAS[name]
+    schema = getattr(torch.ops.wavefuse, name).default._schema
+    assert schema.name == f"wavefuse::{name}"
+    assert [(a.name, str(a.type)) for a in schema.arguments] == expected_args
+    assert len(schema.returns) == n_returns
+    assert all(str(r.type) == "Tensor" for r in schema.returns)
+    assert not any(a.alias_info is not None and a.alias_info.is_write for a in schema.arguments), (
+        f"{name} must not mutate its arguments"
+    )
+    # The text form parses back to the same schema.
+    assert str(torch._C.parse_schema(str(schema))) == str(schema)
+
+
+_LAYOUT_PROBE = """
+import importlib.metadata, importlib.util, json, os
+import wavefuse.kernels as k
+spec = importlib.util.find_spec("kernels")
+owners = importlib.metadata.packages_distributions().get("kernels", [])
+print(json.dumps({
+    "name": k.__name__,
+    "file": k.__file__,
+    "top_level_origin": None if spec is None else str(spec.origin),
+    "top_level_owners": owners,
+}))
+"""
+
+
+def test_kernels_installed_as_subpackage_only(tmp_path):
+    """wavefuse.kernels imports from the installed package, and no top-level `kernels` leaks out.
+
+    Run in a fresh interpreter from a directory other than the repo root: there, the repo's own
+    kernels/ folder would shadow what is installed.
+    """
+    env = dict(os.environ)
+    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    paths = [p for p in paths if os.path.abspath(p) != REPO_ROOT]
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    proc = subprocess.run(
+        [sys.executable, "-c", _LAYOUT_PROBE],
+        check=False,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, (
+        f"import wavefuse.kernels failed outside the repo (is wavefuse installed? {INSTALL}):\n"
+        f"{proc.stderr}"
+    )
+    found = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert found["name"] == "wavefuse.kernels"
+    assert os.path.basename(found["file"]) == "__init__.py"
+    if found["top_level_origin"] is not None:
+        # Only acceptable if some other distribution owns a top-level `kernels` (e.g. the
+        # unrelated PyPI project of that name), not wavefuse.
+        assert "wavefuse" not in found["top_level_owners"], (
+            f"wavefuse installed a top-level `kernels` module: {found['top_level_origin']}"
+        )
+        assert found["top_level_owners"], (
+            f"a top-level `kernels` module is importable from {found['top_level_origin']}"
+        )
