@@ -22,6 +22,7 @@ import glob
 import os
 import re
 import shutil
+import subprocess
 
 import torch
 from setuptools import find_packages, setup
@@ -79,6 +80,16 @@ def find_cuda_home() -> tuple[str | None, str]:
     return None, "no CUDA toolkit (a folder whose lib64/ has libcudart) found"
 
 
+def _nvcc_version(nvcc: str) -> str | None:
+    """'13.0' from `nvcc --version` ("Cuda compilation tools, release 13.0, ..."), or None."""
+    try:
+        out = subprocess.run([nvcc, "--version"], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = re.search(r"release (\d+)\.(\d+)", out)
+    return f"{match.group(1)}.{match.group(2)}" if match else None
+
+
 def decide_cuda() -> tuple[bool, str]:
     """Whether to compile csrc/cuda, and why. Sets CUDA_HOME for torch when the answer is yes."""
     request = os.environ.get("WAVEFUSE_CUDA", "").strip().lower()
@@ -91,10 +102,20 @@ def decide_cuda() -> tuple[bool, str]:
     else:
         home, how = find_cuda_home()
         nvcc = os.path.join(home, "bin", "nvcc") if home else None
-        if home is not None and os.path.isfile(nvcc):
+        toolkit = _nvcc_version(nvcc) if home is not None and os.path.isfile(nvcc) else None
+        torch_major = torch.version.cuda.split(".")[0]
+        if toolkit is not None and toolkit.split(".")[0] == torch_major:
             os.environ["CUDA_HOME"] = home  # read by torch.utils.cpp_extension at import
-            return True, f"torch CUDA {torch.version.cuda}, toolkit {home} ({how})"
-        reason = how if home is None else f"{nvcc} does not exist"
+            return True, f"torch CUDA {torch.version.cuda}, toolkit {toolkit} at {home} ({how})"
+        if home is None:
+            reason = how
+        elif toolkit is None:
+            reason = f"{nvcc} is missing or does not report its version"
+        else:  # torch's cpp_extension refuses a major-version mismatch: build CPU-only instead
+            reason = (
+                f"the CUDA toolkit at {home} is {toolkit} but torch was built with CUDA "
+                f"{torch.version.cuda} (major versions must match)"
+            )
     if request == "1":
         raise SystemExit(f"wavefuse: WAVEFUSE_CUDA=1 but CUDA cannot be built: {reason}")
     return False, reason
@@ -163,6 +184,9 @@ def make_extension(with_cuda: bool):
 
 
 def main() -> None:
+    # torch.utils.cpp_extension, once imported with CUDA_HOME set, asks torch.cuda.is_available()
+    # (only for a warning); the NVML-based check answers without creating a CUDA context.
+    os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
     with_cuda, reason = decide_cuda()
     if with_cuda:
         if not os.environ.get("TORCH_CUDA_ARCH_LIST"):

@@ -19,8 +19,21 @@ TOL = {
 }
 
 # A grid that covers each family, short and long filters (db20: 40 taps) and odd lengths.
-GRID_WAVELETS = ["haar", "db1", "db2", "db3", "db4", "db7", "db20", "sym2", "sym5", "sym20",
-                 "coif1", "coif3", "coif5"]
+GRID_WAVELETS = [
+    "haar",
+    "db1",
+    "db2",
+    "db3",
+    "db4",
+    "db7",
+    "db20",
+    "sym2",
+    "sym5",
+    "sym20",
+    "coif1",
+    "coif3",
+    "coif5",
+]
 ALL_WAVELETS = list(WAVELETS)
 ALL_MODES = list(MODES)
 # (H, W): odd x even, even x odd, smaller than most filters, tiny, and one larger odd pair.

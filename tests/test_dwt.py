@@ -1,4 +1,4 @@
-"""Transforms against PyWavelets (the independent oracle), reconstruction, dtypes, layouts, autograd."""
+"""Transforms against PyWavelets (the independent oracle): reconstruction, dtypes, layouts, autograd."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import pywt
 import torch
+from conftest import ALL_MODES, ALL_WAVELETS, GRID_WAVELETS, SIZES, TOL, assert_close
 
 import wavefuse
-from conftest import ALL_MODES, ALL_WAVELETS, GRID_WAVELETS, SIZES, TOL, assert_close
 
 
 def _pywt_or_error(fn):
@@ -55,7 +55,9 @@ def test_wavedec2_waverec2_match_pywt_grid(wave, mode):
                 ours = wavefuse.wavedec2(x, wave, mode, level)
             _compare_coeffs(ours, expected, TOL[torch.float64], what)
             rec = wavefuse.waverec2(ours, wave, mode)
-            assert_close(rec, pywt.waverec2(expected, wave, mode), TOL[torch.float64], what + " rec")
+            assert_close(
+                rec, pywt.waverec2(expected, wave, mode), TOL[torch.float64], what + " rec"
+            )
 
 
 @pytest.mark.parametrize("wave", ALL_WAVELETS)
@@ -68,8 +70,10 @@ def test_every_wavelet_every_mode_max_level(wave):
         assert len(ours) >= 2
         _compare_coeffs(ours, expected, TOL[torch.float64], f"{wave} {mode}")
         assert_close(
-            wavefuse.waverec2(ours, wave, mode), pywt.waverec2(expected, wave, mode),
-            TOL[torch.float64], f"{wave} {mode} waverec2",
+            wavefuse.waverec2(ours, wave, mode),
+            pywt.waverec2(expected, wave, mode),
+            TOL[torch.float64],
+            f"{wave} {mode} waverec2",
         )
 
 
@@ -114,6 +118,26 @@ def test_perfect_reconstruction(wave, mode):
         assert_close(rec[..., :h, :w], x, 1e-6, f"{wave} {mode} {h}x{w}")
 
 
+def test_numpy_integer_level_and_none_approximation_as_pywt():
+    x = torch.randn(1, 1, 16, 12, dtype=torch.float64)
+    ours = wavefuse.wavedec2(x, "db2", "periodic", np.int64(2))
+    theirs = pywt.wavedec2(x.numpy(), "db2", "periodic", np.int64(2))
+    _compare_coeffs(ours, theirs, 1e-10, "numpy level")
+    got = wavefuse.waverec2([None] + ours[1:], "db2", "periodic")
+    want = pywt.waverec2([np.zeros_like(theirs[0])] + theirs[1:], "db2", "periodic")
+    assert_close(got, want, 1e-10, "None approximation")
+
+
+def test_empty_batch_and_channels():
+    for shape in [(0, 3, 8, 8), (2, 0, 9, 8)]:
+        x = torch.randn(*shape)
+        coeffs = wavefuse.wavedec2(x, "db2", "symmetric", 1)
+        expected = pywt.wavedec2(x.numpy(), "db2", "symmetric", 1)
+        assert coeffs[0].shape == expected[0].shape
+        rec = wavefuse.waverec2(coeffs, "db2", "symmetric")
+        assert rec.shape == pywt.waverec2(expected, "db2", "symmetric").shape
+
+
 def test_level_zero_returns_input_and_waverec2_of_one_array():
     x = torch.randn(1, 1, 8, 8)
     coeffs = wavefuse.wavedec2(x, "haar", level=0)
@@ -121,11 +145,11 @@ def test_level_zero_returns_input_and_waverec2_of_one_array():
     assert torch.equal(wavefuse.waverec2(coeffs, "haar"), x)
 
 
-# ----- dtypes and memory formats -------------------------------------------------------------------
+# ----- dtypes and memory formats -----------------------------------------------------------------
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
-@pytest.mark.parametrize("mode", ["zero", "symmetric", "periodization"])
+@pytest.mark.parametrize("mode", ALL_MODES)
 def test_half_and_single_precision(dtype, mode):
     x = torch.randn(2, 3, 19, 16).to(dtype)
     x64 = x.double()
@@ -174,7 +198,7 @@ def test_strided_views(view):
     _compare_coeffs(wavefuse.wavedec2(x, "db2", "reflect", 2), expected, 1e-10, "view")
 
 
-# ----- autograd ------------------------------------------------------------------------------------
+# ----- autograd ----------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("mode", ALL_MODES)
@@ -230,7 +254,19 @@ def test_partial_use_of_outputs_backpropagates():
     assert g.abs().sum() > 0
 
 
-# ----- compile -------------------------------------------------------------------------------------
+# ----- compile -----------------------------------------------------------------------------------
+
+
+def test_torch_compile_fullgraph_level_above_max():
+    """The too-high-level warning is an eager-only side effect: tracing must not break on it."""
+
+    def f(t):
+        return wavefuse.wavedec2(t, "db2", "zero", level=3)[0].sum()
+
+    x = torch.randn(1, 1, 8, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.testing.assert_close(torch.compile(f, fullgraph=True, backend="eager")(x), f(x))
 
 
 def test_torch_compile_fullgraph_wavedec2_loss_backward():

@@ -7,9 +7,9 @@ import warnings
 
 import pytest
 import torch
+from conftest import TOL, assert_close
 
 import wavefuse
-from conftest import TOL, assert_close
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # pytorch_wavelets imports the deprecated pkg_resources
@@ -73,5 +73,7 @@ def test_module_gradients_and_half_types(mode):
     for dtype in (torch.float16, torch.bfloat16):
         yl, yh = fwd(x.detach().to(dtype))
         assert yl.dtype == dtype and yh[0].dtype == dtype
-        yl64, _ = fwd(x.detach().to(dtype).double())
+        yl64, yh64 = fwd(x.detach().to(dtype).double())
         assert_close(yl, yl64, TOL[dtype], str(dtype))
+        for a, b in zip(yh, yh64):
+            assert_close(a, b, TOL[dtype], f"{dtype} yh")

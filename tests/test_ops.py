@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import ALL_MODES, assert_close
+
 from wavefuse import ops, reference
 from wavefuse.filters import filter_bank
 
@@ -54,7 +54,9 @@ def test_adjoint_ops_are_exact_transposes(wave, mode):
 
     gy = torch.randn_like(y)
     sl, sh = ops.idwt2d_adjoint(gy, rec, mode, "reference")
-    torch.testing.assert_close((y * gy).sum(), (ll * sl).sum() + (hi * sh).sum(), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        (y * gy).sum(), (ll * sl).sum() + (hi * sh).sum(), rtol=1e-12, atol=1e-12
+    )
 
 
 @pytest.mark.parametrize("mode", ALL_MODES)

@@ -1,9 +1,9 @@
 """Which backends are live, why the others are not, and how "auto" chooses.
 
 Backends: "reference" (pure PyTorch, always live), "cpu" and "cuda" (the C++/CUDA kernels in
-``wavefuse._C``), "triton" (``wavefuse.kernels``). A backend is live for an op when its code is built
-or importable *and* has a kernel for that op; liveness is decided once, at import, without touching a
-GPU, so that resolving a backend is a dictionary lookup that torch.compile traces through.
+``wavefuse._C``), "triton" (``wavefuse.kernels``). A backend is live for an op when its code is
+built or importable *and* has a kernel for that op; liveness is decided once, at import, without
+touching a GPU, so that resolving a backend is a dictionary lookup that torch.compile traces.
 
 Choice rule for ``backend="auto"`` (per op and device type), first live wins:
 
@@ -30,12 +30,20 @@ CHOICES = ("auto",) + BACKENDS
 OPS = ("dwt2d", "dwt2d_adjoint", "idwt2d", "idwt2d_adjoint")
 # Triton kernels live in wavefuse.kernels.<module>; each module exposes one launcher per op name.
 TRITON_MODULES = {op: "dwt" for op in OPS}
+# An op's backward (and double backward) runs the other op of its pair on the same backend, so a
+# backend is chosen for a forward op only if it can run the whole pair.
+FAMILIES = {
+    "dwt2d": ("dwt2d", "dwt2d_adjoint"),
+    "dwt2d_adjoint": ("dwt2d_adjoint", "dwt2d"),
+    "idwt2d": ("idwt2d", "idwt2d_adjoint"),
+    "idwt2d_adjoint": ("idwt2d_adjoint", "idwt2d"),
+}
 AUTO_ORDER = {"cuda": ("cuda", "triton", "reference"), "cpu": ("cpu", "reference")}
 REBUILD = "pip install --no-build-isolation -e ."
 
 
 class BackendUnavailableError(RuntimeError):
-    """A backend was asked for that cannot run this op here; the message says why and how to fix it."""
+    """A backend that cannot run this op here was asked for; the message says why and the fix."""
 
 
 try:
@@ -78,7 +86,9 @@ def _triton_reason(op: str, device_type: str) -> str | None:
 
 def _compiled_reason(backend: str, op: str, device_type: str) -> str | None:
     if device_type != backend:
-        return f"backend={backend!r} runs on {backend.upper()} tensors, the input is on {device_type}"
+        return (
+            f"backend={backend!r} runs on {backend.upper()} tensors, the input is on {device_type}"
+        )
     if _C is None:
         return f"the C++ extension wavefuse._C did not load ({EXTENSION_ERROR}); rebuild: {REBUILD}"
     if backend == "cuda" and not built_with_cuda():
@@ -112,11 +122,14 @@ def refresh() -> None:
 
 
 def why_not(backend: str, op: str, device_type: str) -> str | None:
-    """None when ``backend`` can run ``op`` on ``device_type`` tensors, else the reason."""
-    key = (backend, op, device_type)
-    if key in _STATUS:
-        return _STATUS[key]
-    return _reason(backend, op, device_type)
+    """None when ``backend`` can run ``op`` and the ops its autograd calls (``FAMILIES``) on
+    ``device_type`` tensors, else the reason."""
+    for member in FAMILIES.get(op, (op,)):
+        key = (backend, member, device_type)
+        reason = _STATUS[key] if key in _STATUS else _reason(backend, member, device_type)
+        if reason is not None:
+            return reason
+    return None
 
 
 def live_backends(op: str, device_type: str) -> list[str]:

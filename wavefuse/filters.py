@@ -1,8 +1,9 @@
 """Filter banks from PyWavelets, never hand-typed.
 
-The supported wavelets are PyWavelets' orthogonal families up to 40 taps: haar, db1-db20, sym2-sym20
-and coif1-coif5 (DESIGN.md; GPU kernels are sized for at most 40 taps). Their banks are read once at import into a plain dict of float tuples. Lookups are then pure Python, so a function that
-asks for a filter bank traces through ``torch.compile(fullgraph=True)`` without calling into pywt.
+The supported wavelets are PyWavelets' orthogonal families up to 40 taps: haar, db1-db20,
+sym2-sym20 and coif1-coif5 (DESIGN.md; GPU kernels are sized for at most 40 taps). Their banks are
+read once at import into a plain dict of float tuples. Lookups are then pure Python, so a function
+that asks for a filter bank traces through ``torch.compile(fullgraph=True)`` without calling pywt.
 
 Filter tensors have shape (2, L): row 0 the low-pass, row 1 the high-pass taps, exactly as
 ``pywt.Wavelet(name).filter_bank`` gives them (``dec_lo, dec_hi, rec_lo, rec_hi``).
@@ -50,7 +51,8 @@ def wavelet_name(wavelet, argname: str = "wavelet") -> str:
         )
     if not isinstance(wavelet, str):
         raise TypeError(
-            f"{argname} must be a wavelet name (str) or a pywt.Wavelet, got {type(wavelet).__name__}"
+            f"{argname} must be a wavelet name (str) or a pywt.Wavelet, "
+            f"got {type(wavelet).__name__}"
         )
     if wavelet in _BANKS:
         return wavelet

@@ -9,8 +9,9 @@ and traceable by ``torch.compile(fullgraph=True)``.
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -52,11 +53,14 @@ def _check_level(h: int, w: int, taps: int, level) -> int:
     max_level = min(dwt_max_level(h, taps), dwt_max_level(w, taps))
     if level is None:
         return max_level
-    if isinstance(level, bool) or not isinstance(level, int):
+    if isinstance(level, bool) or not isinstance(level, numbers.Integral):
         raise TypeError(f"level must be an int or None, got {type(level).__name__}")
+    level = int(level)
     if level < 0:
         raise ValueError("Level value of %d is too low . Minimum level is 0." % level)
-    if level > max_level:
+    # Dynamo cannot trace warnings.warn (a fullgraph compile would fail on it): the warning is
+    # given by eager calls, and skipped while tracing.
+    if level > max_level and not torch.compiler.is_compiling():
         warnings.warn(
             f"Level value of {level} is too high: all coefficients will experience "
             "boundary effects."
@@ -180,17 +184,21 @@ def waverec2(
         raise ValueError("coeffs must be a non-empty list [cA_J, (cH_J, cV_J, cD_J), ...]")
     name, mode = wavelet_name(wavelet), check_mode(mode)
     _check_axes(axes)
-    a = check_tensor4d(coeffs[0], "coeffs")
+    a = coeffs[0]
     if len(coeffs) == 1:
-        return a
+        return check_tensor4d(a, "coeffs")
+    if a is not None:
+        check_tensor4d(a, "coeffs")
     levels = [_details(d, "coeffs") for d in coeffs[1:]]
-    tensors = [a] + [t for d in levels for t in d if t is not None]
+    tensors = [t for t in (a, *(t for d in levels for t in d)) if t is not None]
+    if not tensors:
+        raise ValueError("coeffs must contain at least one non-None band")
     check_same_device(tensors, "coeffs")
     check_same_dtype(tensors, "coeffs")
-    be = backends.resolve(backend, a.device, "idwt2d")
+    be = backends.resolve(backend, tensors[0].device, "idwt2d")
     for d in levels:
         shape = next((t.shape for t in d if t is not None), None)
-        if shape is not None:
+        if shape is not None and a is not None:
             trim_h = a.shape[-2] == shape[-2] + 1
             trim_w = a.shape[-1] == shape[-1] + 1
             a = a[..., : a.shape[-2] - trim_h, : a.shape[-1] - trim_w]

@@ -1,7 +1,7 @@
-"""``python -m wavefuse.info``: versions, the extension build, and which backends are live (and why not).
+"""``python -m wavefuse.info``: versions, the extension build, which backends are live, why not.
 
-This is a command run by a person, so unlike ``import wavefuse`` it may ask the CUDA driver whether a
-GPU is visible.
+This is a command run by a person, so unlike ``import wavefuse`` it may ask the CUDA driver
+whether a GPU is visible.
 """
 
 from __future__ import annotations
@@ -22,6 +22,15 @@ def _version(dist: str) -> str:
         return importlib.metadata.version(dist)
     except importlib.metadata.PackageNotFoundError:
         return "not installed"
+
+
+def _auto(device_type: str) -> str:
+    """What "auto" resolves to per op, or why it cannot (a bad WAVEFUSE_BACKEND, say)."""
+    try:
+        autos = {backends.resolve("auto", torch.device(device_type), op) for op in backends.OPS}
+    except (ValueError, backends.BackendUnavailableError) as e:
+        return f"error: {e}"
+    return ", ".join(sorted(autos))
 
 
 def report() -> str:
@@ -49,8 +58,7 @@ def report() -> str:
     lines.append("")
     lines.append(f"backends     (ops: {', '.join(backends.OPS)})")
     for device_type in ("cpu", "cuda"):
-        autos = {backends.resolve("auto", torch.device(device_type), op) for op in backends.OPS}
-        lines.append(f"  {device_type} tensors: auto -> {', '.join(sorted(autos))}")
+        lines.append(f"  {device_type} tensors: auto -> {_auto(device_type)}")
         for b in backends.BACKENDS:
             reasons = {op: backends.why_not(b, op, device_type) for op in backends.OPS}
             if len(set(reasons.values())) == 1:

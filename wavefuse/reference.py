@@ -1,19 +1,21 @@
-"""Pure-PyTorch reference transforms: the test oracle, the benchmark baseline and the fallback backend.
+"""Pure-PyTorch reference transforms: test oracle, benchmark baseline and fallback backend.
 
-One 2-D level is two 1-D passes (along W, then along H), each a boundary extension by index gather
-followed by a stride-2 correlation (unfold + matmul; its transpose overlap-adds with fold). Conventions are PyWavelets' (../shared/REFERENCES.md):
+One 2-D level is two 1-D passes (along W, then along H), each a boundary extension by index
+gather followed by a stride-2 correlation (unfold + matmul; its transpose overlap-adds with fold).
+Conventions are PyWavelets' (../shared/REFERENCES.md):
 
-* analysis, every mode but periodization: ``c[k] = sum_j f[j] * xe[2k + 1 - j]``, ``k < (n + L - 1) // 2``,
-  with ``xe`` the signal extended by ``mode``;
-* periodization: ``n' = n`` rounded up to even (an odd signal repeats its last sample), ``K = n' / 2``,
-  ``c[k] = sum_j f[j] * x[(2k + L/2 - j) mod n']``;
-* synthesis, non-periodization: ``y[n] = sum_k a[k] g0[n + L - 2 - 2k] + d[k] g1[n + L - 2 - 2k]`` of length
-  ``2M - L + 2``; periodization: ``y[m] = sum_k a[k] g0[(m + L/2 - 1 - 2k) mod 2M] + ...`` of length ``2M``.
+* analysis, every mode but periodization: ``c[k] = sum_j f[j] * xe[2k + 1 - j]`` for
+  ``k < (n + L - 1) // 2``, with ``xe`` the signal extended by ``mode``;
+* periodization: ``n'`` = n rounded up to even (an odd signal repeats its last sample),
+  ``K = n' / 2``, ``c[k] = sum_j f[j] * x[(2k + L/2 - j) mod n']``;
+* synthesis, non-periodization: ``y[n] = sum_k a[k] g0[n + L - 2 - 2k] + d[k] g1[n + L - 2 - 2k]``,
+  of length ``2M - L + 2``;
+* synthesis, periodization: ``y[m] = sum_k a[k] g0[(m + L/2 - 1 - 2k) mod 2M] + ...``, length 2M.
 
-The adjoints are the exact transposes: the adjoint of the boundary gather is a scatter-add that folds the
-extension back onto the signal (for non-periodic modes this is *not* the inverse transform). Half types
-compute in float32, float64 stays float64. Band order everywhere is PyWavelets': cH (high-pass along H,
-low-pass along W), cV, cD.
+The adjoints are the exact transposes: the adjoint of the boundary gather is a scatter-add that
+folds the extension back onto the signal (for non-periodic modes this is *not* the inverse
+transform). Half types compute in float32, float64 stays float64. Band order everywhere is
+PyWavelets': cH (high-pass along H, low-pass along W), cV, cD.
 """
 
 from __future__ import annotations
@@ -98,7 +100,9 @@ def _correlate2_adjoint(g: Tensor, taps: Tensor) -> Tensor:
     taps_len = taps.shape[-1]
     cols = (g.transpose(1, 2) @ taps).transpose(1, 2)  # (R, L, K): tap m of block k
     n = 2 * k + taps_len - 2
-    return F.fold(cols, output_size=(1, n), kernel_size=(1, taps_len), stride=(1, 2)).reshape(rows, n)
+    return F.fold(cols, output_size=(1, n), kernel_size=(1, taps_len), stride=(1, 2)).reshape(
+        rows, n
+    )
 
 
 def _analysis_1d(x: Tensor, filters: Tensor, mode: str) -> Tensor:
@@ -142,7 +146,9 @@ def _split2d(x: Tensor, split_w, split_h) -> Tensor:
     b, h, w = x.shape
     t = split_w(x.reshape(b * h, w))  # (B*H, 2, Kw)
     kw = t.shape[-1]
-    t = split_h(t.reshape(b, h, 2, kw).permute(0, 2, 3, 1).reshape(b * 2 * kw, h))  # (B*2*Kw, 2, Kh)
+    t = split_h(
+        t.reshape(b, h, 2, kw).permute(0, 2, 3, 1).reshape(b * 2 * kw, h)
+    )  # (B*2*Kw, 2, Kh)
     kh = t.shape[-1]
     return t.reshape(b, 2, kw, 2, kh).permute(0, 1, 3, 4, 2).reshape(b, 4, kh, kw)
 
@@ -153,7 +159,7 @@ def _merge2d(c: Tensor, merge_w, merge_h) -> Tensor:
     t = merge_h(c.reshape(b, 2, 2, kh, kw).permute(0, 1, 4, 2, 3).reshape(b * 2 * kw, 2, kh))
     h = t.shape[-1]
     t = merge_w(t.reshape(b, 2, kw, h).permute(0, 3, 1, 2).reshape(b * h, 2, kw))
-    return t.reshape(b, h, -1)
+    return t.reshape(b, h, t.shape[-1])
 
 
 def _bands(ll: Tensor, hi: Tensor, dtype: torch.dtype) -> Tensor:

@@ -1,7 +1,8 @@
 """Drop-in replacements for pytorch_wavelets' ``DWTForward`` / ``DWTInverse``.
 
-Same constructor arguments and the same ``(yl, yh)`` layout: ``yl`` (N, C, h_J, w_J) and ``yh`` a list,
-finest level first, of (N, C, 3, h_j, w_j) tensors with bands cH, cV, cD (PyWavelets' order). Unlike
+Same constructor arguments and the same ``(yl, yh)`` layout: ``yl`` (N, C, h_J, w_J) and ``yh``,
+a list (finest level first) of (N, C, 3, h_j, w_j) tensors with bands cH, cV, cD (PyWavelets'
+order). Unlike
 pytorch_wavelets, gradients are exact adjoints in every mode, and half types work.
 """
 
@@ -118,7 +119,8 @@ class DWTInverse(_DropIn):
             ll = ll[..., : ll.shape[-2] - trim_h, : ll.shape[-1] - trim_w]
             if ll.shape[-2:] != hi.shape[-2:]:
                 raise ValueError(
-                    f"yl spatial size {tuple(ll.shape[-2:])} does not fit yh's {tuple(hi.shape[-2:])}"
+                    f"yl spatial size {tuple(ll.shape[-2:])} does not fit yh's "
+                    f"{tuple(hi.shape[-2:])}"
                 )
             check_synthesis_input(ll.shape[-2], ll.shape[-1], filters.shape[-1], self.mode, "yl")
             ll = ops.idwt2d(ll, hi, filters, self.mode, be)

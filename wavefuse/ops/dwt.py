@@ -43,8 +43,10 @@ def _check_synthesis_size(n: int, taps: int, mode: str) -> int:
     m = n // 2 if mode == "periodization" else (n + taps - 2) // 2
     torch._check(
         synthesis_length(m, taps, mode) == n,
-        lambda: f"idwt2d_adjoint: length {n} is not a synthesis output length for {taps} taps "
-        f"in mode {mode!r}",
+        lambda: (
+            f"idwt2d_adjoint: length {n} is not a synthesis output length for {taps} taps "
+            f"in mode {mode!r}"
+        ),
     )
     return m
 
@@ -97,7 +99,12 @@ dwt2d.register_autograd(_dwt2d_backward, setup_context=_dwt2d_setup)
 
 @torch.library.custom_op("wavefuse::dwt2d_adjoint", mutates_args=())
 def dwt2d_adjoint(
-    grad_ll: Tensor, grad_hi: Tensor, filters: Tensor, mode: str, input_size: list[int], backend: str
+    grad_ll: Tensor,
+    grad_hi: Tensor,
+    filters: Tensor,
+    mode: str,
+    input_size: list[int],
+    backend: str,
 ) -> Tensor:
     gx = _run(backend, "dwt2d_adjoint", grad_ll, grad_hi, filters, mode, list(input_size))
     return _fresh(grad_ll, gx)
@@ -158,7 +165,9 @@ idwt2d.register_autograd(_idwt2d_backward, setup_context=_idwt2d_setup)
 
 
 @torch.library.custom_op("wavefuse::idwt2d_adjoint", mutates_args=())
-def idwt2d_adjoint(grad_y: Tensor, filters: Tensor, mode: str, backend: str) -> tuple[Tensor, Tensor]:
+def idwt2d_adjoint(
+    grad_y: Tensor, filters: Tensor, mode: str, backend: str
+) -> tuple[Tensor, Tensor]:
     for n in grad_y.shape[-2:]:
         _check_synthesis_size(n, filters.shape[-1], mode)
     gll, ghi = _run(backend, "idwt2d_adjoint", grad_y, filters, mode)
