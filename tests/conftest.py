@@ -40,6 +40,22 @@ ALL_MODES = list(MODES)
 SIZES = [(13, 8), (8, 13), (3, 5), (2, 2), (1, 4), (33, 31)]
 
 
+def _cpu_backend_params():
+    from wavefuse import backends
+
+    params = []
+    for b in ("reference", "cpu"):
+        reason = backends.why_not(b, "dwt2d", "cpu")
+        params.append(
+            pytest.param(b, marks=pytest.mark.skipif(reason is not None, reason=str(reason)))
+        )
+    return params
+
+
+#: Every backend that runs on CPU tensors here; a backend that is not live skips with its reason.
+CPU_BACKENDS = _cpu_backend_params()
+
+
 def assert_close(actual, expected, tol: float, what: str = "") -> None:
     """Max-abs comparison scaled by max |expected|; on failure say how many and where."""
     a = torch.as_tensor(np.asarray(actual) if not torch.is_tensor(actual) else actual)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import pywt
 import torch
-from conftest import ALL_MODES, ALL_WAVELETS, GRID_WAVELETS, SIZES, TOL, assert_close
+from conftest import ALL_MODES, ALL_WAVELETS, CPU_BACKENDS, GRID_WAVELETS, SIZES, TOL, assert_close
 
 import wavefuse
 
@@ -36,9 +36,10 @@ def _levels(h, w, wave):
     return range(1, max(max_level, 1) + 1)
 
 
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
 @pytest.mark.parametrize("mode", ALL_MODES)
 @pytest.mark.parametrize("wave", GRID_WAVELETS)
-def test_wavedec2_waverec2_match_pywt_grid(wave, mode):
+def test_wavedec2_waverec2_match_pywt_grid(wave, mode, backend):
     """float64 agreement to 1e-10 over sizes x levels 1..max, forward and inverse."""
     for h, w in SIZES:
         x = torch.randn(2, 3, h, w, dtype=torch.float64)
@@ -48,13 +49,13 @@ def test_wavedec2_waverec2_match_pywt_grid(wave, mode):
             if err is not None:  # pywt refuses (reflect on a length-1 axis): so must we
                 with pytest.raises(ValueError), warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    wavefuse.wavedec2(x, wave, mode, level)
+                    wavefuse.wavedec2(x, wave, mode, level, backend=backend)
                 continue
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                ours = wavefuse.wavedec2(x, wave, mode, level)
+                ours = wavefuse.wavedec2(x, wave, mode, level, backend=backend)
             _compare_coeffs(ours, expected, TOL[torch.float64], what)
-            rec = wavefuse.waverec2(ours, wave, mode)
+            rec = wavefuse.waverec2(ours, wave, mode, backend=backend)
             assert_close(
                 rec, pywt.waverec2(expected, wave, mode), TOL[torch.float64], what + " rec"
             )
@@ -201,15 +202,16 @@ def test_strided_views(view):
 # ----- autograd ----------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
 @pytest.mark.parametrize("mode", ALL_MODES)
 @pytest.mark.parametrize("wave", ["haar", "db2", "sym3"])
-def test_gradcheck_and_gradgradcheck(wave, mode):
+def test_gradcheck_and_gradgradcheck(wave, mode, backend):
     x = torch.randn(1, 2, 7, 6, dtype=torch.float64, requires_grad=True)
 
     def analysis(t):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            c = wavefuse.wavedec2(t, wave, mode, 2)
+            c = wavefuse.wavedec2(t, wave, mode, 2, backend=backend)
         return (c[0], *c[1], *c[2])
 
     assert torch.autograd.gradcheck(analysis, (x,))
@@ -222,7 +224,7 @@ def test_gradcheck_and_gradgradcheck(wave, mode):
         coeffs = [t.detach().requires_grad_() for t in analysis(x.detach())]
 
     def synthesis(a, h2, v2, d2, h1, v1, d1):
-        return wavefuse.waverec2([a, (h2, v2, d2), (h1, v1, d1)], wave, mode)
+        return wavefuse.waverec2([a, (h2, v2, d2), (h1, v1, d1)], wave, mode, backend=backend)
 
     assert torch.autograd.gradcheck(synthesis, coeffs)
     assert torch.autograd.gradgradcheck(synthesis, coeffs, fast_mode=True)
