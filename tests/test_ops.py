@@ -132,13 +132,18 @@ def _random_like(layout: str, ref: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("layout", list(VIEWS))
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("mode", ALL_MODES)
-def test_backend_agrees_with_reference_on_every_op(mode, dtype, layout, backend):
+@pytest.mark.parametrize("case", ["general", "haar-even"])
+def test_backend_agrees_with_reference_on_every_op(case, mode, dtype, layout, backend):
     """Every op on random inputs, every dtype and layout, against the reference computed in float64
-    from the same (rounded) inputs; outputs keep the dtype and the reference's strides."""
-    wave = {"zero": "db3", "symmetric": "sym4", "reflect": "haar", "periodic": "coif1"}.get(
-        mode, "db2"
-    )
-    x = VIEWS[layout](torch.randn(2, 3, 19, 24, dtype=torch.float64)).to(dtype)
+    from the same (rounded) inputs; outputs keep the dtype and the reference's strides. "haar-even"
+    takes the kernels' 2 x 2 block path (identity index maps), "general" the extension path."""
+    if case == "haar-even":
+        wave, size = "haar", (16, 26)
+    else:
+        wave = {"zero": "db3", "symmetric": "sym4", "reflect": "haar", "periodic": "coif1"}
+        wave, size = wave.get(mode, "db2"), (19, 24)
+    x = _random_like(layout, torch.empty(2, 3, *size)).to(dtype)
+    assert x.shape[-2:] == size
     tol = TOL[dtype]
     dec, rec = filter_bank(wave, "dec", dtype), filter_bank(wave, "rec", dtype)
     dec64, rec64 = filter_bank(wave, "dec", torch.float64), filter_bank(wave, "rec", torch.float64)

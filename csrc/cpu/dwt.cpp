@@ -33,6 +33,7 @@
 #include <array>
 #include <string>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "common.h"
@@ -198,6 +199,84 @@ WAVEFUSE_SIMD_CLONES void phase2(double* y0, double* y1, const double* e, const 
   phase2_impl(y0, y1, e, o, a0, a1, b0, b1, n);
 }
 
+// ---- Haar on even sizes: every index map is the identity, one pass over 2 x 2 blocks ---------
+// With L = 2 and even H, W no mode extends the signal (PyWavelets' maps are t -> t), so a level is
+// a 2 x 2 block transform: split reads each block once and writes its four coefficients; merge is
+// its transpose. w[a][m] are the taps as the general kernels would use them.
+
+bool identity_map(const std::vector<int64_t>& map, int64_t n) {
+  if (static_cast<int64_t>(map.size()) != n) return false;
+  for (int64_t t = 0; t < n; ++t) {
+    if (map[t] != t) return false;
+  }
+  return true;
+}
+
+template <typename T>
+struct Haar {
+  T w00, w01, w10, w11;  // w[a][m]: band a (0 lo, 1 hi), tap m
+};
+
+// One output row of the block transform. r0, r1: the two input rows; out: ll, cH, cV, cD.
+template <typename S, typename T>
+inline void haar_split_row(const S* __restrict__ r0, const S* __restrict__ r1, int64_t sw,
+                           S* __restrict__ ll, S* __restrict__ ch, S* __restrict__ cv,
+                           S* __restrict__ cd, int64_t so, Haar<T> w, int64_t n) {
+  for (int64_t k = 0; k < n; ++k) {
+    const T a = static_cast<T>(r0[2 * k * sw]), b = static_cast<T>(r0[(2 * k + 1) * sw]);
+    const T c = static_cast<T>(r1[2 * k * sw]), d = static_cast<T>(r1[(2 * k + 1) * sw]);
+    const T lo0 = w.w00 * a + w.w01 * b, hi0 = w.w10 * a + w.w11 * b;  // along W, top row
+    const T lo1 = w.w00 * c + w.w01 * d, hi1 = w.w10 * c + w.w11 * d;  // along W, bottom row
+    ll[k * so] = static_cast<S>(w.w00 * lo0 + w.w01 * lo1);
+    ch[k * so] = static_cast<S>(w.w10 * lo0 + w.w11 * lo1);
+    cv[k * so] = static_cast<S>(w.w00 * hi0 + w.w01 * hi1);
+    cd[k * so] = static_cast<S>(w.w10 * hi0 + w.w11 * hi1);
+  }
+}
+
+template <typename S, typename T>
+inline void haar_merge_row(const S* __restrict__ ll, const S* __restrict__ ch,
+                           const S* __restrict__ cv, const S* __restrict__ cd, int64_t si,
+                           S* __restrict__ r0, S* __restrict__ r1, int64_t sw, Haar<T> w,
+                           int64_t n) {
+  for (int64_t k = 0; k < n; ++k) {
+    const T g00 = static_cast<T>(ll[k * si]), g10 = static_cast<T>(ch[k * si]);
+    const T g01 = static_cast<T>(cv[k * si]), g11 = static_cast<T>(cd[k * si]);
+    const T lo0 = w.w00 * g00 + w.w10 * g10, lo1 = w.w01 * g00 + w.w11 * g10;  // row band lo
+    const T hi0 = w.w00 * g01 + w.w10 * g11, hi1 = w.w01 * g01 + w.w11 * g11;  // row band hi
+    r0[2 * k * sw] = static_cast<S>(w.w00 * lo0 + w.w10 * hi0);
+    r0[(2 * k + 1) * sw] = static_cast<S>(w.w01 * lo0 + w.w11 * hi0);
+    r1[2 * k * sw] = static_cast<S>(w.w00 * lo1 + w.w10 * hi1);
+    r1[(2 * k + 1) * sw] = static_cast<S>(w.w01 * lo1 + w.w11 * hi1);
+  }
+}
+
+// Unit-stride float/double rows: the same loops, in functions that get an AVX2 clone.
+WAVEFUSE_SIMD_CLONES void haar_split_unit(const float* r0, const float* r1, float* ll, float* ch,
+                                          float* cv, float* cd, Haar<float> w, int64_t n) {
+  haar_split_row(r0, r1, 1, ll, ch, cv, cd, 1, w, n);
+}
+WAVEFUSE_SIMD_CLONES void haar_split_unit(const double* r0, const double* r1, double* ll,
+                                          double* ch, double* cv, double* cd, Haar<double> w,
+                                          int64_t n) {
+  haar_split_row(r0, r1, 1, ll, ch, cv, cd, 1, w, n);
+}
+WAVEFUSE_SIMD_CLONES void haar_merge_unit(const float* ll, const float* ch, const float* cv,
+                                          const float* cd, float* r0, float* r1, Haar<float> w,
+                                          int64_t n) {
+  haar_merge_row(ll, ch, cv, cd, 1, r0, r1, 1, w, n);
+}
+WAVEFUSE_SIMD_CLONES void haar_merge_unit(const double* ll, const double* ch, const double* cv,
+                                          const double* cd, double* r0, double* r1,
+                                          Haar<double> w, int64_t n) {
+  haar_merge_row(ll, ch, cv, cd, 1, r0, r1, 1, w, n);
+}
+
+template <typename acc_t>
+Haar<acc_t> haar_taps(const std::array<std::vector<acc_t>, 2>& taps) {
+  return {taps[0][0], taps[0][1], taps[1][0], taps[1][1]};
+}
+
 // ---- split: extend + stride-2 correlation along W, then H --------------------------------------
 
 // lo/hi[k] = sum_m taps[m] * xe[2k + m] for k < K, with xe given as even/odd phases of length
@@ -214,26 +293,108 @@ inline void correlate2_row(const acc_t* even, const acc_t* odd, const std::vecto
 }
 
 // Element offsets (index * stride) of the even and odd phases of an extended row, with a 0/1 mask
-// for zero padding (offset 0, mask 0): the row gather is then branch-free.
+// for zero padding (offset 0, mask 0): the row gather is then branch-free. [j0, j1) is the longest
+// run where the map is a plain shift, map[t] = t + shift (the interior, away from the boundary):
+// there, a unit-stride row is read (or written) directly.
 struct PhaseMap {
   std::vector<int64_t> off_even, off_odd;
   std::vector<uint8_t> keep_even, keep_odd;
-  bool any_zero = false;
+  int64_t j0 = 0, j1 = 0, shift = 0;
 };
 
 PhaseMap phase_map(const std::vector<int64_t>& map, int64_t stride) {
   const int64_t half = static_cast<int64_t>(map.size()) / 2;
   PhaseMap pm{std::vector<int64_t>(half), std::vector<int64_t>(half), std::vector<uint8_t>(half),
               std::vector<uint8_t>(half)};
+  int64_t run_start = 0, run_shift = 0;
+  bool in_run = false;
   for (int64_t j = 0; j < half; ++j) {
     const int64_t e = map[2 * j], o = map[2 * j + 1];
     pm.off_even[j] = e < 0 ? 0 : e * stride;
     pm.off_odd[j] = o < 0 ? 0 : o * stride;
     pm.keep_even[j] = e >= 0;
     pm.keep_odd[j] = o >= 0;
-    pm.any_zero = pm.any_zero || e < 0 || o < 0;
+    const bool shifted = e >= 0 && o == e + 1;
+    if (shifted && in_run && e - 2 * j == run_shift) {
+      // the run goes on
+    } else if (shifted) {
+      in_run = true, run_start = j, run_shift = e - 2 * j;
+    } else {
+      in_run = false;
+    }
+    if (in_run && j + 1 - run_start > pm.j1 - pm.j0) {
+      pm.j0 = run_start, pm.j1 = j + 1, pm.shift = run_shift;
+    }
   }
   return pm;
+}
+
+// even[j] = src[2j], odd[j] = src[2j + 1] for j < n, and the transpose (interleaved add).
+template <typename T>
+inline void deinterleave_impl(const T* __restrict__ src, T* __restrict__ even, T* __restrict__ odd,
+                              int64_t n) {
+  for (int64_t j = 0; j < n; ++j) {
+    even[j] = src[2 * j];
+    odd[j] = src[2 * j + 1];
+  }
+}
+template <typename T>
+inline void interleave_add_impl(T* __restrict__ dst, const T* __restrict__ even,
+                                const T* __restrict__ odd, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) {
+    dst[2 * j] += even[j];
+    dst[2 * j + 1] += odd[j];
+  }
+}
+WAVEFUSE_SIMD_CLONES void deinterleave(const float* s, float* e, float* o, int64_t n) {
+  deinterleave_impl(s, e, o, n);
+}
+WAVEFUSE_SIMD_CLONES void deinterleave(const double* s, double* e, double* o, int64_t n) {
+  deinterleave_impl(s, e, o, n);
+}
+WAVEFUSE_SIMD_CLONES void interleave_add(float* d, const float* e, const float* o, int64_t n) {
+  interleave_add_impl(d, e, o, n);
+}
+WAVEFUSE_SIMD_CLONES void interleave_add(double* d, const double* e, const double* o, int64_t n) {
+  interleave_add_impl(d, e, o, n);
+}
+
+// Gather one extended row into its even and odd phases (acc_t), from a row with element stride
+// pm's. Unit-stride float/double rows copy their interior directly.
+template <typename scalar_t, typename acc_t>
+inline void gather_phases(const scalar_t* row, const PhaseMap& pm, bool unit_stride, acc_t* even,
+                          acc_t* odd) {
+  const int64_t half = static_cast<int64_t>(pm.off_even.size());
+  int64_t lo = 0, hi = 0;  // the part done directly
+  if constexpr (std::is_same_v<scalar_t, acc_t>) {
+    if (unit_stride && pm.j1 > pm.j0) {
+      lo = pm.j0, hi = pm.j1;
+      deinterleave(row + 2 * lo + pm.shift, even + lo, odd + lo, hi - lo);
+    }
+  }
+  for (int64_t j = 0; j < half; ++j) {
+    if (j == lo && hi > lo) j = hi;
+    if (j >= half) break;
+    even[j] = static_cast<acc_t>(row[pm.off_even[j]]) * acc_t(pm.keep_even[j]);
+    odd[j] = static_cast<acc_t>(row[pm.off_odd[j]]) * acc_t(pm.keep_odd[j]);
+  }
+}
+
+// The transpose of gather_phases for merge: line[map[2j]] += even[j], line[map[2j + 1]] += odd[j].
+template <typename acc_t>
+inline void fold_phases(acc_t* line, const std::vector<int64_t>& map, const PhaseMap& pm,
+                        const acc_t* even, const acc_t* odd) {
+  const int64_t half = static_cast<int64_t>(pm.off_even.size());
+  if (pm.j1 > pm.j0) {
+    interleave_add(line + 2 * pm.j0 + pm.shift, even + pm.j0, odd + pm.j0, pm.j1 - pm.j0);
+  }
+  for (int64_t j = 0; j < half; ++j) {
+    if (j == pm.j0 && pm.j1 > pm.j0) j = pm.j1;
+    if (j >= half) break;
+    const int64_t ce = map[2 * j], co = map[2 * j + 1];
+    if (ce >= 0) line[ce] += even[j];
+    if (co >= 0) line[co] += odd[j];
+  }
 }
 
 template <typename scalar_t>
@@ -250,6 +411,30 @@ void split_kernel(const Tensor& x, const std::vector<int64_t>& map_h,
   const auto in = view4<const scalar_t>(x);
   const auto out = band_views<scalar_t>(ll, hi);
   const PhaseMap pw = phase_map(map_w, in.sw);
+
+  if (L == 2 && identity_map(map_h, x.size(2)) && identity_map(map_w, x.size(3))) {
+    const Haar<acc_t> w = haar_taps(taps);
+    const auto &vl = out[0][0], &vh = out[1][0], &vv = out[0][1], &vd = out[1][1];
+    const bool unit = in.sw == 1 && vl.sw == 1 && vh.sw == 1 && vv.sw == 1 && vd.sw == 1;
+    at::parallel_for(0, planes * Kh, 16, [&](int64_t begin, int64_t end) {
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t p = task / Kh, i = task % Kh;
+        const scalar_t* r0 = in.plane(p, C) + 2 * i * in.sh;
+        scalar_t* dl = vl.plane(p, C) + i * vl.sh;
+        scalar_t* dh = vh.plane(p, C) + i * vh.sh;
+        scalar_t* dv = vv.plane(p, C) + i * vv.sh;
+        scalar_t* dd = vd.plane(p, C) + i * vd.sh;
+        if constexpr (std::is_same_v<scalar_t, acc_t>) {
+          if (unit) {
+            haar_split_unit(r0, r0 + in.sh, dl, dh, dv, dd, w, Kw);
+            continue;
+          }
+        }
+        haar_split_row(r0, r0 + in.sh, in.sw, dl, dh, dv, dd, vl.sw, w, Kw);
+      }
+    });
+    return;
+  }
 
   at::parallel_for(0, planes * blocks, 1, [&](int64_t begin, int64_t end) {
     const int64_t rows_max = 2 * kRowBlock + L - 2;
@@ -268,17 +453,7 @@ void split_kernel(const Tensor& x, const std::vector<int64_t>& map_h,
           std::fill(lo, lo + 2 * Kw, acc_t(0));
           continue;
         }
-        const scalar_t* row = src + sr * in.sh;
-        for (int64_t j = 0; j < half_w; ++j) {
-          even[j] = static_cast<acc_t>(row[pw.off_even[j]]);
-          odd[j] = static_cast<acc_t>(row[pw.off_odd[j]]);
-        }
-        if (pw.any_zero) {
-          for (int64_t j = 0; j < half_w; ++j) {
-            even[j] *= acc_t(pw.keep_even[j]);
-            odd[j] *= acc_t(pw.keep_odd[j]);
-          }
-        }
+        gather_phases(src + sr * in.sh, pw, in.sw == 1, even.data(), odd.data());
         correlate2_row(even.data(), odd.data(), taps[0], taps[1], Kw, lo, lo + Kw);
       }
       for (int64_t i = i0; i < i1; ++i) {  // column-filter into the four bands
@@ -316,6 +491,32 @@ void merge_kernel(const Tensor& ll, const Tensor& hi, const std::vector<int64_t>
   const int64_t half_w = Kw + L / 2 - 1;
   const auto in = band_views<const scalar_t>(ll, hi);
   const auto out = view4<scalar_t>(y);
+  const PhaseMap pw = phase_map(map_w, 1);  // offsets into the (contiguous) accumulation line
+
+  const auto &gl = in[0][0], &gh = in[1][0], &gv = in[0][1], &gd = in[1][1];
+  const bool same_sw = gl.sw == gh.sw && gl.sw == gv.sw && gl.sw == gd.sw;
+  if (L == 2 && same_sw && identity_map(map_h, H) && identity_map(map_w, W)) {
+    const Haar<acc_t> w = haar_taps(taps);
+    const bool unit = gl.sw == 1 && out.sw == 1;
+    at::parallel_for(0, planes * Kh, 16, [&](int64_t begin, int64_t end) {
+      for (int64_t task = begin; task < end; ++task) {
+        const int64_t p = task / Kh, i = task % Kh;
+        const scalar_t* sl = gl.plane(p, C) + i * gl.sh;
+        const scalar_t* sh = gh.plane(p, C) + i * gh.sh;
+        const scalar_t* sv = gv.plane(p, C) + i * gv.sh;
+        const scalar_t* sd = gd.plane(p, C) + i * gd.sh;
+        scalar_t* r0 = out.plane(p, C) + 2 * i * out.sh;
+        if constexpr (std::is_same_v<scalar_t, acc_t>) {
+          if (unit) {
+            haar_merge_unit(sl, sh, sv, sd, r0, r0 + out.sh, w, Kw);
+            continue;
+          }
+        }
+        haar_merge_row(sl, sh, sv, sd, gl.sw, r0, r0 + out.sh, out.sw, w, Kw);
+      }
+    });
+    return;
+  }
 
   at::parallel_for(0, planes, 1, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> rows(H * 2 * Kw);  // [output row][row band b][k]
@@ -353,11 +554,7 @@ void merge_kernel(const Tensor& ll, const Tensor& hi, const std::vector<int64_t>
           }
         }
         std::fill(line.begin(), line.end(), acc_t(0));
-        for (int64_t j = 0; j < half_w; ++j) {
-          const int64_t ce = map_w[2 * j], co = map_w[2 * j + 1];
-          if (ce >= 0) line[ce] += even[j];
-          if (co >= 0) line[co] += odd[j];
-        }
+        fold_phases(line.data(), map_w, pw, even.data(), odd.data());
         scalar_t* row = dst + r * out.sh;
         for (int64_t c = 0; c < W; ++c) row[c * out.sw] = static_cast<scalar_t>(line[c]);
       }
