@@ -10,9 +10,11 @@ Choice rule for ``backend="auto"`` (per op and device type), first live wins:
 * CUDA tensors: cuda, triton, reference;
 * CPU tensors: cpu, reference (Triton on CPU means the interpreter: only when asked for explicitly).
 
-Evidence: none measured yet. No GPU was lent to the session that wrote this (2026-11-23), and no
-op has compiled kernels so far, so "auto" resolves to "reference" everywhere today. The order above
-is the intended default until bench/results/gpu-*.csv shows otherwise; revise it with those rows.
+Evidence. CPU: bench/results/cpu.csv (2-core EPYC, 2026-11-23) has the C++ kernels 2-20x faster
+than the reference and every peer on every row, so "cpu" leads on CPU tensors. GPU: none measured
+yet (no GPU was lent to the sessions so far) and no CUDA or Triton kernel exists, so CUDA tensors
+resolve to "reference" today; the order above is the intended default until bench/results/gpu-*.csv
+shows otherwise: revise it with those rows.
 
 ``WAVEFUSE_BACKEND`` (one of auto, reference, cpu, cuda, triton) replaces "auto" when set; an
 explicit ``backend=`` argument always wins.

@@ -1,0 +1,362 @@
+"""Benchmark-results plumbing shared by every ``bench/bench_<op>.py``.
+
+One schema for every CSV in ``bench/results/`` (DESIGN.md, "Benchmark results"): ``COLUMNS``.
+A benchmark records one ``Measurement`` per timed case into a ``ResultsPlugin``; at the end of
+the pytest session the plugin measures the copy floor for every byte count it saw and writes
+
+* the CSV: one row per (measurement, baseline) pair. A *subject* measurement (wavefuse) gets one
+  row per baseline measured for the same case (``baseline`` = the peer's name, ``speedup`` =
+  peer_ms / subject_ms), or one row with an empty baseline when no baseline was measured; a
+  baseline's own measurement is a row with its name in ``backend`` and an empty ``baseline``;
+* ``<csv stem>-notes.md``: the notes (unsupported modes, peers that disagree with the oracle).
+  The CSV schema has no note column, so notes live next to it, keyed by the row's fields.
+
+The copy floor: a copy of a float32 tensor that reads + writes the same number of bytes as the
+op must move (``x.clone()``, or into a preallocated tensor when faster: see ``copy_gbps``), timed
+in the same process. ``pct_copy`` = achieved GB/s over
+that copy's GB/s, i.e. ``100 * t_copy / t_op``: 100% means the op runs at the memory floor.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import importlib.metadata
+import math
+import os
+import platform
+import resource
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+COLUMNS = (
+    "op",
+    "backend",
+    "shape",
+    "dtype",
+    "wave",
+    "mode",
+    "level",
+    "ms_median",
+    "ms_p20",
+    "ms_p80",
+    "gbps",
+    "pct_copy",
+    "baseline",
+    "speedup",
+    "device",
+    "torch",
+    "triton",
+    "date",
+)
+# Copy-floor timing: enough rounds for a stable median of a memory-bound clone.
+COPY_MIN_ROUNDS = 7
+COPY_MIN_SECONDS = 0.25
+_COPY_GBPS: dict[tuple[int, str], float] = {}
+# A 1-min load average above this before a run means other work shares the cores.
+LOADED = 0.8
+
+
+@dataclass
+class Measurement:
+    """One timed case. ``times_s`` is the per-round time in seconds (None: not runnable here,
+    say why in ``note``); ``nbytes`` the bytes the op must move (reads + writes)."""
+
+    op: str
+    backend: str
+    shape: Sequence[int]
+    dtype: str
+    wave: str
+    mode: str
+    level: int
+    times_s: Sequence[float] | None
+    nbytes: int
+    is_baseline: bool
+    note: str = ""
+    device: str = "cpu"
+
+    @property
+    def case(self) -> tuple:
+        """The fields that make two measurements comparable."""
+        return (self.op, tuple(self.shape), self.dtype, self.wave, self.mode, self.level)
+
+    def ms(self) -> tuple[float, float, float] | None:
+        """(median, p20, p80) in milliseconds, or None when there are no timings."""
+        if not self.times_s:
+            return None
+        p50, p20, p80 = np.percentile(np.asarray(self.times_s) * 1e3, [50, 20, 80])
+        return float(p50), float(p20), float(p80)
+
+
+# ----------------------------------------------------------------------------- environment
+
+
+def set_cpu_threads() -> int:
+    """Use one torch thread per core this process may run on; returns that count."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    torch.set_num_threads(cores)
+    return cores
+
+
+def cpu_model() -> str:
+    """The CPU's "model name" from /proc/cpuinfo (platform.processor() elsewhere)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def device_string(device: str = "cpu") -> str:
+    """The ``device`` column: GPU name, or CPU model with cores and torch threads."""
+    if torch.device(device).type == "cuda":
+        return torch.cuda.get_device_name(torch.device(device))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{cpu_model()} ({cores} cores, {torch.get_num_threads()} torch threads)"
+
+
+def load_average() -> float | None:
+    """The 1-minute load average (None where the OS has none): timings on a loaded machine,
+    where torch's threads wait for busy cores, are not to be trusted."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
+
+
+def _cpu_seconds() -> tuple[float, float, float]:
+    """(wall clock, busy CPU seconds of the whole machine, CPU seconds of this process)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(v) for v in f.readline().split()[1:]]
+        # user nice system idle iowait irq softirq steal: all but idle and iowait are busy.
+        busy = (sum(ticks[:8]) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        busy = float("nan")
+    return time.perf_counter(), busy, own.ru_utime + own.ru_stime
+
+
+def other_cpu_share(start: tuple[float, float, float]) -> tuple[float, float]:
+    """(minutes since ``start`` = ``_cpu_seconds()``, share of the machine's cores that other
+    processes kept busy meanwhile): a share above a few % means the timings shared the cores."""
+    wall, busy, own = (b - a for a, b in zip(start, _cpu_seconds()))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return wall / 60, max(0.0, busy - own) / (wall * cores)
+
+
+def triton_version() -> str:
+    """Installed Triton's version, without importing it ("" when absent)."""
+    try:
+        return importlib.metadata.version("triton")
+    except importlib.metadata.PackageNotFoundError:
+        return ""
+
+
+# ----------------------------------------------------------------------------- timing
+
+
+def rounds_for(step: Callable[[], object], config: pytest.Config) -> int:
+    """pytest-benchmark's rule, --benchmark-max-time / one call's time but at least
+    --benchmark-min-rounds, from one timed call. Calling ``benchmark.pedantic`` with it spares
+    the calibration call and the trailing call of ``benchmark(step)``: every call costs up to
+    seconds here (2 cores, a reference implementation's fwd+bwd)."""
+    start = time.perf_counter()
+    step()
+    once = time.perf_counter() - start
+    max_time = float(config.getoption("benchmark_max_time"))
+    min_rounds = int(config.getoption("benchmark_min_rounds"))
+    return max(min_rounds, math.ceil(max_time / once))
+
+
+# ----------------------------------------------------------------------------- copy floor
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _median_seconds(fn, device: torch.device) -> float:
+    """Median time of ``fn()`` after one warm-up call: at least COPY_MIN_ROUNDS rounds and
+    COPY_MIN_SECONDS seconds."""
+    fn()
+    _sync(device)
+    times = []
+    start = time.perf_counter()
+    while len(times) < COPY_MIN_ROUNDS or time.perf_counter() - start < COPY_MIN_SECONDS:
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def copy_gbps(nbytes: int, device: str = "cpu") -> float:
+    """GB/s of the faster of ``x.clone()`` and ``y.copy_(x)`` (y allocated once), for a float32
+    ``x`` whose copy reads + writes ``nbytes`` in all. Cached per (bytes, device).
+
+    Why not the clone alone: glibc hands allocations above 32 MiB back to the OS on free, so every
+    clone of such a tensor page-faults its output in afresh; on a VM that costs more than the copy
+    itself (measured 2026-11-23 on the 2-core EPYC: 3.3 GB/s for a 67 MB clone, 4 GB/s to
+    15 GB/s from one run to the next for 33 MB), and a floor that ops beat is no floor.
+    """
+    key = (nbytes, str(device))
+    if key not in _COPY_GBPS:
+        dev = torch.device(device)
+        x = torch.rand(max(1, nbytes // 8), device=dev)  # float32: 4 bytes read + 4 written
+        y = torch.empty_like(x)
+        best = min(_median_seconds(x.clone, dev), _median_seconds(lambda: y.copy_(x), dev))
+        _COPY_GBPS[key] = 2 * x.nbytes / best / 1e9
+    return _COPY_GBPS[key]
+
+
+# ----------------------------------------------------------------------------- rows
+
+
+def _fmt(value: float | None, digits: int) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def _row(m: Measurement, env: dict, baseline: Measurement | None) -> dict:
+    ms = m.ms()
+    gbps = m.nbytes / (ms[0] * 1e-3) / 1e9 if ms else None
+    pct = 100 * gbps / copy_gbps(m.nbytes, m.device) if gbps else None
+    base_ms = baseline.ms() if baseline is not None else None
+    speedup = base_ms[0] / ms[0] if ms and base_ms else None
+    return {
+        "op": m.op,
+        "backend": m.backend,
+        "shape": "x".join(str(s) for s in m.shape),
+        "dtype": m.dtype,
+        "wave": m.wave,
+        "mode": m.mode,
+        "level": m.level,
+        "ms_median": _fmt(ms and ms[0], 4),
+        "ms_p20": _fmt(ms and ms[1], 4),
+        "ms_p80": _fmt(ms and ms[2], 4),
+        "gbps": _fmt(gbps, 3),
+        "pct_copy": _fmt(pct, 1),
+        "baseline": baseline.backend if baseline is not None else "",
+        "speedup": _fmt(speedup, 3),
+        **env,
+    }
+
+
+def build_rows(measurements: Sequence[Measurement], env: dict) -> list[dict]:
+    """CSV rows, case by case in recording order: baselines' own rows, then each subject
+    paired with every baseline of its case (or alone when the case has none)."""
+    cases: dict[tuple, list[Measurement]] = {}
+    for m in measurements:
+        cases.setdefault(m.case, []).append(m)
+    rows = []
+    for group in cases.values():
+        baselines = [m for m in group if m.is_baseline]
+        rows += [_row(b, env, None) for b in baselines]
+        for m in (m for m in group if not m.is_baseline):
+            rows += [_row(m, env, b) for b in baselines] or [_row(m, env, None)]
+    return rows
+
+
+def environment(device: str = "cpu") -> dict:
+    """The per-run columns: device, torch, triton, date."""
+    return {
+        "device": device_string(device),
+        "torch": torch.__version__,
+        "triton": triton_version(),
+        "date": datetime.date.today().isoformat(),
+    }
+
+
+def write_csv(path: Path, rows: Sequence[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _note_line(m: Measurement) -> str:
+    shape = "x".join(str(s) for s in m.shape)
+    return f"- `{m.op} {m.backend} {shape} {m.dtype} {m.wave} {m.mode} J={m.level}`: {m.note}"
+
+
+def write_notes(
+    path: Path, title: str, measurements: Sequence[Measurement], env: dict, run: str = ""
+) -> None:
+    """The notes of every measurement that has one, as a Markdown list, after a line about the
+    run (``run``: its duration and load, say)."""
+    notes = [_note_line(m) for m in measurements if m.note]
+    about = f"{env['device']}, torch {env['torch']}, {env['date']}. {run}".strip()
+    header = [f"# {title}", "", about, ""]
+    body = notes or ["No notes: every implementation ran and agreed with the oracle."]
+    path.write_text("\n".join(header + body) + "\n")
+
+
+# ----------------------------------------------------------------------------- pytest plugin
+
+_PLUGIN_KEY = pytest.StashKey["ResultsPlugin"]()
+
+
+@dataclass
+class ResultsPlugin:
+    """Collects measurements during a pytest session and writes ``path`` at its end.
+
+    Pass an instance to ``pytest.main(args, plugins=[plugin])``; benchmarks find it with
+    ``recorder(config)``.
+    """
+
+    path: Path
+    device: str = "cpu"
+    measurements: list[Measurement] = field(default_factory=list)
+    _start: tuple[float, float, float] = (0.0, 0.0, 0.0)  # _cpu_seconds() at configure
+
+    def record(self, m: Measurement) -> None:
+        self.measurements.append(m)
+
+    def pytest_configure(self, config: pytest.Config) -> None:
+        config.stash[_PLUGIN_KEY] = self
+        self._start = _cpu_seconds()
+        load = load_average()
+        if load is not None and load > LOADED:
+            print(f"warning: 1-min load average {load:.2f} before timing: expect noise")
+
+    def _run_summary(self) -> str:
+        minutes, share = other_cpu_share(self._start)
+        return (
+            f"Run took {minutes:.1f} min; other processes used {100 * share:.0f}% of the cores "
+            "meanwhile."
+        )
+
+    def pytest_sessionfinish(self, session, exitstatus) -> None:
+        if not self.measurements:
+            print(f"\nno measurements recorded: {self.path} left unchanged")
+            return
+        env = environment(self.device)
+        write_csv(self.path, build_rows(self.measurements, env))
+        notes = self.path.with_name(self.path.stem + "-notes.md")
+        title = f"Notes on {self.path.name}"
+        write_notes(notes, title, self.measurements, env, self._run_summary())
+        print(f"\nwrote {self.path} and {notes.name} ({env['device']})")
+
+
+class _Discard:
+    """Stands in for ``ResultsPlugin`` under a plain ``pytest bench/...`` run: no CSV."""
+
+    def record(self, m: Measurement) -> None:
+        pass
+
+
+def recorder(config: pytest.Config) -> ResultsPlugin | _Discard:
+    """The session's ``ResultsPlugin`` when one was passed to pytest.main, else a no-op."""
+    return config.stash.get(_PLUGIN_KEY, _Discard())
