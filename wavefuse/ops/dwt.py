@@ -29,9 +29,10 @@ from wavefuse.reference import analysis_length, synthesis_length
 def _run(backend: str, name: str, *args):
     """The op on a concrete backend. Compiled and Triton kernels allocate their outputs in the
     layout of ``ops._common`` themselves; the reference's outputs are views of its work tensors,
-    so the ops copy those into that layout (``_fresh``/``_fresh_pair``)."""
+    so they are copied into that layout here, following the first argument's memory format."""
     if backend == "reference":
-        return getattr(reference, f"{name}_ref")(*args)
+        out = getattr(reference, f"{name}_ref")(*args)
+        return _fresh_pair(args[0], *out) if isinstance(out, tuple) else _fresh(args[0], out)
     if backend in ("cpu", "cuda"):
         return getattr(torch.ops.wavefuse, f"_{name}_kernel")(*args)
     if backend == "triton":
@@ -69,8 +70,7 @@ def _fresh(like: Tensor, y: Tensor) -> Tensor:
 
 @torch.library.custom_op("wavefuse::dwt2d", mutates_args=())
 def dwt2d(x: Tensor, filters: Tensor, mode: str, backend: str) -> tuple[Tensor, Tensor]:
-    ll, hi = _run(backend, "dwt2d", x, filters, mode)
-    return _fresh_pair(x, ll, hi) if backend == "reference" else (ll, hi)
+    return _run(backend, "dwt2d", x, filters, mode)
 
 
 @dwt2d.register_fake
@@ -109,8 +109,7 @@ def dwt2d_adjoint(
     input_size: list[int],
     backend: str,
 ) -> Tensor:
-    gx = _run(backend, "dwt2d_adjoint", grad_ll, grad_hi, filters, mode, list(input_size))
-    return _fresh(grad_ll, gx) if backend == "reference" else gx
+    return _run(backend, "dwt2d_adjoint", grad_ll, grad_hi, filters, mode, list(input_size))
 
 
 @dwt2d_adjoint.register_fake
@@ -139,8 +138,7 @@ dwt2d_adjoint.register_autograd(_dwt2d_adjoint_backward, setup_context=_dwt2d_ad
 
 @torch.library.custom_op("wavefuse::idwt2d", mutates_args=())
 def idwt2d(ll: Tensor, hi: Tensor, filters: Tensor, mode: str, backend: str) -> Tensor:
-    y = _run(backend, "idwt2d", ll, hi, filters, mode)
-    return _fresh(ll, y) if backend == "reference" else y
+    return _run(backend, "idwt2d", ll, hi, filters, mode)
 
 
 @idwt2d.register_fake
@@ -174,8 +172,7 @@ def idwt2d_adjoint(
 ) -> tuple[Tensor, Tensor]:
     for n in grad_y.shape[-2:]:
         _check_synthesis_size(n, filters.shape[-1], mode)
-    gll, ghi = _run(backend, "idwt2d_adjoint", grad_y, filters, mode)
-    return _fresh_pair(grad_y, gll, ghi) if backend == "reference" else (gll, ghi)
+    return _run(backend, "idwt2d_adjoint", grad_y, filters, mode)
 
 
 @idwt2d_adjoint.register_fake
