@@ -174,23 +174,27 @@ def test_backend_agrees_with_reference_on_every_op(case, mode, dtype, layout, ba
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
-@pytest.mark.parametrize("shape", [(3, 29, 9, 10), (1, 2, 5, 300)], ids=["many-planes", "wide"])
-def test_many_small_planes_and_wide_rows(shape, backend):
-    """Kernels that batch several small planes per task (and a partial last batch), or one plane
-    per task for wide rows, agree with the reference on every op."""
+@pytest.mark.parametrize("mode", ["symmetric", "zero", "periodization"])
+@pytest.mark.parametrize("wave", ["db2", "db4", "db20"])
+@pytest.mark.parametrize(
+    "shape", [(3, 29, 9, 10), (1, 2, 5, 300), (1, 2, 150, 7)], ids=["many-planes", "wide", "tall"]
+)
+def test_many_small_planes_and_wide_or_tall_planes(shape, wave, mode, backend):
+    """Many small planes per call, wide rows, and tall planes (several row blocks per plane, the
+    interior and boundary rows of each block handled apart), with filters of one and of several
+    tap chunks (db20: 40 taps, longer than some axes), agree with the reference on every op."""
     x = torch.randn(*shape, dtype=torch.float64)
-    dec, rec = filter_bank("db2", "dec", x.dtype), filter_bank("db2", "rec", x.dtype)
-    ll, hi = ops.dwt2d(x, dec, "symmetric", backend)
-    ll_r, hi_r = reference.dwt2d_ref(x, dec, "symmetric")
+    dec, rec = filter_bank(wave, "dec", x.dtype), filter_bank(wave, "rec", x.dtype)
+    size = list(shape[-2:])
+    ll, hi = ops.dwt2d(x, dec, mode, backend)
+    ll_r, hi_r = reference.dwt2d_ref(x, dec, mode)
     assert_close(ll, ll_r, 1e-12, "ll")
     assert_close(hi, hi_r, 1e-12, "hi")
-    gx = ops.dwt2d_adjoint(ll, hi, dec, "symmetric", list(shape[-2:]), backend)
-    assert_close(
-        gx, reference.dwt2d_adjoint_ref(ll_r, hi_r, dec, "symmetric", list(shape[-2:])), 1e-12
-    )
-    y = ops.idwt2d(ll, hi, rec, "symmetric", backend)
-    assert_close(y, reference.idwt2d_ref(ll_r, hi_r, rec, "symmetric"), 1e-12)
-    a, b = ops.idwt2d_adjoint(y, rec, "symmetric", backend)
-    a_r, b_r = reference.idwt2d_adjoint_ref(y, rec, "symmetric")
-    assert_close(a, a_r, 1e-12)
-    assert_close(b, b_r, 1e-12)
+    gx = ops.dwt2d_adjoint(ll, hi, dec, mode, size, backend)
+    assert_close(gx, reference.dwt2d_adjoint_ref(ll_r, hi_r, dec, mode, size), 1e-12, "adjoint")
+    y = ops.idwt2d(ll, hi, rec, mode, backend)
+    assert_close(y, reference.idwt2d_ref(ll_r, hi_r, rec, mode), 1e-12, "idwt2d")
+    a, b = ops.idwt2d_adjoint(y, rec, mode, backend)
+    a_r, b_r = reference.idwt2d_adjoint_ref(y, rec, mode)
+    assert_close(a, a_r, 1e-12, "idwt2d adjoint ll")
+    assert_close(b, b_r, 1e-12, "idwt2d adjoint hi")

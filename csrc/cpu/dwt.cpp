@@ -30,6 +30,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <array>
 #include <string>
 #include <tuple>
@@ -137,66 +138,127 @@ std::array<std::vector<acc_t>, 2> taps_as(const Tensor& filters, bool reversed) 
 }
 
 // ---- vector loops ------------------------------------------------------------------------------
-// The only arithmetic: two fused axpy shapes over contiguous, non-aliasing buffers. On x86-64 GCC
-// and Clang also emit an AVX2 clone, chosen at load time by the CPU (the portable build itself
-// targets baseline x86-64).
+// Each parallel task runs in one function per scalar type that GCC and Clang also compile for
+// x86-64-v3 (AVX2 + FMA), chosen once per task by the CPU at load time (the portable build itself
+// targets baseline x86-64). Everything a task calls in its inner loops is force-inlined into that
+// function, so it is compiled for the chosen ISA; tap counts are template parameters of short
+// chunks, so the tap loops unroll, accumulators stay in registers and the coefficient loop
+// vectorises.
 
 #if defined(__x86_64__) && defined(__GNUC__)
-#define WAVEFUSE_SIMD_CLONES __attribute__((target_clones("avx2", "default")))
+#define WAVEFUSE_SIMD_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#define WAVEFUSE_INLINE __attribute__((always_inline)) inline
 #else
 #define WAVEFUSE_SIMD_CLONES
+#define WAVEFUSE_INLINE inline
 #endif
 
-// y0[k] += a0 * x[k];  y1[k] += a1 * x[k]
-template <typename T>
-inline void axpy2_impl(T* __restrict__ y0, T* __restrict__ y1, const T* __restrict__ x, T a0, T a1,
-                       int64_t n) {
+// Phase pairs per chunk of a correlation, coefficient rows per chunk of a merge gather: enough
+// loads in flight per output vector, few enough registers.
+constexpr int kRowChunk = 4;
+constexpr int kGatherChunk = 4;
+
+// out0[k] (+)= sum_q c[4q] e[k + q s] + c[4q + 1] o[k + q s];
+// out1[k] (+)= sum_q c[4q + 2] e[k + q s] + c[4q + 3] o[k + q s]   (s: the shift per pair)
+template <int Q, bool First, typename T>
+WAVEFUSE_INLINE void phases_chunk(T* __restrict__ out0, T* __restrict__ out1, const T* e,
+                                  const T* o, int64_t shift, const T* __restrict__ coef,
+                                  int64_t n) {
+  T c[4 * Q];
+  const T* __restrict__ eq[Q];
+  const T* __restrict__ oq[Q];
+  for (int i = 0; i < 4 * Q; ++i) c[i] = coef[i];
+  for (int q = 0; q < Q; ++q) eq[q] = e + q * shift, oq[q] = o + q * shift;
   for (int64_t k = 0; k < n; ++k) {
-    y0[k] += a0 * x[k];
-    y1[k] += a1 * x[k];
+    T a0 = First ? T(0) : out0[k], a1 = First ? T(0) : out1[k];
+    for (int q = 0; q < Q; ++q) {
+      a0 += c[4 * q] * eq[q][k] + c[4 * q + 1] * oq[q][k];
+      a1 += c[4 * q + 2] * eq[q][k] + c[4 * q + 3] * oq[q][k];
+    }
+    out0[k] = a0;
+    out1[k] = a1;
   }
 }
 
-// y0[k] += a0 * e[k] + a1 * o[k];  y1[k] += b0 * e[k] + b1 * o[k]
+// The full sum over q < pairs, in chunks of at most kRowChunk pairs (coef holds 4 per pair). With
+// shift 1 this correlates one row's even and odd phases; with shift = a row stride, it correlates
+// whole blocks of rows at once (the column pass), as one long vector loop.
 template <typename T>
-inline void phase2_impl(T* __restrict__ y0, T* __restrict__ y1, const T* __restrict__ e,
-                        const T* __restrict__ o, T a0, T a1, T b0, T b1, int64_t n) {
-  for (int64_t k = 0; k < n; ++k) {
-    y0[k] += a0 * e[k] + a1 * o[k];
-    y1[k] += b0 * e[k] + b1 * o[k];
+WAVEFUSE_INLINE void correlate_phases(T* out0, T* out1, const T* e, const T* o, int64_t shift,
+                                      const T* coef, int64_t pairs, int64_t n) {
+  for (int64_t q0 = 0; q0 < pairs; q0 += kRowChunk) {
+    const int64_t q = std::min<int64_t>(kRowChunk, pairs - q0);
+    const T *eq = e + q0 * shift, *oq = o + q0 * shift, *cq = coef + 4 * q0;
+#define WAVEFUSE_PHASES(Q)                                                \
+  (q0 == 0 ? phases_chunk<Q, true>(out0, out1, eq, oq, shift, cq, n)      \
+           : phases_chunk<Q, false>(out0, out1, eq, oq, shift, cq, n))
+    switch (q) {
+      case 1: WAVEFUSE_PHASES(1); break;
+      case 2: WAVEFUSE_PHASES(2); break;
+      case 3: WAVEFUSE_PHASES(3); break;
+      default: WAVEFUSE_PHASES(4); break;
+    }
+#undef WAVEFUSE_PHASES
   }
 }
 
-// y[k] += a0 * x0[k] + a1 * x1[k]
-template <typename T>
-inline void dot2_impl(T* __restrict__ y, const T* __restrict__ x0, const T* __restrict__ x1, T a0,
-                      T a1, int64_t n) {
-  for (int64_t k = 0; k < n; ++k) y[k] += a0 * x0[k] + a1 * x1[k];
+// out[k] (+)= sum_e w[2e] p0[e][k] + w[2e + 1] p1[e][k]: one output row gathered from the
+// coefficient rows that reach it (the merge's column pass).
+template <int E, bool First, typename T>
+WAVEFUSE_INLINE void gather_chunk(T* __restrict__ out, const T* const* p0, const T* const* p1,
+                                  const T* __restrict__ w, int64_t n) {
+  T c[2 * E];
+  const T* __restrict__ r0[E];
+  const T* __restrict__ r1[E];
+  for (int e = 0; e < E; ++e) c[2 * e] = w[2 * e], c[2 * e + 1] = w[2 * e + 1], r0[e] = p0[e], r1[e] = p1[e];
+  for (int64_t k = 0; k < n; ++k) {
+    T a = First ? T(0) : out[k];
+    for (int e = 0; e < E; ++e) a += c[2 * e] * r0[e][k] + c[2 * e + 1] * r1[e][k];
+    out[k] = a;
+  }
 }
 
-WAVEFUSE_SIMD_CLONES void dot2(float* y, const float* x0, const float* x1, float a0, float a1,
+template <typename T>
+WAVEFUSE_INLINE void gather_rows(T* out, const T* const* p0, const T* const* p1, const T* w,
+                                 int64_t count, int64_t n) {
+  if (count == 0) {
+    std::fill(out, out + n, T(0));
+    return;
+  }
+  for (int64_t e0 = 0; e0 < count; e0 += kGatherChunk) {
+    const int64_t e = std::min<int64_t>(kGatherChunk, count - e0);
+    const T *const *q0 = p0 + e0, *const *q1 = p1 + e0, *we = w + 2 * e0;
+#define WAVEFUSE_GATHER(E) \
+  (e0 == 0 ? gather_chunk<E, true>(out, q0, q1, we, n) : gather_chunk<E, false>(out, q0, q1, we, n))
+    switch (e) {
+      case 1: WAVEFUSE_GATHER(1); break;
+      case 2: WAVEFUSE_GATHER(2); break;
+      case 3: WAVEFUSE_GATHER(3); break;
+      default: WAVEFUSE_GATHER(4); break;
+    }
+#undef WAVEFUSE_GATHER
+  }
+}
+
+// dst[k * sw] = src[k], converting to the storage type.
+template <typename S, typename T>
+WAVEFUSE_INLINE void store_row(S* __restrict__ dst, int64_t sw, const T* __restrict__ src,
                                int64_t n) {
-  dot2_impl(y, x0, x1, a0, a1, n);
+  if (sw == 1) {
+    for (int64_t k = 0; k < n; ++k) dst[k] = static_cast<S>(src[k]);
+  } else {
+    for (int64_t k = 0; k < n; ++k) dst[k * sw] = static_cast<S>(src[k]);
+  }
 }
-WAVEFUSE_SIMD_CLONES void dot2(double* y, const double* x0, const double* x1, double a0, double a1,
-                               int64_t n) {
-  dot2_impl(y, x0, x1, a0, a1, n);
-}
-WAVEFUSE_SIMD_CLONES void axpy2(float* y0, float* y1, const float* x, float a0, float a1,
-                                int64_t n) {
-  axpy2_impl(y0, y1, x, a0, a1, n);
-}
-WAVEFUSE_SIMD_CLONES void axpy2(double* y0, double* y1, const double* x, double a0, double a1,
-                                int64_t n) {
-  axpy2_impl(y0, y1, x, a0, a1, n);
-}
-WAVEFUSE_SIMD_CLONES void phase2(float* y0, float* y1, const float* e, const float* o, float a0,
-                                 float a1, float b0, float b1, int64_t n) {
-  phase2_impl(y0, y1, e, o, a0, a1, b0, b1, n);
-}
-WAVEFUSE_SIMD_CLONES void phase2(double* y0, double* y1, const double* e, const double* o,
-                                 double a0, double a1, double b0, double b1, int64_t n) {
-  phase2_impl(y0, y1, e, o, a0, a1, b0, b1, n);
+
+template <typename S, typename T>
+WAVEFUSE_INLINE void load_row(T* __restrict__ dst, const S* __restrict__ src, int64_t sw,
+                              int64_t n) {
+  if (sw == 1) {
+    for (int64_t k = 0; k < n; ++k) dst[k] = static_cast<T>(src[k]);
+  } else {
+    for (int64_t k = 0; k < n; ++k) dst[k] = static_cast<T>(src[k * sw]);
+  }
 }
 
 // ---- Haar on even sizes: every index map is the identity, one pass over 2 x 2 blocks ---------
@@ -277,20 +339,58 @@ Haar<acc_t> haar_taps(const std::array<std::vector<acc_t>, 2>& taps) {
   return {taps[0][0], taps[0][1], taps[1][0], taps[1][1]};
 }
 
-// ---- split: extend + stride-2 correlation along W, then H --------------------------------------
-
-// lo/hi[k] = sum_m taps[m] * xe[2k + m] for k < K, with xe given as even/odd phases of length
-// K + L/2 - 1 each: xe[2j] = even[j], xe[2j + 1] = odd[j].
-template <typename acc_t>
-inline void correlate2_row(const acc_t* even, const acc_t* odd, const std::vector<acc_t>& t0,
-                           const std::vector<acc_t>& t1, int64_t K, acc_t* out0, acc_t* out1) {
-  std::fill(out0, out0 + K, acc_t(0));
-  std::fill(out1, out1 + K, acc_t(0));
-  const int64_t half = static_cast<int64_t>(t0.size()) / 2;
-  for (int64_t q = 0; q < half; ++q) {
-    phase2(out0, out1, even + q, odd + q, t0[2 * q], t0[2 * q + 1], t1[2 * q], t1[2 * q + 1], K);
-  }
+// Parallel over (plane, output row): each task reads two input rows and writes one row per band.
+template <typename scalar_t, typename acc_t>
+void haar_split(const View4<const scalar_t>& in,
+                const std::array<std::array<View4<scalar_t>, 2>, 2>& out, Haar<acc_t> w,
+                int64_t C, int64_t planes, int64_t Kh, int64_t Kw) {
+  const auto &vl = out[0][0], &vh = out[1][0], &vv = out[0][1], &vd = out[1][1];
+  const bool unit = in.sw == 1 && vl.sw == 1 && vh.sw == 1 && vv.sw == 1 && vd.sw == 1;
+  at::parallel_for(0, planes * Kh, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t p = task / Kh, i = task % Kh;
+      const scalar_t* r0 = in.plane(p, C) + 2 * i * in.sh;
+      scalar_t* dl = vl.plane(p, C) + i * vl.sh;
+      scalar_t* dh = vh.plane(p, C) + i * vh.sh;
+      scalar_t* dv = vv.plane(p, C) + i * vv.sh;
+      scalar_t* dd = vd.plane(p, C) + i * vd.sh;
+      if constexpr (std::is_same_v<scalar_t, acc_t>) {
+        if (unit) {
+          haar_split_unit(r0, r0 + in.sh, dl, dh, dv, dd, w, Kw);
+          continue;
+        }
+      }
+      haar_split_row(r0, r0 + in.sh, in.sw, dl, dh, dv, dd, vl.sw, w, Kw);
+    }
+  });
 }
+
+template <typename scalar_t, typename acc_t>
+void haar_merge(const std::array<std::array<View4<const scalar_t>, 2>, 2>& in,
+                const View4<scalar_t>& out, Haar<acc_t> w, int64_t C, int64_t planes, int64_t Kh,
+                int64_t Kw) {
+  const auto &gl = in[0][0], &gh = in[1][0], &gv = in[0][1], &gd = in[1][1];
+  const bool unit = gl.sw == 1 && out.sw == 1;
+  at::parallel_for(0, planes * Kh, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t p = task / Kh, i = task % Kh;
+      const scalar_t* sl = gl.plane(p, C) + i * gl.sh;
+      const scalar_t* sh = gh.plane(p, C) + i * gh.sh;
+      const scalar_t* sv = gv.plane(p, C) + i * gv.sh;
+      const scalar_t* sd = gd.plane(p, C) + i * gd.sh;
+      scalar_t* r0 = out.plane(p, C) + 2 * i * out.sh;
+      if constexpr (std::is_same_v<scalar_t, acc_t>) {
+        if (unit) {
+          haar_merge_unit(sl, sh, sv, sd, r0, r0 + out.sh, w, Kw);
+          continue;
+        }
+      }
+      haar_merge_row(sl, sh, sv, sd, gl.sw, r0, r0 + out.sh, out.sw, w, Kw);
+    }
+  });
+}
+
+// ---- split: extend + stride-2 correlation along W, then H --------------------------------------
 
 // Element offsets (index * stride) of the even and odd phases of an extended row, with a 0/1 mask
 // for zero padding (offset 0, mask 0): the row gather is then branch-free. [j0, j1) is the longest
@@ -331,7 +431,7 @@ PhaseMap phase_map(const std::vector<int64_t>& map, int64_t stride) {
 
 // even[j] = src[2j], odd[j] = src[2j + 1] for j < n, and the transpose (interleaved add).
 template <typename T>
-inline void deinterleave_impl(const T* __restrict__ src, T* __restrict__ even, T* __restrict__ odd,
+WAVEFUSE_INLINE void deinterleave(const T* __restrict__ src, T* __restrict__ even, T* __restrict__ odd,
                               int64_t n) {
   for (int64_t j = 0; j < n; ++j) {
     even[j] = src[2 * j];
@@ -339,30 +439,17 @@ inline void deinterleave_impl(const T* __restrict__ src, T* __restrict__ even, T
   }
 }
 template <typename T>
-inline void interleave_add_impl(T* __restrict__ dst, const T* __restrict__ even,
+WAVEFUSE_INLINE void interleave_add(T* __restrict__ dst, const T* __restrict__ even,
                                 const T* __restrict__ odd, int64_t n) {
   for (int64_t j = 0; j < n; ++j) {
     dst[2 * j] += even[j];
     dst[2 * j + 1] += odd[j];
   }
 }
-WAVEFUSE_SIMD_CLONES void deinterleave(const float* s, float* e, float* o, int64_t n) {
-  deinterleave_impl(s, e, o, n);
-}
-WAVEFUSE_SIMD_CLONES void deinterleave(const double* s, double* e, double* o, int64_t n) {
-  deinterleave_impl(s, e, o, n);
-}
-WAVEFUSE_SIMD_CLONES void interleave_add(float* d, const float* e, const float* o, int64_t n) {
-  interleave_add_impl(d, e, o, n);
-}
-WAVEFUSE_SIMD_CLONES void interleave_add(double* d, const double* e, const double* o, int64_t n) {
-  interleave_add_impl(d, e, o, n);
-}
-
 // Gather one extended row into its even and odd phases (acc_t), from a row with element stride
 // pm's. Unit-stride float/double rows copy their interior directly.
 template <typename scalar_t, typename acc_t>
-inline void gather_phases(const scalar_t* row, const PhaseMap& pm, bool unit_stride, acc_t* even,
+WAVEFUSE_INLINE void gather_phases(const scalar_t* row, const PhaseMap& pm, bool unit_stride, acc_t* even,
                           acc_t* odd) {
   const int64_t half = static_cast<int64_t>(pm.off_even.size());
   int64_t lo = 0, hi = 0;  // the part done directly
@@ -382,7 +469,7 @@ inline void gather_phases(const scalar_t* row, const PhaseMap& pm, bool unit_str
 
 // The transpose of gather_phases for merge: line[map[2j]] += even[j], line[map[2j + 1]] += odd[j].
 template <typename acc_t>
-inline void fold_phases(acc_t* line, const std::vector<int64_t>& map, const PhaseMap& pm,
+WAVEFUSE_INLINE void fold_phases(acc_t* line, const std::vector<int64_t>& map, const PhaseMap& pm,
                         const acc_t* even, const acc_t* odd) {
   const int64_t half = static_cast<int64_t>(pm.off_even.size());
   if (pm.j1 > pm.j0) {
@@ -397,6 +484,84 @@ inline void fold_phases(acc_t* line, const std::vector<int64_t>& map, const Phas
   }
 }
 
+// Everything a split task reads: the input, the four output bands, the taps arranged for the two
+// correlations, the row map along H and the phase map along W.
+template <typename scalar_t>
+struct SplitArgs {
+  using acc_t = at::opmath_type<scalar_t>;
+  View4<const scalar_t> in;
+  std::array<std::array<View4<scalar_t>, 2>, 2> out;
+  std::vector<acc_t> coef;  // per phase pair q: t0[2q], t0[2q + 1], t1[2q], t1[2q + 1]
+  const std::vector<int64_t>* map_h;
+  PhaseMap pw;
+  int64_t L, C, Kh, Kw, blocks;
+};
+
+// Tasks [begin, end) of (plane, block of kRowBlock output rows). Rows of every buffer have the
+// same stride S = Kw + L/2 - 1 (the length of an extended row's phases), so each pass is one long
+// vector loop over the whole block; the last L/2 - 1 outputs of each buffer row are don't-cares.
+//   1. gather the block's extended rows 2*i0 + r (r < 2n + L - 2 for n output rows), split into
+//      even and odd phases, even rows first: slot r/2 for even r, (n + L/2 - 1) + r/2 for odd r;
+//   2. row pass: lo/hi along W of every slot at once, correlating the phases at shift 1;
+//   3. column pass, for each row band b: output row i takes rows 2i + 2q (even slot i + q) and
+//      2i + 2q + 1 (odd slot i + q), the same correlation at shift S, giving (lo, b) and (hi, b);
+//   4. store the Kw valid outputs of each row into the bands.
+template <typename scalar_t>
+WAVEFUSE_INLINE void split_tasks_impl(const SplitArgs<scalar_t>& s, int64_t begin, int64_t end) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t L = s.L, Kw = s.Kw, P = L / 2 - 1, S = Kw + P;
+  const int64_t slots_max = 2 * (kRowBlock + P);
+  std::vector<acc_t> pe(slots_max * S + P, acc_t(0)), po(slots_max * S + P, acc_t(0));
+  std::vector<acc_t> rows(2 * slots_max * S);  // row pass output: [lo slots | hi slots]
+  std::vector<acc_t> cols(2 * kRowBlock * S);  // column pass output: [(lo, b) | (hi, b)]
+  for (int64_t task = begin; task < end; ++task) {
+    const int64_t p = task / s.blocks, i0 = (task % s.blocks) * kRowBlock;
+    const int64_t n = std::min(s.Kh, i0 + kRowBlock) - i0;
+    const int64_t half = n + P, nrows = 2 * half;  // slots per parity, extended rows
+    const scalar_t* src = s.in.plane(p, s.C);
+    for (int64_t r = 0; r < nrows; ++r) {
+      const int64_t slot = (r % 2) * half + r / 2;
+      acc_t* e = pe.data() + slot * S;
+      acc_t* o = po.data() + slot * S;
+      const int64_t sr = (*s.map_h)[2 * i0 + r];
+      if (sr < 0) {
+        std::fill(e, e + S, acc_t(0));
+        std::fill(o, o + S, acc_t(0));
+      } else {
+        gather_phases(src + sr * s.in.sh, s.pw, s.in.sw == 1, e, o);
+      }
+    }
+    acc_t* lo = rows.data();
+    acc_t* hi = rows.data() + slots_max * S;
+    correlate_phases(lo, hi, pe.data(), po.data(), 1, s.coef.data(), L / 2, nrows * S);
+    for (int b = 0; b < 2; ++b) {
+      const acc_t* band = b == 0 ? lo : hi;
+      acc_t* c0 = cols.data();
+      acc_t* c1 = cols.data() + kRowBlock * S;
+      correlate_phases(c0, c1, band, band + half * S, S, s.coef.data(), L / 2, n * S);
+      const View4<scalar_t>&v0 = s.out[0][b], &v1 = s.out[1][b];
+      scalar_t* d0 = v0.plane(p, s.C) + i0 * v0.sh;
+      scalar_t* d1 = v1.plane(p, s.C) + i0 * v1.sh;
+      for (int64_t i = 0; i < n; ++i) {
+        store_row(d0 + i * v0.sh, v0.sw, c0 + i * S, Kw);
+        store_row(d1 + i * v1.sh, v1.sw, c1 + i * S, Kw);
+      }
+    }
+  }
+}
+
+// One function per scalar type, each with an AVX2 + FMA clone (see "vector loops").
+#define WAVEFUSE_TASKS(kind, T)                                                              \
+  WAVEFUSE_SIMD_CLONES void kind##_tasks(const kind##Args<T>& s, int64_t begin, int64_t end) { \
+    kind##_tasks_impl(s, begin, end);                                                        \
+  }
+#define Split_tasks_impl split_tasks_impl
+WAVEFUSE_TASKS(Split, float)
+WAVEFUSE_TASKS(Split, double)
+WAVEFUSE_TASKS(Split, at::Half)
+WAVEFUSE_TASKS(Split, at::BFloat16)
+#undef Split_tasks_impl
+
 template <typename scalar_t>
 void split_kernel(const Tensor& x, const std::vector<int64_t>& map_h,
                   const std::vector<int64_t>& map_w, const Tensor& filters, bool reversed,
@@ -406,77 +571,207 @@ void split_kernel(const Tensor& x, const std::vector<int64_t>& map_h,
   const int64_t L = filters.size(1);
   const int64_t C = x.size(1), planes = x.size(0) * x.size(1);
   const int64_t Kh = ll.size(2), Kw = ll.size(3);
-  const int64_t half_w = Kw + L / 2 - 1;  // length of each phase of an extended row
-  const int64_t blocks = (Kh + kRowBlock - 1) / kRowBlock;
   const auto in = view4<const scalar_t>(x);
   const auto out = band_views<scalar_t>(ll, hi);
-  const PhaseMap pw = phase_map(map_w, in.sw);
 
   if (L == 2 && identity_map(map_h, x.size(2)) && identity_map(map_w, x.size(3))) {
-    const Haar<acc_t> w = haar_taps(taps);
-    const auto &vl = out[0][0], &vh = out[1][0], &vv = out[0][1], &vd = out[1][1];
-    const bool unit = in.sw == 1 && vl.sw == 1 && vh.sw == 1 && vv.sw == 1 && vd.sw == 1;
-    at::parallel_for(0, planes * Kh, 16, [&](int64_t begin, int64_t end) {
-      for (int64_t task = begin; task < end; ++task) {
-        const int64_t p = task / Kh, i = task % Kh;
-        const scalar_t* r0 = in.plane(p, C) + 2 * i * in.sh;
-        scalar_t* dl = vl.plane(p, C) + i * vl.sh;
-        scalar_t* dh = vh.plane(p, C) + i * vh.sh;
-        scalar_t* dv = vv.plane(p, C) + i * vv.sh;
-        scalar_t* dd = vd.plane(p, C) + i * vd.sh;
-        if constexpr (std::is_same_v<scalar_t, acc_t>) {
-          if (unit) {
-            haar_split_unit(r0, r0 + in.sh, dl, dh, dv, dd, w, Kw);
-            continue;
-          }
-        }
-        haar_split_row(r0, r0 + in.sh, in.sw, dl, dh, dv, dd, vl.sw, w, Kw);
-      }
-    });
+    haar_split(in, out, haar_taps(taps), C, planes, Kh, Kw);
     return;
   }
 
-  at::parallel_for(0, planes * blocks, 1, [&](int64_t begin, int64_t end) {
-    const int64_t rows_max = 2 * kRowBlock + L - 2;
-    std::vector<acc_t> even(half_w), odd(half_w);
-    std::vector<acc_t> rowbuf(rows_max * 2 * Kw);  // [row][band b][k]
-    std::vector<acc_t> acc(4 * Kw);
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t p = task / blocks, i0 = (task % blocks) * kRowBlock;
-      const int64_t i1 = std::min(Kh, i0 + kRowBlock);
-      const int64_t nrows = 2 * (i1 - i0) + L - 2;
-      const scalar_t* src = in.plane(p, C);
-      for (int64_t r = 0; r < nrows; ++r) {  // row-filter the extended rows 2*i0 + r
-        acc_t* lo = rowbuf.data() + r * 2 * Kw;
-        const int64_t sr = map_h[2 * i0 + r];
-        if (sr < 0) {
-          std::fill(lo, lo + 2 * Kw, acc_t(0));
-          continue;
-        }
-        gather_phases(src + sr * in.sh, pw, in.sw == 1, even.data(), odd.data());
-        correlate2_row(even.data(), odd.data(), taps[0], taps[1], Kw, lo, lo + Kw);
+  SplitArgs<scalar_t> s{in, out, {}, &map_h, phase_map(map_w, in.sw), L, C, Kh, Kw,
+                        (Kh + kRowBlock - 1) / kRowBlock};
+  for (int64_t q = 0; q < L / 2; ++q) {
+    s.coef.insert(s.coef.end(),
+                  {taps[0][2 * q], taps[0][2 * q + 1], taps[1][2 * q], taps[1][2 * q + 1]});
+  }
+  at::parallel_for(0, planes * s.blocks, 1,
+                   [&](int64_t begin, int64_t end) { Split_tasks(s, begin, end); });
+}
+
+// ---- merge: the transpose of split, as a gather -------------------------------------------------
+
+// The column pass of a merge as a sparse matrix, one row per output row r: the coefficient rows i
+// that reach r and their weights, w0 for column band a = 0 and w1 for a = 1, summed over every
+// extended position t = 2i + m with map[t] = r (the boundary fold). CSR: entries
+// [start[r], start[r + 1]).
+template <typename acc_t>
+struct ColumnOperator {
+  std::vector<int64_t> start, row;
+  std::vector<acc_t> w;  // per entry: w0, w1
+  // Rows [ra, rb) are interior: reached from the single extended position t = r - shift only,
+  // by all L/2 taps of t's parity (coefficient rows (t - m) / 2, all in range). There the column
+  // pass is a plain correlation over the coefficient rows, done for many rows at once.
+  int64_t ra = 0, rb = 0, shift = 0;
+};
+
+template <typename acc_t>
+ColumnOperator<acc_t> column_operator(const std::vector<int64_t>& map, int64_t H, int64_t K,
+                                      const std::array<std::vector<acc_t>, 2>& taps) {
+  const int64_t L = static_cast<int64_t>(taps[0].size());
+  std::vector<std::vector<std::tuple<int64_t, acc_t, acc_t>>> by_row(H);
+  for (int64_t t = 0; t < static_cast<int64_t>(map.size()); ++t) {
+    if (map[t] < 0) continue;
+    for (int64_t m = t % 2; m < L; m += 2) {
+      const int64_t i = (t - m) / 2;
+      if (i >= 0 && i < K) by_row[map[t]].emplace_back(i, taps[0][m], taps[1][m]);
+    }
+  }
+  ColumnOperator<acc_t> op;
+  op.start.push_back(0);
+  for (auto& entries : by_row) {
+    std::sort(entries.begin(), entries.end(),
+              [](const auto& a, const auto& b) { return std::get<0>(a) < std::get<0>(b); });
+    for (const auto& [i, w0, w1] : entries) {
+      if (!op.row.empty() && static_cast<int64_t>(op.row.size()) > op.start.back() &&
+          op.row.back() == i) {
+        op.w[op.w.size() - 2] += w0, op.w.back() += w1;
+      } else {
+        op.row.push_back(i), op.w.push_back(w0), op.w.push_back(w1);
       }
-      for (int64_t i = i0; i < i1; ++i) {  // column-filter into the four bands
-        std::fill(acc.begin(), acc.end(), acc_t(0));
-        for (int64_t m = 0; m < L; ++m) {
-          const acc_t* r = rowbuf.data() + (2 * (i - i0) + m) * 2 * Kw;
-          // acc = [a = 0: b lo, b hi | a = 1: b lo, b hi]
-          axpy2(acc.data(), acc.data() + 2 * Kw, r, taps[0][m], taps[1][m], 2 * Kw);
-        }
-        for (int a = 0; a < 2; ++a) {
-          for (int b = 0; b < 2; ++b) {
-            const View4<scalar_t>& v = out[a][b];
-            scalar_t* dst = v.plane(p, C) + i * v.sh;
-            const acc_t* s = acc.data() + (2 * a + b) * Kw;
-            for (int64_t k = 0; k < Kw; ++k) dst[k * v.sw] = static_cast<scalar_t>(s[k]);
-          }
+    }
+    op.start.push_back(static_cast<int64_t>(op.row.size()));
+  }
+  const int64_t T = static_cast<int64_t>(map.size());
+  if (map[T / 2] < 0) return op;
+  op.shift = map[T / 2] - T / 2;
+  auto interior = [&](int64_t r) {
+    const int64_t t = r - op.shift;
+    if (t < 0 || t >= T || map[t] != r || op.start[r + 1] - op.start[r] != L / 2) return false;
+    for (int64_t m = t % 2, e = op.start[r + 1] - 1; m < L; m += 2, --e) {  // rows ascend in e
+      if (op.row[e] != (t - m) / 2 || op.w[2 * e] != taps[0][m] || op.w[2 * e + 1] != taps[1][m]) {
+        return false;
+      }
+    }
+    return true;
+  };
+  for (int64_t r = 0, run = 0; r < H; ++r) {  // the longest run of interior rows
+    run = interior(r) ? run + 1 : 0;
+    if (run > op.rb - op.ra) op.ra = r + 1 - run, op.rb = r + 1;
+  }
+  return op;
+}
+
+template <typename scalar_t>
+struct MergeArgs {
+  using acc_t = at::opmath_type<scalar_t>;
+  std::array<std::array<View4<const scalar_t>, 2>, 2> in;
+  View4<scalar_t> out;
+  ColumnOperator<acc_t> cols;
+  std::vector<acc_t> row_coef;  // per shift s: t0[2(P - s)], t1[2(P - s)], t0[2(P - s) + 1], ...
+  std::vector<acc_t> col_coef;  // per pair q: t0[2q], t1[2q], t0[2q + 1], t1[2q + 1]
+  const std::vector<int64_t>* map_w;
+  PhaseMap pw;
+  int64_t L, C, Kw, H, W, blocks;
+};
+
+// Tasks [begin, end) of (plane, block of kRowBlock output rows). Output row r: the column pass
+// gathers both row bands R_b (b = lo, hi) from the coefficient rows that reach r (interior rows
+// all at once: R(t = 2j) = sum_q t_a[2q] G_a[j - q], R(2j + 1) with taps 2q + 1, a correlation
+// over the coefficient rows at a shift of one row); the row pass is the same correlation as
+// split's, on R_b padded with P = L/2 - 1 zeros each side:
+// even[j] = sum_q t0[2q] R_lo[j - q] + t1[2q] R_hi[j - q] (odd: taps 2q + 1), j < Kw + P; the
+// extended row (even, odd) then folds into the output row by the index map along W.
+template <typename scalar_t>
+WAVEFUSE_INLINE void merge_tasks_impl(const MergeArgs<scalar_t>& s, int64_t begin, int64_t end) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t L = s.L, Kw = s.Kw, P = L / 2 - 1;
+  const auto& cols = s.cols;
+  const int64_t S = Kw + 2 * P;  // row stride of the padded R_b rows
+  std::vector<acc_t> r_lo(kRowBlock * S + P, acc_t(0)), r_hi(kRowBlock * S + P, acc_t(0));
+  std::vector<acc_t> even(kRowBlock * S), odd(kRowBlock * S), line(s.W);
+  std::vector<acc_t> t_even((kRowBlock / 2 + 2) * Kw), t_odd((kRowBlock / 2 + 2) * Kw);
+  std::vector<acc_t> gbuf;  // the block's coefficient rows as acc_t, band-major, when not in place
+  std::vector<const acc_t*> p0, p1;
+  bool direct = std::is_same_v<scalar_t, acc_t>;
+  for (const auto& band : s.in) direct = direct && band[0].sw == 1 && band[1].sw == 1;
+  for (int64_t task = begin; task < end; ++task) {
+    const int64_t p = task / s.blocks, r0 = (task % s.blocks) * kRowBlock;
+    const int64_t r1 = std::min(s.H, r0 + kRowBlock);
+    const int64_t e0 = cols.start[r0], e1 = cols.start[r1];
+    if (e1 == e0) {  // no coefficient reaches these rows
+      std::fill(line.begin(), line.end(), acc_t(0));
+      for (int64_t r = r0; r < r1; ++r) {
+        store_row(s.out.plane(p, s.C) + r * s.out.sh, s.out.sw, line.data(), s.W);
+      }
+      continue;
+    }
+    // Band (a, b) (index 2a + b) row i is at base[2a + b] + (i - first) * rs[2a + b].
+    const acc_t* base[4] = {};
+    int64_t rs[4] = {}, first = 0;
+    if constexpr (std::is_same_v<scalar_t, acc_t>) {
+      if (direct) {
+        for (int ab = 0; ab < 4; ++ab) {
+          const View4<const scalar_t>& v = s.in[ab / 2][ab % 2];
+          base[ab] = v.plane(p, s.C), rs[ab] = v.sh;
         }
       }
     }
-  });
+    if (!direct) {
+      const auto [lo_it, hi_it] = std::minmax_element(cols.row.begin() + e0, cols.row.begin() + e1);
+      const int64_t n_rows = *hi_it + 1 - *lo_it;
+      first = *lo_it;
+      gbuf.resize(4 * n_rows * Kw);
+      for (int ab = 0; ab < 4; ++ab) {
+        const View4<const scalar_t>& v = s.in[ab / 2][ab % 2];
+        base[ab] = gbuf.data() + ab * n_rows * Kw, rs[ab] = Kw;
+        for (int64_t i = 0; i < n_rows; ++i) {
+          load_row(gbuf.data() + (ab * n_rows + i) * Kw, v.plane(p, s.C) + (first + i) * v.sh,
+                   v.sw, Kw);
+        }
+      }
+    }
+    auto row_of = [&](int ab, int64_t i) { return base[ab] + (i - first) * rs[ab]; };
+    // column pass, interior rows [ia, ib) of the block at once (when rows are packed)
+    int64_t ia = std::max(r0, cols.ra), ib = std::min(r1, cols.rb);
+    const bool packed = rs[0] == Kw && rs[1] == Kw && rs[2] == Kw && rs[3] == Kw;
+    if (!packed || ib - ia < 2) ia = ib = r0;
+    if (ib > ia) {
+      const int64_t ja = (ia - cols.shift) / 2, jb = (ib - 1 - cols.shift) / 2 + 1;
+      for (int b = 0; b < 2; ++b) {
+        correlate_phases(t_even.data(), t_odd.data(), row_of(b, ja), row_of(2 + b, ja), -Kw,
+                         s.col_coef.data(), L / 2, (jb - ja) * Kw);
+        acc_t* dst = (b == 0 ? r_lo : r_hi).data() + P;
+        for (int64_t r = ia; r < ib; ++r) {
+          const int64_t t = r - cols.shift;
+          const acc_t* src = (t % 2 == 0 ? t_even : t_odd).data() + (t / 2 - ja) * Kw;
+          std::copy(src, src + Kw, dst + (r - r0) * S);
+        }
+      }
+    }
+    for (int64_t r = r0; r < r1; ++r) {  // column pass, the other rows: gathers by the CSR
+      if (r == ia && ib > ia) r = ib;
+      if (r >= r1) break;
+      const int64_t f0 = cols.start[r], count = cols.start[r + 1] - f0;
+      p0.resize(count), p1.resize(count);
+      for (int b = 0; b < 2; ++b) {
+        for (int64_t e = 0; e < count; ++e) {
+          p0[e] = row_of(b, cols.row[f0 + e]);
+          p1[e] = row_of(2 + b, cols.row[f0 + e]);
+        }
+        acc_t* dst = (b == 0 ? r_lo : r_hi).data() + (r - r0) * S + P;
+        gather_rows(dst, p0.data(), p1.data(), cols.w.data() + 2 * f0, count, Kw);
+      }
+    }
+    // row pass for the whole block at once; row j's phases are even/odd[j * S + t], t < Kw + P
+    correlate_phases(even.data(), odd.data(), r_lo.data(), r_hi.data(), 1, s.row_coef.data(),
+                     L / 2, (r1 - r0) * S);
+    for (int64_t r = r0; r < r1; ++r) {
+      std::fill(line.begin(), line.end(), acc_t(0));
+      fold_phases(line.data(), *s.map_w, s.pw, even.data() + (r - r0) * S,
+                  odd.data() + (r - r0) * S);
+      store_row(s.out.plane(p, s.C) + r * s.out.sh, s.out.sw, line.data(), s.W);
+    }
+  }
 }
 
-// ---- merge: the transpose of split -------------------------------------------------------------
+#define Merge_tasks_impl merge_tasks_impl
+WAVEFUSE_TASKS(Merge, float)
+WAVEFUSE_TASKS(Merge, double)
+WAVEFUSE_TASKS(Merge, at::Half)
+WAVEFUSE_TASKS(Merge, at::BFloat16)
+#undef Merge_tasks_impl
+#undef WAVEFUSE_TASKS
 
 template <typename scalar_t>
 void merge_kernel(const Tensor& ll, const Tensor& hi, const std::vector<int64_t>& map_h,
@@ -488,78 +783,27 @@ void merge_kernel(const Tensor& ll, const Tensor& hi, const std::vector<int64_t>
   const int64_t C = ll.size(1), planes = ll.size(0) * ll.size(1);
   const int64_t Kh = ll.size(2), Kw = ll.size(3);
   const int64_t H = y.size(2), W = y.size(3);
-  const int64_t half_w = Kw + L / 2 - 1;
   const auto in = band_views<const scalar_t>(ll, hi);
   const auto out = view4<scalar_t>(y);
-  const PhaseMap pw = phase_map(map_w, 1);  // offsets into the (contiguous) accumulation line
 
   const auto &gl = in[0][0], &gh = in[1][0], &gv = in[0][1], &gd = in[1][1];
   const bool same_sw = gl.sw == gh.sw && gl.sw == gv.sw && gl.sw == gd.sw;
   if (L == 2 && same_sw && identity_map(map_h, H) && identity_map(map_w, W)) {
-    const Haar<acc_t> w = haar_taps(taps);
-    const bool unit = gl.sw == 1 && out.sw == 1;
-    at::parallel_for(0, planes * Kh, 16, [&](int64_t begin, int64_t end) {
-      for (int64_t task = begin; task < end; ++task) {
-        const int64_t p = task / Kh, i = task % Kh;
-        const scalar_t* sl = gl.plane(p, C) + i * gl.sh;
-        const scalar_t* sh = gh.plane(p, C) + i * gh.sh;
-        const scalar_t* sv = gv.plane(p, C) + i * gv.sh;
-        const scalar_t* sd = gd.plane(p, C) + i * gd.sh;
-        scalar_t* r0 = out.plane(p, C) + 2 * i * out.sh;
-        if constexpr (std::is_same_v<scalar_t, acc_t>) {
-          if (unit) {
-            haar_merge_unit(sl, sh, sv, sd, r0, r0 + out.sh, w, Kw);
-            continue;
-          }
-        }
-        haar_merge_row(sl, sh, sv, sd, gl.sw, r0, r0 + out.sh, out.sw, w, Kw);
-      }
-    });
+    haar_merge(in, out, haar_taps(taps), C, planes, Kh, Kw);
     return;
   }
 
-  at::parallel_for(0, planes, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> rows(H * 2 * Kw);  // [output row][row band b][k]
-    std::vector<acc_t> g(4 * Kw), even(half_w), odd(half_w), line(W);
-    for (int64_t p = begin; p < end; ++p) {
-      std::fill(rows.begin(), rows.end(), acc_t(0));
-      // Columns: band (a, b) row i overlap-adds into extended rows 2i + m, folded by map_h.
-      for (int64_t i = 0; i < Kh; ++i) {
-        for (int a = 0; a < 2; ++a) {
-          for (int b = 0; b < 2; ++b) {  // g = [a0 b0 | a0 b1 | a1 b0 | a1 b1]
-            const View4<const scalar_t>& v = in[a][b];
-            const scalar_t* src = v.plane(p, C) + i * v.sh;
-            acc_t* gk = g.data() + (2 * a + b) * Kw;
-            for (int64_t k = 0; k < Kw; ++k) gk[k] = static_cast<acc_t>(src[k * v.sw]);
-          }
-        }
-        for (int64_t m = 0; m < L; ++m) {
-          const int64_t r = map_h[2 * i + m];
-          if (r < 0) continue;
-          for (int b = 0; b < 2; ++b) {
-            dot2(rows.data() + (r * 2 + b) * Kw, g.data() + b * Kw, g.data() + (2 + b) * Kw,
-                 taps[0][m], taps[1][m], Kw);
-          }
-        }
-      }
-      // Rows: overlap-add both row bands along W (even and odd phases), fold by map_w, store.
-      scalar_t* dst = out.plane(p, C);
-      for (int64_t r = 0; r < H; ++r) {
-        std::fill(even.begin(), even.end(), acc_t(0));
-        std::fill(odd.begin(), odd.end(), acc_t(0));
-        for (int b = 0; b < 2; ++b) {
-          const acc_t* s = rows.data() + (r * 2 + b) * Kw;
-          for (int64_t q = 0; q < L / 2; ++q) {
-            axpy2(even.data() + q, odd.data() + q, s, taps[b][2 * q], taps[b][2 * q + 1], Kw);
-          }
-        }
-        std::fill(line.begin(), line.end(), acc_t(0));
-        fold_phases(line.data(), map_w, pw, even.data(), odd.data());
-        scalar_t* row = dst + r * out.sh;
-        for (int64_t c = 0; c < W; ++c) row[c * out.sw] = static_cast<scalar_t>(line[c]);
-      }
-    }
-  });
+  const int64_t P = L / 2 - 1;
+  MergeArgs<scalar_t> s{in, out, column_operator(map_h, H, Kh, taps), {}, {}, &map_w,
+                        phase_map(map_w, 1), L, C, Kw, H, W, (H + kRowBlock - 1) / kRowBlock};
+  for (int64_t q = 0; q <= P; ++q) {  // shift q of the padded rows carries taps 2(P - q) (+1)
+    const int64_t m = 2 * (P - q);
+    s.row_coef.insert(s.row_coef.end(), {taps[0][m], taps[1][m], taps[0][m + 1], taps[1][m + 1]});
+    s.col_coef.insert(s.col_coef.end(),
+                      {taps[0][2 * q], taps[1][2 * q], taps[0][2 * q + 1], taps[1][2 * q + 1]});
+  }
+  at::parallel_for(0, planes * s.blocks, 1,
+                   [&](int64_t begin, int64_t end) { Merge_tasks(s, begin, end); });
 }
 
 // ---- the ops -----------------------------------------------------------------------------------
