@@ -92,7 +92,7 @@ def test_periodization_adjoint_is_the_inverse():
 
 
 def test_outputs_are_fresh_and_in_input_layout():
-    x, dec, rec, ll, hi, y = _sample("symmetric", channels_last=True)
+    x, _dec, _rec, ll, hi, y = _sample("symmetric", channels_last=True)
     assert ll.is_contiguous(memory_format=torch.channels_last)
     assert hi.shape == (SHAPE[0], SHAPE[1], 3, *ll.shape[-2:])
     for b in hi.unbind(2):
