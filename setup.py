@@ -159,7 +159,11 @@ def make_extension(with_cuda: bool):
     # pinned -std=c++17 fails). wavefuse's own sources stay within C++17.
     # -g0 undoes the -g in Python's CFLAGS: debug info for torch's templates costs compile time and
     # library size, and nobody steps through the op registrations.
-    extra_compile_args = {"cxx": ["-O3", "-g0"]}
+    # -ffp-contract=off: no fused multiply-adds behind the source's back. The CPU kernels' AVX2
+    # clones and their baseline versions then round identically (results do not depend on the
+    # CPU), and a Haar detail of two equal samples is exactly 0, as in PyTorch and PyWavelets --
+    # which the sign in the p=1 penalty's gradient depends on (an FMA leaves a 1e-9 residue there).
+    extra_compile_args = {"cxx": ["-O3", "-g0", "-ffp-contract=off"]}
     define_macros = []
     factory = CppExtension
     if with_cuda:

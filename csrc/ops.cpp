@@ -2,6 +2,7 @@
 //
 // Kernels are registered per backend, never here:
 //   csrc/cpu/dwt.cpp   TORCH_LIBRARY_IMPL(wavefuse, CPU, m)   (CPU transforms issue)
+//   csrc/cpu/hf_penalty.cpp  TORCH_LIBRARY_IMPL(wavefuse, CPU, m)   (band energies, fused-ops issue)
 //   csrc/cuda/dwt.cu   TORCH_LIBRARY_IMPL(wavefuse, CUDA, m)  (GPU transforms issue)
 // An op without a kernel for a dispatch key has none on purpose: Python asks
 // torch._C._dispatch_has_kernel_for_dispatch_key("wavefuse::_dwt2d_kernel", "CPU" | "CUDA") to see
@@ -61,6 +62,12 @@ TORCH_LIBRARY(wavefuse, m) {
       "int[] input_size) -> Tensor");
   m.def("_idwt2d_kernel(Tensor ll, Tensor hi, Tensor filters, str mode) -> Tensor");
   m.def("_idwt2d_adjoint_kernel(Tensor grad_y, Tensor filters, str mode) -> (Tensor, Tensor)");
+  // Fused ops (contract: wavefuse/ops/hf_penalty.py): the per-band energies of a J-level
+  // analysis cascade, (N, J, 3) in the compute dtype, and their gradient with respect to x.
+  m.def("_band_energy_kernel(Tensor x, Tensor filters, str mode, int level, int p) -> Tensor");
+  m.def(
+      "_band_energy_backward_kernel(Tensor grad, Tensor x, Tensor filters, str mode, int level, "
+      "int p) -> Tensor");
   // No tensor arguments, so there is no dispatch key to pick a backend by: def() with a function
   // registers it as the catch-all (CompositeImplicitAutograd) kernel, which the dispatcher also
   // uses when the key set is empty.

@@ -231,7 +231,7 @@ WAVEFUSE_INLINE void merge_tasks_impl(const MergeArgs<scalar_t>& s, int64_t begi
   }
 }
 
-// One function per scalar type, each with an AVX2 + FMA clone (see "vector loops").
+// One function per scalar type, each with an AVX2 clone (see "vector loops").
 #define WAVEFUSE_TASKS(name, Args, T)                                              \
   WAVEFUSE_SIMD_CLONES void name(const Args<T>& s, int64_t begin, int64_t end) { \
     name##_impl(s, begin, end);                                                  \

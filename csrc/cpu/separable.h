@@ -138,8 +138,8 @@ std::array<std::vector<acc_t>, 2> taps_as(const Tensor& filters, bool reversed) 
 
 // ---- vector loops ------------------------------------------------------------------------------
 // Each parallel task runs in one function per scalar type that GCC and Clang also compile for
-// x86-64-v3 (AVX2 + FMA), chosen once per task by the CPU at load time (the portable build itself
-// targets baseline x86-64). Everything a task calls in its inner loops is force-inlined into that
+// x86-64-v3 (AVX2), chosen once per task by the CPU at load time (the portable build itself
+// targets baseline x86-64). setup.py turns FMA contraction off, so both round identically. Everything a task calls in its inner loops is force-inlined into that
 // function, so it is compiled for the chosen ISA; tap counts are template parameters of short
 // chunks, so the tap loops unroll, accumulators stay in registers and the coefficient loop
 // vectorises.

@@ -1,0 +1,318 @@
+// CPU kernels of the per-band energies behind hf_penalty (contract: wavefuse/ops/hf_penalty.py,
+// schemas in csrc/ops.cpp):
+//
+//   _band_energy_kernel(x, filters, mode, level, p) -> (N, J, 3)
+//       e[n, j - 1, b] = sum over channels and positions of |d|^p, d = band b (cH, cV, cD) of level
+//       j of the analysis cascade of x (dec taps, PyWavelets' modes), p in {1, 2}.
+//   _band_energy_backward_kernel(grad, x, filters, mode, level, p) -> grad_x
+//       grad_x = sum_j sum_b grad[n, j - 1, b] * d/dx sum |d_jb|^p, in x's dtype and layout.
+//
+// Both run the cascade one plane at a time, parallel over planes, on the split/merge blocks of
+// separable.h. The forward keeps only the approximation that the next level reads (acc_t, in a
+// plane-local buffer); the detail bands are reduced to their energies as each block of rows
+// comes out of the column pass and are never stored. The backward recomputes: it runs the cascade
+// up to level J - 1 keeping the approximations, then goes down level by level, recomputing the
+// level's detail bands from its input, turning them into their gradients psi(d) * grad (psi = 2d
+// for p = 2, sign(d) for p = 1) and merging those with the gradient of the approximation (zero at
+// level J) through the analysis adjoint -- into the next plane-local buffer, or at level 1 into
+// grad_x, which is written once. Energies are summed per plane in double, in a fixed order, and
+// then over channels in channel order: deterministic, no atomics.
+
+#include "cpu/separable.h"
+
+namespace wavefuse {
+namespace {
+
+// Energy of one row: sum |v|^p, p in {1, 2}, over kLanes independent partial sums (so the loop
+// vectorises without reassociating anything the compiler may not), combined in a fixed order.
+constexpr int kLanes = 8;
+
+template <int P, typename T>
+WAVEFUSE_INLINE T row_energy(const T* __restrict__ v, int64_t n) {
+  T part[kLanes] = {};
+  int64_t k = 0;
+  for (; k + kLanes <= n; k += kLanes) {
+    for (int l = 0; l < kLanes; ++l) {
+      const T a = v[k + l];
+      part[l] += P == 2 ? a * a : std::abs(a);
+    }
+  }
+  for (int l = 0; k < n; ++k, ++l) {
+    const T a = v[k];
+    part[l] += P == 2 ? a * a : std::abs(a);
+  }
+  T sum = T(0);
+  for (int l = 0; l < kLanes; ++l) sum += part[l];
+  return sum;
+}
+
+// out[k] = psi(d[k]) * g: the gradient of |d|^p, with sign(0) = 0 and NaN kept.
+template <int P, typename T>
+WAVEFUSE_INLINE void band_gradient(T* __restrict__ out, const T* __restrict__ d, T g, int64_t n) {
+  for (int64_t k = 0; k < n; ++k) {
+    const T a = d[k];
+    out[k] = P == 2 ? T(2) * a * g : (a > T(0) ? g : a < T(0) ? -g : a * g);
+  }
+}
+
+// Every level's geometry, built once per call. Level j (0-based) reads an (h[j], w[j]) plane and
+// gives (h[j + 1], w[j + 1]) coefficients; level 0 reads x with its element stride, the others a
+// contiguous acc_t buffer.
+template <typename acc_t>
+struct Cascade {
+  std::vector<SplitPlan<acc_t>> split;
+  std::vector<MergePlan<acc_t>> merge;  // the analysis adjoint of each level (backward only)
+  std::vector<int64_t> h, w;
+  int64_t levels = 0;
+};
+
+template <typename acc_t>
+Cascade<acc_t> cascade(const Tensor& filters, Mode mode, int64_t H, int64_t W, int64_t sw,
+                       int64_t levels, bool with_merge) {
+  const auto taps = taps_as<acc_t>(filters, /*reversed=*/true);
+  const int64_t L = filters.size(1);
+  Cascade<acc_t> c;
+  c.levels = levels;
+  c.h.push_back(H), c.w.push_back(W);
+  for (int64_t j = 0; j < levels; ++j) {
+    const int64_t h = c.h.back(), w = c.w.back();
+    const int64_t kh = analysis_length<int64_t>(h, L, mode);
+    const int64_t kw = analysis_length<int64_t>(w, L, mode);
+    const auto map_h = analysis_map(h, L, mode), map_w = analysis_map(w, L, mode);
+    c.split.push_back(split_plan(taps, map_h, map_w, j == 0 ? sw : 1, kh, kw));
+    if (with_merge) c.merge.push_back(merge_plan(taps, map_h, map_w, kh, kw, h, w));
+    c.h.push_back(kh), c.w.push_back(kw);
+  }
+  return c;
+}
+
+template <typename scalar_t>
+struct EnergyArgs {
+  using acc_t = at::opmath_type<scalar_t>;
+  View4<const scalar_t> x;
+  Cascade<acc_t> c;
+  int64_t C, p;
+  double* partial;  // (planes, J, 3)
+};
+
+// One level of the cascade on one plane: src (element type S_t) row i at src + i * sh. The
+// approximation goes to ll (contiguous, h[j + 1] x w[j + 1]) when ll is not null; the detail bands
+// go to detail(band, i, row) (band 0..2 = cH, cV, cD; row: w[j + 1] values of row i).
+template <typename S_t, typename acc_t, typename Detail>
+WAVEFUSE_INLINE void cascade_level(const SplitPlan<acc_t>& plan, SplitWork<acc_t>& work,
+                                   const S_t* src, int64_t sh, bool unit, acc_t* ll,
+                                   Detail&& detail) {
+  const int64_t Kw = plan.Kw;
+  for (int64_t i0 = 0; i0 < plan.Kh; i0 += kRowBlock) {
+    const int64_t n = std::min(plan.Kh, i0 + kRowBlock) - i0;
+    split_block(plan, work, src, sh, unit, i0, n,
+                [&](int b, const acc_t* c0, const acc_t* c1, int64_t S) {
+                  for (int64_t i = 0; i < n; ++i) {
+                    if (b == 0) {  // (lo, lo) = LL and (hi, lo) = cH
+                      if (ll != nullptr) std::copy(c0 + i * S, c0 + i * S + Kw, ll + (i0 + i) * Kw);
+                      detail(0, i0 + i, c1 + i * S);
+                    } else {  // (lo, hi) = cV and (hi, hi) = cD
+                      detail(1, i0 + i, c0 + i * S);
+                      detail(2, i0 + i, c1 + i * S);
+                    }
+                  }
+                });
+  }
+}
+
+template <int P, typename scalar_t>
+WAVEFUSE_INLINE void energy_tasks_impl(const EnergyArgs<scalar_t>& s, int64_t begin, int64_t end) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const auto& c = s.c;
+  std::vector<SplitWork<acc_t>> work;
+  for (const auto& plan : c.split) work.emplace_back(plan);
+  std::vector<acc_t> ll[2] = {std::vector<acc_t>(c.h[1] * c.w[1]),
+                              std::vector<acc_t>(c.h[1] * c.w[1])};
+  for (int64_t p = begin; p < end; ++p) {
+    double* e = s.partial + p * c.levels * 3;
+    for (int64_t j = 0; j < c.levels; ++j) {
+      const int64_t kw = c.w[j + 1];
+      auto detail = [&](int band, int64_t, const acc_t* row) {
+        e[3 * j + band] += static_cast<double>(row_energy<P>(row, kw));
+      };
+      acc_t* out = j + 1 < c.levels ? ll[j % 2].data() : nullptr;
+      if (j == 0) {
+        cascade_level(c.split[0], work[0], s.x.plane(p, s.C), s.x.sh, s.x.sw == 1, out, detail);
+      } else {
+        cascade_level(c.split[j], work[j], static_cast<const acc_t*>(ll[(j - 1) % 2].data()),
+                      c.w[j], true, out, detail);
+      }
+    }
+  }
+}
+
+template <typename scalar_t>
+struct EnergyBackwardArgs {
+  using acc_t = at::opmath_type<scalar_t>;
+  View4<const scalar_t> x;
+  View4<scalar_t> grad_x;
+  Cascade<acc_t> c;
+  const acc_t* grad;  // (N, J, 3), contiguous
+  int64_t C, p;
+};
+
+template <int P, typename scalar_t>
+WAVEFUSE_INLINE void energy_backward_tasks_impl(const EnergyBackwardArgs<scalar_t>& s,
+                                                int64_t begin, int64_t end) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const auto& c = s.c;
+  const int64_t J = c.levels;
+  std::vector<SplitWork<acc_t>> split_work;
+  std::vector<MergeWork<acc_t>> merge_work;
+  for (int64_t j = 0; j < J; ++j) split_work.emplace_back(c.split[j]), merge_work.emplace_back(c.merge[j]);
+  std::vector<std::vector<acc_t>> ll(J);  // ll[j]: approximation of level j (j >= 1), the input of level j
+  for (int64_t j = 1; j < J; ++j) ll[j].resize(c.h[j] * c.w[j]);
+  std::vector<acc_t> bands(3 * c.h[1] * c.w[1]), g_ll[2] = {std::vector<acc_t>(c.h[1] * c.w[1]),
+                                                             std::vector<acc_t>(c.h[1] * c.w[1])};
+  auto none = [](int, int64_t, const acc_t*) {};
+  acc_t* const no_ll = nullptr;  // the way down needs only the detail bands
+  for (int64_t p = begin; p < end; ++p) {
+    const acc_t* g = s.grad + (p / s.C) * J * 3;
+    const scalar_t* x = s.x.plane(p, s.C);
+    for (int64_t j = 1; j < J; ++j) {  // up: the approximations the way down needs
+      if (j == 1) {
+        cascade_level(c.split[0], split_work[0], x, s.x.sh, s.x.sw == 1, ll[1].data(), none);
+      } else {
+        cascade_level(c.split[j - 1], split_work[j - 1],
+                      static_cast<const acc_t*>(ll[j - 1].data()), c.w[j - 1], true,
+                      ll[j].data(), none);
+      }
+    }
+    // down: level j's band gradients and the gradient of its approximation (g_ll[j % 2], zero at
+    // the coarsest level) merge into the gradient of its input
+    const int64_t kh_top = c.h[J], kw_top = c.w[J];
+    std::fill(g_ll[J % 2].begin(), g_ll[J % 2].begin() + kh_top * kw_top, acc_t(0));
+    for (int64_t j = J; j >= 1; --j) {
+      const int64_t kh = c.h[j], kw = c.w[j];
+      auto detail = [&](int band, int64_t i, const acc_t* row) {
+        band_gradient<P>(bands.data() + (band * kh + i) * kw, row, g[3 * (j - 1) + band], kw);
+      };
+      if (j == 1) {
+        cascade_level(c.split[0], split_work[0], x, s.x.sh, s.x.sw == 1, no_ll, detail);
+      } else {
+        cascade_level(c.split[j - 1], split_work[j - 1],
+                      static_cast<const acc_t*>(ll[j - 1].data()), c.w[j - 1], true, no_ll,
+                      detail);
+      }
+      // bands (a, b): (0, 0) LL, (0, 1) cV, (1, 0) cH, (1, 1) cD
+      const acc_t* base[4] = {g_ll[j % 2].data(), bands.data() + kh * kw, bands.data(),
+                              bands.data() + 2 * kh * kw};
+      const int64_t rs[4] = {kw, kw, kw, kw};
+      const auto& plan = c.merge[j - 1];
+      acc_t* next = g_ll[(j - 1) % 2].data();
+      for (int64_t r0 = 0; r0 < plan.H; r0 += kRowBlock) {
+        const int64_t r1 = std::min(plan.H, r0 + kRowBlock);
+        merge_block(plan, merge_work[j - 1], base, rs, 0, r0, r1,
+                    [&](int64_t r, const acc_t* line) {
+                      if (j == 1) {
+                        store_row(s.grad_x.plane(p, s.C) + r * s.grad_x.sh, s.grad_x.sw, line,
+                                  plan.W);
+                      } else {
+                        std::copy(line, line + plan.W, next + r * plan.W);
+                      }
+                    });
+      }
+    }
+  }
+}
+
+template <typename scalar_t>
+WAVEFUSE_INLINE void energy_tasks_dispatch(const EnergyArgs<scalar_t>& s, int64_t begin,
+                                           int64_t end) {
+  s.p == 2 ? energy_tasks_impl<2>(s, begin, end) : energy_tasks_impl<1>(s, begin, end);
+}
+
+template <typename scalar_t>
+WAVEFUSE_INLINE void energy_backward_tasks_dispatch(const EnergyBackwardArgs<scalar_t>& s,
+                                                    int64_t begin, int64_t end) {
+  s.p == 2 ? energy_backward_tasks_impl<2>(s, begin, end)
+           : energy_backward_tasks_impl<1>(s, begin, end);
+}
+
+// One function per scalar type, each with an AVX2 clone (see separable.h, "vector loops").
+#define WAVEFUSE_TASKS(name, Args, T)                                              \
+  WAVEFUSE_SIMD_CLONES void name(const Args<T>& s, int64_t begin, int64_t end) { \
+    name##_dispatch(s, begin, end);                                              \
+  }
+#define WAVEFUSE_ALL_TASKS(name, Args) \
+  WAVEFUSE_TASKS(name, Args, float)    \
+  WAVEFUSE_TASKS(name, Args, double)   \
+  WAVEFUSE_TASKS(name, Args, at::Half) \
+  WAVEFUSE_TASKS(name, Args, at::BFloat16)
+WAVEFUSE_ALL_TASKS(energy_tasks, EnergyArgs)
+WAVEFUSE_ALL_TASKS(energy_backward_tasks, EnergyBackwardArgs)
+#undef WAVEFUSE_ALL_TASKS
+#undef WAVEFUSE_TASKS
+
+void check_energy_args(const Tensor& x, const Tensor& filters, int64_t level, int64_t p) {
+  check_input(x, "x");
+  check_filters(filters);
+  TORCH_CHECK(level >= 0, "wavefuse: level must be >= 0, got ", level);
+  TORCH_CHECK(p == 1 || p == 2, "wavefuse: p must be 1 or 2, got ", p);
+}
+
+Tensor band_energy_cpu(const Tensor& x, const Tensor& filters, c10::string_view mode_name,
+                       int64_t level, int64_t p) {
+  check_energy_args(x, filters, level, p);
+  const Mode mode = parse_mode(std::string(mode_name));
+  const int64_t N = x.size(0), C = x.size(1), planes = N * C;
+  const auto acc_type = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  std::vector<double> partial(planes * level * 3, 0.0);
+  if (planes > 0 && level > 0) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "wavefuse_energy", [&] {
+      using acc_t = at::opmath_type<scalar_t>;
+      const EnergyArgs<scalar_t> s{view4<const scalar_t>(x),
+                                   cascade<acc_t>(filters, mode, x.size(2), x.size(3), x.stride(3),
+                                                  level, /*with_merge=*/false),
+                                   C, p, partial.data()};
+      at::parallel_for(0, planes, 1, [&](int64_t begin, int64_t end) { energy_tasks(s, begin, end); });
+    });
+  }
+  // channels in order, per sample: deterministic
+  std::vector<double> sums(N * level * 3, 0.0);
+  for (int64_t q = 0; q < planes; ++q) {
+    for (int64_t k = 0; k < level * 3; ++k) sums[(q / C) * level * 3 + k] += partial[q * level * 3 + k];
+  }
+  Tensor out = at::empty({N, level, 3}, x.options().dtype(at::kDouble));
+  std::copy(sums.begin(), sums.end(), out.data_ptr<double>());
+  return out.to(acc_type);
+}
+
+Tensor band_energy_backward_cpu(const Tensor& grad, const Tensor& x, const Tensor& filters,
+                                c10::string_view mode_name, int64_t level, int64_t p) {
+  check_energy_args(x, filters, level, p);
+  const auto acc_type = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  TORCH_CHECK(grad.dim() == 3 && grad.size(0) == x.size(0) && grad.size(1) == level &&
+                  grad.size(2) == 3,
+              "wavefuse: grad must be (N, level, 3) = (", x.size(0), ", ", level, ", 3), got ",
+              grad.sizes());
+  const Mode mode = parse_mode(std::string(mode_name));
+  const int64_t N = x.size(0), C = x.size(1), planes = N * C;
+  Tensor g = grad.to(acc_type).contiguous();
+  Tensor grad_x = empty_4d(x, N, C, x.size(2), x.size(3));
+  if (level == 0) return grad_x.zero_();  // nothing depends on x
+  if (planes == 0 || grad_x.numel() == 0) return grad_x;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "wavefuse_energy_bwd", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const EnergyBackwardArgs<scalar_t> s{view4<const scalar_t>(x), view4<scalar_t>(grad_x),
+                                         cascade<acc_t>(filters, mode, x.size(2), x.size(3),
+                                                        x.stride(3), level, /*with_merge=*/true),
+                                         static_cast<const acc_t*>(g.data_ptr()), C, p};
+    at::parallel_for(0, planes, 1,
+                     [&](int64_t begin, int64_t end) { energy_backward_tasks(s, begin, end); });
+  });
+  return grad_x;
+}
+
+}  // namespace
+}  // namespace wavefuse
+
+TORCH_LIBRARY_IMPL(wavefuse, CPU, m) {
+  m.impl("_band_energy_kernel", &wavefuse::band_energy_cpu);
+  m.impl("_band_energy_backward_kernel", &wavefuse::band_energy_backward_cpu);
+}
