@@ -279,7 +279,14 @@ def environment(device: str = "cpu") -> dict:
 
 
 def write_csv(path: Path, rows: Sequence[dict]) -> None:
+    """Write ``rows``, keeping the rows of ``path`` whose op none of them has: several benchmark
+    files (one per op family) share one CSV per device, each replacing only its own ops."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    ops = {row["op"] for row in rows}
+    if path.exists():
+        with open(path, newline="") as f:
+            kept = [row for row in csv.DictReader(f) if row["op"] not in ops]
+        rows = kept + list(rows)
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
@@ -318,6 +325,7 @@ class ResultsPlugin:
 
     path: Path
     device: str = "cpu"
+    notes_name: str | None = None  # default: <csv stem>-notes.md
     measurements: list[Measurement] = field(default_factory=list)
     _start: tuple[float, float, float] = (0.0, 0.0, 0.0)  # _cpu_seconds() at configure
 
@@ -344,8 +352,9 @@ class ResultsPlugin:
             return
         env = environment(self.device)
         write_csv(self.path, build_rows(self.measurements, env))
-        notes = self.path.with_name(self.path.stem + "-notes.md")
-        title = f"Notes on {self.path.name}"
+        notes = self.path.with_name(self.notes_name or self.path.stem + "-notes.md")
+        ops = ", ".join(sorted({m.op for m in self.measurements}))
+        title = f"Notes on {self.path.name} ({ops})"
         write_notes(notes, title, self.measurements, env, self._run_summary())
         print(f"\nwrote {self.path} and {notes.name} ({env['device']})")
 
