@@ -3,6 +3,7 @@
 // Kernels are registered per backend, never here:
 //   csrc/cpu/dwt.cpp   TORCH_LIBRARY_IMPL(wavefuse, CPU, m)   (CPU transforms issue)
 //   csrc/cpu/hf_penalty.cpp  TORCH_LIBRARY_IMPL(wavefuse, CPU, m)   (band energies, fused-ops issue)
+//   csrc/cpu/pgd_step.cpp    TORCH_LIBRARY_IMPL(wavefuse, CPU, m)   (PGD update, fused-ops issue)
 //   csrc/cuda/dwt.cu   TORCH_LIBRARY_IMPL(wavefuse, CUDA, m)  (GPU transforms issue)
 // An op without a kernel for a dispatch key has none on purpose: Python asks
 // torch._C._dispatch_has_kernel_for_dispatch_key("wavefuse::_dwt2d_kernel", "CPU" | "CUDA") to see
@@ -68,6 +69,11 @@ TORCH_LIBRARY(wavefuse, m) {
   m.def(
       "_band_energy_backward_kernel(Tensor grad, Tensor x, Tensor filters, str mode, int level, "
       "int p) -> Tensor");
+  // The PGD update in place on x_adv (contract: wavefuse/ops/pgd_step.py).
+  m.def(
+      "_pgd_step_kernel(Tensor(a!) x_adv, Tensor grad, Tensor x_nat, float eps, float alpha, "
+      "float lo, float hi, Tensor? eps_tensor, Tensor? alpha_tensor, Tensor? lo_tensor, "
+      "Tensor? hi_tensor, str norm) -> ()");
   // No tensor arguments, so there is no dispatch key to pick a backend by: def() with a function
   // registers it as the catch-all (CompositeImplicitAutograd) kernel, which the dispatcher also
   // uses when the key set is empty.
