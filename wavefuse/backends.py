@@ -14,7 +14,9 @@ Evidence. CPU: bench/results/cpu.csv (2-core EPYC, 2026-11-23) has the C++ kerne
 than the reference and every peer on every row, so "cpu" leads on CPU tensors. GPU: none measured
 yet (no GPU was lent to the sessions so far) and no CUDA or Triton kernel exists, so CUDA tensors
 resolve to "reference" today; the order above is the intended default until bench/results/gpu-*.csv
-shows otherwise: revise it with those rows.
+shows otherwise: revise it with those rows. The fused ops (band_energy, hf_penalty, pgd_step,
+wavelet_pgd_step) and the wavelet pooling ops have only the reference so far, so "auto"
+resolves to it on every device.
 
 ``WAVEFUSE_BACKEND`` (one of auto, reference, cpu, cuda, triton) replaces "auto" when set; an
 explicit ``backend=`` argument always wins.
@@ -29,9 +31,21 @@ import torch
 
 BACKENDS = ("reference", "cpu", "cuda", "triton")
 CHOICES = ("auto",) + BACKENDS
-OPS = ("dwt2d", "dwt2d_adjoint", "idwt2d", "idwt2d_adjoint")
+TRANSFORM_OPS = ("dwt2d", "dwt2d_adjoint", "idwt2d", "idwt2d_adjoint")
+FUSED_OPS = ("band_energy", "band_energy_backward", "hf_penalty", "pgd_step", "wavelet_pgd_step")
+POOL_OPS = ("wavelet_pool2d", "wavelet_pool2d_adjoint", "wavelet_pool2d_kernel_grad")
+OPS = TRANSFORM_OPS + FUSED_OPS + POOL_OPS
 # Triton kernels live in wavefuse.kernels.<module>; each module exposes one launcher per op name.
-TRITON_MODULES = {op: "dwt" for op in OPS}
+# Each family has its own module, so that one module's arrival does not mark another's ops live.
+TRITON_MODULES = {
+    **{op: "dwt" for op in TRANSFORM_OPS},
+    "band_energy": "hf_penalty",
+    "band_energy_backward": "hf_penalty",
+    "hf_penalty": "hf_penalty",
+    "pgd_step": "pgd_step",
+    "wavelet_pgd_step": "pgd_step",
+    **{op: "pool" for op in POOL_OPS},
+}
 # An op's backward (and double backward) runs the other op of its pair on the same backend, so a
 # backend is chosen for a forward op only if it can run the whole pair.
 FAMILIES = {
@@ -39,6 +53,16 @@ FAMILIES = {
     "dwt2d_adjoint": ("dwt2d_adjoint", "dwt2d"),
     "idwt2d": ("idwt2d", "idwt2d_adjoint"),
     "idwt2d_adjoint": ("idwt2d_adjoint", "idwt2d"),
+    # hf_penalty has no kernel of its own: it runs band_energy's and weights the (N, J, 3) result.
+    # band_energy_backward's own backward uses dwt2d where the backend has it, else the reference.
+    "band_energy": ("band_energy", "band_energy_backward"),
+    "band_energy_backward": ("band_energy_backward",),
+    "hf_penalty": ("band_energy", "band_energy_backward"),
+    "pgd_step": ("pgd_step",),
+    # With every hf_scale 1 the wavelet step is exactly pgd_step, and runs pgd_step's kernel.
+    "wavelet_pgd_step": ("wavelet_pgd_step", "pgd_step"),
+    # The pooling ops' backwards are each other (bilinear in input and kernel).
+    **{op: POOL_OPS for op in POOL_OPS},
 }
 AUTO_ORDER = {"cuda": ("cuda", "triton", "reference"), "cpu": ("cpu", "reference")}
 REBUILD = "pip install --no-build-isolation -e ."
@@ -66,7 +90,12 @@ def built_with_cuda() -> bool:
 
 
 def _has_kernel(op: str, dispatch_key: str) -> bool:
-    return torch._C._dispatch_has_kernel_for_dispatch_key(f"wavefuse::_{op}_kernel", dispatch_key)
+    try:
+        return torch._C._dispatch_has_kernel_for_dispatch_key(
+            f"wavefuse::_{op}_kernel", dispatch_key
+        )
+    except RuntimeError:  # "operator ... does not exist": no schema in this build of wavefuse._C
+        return False
 
 
 def _triton_reason(op: str, device_type: str) -> str | None:
@@ -96,7 +125,7 @@ def _compiled_reason(backend: str, op: str, device_type: str) -> str | None:
     if backend == "cuda" and not built_with_cuda():
         return f"wavefuse was built without CUDA kernels: rebuild with WAVEFUSE_CUDA=1 {REBUILD}"
     if not _has_kernel(op, backend.upper()):
-        return f"wavefuse._C has no {backend.upper()} kernel for {op} in this version"
+        return f"no {backend.upper()} kernel for {op} yet (wavefuse._C in this version has none)"
     return None
 
 

@@ -1,9 +1,12 @@
-"""PyWavelets-compatible 2-D wavelet transforms on (N, C, H, W) tensors.
+"""PyWavelets-compatible 2-D wavelet transforms on (N, C, H, W) tensors, and the fused ops.
 
 Signatures, defaults, coefficient order and sizes are PyWavelets' (``pywt.dwt2``, ``pywt.idwt2``,
 ``pywt.wavedec2``, ``pywt.waverec2``) over the last two axes; every function also takes
 ``backend=`` ("auto", "reference", "cpu", "cuda", "triton"). All are differentiable (exact adjoints)
 and traceable by ``torch.compile(fullgraph=True)``.
+
+The fused ops: ``band_energy`` and ``hf_penalty`` (differentiable, twice for p=2), ``pgd_step`` and
+``wavelet_pgd_step`` (in-place PGD updates on x_adv, not differentiable).
 """
 
 from __future__ import annotations
@@ -26,8 +29,29 @@ from wavefuse.ops._common import (
     check_synthesis_input,
     check_tensor4d,
 )
+from wavefuse.ops.hf_penalty import band_energy as _band_energy_op
+from wavefuse.ops.hf_penalty import (
+    check_cascade,
+    check_p,
+    check_reduction,
+    prepare_weights,
+)
+from wavefuse.ops.hf_penalty import hf_penalty as _hf_penalty_op
+from wavefuse.ops.pgd_step import check_norm, check_step_tensors, prepare_bounds
+from wavefuse.ops.pgd_step import pgd_step as _pgd_step_op
+from wavefuse.ops.pgd_step import wavelet_pgd_step as _wavelet_pgd_step_op
 
-__all__ = ["dwt2", "idwt2", "wavedec2", "waverec2", "dwt_max_level"]
+__all__ = [
+    "band_energy",
+    "dwt2",
+    "dwt_max_level",
+    "hf_penalty",
+    "idwt2",
+    "pgd_step",
+    "wavedec2",
+    "wavelet_pgd_step",
+    "waverec2",
+]
 
 Coeffs2 = tuple[Tensor, tuple[Tensor, Tensor, Tensor]]
 
@@ -205,3 +229,270 @@ def waverec2(
         ll, hi = _stack_details(a, d, "coeffs")
         a = _synthesis_level(ll, hi, name, mode, be)
     return a
+
+
+# --------------------------------------------------------------------------------------------------
+# Fused ops: band energies, the high-frequency penalty, PGD steps (DESIGN.md contracts 4-6)
+# --------------------------------------------------------------------------------------------------
+
+
+def _cascade_args(x: Tensor, wave, level, mode, argname: str = "x") -> tuple[str, str, int]:
+    """Validated (wavelet name, mode, level) for an analysis cascade of x; level as wavedec2's."""
+    name, mode = wavelet_name(wave, "wave"), check_mode(mode)
+    taps = filter_length(name)
+    level = _check_level(x.shape[-2], x.shape[-1], taps, level)
+    check_cascade(x.shape[-2], x.shape[-1], taps, mode, level, argname)
+    return name, mode, level
+
+
+def band_energy(
+    x: Tensor,
+    wave="haar",
+    level: int | None = 1,
+    mode: str = "periodization",
+    p: int = 2,
+    *,
+    backend: str = "auto",
+) -> Tensor:
+    """Per-sample, per-level, per-band sums of ``|d|^p`` of the 2-D DWT detail coefficients.
+
+    Parameters
+    ----------
+    x : Tensor
+        (N, C, H, W), float16, bfloat16, float32 or float64.
+    wave : str or pywt.Wavelet
+        An orthogonal wavelet (haar, db1-db20, sym2-sym20, coif1-coif5).
+    level : int or None
+        Number of levels J; None is ``dwt_max_level`` and a level above it warns, as
+        ``pywt.wavedec2``.
+    mode : str
+        Boundary mode, PyWavelets' meaning: zero, symmetric, reflect, periodic, periodization.
+    p : {1, 2}
+        The power: 2 sums squares (energy), 1 sums absolute values.
+    backend : str
+        "auto", "reference", "cpu", "cuda" or "triton".
+
+    Returns
+    -------
+    Tensor
+        (N, J, 3): ``[n, j - 1, b]`` is the sum over channels and positions of ``|d|^p`` for band
+        b of level j (finest first), bands in PyWavelets' order cH, cV, cD; that is, the sums over
+        the arrays ``pywt.wavedec2(x[n], wave, mode, J)[J - j + 1][b]``. float32 for float16 and
+        bfloat16 inputs (a sum of squares overflows float16 easily), else x's dtype.
+        Differentiable with respect to x (twice for p=2).
+    """
+    x = check_tensor4d(x, "x")
+    name, mode, level = _cascade_args(x, wave, level, mode)
+    p = check_p(p)
+    be = backends.resolve(backend, x.device, "band_energy")
+    return _band_energy_op(x, filter_bank(name, "dec", x.dtype, x.device), mode, level, p, be)
+
+
+def hf_penalty(
+    x: Tensor,
+    wave="haar",
+    level: int | None = 1,
+    mode: str = "periodization",
+    p: int = 2,
+    weights=None,
+    reduction: str = "mean",
+    *,
+    backend: str = "auto",
+) -> Tensor:
+    """The high-frequency penalty: the weighted sum of ``band_energy`` over levels and bands.
+
+    ``penalty[n] = sum_{j, b} weights[j - 1, b] * band_energy(x, ...)[n, j - 1, b]``, then reduced
+    over samples. The backward recomputes the coefficients and writes grad_x once; it saves only x.
+
+    Parameters
+    ----------
+    x, wave, level, mode, p, backend
+        As ``band_energy``.
+    weights : None, sequence or Tensor
+        None: every level and band weighs 1. Shape (J,): one weight per level (finest first) for
+        its three bands. Shape (J, 3): per level and band (cH, cV, cD). Constants: no gradient.
+    reduction : {"mean", "sum", "none"}
+        "none": the per-sample penalties, shape (N,); "sum": their sum; "mean": their mean over
+        the N samples (not over elements).
+
+    Returns
+    -------
+    Tensor
+        (N,) or 0-d; float32 for float16 and bfloat16 inputs, else x's dtype.
+    """
+    x = check_tensor4d(x, "x")
+    name, mode, level = _cascade_args(x, wave, level, mode)
+    p = check_p(p)
+    reduction = check_reduction(reduction)
+    filters = filter_bank(name, "dec", x.dtype, x.device)
+    w = prepare_weights(weights, level, x, filters.dtype)
+    be = backends.resolve(backend, x.device, "hf_penalty")
+    return _hf_penalty_op(x, filters, mode, level, p, w, reduction, be)
+
+
+def pgd_step(
+    x_adv: Tensor,
+    grad: Tensor,
+    x_nat: Tensor,
+    eps,
+    alpha,
+    norm: str = "Linf",
+    lo=0.0,
+    hi=1.0,
+    *,
+    backend: str = "auto",
+) -> Tensor:
+    """One projected-gradient (PGD) step, in place on ``x_adv``: torchattacks' PGD / PGDL2 update.
+
+    Linf: ``x_adv = clamp(x + clamp(x_adv + alpha * sign(g) - x, -eps, eps), lo, hi)``.
+    L2: ``g = g / (||g||_2 + 1e-10)`` per sample (torchattacks' ``eps_for_division``),
+    ``delta = x_adv + alpha * g - x``, ``delta *= min(eps / ||delta||_2, 1)`` per sample,
+    ``x_adv = clamp(x + delta, lo, hi)``. The operations are torchattacks 3.5.1's, in its order,
+    so float32 results are bit-identical to ``torchattacks.PGD`` / ``PGDL2`` on the same inputs
+    (except that a zero delta with eps = 0 stays zero where torchattacks gives NaN). float16 and
+    bfloat16 compute in float32 and round once. No host sync.
+
+    Parameters
+    ----------
+    x_adv : Tensor
+        (N, C, H, W), the current adversarial example; overwritten. Must not require grad while
+        grad mode is on (detach it, or call under ``torch.no_grad()``).
+    grad : Tensor
+        (N, C, H, W), the loss gradient at x_adv (same dtype and device).
+    x_nat : Tensor
+        (N, C, H, W), the clean input, centre of the eps-ball.
+    eps, alpha : float or Tensor
+        Radius (>= 0) and step size (finite). Tensors broadcast to x by torch's rules with shape
+        (N, 1, 1, 1) (per sample), (1, C, 1, 1) (per channel, for attacks in normalised space),
+        (N, C, 1, 1) or (1, 1, 1, 1); for ``norm="L2"`` eps is per sample only.
+    norm : {"Linf", "L2"}
+    lo, hi : float or Tensor
+        The valid input range, ``lo <= hi`` (as eps; +-inf for none). Float values are checked
+        always; tensor values only in eager mode on CPU (on a GPU the check would sync the host
+        every step).
+    backend : str
+        "auto", "reference", "cpu", "cuda" or "triton".
+
+    Returns
+    -------
+    Tensor
+        x_adv itself, updated.
+    """
+    check_step_tensors(x_adv, grad, x_nat)
+    norm = check_norm(norm)
+    bounds = prepare_bounds(x_adv, eps, alpha, lo, hi, norm)
+    be = backends.resolve(backend, x_adv.device, "pgd_step")
+    _pgd_step_op(x_adv, grad, x_nat, *bounds, norm, be)
+    return x_adv
+
+
+def _check_hf_scale(hf_scale, level: int) -> list[float]:
+    allowed = f"a float or a sequence of {level} floats (one per level, finest first)"
+    if isinstance(hf_scale, numbers.Real) and not isinstance(hf_scale, bool):
+        scales = [float(hf_scale)] * level
+    elif isinstance(hf_scale, (list, tuple)) and all(
+        isinstance(s, numbers.Real) and not isinstance(s, bool) for s in hf_scale
+    ):
+        if len(hf_scale) != level:
+            raise ValueError(f"hf_scale has {len(hf_scale)} entries; allowed: {allowed}")
+        scales = [float(s) for s in hf_scale]
+    else:
+        raise TypeError(f"hf_scale must be {allowed}, got {type(hf_scale).__name__}")
+    if not all(abs(s) < math.inf for s in scales):
+        raise ValueError(f"hf_scale must be finite, got {hf_scale!r}")
+    return scales
+
+
+def wavelet_pgd_step(
+    x_adv: Tensor,
+    grad: Tensor,
+    x_nat: Tensor,
+    eps,
+    alpha,
+    wave="haar",
+    level: int | None = 1,
+    mode: str = "periodization",
+    hf_scale=0.0,
+    norm: str = "Linf",
+    lo=0.0,
+    hi=1.0,
+    *,
+    backend: str = "auto",
+) -> Tensor:
+    """A PGD step along a wavelet-filtered gradient, in place on ``x_adv``.
+
+    ``g' = idwt(scale_hf(dwt(g)))``: the three detail bands of every level j are multiplied by
+    ``hf_scale`` (or ``hf_scale[j - 1]``) and the multilevel transform inverted (cropped to the
+    input size, as ``waverec2(...)[..., :H, :W]``); then ``pgd_step(x_adv, g', x_nat, ...)``.
+    ``hf_scale=1`` is exactly ``pgd_step`` (the transform is skipped); ``hf_scale=0`` keeps only
+    the level-J approximation of the gradient: a low-frequency (band-limited) attack. With
+    ``mode="periodization"``, L2 and no active clamp or projection, that step has no detail content.
+
+    Parameters
+    ----------
+    x_adv, grad, x_nat, eps, alpha, norm, lo, hi, backend
+        As ``pgd_step``.
+    wave, level, mode
+        As ``band_energy`` (the transform of the gradient).
+    hf_scale : float or sequence of float
+        One factor for every level, or one per level (finest first, length ``level``).
+
+    Returns
+    -------
+    Tensor
+        x_adv itself, updated.
+    """
+    check_step_tensors(x_adv, grad, x_nat)
+    name, mode, level = _cascade_args(grad, wave, level, mode, "grad")
+    scales = _check_hf_scale(hf_scale, level)
+    norm = check_norm(norm)
+    bounds = prepare_bounds(x_adv, eps, alpha, lo, hi, norm)
+    be = backends.resolve(backend, x_adv.device, "wavelet_pgd_step")
+    filters = filter_bank(name, "dec", x_adv.dtype, x_adv.device)
+    _wavelet_pgd_step_op(x_adv, grad, x_nat, *bounds, filters, mode, level, scales, norm, be)
+    return x_adv
+
+
+# --------------------------------------------------------------------------------------------------
+# Wavelet pooling (the op lives in wavefuse/ops/pool.py; the modules in wavefuse/nn/pool.py)
+# --------------------------------------------------------------------------------------------------
+
+
+def wavelet_pool2d(
+    x: Tensor, wave="haar", mode: str = "periodization", bands="all", *, backend: str = "auto"
+) -> Tensor:
+    """Wavelet pooling: a weighted sum of the four bands of a one-level 2-D DWT, in one pass.
+
+    ``y = sum_b w_b * band_b`` over PyWavelets' bands (LL, cH, cV, cD) of ``dwt2(x, wave, mode)``,
+    computed as one stride-2 correlation with the kernel F^T W F (no band is formed).
+
+    Parameters
+    ----------
+    x : Tensor
+        (N, C, H, W), float16, bfloat16, float32 or float64, contiguous or channels_last.
+    wave : str or pywt.Wavelet
+        An orthogonal wavelet (haar, db1-db20, sym2-sym20, coif1-coif5).
+    mode : str
+        Boundary mode, PyWavelets' meaning: zero, symmetric, reflect, periodic, periodization.
+    bands : "all", "ll" or Tensor
+        "all": the published Wavelet Average Pooling (LL + cH + cV + cD) / 4 (with Haar and
+        periodization on even sizes that is ``0.5 * x[..., ::2, ::2]``); "ll": the approximation
+        LL; a tensor of shape (4,) or (C, 4): band weights (per channel) in the order LL, cH, cV, cD,
+        differentiable.
+    backend : str
+        "auto", "reference", "cpu", "cuda" or "triton".
+
+    Returns
+    -------
+    Tensor
+        (N, C, h, w) with h, w = ``pywt.dwt_coeff_len`` of H, W; x's dtype and memory format.
+    """
+    from wavefuse.ops import pool as _pool_ops
+
+    x = check_tensor4d(x, "x")
+    name, mode = wavelet_name(wave, "wave"), check_mode(mode)
+    check_spatial(x.shape[-2], x.shape[-1], mode, "x")
+    bands = _pool_ops.check_bands(bands, x.shape[1], x)
+    be = backends.resolve(backend, x.device, "wavelet_pool2d")
+    kernel = _pool_ops.pool_kernel(name, bands, x.dtype, x.device)
+    return _pool_ops.wavelet_pool2d(x, kernel, mode, be)

@@ -222,3 +222,259 @@ def idwt2d_adjoint_ref(grad_y: Tensor, filters: Tensor, mode: str) -> tuple[Tens
         lambda r: _synthesis_adjoint_1d(r, filters, mode),
     )
     return _unbands(t, n, c, grad_y.dtype)
+
+
+# --------------------------------------------------------------------------------------------------
+# Wavelet pooling: a weighted sum of the four bands of one level is one stride-2 correlation of the
+# boundary-extended input with the L x L kernel K_c = F^T W_c F (see wavefuse/ops/pool.py), so the
+# reference gathers the extended input once and runs one depthwise conv2d; no band is formed.
+# --------------------------------------------------------------------------------------------------
+
+
+def _pool_extend(x: Tensor, taps: int, mode: str) -> Tensor:
+    """x: (N, C, H, W) -> the extended input (N, C, 2h + L - 2, 2w + L - 2) (no copy where the
+    extension is the identity: two taps on an even axis)."""
+    h, w = x.shape[-2:]
+    idx_h = None if taps == 2 and h % 2 == 0 else _analysis_gather_index(h, taps, mode, x.device)
+    idx_w = None if taps == 2 and w % 2 == 0 else _analysis_gather_index(w, taps, mode, x.device)
+    if idx_h is not None or idx_w is not None:
+        x = F.pad(x, (0, int(idx_w is not None), 0, int(idx_h is not None)))
+    if idx_w is not None:
+        x = x.index_select(-1, idx_w)
+    if idx_h is not None:
+        x = x.index_select(-2, idx_h)
+    return x
+
+
+def _conv_kernel(kernel: Tensor, channels: int) -> Tensor:
+    """(C', L, L) taps in PyWavelets' convolution order -> a (C, 1, L, L) conv2d weight."""
+    return kernel.flip(-2, -1).expand(channels, *kernel.shape[1:]).unsqueeze(1)
+
+
+def wavelet_pool2d_ref(x: Tensor, kernel: Tensor, mode: str) -> Tensor:
+    """One-level wavelet pooling. x: (N, C, H, W), kernel: (C', L, L) with C' in {1, C}
+    -> (N, C, h, w) with h = analysis_length(H, L, mode), w likewise, in x's dtype.
+
+    ``out[n, c, k, l] = sum_{m, q} K[c, m, q] * xe[2k + 1 - m, 2l + 1 - q]`` with xe the input
+    extended by ``mode`` (periodization: ``x[(2k + L/2 - m) mod H']``), i.e. exactly dwt2d's
+    correlation with the 2-D kernel K in place of the separable products of [lo; hi]."""
+    xe = _pool_extend(x.to(kernel.dtype), kernel.shape[-1], mode)
+    c = x.shape[1]
+    return F.conv2d(xe, _conv_kernel(kernel, c), stride=2, groups=c).to(x.dtype)
+
+
+def wavelet_pool2d_adjoint_ref(
+    grad: Tensor, kernel: Tensor, mode: str, input_size: list[int]
+) -> Tensor:
+    """Adjoint (transpose) of ``wavelet_pool2d_ref`` with respect to x. grad: (N, C, h, w),
+    kernel: (C', L, L) -> (N, C, H, W) with (H, W) = input_size: the transposed correlation, then
+    the extension folded back onto the input (scatter-add of the gather)."""
+    n, c = grad.shape[:2]
+    h, w = input_size
+    taps = kernel.shape[-1]
+    ge = F.conv_transpose2d(grad.to(kernel.dtype), _conv_kernel(kernel, c), stride=2, groups=c)
+    if not (taps == 2 and w % 2 == 0):
+        idx = _analysis_gather_index(w, taps, mode, grad.device)
+        ge = ge.new_zeros(n, c, ge.shape[-2], w + 1).index_add_(-1, idx, ge)[..., :w]
+    if not (taps == 2 and h % 2 == 0):
+        idx = _analysis_gather_index(h, taps, mode, grad.device)
+        ge = ge.new_zeros(n, c, h + 1, w).index_add_(-2, idx, ge)[..., :h, :]
+    return ge.to(grad.dtype)
+
+
+def wavelet_pool2d_kernel_grad_ref(grad: Tensor, x: Tensor, taps: int, mode: str) -> Tensor:
+    """Gradient of ``sum(grad * wavelet_pool2d_ref(x, K))`` with respect to a per-channel K.
+    grad: (N, C, h, w), x: (N, C, H, W) -> (C, L, L) in the compute dtype (float64 for float64
+    x, else float32): ``G[c, m, q] = sum_{n, k, l} grad[n, c, k, l] * xe[n, c, 2k+1-m, 2l+1-q]``,
+    the conv2d weight gradient of the extended input; contracted with the filter bank it is the
+    per-channel sum of band * grad (no band is formed)."""
+    cdtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    xe = _pool_extend(x.to(cdtype), taps, mode)
+    c = x.shape[1]
+    g = torch.nn.grad.conv2d_weight(xe, (c, 1, taps, taps), grad.to(cdtype), stride=2, groups=c)
+    return g[:, 0].flip(-2, -1)
+
+
+# --------------------------------------------------------------------------------------------------
+# Fused ops, as compositions of the transforms above: band energies and the high-frequency penalty
+# (DESIGN.md contract 4), the PGD step and the wavelet-filtered PGD step (contracts 5 and 6).
+# Everything computes in the compute dtype of the filter bank (float32 for half types, float64 for
+# float64), including the approximation that carries over from one level to the next.
+# --------------------------------------------------------------------------------------------------
+
+
+def _analysis_cascade(x: Tensor, filters: Tensor, mode: str, level: int):
+    """Multilevel analysis in the compute dtype: the detail bands of levels 1..J (finest first,
+    each (N, C, 3, h_j, w_j)), the input size [H_j, W_j] of each level and the approximation of
+    level J (x itself, in the compute dtype, when level is 0)."""
+    a = x.to(filters.dtype)
+    details, sizes = [], []
+    for _ in range(level):
+        sizes.append([a.shape[-2], a.shape[-1]])
+        a, hi = dwt2d_ref(a, filters, mode)
+        details.append(hi)
+    return details, sizes, a
+
+
+def band_energy_ref(x: Tensor, filters: Tensor, mode: str, level: int, p: int) -> Tensor:
+    """Per-sample, per-level, per-band sums of ``|d|^p`` over channels and positions.
+
+    x: (N, C, H, W), filters: (2, L) dec [lo; hi], p: 1 or 2 -> (N, J, 3) with J = ``level``;
+    ``[:, j - 1, b]`` is level j (finest first), band b in (cH, cV, cD). The result is in the
+    compute dtype (``filters.dtype``: float32 for half inputs, float64 for float64).
+    """
+    details, _, _ = _analysis_cascade(x, filters, mode, level)
+    if not details:
+        return x.new_zeros((x.shape[0], 0, 3), dtype=filters.dtype)
+    sums = [(d.square() if p == 2 else d.abs()).sum(dim=(1, 3, 4)) for d in details]
+    return torch.stack(sums, dim=1)
+
+
+def band_energy_backward_ref(
+    grad: Tensor, x: Tensor, filters: Tensor, mode: str, level: int, p: int
+) -> Tensor:
+    """Vector-Jacobian product of ``band_energy_ref`` with respect to x.
+
+    grad: (N, J, 3), x: (N, C, H, W) -> grad_x: (N, C, H, W) in x's dtype,
+    ``grad_x = sum_{j,b} A_jb^T (grad[:, j-1, b] * phi'(A_jb x))`` with ``A_jb`` the analysis
+    cascade down to band b of level j, ``phi'(d) = 2d`` (p=2) or ``sign(d)`` (p=1, the subgradient
+    0 at d=0, as ``torch.abs``). Recomputes the coefficients, then runs the adjoint cascade."""
+    details, sizes, _ = _analysis_cascade(x, filters, mode, level)
+    if not details:
+        return torch.zeros_like(x)
+    g = grad.to(filters.dtype)
+    ga = details[-1].new_zeros(details[-1][:, :, 0].shape)
+    for j in reversed(range(level)):
+        d = details[j]
+        gd = g[:, j].reshape(g.shape[0], 1, 3, 1, 1) * (2 * d if p == 2 else d.sign())
+        ga = dwt2d_adjoint_ref(ga, gd, filters, mode, sizes[j])
+    return ga.to(x.dtype)
+
+
+def weighted_penalty(energies: Tensor, weights: Tensor | None, reduction: str) -> Tensor:
+    """(N, J, 3) energies, (J, 3) weights (None: all ones) -> the weighted sum over levels and
+    bands per sample, (N,) for ``reduction="none"``, its sum or its mean over samples (0-d)."""
+    weighted = energies if weights is None else energies * weights.to(energies.dtype)
+    per_sample = weighted.sum(dim=(1, 2))
+    if reduction == "none":
+        return per_sample
+    return per_sample.sum() if reduction == "sum" else per_sample.mean()
+
+
+def hf_penalty_ref(
+    x: Tensor,
+    filters: Tensor,
+    mode: str,
+    level: int,
+    p: int,
+    weights: Tensor | None = None,
+    reduction: str = "mean",
+) -> Tensor:
+    """``sum_{j,b} weights[j-1, b] * band_energy[:, j-1, b]`` per sample, then reduced.
+
+    x: (N, C, H, W), weights: (J, 3) or None (all ones) -> (N,) ("none") or 0-d ("sum": over
+    samples, "mean": the mean over samples), in the compute dtype. Its gradient with respect to x
+    is ``band_energy_backward_ref`` with ``grad = d(penalty)/d(energies)``."""
+    return weighted_penalty(band_energy_ref(x, filters, mode, level, p), weights, reduction)
+
+
+def scale_details_ref(
+    g: Tensor, filters: Tensor, mode: str, level: int, hf_scale: list[float]
+) -> Tensor:
+    """``idwt(scale_hf(dwt(g)))``: the detail bands of level j (all three) times ``hf_scale[j-1]``.
+
+    g: (N, C, H, W), filters: (2, L) dec [lo; hi] of an orthogonal wavelet (synthesis uses the
+    reversed taps) -> (N, C, H, W) in the compute dtype. Each synthesis level is cropped to the size
+    that level analysed (PyWavelets' ``waverec2`` trimming, then a final crop to (H, W)), so with
+    every scale 1 this is the perfect reconstruction of g (to rounding; the fused op skips the
+    transform then, see ``wavelet_pgd_step_ref``)."""
+    details, sizes, a = _analysis_cascade(g, filters, mode, level)
+    rec = filters.flip(-1)
+    for j in reversed(range(level)):
+        a = _crop(idwt2d_ref(a, details[j] * hf_scale[j], rec, mode), sizes[j])
+    return a
+
+
+def _crop(t: Tensor, size: list[int]) -> Tensor:
+    return t[..., : size[0], : size[1]]
+
+
+def _per_sample_norm(t: Tensor) -> Tensor:
+    """(N, ...) -> (N,) L2 norms, as torchattacks' ``torch.norm(t.view(N, -1), p=2, dim=1)``."""
+    return torch.linalg.vector_norm(t.flatten(1), 2, dim=1)
+
+
+#: torchattacks 3.5.1 PGDL2's ``eps_for_division``: g / (||g||_2 + 1e-10), per sample.
+L2_EPS_FOR_DIVISION = 1e-10
+
+
+def pgd_step_ref(
+    x_adv: Tensor,
+    grad: Tensor,
+    x_nat: Tensor,
+    eps,
+    alpha,
+    lo=0.0,
+    hi=1.0,
+    norm: str = "Linf",
+) -> Tensor:
+    """One PGD update, torchattacks 3.5.1's ``PGD`` / ``PGDL2`` step written out op for op.
+
+    x_adv, grad, x_nat: (N, C, H, W); eps, alpha, lo, hi: Python floats or tensors broadcastable
+    to x (per sample (N, 1, 1, 1), per channel (1, C, 1, 1); for L2 eps is per sample) ->
+    the new x_adv (N, C, H, W) in x_adv's dtype (a new tensor; x_adv is not modified).
+
+    Linf: ``x' = x_adv + alpha * sign(g)``; ``delta = clamp(x' - x, -eps, eps)``;
+    ``x_adv = clamp(x + delta, lo, hi)``.
+    L2: ``g = g / (||g||_2 + 1e-10)`` per sample; ``x' = x_adv + alpha * g``; ``delta = x' - x``;
+    ``delta = delta * min(eps / ||delta||_2, 1)`` per sample; ``x_adv = clamp(x + delta, lo, hi)``.
+    ``eps / ||delta||`` is computed as torchattacks' ``eps / tensor`` is, ``reciprocal * eps``, so
+    float32 results are bit-identical; the one difference: a zero delta keeps factor 1 where
+    torchattacks computes ``0 * inf = NaN`` (eps = 0 and delta = 0).
+    Half types compute in float32 and round once at the end (torchattacks rounds every op).
+    """
+    cdtype = torch.float64 if x_adv.dtype == torch.float64 else torch.float32
+    xa, g, x = (t.to(cdtype) for t in (x_adv, grad, x_nat))
+    eps, alpha, lo, hi = (
+        v.to(cdtype) if isinstance(v, Tensor) else v for v in (eps, alpha, lo, hi)
+    )
+    n = x.shape[0]
+    if norm == "Linf":
+        xa = xa + alpha * g.sign()
+        delta = torch.clamp(xa - x, min=-eps, max=eps)
+    else:
+        g = g / (_per_sample_norm(g) + L2_EPS_FOR_DIVISION).view(n, 1, 1, 1)
+        xa = xa + alpha * g
+        delta = xa - x
+        delta_norm = _per_sample_norm(delta)
+        eps_n = eps.reshape(-1) if isinstance(eps, Tensor) else eps
+        factor = torch.minimum(delta_norm.reciprocal() * eps_n, torch.ones_like(delta_norm))
+        factor = torch.where(delta_norm == 0, torch.ones_like(factor), factor)
+        delta = delta * factor.view(-1, 1, 1, 1)
+    # Two one-sided clamps: lo and hi may be a float and a tensor (clamp takes two of a kind);
+    # the values are torch.clamp's, which only compares.
+    return torch.clamp(torch.clamp(x + delta, min=lo), max=hi).to(x_adv.dtype)
+
+
+def wavelet_pgd_step_ref(
+    x_adv: Tensor,
+    grad: Tensor,
+    x_nat: Tensor,
+    eps,
+    alpha,
+    filters: Tensor,
+    mode: str,
+    level: int,
+    hf_scale: list[float],
+    lo=0.0,
+    hi=1.0,
+    norm: str = "Linf",
+) -> Tensor:
+    """``pgd_step_ref`` on ``scale_details_ref(grad)``: the gradient's detail bands of level j are
+    multiplied by ``hf_scale[j-1]`` before the step. Shapes as ``pgd_step_ref``; filters: (2, L)
+    dec [lo; hi]. With every scale 1 (or level 0) the transform is skipped, so the step is exactly
+    ``pgd_step_ref`` (a round trip through the transform would perturb g by rounding, enough to
+    flip ``sign`` of its tiny entries)."""
+    if level > 0 and any(s != 1.0 for s in hf_scale):
+        grad = scale_details_ref(grad, filters, mode, level, hf_scale)
+    return pgd_step_ref(x_adv, grad, x_nat, eps, alpha, lo, hi, norm)

@@ -1,0 +1,349 @@
+"""band_energy and hf_penalty: PyWavelets' coefficients as the oracle, gradients against autograd
+through the reference transforms, gradcheck and gradgradcheck, opcheck, compile, bad input."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import pywt
+import torch
+from conftest import ALL_MODES, TOL, assert_close
+
+import wavefuse
+from wavefuse import backends, reference
+from wavefuse.filters import filter_bank
+
+# Levels above dwt_max_level are part of the grids on purpose; they warn as PyWavelets does.
+pytestmark = pytest.mark.filterwarnings("ignore:Level value of:UserWarning")
+
+OPS = torch.ops.wavefuse
+DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
+WAVES = ["haar", "db2", "db4", "sym5"]
+
+
+def _cpu_backends(op: str) -> list:
+    """ "reference" and "cpu" for CPU tensors; one with no kernel for ``op`` (and the ops its
+    autograd calls) in this build skips with the reason ``backends.why_not`` gives."""
+    params = []
+    for b in ("reference", "cpu"):
+        reason = backends.why_not(b, op, "cpu")
+        params.append(
+            pytest.param(b, marks=pytest.mark.skipif(reason is not None, reason=str(reason)))
+        )
+    return params
+
+
+BACKENDS = _cpu_backends("hf_penalty")
+
+
+def _quiet(fn, *args, **kwargs):
+    """Levels above dwt_max_level warn (as PyWavelets); the grid uses them on purpose."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fn(*args, **kwargs)
+
+
+def _pywt_energies(x: torch.Tensor, wave: str, mode: str, level: int, p: int) -> np.ndarray:
+    coeffs = _quiet(pywt.wavedec2, x.double().numpy(), wave, mode, level)
+    out = np.zeros((x.shape[0], level, 3))
+    for j in range(1, level + 1):
+        for b, band in enumerate(coeffs[level - j + 1]):
+            out[:, j - 1, b] = (np.abs(band) ** p).sum(axis=(1, 2, 3))
+    return out
+
+
+def _composed_penalty(x, wave, mode, level, p, weights, reduction):
+    """The penalty from the public transforms (float64): weighted |d|^p sums of wavedec2."""
+    coeffs = _quiet(wavefuse.wavedec2, x.double(), wave, mode, level, backend="reference")
+    w = torch.ones(level, 3, dtype=torch.float64) if weights is None else weights.double()
+    if w.dim() == 1:
+        w = w[:, None].expand(level, 3)
+    per_sample = sum(
+        w[j - 1, b] * coeffs[-j][b].abs().pow(p).sum(dim=(1, 2, 3))
+        for j in range(1, level + 1)
+        for b in range(3)
+    )
+    return {"none": per_sample, "sum": per_sample.sum(), "mean": per_sample.mean()}[reduction]
+
+
+# ----- agreement ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("level", [1, 2, 3])
+@pytest.mark.parametrize("mode", ALL_MODES)
+@pytest.mark.parametrize("wave", WAVES)
+def test_band_energy_matches_pywt(wave, mode, level, backend):
+    """float64, odd sizes (and a size smaller than db4/sym5 at level 3): 1e-10 of pywt's sums."""
+    x = torch.randn(2, 3, 13, 10, dtype=torch.float64)
+    for p in (1, 2):
+        got = _quiet(wavefuse.band_energy, x, wave, level, mode, p, backend=backend)
+        assert got.shape == (2, level, 3) and got.dtype == torch.float64
+        assert_close(got, _pywt_energies(x, wave, mode, level, p), TOL[torch.float64], f"p={p}")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mode", ["symmetric", "periodization"])
+def test_band_energy_every_dtype(mode, dtype, backend):
+    """Against pywt on the rounded input; half types accumulate (and return) float32."""
+    x = torch.randn(2, 4, 17, 12).to(dtype)
+    for p in (1, 2):
+        got = wavefuse.band_energy(x, "db2", 2, mode, p, backend=backend)
+        assert got.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
+        assert_close(got, _pywt_energies(x, "db2", mode, 2, p), TOL[dtype], f"{dtype} p={p}")
+
+
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+@pytest.mark.parametrize(
+    "weights",
+    [None, [0.5, 2.0, 0.0], torch.tensor([[1.0, 2.0, 3.0], [0.1, 0.2, 0.3], [4.0, 0.0, 1.0]])],
+    ids=["none", "per-level", "per-band"],
+)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_hf_penalty_matches_the_composition(backend, weights, reduction):
+    x = torch.randn(3, 2, 15, 11, dtype=torch.float64)
+    w = None if weights is None else torch.as_tensor(weights, dtype=torch.float64)
+    for wave, mode, p in [("haar", "periodization", 2), ("db4", "reflect", 1), ("sym5", "zero", 2)]:
+        got = _quiet(wavefuse.hf_penalty, x, wave, 3, mode, p, weights, reduction, backend=backend)
+        expected = _composed_penalty(x, wave, mode, 3, p, w, reduction)
+        assert got.shape == expected.shape
+        assert_close(got, expected, TOL[torch.float64], f"{wave} {mode} p={p}")
+
+
+def test_hf_penalty_defaults():
+    """haar, level 1, periodization, p=2, mean over samples: (x - its 2x2 block means)^2 summed,
+    for Haar's orthonormal detail bands carry all the energy that the block means do not."""
+    x = torch.randn(4, 3, 8, 6, dtype=torch.float64)
+    means = torch.nn.functional.avg_pool2d(x, 2).repeat_interleave(2, -2).repeat_interleave(2, -1)
+    expected = (x - means).square().sum(dim=(1, 2, 3)).mean()
+    assert_close(wavefuse.hf_penalty(x), expected, 1e-12)
+
+
+# ----- gradients ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("p", [1, 2])
+@pytest.mark.parametrize("mode", ALL_MODES)
+def test_gradient_matches_autograd_through_the_reference(mode, p, dtype, backend):
+    """The fused backward (one adjoint cascade) against plain autograd through dwt2d_ref, float64
+    on the rounded input; grad_x in x's dtype and memory format."""
+    x = torch.randn(2, 3, 13, 10).to(dtype).contiguous(memory_format=torch.channels_last)
+    w = torch.tensor([1.0, 0.5])
+    xr = x.double().requires_grad_()
+    expected_value = _composed_penalty(xr, "db2", mode, 2, p, w, "sum")
+    (expected,) = torch.autograd.grad(expected_value, xr)
+    xs = x.clone().requires_grad_()
+    got_value = wavefuse.hf_penalty(xs, "db2", 2, mode, p, w, "sum", backend=backend)
+    (got,) = torch.autograd.grad(got_value, xs)
+    assert got.dtype == dtype and got.is_contiguous(memory_format=torch.channels_last)
+    assert_close(got, expected, TOL[dtype], f"{mode} p={p} {dtype}")
+
+
+@pytest.mark.parametrize(
+    "wave, mode, p",
+    [
+        ("haar", "zero", 2),
+        ("db2", "zero", 1),
+        ("db2", "symmetric", 2),
+        ("db2", "reflect", 1),
+        ("haar", "periodic", 1),
+        ("db2", "periodic", 2),
+        ("db2", "periodization", 2),
+    ],
+)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_gradcheck_and_gradgradcheck(backend, wave, mode, p):
+    x = torch.randn(2, 2, 7, 6, dtype=torch.float64, requires_grad=True)
+    w = torch.tensor([[1.0, 2.0, 0.5], [0.3, 1.0, 1.5]], dtype=torch.float64)
+
+    def penalty(t):
+        return _quiet(wavefuse.hf_penalty, t, wave, 2, mode, p, w, "none", backend=backend)
+
+    def energies(t):
+        return _quiet(wavefuse.band_energy, t, wave, 2, mode, p, backend=backend)
+
+    assert torch.autograd.gradcheck(energies, (x,))
+    assert torch.autograd.gradcheck(penalty, (x,))
+    # p=1 is piecewise linear: its second derivative in x is 0, in the incoming gradient it is not.
+    # (Fast mode: random projections of the Jacobian; the full check costs minutes on 2 cores.)
+    assert torch.autograd.gradgradcheck(penalty, (x,), fast_mode=True)
+
+
+def test_double_backward_is_the_hessian_vector_product():
+    """p=2 makes the penalty a quadratic form, so its gradient is linear in x and the Hessian-vector
+    product that double backward gives, d<grad(x), v>/dx = H v, equals grad(x + v) - grad(x)."""
+    x = torch.randn(2, 3, 12, 9, dtype=torch.float64, requires_grad=True)
+    v = torch.randn_like(x)
+    (g,) = torch.autograd.grad(wavefuse.hf_penalty(x, "db3", 2, "symmetric"), x, create_graph=True)
+    (hv,) = torch.autograd.grad((g * v).sum(), x)
+    xv = (x + v).detach().requires_grad_()
+    (g2,) = torch.autograd.grad(wavefuse.hf_penalty(xv, "db3", 2, "symmetric"), xv)
+    assert_close(hv, g2 - g.detach(), 1e-12)
+
+
+def test_backward_saves_only_the_input():
+    x = torch.randn(2, 3, 16, 16, requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        wavefuse.hf_penalty(x, "db4", 3, "symmetric")
+    big = [t for t in saved if t.numel() > 64]
+    assert len(big) == 1 and big[0] is x
+
+
+# ----- ops: opcheck, compile, edge cases ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "mode, p, requires_grad",
+    [("zero", 1, True), ("periodization", 2, True), ("symmetric", 2, False)],
+)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_opcheck(backend, mode, p, requires_grad):
+    x = torch.randn(2, 3, 9, 6, dtype=torch.float64)
+    x = x.contiguous(memory_format=torch.channels_last).requires_grad_(requires_grad)
+    filters = filter_bank("db2", "dec", torch.float64)
+    w = torch.rand(2, 3, dtype=torch.float64)
+    grad = torch.randn(2, 2, 3, dtype=torch.float64, requires_grad=requires_grad)
+    torch.library.opcheck(OPS.band_energy.default, (x, filters, mode, 2, p, backend))
+    torch.library.opcheck(OPS.band_energy_backward.default, (grad, x, filters, mode, 2, p, backend))
+    for weights, reduction in [(None, "mean"), (w, "none"), (w, "sum")]:
+        args = (x, filters, mode, 2, p, weights, reduction, backend)
+        torch.library.opcheck(OPS.hf_penalty.default, args)
+
+
+def test_torch_compile_fullgraph_penalty_in_a_loss():
+    def loss(t):
+        e = wavefuse.band_energy(t, "db2", 2, "symmetric", 1)
+        return wavefuse.hf_penalty(t, "db2", 2, "symmetric", weights=[1.0, 0.5]) + e[:, 0].sum()
+
+    x = torch.randn(2, 3, 15, 16, requires_grad=True)
+    compiled = torch.compile(loss, fullgraph=True, backend="aot_eager")
+    value = compiled(x)
+    (g,) = torch.autograd.grad(value, x)
+    xe = x.detach().requires_grad_()
+    value_e = loss(xe)
+    (g_e,) = torch.autograd.grad(value_e, xe)
+    torch.testing.assert_close(value, value_e)
+    torch.testing.assert_close(g, g_e)
+
+
+def test_torch_compile_fullgraph_through_the_backward_op():
+    """The backward op in a compiled graph, differentiated: its own autograd formula (the
+    backward op again, and the band products built from dwt2d) traces too. (Double backward
+    through a compiled graph is not supported by torch.compile itself.)"""
+    filters = filter_bank("db2", "dec", torch.float64)
+
+    def f(grad, t, v):
+        gx = torch.ops.wavefuse.band_energy_backward(
+            grad, t, filters, "symmetric", 2, 2, "reference"
+        )
+        return (gx * v).sum()
+
+    grad = torch.rand(2, 2, 3, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(2, 3, 11, 10, dtype=torch.float64, requires_grad=True)
+    v = torch.randn_like(x)
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    got = torch.autograd.grad(compiled(grad, x, v), [grad, x])
+    expected = torch.autograd.grad(f(grad, x, v), [grad, x])
+    for a, b in zip(got, expected):
+        assert_close(a, b, 1e-12)
+    assert expected[0].abs().sum() > 0 and expected[1].abs().sum() > 0
+
+
+def test_level_zero_empty_batch_and_reference_functions():
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64, requires_grad=True)
+    assert wavefuse.band_energy(x, "haar", 0).shape == (2, 0, 3)
+    zero = wavefuse.hf_penalty(x, "haar", 0, reduction="sum")
+    assert zero.item() == 0
+    (g,) = torch.autograd.grad(zero, x)
+    assert torch.equal(g, torch.zeros_like(x))
+    assert wavefuse.hf_penalty(torch.randn(0, 3, 8, 8), reduction="none").shape == (0,)
+    filters = filter_bank("sym5", "dec", torch.float64)
+    assert_close(
+        reference.hf_penalty_ref(x, filters, "reflect", 2, 2),
+        _composed_penalty(x, "sym5", "reflect", 2, 2, None, "mean"),
+        1e-10,
+    )
+
+
+@pytest.mark.filterwarnings("default")
+def test_too_high_level_warns_as_pywt():
+    with pytest.warns(UserWarning, match="Level value of 3 is too high"):
+        wavefuse.band_energy(torch.randn(1, 1, 8, 8), "db4", 3)
+
+
+def test_level_none_is_the_max_level():
+    x = torch.randn(1, 1, 64, 40, dtype=torch.float64)
+    assert wavefuse.band_energy(x, "db2", None).shape[1] == pywt.dwt_max_level(40, 4)
+
+
+# ----- bad input ----------------------------------------------------------------------------------
+
+X = torch.randn(2, 3, 8, 8)
+
+
+@pytest.mark.parametrize(
+    "call, exc, match",
+    [
+        (lambda: wavefuse.band_energy(X, p=3), ValueError, "p=3 is not supported; allowed: 1, 2"),
+        (lambda: wavefuse.hf_penalty(X, p=0), ValueError, "p=0 is not supported; allowed: 1, 2"),
+        (lambda: wavefuse.hf_penalty(X, p="2"), ValueError, "p='2' is not supported"),
+        (lambda: wavefuse.hf_penalty(X, p=True), ValueError, "p=True is not supported"),
+        (
+            lambda: wavefuse.hf_penalty(X, reduction="avg"),
+            ValueError,
+            "reduction='avg' is not supported; allowed: none, sum, mean",
+        ),
+        (
+            lambda: wavefuse.hf_penalty(X, level=2, weights=[1.0]),
+            ValueError,
+            (
+                "weights has shape (1,); allowed: None, or a sequence or tensor of shape "
+                "(2,) or (2, 3) (J = level)"
+            ),
+        ),
+        (
+            lambda: wavefuse.hf_penalty(X, weights=torch.ones(1, 2)),
+            ValueError,
+            "weights has shape (1, 2); allowed",
+        ),
+        (lambda: wavefuse.hf_penalty(X, weights="heavy"), TypeError, "weights must be None, or"),
+        (
+            lambda: wavefuse.hf_penalty(X, weights=torch.ones(1, 3, dtype=torch.int64)),
+            TypeError,
+            "weights has dtype torch.int64",
+        ),
+        (
+            lambda: wavefuse.hf_penalty(X, weights=torch.ones(1, requires_grad=True)),
+            ValueError,
+            "weights must not require grad",
+        ),
+        (
+            lambda: wavefuse.hf_penalty(X, weights=torch.ones(1, device="meta")),
+            ValueError,
+            "weights is on meta, x on cpu",
+        ),
+        (lambda: wavefuse.band_energy(X[0]), ValueError, "x must be 4-D"),
+        (lambda: wavefuse.band_energy(X.int()), TypeError, "x has dtype torch.int32"),
+        (lambda: wavefuse.band_energy(X, "bior2.2"), ValueError, "wave='bior2.2' is not supported"),
+        (lambda: wavefuse.band_energy(X, wave=3), TypeError, "wave must be a wavelet name"),
+        (lambda: wavefuse.hf_penalty(X, mode="smooth"), ValueError, "mode='smooth' is not"),
+        (lambda: wavefuse.hf_penalty(X, level=-1), ValueError, "Level value of -1 is too low"),
+        (lambda: wavefuse.hf_penalty(X, level=1.5), TypeError, "level must be an int"),
+        (
+            lambda: wavefuse.band_energy(torch.randn(1, 1, 2, 6), "haar", 2, "reflect"),
+            ValueError,
+            "x (level 2): mode='reflect' needs at least 2 samples",
+        ),
+        (lambda: wavefuse.hf_penalty(X, backend="gpu"), ValueError, "backend='gpu' is not one"),
+    ],
+)
+def test_bad_input_raises_a_clear_error(call, exc, match):
+    escaped = match.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")
+    with pytest.raises(exc, match=escaped):
+        _quiet(call)

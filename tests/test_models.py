@@ -1,0 +1,156 @@
+"""wavefuse.models: WideResNet / WideWaveletResNet and PreActResNet-18 (tiny configs for speed)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import TOL, assert_close
+from torch import nn
+from torch.autograd import gradcheck
+
+from wavefuse.models import (
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    PreActResNet18,
+    WideResNet,
+    WideWaveletResNet,
+)
+from wavefuse.nn import HFPenalty, WaveletAvgPool2d, WaveletConv2d
+
+VARIANTS = [(None, "paper"), ("haar", "paper"), ("haar", "all_downsample"), ("db2", "paper")]
+
+
+def _count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_parameter_counts_equal_the_standard_models():
+    with torch.device("meta"):  # construct only
+        assert _count(WideResNet(34, 10)) == 46_160_474
+        assert _count(WideWaveletResNet()) == 46_160_474
+        assert _count(WideResNet(34, 10, wavelet="haar", placement="all_downsample")) == 46_160_474
+        assert _count(PreActResNet18()) == 11_171_146
+        assert _count(PreActResNet18(wavelet="haar", placement="all_downsample")) == 11_171_146
+        assert _count(WideResNet(34, 10, num_classes=100)) == 46_160_474 + 640 * 90 + 90
+
+
+@pytest.mark.parametrize("wavelet, placement", VARIANTS)
+def test_shapes_cifar_and_fashion_mnist(wavelet, placement):
+    """Forward and backward of the tiny WRN; PreActResNet-18 (full size) forward only, in eval."""
+    for make, final in [
+        (lambda **kw: WideResNet(10, 1, wavelet=wavelet, placement=placement, **kw), 64),
+        (lambda **kw: PreActResNet18(wavelet=wavelet, placement=placement, **kw).eval(), 512),
+    ]:
+        for in_channels, size in [(3, 32), (1, 28)]:
+            model = make(in_channels=in_channels, num_classes=7)
+            x = torch.rand(2, in_channels, size, size)
+            with torch.set_grad_enabled(final == 64):
+                out = model(x)
+                feats = model.features(x).shape[-1]
+            assert out.shape == (2, 7)
+            if final == 64:
+                out.sum().backward()
+            base = (8 if size == 32 else 7) if final == 64 else 4
+            expected = base if wavelet is None or placement != "paper" else (base + 1) // 2
+            assert feats == expected, (make, in_channels, size)
+
+
+def test_paper_placement_is_wap_before_global_pooling():
+    model = WideWaveletResNet(10, 1)
+    assert isinstance(model.wap, WaveletAvgPool2d) and model.wap.bands == "all"
+    assert not any(isinstance(m, WaveletConv2d) for m in model.modules())
+    model.eval()
+    x = torch.rand(2, 3, 32, 32)
+    pre = model.relu(model.bn1(model.block3(model.block2(model.block1(model.conv1(
+        model.normalize(x)))))))  # fmt: skip
+    assert pre.shape[-2:] == (8, 8)
+    pooled = 0.5 * pre[..., ::2, ::2]  # Haar WAP, 8x8 -> 4x4
+    expected = model.fc(pooled.mean(dim=(2, 3)))
+    assert_close(model(x), expected, TOL[torch.float32])
+    down = WideResNet(10, 1, wavelet="haar", placement="all_downsample")
+    names = [
+        n for n, m in down.named_modules() if isinstance(m, WaveletConv2d) and m.stride == (2, 2)
+    ]
+    assert names == [
+        "block2.layer.0.conv1",
+        "block2.layer.0.convShortcut",
+        "block3.layer.0.conv1",
+        "block3.layer.0.convShortcut",
+    ]
+    assert isinstance(down.wap, nn.Identity)
+
+
+def test_state_dicts_are_the_standard_ones():
+    plain = WideResNet(10, 1)
+    keys = set(plain.state_dict())
+    assert {
+        "conv1.weight",
+        "block1.layer.0.bn1.weight",
+        "block2.layer.0.convShortcut.weight",
+    } <= keys
+    assert {"fc.weight", "bn1.running_mean"} <= keys and not any("mean" == k for k in keys)
+    for wavelet, placement in VARIANTS[1:]:
+        other = WideResNet(10, 1, wavelet=wavelet, placement=placement)
+        other.load_state_dict(plain.state_dict())  # strict
+    pre = PreActResNet18()
+    assert {"layer2.0.shortcut.0.weight", "linear.weight"} <= set(pre.state_dict())
+    PreActResNet18(wavelet="haar", placement="all_downsample").load_state_dict(pre.state_dict())
+    learned = PreActResNet18(wavelet="haar", bands="learned")
+    assert learned.wap.weight.shape == (512, 4)
+
+
+def test_normalisation_is_inside_the_model():
+    model = PreActResNet18(wavelet="haar").eval()
+    raw = PreActResNet18(wavelet="haar", mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)).eval()
+    raw.load_state_dict(model.state_dict())
+    x = torch.rand(2, 3, 32, 32)
+    mean = torch.tensor(CIFAR10_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(CIFAR10_STD).view(1, 3, 1, 1)
+    assert_close(model(x), raw((x - mean) / std), TOL[torch.float32])
+    fm = WideResNet(10, 1, in_channels=1)
+    assert fm.normalize.mean.flatten().tolist() == pytest.approx([0.2860])
+    with pytest.raises(ValueError, match="mean and std"):
+        WideResNet(10, 1, in_channels=1, mean=(0.5, 0.5, 0.5), std=(1, 1, 1))
+    with pytest.raises(ValueError, match="placement"):
+        WideResNet(10, 1, wavelet="haar", placement="everywhere")
+    with pytest.raises(ValueError, match="depth"):
+        WideResNet(12, 1)
+
+
+def test_channels_last_and_bf16_autocast():
+    model = WideResNet(10, 1, wavelet="db2", placement="all_downsample").eval()
+    x = torch.rand(4, 3, 32, 32)
+    ref = model(x)
+    out = model.to(memory_format=torch.channels_last)(x.to(memory_format=torch.channels_last))
+    assert_close(out, ref, 1e-4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = model(x)
+    assert low.dtype == torch.bfloat16 and bool(low.isfinite().all())
+    # Nine bf16 layers, each rounding its inputs and weights: a few percent of the logit scale.
+    assert_close(low, ref, 5e-2)
+
+
+def test_gradcheck_tiny_model():
+    model = WideResNet(10, 1, wavelet="haar", placement="all_downsample", in_channels=1).double()
+    model.eval()
+    x = torch.rand(1, 1, 8, 8, dtype=torch.float64, requires_grad=True)
+    assert gradcheck(model, (x,), fast_mode=True)
+
+
+def test_compile_full_model_forward_backward():
+    """torch.compile (inductor, fullgraph) of a tiny wavelet WRN with an HFPenalty: forward and
+    backward on CPU, against eager."""
+    torch._dynamo.reset()
+    model = WideResNet(10, 1, wavelet="haar", placement="all_downsample")
+    model.wap = WaveletAvgPool2d("haar", bands="learned", channels=64)  # both modules in one graph
+    pen = HFPenalty(model, layers=["block2"], weight=0.01)
+    x = torch.rand(2, 3, 16, 16)
+    y = torch.randint(0, 10, (2,))
+    eager = torch.nn.functional.cross_entropy(model(x), y) + pen.value()
+    grads = torch.autograd.grad(eager, list(model.parameters()))
+    compiled = torch.compile(model, fullgraph=True)
+    loss = torch.nn.functional.cross_entropy(compiled(x), y) + pen.value()
+    got = torch.autograd.grad(loss, list(model.parameters()))
+    assert_close(loss, eager, 1e-4)
+    for a, b in zip(got, grads):
+        assert_close(a, b, 1e-3)

@@ -1,0 +1,459 @@
+"""pgd_step and wavelet_pgd_step: torchattacks' own attacks as the oracle (bit for bit in float32),
+compositions of the transforms for the wavelet step, every dtype, opcheck, compile, bad input."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import ALL_MODES, TOL, assert_close
+
+import wavefuse
+from wavefuse import backends, reference
+from wavefuse.filters import filter_bank
+from wavefuse.ops.pgd_step import prepare_bounds
+
+# Levels above dwt_max_level are part of the grids on purpose; they warn as PyWavelets does.
+pytestmark = pytest.mark.filterwarnings("ignore:Level value of:UserWarning")
+
+torchattacks = pytest.importorskip("torchattacks")
+
+DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
+SHAPE = (4, 3, 11, 9)  # odd sizes
+
+
+def _cpu_backends(op: str) -> list:
+    """ "reference" and "cpu" for CPU tensors; one with no kernel for ``op`` (and the ops its
+    autograd calls) in this build skips with the reason ``backends.why_not`` gives."""
+    params = []
+    for b in ("reference", "cpu"):
+        reason = backends.why_not(b, op, "cpu")
+        params.append(
+            pytest.param(b, marks=pytest.mark.skipif(reason is not None, reason=str(reason)))
+        )
+    return params
+
+
+STEP_BACKENDS = _cpu_backends("pgd_step")
+WAVELET_BACKENDS = _cpu_backends("wavelet_pgd_step")
+
+
+def _inputs(shape=SHAPE, dtype=torch.float32, spread=0.05):
+    """x in [0, 1] (some pixels near the bounds, so the clamp acts), x_adv near it, a gradient."""
+    x = torch.rand(*shape, dtype=torch.float64)
+    x_adv = (x + spread * torch.randn_like(x)).clamp(0, 1)
+    g = torch.randn_like(x)
+    return x_adv.to(dtype), g.to(dtype), x.to(dtype)
+
+
+# ----- torchattacks, the oracle -------------------------------------------------------------------
+
+
+class _Linear(torch.nn.Module):
+    """A model whose input gradient is a fixed random field (times the softmax error)."""
+
+    def __init__(self, shape):
+        super().__init__()
+        self.fc = torch.nn.Linear(math.prod(shape[1:]), 10)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+
+
+def _input_grad(model, x_adv, labels):
+    xa = x_adv.clone().requires_grad_()
+    (g,) = torch.autograd.grad(F.cross_entropy(model(xa), labels), xa)
+    return g
+
+
+@pytest.mark.parametrize(
+    "norm, eps, alpha, steps",
+    [
+        ("Linf", 8 / 255, 2 / 255, 7),
+        ("Linf", 0.03, 0.01, 3),
+        ("L2", 0.5, 0.2, 6),
+        ("L2", 2.0, 0.7, 4),
+    ],
+)
+@pytest.mark.parametrize("backend", STEP_BACKENDS)
+def test_matches_torchattacks_bit_for_bit(norm, eps, alpha, steps, backend):
+    """torchattacks.PGD / PGDL2 (steps > 1, so the projection and the [0, 1] clamp act) against the
+    same loop with wavefuse.pgd_step: identical float32 bits at the end (for L2, kernels that sum
+    the norms in another order than torch may differ in the last bits: see _assert_torchattacks)."""
+    model = _Linear(SHAPE)
+    x = torch.rand(*SHAPE)
+    labels = torch.randint(0, 10, (SHAPE[0],))
+    cls = torchattacks.PGD if norm == "Linf" else torchattacks.PGDL2
+    expected = cls(model, eps=eps, alpha=alpha, steps=steps, random_start=False)(x, labels)
+
+    x_adv = x.clone()
+    for _ in range(steps):
+        g = _input_grad(model, x_adv, labels)
+        out = wavefuse.pgd_step(x_adv, g, x, eps, alpha, norm, backend=backend)
+        assert out is x_adv
+    assert not torch.equal(x_adv, x)
+    delta = (x_adv - x).flatten(1)
+    radius = delta.abs().amax(1) if norm == "Linf" else delta.norm(dim=1)
+    assert (radius > 0.99 * eps).any(), "the projection never acted: the test would not see it"
+    _assert_torchattacks(x_adv, expected, norm, backend)
+
+
+def _assert_torchattacks(got, expected, norm, backend):
+    """The reference is torchattacks op for op: bit-identical. A fused kernel's Linf update is
+    elementwise and can be too; its L2 norms are reductions in its own order, so L2 results may
+    differ from torch's by rounding (a few ulps), no more."""
+    if backend == "reference" or norm == "Linf":
+        assert torch.equal(got, expected), (got - expected).abs().max()
+    else:
+        assert_close(got, expected, 4 * torch.finfo(got.dtype).eps, f"{norm} {backend}")
+
+
+def _torchattacks_update(x_adv, g, x, eps, alpha, norm):
+    """torchattacks 3.5.1's update, copied from PGD.forward / PGDL2.forward (one step)."""
+    if norm == "Linf":
+        adv_images = x_adv.detach() + alpha * g.sign()
+        delta = torch.clamp(adv_images - x, min=-eps, max=eps)
+        return torch.clamp(x + delta, min=0, max=1).detach()
+    batch_size = len(x)
+    grad_norms = torch.norm(g.view(batch_size, -1), p=2, dim=1) + 1e-10
+    g = g / grad_norms.view(batch_size, 1, 1, 1)
+    adv_images = x_adv.detach() + alpha * g
+    delta = adv_images - x
+    delta_norms = torch.norm(delta.view(batch_size, -1), p=2, dim=1)
+    factor = eps / delta_norms
+    factor = torch.min(factor, torch.ones_like(delta_norms))
+    delta = delta * factor.view(-1, 1, 1, 1)
+    return torch.clamp(x + delta, min=0, max=1).detach()
+
+
+@pytest.mark.parametrize("backend", STEP_BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("norm, eps, alpha", [("Linf", 0.03, 0.02), ("L2", 0.3, 0.25)])
+def test_replays_the_torchattacks_update(norm, eps, alpha, dtype, backend):
+    """Random starting points (not only torchattacks' own trajectory), float and per-sample tensor
+    bounds of equal value: the same bits as torchattacks' update code."""
+    x_adv, g, x = _inputs(dtype=dtype)
+    g[0] = 0  # a zero gradient: L2 divides by 1e-10, sign gives 0
+    expected = _torchattacks_update(x_adv, g, x, eps, alpha, norm)
+    got = wavefuse.pgd_step(x_adv.clone(), g, x, eps, alpha, norm, backend=backend)
+    _assert_torchattacks(got, expected, norm, backend)
+    n = x.shape[0]
+    eps_t = torch.full((n, 1, 1, 1), eps, dtype=dtype)
+    alpha_t = torch.full((n, 1, 1, 1), alpha, dtype=dtype)
+    lo = torch.zeros(1, dtype=dtype)
+    got_t = wavefuse.pgd_step(x_adv.clone(), g, x, eps_t, alpha_t, norm, lo, 1.0, backend=backend)
+    _assert_torchattacks(got_t, expected, norm, backend)
+
+
+def test_zero_radius_l2_with_zero_delta_stays_finite():
+    """torchattacks computes eps / 0 * ... = NaN here; pgd_step keeps x (documented)."""
+    x_adv, g, x = _inputs()
+    g.zero_()
+    x_adv.copy_(x)
+    assert torch.isnan(_torchattacks_update(x_adv, g, x, 0.0, 0.1, "L2")).all()
+    assert torch.equal(wavefuse.pgd_step(x_adv, g, x, 0.0, 0.1, "L2"), x)
+
+
+# ----- per-sample and per-channel bounds ----------------------------------------------------------
+
+
+def _elementwise_oracle(x_adv, g, x, eps, alpha, lo, hi, norm):
+    """The update in float64 written with torch.maximum/minimum (DESIGN.md's formula): equal to
+    the torchattacks order of operations up to rounding."""
+    x_adv, g, x = x_adv.double(), g.double(), x.double()
+    eps, alpha, lo, hi = (torch.as_tensor(v, dtype=torch.float64) for v in (eps, alpha, lo, hi))
+    if norm == "Linf":
+        step = x_adv + alpha * g.sign()
+        out = torch.minimum(torch.maximum(step, x - eps), x + eps)
+    else:
+        n = x.shape[0]
+        g = g / (g.flatten(1).norm(dim=1) + 1e-10).view(n, 1, 1, 1)
+        delta = x_adv + alpha * g - x
+        norms = delta.flatten(1).norm(dim=1).view(n, 1, 1, 1)
+        out = x + delta * torch.clamp(eps / norms, max=1)
+    return torch.minimum(torch.maximum(out, lo), hi)
+
+
+@pytest.mark.parametrize("backend", STEP_BACKENDS)
+@pytest.mark.parametrize("norm", ["Linf", "L2"])
+def test_per_sample_and_per_channel_bounds(norm, backend):
+    """Normalised-space attacks: eps, alpha, lo, hi per channel (eps per sample for L2)."""
+    x_adv, g, x = _inputs(dtype=torch.float64, spread=0.2)
+    n, c = x.shape[:2]
+    eps = (0.05 + 0.1 * torch.rand(n, 1, 1, 1, dtype=torch.float64)) * (2 if norm == "L2" else 1)
+    if norm == "Linf":
+        eps = eps * torch.tensor([1.0, 0.5, 2.0], dtype=torch.float64).view(1, c, 1, 1)
+    alpha = torch.tensor([0.02, 0.03, 0.05], dtype=torch.float64).view(1, c, 1, 1)
+    lo = torch.tensor([0.1, -0.2, 0.0], dtype=torch.float64).view(1, c, 1, 1)
+    hi = torch.tensor([0.9, 1.0, 0.6], dtype=torch.float64).view(c, 1, 1)  # 3-D: broadcasts too
+    expected = _elementwise_oracle(x_adv, g, x, eps, alpha, lo, hi, norm)
+    got = wavefuse.pgd_step(x_adv.clone(), g, x, eps, alpha, norm, lo, hi, backend=backend)
+    assert_close(got, expected, 1e-12, norm)
+    assert not torch.equal(got, x_adv)
+
+
+@pytest.mark.parametrize("backend", STEP_BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("norm", ["Linf", "L2"])
+def test_every_dtype(norm, dtype, backend):
+    """Half types compute in float32 and round once: within the tolerance table of the float64
+    update of the same (rounded) inputs; dtype and memory format kept, x_nat and grad untouched."""
+    x_adv, g, x = _inputs(dtype=dtype, spread=0.1)
+    x_adv = x_adv.contiguous(memory_format=torch.channels_last)
+    g0, x0 = g.clone(), x.clone()
+    expected = _elementwise_oracle(x_adv, g, x, 0.05, 0.02, 0.0, 1.0, norm)
+    got = wavefuse.pgd_step(x_adv, g, x, 0.05, 0.02, norm, backend=backend)
+    assert got.dtype == dtype and got.is_contiguous(memory_format=torch.channels_last)
+    assert_close(got, expected, TOL[dtype], f"{norm} {dtype}")
+    assert torch.equal(g, g0) and torch.equal(x, x0)
+
+
+# ----- wavelet_pgd_step ---------------------------------------------------------------------------
+
+
+def _filtered_grad(g, wave, mode, level, scales):
+    """idwt(scale_hf(dwt(g))) from the public transforms (float64), cropped to g's size."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        coeffs = wavefuse.wavedec2(g.double(), wave, mode, level, backend="reference")
+        for j in range(1, level + 1):  # coeffs[-j] is level j
+            coeffs[-j] = tuple(b * scales[j - 1] for b in coeffs[-j])
+        rec = wavefuse.waverec2(coeffs, wave, mode, backend="reference")
+    return rec[..., : g.shape[-2], : g.shape[-1]]
+
+
+@pytest.mark.parametrize("backend", WAVELET_BACKENDS)
+@pytest.mark.parametrize("mode", ALL_MODES)
+@pytest.mark.parametrize("wave", ["haar", "db2", "db4", "sym5"])
+def test_wavelet_step_matches_the_composition(wave, mode, backend):
+    """Levels 1-3, both norms, odd sizes, float64: pgd_step on waverec2(scaled wavedec2(g))."""
+    x_adv, g, x = _inputs(shape=(2, 2, 13, 10), dtype=torch.float64, spread=0.1)
+    for level in (1, 2, 3):
+        scales = [0.0, 0.5, -0.25][:level]
+        g_f = _filtered_grad(g, wave, mode, level, scales)
+        for norm, eps in (("Linf", 0.05), ("L2", 0.4)):
+            expected = wavefuse.pgd_step(x_adv.clone(), g_f, x, eps, 0.03, norm)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                got = wavefuse.wavelet_pgd_step(
+                    x_adv.clone(), g, x, eps, 0.03, wave, level, mode, scales, norm, backend=backend
+                )
+            assert_close(got, expected, 1e-10, f"{wave} {mode} level {level} {norm}")
+
+
+@pytest.mark.parametrize("backend", WAVELET_BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_wavelet_step_every_dtype(dtype, backend):
+    """L2 (a continuous function of g, unlike sign) against the float64 composition."""
+    x_adv, g, x = _inputs(shape=(2, 3, 15, 12), dtype=dtype, spread=0.1)
+    g_f = _filtered_grad(g, "db2", "symmetric", 2, [0.0, 0.3])
+    expected = _elementwise_oracle(x_adv, g_f, x, 0.5, 0.3, 0.0, 1.0, "L2")
+    scales = [0.0, 0.3]
+    got = wavefuse.wavelet_pgd_step(
+        x_adv, g, x, 0.5, 0.3, "db2", 2, "symmetric", scales, "L2", backend=backend
+    )
+    assert got.dtype == dtype
+    assert_close(got, expected, TOL[dtype], str(dtype))
+
+
+@pytest.mark.parametrize("backend", WAVELET_BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("norm", ["Linf", "L2"])
+def test_hf_scale_one_is_exactly_pgd_step(norm, dtype, backend):
+    x_adv, g, x = _inputs(dtype=dtype)
+    expected = wavefuse.pgd_step(x_adv.clone(), g, x, 0.04, 0.01, norm, backend=backend)
+    for scale in (1.0, [1, 1, 1]):
+        got = wavefuse.wavelet_pgd_step(
+            x_adv.clone(), g, x, 0.04, 0.01, "db4", 3, "zero", scale, norm, backend=backend
+        )
+        assert torch.equal(got, expected)
+
+
+@pytest.mark.parametrize("backend", WAVELET_BACKENDS)
+@pytest.mark.parametrize("wave, level", [("haar", 1), ("haar", 3), ("db3", 2)])
+def test_hf_scale_zero_l2_step_has_no_detail_content(wave, level, backend):
+    """Periodization, L2, no projection and no clamp: every detail band of the step is zero."""
+    x_adv, g, x = _inputs(shape=(3, 2, 16, 24), dtype=torch.float64)
+    inf = math.inf
+    before = x_adv.clone()
+    wavefuse.wavelet_pgd_step(
+        x_adv, g, x, inf, 0.5, wave, level, "periodization", 0.0, "L2", -inf, inf, backend=backend
+    )
+    step = x_adv - before
+    coeffs = wavefuse.wavedec2(step, wave, "periodization", level)
+    assert coeffs[0].abs().max() > 1e-3
+    for bands in coeffs[1:]:
+        for b in bands:
+            assert b.abs().max() < 1e-12 * coeffs[0].abs().max()
+    # and the plain step does have high-frequency content
+    plain = wavefuse.pgd_step(before.clone(), g, x, inf, 0.5, "L2", -inf, inf) - before
+    assert wavefuse.wavedec2(plain, wave, "periodization", level)[-1][2].abs().max() > 1e-3
+
+
+def test_reference_functions_agree_with_the_ops():
+    x_adv, g, x = _inputs(dtype=torch.float64)
+    filters = filter_bank("sym5", "dec", torch.float64)
+    for norm in ("Linf", "L2"):
+        expected = reference.wavelet_pgd_step_ref(
+            x_adv, g, x, 0.1, 0.05, filters, "reflect", 2, [0.2, 0.7], 0.0, 1.0, norm
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            got = wavefuse.wavelet_pgd_step(
+                x_adv.clone(), g, x, 0.1, 0.05, "sym5", 2, "reflect", [0.2, 0.7], norm
+            )
+        assert torch.equal(got, expected)
+
+
+# ----- the custom ops: opcheck, compile -----------------------------------------------------------
+
+
+def _op_args(bounds_as_tensors: bool, norm: str = "Linf"):
+    x_adv, g, x = _inputs(shape=(2, 3, 9, 6), dtype=torch.float64)
+    if bounds_as_tensors:
+        eps = torch.full((2, 1, 1, 1), 0.05, dtype=torch.float64)
+        bounds = prepare_bounds(x, eps, 0.02, torch.zeros(1, 3, 1, 1).double(), 1.0, norm)
+    else:
+        bounds = prepare_bounds(x, 0.05, 0.02, 0.0, 1.0, norm)
+    return x_adv, g, x, bounds
+
+
+@pytest.mark.parametrize("backend", WAVELET_BACKENDS)
+@pytest.mark.parametrize("norm", ["Linf", "L2"])
+@pytest.mark.parametrize("bounds_as_tensors", [False, True])
+def test_opcheck(bounds_as_tensors, norm, backend):
+    x_adv, g, x, bounds = _op_args(bounds_as_tensors, norm)
+    torch.library.opcheck(
+        torch.ops.wavefuse.pgd_step.default, (x_adv, g, x, *bounds, norm, backend)
+    )
+    filters = filter_bank("db2", "dec", torch.float64)
+    for scales in ([0.0, 0.5], [1.0, 1.0]):
+        args = (x_adv, g, x, *bounds, filters, "symmetric", 2, scales, norm, backend)
+        torch.library.opcheck(torch.ops.wavefuse.wavelet_pgd_step.default, args)
+
+
+def test_torch_compile_fullgraph_steps():
+    """Both steps, float and tensor bounds, one compiled graph: x_adv is mutated in place exactly
+    as in eager mode. aot_eager runs the same capture and functionalisation as inductor; inductor
+    itself passes too but costs 30 s of C++ compilation from a cold cache on 2 cores."""
+
+    def steps(x_adv, g1, g2, x, eps, alpha):
+        wavefuse.wavelet_pgd_step(x_adv, g1, x, eps, 0.01, "haar", 2, "periodization", [0.0, 0.5])
+        wavefuse.pgd_step(x_adv, g2, x, eps, alpha, "L2", lo=-1.0, hi=2.0)
+        return x_adv
+
+    x_adv, g, x = _inputs(shape=(2, 2, 8, 8), dtype=torch.float64)
+    g2 = torch.randn_like(g)
+    alpha = torch.tensor([0.1, 0.2], dtype=torch.float64).view(2, 1, 1, 1)
+    expected = steps(x_adv.clone(), g, g2, x, 0.05, alpha)
+    compiled = torch.compile(steps, fullgraph=True, backend="aot_eager")
+    got = x_adv.clone()
+    assert compiled(got, g, g2, x, 0.05, alpha) is got
+    assert_close(got, expected, 1e-12, "compiled steps")
+    assert not torch.equal(got, x_adv)
+    # Another eps: the recompiled graph takes it as a symbolic float, which validation must trace.
+    expected = steps(x_adv.clone(), g, g2, x, 0.07, alpha)
+    assert_close(compiled(x_adv.clone(), g, g2, x, 0.07, alpha), expected, 1e-12, "eps=0.07")
+
+
+# ----- bad input ----------------------------------------------------------------------------------
+
+X = torch.rand(2, 3, 8, 8)
+G = torch.randn(2, 3, 8, 8)
+
+
+def _step(**kw):
+    args = {"x_adv": X.clone(), "grad": G, "x_nat": X, "eps": 0.1, "alpha": 0.01}
+    args.update(kw)
+    return lambda: wavefuse.pgd_step(**args)
+
+
+def _wstep(**kw):
+    args = {"x_adv": X.clone(), "grad": G, "x_nat": X, "eps": 0.1, "alpha": 0.01, "level": 2}
+    args.update(kw)
+    return lambda: wavefuse.wavelet_pgd_step(**args)
+
+
+@pytest.mark.parametrize(
+    "call, exc, match",
+    [
+        (_step(grad=G[:, :2]), ValueError, "grad has shape (2, 2, 8, 8) but x_adv has shape"),
+        (_step(x_nat=X[..., :7]), ValueError, "x_nat has shape (2, 3, 8, 7) but x_adv"),
+        (_step(x_adv=X[:1].clone()), ValueError, "grad has shape (2, 3, 8, 8) but x_adv"),
+        (_step(grad=G[0]), ValueError, "grad must be 4-D (N, C, H, W)"),
+        (_step(grad=G.double()), TypeError, "x_adv, grad, x_nat: all tensors must have one dtype"),
+        (_step(x_nat=X.to("meta")), ValueError, "x_adv, grad, x_nat: all tensors must be on one"),
+        (_step(grad=G.int()), TypeError, "grad has dtype torch.int32; allowed: float16"),
+        (_step(eps=-0.1), ValueError, "eps must be >= 0, got eps=-0.1"),
+        (_step(eps=math.nan), ValueError, "eps must be >= 0, got eps=nan"),
+        (_step(eps=-torch.ones(2, 1, 1, 1)), ValueError, "eps must be >= 0; the tensor eps"),
+        (_step(eps="0.1"), TypeError, "eps must be a float or a tensor, got str"),
+        (_step(eps=True), TypeError, "eps must be a float or a tensor, got bool"),
+        (_step(alpha=math.inf), ValueError, "alpha must be finite"),
+        (_step(eps=torch.ones(2)), ValueError, "eps has shape (2,); allowed: a float, or a tensor"),
+        (_step(eps=torch.ones(2)), ValueError, "use .view(-1, 1, 1, 1)"),
+        (_step(eps=torch.ones(3, 1, 1, 1)), ValueError, "eps has shape (3, 1, 1, 1); allowed"),
+        (_step(alpha=torch.ones(1, 3, 8, 1)), ValueError, "alpha has shape (1, 3, 8, 1); allowed"),
+        (_step(lo=torch.ones(1, 1, 1, 1, 1)), ValueError, "lo has shape (1, 1, 1, 1, 1)"),
+        (_step(eps=torch.ones(1, 3, 1, 1), norm="L2"), ValueError, "eps has shape (1, 3, 1, 1)"),
+        (_step(eps=torch.ones(1, 3, 1, 1), norm="L2"), ValueError, "one radius per sample"),
+        (
+            _step(eps=torch.ones(2, 1, 1, 1, dtype=torch.int64)),
+            TypeError,
+            "eps has dtype torch.int64",
+        ),
+        (
+            _step(eps=torch.ones(2, 1, 1, 1, device="meta")),
+            ValueError,
+            "eps is on meta, x_adv on cpu",
+        ),
+        (
+            _step(lo=1.0, hi=0.0),
+            ValueError,
+            "lo=1.0 > hi=0.0: the clamp range must satisfy lo <= hi",
+        ),
+        (_step(lo=torch.ones(1, 3, 1, 1), hi=0.5), ValueError, "lo > hi for some entries"),
+        (_step(hi=math.nan), ValueError, "hi must not be NaN"),
+        (_step(norm="l2"), ValueError, "norm='l2' is not supported; allowed: Linf, L2"),
+        (_step(norm=2), ValueError, "norm=2 is not supported; allowed: Linf, L2"),
+        (_step(backend="fast"), ValueError, "backend='fast' is not one of"),
+        (_step(x_adv=X), ValueError, "x_adv shares memory with x_nat"),
+        (_step(x_adv=X.clone().requires_grad_()), ValueError, "x_adv requires grad"),
+        (
+            _wstep(hf_scale=[0.0]),
+            ValueError,
+            "hf_scale has 1 entries; allowed: a float or a sequence of 2",
+        ),
+        (_wstep(hf_scale="low"), TypeError, "hf_scale must be a float or a sequence of 2 floats"),
+        (_wstep(hf_scale=[0.0, math.nan]), ValueError, "hf_scale must be finite"),
+        (_wstep(wave="bior2.2"), ValueError, "wave='bior2.2' is not supported"),
+        (_wstep(mode="smooth"), ValueError, "mode='smooth' is not supported; allowed: zero"),
+        (_wstep(level=-1), ValueError, "Level value of -1 is too low"),
+        (_wstep(eps=-1.0), ValueError, "eps must be >= 0"),
+        (_wstep(grad=G[..., :5]), ValueError, "grad has shape (2, 3, 8, 5) but x_adv"),
+        (
+            _wstep(
+                x_adv=torch.rand(1, 1, 2, 8),
+                grad=torch.rand(1, 1, 2, 8),
+                x_nat=torch.rand(1, 1, 2, 8),
+                mode="reflect",
+            ),
+            ValueError,
+            "grad (level 2): mode='reflect' needs at least 2 samples",
+        ),
+    ],
+)
+def test_bad_input_raises_a_clear_error(call, exc, match):
+    escaped = match.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")
+    with pytest.raises(exc, match=escaped.replace("*", r"\*")):
+        call()
+
+
+def test_bad_input_leaves_x_adv_untouched():
+    x_adv = X.clone()
+    with pytest.raises(ValueError):
+        wavefuse.pgd_step(x_adv, G, X, 0.1, 0.01, lo=1.0, hi=0.0)
+    assert torch.equal(x_adv, X)

@@ -1,0 +1,247 @@
+"""wavelet_pool2d (the op wavefuse::wavelet_pool2d and its pair) and WaveletAvgPool2d.
+
+Oracle: the weighted sum of the four bands of ``wavefuse.dwt2`` (itself held to PyWavelets to 1e-10
+in test_dwt.py), in float64 to 1e-10, for every mode, wavelets of every family, odd and even sizes;
+plus the published identity Haar WAP = 0.5 * x[..., ::2, ::2].
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import ALL_MODES, SIZES, TOL, assert_close
+from torch.autograd import gradcheck, gradgradcheck
+
+import wavefuse
+from wavefuse import backends
+from wavefuse.backends import BackendUnavailableError
+from wavefuse.ops import pool as pool_ops
+
+POOL_WAVELETS = ["haar", "db2", "db3", "sym4", "coif1", "db7"]
+
+
+def _bands_sum(x, wave, mode, weights):
+    """sum_b w_b * band_b of dwt2; weights (4,) or (C, 4) in the order LL, cH, cV, cD."""
+    ll, (ch, cv, cd) = wavefuse.dwt2(x, wave, mode)
+    w = weights if weights.dim() == 2 else weights.expand(x.shape[1], 4)
+    return sum(w[:, b, None, None] * band for b, band in enumerate((ll, ch, cv, cd)))
+
+
+def _sizes(mode):
+    return [s for s in SIZES if mode != "reflect" or min(s) >= 2]
+
+
+@pytest.mark.parametrize("mode", ALL_MODES)
+@pytest.mark.parametrize("wave", POOL_WAVELETS)
+def test_equals_weighted_sum_of_dwt2_bands(wave, mode):
+    for h, w in _sizes(mode):
+        x = torch.randn(2, 3, h, w, dtype=torch.float64)
+        what = f"{wave} {mode} {h}x{w}"
+        quarter = torch.full((4,), 0.25, dtype=torch.float64)
+        assert_close(
+            wavefuse.wavelet_pool2d(x, wave, mode), _bands_sum(x, wave, mode, quarter), 1e-10, what
+        )
+        ll = wavefuse.wavelet_pool2d(x, wave, mode, "ll")
+        assert_close(ll, wavefuse.dwt2(x, wave, mode)[0], 1e-10, what + " ll")
+        for weights in (
+            torch.randn(3, 4, dtype=torch.float64),
+            torch.randn(4, dtype=torch.float64),
+        ):
+            y = wavefuse.wavelet_pool2d(x, wave, mode, weights)
+            assert_close(y, _bands_sum(x, wave, mode, weights), 1e-10, what + " weighted")
+
+
+@pytest.mark.parametrize("mode", ["periodization", "symmetric", "periodic"])
+def test_filters_longer_than_the_signal(mode):
+    """db20 (40 taps) on 3x5 inputs: the extension wraps or mirrors several times."""
+    x = torch.randn(1, 2, 3, 5, dtype=torch.float64)
+    weights = torch.randn(2, 4, dtype=torch.float64)
+    y = wavefuse.wavelet_pool2d(x, "db20", mode, weights)
+    assert_close(y, _bands_sum(x, "db20", mode, weights), 1e-10, f"db20 {mode}")
+
+
+@pytest.mark.parametrize("mode", ALL_MODES)
+def test_haar_wap_is_half_the_top_left_sample(mode):
+    """The published identity: Haar (LL + LH + HL + HH) / 4 = 0.5 * x[..., ::2, ::2] on even sizes
+    (every mode: two taps never reach the extension). Bit for bit in float32 and the half types;
+    float64 it is x * 0.5000000000000001 (pywt's tap 0.7071067811865476 squared), 3e-16 relative."""
+    x = torch.randn(2, 3, 8, 6)
+    for t in (x, x.to(memory_format=torch.channels_last), x.half(), x.bfloat16()):
+        y = wavefuse.wavelet_pool2d(t, "haar", mode)
+        assert torch.equal(y, 0.5 * t[..., ::2, ::2]), t.dtype
+        assert torch.equal(wavefuse.WaveletAvgPool2d("haar", mode)(t), y)
+    x64 = x.double()
+    y64 = wavefuse.wavelet_pool2d(x64, "haar", mode)
+    torch.testing.assert_close(y64, 0.5 * x64[..., ::2, ::2], rtol=3.4e-16, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_dtypes_and_memory_format(dtype):
+    x = torch.randn(2, 5, 13, 10)
+    weights = torch.randn(5, 4)
+    for wave, mode in [("db3", "symmetric"), ("haar", "periodization"), ("db2", "periodization")]:
+        for t in (x.to(dtype), x.to(dtype).to(memory_format=torch.channels_last)):
+            for bands in ("all", "ll", weights):
+                y = wavefuse.wavelet_pool2d(t, wave, mode, bands)
+                assert y.dtype == dtype
+                assert y.is_contiguous(memory_format=torch.channels_last) == (not t.is_contiguous())
+                b64 = bands if isinstance(bands, str) else bands.double()
+                ref = wavefuse.wavelet_pool2d(t.double(), wave, mode, b64)
+                assert_close(y, ref, TOL[dtype], f"{dtype} {wave} {mode}")
+
+
+def test_band_weight_gradient_is_the_per_channel_sum_of_band_times_grad():
+    x = torch.randn(2, 3, 9, 8, dtype=torch.float64)
+    weights = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(2, 3, 7, 6, dtype=torch.float64)
+    (wavefuse.wavelet_pool2d(x, "db3", "symmetric", weights) * g).sum().backward()
+    ll, (ch, cv, cd) = wavefuse.dwt2(x, "db3", "symmetric")
+    expected = torch.stack([(b * g).sum(dim=(0, 2, 3)) for b in (ll, ch, cv, cd)], dim=1)
+    assert_close(weights.grad, expected, 1e-10)
+
+
+@pytest.mark.parametrize(
+    "wave, mode, size",
+    [
+        ("haar", "periodization", (6, 5)),
+        ("db2", "symmetric", (5, 6)),
+        ("db3", "periodization", (3, 5)),
+        ("db2", "reflect", (4, 7)),
+        ("db2", "zero", (2, 3)),
+        ("sym2", "periodic", (5, 4)),
+    ],
+)
+def test_gradcheck_and_double_backward(wave, mode, size):
+    """fast_mode (random projections of the Jacobian) keeps this quick; one full check below."""
+    x = torch.randn(2, 3, *size, dtype=torch.float64, requires_grad=True)
+    for weights in (torch.randn(3, 4, dtype=torch.float64), torch.randn(4, dtype=torch.float64)):
+        weights.requires_grad_(True)
+
+        def f(x, w):
+            return wavefuse.wavelet_pool2d(x, wave, mode, w)
+
+        assert gradcheck(f, (x, weights), fast_mode=True)
+        assert gradgradcheck(f, (x, weights), fast_mode=True)
+    assert gradgradcheck(lambda t: wavefuse.wavelet_pool2d(t, wave, mode), (x,), fast_mode=True)
+
+
+def test_full_gradcheck_small():
+    x = torch.randn(1, 2, 5, 4, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(2, 4, dtype=torch.float64, requires_grad=True)
+    assert gradcheck(lambda x, w: wavefuse.wavelet_pool2d(x, "db2", "symmetric", w), (x, w))
+
+
+def test_opcheck():
+    x = torch.randn(2, 3, 7, 6, dtype=torch.float64)
+    g = torch.randn(2, 3, 5, 4, dtype=torch.float64)
+    kernel = torch.randn(3, 4, 4, dtype=torch.float64)
+    cl = torch.channels_last
+    cases = [
+        (pool_ops.wavelet_pool2d, (x, kernel, "symmetric", "reference")),
+        (
+            pool_ops.wavelet_pool2d,
+            (x.to(memory_format=cl), kernel[:1], "periodization", "reference"),
+        ),
+        (
+            pool_ops.wavelet_pool2d,
+            (x.clone().requires_grad_(), kernel[:1].clone().requires_grad_(), "zero", "reference"),
+        ),
+        (pool_ops.wavelet_pool2d_adjoint, (g, kernel, "symmetric", [7, 6], "reference")),
+        (pool_ops.wavelet_pool2d_kernel_grad, (g, x, 4, "symmetric", "reference")),
+    ]
+    for op, args in cases:
+        torch.library.opcheck(op, args)
+
+
+def test_compile_fullgraph_forward_and_backward():
+    x = torch.randn(2, 3, 11, 10, requires_grad=True)
+    weights = torch.randn(3, 4, requires_grad=True)
+
+    def f(x, w):
+        return (wavefuse.wavelet_pool2d(x, "db2", "symmetric", w) ** 2).sum()
+
+    eager = torch.autograd.grad(f(x, weights), (x, weights))
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    got = torch.autograd.grad(compiled(x, weights), (x, weights))
+    for a, b in zip(got, eager):
+        assert_close(a, b, TOL[torch.float32])
+
+
+def test_backends():
+    x = torch.randn(1, 2, 4, 4)
+    assert backends.resolve("auto", x.device, "wavelet_pool2d") == "reference"
+    assert backends.TRITON_MODULES["wavelet_pool2d"] == "pool"
+    for b in ("cpu", "triton", "cuda"):
+        reason = backends.why_not(b, "wavelet_pool2d", "cpu")
+        assert reason is not None and len(reason) > 20
+        with pytest.raises(BackendUnavailableError, match="cannot run wavelet_pool2d"):
+            wavefuse.wavelet_pool2d(x, backend=b)
+
+
+def test_bad_inputs():
+    x = torch.randn(1, 3, 4, 4)
+    with pytest.raises(ValueError, match="bands='lh'"):
+        wavefuse.wavelet_pool2d(x, bands="lh")
+    with pytest.raises(ValueError, match=r"allowed: .*\(3, 4\)"):
+        wavefuse.wavelet_pool2d(x, bands=torch.ones(2, 4))
+    with pytest.raises(TypeError, match="bands has dtype"):
+        wavefuse.wavelet_pool2d(x, bands=torch.ones(4, dtype=torch.int64))
+    with pytest.raises(ValueError, match="reflect"):
+        wavefuse.wavelet_pool2d(torch.randn(1, 1, 1, 4), mode="reflect")
+    with pytest.raises(ValueError, match="not supported"):
+        wavefuse.wavelet_pool2d(x, wave="bior2.2")
+    with pytest.raises(ValueError, match="4-D"):
+        wavefuse.wavelet_pool2d(torch.randn(3, 4, 4))
+
+
+# ---- WaveletAvgPool2d ----------------------------------------------------------------------------
+
+
+def test_module_bands_and_learned_init():
+    x = torch.randn(2, 4, 10, 9)
+    learned = wavefuse.WaveletAvgPool2d("db2", "symmetric", "learned", channels=4)
+    assert learned.weight.shape == (4, 4) and bool((learned.weight == 0.25).all())
+    assert_close(learned(x), wavefuse.WaveletAvgPool2d("db2", "symmetric")(x), TOL[torch.float32])
+    ll = wavefuse.WaveletAvgPool2d("db2", "symmetric", "ll")(x)
+    assert_close(ll, wavefuse.dwt2(x, "db2", "symmetric")[0], TOL[torch.float32])
+    assert list(wavefuse.WaveletAvgPool2d().state_dict()) == []
+    assert list(learned.state_dict()) == ["weight"]
+    assert "bands='learned'" in repr(learned)
+    with pytest.raises(ValueError, match="needs channels="):
+        wavefuse.WaveletAvgPool2d(bands="learned")
+    with pytest.raises(ValueError, match="bands="):
+        wavefuse.WaveletAvgPool2d(bands="max")
+
+
+@pytest.mark.parametrize("wave, mode", [("haar", "periodization"), ("db2", "symmetric")])
+def test_module_ceil_mode_sizes(wave, mode):
+    """ceil_mode True / False: the sizes of a stride-2 pool, ceil(n/2) / floor(n/2)."""
+    for n in (5, 6, 7, 8):
+        x = torch.randn(1, 2, n, n + 1)
+        for ceil in (True, False):
+            y = wavefuse.WaveletAvgPool2d(wave, mode, ceil_mode=ceil)(x)
+            assert y.shape == torch.nn.AvgPool2d(2, ceil_mode=ceil)(x).shape
+    # Aligned: with db2 symmetric the kept coefficients are those centred on samples 2k, 2k+1.
+    x = torch.randn(1, 1, 8, 8, dtype=torch.float64)
+    full = wavefuse.wavelet_pool2d(x, wave, mode)
+    off = 0 if mode == "periodization" else 1
+    y = wavefuse.WaveletAvgPool2d(wave, mode, ceil_mode=True)(x)
+    assert torch.equal(y, full[..., off : off + 4, off : off + 4])
+
+
+def test_module_gradcheck_and_autocast():
+    m = wavefuse.WaveletAvgPool2d("db2", "periodic", "learned", channels=2).double()
+    with torch.no_grad():
+        m.weight.copy_(torch.randn(2, 4))
+    x = torch.randn(2, 2, 5, 6, dtype=torch.float64, requires_grad=True)
+
+    def f(x, w):
+        return torch.func.functional_call(m, {"weight": w}, (x,))
+
+    assert gradcheck(f, (x, m.weight), fast_mode=True)
+    xf = torch.randn(2, 2, 8, 8)
+    mf = m.float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = mf(xf.bfloat16())
+    assert y.dtype == torch.bfloat16 and bool(y.isfinite().all())
+    assert_close(y, mf(xf.bfloat16().float()), TOL[torch.bfloat16])

@@ -1,0 +1,115 @@
+"""Wavelet Average Pooling (WAP) as a module: a drop-in for a 2x2, stride-2 pooling layer."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from wavefuse.filters import filter_length
+from wavefuse.functional import wavelet_pool2d
+from wavefuse.nn.dwt import _check_backend, _wave_and_mode
+from wavefuse.ops.pool import BANDS
+
+
+def fit_to_stride2(y: Tensor, size: tuple[int, int], taps: int, mode: str, ceil: bool) -> Tensor:
+    """Crop a pooled map of an (H, W) input to a stride-2 layer's size, ceil(n/2) or floor(n/2).
+
+    Coefficient k of periodization (any wavelet) and of Haar (any mode) is centred on samples
+    2k, 2k+1. The other modes give L/2 - 1 more coefficients per axis, all at the start (they see
+    mostly the boundary extension): dropping them aligns coefficient k with samples 2k, 2k+1 again.
+    floor keeps one fewer on an odd axis, dropping the one that covers the last sample (as
+    nn.AvgPool2d(2) drops the last row)."""
+    start = 0 if mode == "periodization" else taps // 2 - 1
+    h, w = ((n + 1) // 2 if ceil else n // 2 for n in size)
+    if start == 0 and y.shape[-2] == h and y.shape[-1] == w:
+        return y
+    return y[..., start : start + h, start : start + w]
+
+
+class WaveletAvgPool2d(nn.Module):
+    """Wavelet pooling: a weighted sum of the four bands of a one-level DWT, fused in one pass.
+
+    ``bands="all"`` is the published Wavelet Average Pooling (LL + LH + HL + HH) / 4 (Yan et al.,
+    WideWaveletResNet). With the orthonormal Haar wavelet that is exactly ``0.5 * x[..., ::2, ::2]``
+    (any mode, even sizes; bit for bit in float32 and the half types; in float64 it is
+    ``x * 0.5000000000000001``, PyWavelets' tap 0.7071067811865476 squared, 3e-16 relative): Haar
+    WAP keeps the top-left sample of every 2x2 block, scaled. ``bands="ll"`` keeps the approximation LL
+    (Haar: twice the 2x2 average, a low-pass that anti-aliases). ``bands="learned"``: per-channel
+    band weights (a ``weight`` parameter of shape (channels, 4), order LL, cH, cV, cD),
+    initialised to 1/4, i.e. starting as "all".
+
+    x: (N, C, H, W) -> (N, C, h, w), x's dtype and memory format.
+
+    Parameters
+    ----------
+    wave : str or pywt.Wavelet
+        An orthogonal wavelet (haar, db1-db20, sym2-sym20, coif1-coif5).
+    mode : str
+        zero, symmetric, reflect, periodic, periodization (or "per").
+    bands : {"all", "ll", "learned"}
+    channels : int, optional
+        C, needed for ``bands="learned"``.
+    ceil_mode : bool or None
+        None: PyWavelets' coefficient count per axis (``pywt.dwt_coeff_len``: ceil(n/2) in
+        periodization). True / False: ceil(n/2) / floor(n/2), the size of a stride-2 layer,
+        aligned so that output k covers samples 2k, 2k+1 (``fit_to_stride2``). For periodization
+        or Haar None and True agree.
+    backend : str
+        auto, reference, cpu, cuda, triton.
+    """
+
+    def __init__(
+        self,
+        wave="haar",
+        mode: str = "periodization",
+        bands: str = "all",
+        *,
+        channels: int | None = None,
+        ceil_mode: bool | None = None,
+        backend: str = "auto",
+        device=None,
+        dtype=None,
+    ):
+        super().__init__()
+        self.wave, self.mode = _wave_and_mode(wave, mode)
+        if bands not in BANDS + ("learned",):
+            raise ValueError(f"bands={bands!r} is not supported; allowed: all, ll, learned")
+        if ceil_mode not in (None, True, False):
+            raise ValueError(f"ceil_mode must be None, True or False, got {ceil_mode!r}")
+        self.bands, self.ceil_mode = bands, ceil_mode
+        self.backend = _check_backend(backend)
+        self.channels = channels
+        if bands == "learned":
+            if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+                raise ValueError(
+                    f"bands='learned' needs channels= (an int >= 1, the input's C), got {channels!r}"
+                )
+            self.weight = nn.Parameter(torch.empty(channels, 4, device=device, dtype=dtype))
+            self.reset_parameters()
+        else:
+            self.register_parameter("weight", None)
+
+    def reset_parameters(self) -> None:
+        if self.weight is not None:
+            nn.init.constant_(self.weight, 0.25)
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = wavelet_pool2d(
+            x,
+            self.wave,
+            self.mode,
+            self.weight if self.bands == "learned" else self.bands,
+            backend=self.backend,
+        )
+        if self.ceil_mode is None:
+            return y
+        size = (x.shape[-2], x.shape[-1])
+        return fit_to_stride2(y, size, filter_length(self.wave), self.mode, self.ceil_mode)
+
+    def extra_repr(self) -> str:
+        s = f"wave={self.wave!r}, mode={self.mode!r}, bands={self.bands!r}"
+        if self.channels is not None:
+            s += f", channels={self.channels}"
+        if self.ceil_mode is not None:
+            s += f", ceil_mode={self.ceil_mode}"
+        return s

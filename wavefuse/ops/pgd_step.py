@@ -1,0 +1,282 @@
+"""torch.library custom ops for the PGD update, in place on x_adv.
+
+    wavefuse::pgd_step(x_adv!, grad, x_nat, eps, alpha, lo, hi,
+                       eps_tensor, alpha_tensor, lo_tensor, hi_tensor, norm, backend)         -> ()
+    wavefuse::wavelet_pgd_step(x_adv!, grad, x_nat, eps, alpha, lo, hi,
+                               eps_tensor, alpha_tensor, lo_tensor, hi_tensor,
+                               filters, wave_mode, level, hf_scale, norm, backend)            -> ()
+
+x_adv, grad, x_nat: (N, C, H, W), one shape, dtype and device; x_adv is overwritten (declared
+mutated, so torch.compile functionalises it) and nothing is returned. Each of eps, alpha, lo, hi
+is a float, or, when its ``*_tensor`` is given, that tensor and the float is ignored (the Python
+layer passes NaN there): 4-D, shape (N or 1, C or 1, 1, 1), the compute dtype (float32, float64
+for float64 data), x's device. Floats stay kernel arguments, so a step with float bounds reads no
+extra memory and launches nothing but the step. norm: "Linf" or "L2" (for L2, eps_tensor has one
+entry per sample). filters: (2, L) dec [lo; hi] taps of an orthogonal wavelet in the compute dtype
+(synthesis uses them reversed); wave_mode: the boundary mode (not named ``mode``: a mutating
+op's arguments are passed as keywords to torch's auto_functionalized, whose handlers take the
+dispatch mode as their first parameter, ``mode``); hf_scale: one factor per level, finest first.
+The update is ``reference.pgd_step_ref`` (torchattacks 3.5.1's PGD and PGDL2 update op for op,
+bit-identical in float32; half types compute in float32 and round once) and
+``reference.wavelet_pgd_step_ref``.
+
+No autograd: a step is not differentiable, and PyTorch refuses autograd formulas for ops that
+mutate their inputs; the Python layer rejects an x_adv that requires grad while grad mode is on.
+
+Kernel contract for the compiled backends (schemas in csrc/ops.cpp, none written yet): the same
+arguments without ``backend``,
+
+    _pgd_step_kernel(Tensor(a!) x_adv, Tensor grad, Tensor x_nat, float eps, float alpha,
+                     float lo, float hi, Tensor? eps_tensor, Tensor? alpha_tensor,
+                     Tensor? lo_tensor, Tensor? hi_tensor, str norm) -> ()
+    _wavelet_pgd_step_kernel(<the same up to hi_tensor>, Tensor filters, str wave_mode, int level,
+                             float[] hf_scale, str norm) -> ()
+
+L2 needs the per-sample norms of g and of the new delta: compute them in the same launch or one
+extra small reduction, never with a host sync. Triton: ``pgd_step`` and ``wavelet_pgd_step`` in
+``wavefuse.kernels.pgd_step``. The wavelet kernel is never called with every scale 1 (or level 0):
+that is exactly pgd_step, and this module runs pgd_step's kernel instead.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import numbers
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from wavefuse import backends, reference
+from wavefuse.filters import compute_dtype
+from wavefuse.ops._common import check_same_device, check_same_dtype, check_tensor4d
+
+NORMS = ("Linf", "L2")
+
+
+def _kernel(backend: str, name: str):
+    if backend in ("cpu", "cuda"):
+        return getattr(torch.ops.wavefuse, f"_{name}_kernel")
+    if backend == "triton":
+        module = importlib.import_module(f"wavefuse.kernels.{backends.TRITON_MODULES[name]}")
+        return getattr(module, name)
+    raise ValueError(f"backend={backend!r} is not a concrete backend")
+
+
+# ---- validation (once, in Python, before any kernel) ---------------------------------------------
+
+
+class Bounds(NamedTuple):
+    """eps, alpha, lo, hi as the ops take them: floats, each replaced by its tensor when given."""
+
+    eps: float
+    alpha: float
+    lo: float
+    hi: float
+    eps_tensor: Tensor | None
+    alpha_tensor: Tensor | None
+    lo_tensor: Tensor | None
+    hi_tensor: Tensor | None
+
+    def values(self) -> tuple:
+        """(eps, alpha, lo, hi), each the tensor where given, else the float."""
+        return tuple(t if t is not None else f for f, t in zip(self[:4], self[4:]))
+
+
+def check_norm(norm) -> str:
+    if not isinstance(norm, str) or norm not in NORMS:
+        raise ValueError(f"norm={norm!r} is not supported; allowed: Linf, L2")
+    return norm
+
+
+def check_step_tensors(x_adv, grad, x_nat) -> Tensor:
+    """x_adv, grad and x_nat: 4-D float tensors of one shape, dtype and device; x_adv writable."""
+    named = {"x_adv": x_adv, "grad": grad, "x_nat": x_nat}
+    for name, t in named.items():
+        check_tensor4d(t, name)
+    for name, t in named.items():
+        if t.shape != x_adv.shape:
+            raise ValueError(
+                f"{name} has shape {tuple(t.shape)} but x_adv has shape {tuple(x_adv.shape)}: "
+                "x_adv, grad and x_nat must have one shape"
+            )
+    check_same_device(named.values(), "x_adv, grad, x_nat")
+    check_same_dtype(named.values(), "x_adv, grad, x_nat")
+    if x_adv.requires_grad and torch.is_grad_enabled():
+        raise ValueError(
+            "x_adv requires grad: the step updates it in place and is not differentiable; "
+            "pass x_adv.detach() or call it under torch.no_grad()"
+        )
+    if not torch.compiler.is_compiling():  # storage identity is not traceable (and is eager-only)
+        storage = x_adv.untyped_storage().data_ptr()
+        for name in ("grad", "x_nat"):
+            if named[name].untyped_storage().data_ptr() == storage and named[name].numel():
+                raise ValueError(f"x_adv shares memory with {name}: pass a copy (x_adv.clone())")
+    return x_adv
+
+
+def _param(value, name: str, x: Tensor, per_sample_only: bool) -> tuple[float, Tensor | None]:
+    """A float -> (float, None); a tensor -> (NaN, 4-D tensor in the compute dtype)."""
+    if isinstance(value, Tensor):
+        return math.nan, _param_tensor(value, name, x, per_sample_only)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a float or a tensor, got {type(value).__name__}")
+    return float(value), None
+
+
+def _param_tensor(t: Tensor, name: str, x: Tensor, per_sample_only: bool) -> Tensor:
+    n, c = x.shape[:2]
+    if not t.is_floating_point():
+        raise TypeError(f"{name} has dtype {t.dtype}; allowed: a floating-point dtype")
+    if t.device != x.device:
+        raise ValueError(f"{name} is on {t.device}, x_adv on {x.device}: use one device")
+    shape = (1,) * (4 - t.dim()) + tuple(t.shape) if t.dim() <= 4 else tuple(t.shape)
+    if per_sample_only:
+        ok = len(shape) == 4 and shape[0] in (1, n) and shape[1:] == (1, 1, 1)
+        allowed = f"a float, or a per-sample tensor of shape ({n}, 1, 1, 1) or (1, 1, 1, 1)"
+        why = " (norm='L2' projects each sample onto one ball: one radius per sample)"
+    else:
+        ok = len(shape) == 4 and shape[0] in (1, n) and shape[1] in (1, c) and shape[2:] == (1, 1)
+        allowed = (
+            f"a float, or a tensor broadcastable to x of shape ({n}, 1, 1, 1) per sample, "
+            f"(1, {c}, 1, 1) per channel, ({n}, {c}, 1, 1) or (1, 1, 1, 1)"
+        )
+        why = ""
+    if not ok:
+        hint = " (a 1-D tensor broadcasts along W, not N: use .view(-1, 1, 1, 1))"
+        raise ValueError(
+            f"{name} has shape {tuple(t.shape)}; allowed: {allowed}{why}"
+            + (hint if t.dim() == 1 and t.numel() > 1 else "")
+        )
+    return t.detach().reshape(shape).to(compute_dtype(x.dtype))
+
+
+def _check_values(b: Bounds) -> None:
+    """eps >= 0, alpha finite, lo <= hi (no NaN anywhere). Float checks are comparisons, which
+    torch.compile traces; tensor values are checked only in eager mode on CPU, where reading them
+    costs no device sync (on a GPU a check would stall the attack loop every step)."""
+    eps, alpha, lo, hi = b.values()
+    checks = (
+        (eps, lambda v: v >= 0, "eps must be >= 0", "eps"),
+        (alpha, lambda v: abs(v) < math.inf, "alpha must be finite", "alpha"),
+        (lo, lambda v: abs(v) <= math.inf, "lo must not be NaN", "lo"),
+        (hi, lambda v: abs(v) <= math.inf, "hi must not be NaN", "hi"),
+    )
+    eager_cpu = not torch.compiler.is_compiling()
+    for value, ok, message, name in checks:
+        if isinstance(value, Tensor):
+            if eager_cpu and value.device.type == "cpu" and not bool(ok(value).all()):
+                raise ValueError(f"{message}; the tensor {name} has an entry that is not")
+        elif not ok(value):
+            raise ValueError(f"{message}, got {name}={value!r}")
+    if isinstance(lo, Tensor) or isinstance(hi, Tensor):
+        t = lo if isinstance(lo, Tensor) else hi
+        if eager_cpu and t.device.type == "cpu" and not bool((lo <= hi).all()):
+            raise ValueError("lo > hi for some entries: the clamp range must satisfy lo <= hi")
+    elif not lo <= hi:
+        raise ValueError(f"lo={lo!r} > hi={hi!r}: the clamp range must satisfy lo <= hi")
+
+
+def prepare_bounds(x: Tensor, eps, alpha, lo, hi, norm: str) -> Bounds:
+    """Validate eps, alpha, lo, hi against x (N, C, H, W) and the norm; floats stay floats."""
+    parts = [
+        _param(eps, "eps", x, per_sample_only=norm == "L2"),
+        _param(alpha, "alpha", x, per_sample_only=False),
+        _param(lo, "lo", x, per_sample_only=False),
+        _param(hi, "hi", x, per_sample_only=False),
+    ]
+    b = Bounds(*(f for f, _ in parts), *(t for _, t in parts))
+    _check_values(b)
+    return b
+
+
+# ---- pgd_step ------------------------------------------------------------------------------------
+
+
+def _pgd_step_impl(x_adv, grad, x_nat, bounds: Bounds, norm: str, backend: str) -> None:
+    if backend == "reference":
+        eps, alpha, lo, hi = bounds.values()
+        x_adv.copy_(reference.pgd_step_ref(x_adv, grad, x_nat, eps, alpha, lo, hi, norm))
+    else:
+        _kernel(backend, "pgd_step")(x_adv, grad, x_nat, *bounds, norm)
+
+
+@torch.library.custom_op("wavefuse::pgd_step", mutates_args=("x_adv",))
+def pgd_step(
+    x_adv: Tensor,
+    grad: Tensor,
+    x_nat: Tensor,
+    eps: float,
+    alpha: float,
+    lo: float,
+    hi: float,
+    eps_tensor: Tensor | None,
+    alpha_tensor: Tensor | None,
+    lo_tensor: Tensor | None,
+    hi_tensor: Tensor | None,
+    norm: str,
+    backend: str,
+) -> None:
+    bounds = Bounds(eps, alpha, lo, hi, eps_tensor, alpha_tensor, lo_tensor, hi_tensor)
+    _pgd_step_impl(x_adv, grad, x_nat, bounds, norm, backend)
+
+
+@pgd_step.register_fake
+def _(x_adv, grad, x_nat, *args):
+    return None
+
+
+# ---- wavelet_pgd_step ----------------------------------------------------------------------------
+
+
+@torch.library.custom_op("wavefuse::wavelet_pgd_step", mutates_args=("x_adv",))
+def wavelet_pgd_step(
+    x_adv: Tensor,
+    grad: Tensor,
+    x_nat: Tensor,
+    eps: float,
+    alpha: float,
+    lo: float,
+    hi: float,
+    eps_tensor: Tensor | None,
+    alpha_tensor: Tensor | None,
+    lo_tensor: Tensor | None,
+    hi_tensor: Tensor | None,
+    filters: Tensor,
+    wave_mode: str,
+    level: int,
+    hf_scale: list[float],
+    norm: str,
+    backend: str,
+) -> None:
+    bounds = Bounds(eps, alpha, lo, hi, eps_tensor, alpha_tensor, lo_tensor, hi_tensor)
+    if level == 0 or all(s == 1.0 for s in hf_scale):  # the identity filter: exactly pgd_step
+        _pgd_step_impl(x_adv, grad, x_nat, bounds, norm, backend)
+    elif backend == "reference":
+        eps, alpha, lo, hi = bounds.values()
+        x_adv.copy_(
+            reference.wavelet_pgd_step_ref(
+                x_adv,
+                grad,
+                x_nat,
+                eps,
+                alpha,
+                filters,
+                wave_mode,
+                level,
+                list(hf_scale),
+                lo,
+                hi,
+                norm,
+            )
+        )
+    else:
+        _kernel(backend, "wavelet_pgd_step")(
+            x_adv, grad, x_nat, *bounds, filters, wave_mode, level, list(hf_scale), norm
+        )
+
+
+@wavelet_pgd_step.register_fake
+def _(x_adv, grad, x_nat, *args):
+    return None
