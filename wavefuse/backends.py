@@ -7,16 +7,17 @@ touching a GPU, so that resolving a backend is a dictionary lookup that torch.co
 
 Choice rule for ``backend="auto"`` (per op and device type), first live wins:
 
-* CUDA tensors: cuda, triton, reference;
+* CUDA tensors: cuda, reference;
 * CPU tensors: cpu, reference (Triton on CPU means the interpreter: only when asked for explicitly).
 
-Evidence. CPU: bench/results/cpu.csv (2-core EPYC, 2026-11-23) has the C++ kernels 2-20x faster
-than the reference and every peer on every row, so "cpu" leads on CPU tensors. GPU: none measured
-yet (no GPU was lent to the sessions so far) and no CUDA or Triton kernel exists, so CUDA tensors
-resolve to "reference" today; the order above is the intended default until bench/results/gpu-*.csv
-shows otherwise: revise it with those rows. The fused ops (band_energy, hf_penalty, pgd_step,
-wavelet_pgd_step) and the wavelet pooling ops have only the reference so far, so "auto"
-resolves to it on every device.
+Evidence. CPU: bench/results/cpu.csv (2-core EPYC, 2026-11-23) has the C++ kernels faster than the
+reference and every peer on every row, so "cpu" leads on CPU tensors wherever it has a kernel
+(the transforms, band_energy/hf_penalty, pgd_step; wavelet_pgd_step and the pooling ops have only
+the reference so far). GPU: nothing measured yet (no GPU was lent to the sessions so far). The
+Triton transform kernels are tested only under the interpreter, so "auto" does not pick them:
+``backend="triton"`` runs them on request, and they join the CUDA order (cuda, triton, reference,
+or as bench/results/gpu-*.csv shows) once a GPU run has measured them; no CUDA kernel exists yet,
+so CUDA tensors resolve to "reference" today.
 
 ``WAVEFUSE_BACKEND`` (one of auto, reference, cpu, cuda, triton) replaces "auto" when set; an
 explicit ``backend=`` argument always wins.
@@ -64,7 +65,7 @@ FAMILIES = {
     # The pooling ops' backwards are each other (bilinear in input and kernel).
     **{op: POOL_OPS for op in POOL_OPS},
 }
-AUTO_ORDER = {"cuda": ("cuda", "triton", "reference"), "cpu": ("cpu", "reference")}
+AUTO_ORDER = {"cuda": ("cuda", "reference"), "cpu": ("cpu", "reference")}
 REBUILD = "pip install --no-build-isolation -e ."
 
 
