@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
 
+# Triton kernels run on CPU tensors only under Triton's interpreter, and triton.jit picks it when it
+# decorates a kernel (triton 3.8 reads TRITON_INTERPRET then, not at launch). wavefuse imports its
+# kernels lazily, at the first Triton call, so setting the variable here, before any test imports
+# them, makes backend="triton" live on CPU-only CI. Where CUDA is present the kernels compile for
+# it instead; a TRITON_INTERPRET already in the environment always wins.
+if "TRITON_INTERPRET" not in os.environ and not torch.cuda.is_available():
+    os.environ["TRITON_INTERPRET"] = "1"
+
+from wavefuse import backends
 from wavefuse.filters import MODES, WAVELETS
+
+backends.refresh()  # in case something imported wavefuse before the variable was set
 
 # Tolerances relative to max |expected| (float64: absolute, pywt agreement contract). The half types
 # are compared against a float64 transform of the *rounded* input, so only the output rounding and

@@ -1,0 +1,335 @@
+"""The Triton kernels (wavefuse.kernels.dwt) against the reference backend and PyWavelets.
+
+They run everywhere: compiled where CUDA is present, and on CPU-only CI through Triton's
+interpreter (tests/conftest.py sets TRITON_INTERPRET=1 before the kernels are imported). The
+interpreter costs about 0.2 ms per Triton operation whatever the block size, so the grid is chosen
+for coverage per second rather than shrunk: every mode x every family (haar to db20) at one
+odd x even size, signals shorter than the filter, then each of the kernels' paths forced on small
+planes -- "dense" (tiny planes: folded operators and tl.dot), "general" (the tiled gather that large
+planes take, as one tile) and "tiled" (the general path cut into many small tiles, so that interior
+and boundary tiles and their preimage-copy bounds are exercised) -- plus dtypes, layouts, int64
+offsets, PyWavelets, gradcheck and opcheck.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+
+import pytest
+import pywt
+import torch
+from conftest import ALL_MODES, TOL, assert_close
+
+import wavefuse
+from wavefuse import backends, ops
+from wavefuse.filters import filter_bank
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+_REASON = backends.why_not("triton", "dwt2d", DEVICE.type) or backends.why_not(
+    "triton", "idwt2d", DEVICE.type
+)
+needs_triton = pytest.mark.skipif(
+    _REASON is not None, reason=f"backend='triton' is not live here: {_REASON}"
+)
+
+# The kernels' path switches and block-size rule (module constants of wavefuse.kernels.dwt).
+PATHS = {
+    "dense": {},  # the default for planes of at most 64 samples / coefficients per axis
+    "general": {  # the large-plane path, one tile per small plane (cheap under the interpreter)
+        "_DENSE_MAX_FULL": 0,
+        "_BLOCK_ELEMENTS": 2**16,
+        "_MAX_TILE_OUTPUTS": 2**12,
+        "_MAX_TILE_W": 64,
+    },
+    "tiled": {  # the large-plane path in 4 x 8 tiles; dense tiles of 16 where dense applies
+        "_DENSE_MAX_FULL": 0,
+        "_MAX_TILE_OUTPUTS": 32,
+        "_MAX_TILE_W": 8,
+        "_DENSE_MAX_TILE": 16,
+    },
+}
+
+
+def _use_path(monkeypatch, path: str) -> None:
+    from wavefuse.kernels import dwt as kernels
+
+    for name, value in PATHS[path].items():
+        assert hasattr(kernels, name), name
+        monkeypatch.setattr(kernels, name, value)
+
+
+def _randn(*shape, dtype=torch.float64) -> torch.Tensor:
+    return torch.randn(*shape, dtype=torch.float64).to(dtype).to(DEVICE)
+
+
+def _check_all_ops(x: torch.Tensor, wave: str, mode: str, tol: float | None = None) -> None:
+    """All four ops on ``backend="triton"`` against the reference in float64 from the same (rounded)
+    inputs; outputs keep the dtype and the layout the reference gives them."""
+    dtype = x.dtype
+    tol = TOL[dtype] if tol is None else tol
+    dec, rec = filter_bank(wave, "dec", dtype, DEVICE), filter_bank(wave, "rec", dtype, DEVICE)
+    dec64 = filter_bank(wave, "dec", torch.float64, DEVICE)
+    rec64 = filter_bank(wave, "rec", torch.float64, DEVICE)
+    size = list(x.shape[-2:])
+    what = f"{wave}/{mode}/{tuple(x.shape)}/{dtype}"
+
+    ll, hi = ops.dwt2d(x, dec, mode, "triton")
+    ll_r, hi_r = ops.dwt2d(x.double(), dec64, mode, "reference")
+    assert ll.dtype == hi.dtype == dtype
+    ll_layout, hi_layout = ops.dwt2d(x, dec, mode, "reference")
+    assert ll.stride() == ll_layout.stride() and hi.stride() == hi_layout.stride(), what
+    assert_close(ll, ll_r, tol, f"dwt2d ll {what}")
+    assert_close(hi, hi_r, tol, f"dwt2d hi {what}")
+
+    gl, gh = torch.randn_like(ll_r).to(dtype), torch.randn_like(hi_r).to(dtype)
+    gx = ops.dwt2d_adjoint(gl, gh, dec, mode, size, "triton")
+    gx_r = ops.dwt2d_adjoint(gl.double(), gh.double(), dec64, mode, size, "reference")
+    assert gx.dtype == dtype and gx.shape == x.shape
+    assert_close(gx, gx_r, tol, f"dwt2d_adjoint {what}")
+
+    y = ops.idwt2d(gl, gh, rec, mode, "triton")
+    y_r = ops.idwt2d(gl.double(), gh.double(), rec64, mode, "reference")
+    assert y.dtype == dtype
+    assert_close(y, y_r, tol, f"idwt2d {what}")
+
+    gy = torch.randn_like(y_r).to(dtype)
+    a, b = ops.idwt2d_adjoint(gy, rec, mode, "triton")
+    a_r, b_r = ops.idwt2d_adjoint(gy.double(), rec64, mode, "reference")
+    assert_close(a, a_r, tol, f"idwt2d_adjoint ll {what}")
+    assert_close(b, b_r, tol, f"idwt2d_adjoint hi {what}")
+
+
+# ---- every mode x every family ---------------------------------------------------------------------
+
+
+@needs_triton
+@pytest.mark.parametrize("mode", ALL_MODES)
+@pytest.mark.parametrize("wave", ["haar", "db2", "db4", "sym5", "coif3", "db20"])
+def test_every_mode_and_wavelet(wave, mode):
+    """13 x 8 (odd x even; shorter than coif3's and db20's filters along both axes)."""
+    _check_all_ops(_randn(1, 2, 13, 8), wave, mode)
+
+
+@needs_triton
+@pytest.mark.parametrize("mode", ALL_MODES)
+@pytest.mark.parametrize("wave, size", [("db4", (3, 5)), ("db20", (2, 2)), ("db20", (1, 4))])
+def test_signals_shorter_than_the_filter(wave, size, mode):
+    """The extension wraps (and symmetric/reflect reflect) many times: the maps must repeat."""
+    if mode == "reflect" and min(size) < 2:
+        pytest.skip("reflect needs 2 samples per axis (as PyWavelets)")
+    _check_all_ops(_randn(1, 1, *size), wave, mode)
+
+
+# ---- each path of the kernels ------------------------------------------------------------------------
+
+
+@needs_triton
+@pytest.mark.parametrize("mode", ALL_MODES)
+@pytest.mark.parametrize("wave, size", [("haar", (13, 8)), ("db3", (9, 14)), ("coif3", (19, 18))])
+def test_general_path(wave, size, mode, monkeypatch):
+    """The path large planes take (preimage-copy gather), as one tile per plane."""
+    _use_path(monkeypatch, "general")
+    _check_all_ops(_randn(1, 1, *size), wave, mode)
+
+
+@needs_triton
+def test_general_path_with_the_longest_filter(monkeypatch):
+    """db20 (40 taps: a padded tap block, 20 H taps per copy) on a plane longer than the filter.
+    Mode zero: one preimage copy per axis (the mirror copies are covered above, with coif3; with
+    db20 they would cost the interpreter ~10 s)."""
+    _use_path(monkeypatch, "general")
+    _check_all_ops(_randn(1, 1, 41, 42), "db20", "zero")
+
+
+@needs_triton
+@pytest.mark.parametrize("mode", ALL_MODES)
+@pytest.mark.parametrize("wave, size", [("db2", (19, 24)), ("sym4", (11, 18))])
+def test_general_path_in_many_tiles(wave, size, mode, monkeypatch):
+    """4 x 8 tiles: interior tiles run one preimage copy, boundary tiles more; partial tiles."""
+    _use_path(monkeypatch, "tiled")
+    _check_all_ops(_randn(1, 1, *size), wave, mode)
+
+
+@needs_triton
+@pytest.mark.parametrize("wave, mode", [("haar", "symmetric"), ("db2", "periodization")])
+def test_default_rule_on_a_plane_too_large_for_the_dense_path(wave, mode):
+    """Untouched block-size rule, a 150-sample axis (the general path), odd height."""
+    _check_all_ops(_randn(1, 2, 5, 150), wave, mode)
+
+
+@needs_triton
+def test_dense_path_in_several_tiles(monkeypatch):
+    _use_path(monkeypatch, "tiled")
+    monkeypatch.setattr("wavefuse.kernels.dwt._DENSE_MAX_FULL", 64)
+    _check_all_ops(_randn(1, 1, 33, 31), "sym3", "symmetric")
+
+
+# ---- dtypes, layouts, 64-bit offsets, empty inputs ----------------------------------------------------
+
+
+@needs_triton
+@pytest.mark.parametrize(
+    "path, wave, mode, shape",
+    [("dense", "sym4", "symmetric", (2, 2, 13, 10)), ("general", "db2", "reflect", (1, 2, 9, 6))],
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64])
+def test_dtypes(dtype, path, wave, mode, shape, monkeypatch):
+    """Half types load as such, accumulate in float32 and round once at the store."""
+    _use_path(monkeypatch, path)
+    _check_all_ops(_randn(*shape, dtype=dtype), wave, mode)
+
+
+def _strided(t: torch.Tensor) -> torch.Tensor:
+    """The same values as a strided view (every 2nd row, every 3rd column) of a larger tensor."""
+    n, c, h, w = t.shape
+    big = torch.zeros(n, c, 2 * h, 3 * w, dtype=t.dtype, device=t.device)
+    big[:, :, ::2, ::3] = t
+    return big[:, :, ::2, ::3]
+
+
+LAYOUTS = {
+    "channels_last": lambda t: t.contiguous(memory_format=torch.channels_last),
+    "strided": _strided,
+    "transposed": lambda t: t.transpose(-1, -2).contiguous().transpose(-1, -2),
+    "sliced": lambda t: torch.nn.functional.pad(t, (1, 2, 3, 0))[:, :, 3:, 1:-2],
+}
+
+
+@needs_triton
+@pytest.mark.parametrize("path", ["dense", "general"])
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_layouts_are_read_through_strides(layout, path, monkeypatch):
+    """Non-contiguous inputs are read in place through their strides; outputs follow the input's
+    memory format (channels_last in, channels_last out; each detail band contiguous)."""
+    _use_path(monkeypatch, path)
+    x = LAYOUTS[layout](_randn(2, 2, 11, 8))
+    assert x.shape == (2, 2, 11, 8) and (layout == "channels_last" or not x.is_contiguous())
+    _check_all_ops(x, "db2", "symmetric")
+    if layout == "channels_last":
+        dec = filter_bank("db2", "dec", x.dtype, DEVICE)
+        ll, hi = ops.dwt2d(x, dec, "symmetric", "triton")
+        assert ll.is_contiguous(memory_format=torch.channels_last)
+        assert all(b.is_contiguous(memory_format=torch.channels_last) for b in hi.unbind(2))
+
+
+@needs_triton
+@pytest.mark.parametrize("path", ["dense", "general"])
+def test_int64_offsets(path, monkeypatch):
+    """Planes of 2**31 elements do not fit a test; lowering the limit takes the same code path."""
+    _use_path(monkeypatch, path)
+    monkeypatch.setattr("wavefuse.kernels.dwt._INT32_LIMIT", 0)
+    _check_all_ops(LAYOUTS["channels_last"](_randn(1, 2, 9, 6)), "db2", "periodic")
+
+
+@needs_triton
+def test_empty_batch_launches_nothing():
+    x = _randn(0, 3, 8, 8)
+    dec = filter_bank("db2", "dec", x.dtype, DEVICE)
+    ll, hi = ops.dwt2d(x, dec, "zero", "triton")
+    assert ll.shape == (0, 3, 5, 5) and hi.shape == (0, 3, 3, 5, 5)
+    assert ops.dwt2d_adjoint(ll, hi, dec, "zero", [8, 8], "triton").shape == x.shape
+
+
+# ---- the public API against PyWavelets; autograd ----------------------------------------------------
+
+
+@needs_triton
+@pytest.mark.filterwarnings("ignore:Level value of")  # deeper than dwt_max_level, as pywt allows
+@pytest.mark.parametrize(
+    "wave, mode, level, size",
+    [
+        ("db2", "symmetric", None, (23, 18)),
+        ("haar", "periodization", 3, (17, 12)),
+        ("coif1", "reflect", 2, (20, 15)),
+        ("sym3", "zero", 2, (16, 21)),
+        ("db4", "periodic", 1, (11, 9)),
+    ],
+)
+def test_wavedec2_waverec2_match_pywt(wave, mode, level, size):
+    x = _randn(1, 2, *size)
+    ours = wavefuse.wavedec2(x, wave, mode, level, backend="triton")
+    theirs = pywt.wavedec2(x.cpu().numpy(), wave, mode, level)
+    assert len(ours) == len(theirs)
+    assert_close(ours[0], theirs[0], 1e-10, "cA")
+    for j, (d, dp) in enumerate(zip(ours[1:], theirs[1:])):
+        for name, a, b in zip("HVD", d, dp):
+            assert_close(a, b, 1e-10, f"level {len(ours) - 1 - j} c{name}")
+    rec = wavefuse.waverec2(ours, wave, mode, backend="triton")
+    assert_close(rec, pywt.waverec2(theirs, wave, mode), 1e-10, "waverec2")
+    if mode == "periodization" or size[0] % 2 == size[1] % 2 == 0:
+        assert_close(rec[..., : size[0], : size[1]], x, 1e-10, "perfect reconstruction")
+
+
+@needs_triton
+@pytest.mark.filterwarnings("ignore:Level value of")
+@pytest.mark.parametrize("mode", ["symmetric", "periodization"])
+def test_gradcheck_through_the_public_api(mode):
+    """float64 gradcheck of wavedec2 -> waverec2 (two levels) with every op on Triton."""
+    x = _randn(1, 1, 9, 8).requires_grad_()
+
+    def f(t):
+        coeffs = wavefuse.wavedec2(t, "db2", mode, 2, backend="triton")
+        flat = [coeffs[0]] + [b for d in coeffs[1:] for b in d]
+        return (*flat, wavefuse.waverec2(coeffs, "db2", mode, backend="triton"))
+
+    assert torch.autograd.gradcheck(f, (x,), fast_mode=True)
+
+
+@needs_triton
+def test_double_backward():
+    x = _randn(1, 2, 7, 6).requires_grad_()
+
+    def f(t):
+        ll, (h, v, d) = wavefuse.dwt2(t, "sym2", "reflect", backend="triton")
+        return ll, h, v, d
+
+    assert torch.autograd.gradgradcheck(f, (x,), fast_mode=True)
+
+
+@needs_triton
+@pytest.mark.parametrize("requires_grad", [False, True])
+def test_opcheck_on_triton(requires_grad):
+    mode, shape = "symmetric", (1, 2, 7, 6)
+    x = _randn(*shape)
+    dec = filter_bank("db2", "dec", x.dtype, DEVICE)
+    rec = filter_bank("db2", "rec", x.dtype, DEVICE)
+    ll, hi = ops.dwt2d(x, dec, mode, "reference")
+    y = ops.idwt2d(ll, hi, rec, mode, "reference")
+
+    def g(t):
+        return t.detach().clone().requires_grad_(requires_grad)
+
+    cases = [
+        (torch.ops.wavefuse.dwt2d, (g(x), dec, mode, "triton")),
+        (torch.ops.wavefuse.dwt2d_adjoint, (g(ll), g(hi), dec, mode, list(shape[-2:]), "triton")),
+        (torch.ops.wavefuse.idwt2d, (g(ll), g(hi), rec, mode, "triton")),
+        (torch.ops.wavefuse.idwt2d_adjoint, (g(y), rec, mode, "triton")),
+    ]
+    for op, args in cases:
+        torch.library.opcheck(op, args)
+
+
+# ---- without the interpreter ------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed")
+def test_cpu_tensors_without_the_interpreter_say_how_to_enable_it():
+    """In a fresh process without TRITON_INTERPRET, backend="triton" on CPU tensors raises the
+    error of backends.py, which names the fix."""
+    script = (
+        "import torch, wavefuse\n"
+        "from wavefuse.backends import BackendUnavailableError\n"
+        "try:\n"
+        "    wavefuse.wavedec2(torch.randn(1, 1, 8, 8), 'haar', level=1, backend='triton')\n"
+        "except BackendUnavailableError as e:\n"
+        "    print('ERROR:', e)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "WAVEFUSE_BACKEND")}
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True
+    ).stdout
+    assert "ERROR: backend='triton' cannot run dwt2d on cpu tensors" in out
+    assert "TRITON_INTERPRET=1" in out
