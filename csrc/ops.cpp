@@ -74,6 +74,11 @@ TORCH_LIBRARY(wavefuse, m) {
       "_pgd_step_kernel(Tensor(a!) x_adv, Tensor grad, Tensor x_nat, float eps, float alpha, "
       "float lo, float hi, Tensor? eps_tensor, Tensor? alpha_tensor, Tensor? lo_tensor, "
       "Tensor? hi_tensor, str norm) -> ()");
+  m.def(
+      "_wavelet_pgd_step_kernel(Tensor(a!) x_adv, Tensor grad, Tensor x_nat, float eps, "
+      "float alpha, float lo, float hi, Tensor? eps_tensor, Tensor? alpha_tensor, "
+      "Tensor? lo_tensor, Tensor? hi_tensor, Tensor filters, str wave_mode, int level, "
+      "float[] hf_scale, str norm) -> ()");
   // No tensor arguments, so there is no dispatch key to pick a backend by: def() with a function
   // registers it as the catch-all (CompositeImplicitAutograd) kernel, which the dispatcher also
   // uses when the key set is empty.

@@ -303,7 +303,17 @@ def test_reference_functions_agree_with_the_ops():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             got = wavefuse.wavelet_pgd_step(
-                x_adv.clone(), g, x, 0.1, 0.05, "sym5", 2, "reflect", [0.2, 0.7], norm
+                x_adv.clone(),
+                g,
+                x,
+                0.1,
+                0.05,
+                "sym5",
+                2,
+                "reflect",
+                [0.2, 0.7],
+                norm,
+                backend="reference",
             )
         assert torch.equal(got, expected)
 
