@@ -53,20 +53,20 @@ ALL_MODES = list(MODES)
 SIZES = [(13, 8), (8, 13), (3, 5), (2, 2), (1, 4), (33, 31)]
 
 
-def _cpu_backend_params():
-    from wavefuse import backends
-
+def cpu_backends(op: str = "dwt2d") -> list:
+    """ "reference" and "cpu" as pytest params for CPU tensors; one with no kernel for ``op`` (and
+    the ops its autograd calls) in this build skips with the reason ``backends.why_not`` gives."""
     params = []
     for b in ("reference", "cpu"):
-        reason = backends.why_not(b, "dwt2d", "cpu")
+        reason = backends.why_not(b, op, "cpu")
         params.append(
             pytest.param(b, marks=pytest.mark.skipif(reason is not None, reason=str(reason)))
         )
     return params
 
 
-#: Every backend that runs on CPU tensors here; a backend that is not live skips with its reason.
-CPU_BACKENDS = _cpu_backend_params()
+#: Every backend that runs the transforms on CPU tensors here; one that is not live skips.
+CPU_BACKENDS = cpu_backends()
 
 
 def assert_close(actual, expected, tol: float, what: str = "") -> None:

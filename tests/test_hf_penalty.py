@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import pywt
 import torch
-from conftest import ALL_MODES, TOL, assert_close
+from conftest import ALL_MODES, TOL, assert_close, cpu_backends
 
 import wavefuse
-from wavefuse import backends, reference
+from wavefuse import reference
 from wavefuse.filters import filter_bank
 
 # Levels above dwt_max_level are part of the grids on purpose; they warn as PyWavelets does.
@@ -23,19 +23,7 @@ DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 WAVES = ["haar", "db2", "db4", "sym5"]
 
 
-def _cpu_backends(op: str) -> list:
-    """ "reference" and "cpu" for CPU tensors; one with no kernel for ``op`` (and the ops its
-    autograd calls) in this build skips with the reason ``backends.why_not`` gives."""
-    params = []
-    for b in ("reference", "cpu"):
-        reason = backends.why_not(b, op, "cpu")
-        params.append(
-            pytest.param(b, marks=pytest.mark.skipif(reason is not None, reason=str(reason)))
-        )
-    return params
-
-
-BACKENDS = _cpu_backends("hf_penalty")
+BACKENDS = cpu_backends("hf_penalty")
 
 
 def _quiet(fn, *args, **kwargs):

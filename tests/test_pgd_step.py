@@ -9,10 +9,10 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import ALL_MODES, TOL, assert_close
+from conftest import ALL_MODES, TOL, assert_close, cpu_backends
 
 import wavefuse
-from wavefuse import backends, reference
+from wavefuse import reference
 from wavefuse.filters import filter_bank
 from wavefuse.ops.pgd_step import prepare_bounds
 
@@ -25,20 +25,8 @@ DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 SHAPE = (4, 3, 11, 9)  # odd sizes
 
 
-def _cpu_backends(op: str) -> list:
-    """ "reference" and "cpu" for CPU tensors; one with no kernel for ``op`` (and the ops its
-    autograd calls) in this build skips with the reason ``backends.why_not`` gives."""
-    params = []
-    for b in ("reference", "cpu"):
-        reason = backends.why_not(b, op, "cpu")
-        params.append(
-            pytest.param(b, marks=pytest.mark.skipif(reason is not None, reason=str(reason)))
-        )
-    return params
-
-
-STEP_BACKENDS = _cpu_backends("pgd_step")
-WAVELET_BACKENDS = _cpu_backends("wavelet_pgd_step")
+STEP_BACKENDS = cpu_backends("pgd_step")
+WAVELET_BACKENDS = cpu_backends("wavelet_pgd_step")
 
 
 def _inputs(shape=SHAPE, dtype=torch.float32, spread=0.05):
