@@ -9,7 +9,7 @@ tensors, pytorch_wavelets-compatible ``DWTForward`` / ``DWTInverse`` modules, an
 activations by hooks); models in ``wavefuse.models``.
 """
 
-from wavefuse import models
+from wavefuse import attacks, models
 from wavefuse.functional import (
     band_energy,
     dwt2,
@@ -39,6 +39,7 @@ __all__ = [
     "WaveletAvgPool2d",
     "WaveletConv2d",
     "__version__",
+    "attacks",
     "band_energy",
     "convert",
     "dwt2",

@@ -1,0 +1,583 @@
+"""wavefuse.attacks: torchattacks' PGD / PGDL2 / FFGSM as the oracle (bit for bit in float32 under
+one seed), independent pure-PyTorch loops for the CW and TRADES losses and the wavelet step, the
+model's mode and parameters left as they were, no host sync in the loop, bad input."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import assert_close
+from torch import nn
+
+from wavefuse import reference
+from wavefuse.attacks import FGSM_RS, PGD
+from wavefuse.filters import filter_bank
+
+torchattacks = pytest.importorskip("torchattacks")
+
+SHAPE = (8, 3, 8, 8)
+CLASSES = 10
+LINF = {"norm": "Linf", "eps": 8 / 255, "alpha": 2 / 255}
+L2 = {"norm": "L2", "eps": 0.5, "alpha": 0.2}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: intra-op threads only add overhead, and stall on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class _Net(nn.Module):
+    """A tiny conv net with BatchNorm and Dropout, so the attack's model mode matters."""
+
+    def __init__(self, channels: int = 3, size: int = 8):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.drop = nn.Dropout(0.3)
+        self.fc = nn.Linear(8 * (size // 2) ** 2, CLASSES)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.bn(self.conv(x))), 2)
+        return self.fc(self.drop(x).flatten(1))
+
+
+def _data(shape=SHAPE, dtype=torch.float32):
+    x = torch.rand(shape, dtype=dtype)
+    x[0, 0, 0, :2] = torch.tensor([0.0, 1.0])  # on the bounds: the [0, 1] clamp acts
+    return x, torch.randint(0, CLASSES, (shape[0],))
+
+
+def _model(train: bool = True, **kw) -> nn.Module:
+    model = _Net(**kw)
+    with torch.no_grad():  # non-trivial running statistics, so eval() and train() differ
+        model.bn.running_mean.uniform_(-0.2, 0.2)
+        model.bn.running_var.uniform_(0.5, 2.0)
+    return model.train(train)
+
+
+def _seeded(seed, fn, *args):
+    torch.manual_seed(seed)
+    return fn(*args)
+
+
+def _modes(model):
+    return [m.training for m in model.modules()]
+
+
+def _assert_step_equal(got, expected, norm, backend):
+    """The reference step is torchattacks op for op; the compiled L2 kernel sums its norms in its
+    own order (test_pgd_step.py), so its L2 results may differ by a few ulps a step."""
+    if backend == "reference" or norm == "Linf":
+        assert torch.equal(got, expected), (got - expected).abs().max()
+    else:
+        assert_close(got, expected, 1e-6, f"{norm} {backend}")
+
+
+# ----- torchattacks, the oracle -------------------------------------------------------------------
+
+MODE_SETTINGS = [
+    None,  # torchattacks' default: eval() during the attack
+    {"model_training": True},  # train(), BatchNorm and Dropout back to eval()
+    {"model_training": True, "batchnorm_training": True, "dropout_training": True},
+]
+
+
+@pytest.mark.parametrize("mode", MODE_SETTINGS, ids=["eval", "train-bn-drop-eval", "train-all"])
+@pytest.mark.parametrize("random_start", [True, False])
+@pytest.mark.parametrize("setting", [LINF, L2], ids=["Linf", "L2"])
+@pytest.mark.parametrize("backend", ["reference", "auto"])
+def test_matches_torchattacks(setting, random_start, mode, backend):
+    """PGD(norm="Linf") is torchattacks.PGD and PGD(norm="L2") torchattacks.PGDL2 under one seed:
+    the same start, the same model mode (dropout masks and BatchNorm statistic updates included,
+    on copies of one model), the same bits; and the same model mode afterwards."""
+    x, y = _data()
+    model = _model(train=True)
+    kw = {"eps": setting["eps"], "alpha": setting["alpha"], "steps": 5}
+    cls = torchattacks.PGD if setting["norm"] == "Linf" else torchattacks.PGDL2
+    ours = PGD(model, **kw, random_start=random_start, norm=setting["norm"], backend=backend)
+    theirs = cls(copy.deepcopy(model), **kw, random_start=random_start)
+    if mode is not None:
+        ours.set_model_training_mode(**mode)
+        theirs.set_model_training_mode(**mode)
+    expected = _seeded(1, theirs, x, y)
+    got = _seeded(1, ours, x, y)
+    assert got.dtype == x.dtype and not got.requires_grad
+    _assert_step_equal(got, expected, setting["norm"], backend)
+    assert _modes(model) == _modes(theirs.model)
+    for a, b in zip(model.buffers(), theirs.model.buffers()):  # BatchNorm statistics
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("eps, alpha", [(8 / 255, 10 / 255), (0.1, 0.02)])
+def test_fgsm_rs_matches_ffgsm(eps, alpha):
+    x, y = _data()
+    model = _model()
+    expected = _seeded(3, torchattacks.FFGSM(copy.deepcopy(model), eps=eps, alpha=alpha), x, y)
+    got = _seeded(3, FGSM_RS(model, eps=eps, alpha=alpha), x, y)
+    assert torch.equal(got, expected), (got - expected).abs().max()
+    assert (got - x).abs().amax() > 0.99 * eps  # the projection acted
+
+
+# ----- the model and the inputs are left as they were ---------------------------------------------
+
+
+def test_model_state_restored():
+    """Every module's flag (a frozen eval() BatchNorm inside a training model too), requires_grad
+    as it was, no .grad anywhere, images and labels unchanged."""
+    x, y = _data()
+    model = _model(train=True)
+    model.bn.eval()  # frozen statistics: torchattacks' model.train() would unfreeze them
+    model.conv.weight.requires_grad_(False)
+    before_modes, before_rg = _modes(model), [p.requires_grad for p in model.parameters()]
+    x0, y0 = x.clone(), y.clone()
+    weight_grads = []  # a parameter's hook runs whenever autograd computes its gradient
+    for p in model.parameters():
+        if p.requires_grad:
+            p.register_hook(lambda g: weight_grads.append(g))
+    for loss in ("ce", "cw", "trades"):
+        for setting in ({}, {"model_training": True, "dropout_training": True}):
+            atk = PGD(model, steps=2, loss=loss)
+            atk.set_model_training_mode(**setting)
+            atk(x, y)
+            assert _modes(model) == before_modes
+    assert [p.requires_grad for p in model.parameters()] == before_rg
+    assert all(p.grad is None for p in model.parameters()) and not weight_grads
+    assert torch.equal(x, x0) and torch.equal(y, y0)
+    F.cross_entropy(model(x), y).backward()  # the hooks do fire on a weight gradient
+    assert weight_grads
+
+
+def test_eval_model_stays_eval_after_training_mode_attack():
+    """torchattacks leaves an eval() model in train mode after model_training=True; we don't."""
+    model = _model(train=False)
+    atk = PGD(model, steps=1)
+    atk.set_model_training_mode(model_training=True)
+    seen = []
+    model.register_forward_pre_hook(lambda m, a: seen.append(m.training))
+    atk(*_data())
+    assert seen == [True] and not any(_modes(model))
+
+
+def test_mode_restored_on_error():
+    model = _model(train=True)
+
+    def boom(module, args):
+        raise RuntimeError("boom")
+
+    model.fc.register_forward_pre_hook(boom)
+    with pytest.raises(RuntimeError, match="boom"):
+        PGD(model)(*_data())
+    assert all(_modes(model))
+
+
+def test_forward_keeps_the_current_mode_and_works_under_no_grad():
+    """forward() is the attack alone (torchattacks); both work inside torch.no_grad()."""
+    model = _model(train=False)
+    seen = []
+    model.register_forward_pre_hook(lambda m, a: seen.append(m.training))
+    x, y = _data()
+    with torch.no_grad():
+        PGD(model, steps=2).forward(x, y)
+        model.train()
+        PGD(model, steps=2).forward(x, y)
+        PGD(model, steps=2)(x, y)
+    assert seen == [False, False, True, True, False, False]
+
+
+@pytest.mark.parametrize("loss", ["ce", "cw", "trades"])
+@pytest.mark.parametrize(
+    "setting, lo, hi",
+    [(LINF, 0.0, 1.0), (L2, 0.0, 1.0), ({"norm": "Linf", "eps": 0.3, "alpha": 0.1}, -1.0, 1.0)],
+)
+def test_result_in_ball_and_range(setting, lo, hi, loss):
+    x, y = _data()
+    x = lo + (hi - lo) * x
+    adv = PGD(_model(), steps=4, lo=lo, hi=hi, loss=loss, **setting)(x, y)
+    delta = (adv - x).flatten(1)
+    eps = setting["eps"]
+    if setting["norm"] == "Linf":
+        assert delta.abs().amax() <= eps * (1 + 1e-6)
+    else:
+        assert delta.norm(dim=1).amax() <= eps * (1 + 1e-6)
+    assert adv.amin() >= lo and adv.amax() <= hi
+    assert delta.abs().amax() > 0
+
+
+@pytest.mark.parametrize("setting", [LINF, L2], ids=["Linf", "L2"])
+def test_channels_last(setting):
+    """channels_last images: the contiguous result (no random start: its draws follow memory
+    order), in channels_last; with the random start, still in the ball."""
+    x, y = _data()
+    xc = x.contiguous(memory_format=torch.channels_last)
+    model = _model(train=False)
+    expected = PGD(model, steps=3, random_start=False, backend="reference", **setting)(x, y)
+    got = PGD(model, steps=3, random_start=False, backend="reference", **setting)(xc, y)
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    _assert_step_equal(got, expected, setting["norm"], "auto")  # L2: norms in memory order
+    delta = (PGD(model, steps=3, **setting)(xc, y) - x).flatten(1)
+    radius = delta.abs().amax(1) if setting["norm"] == "Linf" else delta.norm(dim=1)
+    assert radius.amax() <= setting["eps"] * (1 + 1e-6)
+
+
+# ----- CW and TRADES: independent loops of the same maths -----------------------------------------
+
+
+def _torchattacks_linf(x_adv, g, x, eps, alpha):
+    """torchattacks.PGD's update, copied."""
+    adv = x_adv.detach() + alpha * g.sign()
+    delta = torch.clamp(adv - x, min=-eps, max=eps)
+    return torch.clamp(x + delta, min=0, max=1).detach()
+
+
+def _cwloss(output, target, confidence):
+    """The cwloss of the CW-Linf evaluation codes (MART, TRADES evaluations), verbatim but for
+    Variable and .cuda()."""
+    target_onehot = torch.zeros(target.size() + (output.shape[1],))
+    target_onehot.scatter_(1, target.unsqueeze(1), 1.0)
+    real = (target_onehot * output).sum(1)
+    other = ((1.0 - target_onehot) * output - target_onehot * 10000.0).max(1)[0]
+    return torch.sum(-torch.clamp(real - other + confidence, min=0.0))
+
+
+def _margin(z, y):
+    """max_{j != y} z_j - z_y per sample."""
+    return z.scatter(1, y[:, None], -math.inf).amax(1) - z.gather(1, y[:, None])[:, 0]
+
+
+def _oracle_loop(model, x, y, loss_fn, start, eps, alpha, steps):
+    model.eval()
+    x_adv = start.clone()
+    for _ in range(steps):
+        x_adv.requires_grad_(True)
+        (g,) = torch.autograd.grad(loss_fn(model, x_adv, x, y), x_adv)
+        x_adv = _torchattacks_linf(x_adv, g, x, eps, alpha)
+    return x_adv
+
+
+@pytest.mark.parametrize("kappa", [50.0, 0.05])
+def test_cw_matches_oracle(kappa):
+    """loss="cw" is PGD on the evaluation codes' cwloss(confidence=kappa): the same bits. A small
+    kappa makes the clamp act (those samples stop moving)."""
+    x, y = _data()
+    model = _model()
+    eps, alpha, steps = 8 / 255, 2 / 255, 6
+
+    def loss_fn(m, xa, x, y):
+        return _cwloss(m(xa), y, kappa)
+
+    torch.manual_seed(7)
+    start = (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(0, 1)  # torchattacks' start
+    expected = _oracle_loop(copy.deepcopy(model), x, y, loss_fn, start, eps, alpha, steps)
+    torch.manual_seed(7)
+    got = PGD(model, eps, alpha, steps, loss="cw", kappa=kappa)(x, y)
+    assert torch.equal(got, expected), (got - expected).abs().max()
+    if kappa < 1:
+        with torch.no_grad():
+            z = model.eval()(got)
+        assert (_margin(z, y) > kappa).any(), "the clamp never acted: the test would not see it"
+
+
+def test_trades_matches_oracle_and_computes_clean_logits_once():
+    """loss="trades" is TRADES' loop (KLDivLoss(sum) of log_softmax(model(x_adv)) against
+    softmax(model(x_nat)), recomputed every step there) from x + 0.001 * randn: the same bits,
+    with one clean forward per call instead of one per step."""
+    x, y = _data()
+    model = _model()
+    eps, alpha, steps = 8 / 255, 2 / 255, 5
+
+    def loss_fn(m, xa, x, y):
+        return F.kl_div(F.log_softmax(m(xa), dim=1), F.softmax(m(x), dim=1), reduction="sum")
+
+    torch.manual_seed(5)
+    start = x + 0.001 * torch.randn(x.shape)
+    expected = _oracle_loop(copy.deepcopy(model), x, y, loss_fn, start, eps, alpha, steps)
+    calls = []
+    model.register_forward_pre_hook(lambda m, a: calls.append(a[0].requires_grad))
+    torch.manual_seed(5)
+    got = PGD(model, eps, alpha, steps, loss="trades")(x, y)
+    assert torch.equal(got, expected), (got - expected).abs().max()
+    assert calls == [False] + [True] * steps
+
+
+@pytest.mark.parametrize("loss", ["ce", "cw", "trades"])
+@pytest.mark.parametrize("setting", [LINF, L2], ids=["Linf", "L2"])
+def test_attack_increases_its_loss(setting, loss):
+    x, y = _data()
+    model = _model(train=False)
+    adv = PGD(model, steps=5, loss=loss, kappa=math.inf, **setting)(x, y)
+    with torch.no_grad():
+        z_nat, z_adv = model(x), model(adv)
+        if loss == "ce":
+            before, after = F.cross_entropy(z_nat, y), F.cross_entropy(z_adv, y)
+        elif loss == "cw":
+            before, after = _margin(z_nat, y).sum(), _margin(z_adv, y).sum()
+        else:
+            p = F.softmax(z_nat, dim=1)
+            before = F.kl_div(F.log_softmax(z_nat, dim=1), p, reduction="sum")
+            after = F.kl_div(F.log_softmax(z_adv, dim=1), p, reduction="sum")
+    assert after > before
+
+
+# ----- the wavelet step ---------------------------------------------------------------------------
+
+
+@pytest.mark.filterwarnings("ignore:Level value of:UserWarning")
+@pytest.mark.parametrize(
+    "wavelet, kw",
+    [
+        ("haar", {"wave": "haar", "level": 1, "mode": "periodization", "hf_scale": [0.0]}),
+        (
+            {"wave": "db2", "level": 2, "mode": "symmetric", "hf_scale": [0.5, 0.0]},
+            {"wave": "db2", "level": 2, "mode": "symmetric", "hf_scale": [0.5, 0.0]},
+        ),
+        (
+            {"hf_scale": 0.25},
+            {"wave": "haar", "level": 1, "mode": "periodization", "hf_scale": [0.25]},
+        ),
+    ],
+    ids=["name", "dict", "defaults"],
+)
+@pytest.mark.parametrize("setting", [LINF, L2], ids=["Linf", "L2"])
+@pytest.mark.parametrize("backend", ["reference", "auto"])
+def test_wavelet_matches_reference_loop(setting, wavelet, kw, backend):
+    """wavelet= is the loop with reference.wavelet_pgd_step_ref on the CE input gradient, from
+    the same start: the same bits with the reference backend."""
+    x, y = _data((4, 3, 16, 16))
+    model = _model(train=False, size=16)
+    eps, alpha, norm, steps = setting["eps"], setting["alpha"], setting["norm"], 4
+    filters = filter_bank(kw["wave"], "dec", x.dtype, x.device)
+    start = x.clone()
+    for _ in range(steps):
+        xa = start.clone().requires_grad_()
+        (g,) = torch.autograd.grad(F.cross_entropy(model(xa), y), xa)
+        start = reference.wavelet_pgd_step_ref(
+            start, g, x, eps, alpha, filters, kw["mode"], kw["level"], kw["hf_scale"], norm=norm
+        )
+    atk = PGD(model, eps, alpha, steps, False, norm, wavelet=wavelet, backend=backend)
+    got = atk(x, y)
+    _assert_step_equal(got, start, norm, backend)
+    plain = PGD(model, eps, alpha, steps, False, norm)(x, y)
+    assert not torch.equal(got, plain)
+
+
+# ----- autocast -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("autocast", ["bf16", torch.bfloat16])
+@pytest.mark.parametrize("setting", [LINF, L2], ids=["Linf", "L2"])
+def test_autocast_bf16(setting, autocast):
+    x, y = _data()
+    model = _model(train=False)
+    seen = []
+    model.fc.register_forward_hook(lambda m, a, out: seen.append(out.dtype))
+    adv = PGD(model, steps=3, autocast=autocast, **setting)(x, y)
+    assert adv.dtype == x.dtype and seen == [torch.bfloat16] * 3
+    delta = (adv - x).flatten(1)
+    radius = delta.abs().amax(1) if setting["norm"] == "Linf" else delta.norm(dim=1)
+    assert radius.amax() <= setting["eps"] * (1 + 1e-6) and radius.amax() > 0
+    assert adv.amin() >= 0 and adv.amax() <= 1
+
+
+def test_float64_images():
+    x, y = _data(dtype=torch.float64)
+    model = _model(train=False).double()
+    torch.manual_seed(2)
+    expected = torchattacks.PGD(copy.deepcopy(model), steps=3)(x, y)
+    torch.manual_seed(2)
+    got = PGD(model, steps=3)(x, y)
+    assert got.dtype == torch.float64 and torch.equal(got, expected)
+
+
+# ----- no host sync in the loop -------------------------------------------------------------------
+
+SYNCING = ("item", "tolist", "__bool__", "__int__", "__float__", "__index__", "nonzero")
+
+
+def _raise(*args, **kwargs):
+    raise AssertionError("host sync inside the attack loop")
+
+
+def _guard_loop(monkeypatch, atk):
+    """Make every tensor-to-host read raise while atk's step loop runs (not during validation)."""
+    run = atk._run_steps
+
+    def guarded(*args, **kwargs):
+        with monkeypatch.context() as m:
+            for name in SYNCING:
+                m.setattr(torch.Tensor, name, _raise)
+            m.setattr(torch, "nonzero", _raise)
+            return run(*args, **kwargs)
+
+    monkeypatch.setattr(atk, "_run_steps", guarded)
+
+
+def test_the_guard_catches_a_sync(monkeypatch):
+    atk = PGD(_model(), steps=1)
+    _guard_loop(monkeypatch, atk)
+    original = atk._loss
+    monkeypatch.setattr(atk, "_loss", lambda *a: original(*a) * float(torch.ones(()).item()))
+    with pytest.raises(AssertionError, match="host sync"):
+        atk(*_data())
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"loss": "ce", **LINF},
+        {"loss": "cw", **L2},
+        {"loss": "trades", **LINF},
+        {"loss": "ce", "wavelet": "haar", **L2},
+        {"loss": "ce", "autocast": "bf16", **LINF},
+    ],
+    ids=["ce-Linf", "cw-L2", "trades", "wavelet", "autocast"],
+)
+def test_no_host_sync_in_loop_cpu(monkeypatch, kw):
+    atk = PGD(_model(), steps=2, **kw)
+    atk.set_model_training_mode(model_training=True, batchnorm_training=True, dropout_training=True)
+    _guard_loop(monkeypatch, atk)
+    atk(*_data())
+
+
+# ----- bad input ----------------------------------------------------------------------------------
+
+BAD_SETTINGS = [
+    ({"eps": 0.0}, ValueError, "eps"),
+    ({"eps": -0.1}, ValueError, "eps"),
+    ({"eps": math.inf}, ValueError, "eps"),
+    ({"eps": "8/255"}, TypeError, "eps"),
+    ({"alpha": 0}, ValueError, "alpha"),
+    ({"alpha": -1.0}, ValueError, "alpha"),
+    ({"steps": 0}, ValueError, "steps"),
+    ({"steps": 2.0}, TypeError, "steps"),
+    ({"norm": "L1"}, ValueError, "norm='L1'.*Linf, L2"),
+    ({"loss": "mse"}, ValueError, "loss='mse'.*ce, cw, trades"),
+    ({"random_start": 1}, TypeError, "random_start"),
+    ({"autocast": "fp8"}, ValueError, "autocast"),
+    ({"autocast": torch.float32}, ValueError, "autocast"),
+    ({"cuda_graph": "yes"}, TypeError, "cuda_graph"),
+    ({"lo": 1.0, "hi": 0.0}, ValueError, "lo"),
+    ({"lo": math.nan}, ValueError, "lo"),
+    ({"kappa": -1.0}, ValueError, "kappa"),
+    ({"wavelet": "bior2.2"}, ValueError, "wave"),
+    ({"wavelet": {"wave": "haar", "levels": 2}}, ValueError, "levels"),
+    ({"wavelet": {"mode": "circular"}}, ValueError, "mode"),
+    ({"wavelet": 3}, TypeError, "wavelet"),
+    ({"check_range": "cpu"}, TypeError, "check_range"),
+]
+
+
+@pytest.mark.parametrize("kw, exc, match", BAD_SETTINGS)
+def test_bad_settings(kw, exc, match):
+    with pytest.raises(exc, match=match):
+        PGD(_model(), **kw)
+
+
+def test_bad_settings_set_later_and_bad_model():
+    atk = PGD(_model())
+    atk.eps = -1.0  # torchattacks users set attributes: checked again at the call
+    with pytest.raises(ValueError, match="eps"):
+        atk(*_data())
+    with pytest.raises(TypeError, match="model"):
+        PGD(lambda x: x)
+    with pytest.raises(TypeError, match="model_training"):
+        atk.set_model_training_mode(model_training="yes")
+
+
+def _bad_inputs():
+    x, y = _data()
+    return [
+        (x.numpy(), y, TypeError, "images must be a torch.Tensor"),
+        (x.to(torch.uint8), y, TypeError, "images has dtype"),
+        (x[0], y, ValueError, "images must be 4-D"),
+        (x, y.tolist(), TypeError, "labels must be a torch.Tensor"),
+        (x, y.int(), TypeError, "labels has dtype"),
+        (x, y.float(), TypeError, "labels has dtype"),
+        (x, y[:-1], ValueError, r"labels has shape \(7,\); allowed: \(8,\)"),
+        (x, y[:, None], ValueError, "labels has shape"),
+        (x * 1.5, y, ValueError, r"images must lie in \[lo, hi\]"),
+        (x - 0.5, y, ValueError, r"images must lie in \[lo, hi\]"),
+        (torch.where(x > 0.5, math.nan, x), y, ValueError, "NaN"),
+        (x.to("meta"), y.to("meta"), ValueError, "model parameter 'conv.weight' is on cpu"),
+        (x, y.to("meta"), ValueError, "labels is on meta"),
+    ]
+
+
+@pytest.mark.parametrize("i", range(len(_bad_inputs())))
+def test_bad_inputs(i):
+    images, labels, exc, match = _bad_inputs()[i]
+    with pytest.raises(exc, match=match):
+        PGD(_model())(images, labels)
+
+
+def test_range_check_switch_and_wavelet_level():
+    x, y = _data()
+    model = _model()
+    PGD(model, steps=1, check_range=False)(x * 1.5, y)  # not checked when asked not to
+    with pytest.raises(ValueError, match="cuda_graph"):
+        PGD(model, cuda_graph=True)(x, y)
+    with pytest.raises(ValueError, match="hf_scale"):
+        PGD(model, wavelet={"level": 2, "hf_scale": [0.0]})(x, y)
+    with pytest.raises(ValueError, match="lo"):
+        PGD(model, lo=0.0, hi=0.0)
+
+
+def test_repr():
+    r = repr(PGD(_model(), wavelet="haar", autocast="bf16"))
+    assert r.startswith("PGD(eps=0.031") and "wavelet='haar'" in r and "autocast='bf16'" in r
+    assert repr(FGSM_RS(_model())).startswith("FGSM_RS(")
+
+
+# ----- GPU: no sync, CUDA graphs (run wherever a GPU is lent) --------------------------------------
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("kw", [{"loss": "ce", **LINF}, {"loss": "trades", **L2}])
+def test_no_host_sync_in_loop_cuda(kw):
+    model = _model().cuda()
+    x, y = (t.cuda() for t in _data())
+    atk = PGD(model, steps=3, **kw)
+    run = atk._run_steps
+
+    def guarded(*args, **kwargs):
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            return run(*args, **kwargs)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+
+    atk._run_steps = guarded
+    atk(x, y)
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("kw", [{"loss": "ce", **LINF}, {"loss": "cw", **L2},
+                                {"loss": "trades", "wavelet": "haar", **LINF}])  # fmt: skip
+def test_cuda_graph_matches_eager(kw, monkeypatch):
+    """The replayed graph gives the eager result (same seed, same start); one capture per shape."""
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
+    model = _model().cuda()
+    x, y = (t.cuda() for t in _data())
+    eager = PGD(model, steps=4, **kw)
+    graphed = PGD(model, steps=4, cuda_graph=True, **kw)
+    for seed in (0, 1):  # the second call replays the first capture with new inputs
+        expected = _seeded(seed, eager, x, y)
+        got = _seeded(seed, graphed, x, y)
+        assert_close(got, expected, 1e-6, "cuda_graph")
+        x = x.flip(0)
+        y = y.flip(0)
+    assert len(graphed._graphs) == 1
+    graphed(*(t.cuda() for t in _data((4, 3, 8, 8))))
+    assert len(graphed._graphs) == 2
+    assert all(p.grad is None for p in model.parameters()) and all(_modes(model))

@@ -1,0 +1,594 @@
+"""Adversarial attacks for training and evaluation: PGD (L-inf, L2; CE, CW and TRADES losses,
+optionally band-limited by a wavelet filter of the gradient) and FGSM with a random start.
+
+Called like torchattacks: ``adv = PGD(model, eps=8/255)(images, labels)``. Float32 results are
+bit-identical to ``torchattacks.PGD`` / ``PGDL2`` / ``FFGSM`` 3.5.1 under the same seed (the same
+random-number draws in the same order, the same loss, the step by ``wavefuse.pgd_step``, which is
+torchattacks' update op for op; a compiled L2 kernel sums the norms in its own order and may differ
+from torch in the last bits, ``backend="reference"`` does not).
+
+What differs from torchattacks, on purpose:
+
+- The step loop never syncs with the host: no ``.item()``, no branch on a tensor value. Inputs are
+  validated once per call, before the loop (the range check reads the images on CPU only, unless
+  ``check_range=True``).
+- The gradient is taken with ``torch.autograd.grad`` with respect to the input alone, so no weight
+  gradient is computed and no parameter's ``.grad`` or ``requires_grad`` is touched.
+- The update is in place (``wavefuse.pgd_step`` / ``wavelet_pgd_step``): one fused kernel a step.
+- Each module's training flag is restored exactly after the attack (torchattacks calls
+  ``model.train()`` on a model that was training, and leaves a model that was in eval() in train
+  mode after ``set_model_training_mode(model_training=True)``).
+- ``autocast=`` runs the forward and the loss in bfloat16/float16; ``cuda_graph=True`` captures the
+  loop once per input shape and replays it.
+- The attack also works when called under ``torch.no_grad()`` (an evaluation loop).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import numbers
+from collections.abc import Iterator
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from wavefuse.filters import wavelet_name
+from wavefuse.functional import _cascade_args, _check_hf_scale, pgd_step, wavelet_pgd_step
+from wavefuse.ops._common import check_mode, check_tensor4d
+
+__all__ = ["FGSM_RS", "PGD"]
+
+NORMS = ("Linf", "L2")
+LOSSES = ("ce", "cw", "trades")
+AUTOCAST_DTYPES = {
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+}
+#: The keyword arguments of ``wavelet_pgd_step`` that ``wavelet=`` may set, with their defaults
+#: here: one Haar level, periodization, detail bands dropped (a low-pass, band-limited step).
+WAVELET_DEFAULTS = {"wave": "haar", "level": 1, "mode": "periodization", "hf_scale": 0.0}
+#: TRADES' random start (Zhang et al. 2019, github.com/yaodongyu/TRADES, trades.py):
+#: ``x_adv = x + 0.001 * randn``.
+TRADES_START_STD = 0.001
+#: Default CW confidence: the ``cwloss(output, target, confidence=50)`` of the CW-Linf evaluation
+#: codes (MART, TRADES-style robustness evaluations).
+CW_KAPPA = 50.0
+#: Step iterations run on a side stream before a CUDA graph is captured (the PyTorch docs' three).
+CUDA_GRAPH_WARMUP_STEPS = 3
+
+
+class _Config(NamedTuple):
+    """The validated attack settings (hashable: part of a CUDA graph's cache key)."""
+
+    eps: float
+    alpha: float
+    steps: int
+    random_start: bool
+    norm: str
+    loss: str
+    kappa: float
+    wavelet: tuple | None  # (wave, level, mode, hf_scale) as given (level resolved per call)
+    autocast: torch.dtype | None
+    cuda_graph: bool
+    lo: float
+    hi: float
+    check_range: bool | None
+    backend: str
+
+
+# ---- validation (Python values only: no tensor is read) ------------------------------------------
+
+
+def _real(value, name: str, allowed: str, ok) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number ({allowed}), got {type(value).__name__}")
+    value = float(value)
+    if not ok(value):
+        raise ValueError(f"{name}={value!r} is not allowed; allowed: {allowed}")
+    return value
+
+
+def _flag(value, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def _check_autocast(autocast) -> torch.dtype | None:
+    allowed = 'None, "bf16", "fp16", torch.bfloat16 or torch.float16'
+    if autocast is None:
+        return None
+    if isinstance(autocast, str) and autocast in AUTOCAST_DTYPES:
+        return AUTOCAST_DTYPES[autocast]
+    if autocast in (torch.bfloat16, torch.float16):
+        return autocast
+    raise ValueError(f"autocast={autocast!r} is not supported; allowed: {allowed}")
+
+
+def _check_wavelet(wavelet) -> tuple | None:
+    """None, a wavelet name (or pywt.Wavelet), or a dict of wavelet_pgd_step's keyword arguments
+    -> None or (wave, level, mode, hf_scale) with the defaults filled in."""
+    if wavelet is None:
+        return None
+    if isinstance(wavelet, dict):
+        unknown = sorted(set(map(str, wavelet)) - set(WAVELET_DEFAULTS))
+        if unknown:
+            raise ValueError(
+                f"wavelet has unknown keys {unknown}; allowed keys: {', '.join(WAVELET_DEFAULTS)}"
+            )
+        kw = {**WAVELET_DEFAULTS, **wavelet}
+    elif isinstance(wavelet, str) or hasattr(wavelet, "filter_bank"):
+        kw = {**WAVELET_DEFAULTS, "wave": wavelet}
+    else:
+        raise TypeError(
+            "wavelet must be None, a wavelet name (str) or a dict with keys "
+            f"{', '.join(WAVELET_DEFAULTS)}; got {type(wavelet).__name__}"
+        )
+    hf = kw["hf_scale"]
+    hf = tuple(hf) if isinstance(hf, (list, tuple)) else hf
+    level = kw["level"]
+    if level is not None and (isinstance(level, bool) or not isinstance(level, numbers.Integral)):
+        raise TypeError(f"wavelet['level'] must be an int or None, got {type(level).__name__}")
+    return (wavelet_name(kw["wave"], "wavelet['wave']"), level, check_mode(kw["mode"]), hf)
+
+
+def _module_modes(model: nn.Module) -> list[tuple[nn.Module, bool]]:
+    return [(m, m.training) for m in model.modules()]
+
+
+# ---- the attack ----------------------------------------------------------------------------------
+
+
+class PGD:
+    r"""Projected gradient descent (Madry et al. 2018), torchattacks-compatible, with the CE, CW and
+    TRADES losses and an optional wavelet-filtered (band-limited) step.
+
+    ``adv = atk(images, labels)``: from a random start (or the clean images), ``steps`` times
+    ``g = d loss(model(x_adv), labels) / d x_adv`` (the input gradient only) and one in-place step
+    ``wavefuse.pgd_step(x_adv, g, images, eps, alpha, norm, lo, hi)``: L-inf ``x_adv + alpha *
+    sign(g)`` projected onto the eps-box; L2 ``x_adv + alpha * g / (||g||_2 + 1e-10)`` projected
+    onto the eps-ball, per sample; then clamped to [lo, hi]. With ``wavelet=`` the step is
+    ``wavefuse.wavelet_pgd_step`` (g's wavelet detail bands scaled before the step).
+
+    Losses (all maximised):
+
+    - ``"ce"``: ``F.cross_entropy(logits, labels)`` (mean over the batch, as torchattacks).
+    - ``"cw"``: the CW margin, summed over the batch: ``sum_i min(max_{j != y_i} z_ij - z_i,y_i,
+      kappa)`` (``= -max(z_y - max_{j != y} z_j, -kappa)``, Carlini & Wagner's f6 with confidence
+      kappa, negated), which is the ``cwloss(output, target, confidence=kappa)`` of the CW-Linf
+      evaluation codes up to the constant ``N * kappa``: the same gradient. Once a sample is
+      misclassified by a margin kappa its gradient is zero and it stops moving.
+    - ``"trades"``: TRADES' inner maximisation, ``KLDivLoss(reduction="sum")(log_softmax(model(
+      x_adv)), softmax(model(x_nat)))`` = ``sum_i KL(p_nat,i || p_adv,i)`` (the KL divergence of
+      the adversarial prediction from the clean one), as TRADES' ``trades_loss``. The clean
+      probabilities are computed once per call, under ``torch.no_grad()`` (TRADES recomputes
+      them every step: the same values unless dropout is active during the attack). The start is
+      TRADES' ``x_nat + 0.001 * randn`` (``torch.randn_like``; for either norm; not clamped to
+      [lo, hi] nor projected, as in TRADES: the first step does both). With ``random_start=False``
+      the attack starts at x_nat, where the KL gradient is (numerically) zero and the attack does
+      not move: keep the random start.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Maps (N, C, H, W) images in [lo, hi] to (N, K) logits (K >= 2).
+    eps : float
+        Radius of the L-inf box or the L2 ball, > 0.
+    alpha : float
+        Step size, > 0.
+    steps : int
+        Number of steps, >= 1.
+    random_start : bool
+        L-inf: ``x + U(-eps, eps)`` (torchattacks.PGD); L2: a Gaussian direction scaled to
+        ``r * eps``, ``r ~ U(0, 1)`` per sample (torchattacks.PGDL2); TRADES: ``x + 0.001 * randn``.
+        Clamped to [lo, hi] (not for TRADES). Drawn from torch's global generator with the same
+        calls as torchattacks, so a seed gives the same start.
+    norm : {"Linf", "L2"}
+    loss : {"ce", "cw", "trades"}
+    wavelet : None, str or dict
+        None: the plain step. A wavelet name (or ``pywt.Wavelet``): ``wavelet_pgd_step`` with that
+        wavelet, ``level=1, mode="periodization", hf_scale=0.0`` (only the approximation band of the
+        gradient is kept: a low-frequency attack). A dict: any of ``wavelet_pgd_step``'s keyword
+        arguments ``wave, level, mode, hf_scale`` (the rest as above), e.g. ``{"wave": "db2",
+        "level": 2, "hf_scale": [0.5, 0.0]}``.
+    autocast : None, "bf16", "fp16", torch.bfloat16 or torch.float16
+        Run the model's forward and the loss under ``torch.autocast(images.device.type, dtype)``
+        (the loss on the logits cast to float32). The input gradient is cast to the images' dtype
+        before the step; the result has the images' dtype. None: no autocast of ours (an
+        enclosing autocast still applies).
+    cuda_graph : bool
+        Capture the whole step loop (forward, input gradient, step) into a ``torch.cuda.CUDAGraph``
+        once per input shape, dtype and memory layout, and replay it (the random start stays
+        outside the graph). The first call per shape runs 3 warm-up steps on a side stream, then
+        the capture (with BatchNorm in training mode during the attack, these update its running
+        statistics too). CUDA tensors only. The graph holds the model's parameter tensors: an
+        in-place update (``optimizer.step()``, ``load_state_dict``) is seen; a replaced tensor,
+        changed settings or another model mode make the attack capture again.
+        ``clear_cuda_graphs()`` frees the graphs' memory. Untested on a GPU so far.
+    lo, hi : float
+        The valid input range, lo < hi (+-inf for none): the start and every step are clamped to
+        it, and the images must lie in it.
+
+    Other Parameters
+    ----------------
+    kappa : float
+        The CW confidence, >= 0 (``float("inf")``: the plain margin); used by ``loss="cw"``.
+    check_range : bool or None
+        Check that the images lie in [lo, hi], once per call before the loop. None (default): on
+        CPU tensors only (on a GPU it would cost one host sync a call); True: on every device;
+        False: never.
+    backend : str
+        The step ops' backend: "auto", "reference", "cpu", "cuda" or "triton".
+
+    Notes
+    -----
+    ``atk(images, labels)`` sets the model's mode for the attack (eval() by default, see
+    ``set_model_training_mode``) and restores every module's training flag afterwards, also on
+    error; ``atk.forward(images, labels)`` is the attack alone, in the model's current mode (as
+    torchattacks). Neither modifies images or labels. The loop does not sync with the host.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        eps: float = 8 / 255,
+        alpha: float = 2 / 255,
+        steps: int = 10,
+        random_start: bool = True,
+        norm: str = "Linf",
+        loss: str = "ce",
+        wavelet: str | dict | None = None,
+        autocast: str | torch.dtype | None = None,
+        cuda_graph: bool = False,
+        lo: float = 0.0,
+        hi: float = 1.0,
+        *,
+        kappa: float = CW_KAPPA,
+        check_range: bool | None = None,
+        backend: str = "auto",
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        self.model = model
+        self.eps, self.alpha, self.steps = eps, alpha, steps
+        self.random_start, self.norm, self.loss = random_start, norm, loss
+        self.wavelet, self.autocast, self.cuda_graph = wavelet, autocast, cuda_graph
+        self.lo, self.hi, self.kappa = lo, hi, kappa
+        self.check_range, self.backend = check_range, backend
+        self._model_training = False
+        self._batchnorm_training = False
+        self._dropout_training = False
+        self._graphs: dict[tuple, tuple[tuple, _GraphedSteps]] = {}
+        self._config()  # fail at construction, not at the first call
+
+    # ---- settings --------------------------------------------------------------------------------
+
+    def _config(self) -> _Config:
+        """The attributes, validated (again at each call: torchattacks users set ``atk.eps``)."""
+        lo = _real(self.lo, "lo", "a float, not NaN", lambda v: not math.isnan(v))
+        hi = _real(self.hi, "hi", "a float, not NaN", lambda v: not math.isnan(v))
+        if not lo < hi:
+            raise ValueError(f"lo={lo!r} >= hi={hi!r}: the input range must satisfy lo < hi")
+        if isinstance(self.steps, bool) or not isinstance(self.steps, numbers.Integral):
+            raise TypeError(f"steps must be an int >= 1, got {type(self.steps).__name__}")
+        if self.steps < 1:
+            raise ValueError(f"steps={self.steps!r} is not allowed; allowed: an int >= 1")
+        if not isinstance(self.norm, str) or self.norm not in NORMS:
+            raise ValueError(f"norm={self.norm!r} is not supported; allowed: {', '.join(NORMS)}")
+        if not isinstance(self.loss, str) or self.loss not in LOSSES:
+            raise ValueError(f"loss={self.loss!r} is not supported; allowed: {', '.join(LOSSES)}")
+        if self.check_range not in (None, True, False):
+            raise TypeError(f"check_range must be None, True or False, got {self.check_range!r}")
+        if not isinstance(self.backend, str):
+            raise TypeError(f"backend must be a str, got {type(self.backend).__name__}")
+        finite_pos = "a finite float > 0"
+        return _Config(
+            eps=_real(self.eps, "eps", finite_pos, lambda v: 0 < v < math.inf),
+            alpha=_real(self.alpha, "alpha", finite_pos, lambda v: 0 < v < math.inf),
+            steps=int(self.steps),
+            random_start=_flag(self.random_start, "random_start"),
+            norm=self.norm,
+            loss=self.loss,
+            kappa=_real(self.kappa, "kappa", "a float >= 0 (inf allowed)", lambda v: v >= 0),
+            wavelet=_check_wavelet(self.wavelet),
+            autocast=_check_autocast(self.autocast),
+            cuda_graph=_flag(self.cuda_graph, "cuda_graph"),
+            lo=lo,
+            hi=hi,
+            check_range=self.check_range,
+            backend=self.backend,
+        )
+
+    def set_model_training_mode(
+        self,
+        model_training: bool = False,
+        batchnorm_training: bool = False,
+        dropout_training: bool = False,
+    ) -> None:
+        """The model's mode during ``atk(...)``, with torchattacks' meaning.
+
+        Parameters
+        ----------
+        model_training : bool
+            False (default): ``model.eval()`` for the attack. True: ``model.train()``, then every
+            module whose class name contains "BatchNorm" (unless ``batchnorm_training``) or
+            "Dropout" (unless ``dropout_training``) back to eval().
+        batchnorm_training, dropout_training : bool
+            Keep BatchNorm / Dropout layers in training mode (only with ``model_training=True``).
+        """
+        self._model_training = _flag(model_training, "model_training")
+        self._batchnorm_training = _flag(batchnorm_training, "batchnorm_training")
+        self._dropout_training = _flag(dropout_training, "dropout_training")
+
+    @contextlib.contextmanager
+    def _attack_mode(self) -> Iterator[None]:
+        """torchattacks' ``_change_model_mode``; every module's flag restored on exit."""
+        saved = _module_modes(self.model)
+        try:
+            if self._model_training:
+                self.model.train()
+                for m in self.model.modules():
+                    name = type(m).__name__
+                    if not self._batchnorm_training and "BatchNorm" in name:
+                        m.eval()
+                    if not self._dropout_training and "Dropout" in name:
+                        m.eval()
+            else:
+                self.model.eval()
+            yield
+        finally:
+            for m, training in saved:
+                m.training = training
+
+    def clear_cuda_graphs(self) -> None:
+        """Drop the captured CUDA graphs (and the memory their pools hold)."""
+        self._graphs.clear()
+
+    def __repr__(self) -> str:
+        names = ("eps", "alpha", "steps", "random_start", "norm", "loss", "lo", "hi")
+        args = ", ".join(f"{k}={getattr(self, k)!r}" for k in names)
+        extra = "".join(
+            f", {k}={getattr(self, k)!r}"
+            for k in ("wavelet", "autocast")
+            if getattr(self, k) is not None
+        )
+        return f"{type(self).__name__}({args}{extra}, cuda_graph={self.cuda_graph!r})"
+
+    # ---- the call --------------------------------------------------------------------------------
+
+    def __call__(self, images: Tensor, labels: Tensor) -> Tensor:
+        """The attack in the attack's model mode (see ``set_model_training_mode``).
+
+        Parameters
+        ----------
+        images : Tensor
+            (N, C, H, W) floating point, in [lo, hi], on the model's device.
+        labels : Tensor
+            (N,) int64 class indices, on the same device.
+
+        Returns
+        -------
+        Tensor
+            (N, C, H, W) adversarial images, the images' dtype, not requiring grad.
+        """
+        with self._attack_mode():
+            return self.forward(images, labels)
+
+    def forward(self, images: Tensor, labels: Tensor) -> Tensor:
+        """The attack in the model's current mode (``__call__`` sets the mode around it)."""
+        cfg = self._config()
+        x_nat, labels, wave_kw = self._check_inputs(cfg, images, labels)
+        x_adv = self._start(cfg, x_nat)
+        target = self._clean_probs(cfg, x_nat) if cfg.loss == "trades" else None
+        if cfg.cuda_graph:
+            return self._graphed(cfg, wave_kw, x_adv, x_nat, labels, target)
+        self._run_steps(cfg, wave_kw, x_adv, x_nat, labels, target, cfg.steps)
+        return x_adv
+
+    def _check_inputs(self, cfg: _Config, images, labels) -> tuple[Tensor, Tensor, dict | None]:
+        """Once per call, before the loop: shapes, dtypes, devices, range, the wavelet's level."""
+        check_tensor4d(images, "images")  # a 4-D float16/bfloat16/float32/float64 tensor
+        n = images.shape[0]
+        if not isinstance(labels, Tensor):
+            raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
+        if labels.dtype != torch.int64:
+            raise TypeError(f"labels has dtype {labels.dtype}; allowed: torch.int64 (long)")
+        if labels.shape != (n,):
+            raise ValueError(
+                f"labels has shape {tuple(labels.shape)}; allowed: ({n},), one class index per "
+                f"image (images has shape {tuple(images.shape)})"
+            )
+        if labels.device != images.device:
+            raise ValueError(f"labels is on {labels.device}, images on {images.device}")
+        for what, tensors in (
+            ("parameter", self.model.named_parameters()),
+            ("buffer", self.model.named_buffers()),
+        ):
+            for name, t in tensors:
+                if t.device != images.device:
+                    raise ValueError(
+                        f"model {what} {name!r} is on {t.device}, images on {images.device}: "
+                        "move the model or the images to one device"
+                    )
+        if cfg.cuda_graph and images.device.type != "cuda":
+            raise ValueError(
+                f"cuda_graph=True needs CUDA tensors, images are on {images.device}: "
+                "pass cuda_graph=False"
+            )
+        on_cpu = images.device.type == "cpu"
+        if cfg.check_range or (cfg.check_range is None and on_cpu):
+            x = images.detach()
+            if not bool(((x >= cfg.lo) & (x <= cfg.hi)).all()):  # one host read, not in the loop
+                raise ValueError(
+                    f"images must lie in [lo, hi] = [{cfg.lo}, {cfg.hi}], got values in "
+                    f"[{x.min().item()}, {x.max().item()}] (NaN counts as outside); "
+                    "pass lo=, hi= for another range"
+                )
+        wave_kw = None
+        if cfg.wavelet is not None:
+            wave, level, mode, hf_scale = cfg.wavelet
+            name, mode, level = _cascade_args(images, wave, level, mode, "images")
+            scales = _check_hf_scale(hf_scale, level)
+            wave_kw = {"wave": name, "level": level, "mode": mode, "hf_scale": scales}
+        return images.detach(), labels.detach(), wave_kw
+
+    def _start(self, cfg: _Config, x_nat: Tensor) -> Tensor:
+        """The starting point: a new tensor (the loop updates it in place)."""
+        if not cfg.random_start:
+            return x_nat.clone()
+        if cfg.loss == "trades":
+            return x_nat + TRADES_START_STD * torch.randn_like(x_nat)
+        if cfg.norm == "Linf":
+            x_adv = x_nat + torch.empty_like(x_nat).uniform_(-cfg.eps, cfg.eps)
+        else:  # torchattacks.PGDL2, op for op
+            n = x_nat.shape[0]
+            delta = torch.empty_like(x_nat).normal_()
+            # reshape: a view, as torchattacks' .view, unless the images are channels_last
+            norms = delta.reshape(n, -1).norm(p=2, dim=1).view(n, 1, 1, 1)
+            r = torch.zeros_like(norms).uniform_(0, 1)
+            delta *= r / norms * cfg.eps
+            x_adv = x_nat + delta
+        return torch.clamp(x_adv, min=cfg.lo, max=cfg.hi)
+
+    def _autocast(self, cfg: _Config, x: Tensor):
+        if cfg.autocast is None:
+            return contextlib.nullcontext()
+        # Autocast's weight-cast cache must be off while a CUDA graph is captured (PyTorch docs).
+        return torch.autocast(x.device.type, dtype=cfg.autocast, cache_enabled=not cfg.cuda_graph)
+
+    def _logits(self, cfg: _Config, x: Tensor) -> Tensor:
+        logits = self.model(x)
+        return logits.float() if cfg.autocast is not None else logits
+
+    @torch.no_grad()
+    def _clean_probs(self, cfg: _Config, x_nat: Tensor) -> Tensor:
+        """TRADES' ``softmax(model(x_nat))``, once per call."""
+        with self._autocast(cfg, x_nat):
+            return F.softmax(self._logits(cfg, x_nat), dim=1)
+
+    def _loss(self, cfg: _Config, logits: Tensor, labels: Tensor, target: Tensor | None) -> Tensor:
+        if cfg.loss == "ce":
+            return F.cross_entropy(logits, labels)
+        if cfg.loss == "cw":
+            idx = labels.unsqueeze(1)
+            z_y = logits.gather(1, idx).squeeze(1)
+            z_other = logits.scatter(1, idx, -math.inf).max(dim=1).values
+            return torch.clamp(z_other - z_y, max=cfg.kappa).sum()
+        return F.kl_div(F.log_softmax(logits, dim=1), target, reduction="sum")
+
+    def _input_grad(self, cfg, x_adv: Tensor, labels: Tensor, target: Tensor | None) -> Tensor:
+        """d loss / d x_adv, with no weight gradient and no host sync."""
+        x = x_adv.detach().requires_grad_()
+        with torch.enable_grad(), self._autocast(cfg, x):
+            loss = self._loss(cfg, self._logits(cfg, x), labels, target)
+        (grad,) = torch.autograd.grad(loss, x)
+        return grad.to(x_adv.dtype)
+
+    def _run_steps(self, cfg, wave_kw, x_adv, x_nat, labels, target, steps: int) -> None:
+        """The loop: ``steps`` gradient steps on x_adv, in place. Nothing here reads a tensor."""
+        step_kw = {"norm": cfg.norm, "lo": cfg.lo, "hi": cfg.hi, "backend": cfg.backend}
+        for _ in range(steps):
+            grad = self._input_grad(cfg, x_adv, labels, target)
+            with torch.no_grad():
+                if wave_kw is None:
+                    pgd_step(x_adv, grad, x_nat, cfg.eps, cfg.alpha, **step_kw)
+                else:
+                    wavelet_pgd_step(x_adv, grad, x_nat, cfg.eps, cfg.alpha, **wave_kw, **step_kw)
+
+    # ---- CUDA graphs -----------------------------------------------------------------------------
+
+    def _graphed(self, cfg, wave_kw, x_adv, x_nat, labels, target) -> Tensor:
+        tensors = (x_nat, labels) + ((target,) if target is not None else ())
+        key = (  # wave_kw follows from cfg and the shape
+            cfg,
+            tuple((tuple(t.shape), t.stride(), t.dtype, t.device) for t in tensors),
+            tuple(m.training for m in self.model.modules()),
+        )
+        storage = tuple(t.data_ptr() for t in self.model.parameters()) + tuple(
+            t.data_ptr() for t in self.model.buffers()
+        )
+        cached = self._graphs.get(key)
+        if cached is None or cached[0] != storage:
+            graph = _GraphedSteps(self, cfg, wave_kw, x_adv, x_nat, labels, target)
+            self._graphs[key] = cached = (storage, graph)
+        return cached[1](x_adv, x_nat, labels, target)
+
+
+class _GraphedSteps:
+    """The step loop captured once into a CUDA graph over static input and output buffers."""
+
+    def __init__(self, attack: PGD, cfg, wave_kw, x_adv, x_nat, labels, target) -> None:
+        self.x_adv, self.x_nat, self.labels = x_adv.clone(), x_nat.clone(), labels.clone()
+        self.target = None if target is None else target.clone()
+        statics = (self.x_nat, self.labels, self.target)
+        # Warm-up on a side stream (cuBLAS/cuDNN handles, autotuning, lazy init), as
+        # torch.cuda.graphs' docs require, on a scratch copy: the static x_adv stays the start.
+        device = x_nat.device
+        side = torch.cuda.Stream(device=device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            scratch = self.x_adv.clone()
+            attack._run_steps(cfg, wave_kw, scratch, *statics, CUDA_GRAPH_WARMUP_STEPS)
+        torch.cuda.current_stream(device).wait_stream(side)
+        del scratch
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):  # any host sync in the loop would fail the capture
+            attack._run_steps(cfg, wave_kw, self.x_adv, *statics, cfg.steps)
+
+    def __call__(self, x_adv: Tensor, x_nat: Tensor, labels: Tensor, target: Tensor | None):
+        self.x_adv.copy_(x_adv)
+        self.x_nat.copy_(x_nat)
+        self.labels.copy_(labels)
+        if target is not None:
+            self.target.copy_(target)
+        self.graph.replay()
+        return self.x_adv.clone()
+
+
+class FGSM_RS(PGD):
+    r"""FGSM with a random start (Wong, Rice & Kolter 2020, "Fast is better than free"):
+    torchattacks' ``FFGSM``.
+
+    ``x_adv = clamp(x + U(-eps, eps), lo, hi)``, then one L-inf step of size alpha (default
+    10/255 = 1.25 eps, the paper's), projected onto the eps-box and clamped. The start is drawn as
+    torchattacks draws it, ``torch.randn_like(x).uniform_(-eps, eps)`` (a normal draw overwritten
+    by a uniform one), so a seed gives FFGSM's start.
+
+    Parameters
+    ----------
+    model, eps, alpha, loss, wavelet, autocast, cuda_graph, lo, hi, kappa, check_range, backend
+        As ``PGD`` (``steps=1``, ``random_start=True``, ``norm="Linf"``).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        eps: float = 8 / 255,
+        alpha: float = 10 / 255,
+        *,
+        loss: str = "ce",
+        wavelet: str | dict | None = None,
+        autocast: str | torch.dtype | None = None,
+        cuda_graph: bool = False,
+        lo: float = 0.0,
+        hi: float = 1.0,
+        kappa: float = CW_KAPPA,
+        check_range: bool | None = None,
+        backend: str = "auto",
+    ) -> None:
+        super().__init__(
+            model, eps, alpha, steps=1, random_start=True, norm="Linf", loss=loss,
+            wavelet=wavelet, autocast=autocast, cuda_graph=cuda_graph, lo=lo, hi=hi,
+            kappa=kappa, check_range=check_range, backend=backend,
+        )  # fmt: skip
+
+    def _start(self, cfg: _Config, x_nat: Tensor) -> Tensor:
+        if cfg.loss == "trades":
+            return super()._start(cfg, x_nat)
+        noise = torch.randn_like(x_nat).uniform_(-cfg.eps, cfg.eps)  # FFGSM's draws, in order
+        return torch.clamp(x_nat + noise, min=cfg.lo, max=cfg.hi)
