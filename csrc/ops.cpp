@@ -4,6 +4,7 @@
 //   csrc/cpu/dwt.cpp   TORCH_LIBRARY_IMPL(wavefuse, CPU, m)   (CPU transforms issue)
 //   csrc/cpu/hf_penalty.cpp  TORCH_LIBRARY_IMPL(wavefuse, CPU, m)   (band energies, fused-ops issue)
 //   csrc/cpu/pgd_step.cpp    TORCH_LIBRARY_IMPL(wavefuse, CPU, m)   (PGD update, fused-ops issue)
+//   csrc/cpu/pool.cpp        TORCH_LIBRARY_IMPL(wavefuse, CPU, m)   (wavelet pooling, modules issue)
 //   csrc/cuda/dwt.cu   TORCH_LIBRARY_IMPL(wavefuse, CUDA, m)  (GPU transforms issue)
 // An op without a kernel for a dispatch key has none on purpose: Python asks
 // torch._C._dispatch_has_kernel_for_dispatch_key("wavefuse::_dwt2d_kernel", "CPU" | "CUDA") to see
@@ -79,6 +80,13 @@ TORCH_LIBRARY(wavefuse, m) {
       "float alpha, float lo, float hi, Tensor? eps_tensor, Tensor? alpha_tensor, "
       "Tensor? lo_tensor, Tensor? hi_tensor, Tensor filters, str wave_mode, int level, "
       "float[] hf_scale, str norm) -> ()");
+  // Wavelet pooling (contract: wavefuse/ops/pool.py): one stride-2 correlation of the extended
+  // input with a (C', L, L) kernel, its adjoint, and the per-channel kernel gradient.
+  m.def("_wavelet_pool2d_kernel(Tensor x, Tensor kernel, str mode) -> Tensor");
+  m.def(
+      "_wavelet_pool2d_adjoint_kernel(Tensor grad, Tensor kernel, str mode, int[] input_size) "
+      "-> Tensor");
+  m.def("_wavelet_pool2d_kernel_grad_kernel(Tensor grad, Tensor x, int taps, str mode) -> Tensor");
   // No tensor arguments, so there is no dispatch key to pick a backend by: def() with a function
   // registers it as the catch-all (CompositeImplicitAutograd) kernel, which the dispatcher also
   // uses when the key set is empty.

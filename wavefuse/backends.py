@@ -12,8 +12,10 @@ Choice rule for ``backend="auto"`` (per op and device type), first live wins:
 
 Evidence. CPU: bench/results/cpu.csv (2-core EPYC, 2026-11-23) has the C++ kernels faster than the
 reference and every peer on every row, so "cpu" leads on CPU tensors wherever it has a kernel
-(the transforms, band_energy/hf_penalty, pgd_step, wavelet_pgd_step; the pooling ops have only
-the reference so far). GPU: nothing measured yet (no GPU was lent to the sessions so far). The
+(the transforms, band_energy/hf_penalty, pgd_step, wavelet_pgd_step). The pooling kernels have no
+CSV rows yet; a spot check on the same machine (load ~4, so rough) had them 1.6-68x faster than
+the reference forward and 1.0-13x on the adjoint, contiguous and channels_last, haar/db2/db4.
+GPU: nothing measured yet (no GPU was lent to the sessions so far). The
 Triton transform kernels are tested only under the interpreter, so "auto" does not pick them:
 ``backend="triton"`` runs them on request, and they join the CUDA order (cuda, triton, reference,
 or as bench/results/gpu-*.csv shows) once a GPU run has measured them; no CUDA kernel exists yet,

@@ -27,10 +27,10 @@ and the kernel-gradient op (the per-channel correlation of grad with the extende
 only when the kernel needs a gradient) for the kernel. The three ops' backwards are each other,
 so double backward works to any order and the graph stays traceable by torch.compile.
 
-Kernel contract for the compiled backends (no schema in csrc yet): ``_wavelet_pool2d_kernel``,
-``_wavelet_pool2d_adjoint_kernel``, ``_wavelet_pool2d_kernel_grad_kernel`` with the arguments
-above minus ``backend``; Triton: functions of the op names in ``wavefuse.kernels.pool``
-(``backends.TRITON_MODULES``).
+Kernel contract for the compiled backends (schemas in csrc/ops.cpp; CPU kernels in
+csrc/cpu/pool.cpp): ``_wavelet_pool2d_kernel``, ``_wavelet_pool2d_adjoint_kernel``,
+``_wavelet_pool2d_kernel_grad_kernel`` with the arguments above minus ``backend``; Triton:
+functions of the op names in ``wavefuse.kernels.pool`` (``backends.TRITON_MODULES``).
 """
 
 from __future__ import annotations
