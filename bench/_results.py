@@ -15,6 +15,11 @@ The copy floor: a copy of a float32 tensor that reads + writes the same number o
 op must move (``x.clone()``, or into a preallocated tensor when faster: see ``copy_gbps``), timed
 in the same process. ``pct_copy`` = achieved GB/s over
 that copy's GB/s, i.e. ``100 * t_copy / t_op``: 100% means the op runs at the memory floor.
+
+GPU runs (bench_gpu.py, bench_at_step.py) build ``Measurement``s themselves, with the quantiles
+``triton.testing.do_bench`` returns (``quantiles_ms``) and the time of a ``y.copy_(x)`` of the same
+bytes timed by do_bench in the same run (``copy_ms``), and write them with ``build_rows`` and
+``write_csv`` into ``results/gpu-<device-slug>.csv``.
 """
 
 from __future__ import annotations
@@ -75,12 +80,18 @@ class Measurement:
     dtype: str
     wave: str
     mode: str
-    level: int
+    level: int | str  # "" for ops without a wavelet level (pgd_step, at_step)
     times_s: Sequence[float] | None
     nbytes: int
     is_baseline: bool
     note: str = ""
     device: str = "cpu"
+    # GPU runs (bench_gpu.py): timers such as triton.testing.do_bench return quantiles, not the
+    # per-round times: (median, p20, p80) in ms, used when ``times_s`` is empty.
+    quantiles_ms: tuple[float, float, float] | None = None
+    # The time of a device copy (``y.copy_(x)``) of the same bytes, measured in the same run by
+    # the same timer, in ms: ``pct_copy`` uses it when set, else ``copy_gbps(nbytes, device)``.
+    copy_ms: float | None = None
 
     @property
     def case(self) -> tuple:
@@ -90,7 +101,7 @@ class Measurement:
     def ms(self) -> tuple[float, float, float] | None:
         """(median, p20, p80) in milliseconds, or None when there are no timings."""
         if not self.times_s:
-            return None
+            return tuple(self.quantiles_ms) if self.quantiles_ms else None
         p50, p20, p80 = np.percentile(np.asarray(self.times_s) * 1e3, [50, 20, 80])
         return float(p50), float(p20), float(p80)
 
@@ -230,8 +241,11 @@ def _fmt(value: float | None, digits: int) -> str:
 
 def _row(m: Measurement, env: dict, baseline: Measurement | None) -> dict:
     ms = m.ms()
-    gbps = m.nbytes / (ms[0] * 1e-3) / 1e9 if ms else None
-    pct = 100 * gbps / copy_gbps(m.nbytes, m.device) if gbps else None
+    gbps = m.nbytes / (ms[0] * 1e-3) / 1e9 if ms and m.nbytes else None  # 0 bytes: at_step
+    if gbps and m.copy_ms:
+        pct = 100 * m.copy_ms / ms[0]
+    else:
+        pct = 100 * gbps / copy_gbps(m.nbytes, m.device) if gbps else None
     base_ms = baseline.ms() if baseline is not None else None
     speedup = base_ms[0] / ms[0] if ms and base_ms else None
     return {
@@ -299,13 +313,21 @@ def _note_line(m: Measurement) -> str:
 
 
 def write_notes(
-    path: Path, title: str, measurements: Sequence[Measurement], env: dict, run: str = ""
+    path: Path,
+    title: str,
+    measurements: Sequence[Measurement],
+    env: dict,
+    run: str = "",
+    extra: Sequence[str] = (),
 ) -> None:
     """The notes of every measurement that has one, as a Markdown list, after a line about the
-    run (``run``: its duration and load, say)."""
+    run (``run``: its duration and load, say); ``extra``: lines about the whole run (backends
+    not live, peers missing), listed before them."""
     notes = [_note_line(m) for m in measurements if m.note]
     about = f"{env['device']}, torch {env['torch']}, {env['date']}. {run}".strip()
     header = [f"# {title}", "", about, ""]
+    if extra:
+        header += [f"- {line}" for line in extra] + [""]
     body = notes or ["No notes: every implementation ran and agreed with the oracle."]
     path.write_text("\n".join(header + body) + "\n")
 
