@@ -90,6 +90,11 @@ def filter_bank(
     key = (name, kind, cdtype, str(device))
     t = _CACHE.get(key)
     if t is None:
-        t = torch.tensor(taps, dtype=cdtype, device=device)
-        _CACHE[key] = t
+        # A bank first asked for under torch.inference_mode() would be an inference tensor, and
+        # every later autograd call that saves it for backward would fail ("Inference tensors
+        # cannot be saved for backward"): cached banks are always created as normal tensors.
+        with torch.inference_mode(False):
+            t = torch.tensor(taps, dtype=cdtype, device=device)
+        # Two threads may both miss and both build a bank: equal values, the first stored wins.
+        t = _CACHE.setdefault(key, t)
     return t

@@ -349,8 +349,9 @@ def pgd_step(
     ``delta = x_adv + alpha * g - x``, ``delta *= min(eps / ||delta||_2, 1)`` per sample,
     ``x_adv = clamp(x + delta, lo, hi)``. The operations are torchattacks 3.5.1's, in its order,
     so float32 results are bit-identical to ``torchattacks.PGD`` / ``PGDL2`` on the same inputs
-    (except that a zero delta with eps = 0 stays zero where torchattacks gives NaN). float16 and
-    bfloat16 compute in float32 and round once. No host sync.
+    (except that a zero delta with eps = 0 stays zero where torchattacks gives NaN, and that a NaN
+    in grad makes x_adv NaN where torchattacks' ``sign(NaN) = 0`` would hide it: see
+    docs/edge_policies.md). float16 and bfloat16 compute in float32 and round once. No host sync.
 
     Parameters
     ----------

@@ -20,9 +20,30 @@ PyWavelets': cH (high-pass along H, low-pass along W), cV, cD.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+
+def _no_autocast(fn):
+    """Run ``fn`` with autocast off on its tensors' device. The reference computes in the compute
+    dtype it chooses (float32 for half types, float64 for float64); under ``torch.autocast`` its
+    matmuls and convolutions would silently run in the autocast type instead (a bfloat16 matmul:
+    errors of 1e-2 on float32 data), unlike the compiled and Triton kernels, which autocast does
+    not touch. (2026-11-23, issue 9: ops under autocast run in the input's dtype.)"""
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        device = next((a.device.type for a in args if isinstance(a, Tensor)), "cpu")
+        if device not in ("cpu", "cuda") or not torch.is_autocast_enabled(device):
+            return fn(*args, **kwargs)
+        with torch.autocast(device, enabled=False):
+            return fn(*args, **kwargs)
+
+    return run
+
 
 # --------------------------------------------------------------------------------------------------
 # Sizes and boundary index maps
@@ -173,6 +194,7 @@ def _unbands(t: Tensor, n: int, c: int, dtype: torch.dtype) -> tuple[Tensor, Ten
     return t[:, :, 0], t[:, :, 1:]
 
 
+@_no_autocast
 def dwt2d_ref(x: Tensor, filters: Tensor, mode: str) -> tuple[Tensor, Tensor]:
     """One analysis level. x: (N, C, H, W), filters: (2, L) dec [lo; hi]
     -> ll: (N, C, h, w), hi: (N, C, 3, h, w) with bands cH, cV, cD."""
@@ -185,6 +207,7 @@ def dwt2d_ref(x: Tensor, filters: Tensor, mode: str) -> tuple[Tensor, Tensor]:
     return _unbands(t, n, c, x.dtype)
 
 
+@_no_autocast
 def dwt2d_adjoint_ref(
     grad_ll: Tensor, grad_hi: Tensor, filters: Tensor, mode: str, input_size: list[int]
 ) -> Tensor:
@@ -200,6 +223,7 @@ def dwt2d_adjoint_ref(
     return t.reshape(n, c, h, w).to(grad_ll.dtype)
 
 
+@_no_autocast
 def idwt2d_ref(ll: Tensor, hi: Tensor, filters: Tensor, mode: str) -> Tensor:
     """One synthesis level. ll: (N, C, h, w), hi: (N, C, 3, h, w), filters: (2, L) rec [lo; hi]
     -> (N, C, H, W) with H = synthesis_length(h), W = synthesis_length(w) (no cropping)."""
@@ -212,6 +236,7 @@ def idwt2d_ref(ll: Tensor, hi: Tensor, filters: Tensor, mode: str) -> Tensor:
     return t.reshape(n, c, *t.shape[-2:]).to(ll.dtype)
 
 
+@_no_autocast
 def idwt2d_adjoint_ref(grad_y: Tensor, filters: Tensor, mode: str) -> tuple[Tensor, Tensor]:
     """Adjoint (transpose) of ``idwt2d_ref``. grad_y: (N, C, H, W) -> ll: (N, C, h, w),
     hi: (N, C, 3, h, w)."""
@@ -251,6 +276,7 @@ def _conv_kernel(kernel: Tensor, channels: int) -> Tensor:
     return kernel.flip(-2, -1).expand(channels, *kernel.shape[1:]).unsqueeze(1)
 
 
+@_no_autocast
 def wavelet_pool2d_ref(x: Tensor, kernel: Tensor, mode: str) -> Tensor:
     """One-level wavelet pooling. x: (N, C, H, W), kernel: (C', L, L) with C' in {1, C}
     -> (N, C, h, w) with h = analysis_length(H, L, mode), w likewise, in x's dtype.
@@ -258,11 +284,15 @@ def wavelet_pool2d_ref(x: Tensor, kernel: Tensor, mode: str) -> Tensor:
     ``out[n, c, k, l] = sum_{m, q} K[c, m, q] * xe[2k + 1 - m, 2l + 1 - q]`` with xe the input
     extended by ``mode`` (periodization: ``x[(2k + L/2 - m) mod H']``), i.e. exactly dwt2d's
     correlation with the 2-D kernel K in place of the separable products of [lo; hi]."""
-    xe = _pool_extend(x.to(kernel.dtype), kernel.shape[-1], mode)
-    c = x.shape[1]
+    c, taps = x.shape[1], kernel.shape[-1]
+    if c == 0:  # conv2d refuses groups=0: the empty result directly
+        h, w = (analysis_length(n, taps, mode) for n in x.shape[-2:])
+        return x.new_zeros(x.shape[0], 0, h, w)
+    xe = _pool_extend(x.to(kernel.dtype), taps, mode)
     return F.conv2d(xe, _conv_kernel(kernel, c), stride=2, groups=c).to(x.dtype)
 
 
+@_no_autocast
 def wavelet_pool2d_adjoint_ref(
     grad: Tensor, kernel: Tensor, mode: str, input_size: list[int]
 ) -> Tensor:
@@ -272,6 +302,8 @@ def wavelet_pool2d_adjoint_ref(
     n, c = grad.shape[:2]
     h, w = input_size
     taps = kernel.shape[-1]
+    if c == 0:  # conv_transpose2d refuses groups=0
+        return grad.new_zeros(n, 0, h, w)
     ge = F.conv_transpose2d(grad.to(kernel.dtype), _conv_kernel(kernel, c), stride=2, groups=c)
     if not (taps == 2 and w % 2 == 0):
         idx = _analysis_gather_index(w, taps, mode, grad.device)
@@ -282,6 +314,7 @@ def wavelet_pool2d_adjoint_ref(
     return ge.to(grad.dtype)
 
 
+@_no_autocast
 def wavelet_pool2d_kernel_grad_ref(grad: Tensor, x: Tensor, taps: int, mode: str) -> Tensor:
     """Gradient of ``sum(grad * wavelet_pool2d_ref(x, K))`` with respect to a per-channel K.
     grad: (N, C, h, w), x: (N, C, H, W) -> (C, L, L) in the compute dtype (float64 for float64
@@ -289,8 +322,10 @@ def wavelet_pool2d_kernel_grad_ref(grad: Tensor, x: Tensor, taps: int, mode: str
     the conv2d weight gradient of the extended input; contracted with the filter bank it is the
     per-channel sum of band * grad (no band is formed)."""
     cdtype = torch.float64 if x.dtype == torch.float64 else torch.float32
-    xe = _pool_extend(x.to(cdtype), taps, mode)
     c = x.shape[1]
+    if c == 0:  # conv2d_weight refuses groups=0
+        return x.new_zeros(0, taps, taps, dtype=cdtype)
+    xe = _pool_extend(x.to(cdtype), taps, mode)
     g = torch.nn.grad.conv2d_weight(xe, (c, 1, taps, taps), grad.to(cdtype), stride=2, groups=c)
     return g[:, 0].flip(-2, -1)
 
@@ -316,6 +351,7 @@ def _analysis_cascade(x: Tensor, filters: Tensor, mode: str, level: int):
     return details, sizes, a
 
 
+@_no_autocast
 def band_energy_ref(x: Tensor, filters: Tensor, mode: str, level: int, p: int) -> Tensor:
     """Per-sample, per-level, per-band sums of ``|d|^p`` over channels and positions.
 
@@ -330,6 +366,7 @@ def band_energy_ref(x: Tensor, filters: Tensor, mode: str, level: int, p: int) -
     return torch.stack(sums, dim=1)
 
 
+@_no_autocast
 def band_energy_backward_ref(
     grad: Tensor, x: Tensor, filters: Tensor, mode: str, level: int, p: int
 ) -> Tensor:
@@ -361,6 +398,7 @@ def weighted_penalty(energies: Tensor, weights: Tensor | None, reduction: str) -
     return per_sample.sum() if reduction == "sum" else per_sample.mean()
 
 
+@_no_autocast
 def hf_penalty_ref(
     x: Tensor,
     filters: Tensor,
@@ -378,6 +416,7 @@ def hf_penalty_ref(
     return weighted_penalty(band_energy_ref(x, filters, mode, level, p), weights, reduction)
 
 
+@_no_autocast
 def scale_details_ref(
     g: Tensor, filters: Tensor, mode: str, level: int, hf_scale: list[float]
 ) -> Tensor:
@@ -408,6 +447,7 @@ def _per_sample_norm(t: Tensor) -> Tensor:
 L2_EPS_FOR_DIVISION = 1e-10
 
 
+@_no_autocast
 def pgd_step_ref(
     x_adv: Tensor,
     grad: Tensor,
@@ -429,8 +469,10 @@ def pgd_step_ref(
     L2: ``g = g / (||g||_2 + 1e-10)`` per sample; ``x' = x_adv + alpha * g``; ``delta = x' - x``;
     ``delta = delta * min(eps / ||delta||_2, 1)`` per sample; ``x_adv = clamp(x + delta, lo, hi)``.
     ``eps / ||delta||`` is computed as torchattacks' ``eps / tensor`` is, ``reciprocal * eps``, so
-    float32 results are bit-identical; the one difference: a zero delta keeps factor 1 where
-    torchattacks computes ``0 * inf = NaN`` (eps = 0 and delta = 0).
+    float32 results are bit-identical; the differences: a zero delta keeps factor 1 where
+    torchattacks computes ``0 * inf = NaN`` (eps = 0 and delta = 0), and a NaN gradient entry
+    makes that entry of x_adv NaN (torch's ``sign(NaN)`` is 0: torchattacks would take no step
+    there and hide the NaN; docs/edge_policies.md).
     Half types compute in float32 and round once at the end (torchattacks rounds every op).
     """
     cdtype = torch.float64 if x_adv.dtype == torch.float64 else torch.float32
@@ -440,7 +482,7 @@ def pgd_step_ref(
     )
     n = x.shape[0]
     if norm == "Linf":
-        xa = xa + alpha * g.sign()
+        xa = xa + alpha * torch.where(g.isnan(), g, g.sign())  # NaN propagates
         delta = torch.clamp(xa - x, min=-eps, max=eps)
     else:
         g = g / (_per_sample_norm(g) + L2_EPS_FOR_DIVISION).view(n, 1, 1, 1)
@@ -456,6 +498,7 @@ def pgd_step_ref(
     return torch.clamp(torch.clamp(x + delta, min=lo), max=hi).to(x_adv.dtype)
 
 
+@_no_autocast
 def wavelet_pgd_step_ref(
     x_adv: Tensor,
     grad: Tensor,
