@@ -3,6 +3,9 @@ through the reference transforms, gradcheck and gradgradcheck, opcheck, compile,
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 import warnings
 
 import numpy as np
@@ -335,3 +338,34 @@ def test_bad_input_raises_a_clear_error(call, exc, match):
     escaped = match.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")
     with pytest.raises(exc, match=escaped):
         _quiet(call)
+
+
+@pytest.mark.parametrize("backend", cpu_backends("band_energy"))
+def test_levels_that_grow(backend):
+    """An input shorter than the filter grows level by level in the non-periodization modes
+    (1 x 1 with db4: 4 x 4, 5 x 5, 6 x 6, 6 x 6). The C++ cascade once sized its buffers by level 1
+    and corrupted the heap ("free(): invalid next size"), so this runs in a subprocess: a
+    regression fails this test instead of aborting the run. Energies and gradients against the
+    reference, every mode that grows, repeated calls."""
+    code = textwrap.dedent(
+        f"""
+        import torch, warnings, wavefuse
+        warnings.simplefilter("ignore")
+        for mode in ("symmetric", "zero", "reflect", "periodic"):
+            for shape, wave, level in (((1, 1, 1, 1), "db4", 4), ((2, 3, 2, 5), "db3", 3)):
+                if mode == "reflect" and min(shape[-2:]) < 2:
+                    continue
+                x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+                ref = wavefuse.band_energy(x, wave, level, mode, 2, backend="reference")
+                (g_ref,) = torch.autograd.grad(ref.sum(), x)
+                for _ in range(3):
+                    e = wavefuse.band_energy(x, wave, level, mode, 2, backend="{backend}")
+                    (g,) = torch.autograd.grad(e.sum(), x)
+                    torch.testing.assert_close(e, ref, rtol=1e-12, atol=1e-12)
+                    torch.testing.assert_close(g, g_ref, rtol=1e-12, atol=1e-12)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]

@@ -120,14 +120,24 @@ WAVEFUSE_INLINE void cascade_level(const SplitPlan<acc_t>& plan, SplitWork<acc_t
   }
 }
 
+// The most coefficients per band of any level j >= 1 of the cascade.
+template <typename acc_t>
+int64_t largest_level(const Cascade<acc_t>& c) {
+  int64_t most = 0;
+  for (size_t j = 1; j < c.h.size(); ++j) most = std::max(most, c.h[j] * c.w[j]);
+  return most;
+}
+
 template <int P, typename scalar_t>
 WAVEFUSE_INLINE void energy_tasks_impl(const EnergyArgs<scalar_t>& s, int64_t begin, int64_t end) {
   using acc_t = at::opmath_type<scalar_t>;
   const auto& c = s.c;
   std::vector<SplitWork<acc_t>> work;
   for (const auto& plan : c.split) work.emplace_back(plan);
-  std::vector<acc_t> ll[2] = {std::vector<acc_t>(c.h[1] * c.w[1]),
-                              std::vector<acc_t>(c.h[1] * c.w[1])};
+  // Sized by the largest level, not level 1: a level grows when its input is shorter than the
+  // filter (n < L - 1, the non-periodization modes), e.g. a 1x1 input with db4 at level 4.
+  const int64_t most = largest_level(c);
+  std::vector<acc_t> ll[2] = {std::vector<acc_t>(most), std::vector<acc_t>(most)};
   for (int64_t p = begin; p < end; ++p) {
     double* e = s.partial + p * c.levels * 3;
     for (int64_t j = 0; j < c.levels; ++j) {
@@ -167,8 +177,8 @@ WAVEFUSE_INLINE void energy_backward_tasks_impl(const EnergyBackwardArgs<scalar_
   for (int64_t j = 0; j < J; ++j) split_work.emplace_back(c.split[j]), merge_work.emplace_back(c.merge[j]);
   std::vector<std::vector<acc_t>> ll(J);  // ll[j]: approximation of level j (j >= 1), the input of level j
   for (int64_t j = 1; j < J; ++j) ll[j].resize(c.h[j] * c.w[j]);
-  std::vector<acc_t> bands(3 * c.h[1] * c.w[1]), g_ll[2] = {std::vector<acc_t>(c.h[1] * c.w[1]),
-                                                             std::vector<acc_t>(c.h[1] * c.w[1])};
+  const int64_t most = largest_level(c);  // levels can grow (see energy_tasks_impl)
+  std::vector<acc_t> bands(3 * most), g_ll[2] = {std::vector<acc_t>(most), std::vector<acc_t>(most)};
   auto none = [](int, int64_t, const acc_t*) {};
   acc_t* const no_ll = nullptr;  // the way down needs only the detail bands
   for (int64_t p = begin; p < end; ++p) {
