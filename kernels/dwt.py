@@ -73,6 +73,7 @@ tiling over C is future work, as is a one-pass multi-level Haar kernel.
 from __future__ import annotations
 
 import contextlib
+import threading
 
 import torch
 import triton
@@ -558,9 +559,22 @@ def _acc_dtype(dtype: torch.dtype):
     return tl.float64 if dtype == torch.float64 else tl.float32
 
 
+#: Triton's interpreter (TRITON_INTERPRET=1, read when the kernels are decorated) patches
+#: triton.language module-wide while a kernel runs, so launches from concurrent Python threads break
+#: each other ("Did you forget to add @triton.jit?"): interpreted launches are serialised.
+_INTERPRETED = type(_dwt2d_fwd_kernel).__name__ == "InterpretedFunction"
+_INTERPRETER_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
 def _device_guard(t: Tensor):
-    """Launch on the tensor's own GPU (Triton launches on the current device)."""
-    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+    """Launch on the tensor's own GPU (Triton launches on the current device); one interpreted
+    launch at a time."""
+    with (
+        torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext(),
+        _INTERPRETER_LOCK if _INTERPRETED else contextlib.nullcontext(),
+    ):
+        yield
 
 
 def _tap_chunk(taps: int, *dims: int) -> int:

@@ -59,13 +59,10 @@ def _nonfinite(t) -> np.ndarray:
 POSITIONS = {"interior": (4, 3), "corner": (0, 0)}
 
 # Known deviations from the exact policy (reported 2026-11-23; see docs/edge_policies.md):
-#  * csrc/cpu zero mode: a non-finite sample at the border also poisons outputs whose stencil
-#    only touches the zero padding next to it (the padding is multiplied, 0 * inf = NaN).
 #  * Triton's dense path (planes of at most 64 samples or coefficients per axis, i.e. every plane
 #    here) contracts whole folded operators with tl.dot, so 0 * NaN spreads a non-finite input
 #    along its whole row and column of every band.
 KNOWN = {
-    ("cpu", "zero", "corner"): "csrc/cpu: zero padding multiplied by a non-finite border sample",
     ("triton", None, None): "kernels/dwt.py dense path: 0 * NaN in the folded-operator tl.dot",
 }
 
@@ -211,16 +208,6 @@ def _step_inputs(where: str, value: float):
     return x_adv, grad, x_nat
 
 
-def _nan_grad_cpu_linf(backend, norm, where, value):
-    if backend == "cpu" and norm == "Linf" and where == "grad" and math.isnan(value):
-        return pytest.mark.xfail(
-            strict=True,
-            reason="csrc/cpu/pgd_step.cpp sign_of: sign(NaN) = 0 (torch's convention) hides a NaN "
-            "gradient; policy: NaN propagates (reported)",
-        )
-    return ()
-
-
 def _step_params():
     out = []
     for b in ("reference", "cpu"):
@@ -228,7 +215,6 @@ def _step_params():
         for norm in ("Linf", "L2"):
             for where in ("grad", "x_adv", "x_nat"):
                 marks = [pytest.mark.skipif(reason is not None, reason=str(reason))]
-                marks += [m for m in [_nan_grad_cpu_linf(b, norm, where, NAN)] if m]
                 out.append(pytest.param(b, norm, where, marks=marks, id=f"{b}-{norm}-{where}"))
     return out
 

@@ -7,7 +7,7 @@ README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 
 
 def test_readme_python_example_runs():
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.DOTALL)
     assert blocks, "README.md has no python example"
     namespace: dict = {}
     exec(compile(blocks[0], str(README), "exec"), namespace)

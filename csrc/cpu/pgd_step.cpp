@@ -7,7 +7,8 @@
 //         delta *= min((1 / ||delta||_2) * eps, 1) per sample (1 where ||delta|| = 0);
 //         x_adv = clamp(x + delta, lo, hi)
 //
-// sign(NaN) = 0 and clamp propagates NaN, as torch's do. Linf is one pass, parallel over (sample,
+// A NaN gradient entry propagates into x_adv (torch's sign(NaN) is 0, so torchattacks would take
+// no step there and hide it; docs/edge_policies.md); clamp propagates NaN, as torch's does. Linf is one pass, parallel over (sample,
 // channel) planes. L2 is parallel over samples: each sample's two norms are reduced (in a fixed
 // order, so repeated calls agree bit for bit) and its update written by the task that owns it, no
 // host sync and no atomics. eps, alpha, lo, hi are floats, or (N or 1, C or 1, 1, 1) tensors that
@@ -52,9 +53,10 @@ struct Bounds {
   Bound<T> eps, alpha, lo, hi;
 };
 
+// sign(g) with NaN kept (the reference's torch.where(g.isnan(), g, g.sign())); sign(+-0) = 0.
 template <typename T>
 WAVEFUSE_INLINE T sign_of(T g) {
-  return g > T(0) ? T(1) : (g < T(0) ? T(-1) : T(0));
+  return g > T(0) ? T(1) : (g < T(0) ? T(-1) : (g != g ? g : T(0)));
 }
 
 // torch.clamp(v, min=a, max=b) = min(max(v, a), b), NaN kept.

@@ -263,7 +263,7 @@ WAVEFUSE_INLINE void load_row(T* __restrict__ dst, const S* __restrict__ src, in
 // ---- split: extend + stride-2 correlation along W, then H --------------------------------------
 
 // Element offsets (index * stride) of the even and odd phases of an extended row, with a 0/1 mask
-// for zero padding (offset 0, mask 0): the row gather is then branch-free. [j0, j1) is the longest
+// for zero padding (offset 0, mask 0): the row gather is then a select, branch-free. [j0, j1) is the longest
 // run where the map is a plain shift, map[t] = t + shift (the interior, away from the boundary):
 // there, a unit-stride row is read (or written) directly.
 struct PhaseMap {
@@ -332,8 +332,11 @@ WAVEFUSE_INLINE void gather_phases(const scalar_t* row, const PhaseMap& pm, bool
   for (int64_t j = 0; j < half; ++j) {
     if (j == lo && hi > lo) j = hi;
     if (j >= half) break;
-    even[j] = static_cast<acc_t>(row[pm.off_even[j]]) * acc_t(pm.keep_even[j]);
-    odd[j] = static_cast<acc_t>(row[pm.off_odd[j]]) * acc_t(pm.keep_odd[j]);
+    // a select, not a multiply by the mask: zero padding next to an inf sample stays 0
+    const acc_t e = static_cast<acc_t>(row[pm.off_even[j]]);
+    const acc_t o = static_cast<acc_t>(row[pm.off_odd[j]]);
+    even[j] = pm.keep_even[j] ? e : acc_t(0);
+    odd[j] = pm.keep_odd[j] ? o : acc_t(0);
   }
 }
 
