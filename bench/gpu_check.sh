@@ -11,6 +11,8 @@
 #       bench_ops  bench_gpu.py --only hf_penalty, then --only pgd_step            then plot.py
 #       bench      bench_dwt + bench_ops
 #       at_step    bench_at_step.py (PGD-10 AT step, two models, agreement check) then plot.py
+#       sanitize   compute-sanitizer memcheck + racecheck of the CUDA kernels and memcheck of the
+#                  Triton kernels, driven by bench/sanitize.py (full reports: gpu-<slug>-sanitize-*.txt)
 #       all        tests bench at_step (about 25 min on one H100)
 #     bench/gpu_check.sh unpack DIR  (here, not on the GPU) merge what a call returned (DIR: the
 #                  device tool's files_at) into bench/results/: CSV rows by op, logs appended
@@ -40,7 +42,7 @@ WHEELS=$ROOT/bench/wheels
 RESULTS=$ROOT/bench/results
 STATE=/tmp/wavefuse-gpu-results  # survives between commands while the machine stays warm
 export PYTHONUNBUFFERED=1
-USAGE="usage: bench/gpu_check.sh setup|tests|bench_dwt|bench_ops|bench|at_step|all ... | unpack DIR"
+USAGE="usage: bench/gpu_check.sh setup|tests|bench_dwt|bench_ops|bench|at_step|sanitize|all ... | unpack DIR"
 
 # ---------------------------------------------------------------------------------------- unpack
 
@@ -75,7 +77,7 @@ PHASES=("$@")
 [ ${#PHASES[@]} -eq 0 ] && PHASES=(all)
 for p in "${PHASES[@]}"; do
     case $p in
-        setup | tests | bench_dwt | bench_ops | bench | at_step | all | _install_wheels | _build_extension) ;;
+        setup | tests | bench_dwt | bench_ops | bench | at_step | sanitize | all | _install_wheels | _build_extension) ;;
         *) echo "$USAGE" >&2; exit 2 ;;
     esac
 done
@@ -256,6 +258,29 @@ bench_family() {
         "$PY" bench/bench_gpu.py --only "$fam" --budget-s "$limit"
 }
 
+# sanitize: compute-sanitizer (from PATH, else the toolkit of CUDA_HOME or /usr/local/cuda*) over
+# bench/sanitize.py; each tool's full report is kept as a result. A tool finding an error, or a
+# result that differs from the reference, exits 1. Not part of `all` (budget): run it on its own.
+run_sanitize() {
+    local cs
+    cs=$(command -v compute-sanitizer || ls "${CUDA_HOME:-/nonexistent}"/bin/compute-sanitizer \
+        /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
+    if [ -z "$cs" ]; then
+        echo "== sanitize: compute-sanitizer not found (PATH, \$CUDA_HOME/bin, /usr/local/cuda*/bin)"
+        FAILED+=("sanitize(no compute-sanitizer)")
+        return 1
+    fi
+    local tool backend
+    for run in memcheck:cuda racecheck:cuda memcheck:triton; do
+        tool=${run%%:*} backend=${run##*:}
+        # without the caching allocator, an access past a tensor is past its own allocation
+        step "sanitize:$tool:$backend" 240 env PYTORCH_NO_CUDA_MEMORY_CACHING=1 bash -c \
+            "'$cs' --tool $tool --error-exitcode 1 --print-limit 50 '$PY' bench/sanitize.py \
+             --backend $backend > '$RESULTS/gpu-$SLUG-sanitize-$tool-$backend.txt' 2>&1; rc=\$?; \
+             tail -n 15 '$RESULTS/gpu-$SLUG-sanitize-$tool-$backend.txt'; exit \$rc"
+    done
+}
+
 run_plot() {
     if [ ! -f "$RESULTS/gpu-$SLUG.csv" ]; then
         echo "no $RESULTS/gpu-$SLUG.csv: nothing to plot"
@@ -275,6 +300,7 @@ for p in "${PHASES[@]}"; do
         bench_ops) bench_family hf_penalty 55; bench_family pgd_step 100; plots=1 ;;
         bench) bench_family dwt 65; bench_family hf_penalty 55; bench_family pgd_step 100; plots=1 ;;
         at_step) step bench_at_step 480 "$PY" bench/bench_at_step.py; plots=1 ;;
+        sanitize) run_sanitize ;;
         all)
             run_tests
             bench_family dwt 40; bench_family hf_penalty 30; bench_family pgd_step 30
