@@ -7,7 +7,7 @@ touching a GPU, so that resolving a backend is a dictionary lookup that torch.co
 
 Choice rule for ``backend="auto"`` (per op and device type), first live wins:
 
-* CUDA tensors: cuda, reference;
+* CUDA tensors: reference, until a GPU run has measured (and so also tested) the GPU kernels;
 * CPU tensors: cpu, reference (Triton on CPU means the interpreter: only when asked for explicitly).
 
 Evidence. CPU: bench/results/cpu.csv (2-core EPYC, 2026-11-23) has the C++ kernels faster than the
@@ -16,10 +16,12 @@ reference and every peer on every row, so "cpu" leads on CPU tensors wherever it
 CSV rows yet; a spot check on the same machine (load ~4, so rough) had them 1.6-68x faster than
 the reference forward and 1.0-13x on the adjoint, contiguous and channels_last, haar/db2/db4.
 GPU: nothing measured yet (no GPU was lent to the sessions so far). The
-Triton transform kernels are tested only under the interpreter, so "auto" does not pick them:
-``backend="triton"`` runs them on request, and they join the CUDA order (cuda, triton, reference,
-or as bench/results/gpu-*.csv shows) once a GPU run has measured them; no CUDA kernel exists yet,
-so CUDA tensors resolve to "reference" today.
+Triton kernels are tested only under the interpreter, and the CUDA kernels (csrc/cuda) are
+compiled in CI and checked by running their thread bodies on the host
+(tests/test_cuda_host_emulation.py), but neither has run on a GPU: "auto" picks neither.
+``backend="cuda"`` / ``backend="triton"`` run them on request; they join the CUDA order (cuda,
+triton, reference, or as bench/results/gpu-*.csv shows) once bench/gpu_check.sh has tested and
+measured them on a GPU, so CUDA tensors resolve to "reference" today.
 
 ``WAVEFUSE_BACKEND`` (one of auto, reference, cpu, cuda, triton) replaces "auto" when set; an
 explicit ``backend=`` argument always wins.
@@ -67,7 +69,8 @@ FAMILIES = {
     # The pooling ops' backwards are each other (bilinear in input and kernel).
     **{op: POOL_OPS for op in POOL_OPS},
 }
-AUTO_ORDER = {"cuda": ("cuda", "reference"), "cpu": ("cpu", "reference")}
+# CUDA: "reference" only until a GPU run has tested and measured the GPU kernels (see above).
+AUTO_ORDER = {"cuda": ("reference",), "cpu": ("cpu", "reference")}
 REBUILD = "pip install --no-build-isolation -e ."
 
 

@@ -1,0 +1,390 @@
+// Per-thread bodies of the CUDA one-level 2-D DWT kernels (csrc/cuda/dwt.cu), and the launch
+// geometry that maps a thread to its outputs.
+//
+// Why a header of plain functions: the kernels in dwt.cu are thin -- they read blockIdx/threadIdx,
+// call the phase functions below in order with __syncthreads() between them, and nothing else.
+// Everything here is __host__ __device__ (WAVEFUSE_HOST_DEVICE, common.h) and uses no CUDA
+// intrinsics, so it also compiles as plain C++17: tests/cuda_emulation_harness.cpp runs exactly
+// these bodies, block by block and phase by phase, for every thread of the launch grid that
+// dwt.cu computes with the same functions, on a machine without a GPU.
+//
+// The maths (PyWavelets' conventions, the same as kernels/dwt.py and csrc/cpu). Along one axis of
+// length n every op is an extension map e (extended position p -> signal index in [0, n), or -1
+// for zero) and a stride-2 correlation with taps t[0..L):
+//
+//   split:  c[i] = sum_{m < L} t[m] * x[e(2i + m + OFF)]                      i in [0, K)
+//   merge:  y[r] = sum_{(i, m) : e(2i + m + OFF) = r} t[m] * c[i]             r in [0, n)
+//
+// merge is the exact transpose of split with the same map and taps (transform_of below):
+//
+//   op               kernel  map e                                 taps           OFF
+//   dwt2d            split   the mode's extension                  dec reversed   2 - L
+//   dwt2d_adjoint    merge   the same                              dec reversed   2 - L
+//   idwt2d           merge   zero (crop)                           rec as stored  2 - L
+//   idwt2d_adjoint   split   zero (crop)                           rec as stored  2 - L
+//   (periodization: OFF = 1 - L/2; the map is the periodization map, over n = 2M for synthesis)
+//
+// Thread mapping. Both kernels tile the 2-D output of one (n, c) plane into kTileH x kTileW tiles,
+// one block (kThreads threads) per tile, one flat 1-D grid of planes x tile rows x tile columns
+// (tile_origin), so that N * C is not limited by gridDim.y/z.
+//
+//   split (separable, through shared memory), phases separated by a barrier:
+//     0. the 2 x L taps (reversed for analysis) into shared memory;
+//     1. row pass: for each of the 2 * rows + L - 2 extended input rows the tile needs and each
+//        of its output columns k, lo and hi along W = sum_n t_b[n] x[row, e(2k + n + OFF)] --
+//        both from the same loads; the boundary map along H picks the row (a zero row for -1);
+//     2. column pass: the thread of output (i, k) computes all four bands from the shared rows
+//        2(i - i0) + m: ll = (lo, lo), cH = (hi along H, lo along W), cV = (lo, hi), cD = (hi, hi).
+//     Every input value of a tile is loaded from global memory by the row pass only; the four
+//     bands come from the same loads; each output is written once.
+//   merge (gather; no atomics, deterministic): the thread of output y[r, c] enumerates the
+//     preimages {p : e(p) = r} in the extended range [OFF, OFF + 2K + L - 2) -- at most two
+//     arithmetic progressions of the map's period (preimage_family) -- along H and along W, and
+//     for each the L/2 taps of p's parity: y = sum t_a[mh] t_b[mw] g_ab[ih, kw]. The four bands are
+//     loaded at the same (ih, kw). Signals shorter than the filter simply have more copies in
+//     each progression (the extension wraps several times); nothing is special-cased.
+//
+// Strides: every tensor is addressed through its own (n, c, h, w) strides (and the band stride of
+// hi), so contiguous, channels_last and arbitrary strided views are read and written in place.
+// index_t is int32_t when every offset fits (chosen by the host), else int64_t.
+
+#pragma once
+
+#include <cstdint>
+
+#include "common.h"
+
+#ifdef __CUDACC__
+#define WAVEFUSE_HD_INLINE __host__ __device__ __forceinline__
+#else
+#define WAVEFUSE_HD_INLINE inline
+#endif
+
+namespace wavefuse {
+namespace cuda_dwt {
+
+// Output tile of one block: kTileW consecutive columns per row, so that a warp stores two rows
+// of 16 consecutive coefficients (64 B of float32) when W is the contiguous dimension.
+constexpr int kTileH = 16;
+constexpr int kTileW = 16;
+constexpr int kThreads = kTileH * kTileW;
+
+// Half types accumulate in float32, float64 in float64 (at::opmath_type without ATen).
+template <typename scalar_t>
+struct AccType {
+  using type = float;
+};
+template <>
+struct AccType<double> {
+  using type = double;
+};
+
+// ---- the ops as (kernel, map, offset, taps) ----------------------------------------------------
+
+struct Transform {
+  Mode map;      // the extension map of the kernel
+  int off;       // OFF: extended position of tap 0 of coefficient 0
+  bool reverse;  // taps reversed (analysis: PyWavelets convolves, the kernels correlate)
+};
+
+// synthesis = false: dwt2d (split) and its adjoint (merge); true: idwt2d (merge) and its adjoint
+// (split).
+WAVEFUSE_HD_INLINE Transform transform_of(bool synthesis, Mode mode, int L) {
+  Transform t{mode, mode == Mode::Periodization ? 1 - L / 2 : 2 - L, !synthesis};
+  if (synthesis) t.map = mode == Mode::Periodization ? Mode::Periodization : Mode::Zero;
+  return t;
+}
+
+// Coefficients per axis that a split produces from n samples (dwt2d: analysis_length;
+// idwt2d_adjoint: the M with synthesis_length(M) == n).
+inline int64_t split_length(bool synthesis, int64_t n, int64_t L, Mode mode) {
+  if (!synthesis) return analysis_length<int64_t>(n, L, mode);
+  return mode == Mode::Periodization ? n / 2 : (n + L - 2) / 2;
+}
+
+// ---- launch geometry (host) and the tile of a block (both sides) -------------------------------
+
+struct Geometry {
+  int64_t tiles_h, tiles_w, blocks;  // grid: blocks = planes * tiles_h * tiles_w, kThreads each
+  int64_t smem_elems;                // dynamic shared memory, in acc_t elements
+};
+
+// Rows of the extended input that a split tile of kTileH output rows reads.
+inline int64_t split_rows_ext(int64_t L) { return 2 * kTileH + L - 2; }
+
+// split tiles its output (Kh, Kw); shared: taps (2L) + row-pass lo and hi (rows_ext x kTileW each)
+inline Geometry split_geometry(int64_t planes, int64_t Kh, int64_t Kw, int64_t L) {
+  const int64_t th = (Kh + kTileH - 1) / kTileH, tw = (Kw + kTileW - 1) / kTileW;
+  return {th, tw, planes * th * tw, 2 * L + 2 * split_rows_ext(L) * kTileW};
+}
+
+// merge tiles its output (H, W); shared: the taps only.
+inline Geometry merge_geometry(int64_t planes, int64_t H, int64_t W, int64_t L) {
+  const int64_t th = (H + kTileH - 1) / kTileH, tw = (W + kTileW - 1) / kTileW;
+  return {th, tw, planes * th * tw, 2 * L};
+}
+
+// Block -> (plane, first output row, first output column); column tiles vary fastest.
+template <typename index_t>
+WAVEFUSE_HD_INLINE void tile_origin(index_t block, index_t tiles_h, index_t tiles_w,
+                                    index_t& plane, index_t& row0, index_t& col0) {
+  const index_t tw = block % tiles_w;
+  const index_t rest = block / tiles_w;
+  const index_t th = rest % tiles_h;
+  plane = rest / tiles_h;
+  row0 = th * kTileH;
+  col0 = tw * kTileW;
+}
+
+// ---- kernel arguments ----------------------------------------------------------------------------
+
+template <typename index_t>
+struct Strides4 {
+  index_t n, c, h, w;
+};
+
+template <typename scalar_t, typename index_t>
+struct SplitArgs {
+  using acc_t = typename AccType<scalar_t>::type;
+  const scalar_t* x;
+  Strides4<index_t> sx;
+  const acc_t* filters;  // (2, L) contiguous, [lo; hi], in acc_t
+  scalar_t* ll;
+  Strides4<index_t> sl;
+  scalar_t* hi;          // (N, C, 3, Kh, Kw): bands cH, cV, cD at hi + b * shb
+  Strides4<index_t> sh;
+  index_t shb;
+  index_t C, H, W, Kh, Kw;
+  int L;
+  Transform tr;
+  index_t tiles_h, tiles_w;
+};
+
+template <typename scalar_t, typename index_t>
+struct MergeArgs {
+  using acc_t = typename AccType<scalar_t>::type;
+  const scalar_t* ll;
+  Strides4<index_t> sl;
+  const scalar_t* hi;
+  Strides4<index_t> sh;
+  index_t shb;
+  const acc_t* filters;
+  scalar_t* y;
+  Strides4<index_t> sy;
+  index_t C, H, W, Kh, Kw;  // y is (H, W), the bands (Kh, Kw)
+  int L;
+  Transform tr;
+  index_t tiles_h, tiles_w;
+};
+
+// ---- phase 0 (both kernels): taps into shared memory ---------------------------------------------
+// taps[b * L + m] = t_b[m], reversed for analysis. Thread tid loads entries tid, tid + kThreads, ...
+
+template <typename acc_t>
+WAVEFUSE_HD_INLINE void load_taps(const acc_t* filters, int L, bool reverse, int tid,
+                                  acc_t* taps) {
+  for (int e = tid; e < 2 * L; e += kThreads) {
+    const int b = e / L, m = e % L;
+    taps[e] = filters[b * L + (reverse ? L - 1 - m : m)];
+  }
+}
+
+// ---- split ----------------------------------------------------------------------------------------
+
+// Phase 1: row pass. Shared layout after the taps: lo rows [rows_ext][kTileW], then hi rows.
+template <typename scalar_t, typename index_t>
+WAVEFUSE_HOST_DEVICE void split_row_pass(const SplitArgs<scalar_t, index_t>& a, index_t block,
+                                         int tid, typename AccType<scalar_t>::type* smem) {
+  using acc_t = typename AccType<scalar_t>::type;
+  const int L = a.L;
+  const acc_t* t0 = smem;
+  const acc_t* t1 = smem + L;
+  const int rows_ext = 2 * kTileH + L - 2;
+  acc_t* rows_lo = smem + 2 * L;
+  acc_t* rows_hi = rows_lo + rows_ext * kTileW;
+  index_t plane, i0, k0;
+  tile_origin(block, a.tiles_h, a.tiles_w, plane, i0, k0);
+  const index_t out_rows = a.Kh - i0 < kTileH ? a.Kh - i0 : index_t(kTileH);
+  const int needed = static_cast<int>(2 * out_rows) + L - 2;  // extended rows the tile reads
+  const scalar_t* src = a.x + (plane / a.C) * a.sx.n + (plane % a.C) * a.sx.c;
+  const Mode map = a.tr.map;
+  for (int e = tid; e < needed * kTileW; e += kThreads) {
+    const int s = e / kTileW, kk = e % kTileW;
+    const index_t k = k0 + kk;
+    const index_t row = extend_index<index_t>(map, 2 * i0 + s + a.tr.off, a.H);
+    acc_t lo = acc_t(0), hi = acc_t(0);
+    if (row >= 0 && k < a.Kw) {
+      const scalar_t* line = src + row * a.sx.h;
+      const index_t p0 = 2 * k + a.tr.off;
+      if (p0 >= 0 && p0 + L <= a.W) {  // interior: every map is the identity on [0, n)
+        for (int n = 0; n < L; ++n) {
+          const acc_t v = static_cast<acc_t>(line[(p0 + n) * a.sx.w]);
+          lo += t0[n] * v;
+          hi += t1[n] * v;
+        }
+      } else {
+        for (int n = 0; n < L; ++n) {
+          const index_t col = extend_index<index_t>(map, p0 + n, a.W);
+          if (col < 0) continue;  // zero padding is skipped, not multiplied: 0 * inf stays out
+          const acc_t v = static_cast<acc_t>(line[col * a.sx.w]);
+          lo += t0[n] * v;
+          hi += t1[n] * v;
+        }
+      }
+    }
+    rows_lo[s * kTileW + kk] = lo;
+    rows_hi[s * kTileW + kk] = hi;
+  }
+}
+
+// Phase 2: column pass; the thread of output (i, k) writes its four coefficients.
+template <typename scalar_t, typename index_t>
+WAVEFUSE_HOST_DEVICE void split_col_pass(const SplitArgs<scalar_t, index_t>& a, index_t block,
+                                         int tid, const typename AccType<scalar_t>::type* smem) {
+  using acc_t = typename AccType<scalar_t>::type;
+  const int L = a.L;
+  const acc_t* t0 = smem;
+  const acc_t* t1 = smem + L;
+  const int rows_ext = 2 * kTileH + L - 2;
+  const acc_t* rows_lo = smem + 2 * L;
+  const acc_t* rows_hi = rows_lo + rows_ext * kTileW;
+  index_t plane, i0, k0;
+  tile_origin(block, a.tiles_h, a.tiles_w, plane, i0, k0);
+  const int li = tid / kTileW, lk = tid % kTileW;
+  const index_t i = i0 + li, k = k0 + lk;
+  if (i >= a.Kh || k >= a.Kw) return;
+  acc_t a00 = acc_t(0), a10 = acc_t(0), a01 = acc_t(0), a11 = acc_t(0);  // a: H band, b: W band
+  const acc_t* lo = rows_lo + (2 * li) * kTileW + lk;
+  const acc_t* hi = rows_hi + (2 * li) * kTileW + lk;
+  for (int m = 0; m < L; ++m) {
+    const acc_t vl = lo[m * kTileW], vh = hi[m * kTileW];
+    a00 += t0[m] * vl;
+    a10 += t1[m] * vl;
+    a01 += t0[m] * vh;
+    a11 += t1[m] * vh;
+  }
+  const index_t pn = plane / a.C, pc = plane % a.C;
+  a.ll[pn * a.sl.n + pc * a.sl.c + i * a.sl.h + k * a.sl.w] = static_cast<scalar_t>(a00);
+  scalar_t* band = a.hi + pn * a.sh.n + pc * a.sh.c + i * a.sh.h + k * a.sh.w;
+  band[0] = static_cast<scalar_t>(a10);  // cH: hi along H, lo along W
+  band += a.shb;  // chained: 2 * shb may overflow index_t where shb does not
+  band[0] = static_cast<scalar_t>(a01);  // cV
+  band += a.shb;
+  band[0] = static_cast<scalar_t>(a11);  // cD
+}
+
+// ---- merge ----------------------------------------------------------------------------------------
+
+template <typename index_t>
+WAVEFUSE_HD_INLINE index_t floor_div(index_t a, index_t b) {  // b > 0
+  return (a - floor_mod(a, b)) / b;
+}
+
+// Period of the extension map (Zero: unused).
+template <typename index_t>
+WAVEFUSE_HD_INLINE index_t map_period(Mode mode, index_t n) {
+  switch (mode) {
+    case Mode::Symmetric:
+      return 2 * n;
+    case Mode::Reflect:
+      return n > 1 ? index_t(2 * n - 2) : index_t(1);
+    case Mode::Periodization:
+      return n + (n & 1);
+    default:  // Periodic, Zero
+      return n;
+  }
+}
+
+// One progression of the preimages of r: p = first + q * step for q < count, all inside [lo, hi).
+template <typename index_t>
+struct Family {
+  index_t first, step, count;
+};
+
+// Family f (0 or 1) of {p in [lo, hi) : e(p) = r}. Family 0: p = r + q P (every mode; zero: p = r
+// alone). Family 1, the mirror images p = R - r + q P: symmetric (R = 2n - 1), reflect
+// (R = 2n - 2, for 0 < r < n - 1: the ends are their own mirror images, counted by family 0) and,
+// for odd n, periodization's repeated last sample (p = n + q n', r = n - 1 only).
+template <typename index_t>
+WAVEFUSE_HD_INLINE Family<index_t> preimage_family(Mode mode, int f, index_t r, index_t n,
+                                                   index_t lo, index_t hi) {
+  Family<index_t> none{0, 1, 0};
+  index_t p0 = r;
+  if (f == 0) {
+    if (mode == Mode::Zero) return (r >= lo && r < hi) ? Family<index_t>{r, 1, 1} : none;
+  } else if (mode == Mode::Symmetric) {
+    p0 = 2 * n - 1 - r;
+  } else if (mode == Mode::Reflect) {
+    if (r < 1 || r > n - 2) return none;
+    p0 = 2 * n - 2 - r;
+  } else if (mode == Mode::Periodization) {
+    if ((n & 1) == 0 || r != n - 1) return none;
+    p0 = n;
+  } else {
+    return none;
+  }
+  const index_t per = map_period(mode, n);
+  const index_t q_lo = -floor_div<index_t>(p0 - lo, per);  // ceil((lo - p0) / per)
+  const index_t q_hi = floor_div<index_t>(hi - 1 - p0, per);
+  if (q_hi < q_lo) return none;
+  return {p0 + q_lo * per, per, q_hi - q_lo + 1};
+}
+
+// The thread of output y[r, c] (after phase 0 loaded the taps).
+template <typename scalar_t, typename index_t>
+WAVEFUSE_HOST_DEVICE void merge_thread(const MergeArgs<scalar_t, index_t>& a, index_t block,
+                                       int tid, const typename AccType<scalar_t>::type* taps) {
+  using acc_t = typename AccType<scalar_t>::type;
+  const int L = a.L, half = L / 2;
+  index_t plane, r0, c0;
+  tile_origin(block, a.tiles_h, a.tiles_w, plane, r0, c0);
+  const index_t r = r0 + tid / kTileW, c = c0 + tid % kTileW;
+  if (r >= a.H || c >= a.W) return;
+  const index_t pn = plane / a.C, pc = plane % a.C;
+  const scalar_t* gl = a.ll + pn * a.sl.n + pc * a.sl.c;
+  const scalar_t* gh = a.hi + pn * a.sh.n + pc * a.sh.c;  // cH
+  const scalar_t* gv = gh + a.shb;                       // cV
+  const scalar_t* gd = gv + a.shb;                       // cD
+  const Mode map = a.tr.map;
+  const index_t off = a.tr.off;
+  const index_t end_h = off + 2 * a.Kh + L - 2, end_w = off + 2 * a.Kw + L - 2;
+  const Family<index_t> fw[2] = {preimage_family<index_t>(map, 0, c, a.W, off, end_w),
+                                 preimage_family<index_t>(map, 1, c, a.W, off, end_w)};
+  acc_t acc = acc_t(0);
+  for (int fh = 0; fh < 2; ++fh) {
+    const Family<index_t> fam_h = preimage_family<index_t>(map, fh, r, a.H, off, end_h);
+    for (index_t qh = 0; qh < fam_h.count; ++qh) {
+      const index_t u_h = fam_h.first + qh * fam_h.step - off;  // >= 0
+      const int par_h = static_cast<int>(u_h & 1);
+      const index_t top_h = u_h >> 1;  // coefficient row of tap par_h; tap par_h + 2j: row top - j
+      const index_t j_lo = top_h >= a.Kh ? top_h - a.Kh + 1 : index_t(0);
+      const index_t j_hi = top_h < half - 1 ? top_h : index_t(half - 1);
+      for (index_t j = j_lo; j <= j_hi; ++j) {
+        const index_t ih = top_h - j;
+        const acc_t th0 = taps[par_h + 2 * j], th1 = taps[L + par_h + 2 * j];
+        acc_t z_lo = acc_t(0), z_hi = acc_t(0);  // H band lo: ll, cV; H band hi: cH, cD
+        for (int f = 0; f < 2; ++f) {
+          for (index_t qw = 0; qw < fw[f].count; ++qw) {
+            const index_t u_w = fw[f].first + qw * fw[f].step - off;
+            const int par_w = static_cast<int>(u_w & 1);
+            const index_t top_w = u_w >> 1;
+            const index_t jj_lo = top_w >= a.Kw ? top_w - a.Kw + 1 : index_t(0);
+            const index_t jj_hi = top_w < half - 1 ? top_w : index_t(half - 1);
+            for (index_t jj = jj_lo; jj <= jj_hi; ++jj) {
+              const index_t kw = top_w - jj;
+              const acc_t tw0 = taps[par_w + 2 * jj], tw1 = taps[L + par_w + 2 * jj];
+              const index_t ol = ih * a.sl.h + kw * a.sl.w, ob = ih * a.sh.h + kw * a.sh.w;
+              z_lo += tw0 * static_cast<acc_t>(gl[ol]) + tw1 * static_cast<acc_t>(gv[ob]);
+              z_hi += tw0 * static_cast<acc_t>(gh[ob]) + tw1 * static_cast<acc_t>(gd[ob]);
+            }
+          }
+        }
+        acc += th0 * z_lo + th1 * z_hi;
+      }
+    }
+  }
+  a.y[pn * a.sy.n + pc * a.sy.c + r * a.sy.h + c * a.sy.w] = static_cast<scalar_t>(acc);
+}
+
+}  // namespace cuda_dwt
+}  // namespace wavefuse

@@ -1,0 +1,238 @@
+"""The CUDA transform kernels' bodies, run on the CPU: no GPU needed.
+
+csrc/cuda/dwt.cu's kernels only compute their block and thread indices and call the
+``__host__ __device__`` phase functions of csrc/cuda/dwt_body.cuh, with ``__syncthreads()``
+between phases. tests/cuda_emulation_harness.cpp compiles those functions with g++ (plain C++17)
+and runs them serially for every thread of the launch grid that dwt.cu computes (the same
+``split_geometry`` / ``merge_geometry`` / ``tile_origin``), phase by phase per block -- which is
+what the barriers guarantee on a GPU. Output storage and shared memory start as NaN, so an output
+that no thread writes, or a shared value read before any thread of an earlier phase wrote it,
+fails the comparison.
+
+What this does not cover: the CUDA compiler and hardware themselves (device code generation,
+half-type conversions, the launch configuration limits, the host wrappers' ATen code); data races
+inside a phase are excluded by construction (each thread writes only its own entries), not
+detected; only float64 is emulated.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import ALL_MODES, assert_close
+
+from wavefuse import reference
+from wavefuse.filters import filter_bank
+from wavefuse.ops._common import empty_4d, empty_bands
+from wavefuse.reference import analysis_length, synthesis_length
+
+ROOT = Path(__file__).resolve().parent.parent
+HARNESS = ROOT / "tests" / "cuda_emulation_harness.cpp"
+MODE_CODE = {"zero": 0, "symmetric": 1, "reflect": 2, "periodic": 3, "periodization": 4}
+WAVELETS = ["haar", "db2", "db4", "sym5", "coif3", "db20"]
+# (H, W) of the signal: a single sample, odd x odd shorter than most filters, a plane larger than
+# one 16 x 16 output tile of the merge (17 x 24; shorter than db20) and one with several split
+# tiles (36 x 40 -> more than 16 coefficients per axis for every wavelet here).
+SIZES = [(1, 1), (3, 5), (17, 24), (36, 40)]
+INT64_SIZES = [(3, 5), (36, 40)]  # also run with int64 offsets
+LAYOUTS = ["contiguous", "channels_last", "strided"]
+N, C = 2, 3
+TOL = 1e-12
+SPLIT_OPS = {"dwt2d": False, "idwt2d_adjoint": True}  # op -> synthesis
+MERGE_OPS = {"dwt2d_adjoint": False, "idwt2d": True}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """The reference on these small tensors is 10-20x faster on one intra-op thread than on
+    several competing for a loaded 2-core machine (OpenMP spin-waits)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def harness(tmp_path_factory) -> Path:
+    gxx = shutil.which("g++")
+    if gxx is None:
+        pytest.skip("no g++ on PATH: the CUDA kernel bodies cannot be compiled for host emulation")
+    exe = tmp_path_factory.mktemp("harness") / "cuda_emulation_harness"
+    torch_include = Path(torch.__file__).parent / "include"  # c10/util/Exception.h (common.h)
+    cmd = [gxx, "-O1", "-std=c++17", f"-I{ROOT / 'csrc'}", f"-I{torch_include}"]
+    result = subprocess.run(
+        cmd + [str(HARNESS), "-o", str(exe)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, f"g++ failed:\n{' '.join(cmd)}\n{result.stderr[-4000:]}"
+    return exe
+
+
+# ---- building tensors in a layout and passing them to the harness -------------------------------
+
+
+def _tensor(shape, layout: str) -> torch.Tensor:
+    """Random float64 (N, C, h, w) or (N, C, 3, h, w) tensor in ``layout``: contiguous,
+    channels_last (hi: band-major with C innermost, as the kernels allocate it) or a strided,
+    offset view of a larger tensor."""
+    if layout == "contiguous":
+        return torch.randn(*shape, dtype=torch.float64)
+    if layout == "strided":
+        return torch.randn(*shape[:-1], 2 * shape[-1] + 1, dtype=torch.float64)[..., 1::2]
+    if len(shape) == 4:
+        return torch.randn(*shape, dtype=torch.float64).contiguous(
+            memory_format=torch.channels_last
+        )
+    n, c, b, h, w = shape
+    return torch.randn(b, n, h, w, c, dtype=torch.float64).permute(1, 4, 0, 2, 3)
+
+
+def _span(t: torch.Tensor) -> int:
+    return 1 + sum((s - 1) * st for s, st in zip(t.shape, t.stride()))
+
+
+def _raw(t: torch.Tensor) -> np.ndarray:
+    """The storage that t's strides address, from its first element on."""
+    return torch.as_strided(t, (_span(t),), (1,), t.storage_offset()).numpy()
+
+
+def _from_raw(path: Path, like: torch.Tensor) -> torch.Tensor:
+    data = torch.from_numpy(np.fromfile(path, dtype=np.float64))
+    assert data.numel() == _span(like), f"{path.name}: {data.numel()} values"
+    return torch.as_strided(data, like.shape, like.stride(), 0)
+
+
+def _write_case(d: Path, kernel: int, synthesis: bool, mode: str, index_bits: int, filters,
+                signal, ll, hi, inputs) -> None:  # fmt: skip
+    d.mkdir(parents=True)
+    n, c, h, w = signal.shape
+    kh, kw = ll.shape[-2:]
+    fields = [kernel, int(synthesis), MODE_CODE[mode], index_bits, filters.shape[-1]]
+    fields += [n, c, h, w, kh, kw]
+    for t in (signal, ll, hi):
+        fields += [*t.stride(), _span(t)]
+    (d / "params.txt").write_text(" ".join(map(str, fields)) + "\n")
+    filters.contiguous().numpy().tofile(d / "filters.bin")
+    for name, t in inputs.items():
+        _raw(t).tofile(d / f"{name}.bin")
+
+
+def _run(harness: Path, dirs: list[Path]) -> None:
+    for start in range(0, len(dirs), 200):  # keep command lines short
+        chunk = [str(d) for d in dirs[start : start + 200]]
+        result = subprocess.run(
+            [str(harness), *chunk], check=False, capture_output=True, text=True, timeout=600
+        )
+        assert result.returncode == 0, result.stderr
+
+
+# ---- the four ops through the emulated kernels ----------------------------------------------------
+
+
+def emulate_split(harness, d, x, filters, mode, synthesis, index_bits=32):
+    """dwt2d (synthesis=False) or idwt2d_adjoint (True) of x: (ll, hi) in the kernels' layout."""
+    n, c, h, w = x.shape
+    taps = filters.shape[-1]
+    if synthesis:
+        kh, kw = ((s // 2 if mode == "periodization" else (s + taps - 2) // 2) for s in (h, w))
+    else:
+        kh, kw = analysis_length(h, taps, mode), analysis_length(w, taps, mode)
+    ll, hi = empty_4d(x, n, c, kh, kw), empty_bands(x, n, c, kh, kw)
+    _write_case(d, 0, synthesis, mode, index_bits, filters, x, ll, hi, {"signal": x})
+    return lambda: (_from_raw(d / "out_ll.bin", ll), _from_raw(d / "out_hi.bin", hi))
+
+
+def emulate_merge(harness, d, ll, hi, filters, mode, synthesis, size=None, index_bits=32):
+    """dwt2d_adjoint (synthesis=False, size = input_size) or idwt2d (True) of the bands."""
+    n, c, kh, kw = ll.shape
+    taps = filters.shape[-1]
+    if synthesis:
+        size = [synthesis_length(kh, taps, mode), synthesis_length(kw, taps, mode)]
+    y = empty_4d(ll, n, c, *size)
+    _write_case(d, 1, synthesis, mode, index_bits, filters, y, ll, hi, {"ll": ll, "hi": hi})
+    return lambda: _from_raw(d / "out_signal.bin", y)
+
+
+def _cases():
+    for wave in WAVELETS:
+        for size in SIZES:
+            for layout in LAYOUTS:
+                yield wave, size, layout, 32
+            if size in INT64_SIZES:  # the int64 instantiation of every body
+                yield wave, size, "contiguous", 64
+
+
+@pytest.mark.parametrize("mode", ALL_MODES)
+@pytest.mark.parametrize("op", ["dwt2d", "dwt2d_adjoint", "idwt2d", "idwt2d_adjoint"])
+def test_emulated_kernel_matches_reference(harness, tmp_path, op, mode):
+    """Every wavelet x size x layout (x int32/int64 offsets) of one op and mode, float64, 1e-12."""
+    pending = []
+    for num, (wave, (h, w), layout, bits) in enumerate(_cases()):
+        d = tmp_path / f"case{num}"
+        kind = "rec" if op.startswith("idwt2d") else "dec"
+        filters = filter_bank(wave, kind, torch.float64)
+        taps = filters.shape[-1]
+        what = f"{op} {mode} {wave} {h}x{w} {layout} int{bits}"
+        kh, kw = analysis_length(h, taps, mode), analysis_length(w, taps, mode)
+        if op == "dwt2d":
+            x = _tensor((N, C, h, w), layout)
+            fetch = emulate_split(harness, d, x, filters, mode, False, bits)
+            expected = reference.dwt2d_ref(x, filters, mode)
+        elif op == "idwt2d_adjoint":  # grad_y of the size idwt2d makes from kh x kw coefficients
+            sh, sw = synthesis_length(kh, taps, mode), synthesis_length(kw, taps, mode)
+            gy = _tensor((N, C, sh, sw), layout)
+            fetch = emulate_split(harness, d, gy, filters, mode, True, bits)
+            expected = reference.idwt2d_adjoint_ref(gy, filters, mode)
+        else:
+            ll, hi = _tensor((N, C, kh, kw), layout), _tensor((N, C, 3, kh, kw), layout)
+            synthesis = op == "idwt2d"
+            fetch = emulate_merge(harness, d, ll, hi, filters, mode, synthesis, [h, w], bits)
+            if synthesis:
+                expected = reference.idwt2d_ref(ll, hi, filters, mode)
+            else:
+                expected = reference.dwt2d_adjoint_ref(ll, hi, filters, mode, [h, w])
+        pending.append((d, fetch, expected, what))
+    _run(harness, [d for d, *_ in pending])
+    for _, fetch, expected, what in pending:
+        got = fetch()
+        got, expected = (got, expected) if isinstance(got, tuple) else ((got,), (expected,))
+        for g, e, part in zip(got, expected, ("ll", "hi") if len(got) == 2 else ("y",)):
+            assert torch.isfinite(g).all(), f"{what} {part}: an output was never written (NaN)"
+            assert_close(g, e, TOL, f"{what} {part}")
+
+
+@pytest.mark.parametrize("mode", ALL_MODES)
+@pytest.mark.parametrize("pair", ["analysis", "synthesis"])
+def test_emulated_adjoints_are_transposes(harness, tmp_path, pair, mode):
+    """<A x, g> = <x, A^T g> for the emulated split and merge of each pair, on shapes where the
+    extension wraps (db20 on 5 x 7) and a multi-tile plane."""
+    synthesis = pair == "synthesis"
+    pending = []
+    for num, (wave, (h, w)) in enumerate([("db2", (17, 24)), ("db20", (5, 7)), ("sym5", (36, 9))]):
+        filters = filter_bank(wave, "rec" if synthesis else "dec", torch.float64)
+        taps = filters.shape[-1]
+        kh, kw = analysis_length(h, taps, mode), analysis_length(w, taps, mode)
+        if synthesis:  # A = idwt2d (merge), A^T = idwt2d_adjoint (split)
+            h, w = synthesis_length(kh, taps, mode), synthesis_length(kw, taps, mode)
+        x = _tensor((N, C, h, w), "channels_last")
+        gl, gh = _tensor((N, C, kh, kw), "strided"), _tensor((N, C, 3, kh, kw), "contiguous")
+        split = emulate_split(harness, tmp_path / f"s{num}", x, filters, mode, synthesis)
+        merge = emulate_merge(
+            harness, tmp_path / f"m{num}", gl, gh, filters, mode, synthesis, [h, w]
+        )
+        pending.append((x, gl, gh, split, merge, f"{pair} {mode} {wave} {h}x{w}"))
+    _run(harness, [tmp_path / f"{p}{i}" for i in range(len(pending)) for p in "sm"])
+    for x, gl, gh, split, merge, what in pending:
+        ll, hi = split()
+        y = merge()
+        lhs = (ll * gl).sum() + (hi * gh).sum()  # <split x, g>
+        rhs = (x * y).sum()  # <x, merge g>
+        assert abs(lhs - rhs) <= TOL * max(abs(lhs), 1.0), f"{what}: {lhs} != {rhs}"
