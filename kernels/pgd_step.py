@@ -1,0 +1,498 @@
+"""Triton kernels for the PGD update, in place on x_adv (contract: wavefuse/ops/pgd_step.py).
+
+    pgd_step(x_adv, grad, x_nat, eps, alpha, lo, hi,
+             eps_tensor, alpha_tensor, lo_tensor, hi_tensor, norm)                      -> None
+    wavelet_pgd_step(<the same up to hi_tensor>, filters, wave_mode, level, hf_scale, norm) -> None
+
+The update is torchattacks 3.5.1's, op for op, in the compute dtype (float32 for half types,
+rounded once at the store; float64 for float64), as reference.pgd_step_ref and the CPU kernel:
+
+    Linf  x' = x_adv + alpha * sign(g);  delta = clamp(x' - x, -eps, eps);  x_adv = clamp(x + delta, lo, hi)
+    L2    g' = g / (||g||_2 + 1e-10) per sample;  x' = x_adv + alpha * g';  delta = x' - x;
+          delta *= min((1 / ||delta||_2) * eps, 1) per sample (1 where ||delta|| = 0);
+          x_adv = clamp(x + delta, lo, hi)
+
+A NaN gradient entry propagates into x_adv (sign(NaN) is NaN here, not torch's 0), and every clamp
+keeps a NaN input, as torch.clamp does (Triton's minimum/maximum would drop it on a GPU).
+alpha * sign(g) is exact, so Linf in float32 is bit-identical to the reference whether or not the
+compiler contracts it into a fused multiply-add. Divisions and square roots are the correctly
+rounded ones (div_rn, sqrt_rn: a GPU's default float32 division and sqrt are approximate).
+
+Kernels. Linf: one elementwise pass over x_adv in place. L2: three launches, no host sync and no
+atomics -- (1) per (sample, chunk) partial sums of g^2; (2) per (sample, chunk) partial sums of
+delta^2, each program first summing its sample's g^2 partials (at most _MAX_PARTIALS, one vector
+load, a fixed tree) to get ||g||; (3) the update, each program summing both sets of partials of its
+sample the same way. The partials are summed in one fixed order, so repeated calls agree bit for
+bit; the norms accumulate in the compute dtype (the CPU kernel uses double: agreement ~1e-7
+relative in float32).
+
+Scalars. eps, alpha, lo, hi are floats or (N or 1, C or 1, 1, 1) tensors in the compute dtype (for
+L2, eps per sample). Triton passes a Python float as float32, which would round float64 bounds, so
+the launchers pass each float's IEEE-754 bit pattern as an integer (not specialised: 1 would
+become a constant) and the kernels bitcast it back to float64 and round it to the compute dtype
+(as torch rounds a Python scalar). No device tensor is made for a float: a step with float bounds
+launches nothing but the step.
+
+Addressing. The elements are visited in x_adv's memory order (NCHW, or NHWC when x_adv is
+channels_last). When x_adv, grad and x_nat are all dense in that order, an element's offset is its
+index; otherwise each tensor is read and written through its own strides.
+
+wavelet_pgd_step composes the Triton transforms of kernels/dwt.py: per level one analysis launch
+(``dwt2d``) of the gradient in the compute dtype, the three detail bands scaled by hf_scale[j] (a
+torch multiply), then one synthesis launch per level (``idwt2d``, cropped to the size that level
+analysed, as reference.scale_details_ref), then the step above on the filtered gradient (read in
+the compute dtype: a half x_adv is not copied). Not fused: the one-kernel Haar step and the
+one-kernel-per-level fusion of DESIGN.md contract 6 are future work.
+
+Tested only under TRITON_INTERPRET=1 on a CPU, never run on a GPU; every kernel variant compiles for
+sm_90 offline (triton.compile, triton 3.8's ptxas). The PTX has div.rn/sqrt.rn as intended, and
+fma.rn where ptxas contracts the L2 update (x_adv + alpha * g', x + delta * factor): L2 differs from
+the reference by an ulp or so there, within its 1e-6 contract; Linf is unaffected (exact products).
+"""
+
+from __future__ import annotations
+
+import struct
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+from wavefuse.kernels import dwt as _dwt
+
+# Elements per program block (largest; small tensors use the next power of two of their size).
+_BLOCK = 1024
+# At most this many partial sums per sample (a power of two): each L2 program sums them all.
+_MAX_PARTIALS = 256
+#: torchattacks PGDL2's eps_for_division: g / (||g||_2 + 1e-10), per sample.
+L2_EPS_FOR_DIVISION = 1e-10
+
+
+# ---- in-kernel helpers ---------------------------------------------------------------------------
+
+
+@triton.jit
+def _scalar(bits, t_ptr, sbn, sbc, n, c, HAS_T: tl.constexpr, ACC: tl.constexpr):
+    """A bound: its tensor entry [n, c] (strides 0 along broadcast dimensions), or the float
+    passed as the bit pattern of a float64, rounded to the compute dtype."""
+    if HAS_T:
+        v = tl.load(t_ptr + n * sbn + c * sbc).to(ACC)
+    else:
+        v = bits.to(tl.int64).to(tl.float64, bitcast=True).to(ACC)
+    return v
+
+
+@triton.jit
+def _is_nan(v):
+    """NaN test by self-comparison (no isnan in triton.language that the interpreter also runs)."""
+    return v != v  # noqa: PLR0124
+
+
+@triton.jit
+def _to_output(v, dtype: tl.constexpr):
+    """v rounded to the output dtype, to nearest even. bfloat16 is rounded by hand (as c10's
+    round_to_nearest_even): Triton's interpreter truncates float32 -> bfloat16 casts, a GPU rounds
+    them to nearest even; this way both give torch's result bit for bit."""
+    if dtype == tl.bfloat16:
+        b = v.to(tl.float32).to(tl.uint32, bitcast=True)
+        r = b + 0x7FFF + ((b >> 16) & 1)
+        r = tl.where(_is_nan(v), b | 0x400000, r)  # a NaN stays a (quiet) NaN
+        out = (r >> 16).to(tl.uint16).to(tl.bfloat16, bitcast=True)
+    else:
+        out = v.to(dtype)
+    return out
+
+
+@triton.jit
+def _div(a, b):
+    """Correctly rounded a / b (float32 `/` on a GPU is approximate; float64's is exact)."""
+    if a.dtype == tl.float64:
+        out = a / b
+    else:
+        out = tl.div_rn(a, b)
+    return out
+
+
+@triton.jit
+def _sqrt(a):
+    """Correctly rounded square root (div_rn and sqrt_rn take float32 only)."""
+    if a.dtype == tl.float64:
+        out = tl.sqrt(a)
+    else:
+        out = tl.sqrt_rn(a)
+    return out
+
+
+@triton.jit
+def _sign(g):
+    """sign(g) with sign(0) = 0 and NaN kept (the reference's where(isnan(g), g, sign(g)))."""
+    return tl.where(g > 0, 1.0, tl.where(g < 0, -1.0, tl.where(_is_nan(g), g, 0.0))).to(g.dtype)
+
+
+@triton.jit
+def _clamp(v, a, b):
+    """torch.clamp(torch.clamp(v, min=a), max=b): max, then min, a NaN v kept."""
+    return tl.where(_is_nan(v), v, tl.minimum(tl.maximum(v, a), b))
+
+
+@triton.jit
+def _coords(n, r, C, HW, W, CL: tl.constexpr):
+    """Channel, row and column of element r (in memory order: NCHW, or NHWC when CL) of a sample."""
+    if CL:
+        c = r % C
+        hw = r // C
+    else:
+        c = r // HW
+        hw = r % HW
+    return c, hw // W, hw % W
+
+
+@triton.jit
+def _offset(n, c, h, w, sn, sc, sh, sw):
+    return n * sn + c * sc + h * sh + w * sw
+
+
+# ---- Linf: one elementwise pass ------------------------------------------------------------------
+
+
+@triton.jit(do_not_specialize=["eps_bits", "alpha_bits", "lo_bits", "hi_bits"])
+def _linf_kernel(
+    xa_ptr, g_ptr, x_ptr,
+    eps_bits, alpha_bits, lo_bits, hi_bits,
+    eps_t, alpha_t, lo_t, hi_t,
+    se_n, se_c, sa_n, sa_c, sl_n, sl_c, sh_n, sh_c,
+    total, M, C, HW, W,
+    xa_sn, xa_sc, xa_sh, xa_sw, g_sn, g_sc, g_sh, g_sw, x_sn, x_sc, x_sh, x_sw,
+    HAS_EPS: tl.constexpr, HAS_ALPHA: tl.constexpr, HAS_LO: tl.constexpr, HAS_HI: tl.constexpr,
+    FLAT: tl.constexpr, CL: tl.constexpr, WIDE: tl.constexpr, ACC: tl.constexpr,
+    BLOCK: tl.constexpr,
+):  # fmt: skip
+    """x_adv = clamp(x + clamp(x_adv + alpha * sign(g) - x, -eps, eps), lo, hi) for one block
+    of elements (index = n * M + position in memory order)."""
+    pid = tl.program_id(0)
+    if WIDE:
+        pid = pid.to(tl.int64)
+    idx = pid * BLOCK + tl.arange(0, BLOCK)
+    ok = idx < total
+    n = idx // M
+    r = idx % M
+    NEED_C: tl.constexpr = HAS_EPS or HAS_ALPHA or HAS_LO or HAS_HI or not FLAT
+    if NEED_C:
+        c, h, w = _coords(n, r, C, HW, W, CL)
+    else:
+        c = 0
+    if FLAT:
+        o_xa = idx
+        o_g = idx
+        o_x = idx
+    else:
+        o_xa = _offset(n, c, h, w, xa_sn, xa_sc, xa_sh, xa_sw)
+        o_g = _offset(n, c, h, w, g_sn, g_sc, g_sh, g_sw)
+        o_x = _offset(n, c, h, w, x_sn, x_sc, x_sh, x_sw)
+    eps = _scalar(eps_bits, eps_t, se_n, se_c, n, c, HAS_EPS, ACC)
+    alpha = _scalar(alpha_bits, alpha_t, sa_n, sa_c, n, c, HAS_ALPHA, ACC)
+    lo = _scalar(lo_bits, lo_t, sl_n, sl_c, n, c, HAS_LO, ACC)
+    hi = _scalar(hi_bits, hi_t, sh_n, sh_c, n, c, HAS_HI, ACC)
+    xa = tl.load(xa_ptr + o_xa, mask=ok, other=0.0).to(ACC)
+    g = tl.load(g_ptr + o_g, mask=ok, other=0.0).to(ACC)
+    xv = tl.load(x_ptr + o_x, mask=ok, other=0.0).to(ACC)
+    moved = xa + alpha * _sign(g)
+    delta = _clamp(moved - xv, -eps, eps)
+    out = _clamp(xv + delta, lo, hi)
+    tl.store(xa_ptr + o_xa, _to_output(out, xa_ptr.dtype.element_ty), mask=ok)
+
+
+# ---- L2: partial sums, then the update -----------------------------------------------------------
+
+
+@triton.jit
+def _sample_sum(part_ptr, n, P, PB: tl.constexpr):
+    """The P partials of sample n, summed in one fixed order."""
+    t = tl.arange(0, PB)
+    return tl.sum(tl.load(part_ptr + n * P + t, mask=t < P, other=0.0), axis=0)
+
+
+@triton.jit
+def _l2_moved(xa_ptr, g_ptr, x_ptr, n, r, ok, denom, alpha_bits, alpha_t, sa_n, sa_c,
+              M, C, HW, W, xa_sn, xa_sc, xa_sh, xa_sw, g_sn, g_sc, g_sh, g_sw,
+              x_sn, x_sc, x_sh, x_sw,
+              HAS_ALPHA: tl.constexpr, NEED_C: tl.constexpr, FLAT: tl.constexpr,
+              CL: tl.constexpr, ACC: tl.constexpr):  # fmt: skip
+    """x_adv + alpha * g / denom and x_nat at positions r of sample n, plus x_adv's offsets and
+    the channel (computed when NEED_C, for per-channel bounds, or when not FLAT)."""
+    if NEED_C or not FLAT:
+        c, h, w = _coords(n, r, C, HW, W, CL)
+    else:
+        c = 0
+    if FLAT:
+        o_xa = n * M + r
+        o_g = o_xa
+        o_x = o_xa
+    else:
+        o_xa = _offset(n, c, h, w, xa_sn, xa_sc, xa_sh, xa_sw)
+        o_g = _offset(n, c, h, w, g_sn, g_sc, g_sh, g_sw)
+        o_x = _offset(n, c, h, w, x_sn, x_sc, x_sh, x_sw)
+    alpha = _scalar(alpha_bits, alpha_t, sa_n, sa_c, n, c, HAS_ALPHA, ACC)
+    xa = tl.load(xa_ptr + o_xa, mask=ok, other=0.0).to(ACC)
+    g = tl.load(g_ptr + o_g, mask=ok, other=0.0).to(ACC)
+    xv = tl.load(x_ptr + o_x, mask=ok, other=0.0).to(ACC)
+    moved = xa + alpha * _div(g, denom)
+    return moved, xv, o_xa, c
+
+
+@triton.jit
+def _l2_denominator(pg_ptr, n, P, PB: tl.constexpr, ACC: tl.constexpr):
+    """||g||_2 + 1e-10 of sample n from its partials (torchattacks' eps_for_division)."""
+    eps_div = tl.full([], 1e-10, ACC)
+    return _sqrt(_sample_sum(pg_ptr, n, P, PB)) + eps_div
+
+
+@triton.jit
+def _l2_grad_partials_kernel(
+    g_ptr, pg_ptr, M, C, HW, W, P, CHUNK, g_sn, g_sc, g_sh, g_sw,
+    FLAT: tl.constexpr, CL: tl.constexpr, WIDE: tl.constexpr, ACC: tl.constexpr,
+    BLOCK: tl.constexpr,
+):  # fmt: skip
+    """pg[n, chunk] = sum of g^2 over one chunk of sample n."""
+    pid = tl.program_id(0)
+    n = pid // P
+    chunk = pid % P
+    if WIDE:
+        n, chunk = n.to(tl.int64), chunk.to(tl.int64)
+    acc = tl.zeros([BLOCK], dtype=ACC)
+    for r0 in range(0, CHUNK, BLOCK):
+        r = chunk * CHUNK + r0 + tl.arange(0, BLOCK)
+        ok = r < M
+        if FLAT:
+            o_g = n * M + r
+        else:
+            c, h, w = _coords(n, r, C, HW, W, CL)
+            o_g = _offset(n, c, h, w, g_sn, g_sc, g_sh, g_sw)
+        g = tl.load(g_ptr + o_g, mask=ok, other=0.0).to(ACC)
+        acc += g * g
+    tl.store(pg_ptr + pid, tl.sum(acc, axis=0))
+
+
+@triton.jit(do_not_specialize=["alpha_bits"])
+def _l2_delta_partials_kernel(
+    xa_ptr, g_ptr, x_ptr, pg_ptr, pd_ptr, alpha_bits, alpha_t, sa_n, sa_c,
+    M, C, HW, W, P, CHUNK,
+    xa_sn, xa_sc, xa_sh, xa_sw, g_sn, g_sc, g_sh, g_sw, x_sn, x_sc, x_sh, x_sw,
+    HAS_ALPHA: tl.constexpr, FLAT: tl.constexpr, CL: tl.constexpr, WIDE: tl.constexpr,
+    ACC: tl.constexpr, BLOCK: tl.constexpr, PB: tl.constexpr,
+):  # fmt: skip
+    """pd[n, chunk] = sum of (x_adv + alpha * g / (||g|| + 1e-10) - x)^2 over one chunk."""
+    pid = tl.program_id(0)
+    n = pid // P
+    chunk = pid % P
+    if WIDE:
+        n, chunk = n.to(tl.int64), chunk.to(tl.int64)
+    denom = _l2_denominator(pg_ptr, n, P, PB, ACC)
+    acc = tl.zeros([BLOCK], dtype=ACC)
+    for r0 in range(0, CHUNK, BLOCK):
+        r = chunk * CHUNK + r0 + tl.arange(0, BLOCK)
+        ok = r < M
+        moved, xv, _, _ = _l2_moved(
+            xa_ptr, g_ptr, x_ptr, n, r, ok, denom, alpha_bits, alpha_t, sa_n, sa_c,
+            M, C, HW, W, xa_sn, xa_sc, xa_sh, xa_sw, g_sn, g_sc, g_sh, g_sw,
+            x_sn, x_sc, x_sh, x_sw, HAS_ALPHA, HAS_ALPHA, FLAT, CL, ACC,
+        )  # fmt: skip
+        d = tl.where(ok, moved - xv, 0.0)
+        acc += d * d
+    tl.store(pd_ptr + pid, tl.sum(acc, axis=0))
+
+
+@triton.jit(do_not_specialize=["eps_bits", "alpha_bits", "lo_bits", "hi_bits"])
+def _l2_update_kernel(
+    xa_ptr, g_ptr, x_ptr, pg_ptr, pd_ptr,
+    eps_bits, alpha_bits, lo_bits, hi_bits,
+    eps_t, alpha_t, lo_t, hi_t,
+    se_n, sa_n, sa_c, sl_n, sl_c, sh_n, sh_c,
+    M, C, HW, W, P, CHUNK,
+    xa_sn, xa_sc, xa_sh, xa_sw, g_sn, g_sc, g_sh, g_sw, x_sn, x_sc, x_sh, x_sw,
+    HAS_EPS: tl.constexpr, HAS_ALPHA: tl.constexpr, HAS_LO: tl.constexpr, HAS_HI: tl.constexpr,
+    FLAT: tl.constexpr, CL: tl.constexpr, WIDE: tl.constexpr, ACC: tl.constexpr,
+    BLOCK: tl.constexpr, PB: tl.constexpr,
+):  # fmt: skip
+    """x_adv = clamp(x + (x_adv + alpha * g / (||g|| + 1e-10) - x) * factor, lo, hi) over one
+    chunk, factor = min((1 / ||delta||) * eps, 1) (1 where ||delta|| = 0, NaN kept)."""
+    pid = tl.program_id(0)
+    n = pid // P
+    chunk = pid % P
+    if WIDE:
+        n, chunk = n.to(tl.int64), chunk.to(tl.int64)
+    denom = _l2_denominator(pg_ptr, n, P, PB, ACC)
+    dn = _sqrt(_sample_sum(pd_ptr, n, P, PB))
+    eps = _scalar(eps_bits, eps_t, se_n, 0, n, 0, HAS_EPS, ACC)
+    one = tl.full([], 1.0, ACC)
+    q = _div(one, dn) * eps
+    factor = tl.where(_is_nan(q), q, tl.minimum(q, one))
+    factor = tl.where(dn == 0, one, factor)
+    for r0 in range(0, CHUNK, BLOCK):
+        r = chunk * CHUNK + r0 + tl.arange(0, BLOCK)
+        ok = r < M
+        moved, xv, o_xa, c = _l2_moved(
+            xa_ptr, g_ptr, x_ptr, n, r, ok, denom, alpha_bits, alpha_t, sa_n, sa_c,
+            M, C, HW, W, xa_sn, xa_sc, xa_sh, xa_sw, g_sn, g_sc, g_sh, g_sw,
+            x_sn, x_sc, x_sh, x_sw, HAS_ALPHA, HAS_ALPHA or HAS_LO or HAS_HI, FLAT, CL, ACC,
+        )  # fmt: skip
+        delta = (moved - xv) * factor
+        lo = _scalar(lo_bits, lo_t, sl_n, sl_c, n, c, HAS_LO, ACC)
+        hi = _scalar(hi_bits, hi_t, sh_n, sh_c, n, c, HAS_HI, ACC)
+        out = _clamp(xv + delta, lo, hi)
+        tl.store(xa_ptr + o_xa, _to_output(out, xa_ptr.dtype.element_ty), mask=ok)
+
+
+# ---- host side -----------------------------------------------------------------------------------
+
+
+def _bits(value: float) -> int:
+    """The IEEE-754 float64 bit pattern of ``value`` as a signed 64-bit integer."""
+    return struct.unpack("<q", struct.pack("<d", float(value)))[0]
+
+
+def _bound(value: float, t: Tensor | None, like: Tensor) -> tuple[int, Tensor, int, int]:
+    """(bits of the float, pointer, stride along N, stride along C): strides 0 where broadcast."""
+    if t is None:
+        return _bits(value), like, 0, 0
+    sn = t.stride(0) if t.shape[0] > 1 else 0
+    sc = t.stride(1) if t.shape[1] > 1 else 0
+    return 0, t, sn, sc
+
+
+def _max_offset(t: Tensor) -> int:
+    return sum((s - 1) * st for s, st in zip(t.shape, t.stride()))
+
+
+def _layout(x_adv: Tensor, grad: Tensor, x_nat: Tensor) -> tuple[bool, bool]:
+    """(CL, FLAT): visit in NHWC order when x_adv is channels_last; FLAT when all three tensors
+    are dense in that order (an element's offset is then its index in every tensor)."""
+    cl = not x_adv.is_contiguous() and x_adv.is_contiguous(memory_format=torch.channels_last)
+    fmt = torch.channels_last if cl else torch.contiguous_format
+    flat = all(t.is_contiguous(memory_format=fmt) for t in (x_adv, grad, x_nat))
+    return cl, flat
+
+
+def _acc(x_adv: Tensor):
+    return tl.float64 if x_adv.dtype == torch.float64 else tl.float32
+
+
+def _step(x_adv, grad, x_nat, eps, alpha, lo, hi, eps_t, alpha_t, lo_t, hi_t, norm) -> None:
+    """The step on x_adv in place; grad may be in another float dtype (the wavelet step passes
+    its filtered gradient in the compute dtype)."""
+    if x_adv.numel() == 0:
+        return
+    n, c, h, w = x_adv.shape
+    m = c * h * w
+    cl, flat = _layout(x_adv, grad, x_nat)
+    wide = n * m > _dwt._INT32_LIMIT or any(
+        _max_offset(t) > _dwt._INT32_LIMIT for t in (x_adv, grad, x_nat)
+    )
+    strides = (*x_adv.stride(), *grad.stride(), *x_nat.stride())
+    e, a, lw, hg = (
+        _bound(v, t, x_adv) for v, t in ((eps, eps_t), (alpha, alpha_t), (lo, lo_t), (hi, hi_t))
+    )
+    has = {"HAS_EPS": eps_t is not None, "HAS_ALPHA": alpha_t is not None}
+    has_lohi = {"HAS_LO": lo_t is not None, "HAS_HI": hi_t is not None}
+    common = {"FLAT": flat, "CL": cl, "WIDE": wide, "ACC": _acc(x_adv)}
+    if norm == "Linf":
+        block = min(_BLOCK, triton.next_power_of_2(n * m))
+        with _dwt._device_guard(x_adv):
+            _linf_kernel[(triton.cdiv(n * m, block),)](
+                x_adv, grad, x_nat, e[0], a[0], lw[0], hg[0], e[1], a[1], lw[1], hg[1],
+                e[2], e[3], a[2], a[3], lw[2], lw[3], hg[2], hg[3],
+                n * m, m, c, h * w, w, *strides, **has, **has_lohi, **common, BLOCK=block,
+            )  # fmt: skip
+        return
+    block = min(_BLOCK, triton.next_power_of_2(m))
+    chunk = block * triton.cdiv(triton.cdiv(m, _MAX_PARTIALS), block)
+    parts = triton.cdiv(m, chunk)
+    acc_dtype = torch.float64 if x_adv.dtype == torch.float64 else torch.float32
+    pg = torch.empty((n, parts), dtype=acc_dtype, device=x_adv.device)
+    pd = torch.empty_like(pg)
+    grid = (n * parts,)
+    pb = triton.next_power_of_2(parts)
+    with _dwt._device_guard(x_adv):
+        _l2_grad_partials_kernel[grid](
+            grad, pg, m, c, h * w, w, parts, chunk, *grad.stride(), **common, BLOCK=block
+        )  # fmt: skip
+        _l2_delta_partials_kernel[grid](
+            x_adv, grad, x_nat, pg, pd, a[0], a[1], a[2], a[3], m, c, h * w, w, parts, chunk,
+            *strides, HAS_ALPHA=alpha_t is not None, **common, BLOCK=block, PB=pb,
+        )  # fmt: skip
+        _l2_update_kernel[grid](
+            x_adv, grad, x_nat, pg, pd, e[0], a[0], lw[0], hg[0], e[1], a[1], lw[1], hg[1],
+            e[2], a[2], a[3], lw[2], lw[3], hg[2], hg[3], m, c, h * w, w, parts, chunk,
+            *strides, **has, **has_lohi, **common, BLOCK=block, PB=pb,
+        )  # fmt: skip
+
+
+def pgd_step(
+    x_adv: Tensor,
+    grad: Tensor,
+    x_nat: Tensor,
+    eps: float,
+    alpha: float,
+    lo: float,
+    hi: float,
+    eps_tensor: Tensor | None,
+    alpha_tensor: Tensor | None,
+    lo_tensor: Tensor | None,
+    hi_tensor: Tensor | None,
+    norm: str,
+) -> None:
+    """One PGD step in place on x_adv (N, C, H, W); each bound the float, or its tensor where
+    given (the ops layer's contract). Linf: one pass; L2: two partial-sum passes and the update."""
+    _step(
+        x_adv, grad, x_nat, eps, alpha, lo, hi,
+        eps_tensor, alpha_tensor, lo_tensor, hi_tensor, norm,
+    )  # fmt: skip
+
+
+def scale_details(
+    g: Tensor, filters: Tensor, mode: str, level: int, hf_scale: list[float]
+) -> Tensor:
+    """idwt(scale_hf(dwt(g))) with the Triton transforms: g (N, C, H, W) in the compute dtype,
+    filters (2, L) dec [lo; hi] of an orthogonal wavelet -> (N, C, H, W) (a cropped view)."""
+    a, details, sizes = g, [], []
+    for _ in range(level):
+        sizes.append(a.shape[-2:])
+        a, hi = _dwt.dwt2d(a, filters, mode)
+        details.append(hi)
+    rec = filters.flip(-1)
+    for j in reversed(range(level)):
+        if hf_scale[j] != 1.0:
+            details[j].mul_(hf_scale[j])
+        a = _dwt.idwt2d(a, details[j], rec, mode)[..., : sizes[j][0], : sizes[j][1]]
+        details[j] = None
+    return a
+
+
+def wavelet_pgd_step(
+    x_adv: Tensor,
+    grad: Tensor,
+    x_nat: Tensor,
+    eps: float,
+    alpha: float,
+    lo: float,
+    hi: float,
+    eps_tensor: Tensor | None,
+    alpha_tensor: Tensor | None,
+    lo_tensor: Tensor | None,
+    hi_tensor: Tensor | None,
+    filters: Tensor,
+    wave_mode: str,
+    level: int,
+    hf_scale: list[float],
+    norm: str,
+) -> None:
+    """pgd_step on g' = idwt(scale_hf(dwt(grad))) (hf_scale: one factor per level, finest
+    first), in place on x_adv. The filtered gradient stays in the compute dtype."""
+    cdtype = torch.float64 if x_adv.dtype == torch.float64 else torch.float32
+    if x_adv.numel() == 0:
+        return
+    g = scale_details(grad.to(cdtype), filters.to(cdtype), wave_mode, level, list(hf_scale))
+    _step(
+        x_adv, g, x_nat, eps, alpha, lo, hi,
+        eps_tensor, alpha_tensor, lo_tensor, hi_tensor, norm,
+    )  # fmt: skip

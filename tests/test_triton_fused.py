@@ -1,0 +1,419 @@
+"""The fused Triton kernels (wavefuse.kernels.hf_penalty, wavefuse.kernels.pgd_step) against the
+reference backend: band_energy, hf_penalty (values and gradients), pgd_step, wavelet_pgd_step.
+
+On CPU-only CI they run under Triton's interpreter (tests/conftest.py sets TRITON_INTERPRET=1),
+which costs tens of milliseconds per program, so every case is one or two planes: every mode x
+haar/db2/db4/sym5 with levels 1-3 (a level that grows, odd sizes), one db20 case, the kernels'
+paths (dense, general, tiled; int64 offsets), float64/float32/bfloat16, contiguous and
+channels_last, gradcheck, opcheck. The whole file takes about a minute on 2 cores.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+from conftest import ALL_MODES, TOL, assert_close
+
+import wavefuse
+from wavefuse import backends
+from wavefuse.filters import filter_bank
+from wavefuse.ops.pgd_step import prepare_bounds
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+OPS = torch.ops.wavefuse
+
+
+def _needs(*ops: str):
+    reason = next((r for op in ops if (r := backends.why_not("triton", op, DEVICE.type))), None)
+    return pytest.mark.skipif(reason is not None, reason=f"backend='triton' is not live: {reason}")
+
+
+needs_penalty = _needs("band_energy", "hf_penalty")
+needs_step = _needs("pgd_step")
+needs_wavelet_step = _needs("wavelet_pgd_step", "dwt2d", "idwt2d")
+
+# Levels above dwt_max_level are used on purpose (they warn, as PyWavelets does).
+pytestmark = pytest.mark.filterwarnings("ignore:Level value of:UserWarning")
+
+# The block-size switches of kernels/dwt.py, which the band-energy kernel shares (see test_triton).
+PATHS = {
+    "general": {
+        "_DENSE_MAX_FULL": 0,
+        "_BLOCK_ELEMENTS": 2**16,
+        "_MAX_TILE_OUTPUTS": 2**12,
+        "_MAX_TILE_W": 64,
+    },
+    "tiled": {"_DENSE_MAX_FULL": 0, "_MAX_TILE_OUTPUTS": 32, "_MAX_TILE_W": 8},
+}
+
+
+def _use_path(monkeypatch, path: str) -> None:
+    from wavefuse.kernels import dwt
+
+    for name, value in PATHS[path].items():
+        assert hasattr(dwt, name), name
+        monkeypatch.setattr(dwt, name, value)
+
+
+def _randn(*shape, dtype=torch.float64) -> torch.Tensor:
+    return torch.randn(*shape, dtype=torch.float64).to(dtype).to(DEVICE)
+
+
+def _quiet(fn, *args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fn(*args, **kwargs)
+
+
+# ---- band_energy and hf_penalty ------------------------------------------------------------------
+
+
+def _check_penalty(x, wave, mode, level, ps=(1, 2), grad_p=2, weights=None):
+    """Energies (each p in ps) and the gradient of the weighted sum (p = grad_p) on Triton
+    against the reference in float64 from the same (rounded) input."""
+    dtype = x.dtype
+    tol = TOL[dtype]
+    what = f"{wave}/{mode}/level {level}/{tuple(x.shape)}/{dtype}"
+    xd = x.double()
+    for p in ps:
+        got = _quiet(wavefuse.band_energy, x, wave, level, mode, p, backend="triton")
+        expected = _quiet(wavefuse.band_energy, xd, wave, level, mode, p, backend="reference")
+        assert got.shape == (x.shape[0], level, 3)
+        assert got.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
+        assert_close(got, expected, tol, f"energies p={p} {what}")
+    if grad_p is None:
+        return
+    w = torch.rand(level, 3, dtype=torch.float64) if weights is None else weights
+    xs = x.clone().requires_grad_()
+    value = _quiet(wavefuse.hf_penalty, xs, wave, level, mode, grad_p, w, "sum", backend="triton")
+    (got,) = torch.autograd.grad(value, xs)
+    xr = xd.clone().requires_grad_()
+    ref = _quiet(wavefuse.hf_penalty, xr, wave, level, mode, grad_p, w, "sum", backend="reference")
+    (expected,) = torch.autograd.grad(ref, xr)
+    assert got.dtype == dtype and got.stride() == x.stride(), what
+    assert_close(got, expected, tol, f"gradient p={grad_p} {what}")
+
+
+# Per wavelet: (size, level). 9 x 8 is odd x even; sym5 (10 taps) on 5 x 7 grows at every level
+# in the non-periodization modes (5 -> 7 -> 8 -> 8).
+CASES = {"haar": ((9, 8), 3), "db2": ((9, 8), 2), "db4": ((9, 8), 1), "sym5": ((5, 7), 3)}
+
+
+@needs_penalty
+@pytest.mark.parametrize("mode", ALL_MODES)
+@pytest.mark.parametrize("wave", list(CASES))
+def test_band_energy_and_gradient_every_mode_and_wavelet(wave, mode):
+    size, level = CASES[wave]
+    grad_p = 1 if ALL_MODES.index(mode) % 2 else 2
+    _check_penalty(_randn(1, 1, *size), wave, mode, level, grad_p=grad_p)
+
+
+@needs_penalty
+def test_band_energy_db20_on_a_signal_shorter_than_the_filter():
+    """40 taps on a 2 x 3 plane: the boundary extension wraps many times."""
+    _check_penalty(_randn(1, 1, 2, 3), "db20", "symmetric", 1, ps=(2,), grad_p=1)
+
+
+@needs_penalty
+@pytest.mark.parametrize("mode", ["symmetric", "periodic"])
+def test_levels_that_grow_from_one_sample(mode):
+    """1 x 1 with db4 grows to 4 x 4, 5 x 5, 6 x 6 (every buffer is sized per level)."""
+    _check_penalty(_randn(1, 1, 1, 1), "db4", mode, 4, ps=(2,))
+
+
+@needs_penalty
+@pytest.mark.parametrize(
+    "path, wave, mode, level, size",
+    [("general", "db2", "reflect", 2, (1, 13, 10)), ("tiled", "haar", "zero", 2, (2, 9, 17))],
+)
+def test_general_and_tiled_paths(path, wave, mode, level, size, monkeypatch):
+    """The large-plane path (one tile per plane), and many small 4 x 8 tiles per plane over two
+    channels and two levels with different tile counts (partials rows of unequal length)."""
+    _use_path(monkeypatch, path)
+    x = _randn(1, *size)
+    _check_penalty(x, wave, mode, level, ps=(1,) if path == "tiled" else (1, 2), grad_p=2)
+
+
+@needs_penalty
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_penalty_dtypes_and_layouts(dtype, layout):
+    """Half types accumulate in float32 (energies in float32); grad_x in x's dtype and layout."""
+    x = _randn(1, 2, 9, 8, dtype=dtype)
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    _check_penalty(x, "db2", "symmetric", 2, ps=(2,), grad_p=1)
+
+
+@needs_penalty
+def test_int64_offsets(monkeypatch):
+    """Planes of 2**31 elements do not fit a test; lowering the limit takes the same code."""
+    monkeypatch.setattr("wavefuse.kernels.dwt._INT32_LIMIT", 0)
+    x = _randn(1, 2, 7, 6).contiguous(memory_format=torch.channels_last)
+    _check_penalty(x, "db2", "periodization", 2, ps=(2,), grad_p=2)
+
+
+@needs_penalty
+@pytest.mark.parametrize(
+    "reduction, weights, p",
+    [("none", None, 1), ("sum", [0.5, 2.0], 2), ("mean", [[1.0, 2.0, 3.0], [0.1, 0.0, 4.0]], 1)],
+    ids=["none-unweighted", "sum-per-level", "mean-per-band"],
+)
+def test_hf_penalty_reductions_and_weights(reduction, weights, p):
+    """Values and gradients (a random cotangent for "none") for three samples."""
+    x = _randn(3, 1, 7, 6)
+    xs, xr = x.clone().requires_grad_(), x.clone().requires_grad_()
+    args = ("db2", 2, "zero", p, weights, reduction)
+    got = wavefuse.hf_penalty(xs, *args, backend="triton")
+    expected = wavefuse.hf_penalty(xr, *args, backend="reference")
+    assert got.shape == expected.shape
+    assert_close(got, expected, 1e-12, f"penalty p={p}")
+    cot = torch.rand_like(got)
+    (g,) = torch.autograd.grad(got, xs, cot)
+    (g_ref,) = torch.autograd.grad(expected, xr, cot)
+    assert_close(g, g_ref, 1e-12, f"gradient p={p}")
+
+
+@needs_penalty
+@pytest.mark.parametrize("mode, p", [("zero", 2), ("reflect", 1)])
+def test_gradcheck(mode, p):
+    """float64 gradcheck of the penalty (fast mode: random projections of the Jacobian)."""
+    x = _randn(1, 1, 5, 4).requires_grad_()
+    w = torch.tensor([[1.0, 2.0, 0.5], [0.3, 1.0, 1.5]], dtype=torch.float64)
+
+    def penalty(t):
+        return _quiet(wavefuse.hf_penalty, t, "db2", 2, mode, p, w, "none", backend="triton")
+
+    assert torch.autograd.gradcheck(penalty, (x,), fast_mode=True)
+
+
+@needs_penalty
+def test_gradgradcheck():
+    """Double backward runs the Triton backward kernel again (p = 2: linear in x) and the band
+    products, built from the Triton dwt2d."""
+    x = _randn(1, 1, 4, 6).requires_grad_()
+
+    def penalty(t):
+        return wavefuse.hf_penalty(t, "haar", 1, "symmetric", 2, None, "none", backend="triton")
+
+    assert torch.autograd.gradgradcheck(penalty, (x,), fast_mode=True)
+
+
+@needs_penalty
+def test_opcheck_penalty_ops():
+    x = _randn(1, 2, 4, 3).contiguous(memory_format=torch.channels_last).requires_grad_()
+    filters = filter_bank("haar", "dec", torch.float64, DEVICE)
+    grad = torch.rand(1, 1, 3, dtype=torch.float64, device=DEVICE)
+    torch.library.opcheck(OPS.band_energy.default, (x, filters, "symmetric", 1, 2, "triton"))
+    torch.library.opcheck(
+        OPS.band_energy_backward.default, (grad, x.detach(), filters, "zero", 1, 1, "triton")
+    )
+    w = torch.rand(1, 3, dtype=torch.float64, device=DEVICE)
+    args = (x, filters, "periodization", 1, 2, w, "mean", "triton")
+    torch.library.opcheck(OPS.hf_penalty.default, args)
+
+
+@needs_penalty
+def test_energies_are_deterministic_and_empty_inputs_work():
+    x = _randn(2, 3, 10, 9)
+    first = wavefuse.band_energy(x, "db2", 2, "reflect", 2, backend="triton")
+    assert torch.equal(first, wavefuse.band_energy(x, "db2", 2, "reflect", 2, backend="triton"))
+    empty = _randn(0, 3, 8, 8).requires_grad_()
+    assert wavefuse.band_energy(empty, "db2", 2, backend="triton").shape == (0, 2, 3)
+    pen = wavefuse.hf_penalty(empty, "db2", 2, reduction="none", backend="triton")
+    (g,) = torch.autograd.grad(pen.sum(), empty)
+    assert pen.shape == (0,) and g.shape == empty.shape
+    level0 = wavefuse.hf_penalty(x.requires_grad_(), "haar", 0, reduction="sum", backend="triton")
+    (g,) = torch.autograd.grad(level0, x)
+    assert level0.item() == 0 and torch.equal(g, torch.zeros_like(g))
+
+
+# ---- pgd_step ------------------------------------------------------------------------------------
+
+
+def _step_inputs(shape=(3, 3, 11, 9), dtype=torch.float32, spread=0.1):
+    """x in [0, 1], x_adv near it (some pixels at the bounds), a gradient with a zero entry."""
+    x = torch.rand(*shape, dtype=torch.float64)
+    x_adv = (x + spread * torch.randn_like(x)).clamp(0, 1)
+    g = torch.randn_like(x)
+    g[0, 0, 0, 0] = 0.0
+    return x_adv.to(dtype).to(DEVICE), g.to(dtype).to(DEVICE), x.to(dtype).to(DEVICE)
+
+
+def _steps(x_adv, g, x, *args, **kwargs):
+    """(triton, reference) results of the same step."""
+    got = wavefuse.pgd_step(x_adv.clone(), g, x, *args, **kwargs, backend="triton")
+    expected = wavefuse.pgd_step(x_adv.clone(), g, x, *args, **kwargs, backend="reference")
+    return got, expected
+
+
+def _assert_step(got, expected, norm, what=""):
+    """Linf: bit for bit (every dtype: one rounding of the same float32/float64 values). L2:
+    1e-6 in float32 (the norms' summation order differs), one ulp of the half types."""
+    assert got.dtype == expected.dtype
+    if norm == "Linf":
+        assert torch.equal(got, expected), f"{what}: {(got != expected).sum()} elements differ"
+    else:
+        tol = {torch.float64: 1e-12, torch.float32: 1e-6}.get(got.dtype, TOL[got.dtype])
+        assert_close(got, expected, tol, what)
+
+
+@needs_step
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("norm", ["Linf", "L2"])
+def test_pgd_step_matches_the_reference(norm, layout, dtype):
+    x_adv, g, x = _step_inputs(dtype=dtype)
+    if layout == "channels_last":
+        x_adv = x_adv.contiguous(memory_format=torch.channels_last)
+    eps, alpha = (0.03, 0.02) if norm == "Linf" else (0.3, 0.25)
+    got, expected = _steps(x_adv, g, x, eps, alpha, norm)
+    _assert_step(got, expected, norm, f"{norm} {layout} {dtype}")
+    assert got.stride() == x_adv.stride()
+
+
+@needs_step
+@pytest.mark.parametrize("norm", ["Linf", "L2"])
+def test_pgd_step_tensor_bounds(norm):
+    """Per-sample eps, per-channel alpha and lo, a float hi; then (N, C) bounds everywhere."""
+    x_adv, g, x = _step_inputs(spread=0.2)
+    n, c = x.shape[:2]
+    eps = (0.05 + 0.1 * torch.rand(n, 1, 1, 1, device=DEVICE)) * (4 if norm == "L2" else 1)
+    alpha = torch.tensor([0.02, 0.03, 0.05], device=DEVICE).view(1, c, 1, 1)
+    lo = torch.tensor([0.1, -0.2, 0.0], device=DEVICE).view(1, c, 1, 1)
+    got, expected = _steps(x_adv, g, x, eps, alpha, norm, lo, 0.9)
+    _assert_step(got, expected, norm, "per-sample/per-channel")
+    hi = 0.8 + 0.2 * torch.rand(n, c, 1, 1, device=DEVICE)
+    got, expected = _steps(x_adv, g, x, eps, alpha * 2, norm, lo - 0.1, hi)
+    _assert_step(got, expected, norm, "(N, C) bounds")
+
+
+@needs_step
+@pytest.mark.parametrize("norm", ["Linf", "L2"])
+def test_pgd_step_mixed_layouts_and_int64_offsets(norm, monkeypatch):
+    """x_adv, grad and x_nat in three different layouts (each read through its own strides),
+    then the int64 index path."""
+    x_adv, g, x = _step_inputs(shape=(2, 3, 7, 5))
+    g_cl = g.contiguous(memory_format=torch.channels_last)
+    x_strided = torch.zeros(2, 3, 14, 10, device=DEVICE)[:, :, ::2, ::2]
+    x_strided.copy_(x)
+    expected = _steps(x_adv, g, x, 0.3, 0.1, norm)[1]
+    for xa in (x_adv, x_adv.contiguous(memory_format=torch.channels_last)):
+        got = wavefuse.pgd_step(xa.clone(), g_cl, x_strided, 0.3, 0.1, norm, backend="triton")
+        _assert_step(got, expected, norm, "mixed layouts")
+    monkeypatch.setattr("wavefuse.kernels.dwt._INT32_LIMIT", 0)
+    got = wavefuse.pgd_step(x_adv.clone(), g, x, 0.3, 0.1, norm, backend="triton")
+    _assert_step(got, expected, norm, "int64 offsets")
+
+
+@needs_step
+def test_pgd_step_float64_bounds_are_not_rounded_to_float32():
+    """Floats reach the kernels as float64 bit patterns: an eps that float32 cannot hold."""
+    x = torch.full((1, 1, 2, 2), 0.5, dtype=torch.float64, device=DEVICE)
+    g = torch.ones_like(x)
+    eps = 0.1 + 1e-12
+    got = wavefuse.pgd_step(x.clone(), g, x, eps, 1.0, backend="triton")
+    assert torch.equal(got, torch.full_like(x, 0.5 + eps))
+
+
+@needs_step
+@pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")  # the interpreter's 1 / 0
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")
+@pytest.mark.parametrize("norm", ["Linf", "L2"])
+def test_pgd_step_nan_propagates_and_zero_delta(norm):
+    """A NaN gradient entry is not hidden (Linf: that element; L2: its sample), the other sample
+    stays finite; eps = 0 with x_adv = x gives a zero delta, not NaN (factor 1)."""
+    x_adv, g, x = _step_inputs(shape=(2, 2, 6, 5))
+    g[0, 1, 3, 2] = math.nan
+    got, cpu_like = _steps(x_adv, g, x, 0.03, 0.01, norm)
+    assert torch.isnan(got[0, 1, 3, 2]) and torch.isfinite(got[1]).all()
+    if norm == "L2":
+        assert torch.isnan(got[0]).all()
+    else:
+        assert torch.equal(got.nan_to_num(), cpu_like.nan_to_num())
+    got = wavefuse.pgd_step(x.clone(), torch.zeros_like(g), x, 0.0, 0.1, norm, backend="triton")
+    assert torch.equal(got, x)
+
+
+@needs_step
+def test_pgd_step_repeated_calls_are_bitwise_identical():
+    x_adv, g, x = _step_inputs()
+    first = wavefuse.pgd_step(x_adv.clone(), g, x, 0.5, 0.3, "L2", backend="triton")
+    assert torch.equal(
+        first, wavefuse.pgd_step(x_adv.clone(), g, x, 0.5, 0.3, "L2", backend="triton")
+    )
+
+
+# ---- wavelet_pgd_step ----------------------------------------------------------------------------
+
+
+def _wavelet_steps(x_adv, g, x, eps, wave, level, mode, scales, norm):
+    """(triton, reference) results of the same wavelet step."""
+    args = (x, eps, 0.03, wave, level, mode, scales, norm)
+    return [
+        _quiet(wavefuse.wavelet_pgd_step, x_adv.clone(), g, *args, backend=backend)
+        for backend in ("triton", "reference")
+    ]
+
+
+# (wave, level, norm) per case; scales cycle through 0 (band-limited), 0.5 and -0.25.
+WAVELET_CASES = [("haar", 1, "Linf"), ("db2", 2, "L2"), ("db4", 3, "L2"), ("sym5", 2, "Linf")]
+
+
+@needs_wavelet_step
+@pytest.mark.parametrize("mode", ALL_MODES)
+def test_wavelet_pgd_step_matches_the_reference(mode):
+    """Every mode x haar/db2/db4/sym5, levels 1-3 (db4 and sym5 grow on 7 x 6), odd sizes,
+    float64. Linf steps by sign(g'), whose tiny entries the transforms' rounding may flip:
+    the comparison allows that, in a handful of elements, by at most 2 alpha."""
+    x_adv, g, x = _step_inputs(shape=(1, 2, 7, 6), dtype=torch.float64)
+    for wave, level, norm in WAVELET_CASES:
+        scales = [0.0, 0.5, -0.25][:level]
+        got, expected = _wavelet_steps(x_adv, g, x, 0.05, wave, level, mode, scales, norm)
+        what = f"{wave} level {level} {mode} {norm}"
+        if norm == "L2":
+            assert_close(got, expected, 1e-12, what)
+        else:
+            bad = (got - expected).abs() > 1e-12
+            assert bad.sum() <= 2 and (got - expected).abs().max() <= 0.06 + 1e-12, what
+
+
+@needs_wavelet_step
+def test_wavelet_pgd_step_db20():
+    x_adv, g, x = _step_inputs(shape=(1, 1, 5, 6), dtype=torch.float64)
+    got, expected = _wavelet_steps(x_adv, g, x, 0.4, "db20", 1, "periodization", [0.25], "L2")
+    assert_close(got, expected, 1e-12, "db20")
+
+
+@needs_wavelet_step
+@pytest.mark.parametrize(
+    "dtype, layout",
+    [(torch.float32, "channels_last"), (torch.bfloat16, "contiguous")],
+)
+def test_wavelet_pgd_step_dtypes_and_layouts(dtype, layout):
+    """L2 (continuous in g): float32 within 1e-6, bfloat16 within its tolerance; the half step
+    reads the filtered gradient in float32 and rounds x_adv once."""
+    x_adv, g, x = _step_inputs(shape=(2, 2, 9, 8), dtype=dtype)
+    if layout == "channels_last":
+        x_adv, g = (t.contiguous(memory_format=torch.channels_last) for t in (x_adv, g))
+    got, expected = _wavelet_steps(x_adv, g, x, 0.5, "db2", 2, "symmetric", [0.0, 0.3], "L2")
+    assert got.dtype == dtype and got.stride() == x_adv.stride()
+    assert_close(got, expected, 1e-6 if dtype == torch.float32 else TOL[dtype], str(dtype))
+
+
+@needs_wavelet_step
+def test_opcheck_steps():
+    """Linf with float bounds, L2 with tensor bounds (per-sample eps, per-channel lo)."""
+    x_adv, g, x = _step_inputs(shape=(2, 3, 4, 4), dtype=torch.float64)
+    eps = torch.full((2, 1, 1, 1), 0.05, dtype=torch.float64, device=DEVICE)
+    lo = torch.zeros(1, 3, 1, 1, dtype=torch.float64, device=DEVICE)
+    linf = prepare_bounds(x, 0.05, 0.02, 0.0, 1.0, "Linf")
+    l2 = prepare_bounds(x, eps, 0.02, lo, 1.0, "L2")
+    for bounds, norm in ((linf, "Linf"), (l2, "L2")):
+        torch.library.opcheck(OPS.pgd_step.default, (x_adv, g, x, *bounds, norm, "triton"))
+    filters = filter_bank("haar", "dec", torch.float64, DEVICE)
+    args = (x_adv, g, x, *l2, filters, "periodization", 1, [0.5], "L2", "triton")
+    torch.library.opcheck(OPS.wavelet_pgd_step.default, args)
