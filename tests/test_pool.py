@@ -55,8 +55,10 @@ def test_equals_weighted_sum_of_dwt2_bands(wave, mode, backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("wave, mode", [("db2", "symmetric"), ("db4", "periodization"),
-                                        ("haar", "zero"), ("db3", "reflect")])
+@pytest.mark.parametrize(
+    "wave, mode",
+    [("db2", "symmetric"), ("db4", "periodization"), ("haar", "zero"), ("db3", "reflect")],
+)
 def test_adjoint_and_kernel_gradient_against_the_reference(wave, mode, backend):
     """The pair ops on their own: the adjoint is the transpose of the forward (<A x, g> =
     <x, A^T g>), both agree with the reference's, and so does the per-channel kernel gradient;
@@ -91,8 +93,10 @@ def test_adjoint_and_kernel_gradient_against_the_reference(wave, mode, backend):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
-@pytest.mark.parametrize("wave, mode", [("haar", "periodization"), ("db3", "symmetric"),
-                                        ("db2", "zero"), ("db4", "periodic")])
+@pytest.mark.parametrize(
+    "wave, mode",
+    [("haar", "periodization"), ("db3", "symmetric"), ("db2", "zero"), ("db4", "periodic")],
+)
 def test_many_channels_channels_last(wave, mode, dtype, backend):
     """16+ channels in channels_last take the C++ kernels' channel-vector loops (forward and
     adjoint); per-channel and shared kernels, odd sizes, against the contiguous reference."""
@@ -108,11 +112,13 @@ def test_many_channels_channels_last(wave, mode, dtype, backend):
             ref = pool_ops.wavelet_pool2d(x.to(dtype).double(), k64, mode, "reference")
             assert_close(y, ref, TOL[dtype], f"{wave} {mode} forward")
             g = torch.randn(y.shape, dtype=torch.float64)
-            a = pool_ops.wavelet_pool2d_adjoint(g.to(dtype).to(memory_format=cl), k, mode, [h, w],
-                                                backend)
+            a = pool_ops.wavelet_pool2d_adjoint(
+                g.to(dtype).to(memory_format=cl), k, mode, [h, w], backend
+            )
             assert a.is_contiguous(memory_format=cl)
-            ref = pool_ops.wavelet_pool2d_adjoint(g.to(dtype).double(), k64, mode, [h, w],
-                                                  "reference")
+            ref = pool_ops.wavelet_pool2d_adjoint(
+                g.to(dtype).double(), k64, mode, [h, w], "reference"
+            )
             assert_close(a, ref, TOL[dtype], f"{wave} {mode} adjoint")
 
 

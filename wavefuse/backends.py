@@ -82,7 +82,7 @@ try:
     _C = importlib.import_module("wavefuse._C")  # loading it registers the C++/CUDA kernels
 
     EXTENSION_ERROR: str | None = None
-except Exception as e:  # ImportError, or OSError for an extension built against another torch
+except Exception as e:  # noqa: BLE001 (ImportError, or OSError for an extension built against another torch)
     _C = None
     EXTENSION_ERROR = f"{type(e).__name__}: {e}"
 

@@ -87,7 +87,7 @@ def empty_4d(like: Tensor, n: int, c: int, h: int, w: int) -> Tensor:
 
 
 def empty_bands(like: Tensor, n: int, c: int, h: int, w: int) -> Tensor:
-    kw = dict(dtype=like.dtype, device=like.device)
+    kw = {"dtype": like.dtype, "device": like.device}
     if is_channels_last(like):
         return torch.empty((3, n, h, w, c), **kw).permute(1, 4, 0, 2, 3)
     return torch.empty((3, n, c, h, w), **kw).permute(1, 2, 0, 3, 4)
