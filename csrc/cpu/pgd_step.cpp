@@ -23,6 +23,7 @@
 #include <torch/library.h>
 
 #include <cmath>
+#include <limits>
 #include <optional>
 #include <string>
 
@@ -181,11 +182,11 @@ void check_bound(const std::optional<Tensor>& t, const Tensor& x, const char* na
               " must be a ", acc, " tensor on ", x.device());
 }
 
-void pgd_step_cpu(const Tensor& x_adv, const Tensor& grad, const Tensor& x_nat, double eps,
-                  double alpha, double lo, double hi, const std::optional<Tensor>& eps_tensor,
-                  const std::optional<Tensor>& alpha_tensor,
-                  const std::optional<Tensor>& lo_tensor, const std::optional<Tensor>& hi_tensor,
-                  c10::string_view norm) {
+// The checks both step kernels share; returns whether the norm is L2.
+bool check_step(const Tensor& x_adv, const Tensor& grad, const Tensor& x_nat,
+                const std::optional<Tensor>& eps_tensor, const std::optional<Tensor>& alpha_tensor,
+                const std::optional<Tensor>& lo_tensor, const std::optional<Tensor>& hi_tensor,
+                c10::string_view norm) {
   check_input(x_adv, "x_adv");
   TORCH_CHECK(grad.sizes() == x_adv.sizes() && x_nat.sizes() == x_adv.sizes(),
               "wavefuse: x_adv, grad and x_nat must share one shape");
@@ -200,6 +201,16 @@ void pgd_step_cpu(const Tensor& x_adv, const Tensor& grad, const Tensor& x_nat, 
   check_bound(hi_tensor, x_adv, "hi_tensor");
   TORCH_CHECK(!l2 || !eps_tensor.has_value() || eps_tensor->size(1) == 1,
               "wavefuse: for L2, eps_tensor has one entry per sample");
+  return l2;
+}
+
+void pgd_step_cpu(const Tensor& x_adv, const Tensor& grad, const Tensor& x_nat, double eps,
+                  double alpha, double lo, double hi, const std::optional<Tensor>& eps_tensor,
+                  const std::optional<Tensor>& alpha_tensor,
+                  const std::optional<Tensor>& lo_tensor, const std::optional<Tensor>& hi_tensor,
+                  c10::string_view norm) {
+  const bool l2 =
+      check_step(x_adv, grad, x_nat, eps_tensor, alpha_tensor, lo_tensor, hi_tensor, norm);
   if (x_adv.numel() == 0) return;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x_adv.scalar_type(), "wavefuse_pgd", [&] {
     using acc_t = at::opmath_type<scalar_t>;
@@ -220,11 +231,17 @@ void pgd_step_cpu(const Tensor& x_adv, const Tensor& grad, const Tensor& x_nat, 
 }
 
 // ---- wavelet_pgd_step: pgd_step on g' = idwt(scale_hf(dwt(g))) ---------------------------------
-// g' is built from this library's own CPU transform kernels (one analysis and one synthesis pass
-// per level, each level cropped to the size it analysed, as reference.scale_details_ref), in the
-// compute type; the step then runs on it. Half types step in float32 on float32 copies of x_adv
-// and x_nat and round once, as the reference does (rounding g' to half first could flip the sign
-// of its tiny entries). Not yet one fused pass: a Haar single-pass kernel is future work.
+// Two paths, chosen per call by the filter bank (haar_fusable):
+//   * a two-tap orthogonal bank (haar, db1): ONE fused pass per block row (haar_step, below) for
+//     every mode, level and size (odd, 1 x 1, smaller than 2^J), any strides (contiguous,
+//     channels_last, slices), every dtype and both norms: grad is read once, no band is formed,
+//     x_adv is stepped in place (L2: that pass caches g', two more passes over it for the norms).
+//   * any other bank (db2 and longer, or a two-tap bank that is not orthogonal): g' from this
+//     library's own CPU transform kernels (one analysis and one synthesis kernel per level, each
+//     level cropped to the size it analysed, as reference.scale_details_ref), in the compute type,
+//     then pgd_step_cpu on it. Half types step in float32 on float32 copies of x_adv and x_nat and
+//     round once, as the reference does (rounding g' to half first could flip the sign of its
+//     tiny entries). Fusing these per level is future work.
 
 Tensor scale_details(const Tensor& g, const Tensor& filters, c10::string_view mode, int64_t level,
                      at::ArrayRef<double> hf_scale) {
@@ -253,6 +270,473 @@ Tensor scale_details(const Tensor& g, const Tensor& filters, c10::string_view mo
   return a;
 }
 
+// ---- Haar: the whole wavelet step in one pass ---------------------------------------------------
+// With a two-tap orthogonal bank (haar, db1) a level pairs samples (2k, 2k + 1) of each axis and
+// nothing else, so a block of 2^J x 2^J input samples holds its whole J-level cascade, and the
+// only data a boundary brings in is ONE extension sample at the end of an odd axis (position n):
+// zero 0; symmetric and periodization x[n-1]; reflect x[n-2]; periodic x[0] (common.h's maps at
+// p = n). Synthesis lengths are 2K for every mode, cropped back to n. No band is formed: with
+// w = (dec_lo[1], dec_lo[0]) the weights of samples (2k, 2k + 1), the level-j approximation is
+//   a_j[i][k] = w0 (w0 a[2i][2k] + w1 a[2i][2k+1]) + w1 (w0 a[2i+1][2k] + w1 a[2i+1][2k+1])
+// (a = a_{j-1} extended, W pass then H pass as the reference), its upsampling is
+// U(v)[p][q] = w[p&1] w[q&1] v[p/2][q/2], and since the bank is orthogonal (the synthesis of all
+// four bands restores a_{j-1}), scaling level j's three detail bands by s_j is
+//   ã_{j-1} = s_j a_{j-1} + U(ã_j - s_j a_j),   ã_J = a_J,   g' = ã_0.
+// Carried downwards as d_j = ã_j - s_j a_j = (s_{j+1} - s_j) a_j + U(d_{j+1}) (s_{J+1} = 1,
+// d_J = (1 - s_J) a_J) and g' = d_0 with s_0 = 0, every level is one multiply-add per sample and
+// needs only the approximations a_0..a_J of the block. This equals scale_details (the transform
+// kernels' composition) up to floating-point rounding; a NaN spreads over the same samples (the
+// 2^J block it falls in, and every block whose extension sample reads it), since 0 * NaN = NaN.
+// An infinite gradient entry is non-finite over the same samples too, but where the four-band
+// synthesis meets inf - inf (NaN) this form may keep +-inf, a full sign step for Linf
+// (docs/edge_policies.md).
+//
+// A task is one block row (2^J input rows, the whole width; one row block of H when 2^J >= H) of
+// one plane: it loads grad once into a buffer in the compute type, builds the approximation
+// pyramid, carries d down to g', and steps. Along W the extension is always inside the task. Along
+// H it is too, except reflect and periodic at the last block row of a level that has one row of
+// its own there (reflect reads row n-2, periodic row 0 of that level): that row is recomputed
+// from grad (haar_row, at most 2^(j-1) input rows). Linf steps directly (one pass). L2 needs the
+// sample norms first; per group of samples (kL2Group elements, so the group's data stay in
+// cache) the filter pass writes g' to a scratch buffer in the compute type with one partial sum
+// of squares per task, then the delta pass (partials of ||delta||^2) and the write pass read it
+// back. One extra write and two cached reads cost less than running the cascade three times.
+// Partials are summed per sample in task order (and per task in kLanes fixed lanes): the same
+// bits for any thread count, no atomics.
+
+// The sample that extends an odd axis of n samples (read at position n), two taps; -1: zero.
+inline int64_t haar_extension(Mode mode, int64_t n) {
+  return mode == Mode::Periodization ? periodization_index<int64_t>(n, n)
+                                     : extend_index<int64_t>(mode, n, n);
+}
+
+template <typename acc_t>
+struct HaarPlan {
+  Mode mode;
+  int64_t J, B, blocks;               // levels, input rows per block row, block rows per plane
+  acc_t w0, w1;                       // weights of samples 2k and 2k + 1 (analysis, upsampling)
+  std::vector<acc_t> coef;            // level j = 0..J: s_{j+1} - s_j (s_0 = 0, s_{J+1} = 1)
+  std::vector<int64_t> h, w;          // level j = 0..J: rows and columns of a_j
+  std::vector<int64_t> ext_h, ext_w;  // level j: the extension row / column source of a_j
+  std::vector<int64_t> off;           // level j: a_j's rows in a task's buffer (stride w[j] + 1)
+  int64_t zero_row, work;             // offset of a row of zeros; elements of a task's buffer
+  // Rows [start(j, r0), end(j, r1)) of a_j belong to the block row of input rows [r0, r1).
+  int64_t start(int64_t j, int64_t r0) const { return j >= 62 ? 0 : r0 >> j; }
+  int64_t end(int64_t j, int64_t r1) const { return j >= 62 ? 1 : ((r1 - 1) >> j) + 1; }
+};
+
+template <typename scalar_t>
+struct HaarArgs {
+  using acc_t = at::opmath_type<scalar_t>;
+  StepArgs<scalar_t> s;
+  const HaarPlan<acc_t>* plan;
+  acc_t* scratch;        // L2: g' of the planes p0, p0 + 1, ... of a group, (H, W) each
+  int64_t p0;
+  double* partials;      // L2: one sum per task
+  const acc_t* denom;    // L2: per sample, ||g'|| + 1e-10
+  const acc_t* factor;   // L2: per sample, the projection factor
+};
+
+template <typename acc_t>
+WAVEFUSE_INLINE void extend_row(acc_t* row, int64_t n, int64_t src) {
+  if (n & 1) row[n] = src < 0 ? acc_t(0) : row[src];
+}
+
+template <typename scalar_t, typename acc_t>
+WAVEFUSE_INLINE void load_row(const scalar_t* __restrict__ src, int64_t sw, int64_t n,
+                              acc_t* __restrict__ out) {
+  if (sw == 1) {
+    for (int64_t q = 0; q < n; ++q) out[q] = static_cast<acc_t>(src[q]);
+  } else {
+    for (int64_t q = 0; q < n; ++q) out[q] = static_cast<acc_t>(src[q * sw]);
+  }
+}
+
+// out[k] = a_j[i][k] for k < n from rows 2i (a) and 2i + 1 (b) of a_{j-1}, both extended.
+template <typename acc_t>
+WAVEFUSE_INLINE void pair_rows(const acc_t* __restrict__ a, const acc_t* __restrict__ b,
+                               acc_t* __restrict__ out, int64_t n, acc_t w0, acc_t w1) {
+  for (int64_t k = 0; k < n; ++k) {
+    const acc_t ta = w0 * a[2 * k] + w1 * a[2 * k + 1];
+    const acc_t tb = w0 * b[2 * k] + w1 * b[2 * k + 1];
+    out[k] = w0 * ta + w1 * tb;
+  }
+}
+
+// row[q] = c row[q] + u[q&1] d[q/2] for q < n: a_j's row becomes d_j's (u = w[p&1] w).
+template <typename acc_t>
+WAVEFUSE_INLINE void carry_row(acc_t* __restrict__ row, const acc_t* __restrict__ d, int64_t n,
+                               acc_t c, acc_t u0, acc_t u1) {
+  const int64_t pairs = n / 2;
+  for (int64_t k = 0; k < pairs; ++k) {
+    row[2 * k] = c * row[2 * k] + u0 * d[k];
+    row[2 * k + 1] = c * row[2 * k + 1] + u1 * d[k];
+  }
+  if (n & 1) row[n - 1] = c * row[n - 1] + u0 * d[pairs];
+}
+
+// Row r of a_j (extended), recomputed from grad: the rare boundary row of reflect and periodic
+// that lies in another block row (2^j input rows; recursion depth j).
+template <typename scalar_t, typename acc_t>
+void haar_row(const HaarPlan<acc_t>& pl, const scalar_t* g, int64_t sh, int64_t sw, int64_t j,
+              int64_t r, acc_t* out) {
+  if (j == 0) {
+    load_row(g + r * sh, sw, pl.w[0], out);
+  } else {
+    std::vector<acc_t> a(pl.w[j - 1] + 1), b(pl.w[j - 1] + 1, acc_t(0));
+    haar_row(pl, g, sh, sw, j - 1, 2 * r, a.data());
+    const int64_t src = 2 * r + 1 < pl.h[j - 1] ? 2 * r + 1 : pl.ext_h[j - 1];
+    if (src >= 0) haar_row(pl, g, sh, sw, j - 1, src, b.data());
+    pair_rows(a.data(), b.data(), out, pl.w[j], pl.w0, pl.w1);
+  }
+  extend_row(out, pl.w[j], pl.ext_w[j]);
+}
+
+// g' of input rows [r0, r1) of plane p (block row b) into the task buffer's level 0 (stride
+// w[0] + 1). Returns the rows.
+template <typename scalar_t, typename acc_t>
+WAVEFUSE_INLINE std::pair<int64_t, int64_t> haar_filter_block(const HaarArgs<scalar_t>& t,
+                                                              int64_t p, int64_t b, acc_t* buf,
+                                                              std::vector<acc_t>& spare) {
+  const HaarPlan<acc_t>& pl = *t.plan;
+  const StepArgs<scalar_t>& s = t.s;
+  const int64_t r0 = b * pl.B, r1 = std::min(r0 + pl.B, s.H), J = pl.J;
+  const scalar_t* g = s.g.plane(p, s.C);
+  acc_t* a0 = buf + pl.off[0];
+  for (int64_t r = r0; r < r1; ++r) {
+    acc_t* row = a0 + (r - r0) * (pl.w[0] + 1);
+    load_row(g + r * s.g.sh, s.g.sw, pl.w[0], row);
+    extend_row(row, pl.w[0], pl.ext_w[0]);
+  }
+  for (int64_t j = 1; j <= J; ++j) {  // analysis: the approximation pyramid
+    const int64_t ps = pl.start(j - 1, r0), pe = pl.end(j - 1, r1);
+    const int64_t cs = pl.start(j, r0), ce = pl.end(j, r1);
+    const int64_t sp = pl.w[j - 1] + 1, sc = pl.w[j] + 1;
+    const acc_t* prev = buf + pl.off[j - 1];
+    acc_t* cur = buf + pl.off[j];
+    for (int64_t i = cs; i < ce; ++i) {
+      const acc_t* ra = prev + (2 * i - ps) * sp;
+      const acc_t* rb = ra + sp;
+      if (2 * i + 1 == pe) {  // the last row of an odd a_{j-1} (pe = h[j-1]): extend
+        const int64_t e = pl.ext_h[j - 1];
+        if (e < 0) {
+          rb = buf + pl.zero_row;
+        } else if (e >= ps) {
+          rb = prev + (e - ps) * sp;
+        } else {
+          spare.resize(sp);
+          haar_row(pl, g, s.g.sh, s.g.sw, j - 1, e, spare.data());
+          rb = spare.data();
+        }
+      }
+      acc_t* out = cur + (i - cs) * sc;
+      pair_rows(ra, rb, out, pl.w[j], pl.w0, pl.w1);
+      extend_row(out, pl.w[j], pl.ext_w[j]);
+    }
+  }
+  for (int64_t j = J; j >= 0; --j) {  // synthesis: d_j, down to d_0 = g'
+    const int64_t cs = pl.start(j, r0), ce = pl.end(j, r1), sc = pl.w[j] + 1;
+    acc_t* cur = buf + pl.off[j];
+    const acc_t c = pl.coef[j];
+    if (j == J) {
+      for (int64_t i = cs; i < ce; ++i) {
+        acc_t* row = cur + (i - cs) * sc;
+        for (int64_t q = 0; q < pl.w[j]; ++q) row[q] = c * row[q];
+      }
+      continue;
+    }
+    const int64_t ns = pl.start(j + 1, r0), sn = pl.w[j + 1] + 1;
+    const acc_t* next = buf + pl.off[j + 1];
+    for (int64_t i = cs; i < ce; ++i) {
+      const acc_t wi = (i & 1) ? pl.w1 : pl.w0;
+      carry_row(cur + (i - cs) * sc, next + ((i >> 1) - ns) * sn, pl.w[j], c, wi * pl.w0,
+                wi * pl.w1);
+    }
+  }
+  return {r0, r1};
+}
+
+// Branch-free sign_of and clamp_lo_hi, so the row loops below vectorise (the step of random
+// gradients branches on every sign: mispredicted half the time). The same values: sign(NaN) is
+// NaN, sign(+-0) is 0; a comparison with a NaN v is false, so v passes through both selects, as
+// the NaN checks of clamp_nan and clamp_lo_hi (the bounds are never NaN) pass it.
+template <typename T>
+WAVEFUSE_INLINE T sign_select(T g) {
+  const T s = T(g > T(0)) - T(g < T(0));
+  return g != g ? g : s;
+}
+
+template <typename T>
+WAVEFUSE_INLINE T clamp_select(T v, T lo, T hi) {
+  v = v < lo ? lo : v;
+  return hi < v ? hi : v;
+}
+
+// Linf on one row: x_adv (element stride sa) from g' and x_nat (stride sx); Unit: both 1.
+template <bool Unit, typename scalar_t, typename acc_t>
+WAVEFUSE_INLINE void linf_row(scalar_t* __restrict__ xa, const scalar_t* __restrict__ x,
+                              const acc_t* __restrict__ g, int64_t sa, int64_t sx, int64_t n,
+                              acc_t eps, acc_t alpha, acc_t lo, acc_t hi) {
+  for (int64_t q = 0; q < n; ++q) {
+    const int64_t ia = Unit ? q : q * sa, ix = Unit ? q : q * sx;
+    const acc_t xv = static_cast<acc_t>(x[ix]);
+    const acc_t moved = static_cast<acc_t>(xa[ia]) + alpha * sign_select(g[q]);
+    const acc_t delta = clamp_select(moved - xv, -eps, eps);
+    xa[ia] = static_cast<scalar_t>(clamp_select(xv + delta, lo, hi));
+  }
+}
+
+// L2 on one row: delta = x_adv + alpha * g' / denom - x_nat; Write: x_adv = clamp(x_nat +
+// factor * delta), else delta into out.
+template <bool Write, bool Unit, typename scalar_t, typename acc_t>
+WAVEFUSE_INLINE void l2_row(scalar_t* __restrict__ xa, const scalar_t* __restrict__ x,
+                            const acc_t* __restrict__ g, acc_t* __restrict__ out, int64_t sa,
+                            int64_t sx, int64_t n, acc_t alpha, acc_t denom, acc_t factor,
+                            acc_t lo, acc_t hi) {
+  for (int64_t q = 0; q < n; ++q) {
+    const int64_t ia = Unit ? q : q * sa, ix = Unit ? q : q * sx;
+    const acc_t xv = static_cast<acc_t>(x[ix]);
+    const acc_t delta = static_cast<acc_t>(xa[ia]) + alpha * (g[q] / denom) - xv;
+    if constexpr (Write) {
+      xa[ia] = static_cast<scalar_t>(clamp_select(xv + delta * factor, lo, hi));
+    } else {
+      out[q] = delta;
+    }
+  }
+}
+
+// Independent partial sums of a task's squares (vector lanes); fixed lanes, fixed order.
+constexpr int kLanes = 8;
+
+template <typename acc_t>
+WAVEFUSE_INLINE void add_squares(double* __restrict__ lanes, const acc_t* __restrict__ v,
+                                 int64_t n) {
+  const int64_t body = n - n % kLanes;
+  for (int64_t q = 0; q < body; q += kLanes) {
+    for (int l = 0; l < kLanes; ++l) {
+      const double d = v[q + l];
+      lanes[l] += d * d;
+    }
+  }
+  for (int64_t q = body; q < n; ++q) {
+    const double d = v[q];
+    lanes[q - body] += d * d;
+  }
+}
+
+WAVEFUSE_INLINE double sum_lanes(const double* lanes) {
+  double sum = 0.0;
+  for (int l = 0; l < kLanes; ++l) sum += lanes[l];
+  return sum;
+}
+
+template <typename scalar_t>
+WAVEFUSE_INLINE void haar_linf_tasks_impl(const HaarArgs<scalar_t>& t, int64_t begin,
+                                          int64_t end) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const StepArgs<scalar_t>& s = t.s;
+  const HaarPlan<acc_t>& pl = *t.plan;
+  std::vector<acc_t> buf(pl.work, acc_t(0)), spare;
+  const bool unit = s.xa.sw == 1 && s.x.sw == 1;
+  for (int64_t u = begin; u < end; ++u) {
+    const int64_t p = u / pl.blocks, n = p / s.C, c = p % s.C;
+    const auto [r0, r1] = haar_filter_block(t, p, u % pl.blocks, buf.data(), spare);
+    const acc_t eps = s.b.eps.at(n, c), alpha = s.b.alpha.at(n, c);
+    const acc_t lo = s.b.lo.at(n, c), hi = s.b.hi.at(n, c);
+    scalar_t* xa = s.xa.plane(p, s.C);
+    const scalar_t* x = s.x.plane(p, s.C);
+    for (int64_t r = r0; r < r1; ++r) {
+      const acc_t* g = buf.data() + pl.off[0] + (r - r0) * (pl.w[0] + 1);
+      scalar_t* xa_r = xa + r * s.xa.sh;
+      const scalar_t* x_r = x + r * s.x.sh;
+      if (unit) {
+        linf_row<true>(xa_r, x_r, g, 1, 1, s.W, eps, alpha, lo, hi);
+      } else {
+        linf_row<false>(xa_r, x_r, g, s.xa.sw, s.x.sw, s.W, eps, alpha, lo, hi);
+      }
+    }
+  }
+}
+
+// L2, pass 1: g' of each task into the scratch buffer, and the task's sum of g'^2 (in double, as
+// l2_tasks).
+template <typename scalar_t>
+WAVEFUSE_INLINE void haar_l2_filter_tasks_impl(const HaarArgs<scalar_t>& t, int64_t begin,
+                                               int64_t end) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const StepArgs<scalar_t>& s = t.s;
+  const HaarPlan<acc_t>& pl = *t.plan;
+  std::vector<acc_t> buf(pl.work, acc_t(0)), spare;
+  for (int64_t u = begin; u < end; ++u) {
+    const int64_t p = u / pl.blocks;
+    const auto [r0, r1] = haar_filter_block(t, p, u % pl.blocks, buf.data(), spare);
+    double lanes[kLanes] = {};
+    for (int64_t r = r0; r < r1; ++r) {
+      const acc_t* g = buf.data() + pl.off[0] + (r - r0) * (pl.w[0] + 1);
+      std::copy(g, g + s.W, t.scratch + ((p - t.p0) * s.H + r) * s.W);
+      add_squares(lanes, g, s.W);
+    }
+    t.partials[u] = sum_lanes(lanes);
+  }
+}
+
+// L2, passes 2 (Write = false: the task's sum of delta^2) and 3 (write x_adv), over the scratch.
+template <bool Write, typename scalar_t>
+WAVEFUSE_INLINE void haar_l2_step_tasks_impl(const HaarArgs<scalar_t>& t, int64_t begin,
+                                             int64_t end) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const StepArgs<scalar_t>& s = t.s;
+  const HaarPlan<acc_t>& pl = *t.plan;
+  const bool unit = s.xa.sw == 1 && s.x.sw == 1;
+  std::vector<acc_t> delta(Write ? 0 : s.W);
+  for (int64_t u = begin; u < end; ++u) {
+    const int64_t p = u / pl.blocks, n = p / s.C, c = p % s.C;
+    const int64_t r0 = (u % pl.blocks) * pl.B, r1 = std::min(r0 + pl.B, s.H);
+    const acc_t alpha = s.b.alpha.at(n, c), denom = t.denom[n];
+    const acc_t factor = Write ? t.factor[n] : acc_t(0);
+    const acc_t lo = s.b.lo.at(n, c), hi = s.b.hi.at(n, c);
+    scalar_t* xa = s.xa.plane(p, s.C);
+    const scalar_t* x = s.x.plane(p, s.C);
+    double lanes[kLanes] = {};
+    for (int64_t r = r0; r < r1; ++r) {
+      const acc_t* g = t.scratch + ((p - t.p0) * s.H + r) * s.W;
+      scalar_t* xa_r = xa + r * s.xa.sh;
+      const scalar_t* x_r = x + r * s.x.sh;
+      if (unit) {
+        l2_row<Write, true>(xa_r, x_r, g, delta.data(), 1, 1, s.W, alpha, denom, factor, lo, hi);
+      } else {
+        l2_row<Write, false>(xa_r, x_r, g, delta.data(), s.xa.sw, s.x.sw, s.W, alpha, denom,
+                             factor, lo, hi);
+      }
+      if constexpr (!Write) add_squares(lanes, delta.data(), s.W);
+    }
+    if constexpr (!Write) t.partials[u] = sum_lanes(lanes);
+  }
+}
+
+template <typename scalar_t>
+WAVEFUSE_INLINE void haar_l2_delta_tasks_impl(const HaarArgs<scalar_t>& t, int64_t begin,
+                                              int64_t end) {
+  haar_l2_step_tasks_impl<false>(t, begin, end);
+}
+
+template <typename scalar_t>
+WAVEFUSE_INLINE void haar_l2_write_tasks_impl(const HaarArgs<scalar_t>& t, int64_t begin,
+                                              int64_t end) {
+  haar_l2_step_tasks_impl<true>(t, begin, end);
+}
+
+#define WAVEFUSE_TASKS(name, T)                                                          \
+  WAVEFUSE_SIMD_CLONES void name(const HaarArgs<T>& t, int64_t begin, int64_t end) { \
+    name##_impl(t, begin, end);                                                      \
+  }
+#define WAVEFUSE_ALL_TASKS(name) \
+  WAVEFUSE_TASKS(name, float)    \
+  WAVEFUSE_TASKS(name, double)   \
+  WAVEFUSE_TASKS(name, at::Half) \
+  WAVEFUSE_TASKS(name, at::BFloat16)
+WAVEFUSE_ALL_TASKS(haar_linf_tasks)
+WAVEFUSE_ALL_TASKS(haar_l2_filter_tasks)
+WAVEFUSE_ALL_TASKS(haar_l2_delta_tasks)
+WAVEFUSE_ALL_TASKS(haar_l2_write_tasks)
+#undef WAVEFUSE_ALL_TASKS
+#undef WAVEFUSE_TASKS
+
+// The fused path takes any two-tap bank whose analysis matrix [dec_lo reversed; dec_hi reversed]
+// is orthogonal to a few ulps of the compute type (haar and db1 from PyWavelets): the synthesis
+// of all four bands then restores the signal, which the carried form above relies on.
+bool haar_fusable(const Tensor& filters, at::ScalarType acc) {
+  if (filters.size(1) != 2) return false;
+  const Tensor f = filters.to(at::kDouble).contiguous();
+  const double* h = static_cast<const double*>(f.data_ptr());
+  const double tol = 8 * (acc == at::kDouble ? std::numeric_limits<double>::epsilon()
+                                             : std::numeric_limits<float>::epsilon());
+  const double n0 = h[0] * h[0] + h[1] * h[1], n1 = h[2] * h[2] + h[3] * h[3];
+  const double dot = h[0] * h[2] + h[1] * h[3];
+  return std::abs(n0 - 1) <= tol && std::abs(n1 - 1) <= tol && std::abs(dot) <= tol;
+}
+
+template <typename acc_t>
+HaarPlan<acc_t> haar_plan(const Tensor& filters, Mode mode, int64_t J,
+                          at::ArrayRef<double> hf_scale, int64_t H, int64_t W) {
+  const Tensor f = filters.to(at::kDouble).contiguous();
+  const double* h = static_cast<const double*>(f.data_ptr());
+  HaarPlan<acc_t> pl;
+  pl.mode = mode;
+  pl.J = J;
+  pl.B = J < 62 && (int64_t{1} << J) < H ? int64_t{1} << J : H;
+  pl.blocks = (H + pl.B - 1) / pl.B;
+  pl.w0 = static_cast<acc_t>(h[1]);
+  pl.w1 = static_cast<acc_t>(h[0]);
+  int64_t rows = pl.B, total = 0;
+  for (int64_t j = 0; j <= J; ++j) {
+    const double above = j < J ? hf_scale[j] : 1.0, below = j > 0 ? hf_scale[j - 1] : 0.0;
+    pl.coef.push_back(static_cast<acc_t>(above - below));
+    pl.h.push_back(j == 0 ? H : (pl.h.back() + 1) / 2);
+    pl.w.push_back(j == 0 ? W : (pl.w.back() + 1) / 2);
+    pl.ext_h.push_back(haar_extension(mode, pl.h.back()));
+    pl.ext_w.push_back(haar_extension(mode, pl.w.back()));
+    pl.off.push_back(total);
+    total += rows * (pl.w.back() + 1);
+    rows = (rows + 1) / 2;
+  }
+  pl.zero_row = total;
+  pl.work = total + W + 1;
+  return pl;
+}
+
+// Samples per parallel chunk below which a step runs on one thread (at::internal::GRAIN_SIZE,
+// ATen's elementwise threshold): a small batch is not worth waking the pool.
+constexpr int64_t kHaarGrain = 32768;
+// Elements of the samples that one L2 group steps together (the three arrays and the scratch:
+// 4 MiB in float32, inside a server core's share of L3).
+constexpr int64_t kL2Group = 262144;
+
+// Runs the Haar step on the tasks (plane, block row): Linf in one pass, L2 in three.
+template <typename scalar_t>
+void haar_step(const StepArgs<scalar_t>& s, const HaarPlan<at::opmath_type<scalar_t>>& pl,
+               int64_t N, bool l2, const Tensor& like) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t tasks = N * s.C * pl.blocks, per_sample = s.C * pl.blocks;
+  const int64_t grain = std::max<int64_t>(1, kHaarGrain / (pl.B * s.W));
+  HaarArgs<scalar_t> t{s, &pl, nullptr, 0, nullptr, nullptr, nullptr};
+  if (!l2) {
+    at::parallel_for(0, tasks, grain, [&](int64_t b, int64_t e) { haar_linf_tasks(t, b, e); });
+    return;
+  }
+  // Samples in groups of about kL2Group elements: the group's g' (the scratch), x_adv and x_nat
+  // are still in cache when passes 2 and 3 read them again.
+  const int64_t group = std::max<int64_t>(1, kL2Group / (s.C * s.H * s.W));
+  const Tensor scratch = at::empty({std::min(group, N) * s.C * s.H * s.W},
+                                   like.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
+  std::vector<double> partials(tasks);
+  std::vector<acc_t> denom(N), factor(N);
+  t.scratch = static_cast<acc_t*>(scratch.data_ptr());
+  t.partials = partials.data();
+  t.denom = denom.data();
+  t.factor = factor.data();
+  auto sample_sum = [&](int64_t n) {  // in task order: the same for every thread count
+    double sum = 0.0;
+    for (int64_t u = n * per_sample; u < (n + 1) * per_sample; ++u) sum += partials[u];
+    return sum;
+  };
+  for (int64_t n0 = 0; n0 < N; n0 += group) {
+    const int64_t n1 = std::min(N, n0 + group), u0 = n0 * per_sample, u1 = n1 * per_sample;
+    t.p0 = n0 * s.C;
+    at::parallel_for(u0, u1, grain, [&](int64_t b, int64_t e) { haar_l2_filter_tasks(t, b, e); });
+    for (int64_t n = n0; n < n1; ++n) {
+      denom[n] = static_cast<acc_t>(std::sqrt(sample_sum(n))) + static_cast<acc_t>(kL2Eps);
+    }
+    at::parallel_for(u0, u1, grain, [&](int64_t b, int64_t e) { haar_l2_delta_tasks(t, b, e); });
+    for (int64_t n = n0; n < n1; ++n) {
+      const acc_t dn = static_cast<acc_t>(std::sqrt(sample_sum(n)));
+      const acc_t eps = s.b.eps.at(n, 0);
+      factor[n] = dn == acc_t(0) ? acc_t(1) : std::min((acc_t(1) / dn) * eps, acc_t(1));
+    }
+    at::parallel_for(u0, u1, grain, [&](int64_t b, int64_t e) { haar_l2_write_tasks(t, b, e); });
+  }
+}
+
 void wavelet_pgd_step_cpu(const Tensor& x_adv, const Tensor& grad, const Tensor& x_nat, double eps,
                           double alpha, double lo, double hi,
                           const std::optional<Tensor>& eps_tensor,
@@ -261,13 +745,31 @@ void wavelet_pgd_step_cpu(const Tensor& x_adv, const Tensor& grad, const Tensor&
                           const std::optional<Tensor>& hi_tensor, const Tensor& filters,
                           c10::string_view wave_mode, int64_t level, at::ArrayRef<double> hf_scale,
                           c10::string_view norm) {
-  check_input(x_adv, "x_adv");
+  const bool l2 =
+      check_step(x_adv, grad, x_nat, eps_tensor, alpha_tensor, lo_tensor, hi_tensor, norm);
   check_filters(filters);
   TORCH_CHECK(level >= 0 && static_cast<int64_t>(hf_scale.size()) == level,
               "wavefuse: hf_scale must have one entry per level (", level, "), got ",
               hf_scale.size());
-  TORCH_CHECK(grad.sizes() == x_adv.sizes(), "wavefuse: grad must have x_adv's shape");
   const auto acc = x_adv.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const Mode mode = parse_mode(std::string(wave_mode));
+  if (haar_fusable(filters.to(acc), acc)) {
+    if (x_adv.numel() == 0) return;
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x_adv.scalar_type(), "wavefuse_haar", [&] {
+      using acc_t = at::opmath_type<scalar_t>;
+      const StepArgs<scalar_t> s{
+          view4<scalar_t>(x_adv),
+          view4<const scalar_t>(grad),
+          view4<const scalar_t>(x_nat),
+          {bound<acc_t>(eps, eps_tensor), bound<acc_t>(alpha, alpha_tensor),
+           bound<acc_t>(lo, lo_tensor), bound<acc_t>(hi, hi_tensor)},
+          x_adv.size(1), x_adv.size(2), x_adv.size(3)};
+      const HaarPlan<acc_t> plan =
+          haar_plan<acc_t>(filters.to(acc), mode, level, hf_scale, s.H, s.W);
+      haar_step(s, plan, x_adv.size(0), l2, x_adv);
+    });
+    return;
+  }
   const Tensor g = scale_details(grad.to(acc), filters.to(acc), wave_mode, level, hf_scale);
   if (x_adv.scalar_type() == acc) {
     pgd_step_cpu(x_adv, g, x_nat, eps, alpha, lo, hi, eps_tensor, alpha_tensor, lo_tensor,

@@ -23,8 +23,8 @@ bit-identical in float32; half types compute in float32 and round once) and
 No autograd: a step is not differentiable, and PyTorch refuses autograd formulas for ops that
 mutate their inputs; the Python layer rejects an x_adv that requires grad while grad mode is on.
 
-Kernel contract for the compiled backends (schemas in csrc/ops.cpp, none written yet): the same
-arguments without ``backend``,
+Kernel contract for the compiled backends (schemas in csrc/ops.cpp): the same arguments without
+``backend``,
 
     _pgd_step_kernel(Tensor(a!) x_adv, Tensor grad, Tensor x_nat, float eps, float alpha,
                      float lo, float hi, Tensor? eps_tensor, Tensor? alpha_tensor,
@@ -35,7 +35,10 @@ arguments without ``backend``,
 L2 needs the per-sample norms of g and of the new delta: compute them in the same launch or one
 extra small reduction, never with a host sync. Triton: ``pgd_step`` and ``wavelet_pgd_step`` in
 ``wavefuse.kernels.pgd_step``. The wavelet kernel is never called with every scale 1 (or level 0):
-that is exactly pgd_step, and this module runs pgd_step's kernel instead.
+that is exactly pgd_step, and this module runs pgd_step's kernel instead. The C++ CPU kernel
+(csrc/cpu/pgd_step.cpp) runs a two-tap orthogonal bank (haar, db1) as one fused pass, for every
+mode, level and size: grad is read once and no band is formed; other wavelets run the transform
+kernels level by level, then the step.
 """
 
 from __future__ import annotations
