@@ -67,7 +67,8 @@ TRITON_INTERPRET=1 (and compiled for sm_90 offline, never run there), so the blo
 below is a reasoned starting point, not a tuned one. Loads are coalesced along W when W is the
 contiguous dimension; for channels_last inputs the contiguous dimension is C, which this grid puts
 in different programs (they share cache lines through L2 only) -- a channels_last-specialised
-tiling over C is future work, as is a one-pass multi-level Haar kernel.
+tiling over C is future work. Multilevel Haar (2 taps) does not use these kernels level by level:
+kernels/haar.py runs all J levels (and their adjoint) in one pass.
 """
 
 from __future__ import annotations

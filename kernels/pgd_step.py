@@ -41,8 +41,9 @@ wavelet_pgd_step composes the Triton transforms of kernels/dwt.py: per level one
 (``dwt2d``) of the gradient in the compute dtype, the three detail bands scaled by hf_scale[j] (a
 torch multiply), then one synthesis launch per level (``idwt2d``, cropped to the size that level
 analysed, as reference.scale_details_ref), then the step above on the filtered gradient (read in
-the compute dtype: a half x_adv is not copied). Not fused: the one-kernel Haar step and the
-one-kernel-per-level fusion of DESIGN.md contract 6 are future work.
+the compute dtype: a half x_adv is not copied). Haar (2 taps) is fused instead: filter and step
+in one launch for Linf, three for L2 (kernels/haar.py, which names its deep-level fallback to this
+path); the one-kernel-per-level fusion for longer filters (DESIGN.md contract 6) is future work.
 
 Tested only under TRITON_INTERPRET=1 on a CPU, never run on a GPU; every kernel variant compiles for
 sm_90 offline (triton.compile, triton 3.8's ptxas). The PTX has div.rn/sqrt.rn as intended, and
@@ -491,6 +492,12 @@ def wavelet_pgd_step(
     cdtype = torch.float64 if x_adv.dtype == torch.float64 else torch.float32
     if x_adv.numel() == 0:
         return
+    if filters.shape[-1] == 2:  # Haar, the orthogonal 2-tap wavelet: one fused kernel
+        from wavefuse.kernels import haar as _haar
+
+        bounds = (eps, alpha, lo, hi, eps_tensor, alpha_tensor, lo_tensor, hi_tensor)
+        if _haar.wavelet_pgd_step(x_adv, grad, x_nat, *bounds, wave_mode, level, hf_scale, norm):
+            return
     g = scale_details(grad.to(cdtype), filters.to(cdtype), wave_mode, level, list(hf_scale))
     _step(
         x_adv, g, x_nat, eps, alpha, lo, hi,

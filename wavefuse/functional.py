@@ -29,6 +29,7 @@ from wavefuse.ops._common import (
     check_synthesis_input,
     check_tensor4d,
 )
+from wavefuse.ops.haar import one_pass
 from wavefuse.ops.hf_penalty import band_energy as _band_energy_op
 from wavefuse.ops.hf_penalty import (
     check_cascade,
@@ -81,7 +82,7 @@ def _check_level(h: int, w: int, taps: int, level) -> int:
         raise TypeError(f"level must be an int or None, got {type(level).__name__}")
     level = int(level)
     if level < 0:
-        raise ValueError("Level value of %d is too low . Minimum level is 0." % level)
+        raise ValueError(f"Level value of {level} is too low . Minimum level is 0.")  # pywt's words
     # Dynamo cannot trace warnings.warn (a fullgraph compile would fail on it): the warning is
     # given by eager calls, and skipped while tracing.
     if level > max_level and not torch.compiler.is_compiling():
@@ -188,6 +189,9 @@ def wavedec2(
     _check_axes(axes)
     level = _check_level(x.shape[-2], x.shape[-1], filter_length(name), level)
     be = backends.resolve(backend, x.device, "dwt2d")
+    fused = one_pass(x, name, mode, level, be, "data")  # haar (= db1) on Triton: one pass
+    if fused is not None:
+        return [fused[0]] + [hi.unbind(2) for hi in fused[1:]]
     details = []
     a = x
     for _ in range(level):

@@ -18,6 +18,7 @@ from wavefuse.ops._common import (
     check_synthesis_input,
     check_tensor4d,
 )
+from wavefuse.ops.haar import one_pass
 
 # pytorch_wavelets spells periodization "per" too.
 _MODE_ALIASES = {"per": "periodization"}
@@ -70,6 +71,9 @@ class DWTForward(_DropIn):
     def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         x = check_tensor4d(x, "x")
         be = backends.resolve(self.backend, x.device, "dwt2d")
+        fused = one_pass(x, self.wave, self.mode, self.J, be, "x")  # haar on Triton: one pass
+        if fused is not None:
+            return fused[0], fused[1:][::-1]
         filters = filter_bank(self.wave, "dec", x.dtype, x.device)
         yh = []
         ll = x

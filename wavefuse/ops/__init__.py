@@ -1,5 +1,13 @@
 """torch.library custom ops (schema, fake, autograd) and the validation shared by them."""
 
 from wavefuse.ops.dwt import dwt2d, dwt2d_adjoint, idwt2d, idwt2d_adjoint
+from wavefuse.ops.haar import haar_wavedec2, haar_wavedec2_adjoint
 
-__all__ = ["dwt2d", "dwt2d_adjoint", "idwt2d", "idwt2d_adjoint"]
+__all__ = [
+    "dwt2d",
+    "dwt2d_adjoint",
+    "haar_wavedec2",
+    "haar_wavedec2_adjoint",
+    "idwt2d",
+    "idwt2d_adjoint",
+]
