@@ -45,7 +45,9 @@ def test_wavedec2_waverec2_match_pywt_grid(wave, mode, backend):
         x = torch.randn(2, 3, h, w, dtype=torch.float64)
         for level in _levels(h, w, wave):
             what = f"{wave} {mode} {h}x{w} J={level}"
-            expected, err = _pywt_or_error(lambda x=x, level=level: pywt.wavedec2(x.numpy(), wave, mode, level))
+            expected, err = _pywt_or_error(
+                lambda x=x, level=level: pywt.wavedec2(x.numpy(), wave, mode, level)
+            )
             if err is not None:  # pywt refuses (reflect on a length-1 axis): so must we
                 with pytest.raises(ValueError), warnings.catch_warnings():
                     warnings.simplefilter("ignore")

@@ -54,19 +54,6 @@ struct Bounds {
   Bound<T> eps, alpha, lo, hi;
 };
 
-// sign(g) with NaN kept (the reference's torch.where(g.isnan(), g, g.sign())); sign(+-0) = 0.
-template <typename T>
-WAVEFUSE_INLINE T sign_of(T g) {
-  return g > T(0) ? T(1) : (g < T(0) ? T(-1) : (g != g ? g : T(0)));
-}
-
-// torch.clamp(v, min=a, max=b) = min(max(v, a), b), NaN kept.
-template <typename T>
-WAVEFUSE_INLINE T clamp_nan(T v, T a, T b) {
-  if (v != v) return v;
-  return std::min(std::max(v, a), b);
-}
-
 // torch.clamp(torch.clamp(v, min=lo), max=hi), NaN kept.
 template <typename T>
 WAVEFUSE_INLINE T clamp_lo_hi(T v, T lo, T hi) {
@@ -84,9 +71,43 @@ struct StepArgs {
   int64_t C, H, W;
 };
 
+// The reference's sign and clamps as selects, so the row loops vectorise (branching on the sign
+// of a random gradient mispredicts half the time). sign_select: torch.where(g.isnan(), g,
+// g.sign()), sign(+-0) = 0. clamp_select: torch.clamp(v, min=lo, max=hi) = min(max(v, lo), hi)
+// with NaN kept (a comparison with a NaN v is false, so v passes both selects; bounds are never
+// NaN), the same values as clamp_lo_hi.
+template <typename T>
+WAVEFUSE_INLINE T sign_select(T g) {
+  const T s = T(g > T(0)) - T(g < T(0));
+  return g != g ? g : s;
+}
+
+template <typename T>
+WAVEFUSE_INLINE T clamp_select(T v, T lo, T hi) {
+  v = v < lo ? lo : v;
+  return hi < v ? hi : v;
+}
+
+// One Linf row as the reference: delta = clamp(x_adv + alpha sign(g) - x, -eps, eps), then lo/hi.
+// Unit: every element stride is 1, so the loop vectorises.
+template <bool Unit, typename scalar_t, typename acc_t>
+WAVEFUSE_INLINE void linf_step_row(scalar_t* __restrict__ xa, const scalar_t* __restrict__ g,
+                                   const scalar_t* __restrict__ x, int64_t sa, int64_t sg,
+                                   int64_t sx, int64_t n, acc_t eps, acc_t alpha, acc_t lo,
+                                   acc_t hi) {
+  for (int64_t j = 0; j < n; ++j) {
+    const int64_t ja = Unit ? j : j * sa, jg = Unit ? j : j * sg, jx = Unit ? j : j * sx;
+    const acc_t xv = static_cast<acc_t>(x[jx]);
+    const acc_t moved = static_cast<acc_t>(xa[ja]) + alpha * sign_select(static_cast<acc_t>(g[jg]));
+    const acc_t delta = clamp_select(moved - xv, -eps, eps);
+    xa[ja] = static_cast<scalar_t>(clamp_select(xv + delta, lo, hi));
+  }
+}
+
 template <typename scalar_t>
 WAVEFUSE_INLINE void linf_tasks_impl(const StepArgs<scalar_t>& s, int64_t begin, int64_t end) {
   using acc_t = at::opmath_type<scalar_t>;
+  const bool unit = s.xa.sw == 1 && s.g.sw == 1 && s.x.sw == 1;
   for (int64_t p = begin; p < end; ++p) {
     const int64_t n = p / s.C, c = p % s.C;
     const acc_t eps = s.b.eps.at(n, c), alpha = s.b.alpha.at(n, c);
@@ -98,12 +119,10 @@ WAVEFUSE_INLINE void linf_tasks_impl(const StepArgs<scalar_t>& s, int64_t begin,
       scalar_t* xa_r = xa + i * s.xa.sh;
       const scalar_t* g_r = g + i * s.g.sh;
       const scalar_t* x_r = x + i * s.x.sh;
-      for (int64_t j = 0; j < s.W; ++j) {
-        const acc_t xv = static_cast<acc_t>(x_r[j * s.x.sw]);
-        const acc_t moved = static_cast<acc_t>(xa_r[j * s.xa.sw]) +
-                            alpha * sign_of(static_cast<acc_t>(g_r[j * s.g.sw]));
-        const acc_t delta = clamp_nan(moved - xv, -eps, eps);
-        xa_r[j * s.xa.sw] = static_cast<scalar_t>(clamp_lo_hi(xv + delta, lo, hi));
+      if (unit) {
+        linf_step_row<true>(xa_r, g_r, x_r, 1, 1, 1, s.W, eps, alpha, lo, hi);
+      } else {
+        linf_step_row<false>(xa_r, g_r, x_r, s.xa.sw, s.g.sw, s.x.sw, s.W, eps, alpha, lo, hi);
       }
     }
   }
@@ -454,22 +473,6 @@ WAVEFUSE_INLINE std::pair<int64_t, int64_t> haar_filter_block(const HaarArgs<sca
     }
   }
   return {r0, r1};
-}
-
-// Branch-free sign_of and clamp_lo_hi, so the row loops below vectorise (the step of random
-// gradients branches on every sign: mispredicted half the time). The same values: sign(NaN) is
-// NaN, sign(+-0) is 0; a comparison with a NaN v is false, so v passes through both selects, as
-// the NaN checks of clamp_nan and clamp_lo_hi (the bounds are never NaN) pass it.
-template <typename T>
-WAVEFUSE_INLINE T sign_select(T g) {
-  const T s = T(g > T(0)) - T(g < T(0));
-  return g != g ? g : s;
-}
-
-template <typename T>
-WAVEFUSE_INLINE T clamp_select(T v, T lo, T hi) {
-  v = v < lo ? lo : v;
-  return hi < v ? hi : v;
 }
 
 // Linf on one row: x_adv (element stride sa) from g' and x_nat (stride sx); Unit: both 1.
