@@ -54,14 +54,6 @@ struct Bounds {
   Bound<T> eps, alpha, lo, hi;
 };
 
-// torch.clamp(torch.clamp(v, min=lo), max=hi), NaN kept.
-template <typename T>
-WAVEFUSE_INLINE T clamp_lo_hi(T v, T lo, T hi) {
-  if (v != v) return v;
-  v = std::max(v, lo);
-  return std::min(v, hi);
-}
-
 template <typename scalar_t>
 struct StepArgs {
   using acc_t = at::opmath_type<scalar_t>;
@@ -75,7 +67,7 @@ struct StepArgs {
 // of a random gradient mispredicts half the time). sign_select: torch.where(g.isnan(), g,
 // g.sign()), sign(+-0) = 0. clamp_select: torch.clamp(v, min=lo, max=hi) = min(max(v, lo), hi)
 // with NaN kept (a comparison with a NaN v is false, so v passes both selects; bounds are never
-// NaN), the same values as clamp_lo_hi.
+// NaN), the same values as torch.clamp(torch.clamp(v, min=lo), max=hi).
 template <typename T>
 WAVEFUSE_INLINE T sign_select(T g) {
   const T s = T(g > T(0)) - T(g < T(0));
@@ -128,51 +120,96 @@ WAVEFUSE_INLINE void linf_tasks_impl(const StepArgs<scalar_t>& s, int64_t begin,
   }
 }
 
-// Visits every element (c, i, j) of sample n in a fixed order: f(c, xa, g, x) with references.
-template <typename scalar_t, typename F>
-WAVEFUSE_INLINE void for_sample(const StepArgs<scalar_t>& s, int64_t n, F&& f) {
-  for (int64_t c = 0; c < s.C; ++c) {
-    const int64_t p = n * s.C + c;
-    scalar_t* xa = s.xa.plane(p, s.C);
-    const scalar_t* g = s.g.plane(p, s.C);
-    const scalar_t* x = s.x.plane(p, s.C);
-    for (int64_t i = 0; i < s.H; ++i) {
-      for (int64_t j = 0; j < s.W; ++j) {
-        f(c, xa[i * s.xa.sh + j * s.xa.sw], g[i * s.g.sh + j * s.g.sw], x[i * s.x.sh + j * s.x.sw]);
-      }
+// Sums of squares in kLanes independent double partial sums (lane q % kLanes of a row), combined
+// in a fixed order: the loops vectorise (a single running sum is one long dependency chain) and
+// the result depends only on the data, never on the thread count or on timing.
+constexpr int kLanes = 8;
+
+template <typename F>
+WAVEFUSE_INLINE void add_squares_of(double* __restrict__ lanes, int64_t n, F&& value) {
+  const int64_t body = n - n % kLanes;
+  for (int64_t q = 0; q < body; q += kLanes) {
+    for (int l = 0; l < kLanes; ++l) {
+      const double d = value(q + l);
+      lanes[l] += d * d;
     }
   }
+  for (int64_t q = body; q < n; ++q) {
+    const double d = value(q);
+    lanes[q - body] += d * d;
+  }
+}
+
+template <typename acc_t>
+WAVEFUSE_INLINE void add_squares(double* __restrict__ lanes, const acc_t* __restrict__ v,
+                                 int64_t n) {
+  add_squares_of(lanes, n, [&](int64_t q) { return static_cast<double>(v[q]); });
+}
+
+WAVEFUSE_INLINE double sum_lanes(const double* lanes) {
+  double sum = 0.0;
+  for (int l = 0; l < kLanes; ++l) sum += lanes[l];
+  return sum;
 }
 
 // torchattacks PGDL2's eps_for_division.
 constexpr double kL2Eps = 1e-10;
 
+// One sample per task: ||g|| (pass 1), ||x_adv + alpha g / denom - x|| (pass 2), then the update
+// (pass 3), row by row in a fixed order; U: every element stride is 1 (the loops vectorise).
+template <bool U, typename scalar_t>
+WAVEFUSE_INLINE void l2_sample(const StepArgs<scalar_t>& s, int64_t n) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t W = s.W, sa = s.xa.sw, sg = s.g.sw, sx = s.x.sw;
+  auto rows = [&](auto&& f) {  // f(c, xa row, g row, x row) for every row of sample n, in order
+    for (int64_t c = 0; c < s.C; ++c) {
+      const int64_t p = n * s.C + c;
+      scalar_t* xa = s.xa.plane(p, s.C);
+      const scalar_t* g = s.g.plane(p, s.C);
+      const scalar_t* x = s.x.plane(p, s.C);
+      for (int64_t i = 0; i < s.H; ++i) f(c, xa + i * s.xa.sh, g + i * s.g.sh, x + i * s.x.sh);
+    }
+  };
+  double lanes[kLanes] = {};
+  rows([&](int64_t, scalar_t*, const scalar_t* g, const scalar_t*) {
+    add_squares_of(lanes, W, [&](int64_t q) {
+      return static_cast<double>(static_cast<acc_t>(g[U ? q : q * sg]));
+    });
+  });
+  const acc_t denom =
+      static_cast<acc_t>(std::sqrt(sum_lanes(lanes))) + static_cast<acc_t>(kL2Eps);
+  for (double& l : lanes) l = 0.0;
+  rows([&](int64_t c, scalar_t* xa, const scalar_t* g, const scalar_t* x) {
+    const acc_t alpha = s.b.alpha.at(n, c);
+    add_squares_of(lanes, W, [&](int64_t q) {
+      const acc_t moved = static_cast<acc_t>(xa[U ? q : q * sa]) +
+                          alpha * (static_cast<acc_t>(g[U ? q : q * sg]) / denom);
+      return static_cast<double>(moved - static_cast<acc_t>(x[U ? q : q * sx]));
+    });
+  });
+  const acc_t dn = static_cast<acc_t>(std::sqrt(sum_lanes(lanes)));
+  const acc_t eps = s.b.eps.at(n, 0);
+  const acc_t factor = dn == acc_t(0) ? acc_t(1) : std::min((acc_t(1) / dn) * eps, acc_t(1));
+  rows([&](int64_t c, scalar_t* xa, const scalar_t* g, const scalar_t* x) {
+    const acc_t alpha = s.b.alpha.at(n, c), lo = s.b.lo.at(n, c), hi = s.b.hi.at(n, c);
+    for (int64_t q = 0; q < W; ++q) {
+      const acc_t xv = static_cast<acc_t>(x[U ? q : q * sx]);
+      const acc_t moved = static_cast<acc_t>(xa[U ? q : q * sa]) +
+                          alpha * (static_cast<acc_t>(g[U ? q : q * sg]) / denom);
+      xa[U ? q : q * sa] = static_cast<scalar_t>(clamp_select(xv + (moved - xv) * factor, lo, hi));
+    }
+  });
+}
+
 template <typename scalar_t>
 WAVEFUSE_INLINE void l2_tasks_impl(const StepArgs<scalar_t>& s, int64_t begin, int64_t end) {
-  using acc_t = at::opmath_type<scalar_t>;
+  const bool unit = s.xa.sw == 1 && s.g.sw == 1 && s.x.sw == 1;
   for (int64_t n = begin; n < end; ++n) {
-    double g2 = 0.0;  // the norms accumulate in double: well inside float32 rounding of torch's
-    for_sample(s, n, [&](int64_t, scalar_t&, const scalar_t& g, const scalar_t&) {
-      const double v = static_cast<acc_t>(g);
-      g2 += v * v;
-    });
-    const acc_t denom = static_cast<acc_t>(std::sqrt(g2)) + static_cast<acc_t>(kL2Eps);
-    auto moved = [&](int64_t c, const scalar_t& xa, const scalar_t& g) {
-      return static_cast<acc_t>(xa) + s.b.alpha.at(n, c) * (static_cast<acc_t>(g) / denom);
-    };
-    double d2 = 0.0;
-    for_sample(s, n, [&](int64_t c, scalar_t& xa, const scalar_t& g, const scalar_t& x) {
-      const double d = moved(c, xa, g) - static_cast<acc_t>(x);
-      d2 += d * d;
-    });
-    const acc_t dn = static_cast<acc_t>(std::sqrt(d2));
-    const acc_t eps = s.b.eps.at(n, 0);
-    const acc_t factor = dn == acc_t(0) ? acc_t(1) : std::min((acc_t(1) / dn) * eps, acc_t(1));
-    for_sample(s, n, [&](int64_t c, scalar_t& xa, const scalar_t& g, const scalar_t& x) {
-      const acc_t xv = static_cast<acc_t>(x);
-      const acc_t delta = (moved(c, xa, g) - xv) * factor;
-      xa = static_cast<scalar_t>(clamp_lo_hi(xv + delta, s.b.lo.at(n, c), s.b.hi.at(n, c)));
-    });
+    if (unit) {
+      l2_sample<true>(s, n);
+    } else {
+      l2_sample<false>(s, n);
+    }
   }
 }
 
@@ -508,30 +545,6 @@ WAVEFUSE_INLINE void l2_row(scalar_t* __restrict__ xa, const scalar_t* __restric
   }
 }
 
-// Independent partial sums of a task's squares (vector lanes); fixed lanes, fixed order.
-constexpr int kLanes = 8;
-
-template <typename acc_t>
-WAVEFUSE_INLINE void add_squares(double* __restrict__ lanes, const acc_t* __restrict__ v,
-                                 int64_t n) {
-  const int64_t body = n - n % kLanes;
-  for (int64_t q = 0; q < body; q += kLanes) {
-    for (int l = 0; l < kLanes; ++l) {
-      const double d = v[q + l];
-      lanes[l] += d * d;
-    }
-  }
-  for (int64_t q = body; q < n; ++q) {
-    const double d = v[q];
-    lanes[q - body] += d * d;
-  }
-}
-
-WAVEFUSE_INLINE double sum_lanes(const double* lanes) {
-  double sum = 0.0;
-  for (int l = 0; l < kLanes; ++l) sum += lanes[l];
-  return sum;
-}
 
 template <typename scalar_t>
 WAVEFUSE_INLINE void haar_linf_tasks_impl(const HaarArgs<scalar_t>& t, int64_t begin,
