@@ -6,6 +6,7 @@
 //   csrc/cpu/pgd_step.cpp    TORCH_LIBRARY_IMPL(wavefuse, CPU, m)   (PGD update, fused-ops issue)
 //   csrc/cpu/pool.cpp        TORCH_LIBRARY_IMPL(wavefuse, CPU, m)   (wavelet pooling, modules issue)
 //   csrc/cuda/dwt.cu   TORCH_LIBRARY_IMPL(wavefuse, CUDA, m)  (GPU transforms issue)
+//   csrc/cuda/haar.cu  TORCH_LIBRARY_IMPL(wavefuse, CUDA, m)  (one-pass multilevel Haar; CUDA only)
 // An op without a kernel for a dispatch key has none on purpose: Python asks
 // torch._C._dispatch_has_kernel_for_dispatch_key("wavefuse::_dwt2d_kernel", "CPU" | "CUDA") to see
 // which backends are live, so placeholder kernels would lie to it.
@@ -80,6 +81,15 @@ TORCH_LIBRARY(wavefuse, m) {
       "float alpha, float lo, float hi, Tensor? eps_tensor, Tensor? alpha_tensor, "
       "Tensor? lo_tensor, Tensor? hi_tensor, Tensor filters, str wave_mode, int level, "
       "float[] hf_scale, str norm) -> ()");
+  // Multilevel orthonormal Haar (contract: wavefuse/ops/haar.py), all levels in one kernel pass:
+  // x (N, C, H, W) -> [ll_J (N, C, h_J, w_J), hi_J, ..., hi_1], hi_j (N, C, 3, h_j, w_j) with
+  // h_j = ceil(H / 2^j), pywt.wavedec2(x, "haar", mode, level)'s coefficients in every mode; and
+  // its exact adjoint (grad_hi coarsest first, input_size = [H, W]). CUDA only (csrc/cuda/haar.cu),
+  // 1 <= level <= 6; wavefuse/ops/haar.py loops the one-level ops elsewhere.
+  m.def("_haar_wavedec2_kernel(Tensor x, int level, str mode) -> Tensor[]");
+  m.def(
+      "_haar_wavedec2_adjoint_kernel(Tensor grad_ll, Tensor[] grad_hi, int[] input_size, "
+      "str mode) -> Tensor");
   // Wavelet pooling (contract: wavefuse/ops/pool.py): one stride-2 correlation of the extended
   // input with a (C', L, L) kernel, its adjoint, and the per-channel kernel gradient.
   m.def("_wavelet_pool2d_kernel(Tensor x, Tensor kernel, str mode) -> Tensor");

@@ -39,7 +39,19 @@ KERNEL_SCHEMAS = {
         1,
     ),
     "_idwt2d_adjoint_kernel": ([("grad_y", "Tensor"), ("filters", "Tensor"), ("mode", "str")], 2),
+    # the one-pass multilevel Haar (CUDA kernels only): [ll_J, hi_J, ..., hi_1], and its adjoint
+    "_haar_wavedec2_kernel": ([("x", "Tensor"), ("level", "int"), ("mode", "str")], 1),
+    "_haar_wavedec2_adjoint_kernel": (
+        [
+            ("grad_ll", "Tensor"),
+            ("grad_hi", "List[Tensor]"),
+            ("input_size", "List[int]"),
+            ("mode", "str"),
+        ],
+        1,
+    ),
 }
+RETURN_TYPES = {"_haar_wavedec2_kernel": "List[Tensor]"}  # else every return is a Tensor
 
 
 def _load_extension() -> str | None:
@@ -94,7 +106,7 @@ def test_kernel_schema(name):
     assert schema.name == f"wavefuse::{name}"
     assert [(a.name, str(a.type)) for a in schema.arguments] == expected_args
     assert len(schema.returns) == n_returns
-    assert all(str(r.type) == "Tensor" for r in schema.returns)
+    assert all(str(r.type) == RETURN_TYPES.get(name, "Tensor") for r in schema.returns)
     assert not any(a.alias_info is not None and a.alias_info.is_write for a in schema.arguments), (
         f"{name} must not mutate its arguments"
     )

@@ -249,3 +249,113 @@ def test_shapes_follow_pywt_lengths():
             ll, _ = ops.dwt2d(x, dec, mode, "cuda")
             taps = dec.shape[-1]
             assert ll.shape[-2:] == (analysis_length(5, taps, mode), analysis_length(8, taps, mode))
+
+
+# ---- the one-pass multilevel Haar kernels (csrc/cuda/haar.cu) ------------------------------------
+
+HAAR_SIZES = [(1, 1), (5, 7), (3, 6), (37, 70), (64, 64), (130, 97)]
+
+
+def _haar_ops():
+    from wavefuse.ops import haar
+
+    if not torch._C._dispatch_has_kernel_for_dispatch_key(
+        "wavefuse::_haar_wavedec2_kernel", "CUDA"
+    ):
+        pytest.skip("this build of wavefuse._C has no one-pass CUDA Haar kernels")
+    return haar
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "strided"])
+@pytest.mark.parametrize("mode", ALL_MODES)
+def test_haar_one_pass_matches_reference(mode, layout):
+    """All levels 1-6 (one pass) and 7 (per level), every size, float64 at 1e-12, and the
+    adjoint against the reference adjoint."""
+    haar = _haar_ops()
+    for h, w in HAAR_SIZES:
+        for level in (1, 2, 3, 6, 7):
+            what = f"{mode} {layout} J={level} {h}x{w}"
+            x = _tensor((2, 3, h, w), layout)
+            got = haar.haar_wavedec2(x, level, mode, "cuda")
+            expected = haar.haar_wavedec2(x, level, mode, "reference")
+            for k, (g, e) in enumerate(zip(got, expected, strict=True)):
+                assert g.stride() == e.stride(), f"{what} output {k} layout"
+                assert_close(g, e, 1e-12, f"{what} output {k}")
+            gl = _tensor(tuple(got[0].shape), layout)
+            ghs = [_tensor(tuple(t.shape), layout) for t in got[1:]]
+            gx = haar.haar_wavedec2_adjoint(gl, ghs, [h, w], mode, "cuda")
+            ref = haar.haar_wavedec2_adjoint(gl, ghs, [h, w], mode, "reference")
+            assert gx.stride() == ref.stride(), f"{what} adjoint layout"
+            assert_close(gx, ref, 1e-12, f"{what} adjoint")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("mode", ALL_MODES)
+def test_haar_one_pass_lower_precision(mode, dtype):
+    haar = _haar_ops()
+    x = _tensor((2, 3, 45, 38), "channels_last", dtype)
+    got = haar.haar_wavedec2(x, 3, mode, "cuda")
+    expected = haar.haar_wavedec2(x.double(), 3, mode, "reference")
+    for g, e in zip(got, expected, strict=True):
+        assert g.dtype == dtype
+        assert_close(g, e, TOL[dtype], f"{mode} {dtype}")
+    ghs = [t.clone() for t in got[1:]]
+    gx = haar.haar_wavedec2_adjoint(got[0], ghs, [45, 38], mode, "cuda")
+    ref = haar.haar_wavedec2_adjoint(got[0].double(), [t.double() for t in ghs], [45, 38], mode,
+                                     "reference")  # fmt: skip
+    assert gx.dtype == dtype
+    assert_close(gx, ref, TOL[dtype], f"{mode} {dtype} adjoint")
+
+
+@pytest.mark.parametrize("mode", ALL_MODES)
+def test_haar_one_pass_matches_pywt_and_gradcheck(mode):
+    _haar_ops()
+    x = torch.randn(2, 3, 45, 38, dtype=torch.float64)
+    expected = pywt.wavedec2(x.numpy(), "haar", mode, 3)
+    ours = wavefuse.wavedec2(x.cuda(), "haar", mode, 3, backend="cuda")
+    assert_close(ours[0], expected[0], TOL[torch.float64], "cA")
+    for got, exp in zip(ours[1:], expected[1:], strict=True):
+        for g, e in zip(got, exp, strict=True):
+            assert_close(g, e, TOL[torch.float64], f"{mode} detail")
+    t = torch.randn(1, 2, 11, 6, dtype=torch.float64, device="cuda", requires_grad=True)
+
+    def analysis(v):
+        ll, *details = wavefuse.wavedec2(v, "haar", mode, 2, backend="cuda")
+        return (ll, *(b for d in details for b in d))
+
+    assert torch.autograd.gradcheck(analysis, (t,))
+    assert torch.autograd.gradgradcheck(analysis, (t,), fast_mode=True)
+
+
+def test_haar_one_pass_is_one_launch_each_way():
+    """wavedec2(haar, level 3, backend="cuda") and its backward: one analysis and one adjoint
+    kernel, none of the one-level kernels (torch.profiler's CUDA activity)."""
+    _haar_ops()
+    x = torch.randn(2, 3, 67, 90, device="cuda", requires_grad=True)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        coeffs = wavefuse.wavedec2(x, "haar", "symmetric", 3, backend="cuda")
+        loss = coeffs[0].sum() + sum(b.square().sum() for d in coeffs[1:] for b in d)
+        loss.backward()
+        torch.cuda.synchronize()
+    names = [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    assert sum("haar_fwd_kernel" in n for n in names) == 1, names
+    assert sum("haar_adj_kernel" in n for n in names) == 1, names
+    assert not any("split_kernel" in n or "merge_kernel" in n for n in names), names
+
+
+def test_haar_one_pass_is_deterministic_and_checks_inputs():
+    haar = _haar_ops()
+    x = _tensor((2, 5, 33, 18), "channels_last", torch.float32)
+    ll, *his = haar.haar_wavedec2(x, 3, "reflect", "cuda")
+    g = haar.haar_wavedec2_adjoint(ll, his, [33, 18], "reflect", "cuda")
+    assert g.is_contiguous(memory_format=torch.channels_last)
+    for _ in range(3):  # gather, no atomics: bitwise identical
+        assert torch.equal(haar.haar_wavedec2_adjoint(ll, his, [33, 18], "reflect", "cuda"), g)
+    with pytest.raises(RuntimeError, match="1 <= level <= 6"):
+        torch.ops.wavefuse._haar_wavedec2_kernel(x, 7, "zero")
+    with pytest.raises(RuntimeError, match="mode must be one of"):
+        torch.ops.wavefuse._haar_wavedec2_kernel(x, 2, "wrap")
+    with pytest.raises(RuntimeError, match="does not match input_size"):
+        torch.ops.wavefuse._haar_wavedec2_adjoint_kernel(ll, his, [70, 18], "reflect")
+    opcheck_args = (x.double(), 3, "periodic", "cuda")
+    torch.library.opcheck(haar.haar_wavedec2, opcheck_args)

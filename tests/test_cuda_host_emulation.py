@@ -7,7 +7,8 @@ and runs them serially for every thread of the launch grid that dwt.cu computes 
 ``split_geometry`` / ``merge_geometry`` / ``tile_origin``), phase by phase per block -- which is
 what the barriers guarantee on a GPU. Output storage and shared memory start as NaN, so an output
 that no thread writes, or a shared value read before any thread of an earlier phase wrote it,
-fails the comparison.
+fails the comparison. The one-pass multilevel Haar kernels (csrc/cuda/haar.cu, bodies in
+csrc/cuda/haar_body.cuh) are emulated the same way by tests/cuda_haar_emulation_harness.cpp.
 
 What this does not cover: the CUDA compiler and hardware themselves (device code generation,
 half-type conversions, the launch configuration limits, the host wrappers' ATen code); data races
@@ -134,7 +135,7 @@ def _run(harness: Path, dirs: list[Path]) -> None:
         assert result.returncode == 0, result.stderr
 
 
-# ---- the four ops through the emulated kernels ----------------------------------------------------
+# ---- the four ops through the emulated kernels ---------------------------------------------------
 
 
 def emulate_split(harness, d, x, filters, mode, synthesis, index_bits=32):
@@ -235,4 +236,149 @@ def test_emulated_adjoints_are_transposes(harness, tmp_path, pair, mode):
         y = merge()
         lhs = (ll * gl).sum() + (hi * gh).sum()  # <split x, g>
         rhs = (x * y).sum()  # <x, merge g>
+        assert abs(lhs - rhs) <= TOL * max(abs(lhs), 1.0), f"{what}: {lhs} != {rhs}"
+
+
+# ---- the one-pass multilevel Haar kernels (csrc/cuda/haar_body.cuh) ------------------------------
+
+HAAR_HARNESS = ROOT / "tests" / "cuda_haar_emulation_harness.cpp"
+# 1 x 1; odd x odd; smaller than 2^J along H (J = 2, 3) with an even W; several analysis tiles
+# (side 32) and adjoint tiles (16 x 16) with odd lengths at several levels (37 -> 19 -> 10 -> 5).
+HAAR_SIZES = [(1, 1), (5, 7), (3, 6), (37, 70)]
+HAAR_LEVELS = [1, 2, 3]
+
+
+@pytest.fixture(scope="module")
+def haar_harness(tmp_path_factory) -> Path:
+    gxx = shutil.which("g++")
+    if gxx is None:
+        pytest.skip("no g++ on PATH: the CUDA kernel bodies cannot be compiled for host emulation")
+    exe = tmp_path_factory.mktemp("haar_harness") / "cuda_haar_emulation_harness"
+    torch_include = Path(torch.__file__).parent / "include"
+    cmd = [gxx, "-O1", "-std=c++17", f"-I{ROOT / 'csrc'}", f"-I{torch_include}"]
+    result = subprocess.run(
+        cmd + [str(HAAR_HARNESS), "-o", str(exe)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, f"g++ failed:\n{' '.join(cmd)}\n{result.stderr[-4000:]}"
+    return exe
+
+
+def _haar_case(d: Path, kernel: int, mode: str, bits: int, x, ll, his, inputs) -> None:
+    """his: level 1 (finest) first."""
+    d.mkdir(parents=True)
+    n, c, h, w = x.shape
+    fields = [kernel, MODE_CODE[mode], bits, len(his), n, c, h, w]
+    for t in (x, ll, *his):
+        fields += [*t.stride(), _span(t)]
+    (d / "params.txt").write_text(" ".join(map(str, fields)) + "\n")
+    for name, t in inputs.items():
+        _raw(t).tofile(d / f"{name}.bin")
+
+
+def _haar_outputs(x, level):
+    """Empty ll_J and [hi_1, ..., hi_J] in the layout the CUDA kernels allocate (ops._common)."""
+    n, c, h, w = x.shape
+    hs = [-(-h // 2**j) for j in range(level + 1)]
+    ws = [-(-w // 2**j) for j in range(level + 1)]
+    ll = empty_4d(x, n, c, hs[-1], ws[-1])
+    return ll, [empty_bands(x, n, c, hs[j], ws[j]) for j in range(1, level + 1)]
+
+
+def emulate_haar_fwd(d, x, level, mode, bits=32):
+    """-> fetch() giving [ll_J, hi_J, ..., hi_1] (coarsest first, as ops.haar.haar_wavedec2)."""
+    ll, his = _haar_outputs(x, level)
+    _haar_case(d, 0, mode, bits, x, ll, his, {"x": x})
+
+    def fetch():
+        out = [_from_raw(d / f"out_hi{j + 1}.bin", hi) for j, hi in enumerate(his)]
+        return [_from_raw(d / "out_ll.bin", ll)] + out[::-1]
+
+    return fetch
+
+
+def emulate_haar_adj(d, gl, ghs, size, mode, bits=32):
+    """ghs coarsest first; -> fetch() giving grad_x of shape (N, C, *size)."""
+    n, c = gl.shape[:2]
+    y = empty_4d(gl, n, c, *size)
+    his = list(ghs[::-1])
+    inputs = {"ll": gl} | {f"hi{j + 1}": t for j, t in enumerate(his)}
+    _haar_case(d, 1, mode, bits, y, gl, his, inputs)
+    return lambda: _from_raw(d / "out_x.bin", y)
+
+
+def _haar_cases():
+    for level in HAAR_LEVELS:
+        for size in HAAR_SIZES:
+            for layout in LAYOUTS:
+                yield level, size, layout, 32
+            yield level, size, "contiguous", 64
+    yield 6, (70, 45), "channels_last", 32  # the deepest one-pass level: 64 x 64 tiles
+
+
+def _haar_reference(x, level, mode):
+    from wavefuse.ops.haar import haar_wavedec2
+
+    return haar_wavedec2(x, level, mode, "reference")
+
+
+def _haar_adjoint_reference(gl, ghs, size, mode):
+    from wavefuse.ops.haar import haar_wavedec2_adjoint
+
+    return haar_wavedec2_adjoint(gl, ghs, list(size), mode, "reference")
+
+
+@pytest.mark.parametrize("mode", ALL_MODES)
+@pytest.mark.parametrize("op", ["haar_wavedec2", "haar_wavedec2_adjoint"])
+def test_emulated_haar_kernel_matches_reference(haar_harness, tmp_path, op, mode):
+    """Every level x size x layout (x int32/int64 offsets) of the one-pass Haar analysis or its
+    adjoint, every thread of the launch grid, float64, against the reference at 1e-12."""
+    pending = []
+    for num, (level, (h, w), layout, bits) in enumerate(_haar_cases()):
+        d = tmp_path / f"case{num}"
+        what = f"{op} {mode} J={level} {h}x{w} {layout} int{bits}"
+        if op == "haar_wavedec2":
+            x = _tensor((N, C, h, w), layout)
+            fetch = emulate_haar_fwd(d, x, level, mode, bits)
+            expected = _haar_reference(x, level, mode)
+        else:
+            ll, his = _haar_outputs(torch.empty(N, C, h, w), level)
+            gl = _tensor(tuple(ll.shape), layout)
+            ghs = [_tensor(tuple(hi.shape), layout) for hi in his[::-1]]
+            fetch = emulate_haar_adj(d, gl, ghs, (h, w), mode, bits)
+            expected = [_haar_adjoint_reference(gl, ghs, (h, w), mode)]
+        pending.append((d, fetch, expected, what))
+    _run(haar_harness, [d for d, *_ in pending])
+    for _, fetch, expected, what in pending:
+        got = fetch()
+        got = got if isinstance(got, list) else [got]
+        assert len(got) == len(expected), what
+        for k, (g, e) in enumerate(zip(got, expected)):
+            assert g.shape == e.shape, f"{what} output {k}: {g.shape} != {e.shape}"
+            assert torch.isfinite(g).all(), f"{what} output {k}: an output was never written (NaN)"
+            assert_close(g, e, TOL, f"{what} output {k}")
+
+
+@pytest.mark.parametrize("mode", ALL_MODES)
+def test_emulated_haar_adjoint_is_the_transpose(haar_harness, tmp_path, mode):
+    """<A x, g> = <x, A^T g> for the emulated one-pass analysis A and adjoint A^T, including
+    sizes whose pad copies cross the adjoint's 16 x 16 tiles and the deepest one-pass level."""
+    pending = []
+    shapes = [(3, (37, 70)), (2, (1, 9)), (3, (33, 17)), (6, (70, 45))]
+    for num, (level, (h, w)) in enumerate(shapes):
+        x = _tensor((N, C, h, w), "channels_last")
+        ll, his = _haar_outputs(x, level)
+        gl = _tensor(tuple(ll.shape), "strided")
+        ghs = [_tensor(tuple(hi.shape), "contiguous") for hi in his[::-1]]
+        fwd = emulate_haar_fwd(tmp_path / f"f{num}", x, level, mode)
+        adj = emulate_haar_adj(tmp_path / f"a{num}", gl, ghs, (h, w), mode)
+        pending.append((x, gl, ghs, fwd, adj, f"{mode} J={level} {h}x{w}"))
+    _run(haar_harness, [tmp_path / f"{p}{i}" for i in range(len(pending)) for p in "fa"])
+    for x, gl, ghs, fwd, adj, what in pending:
+        ll, *hs = fwd()
+        lhs = (ll * gl).sum() + sum((a * b).sum() for a, b in zip(hs, ghs))
+        rhs = (x * adj()).sum()
         assert abs(lhs - rhs) <= TOL * max(abs(lhs), 1.0), f"{what}: {lhs} != {rhs}"

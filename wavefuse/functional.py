@@ -189,7 +189,7 @@ def wavedec2(
     _check_axes(axes)
     level = _check_level(x.shape[-2], x.shape[-1], filter_length(name), level)
     be = backends.resolve(backend, x.device, "dwt2d")
-    fused = one_pass(x, name, mode, level, be, "data")  # haar (= db1) on Triton: one pass
+    fused = one_pass(x, name, mode, level, be, "data")  # haar (= db1) on Triton or CUDA: one pass
     if fused is not None:
         return [fused[0]] + [hi.unbind(2) for hi in fused[1:]]
     details = []

@@ -5,6 +5,8 @@
 //   _dwt2d_adjoint_kernel   merge_kernel, the mode's extension, dec taps reversed
 //   _idwt2d_kernel          merge_kernel, zero (crop) / periodization wrap, rec taps as stored
 //
+// (The multilevel Haar analysis and its adjoint, all levels in one launch each, live in haar.cu.)
+//
 // The per-thread work (thread mapping, boundary maps, the gather adjoint) lives in dwt_body.cuh
 // as __host__ __device__ functions; the kernels here only read blockIdx/threadIdx, call them
 // phase by phase with __syncthreads() between, and the host wrappers validate, allocate the

@@ -71,7 +71,7 @@ class DWTForward(_DropIn):
     def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
         x = check_tensor4d(x, "x")
         be = backends.resolve(self.backend, x.device, "dwt2d")
-        fused = one_pass(x, self.wave, self.mode, self.J, be, "x")  # haar on Triton: one pass
+        fused = one_pass(x, self.wave, self.mode, self.J, be, "x")  # haar on Triton/CUDA: one pass
         if fused is not None:
             return fused[0], fused[1:][::-1]
         filters = filter_bank(self.wave, "dec", x.dtype, x.device)

@@ -11,9 +11,12 @@ every level). ``backend`` is concrete (never "auto"). Outputs keep the input's m
 (ops._common).
 
 Backends: "triton" runs all J levels in one kernel launch (wavefuse.kernels.haar, which documents
-the few deep-level cases that it runs per level instead); every other backend loops the one-level
-ops of its own (dwt2d / dwt2d_adjoint with the Haar filter bank), so results agree with
-``wavedec2`` on that backend.
+the few deep-level cases that it runs per level instead); "cuda" runs them in one launch of
+csrc/cuda/haar.cu (``_haar_wavedec2_kernel`` / ``_haar_wavedec2_adjoint_kernel``) for
+1 <= level <= CUDA_MAX_LEVEL in every mode, size, dtype and layout, and per level (dwt.cu's
+one-level kernels) for deeper levels or a build of wavefuse._C without those two kernels; every
+other backend loops the one-level ops of its own (dwt2d / dwt2d_adjoint with the Haar filter
+bank), so results agree with ``wavedec2`` on that backend.
 
 Autograd: the pair is linear and mutually adjoint, so each op's backward is the other op: no
 tensor is saved (sizes only) and double backward works to any order. The backward of
@@ -23,12 +26,31 @@ boundary extension folds back: not the inverse transform).
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
+from wavefuse import backends
 from wavefuse.filters import filter_bank, filter_length
 from wavefuse.ops._common import check_spatial, empty_4d, empty_bands
 from wavefuse.ops.dwt import _run
+
+# The deepest level that csrc/cuda/haar.cu runs in one pass (kHaarMaxLevels in haar_body.cuh: its
+# 2^J x 2^J analysis tile must fit the 48 KiB of shared memory a block gets in float64).
+CUDA_MAX_LEVEL = 6
+
+
+@functools.cache
+def _cuda_kernel_built(op: str) -> bool:
+    """Whether wavefuse._C has the CUDA kernel of ``op`` (decided once: the extension registers
+    its kernels when backends imports it, before any call here)."""
+    return backends._has_kernel(op, "CUDA")
+
+
+def _cuda_one_pass(level: int, op: str) -> bool:
+    """Whether backend "cuda" runs ``op`` (haar_wavedec2 or its adjoint) in one kernel launch."""
+    return 1 <= level <= CUDA_MAX_LEVEL and _cuda_kernel_built(op)
 
 
 def _lengths(n: int, level: int) -> list[int]:
@@ -48,10 +70,10 @@ def _in_layout(like: Tensor, t: Tensor, bands: bool) -> Tensor:
 
 def one_pass(x: Tensor, name: str, mode: str, level: int, backend: str, what: str):
     """``haar_wavedec2(x)`` (coarsest first) where the one-pass kernel serves: a two-tap wavelet
-    (haar = db1), level >= 2, the Triton backend; else None (the caller loops one level at a
-    time). Checks the sizes as the per-level loop does, with the same messages (``what``: the
-    argument's name)."""
-    if backend != "triton" or level < 2 or filter_length(name) != 2:
+    (haar = db1), level >= 2, the Triton or CUDA backend; else None (the caller loops one level
+    at a time). Checks the sizes as the per-level loop does, with the same messages (``what``:
+    the argument's name)."""
+    if backend not in ("triton", "cuda") or level < 2 or filter_length(name) != 2:
         return None
     h, w = x.shape[-2:]
     for _ in range(level):
@@ -70,6 +92,9 @@ def haar_wavedec2(x: Tensor, level: int, mode: str, backend: str) -> list[Tensor
         from wavefuse.kernels import haar as triton_haar
 
         return triton_haar.haar_wavedec2(x, level, mode)
+    if backend == "cuda" and _cuda_one_pass(level, "haar_wavedec2"):
+        ll, *his = torch.ops.wavefuse._haar_wavedec2_kernel(x, level, mode)
+        return [_in_layout(x, ll, bands=False)] + [_in_layout(x, hi, bands=True) for hi in his]
     filters = filter_bank("haar", "dec", x.dtype, x.device)
     a, his = x, []
     for _ in range(level):
@@ -114,6 +139,11 @@ def haar_wavedec2_adjoint(
 
         return triton_haar.haar_wavedec2_adjoint(grad_ll, list(grad_hi), mode, list(input_size))
     level = len(grad_hi)
+    if backend == "cuda" and _cuda_one_pass(level, "haar_wavedec2_adjoint"):
+        g = torch.ops.wavefuse._haar_wavedec2_adjoint_kernel(
+            grad_ll, list(grad_hi), list(input_size), mode
+        )
+        return _in_layout(grad_ll, g, bands=False)
     hs, ws = _lengths(input_size[0], level), _lengths(input_size[1], level)
     filters = filter_bank("haar", "dec", grad_ll.dtype, grad_ll.device)
     g = grad_ll
