@@ -23,6 +23,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 
 import torch
 from setuptools import find_packages, setup
@@ -83,7 +84,9 @@ def find_cuda_home() -> tuple[str | None, str]:
 def _nvcc_version(nvcc: str) -> str | None:
     """'13.0' from `nvcc --version` ("Cuda compilation tools, release 13.0, ..."), or None."""
     try:
-        out = subprocess.run([nvcc, "--version"], capture_output=True, text=True, timeout=60).stdout
+        out = subprocess.run(
+            [nvcc, "--version"], check=False, capture_output=True, text=True, timeout=60
+        ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
     match = re.search(r"release (\d+)\.(\d+)", out)
@@ -164,6 +167,14 @@ def make_extension(with_cuda: bool):
     # CPU), and a Haar detail of two equal samples is exactly 0, as in PyTorch and PyWavelets --
     # which the sign in the p=1 penalty's gradient depends on (an FMA leaves a 1e-9 residue there).
     extra_compile_args = {"cxx": ["-O3", "-g0", "-ffp-contract=off"]}
+    extra_link_args = []
+    if sys.platform.startswith("linux"):
+        # at::parallel_for is a header template: without -fopenmp it compiles to a plain serial
+        # call (ATen/ParallelOpenMP.h needs _OPENMP), and every CPU kernel ran on one core whatever
+        # torch.get_num_threads() said. torch's own wheels use OpenMP (libgomp.so.1, loaded by
+        # torch before wavefuse._C, so the extension binds to that copy).
+        extra_compile_args["cxx"].append("-fopenmp")
+        extra_link_args.append("-fopenmp")
     define_macros = []
     factory = CppExtension
     if with_cuda:
@@ -179,6 +190,7 @@ def make_extension(with_cuda: bool):
         include_dirs=[os.path.join(ROOT, "csrc")],
         define_macros=define_macros,
         extra_compile_args=extra_compile_args,
+        extra_link_args=extra_link_args,
         py_limited_api=True,  # no pybind11, so one abi3 module serves every CPython >= 3.10
     )
     if with_cuda:
