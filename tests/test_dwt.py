@@ -11,6 +11,7 @@ import torch
 from conftest import ALL_MODES, ALL_WAVELETS, CPU_BACKENDS, GRID_WAVELETS, SIZES, TOL, assert_close
 
 import wavefuse
+from wavefuse import backends
 
 
 def _pywt_or_error(fn):
@@ -287,3 +288,54 @@ def test_torch_compile_fullgraph_wavedec2_loss_backward():
     (g_eager,) = torch.autograd.grad(loss(xe), xe)
     torch.testing.assert_close(g_compiled, g_eager, rtol=1e-5, atol=1e-5)
     assert g_eager.abs().sum() > 0
+
+
+# The CPU kernels take one of two paths per level by plane size (csrc/cpu/planes.h): planes of at
+# most 32 x 32 = 1024 samples go V at a time, one plane per vector lane; larger ones are filtered
+# row by row. These sizes sit on both sides of the switch (1024 and 1056 samples), so each path is
+# checked on its own, in every mode, against PyWavelets and the exact adjoints against the
+# reference -- over plane counts that fill no whole group of lanes (7) and a layout the lanes
+# gather with strides (channels_last, a transposed view).
+PATH_SIZES = [(32, 32), (33, 32), (31, 33), (32, 33)]
+
+
+@pytest.mark.parametrize("wave", ["db1", "db3", "sym5"])
+@pytest.mark.parametrize("size", PATH_SIZES)
+def test_cpu_paths_either_side_of_the_plane_switch(size, wave):
+    if backends.why_not("cpu", "dwt2d", "cpu") is not None:
+        pytest.skip(str(backends.why_not("cpu", "dwt2d", "cpu")))
+    from wavefuse import reference
+    from wavefuse.filters import filter_bank
+
+    h, w = size
+    gen = torch.Generator().manual_seed(h * 100 + w)
+    base = torch.randn(1, 7, h, w, dtype=torch.float64, generator=gen)
+    layouts = {
+        "contiguous": base,
+        "channels_last": base.contiguous(memory_format=torch.channels_last),
+        "transposed": base.transpose(2, 3).contiguous().transpose(2, 3),
+    }
+    dec, rec = (filter_bank(wave, kind, torch.float64, base.device) for kind in ("dec", "rec"))
+    ops = torch.ops.wavefuse
+    for mode in ALL_MODES:
+        expected = pywt.wavedec2(base.numpy(), wave, mode, level=1)
+        for name, x in layouts.items():
+            what = f"{wave} {mode} {h}x{w} {name}"
+            ll, hi = ops._dwt2d_kernel(x, dec, mode)
+            _compare_coeffs([ll, tuple(hi.unbind(2))], expected, TOL[torch.float64], what)
+            y = ops._idwt2d_kernel(ll, hi, rec, mode)
+            assert_close(y[..., :h, :w], base, TOL[torch.float64], what + " reconstruction")
+            g_ll = torch.randn(ll.shape, dtype=torch.float64, generator=gen)
+            g_hi = torch.randn(hi.shape, dtype=torch.float64, generator=gen)
+            assert_close(
+                ops._dwt2d_adjoint_kernel(g_ll, g_hi, dec, mode, [h, w]),
+                reference.dwt2d_adjoint_ref(g_ll, g_hi, dec, mode, [h, w]),
+                TOL[torch.float64],
+                what + " dwt2d adjoint",
+            )
+            g_y = torch.randn(y.shape, dtype=torch.float64, generator=gen)
+            for a, b in zip(
+                ops._idwt2d_adjoint_kernel(g_y, rec, mode),
+                reference.idwt2d_adjoint_ref(g_y, rec, mode),
+            ):
+                assert_close(a, b, TOL[torch.float64], what + " idwt2d adjoint")

@@ -15,7 +15,7 @@ import torch
 from conftest import ALL_MODES, TOL, assert_close, cpu_backends
 
 import wavefuse
-from wavefuse import reference
+from wavefuse import backends, reference
 from wavefuse.filters import filter_bank
 
 # Levels above dwt_max_level are part of the grids on purpose; they warn as PyWavelets does.
@@ -369,3 +369,33 @@ def test_levels_that_grow(backend):
         [sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+# The CPU kernels run small planes (at most 32 x 32 samples) V at a time, one plane per vector
+# lane, and larger ones row by row (csrc/cpu/planes.h). The grids above use small planes; these
+# sizes sit on both sides of the switch, with 7 planes per call (no whole group of lanes) and a
+# strided layout, so each path is checked on its own: energies against pywt, the fused gradient
+# against autograd through the reference transforms.
+@pytest.mark.parametrize("size", [(32, 32), (33, 32), (32, 31), (31, 33)])
+@pytest.mark.parametrize("wave, mode", [("db3", "symmetric"), ("sym5", "periodization"), ("db1", "zero")])
+def test_cpu_paths_either_side_of_the_plane_switch(size, wave, mode):
+    reason = backends.why_not("cpu", "hf_penalty", "cpu")
+    if reason is not None:
+        pytest.skip(str(reason))
+    h, w = size
+    gen = torch.Generator().manual_seed(h * 100 + w)
+    base = torch.randn(1, 7, h, w, dtype=torch.float64, generator=gen)
+    weights = torch.tensor([1.0, 0.25], dtype=torch.float64)
+    for x in (base, base.contiguous(memory_format=torch.channels_last)):
+        for p in (1, 2):
+            what = f"{wave} {mode} {h}x{w} p={p} channels_last={not x.is_contiguous()}"
+            got = _quiet(wavefuse.band_energy, x, wave, 2, mode, p, backend="cpu")
+            assert_close(got, _pywt_energies(base, wave, mode, 2, p), TOL[torch.float64], what)
+            xs = x.clone().requires_grad_()
+            value = _quiet(wavefuse.hf_penalty, xs, wave, 2, mode, p, weights, "sum", backend="cpu")
+            (grad,) = torch.autograd.grad(value, xs)
+            xr = base.clone().requires_grad_()
+            (expected,) = torch.autograd.grad(
+                _composed_penalty(xr, wave, mode, 2, p, weights, "sum"), xr
+            )
+            assert_close(grad, expected, TOL[torch.float64], what + " gradient")

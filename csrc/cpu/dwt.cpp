@@ -13,6 +13,7 @@
 // 2 x 2 block path.
 
 #include "cpu/separable.h"
+#include "cpu/planes.h"
 
 namespace wavefuse {
 namespace {
@@ -231,6 +232,49 @@ WAVEFUSE_INLINE void merge_tasks_impl(const MergeArgs<scalar_t>& s, int64_t begi
   }
 }
 
+#if defined(__GNUC__)
+// Small planes (planes.h): tasks of V = kLanes planes, one plane per lane.
+template <typename scalar_t>
+struct PlanesSplitArgs {
+  using acc_t = at::opmath_type<scalar_t>;
+  View4<const scalar_t> in;
+  std::array<std::array<View4<scalar_t>, 2>, 2> out;
+  PlanesPlan<acc_t> plan;
+  int64_t C, planes;
+};
+
+template <typename scalar_t>
+WAVEFUSE_INLINE void planes_split_tasks_impl(const PlanesSplitArgs<scalar_t>& s, int64_t begin,
+                                             int64_t end) {
+  using acc_t = at::opmath_type<scalar_t>;
+  PlanesWork<acc_t> work(s.plan);
+  for (int64_t g = begin; g < end; ++g) {
+    const int64_t p0 = g * kLanes<acc_t>;
+    split_planes(s.plan, work, s.in, s.out, s.C, p0, std::min(kLanes<acc_t>, s.planes - p0));
+  }
+}
+
+template <typename scalar_t>
+struct PlanesMergeArgs {
+  using acc_t = at::opmath_type<scalar_t>;
+  std::array<std::array<View4<const scalar_t>, 2>, 2> in;
+  View4<scalar_t> out;
+  PlanesPlan<acc_t> plan;
+  int64_t C, planes;
+};
+
+template <typename scalar_t>
+WAVEFUSE_INLINE void planes_merge_tasks_impl(const PlanesMergeArgs<scalar_t>& s, int64_t begin,
+                                             int64_t end) {
+  using acc_t = at::opmath_type<scalar_t>;
+  PlanesWork<acc_t> work(s.plan);
+  for (int64_t g = begin; g < end; ++g) {
+    const int64_t p0 = g * kLanes<acc_t>;
+    merge_planes(s.plan, work, s.in, s.out, s.C, p0, std::min(kLanes<acc_t>, s.planes - p0));
+  }
+}
+#endif
+
 // One function per scalar type, each with an AVX2 clone (see "vector loops").
 #define WAVEFUSE_TASKS(name, Args, T)                                              \
   WAVEFUSE_SIMD_CLONES void name(const Args<T>& s, int64_t begin, int64_t end) { \
@@ -243,6 +287,10 @@ WAVEFUSE_INLINE void merge_tasks_impl(const MergeArgs<scalar_t>& s, int64_t begi
   WAVEFUSE_TASKS(name, Args, at::BFloat16)
 WAVEFUSE_ALL_TASKS(split_tasks, SplitArgs)
 WAVEFUSE_ALL_TASKS(merge_tasks, MergeArgs)
+#if defined(__GNUC__)
+WAVEFUSE_ALL_TASKS(planes_split_tasks, PlanesSplitArgs)
+WAVEFUSE_ALL_TASKS(planes_merge_tasks, PlanesMergeArgs)
+#endif
 #undef WAVEFUSE_ALL_TASKS
 #undef WAVEFUSE_TASKS
 
@@ -260,6 +308,17 @@ void split_kernel(const Tensor& x, const std::vector<int64_t>& map_h,
     haar_split(in, out, haar_taps(taps), C, planes, Kh, Kw);
     return;
   }
+#if defined(__GNUC__)
+  if (use_planes_path(x.size(2), x.size(3))) {
+    const PlanesSplitArgs<scalar_t> s{
+        in, out, {split_axis(map_w, taps, Kw), split_axis(map_h, taps, Kh), x.size(2), x.size(3), Kh, Kw},
+        C, planes};
+    const int64_t groups = (planes + kLanes<acc_t> - 1) / kLanes<acc_t>;
+    at::parallel_for(0, groups, 1,
+                     [&](int64_t begin, int64_t end) { planes_split_tasks(s, begin, end); });
+    return;
+  }
+#endif
   const SplitArgs<scalar_t> s{in, out, split_plan(taps, map_h, map_w, in.sw, Kh, Kw), C,
                               (Kh + kRowBlock - 1) / kRowBlock};
   at::parallel_for(0, planes * s.blocks, 1,
@@ -283,6 +342,17 @@ void merge_kernel(const Tensor& ll, const Tensor& hi, const std::vector<int64_t>
     haar_merge(in, out, haar_taps(taps), C, planes, Kh, Kw);
     return;
   }
+#if defined(__GNUC__)
+  if (use_planes_path(H, W)) {
+    const PlanesMergeArgs<scalar_t> s{
+        in, out, {merge_axis(map_w, taps, W, Kw), merge_axis(map_h, taps, H, Kh), H, W, Kh, Kw},
+        C, planes};
+    const int64_t groups = (planes + kLanes<acc_t> - 1) / kLanes<acc_t>;
+    at::parallel_for(0, groups, 1,
+                     [&](int64_t begin, int64_t end) { planes_merge_tasks(s, begin, end); });
+    return;
+  }
+#endif
   const MergeArgs<scalar_t> s{in, out, merge_plan(taps, map_h, map_w, Kh, Kw, H, W), C,
                               (H + kRowBlock - 1) / kRowBlock};
   at::parallel_for(0, planes * s.blocks, 1,

@@ -19,20 +19,21 @@
 // then over channels in channel order: deterministic, no atomics.
 
 #include "cpu/separable.h"
+#include "cpu/planes.h"
 
 namespace wavefuse {
 namespace {
 
-// Energy of one row: sum |v|^p, p in {1, 2}, over kLanes independent partial sums (so the loop
+// Energy of one row: sum |v|^p, p in {1, 2}, over kEnergyLanes independent partial sums (so the loop
 // vectorises without reassociating anything the compiler may not), combined in a fixed order.
-constexpr int kLanes = 8;
+constexpr int kEnergyLanes = 8;
 
 template <int P, typename T>
 WAVEFUSE_INLINE T row_energy(const T* __restrict__ v, int64_t n) {
-  T part[kLanes] = {};
+  T part[kEnergyLanes] = {};
   int64_t k = 0;
-  for (; k + kLanes <= n; k += kLanes) {
-    for (int l = 0; l < kLanes; ++l) {
+  for (; k + kEnergyLanes <= n; k += kEnergyLanes) {
+    for (int l = 0; l < kEnergyLanes; ++l) {
       const T a = v[k + l];
       part[l] += P == 2 ? a * a : std::abs(a);
     }
@@ -42,7 +43,7 @@ WAVEFUSE_INLINE T row_energy(const T* __restrict__ v, int64_t n) {
     part[l] += P == 2 ? a * a : std::abs(a);
   }
   T sum = T(0);
-  for (int l = 0; l < kLanes; ++l) sum += part[l];
+  for (int l = 0; l < kEnergyLanes; ++l) sum += part[l];
   return sum;
 }
 
@@ -231,6 +232,158 @@ WAVEFUSE_INLINE void energy_backward_tasks_impl(const EnergyBackwardArgs<scalar_
   }
 }
 
+#if defined(__GNUC__)
+// ---- small planes (planes.h): the same cascade on V planes at once, one per vector lane -------
+// Level j's work buffers hold its bands B(0..3) for the whole group; B(0) (the approximation) is
+// the next level's input, read in place. The forward reduces each detail band row by row: a row's
+// |d|^p summed per lane in acc_t, then added to the lane's double total (as row_energy's rows
+// are). The backward runs the whole cascade up once (every level's bands stay in its buffers),
+// then goes down: level j's detail bands become their gradients in place, its B(0) holds the
+// gradient of its approximation (zero at level J, else what level j + 1's merge wrote there), and
+// the merge writes level j's input gradient -- into level j - 1's B(0), or the plane buffer X
+// that goes out to grad_x.
+
+template <typename acc_t>
+struct PlanesCascade {
+  std::vector<PlanesPlan<acc_t>> level;
+  int64_t levels = 0;
+};
+
+template <typename acc_t>
+PlanesCascade<acc_t> planes_cascade(const Tensor& filters, Mode mode, int64_t H, int64_t W,
+                                    int64_t levels, bool with_merge) {
+  const auto taps = taps_as<acc_t>(filters, /*reversed=*/true);
+  const int64_t L = filters.size(1);
+  PlanesCascade<acc_t> c;
+  c.levels = levels;
+  int64_t h = H, w = W;
+  for (int64_t j = 0; j < levels; ++j) {
+    const int64_t kh = analysis_length<int64_t>(h, L, mode);
+    const int64_t kw = analysis_length<int64_t>(w, L, mode);
+    const auto map_h = analysis_map(h, L, mode), map_w = analysis_map(w, L, mode);
+    PlanesPlan<acc_t> plan{{}, {}, h, w, kh, kw};
+    plan.rows = with_merge ? merge_axis(map_w, taps, w, kw) : split_axis(map_w, taps, kw);
+    plan.cols = with_merge ? merge_axis(map_h, taps, h, kh) : split_axis(map_h, taps, kh);
+    c.level.push_back(std::move(plan));
+    h = kh, w = kw;
+  }
+  return c;
+}
+
+template <typename scalar_t>
+struct PlanesEnergyArgs {
+  using acc_t = at::opmath_type<scalar_t>;
+  View4<const scalar_t> x;
+  PlanesCascade<acc_t> split;
+  int64_t C, p, planes;
+  double* partial;  // (planes, J, 3)
+};
+
+// Bands in w.B order (2a + b): cH = (1, 0) at 2, cV = (0, 1) at 1, cD = (1, 1) at 3.
+constexpr int kBandSlot[3] = {2, 1, 3};
+
+template <int P, typename scalar_t>
+WAVEFUSE_INLINE void planes_energy_tasks_impl(const PlanesEnergyArgs<scalar_t>& s, int64_t begin,
+                                              int64_t end) {
+  using acc_t = at::opmath_type<scalar_t>;
+  constexpr int64_t V = kLanes<acc_t>;
+  const auto& c = s.split;
+  std::vector<PlanesWork<acc_t>> work;
+  for (const auto& plan : c.level) work.emplace_back(plan);
+  for (int64_t g = begin; g < end; ++g) {
+    const int64_t p0 = g * V, count = std::min(V, s.planes - p0);
+    planes_in(work[0].x.data(), s.x, s.C, p0, count, c.level[0].H, c.level[0].W);
+    for (int64_t j = 0; j < c.levels; ++j) {
+      const auto& plan = c.level[j];
+      split_core(plan, work[j], j == 0 ? work[0].X() : work[j - 1].B(0));
+      for (int band = 0; band < 3; ++band) {
+        const acc_t* d = reinterpret_cast<const acc_t*>(work[j].B(kBandSlot[band]));
+        double total[V] = {};
+        for (int64_t i = 0; i < plan.Kh; ++i) {
+          acc_t part[V] = {};
+          for (int64_t k = 0; k < plan.Kw; ++k) {
+            for (int64_t l = 0; l < V; ++l) {
+              const acc_t a = d[(i * plan.Kw + k) * V + l];
+              part[l] += P == 2 ? a * a : std::abs(a);
+            }
+          }
+          for (int64_t l = 0; l < V; ++l) total[l] += static_cast<double>(part[l]);
+        }
+        for (int64_t l = 0; l < count; ++l) {
+          s.partial[((p0 + l) * c.levels + j) * 3 + band] += total[l];
+        }
+      }
+    }
+  }
+}
+
+template <typename scalar_t>
+struct PlanesEnergyBackwardArgs {
+  using acc_t = at::opmath_type<scalar_t>;
+  View4<const scalar_t> x;
+  View4<scalar_t> grad_x;
+  PlanesCascade<acc_t> split, merge;
+  const acc_t* grad;  // (N, J, 3), contiguous
+  int64_t C, p, planes;
+};
+
+template <int P, typename scalar_t>
+WAVEFUSE_INLINE void planes_energy_backward_tasks_impl(const PlanesEnergyBackwardArgs<scalar_t>& s,
+                                                       int64_t begin, int64_t end) {
+  using acc_t = at::opmath_type<scalar_t>;
+  using Vec = Lanes<acc_t>;
+  constexpr int64_t V = kLanes<acc_t>;
+  const int64_t J = s.split.levels;
+  std::vector<PlanesWork<acc_t>> work;
+  for (const auto& plan : s.split.level) work.emplace_back(plan);
+  for (int64_t g = begin; g < end; ++g) {
+    const int64_t p0 = g * V, count = std::min(V, s.planes - p0);
+    const auto& top = s.split.level[0];
+    planes_in(work[0].x.data(), s.x, s.C, p0, count, top.H, top.W);
+    for (int64_t j = 0; j < J; ++j) {  // up: every level's bands
+      split_core(s.split.level[j], work[j], j == 0 ? work[0].X() : work[j - 1].B(0));
+    }
+    for (int64_t j = J - 1; j >= 0; --j) {  // down
+      const auto& plan = s.merge.level[j];
+      const int64_t n = plan.Kh * plan.Kw;
+      if (j == J - 1) zero_span(reinterpret_cast<acc_t*>(work[j].B(0)), n * V);
+      for (int band = 0; band < 3; ++band) {
+        acc_t gl[V] = {};
+        for (int64_t l = 0; l < count; ++l) {
+          gl[l] = s.grad[(((p0 + l) / s.C) * J + j) * 3 + band];
+        }
+        acc_t* d = reinterpret_cast<acc_t*>(work[j].B(kBandSlot[band]));
+        for (int64_t k = 0; k < n; ++k) {
+          for (int64_t l = 0; l < V; ++l) {
+            const acc_t a = d[k * V + l], gv = gl[l];
+            d[k * V + l] = P == 2 ? acc_t(2) * a * gv
+                                  : (a > acc_t(0) ? gv : a < acc_t(0) ? -gv : a * gv);
+          }
+        }
+      }
+      Vec* dst = j == 0 ? work[0].X() : work[j - 1].B(0);
+      merge_core(plan, work[j], dst);
+    }
+    planes_out(static_cast<const acc_t*>(work[0].x.data()), s.grad_x, s.C, p0, count, top.H,
+               top.W);
+  }
+}
+
+template <typename scalar_t>
+WAVEFUSE_INLINE void planes_energy_tasks_dispatch(const PlanesEnergyArgs<scalar_t>& s,
+                                                  int64_t begin, int64_t end) {
+  s.p == 2 ? planes_energy_tasks_impl<2>(s, begin, end)
+           : planes_energy_tasks_impl<1>(s, begin, end);
+}
+
+template <typename scalar_t>
+WAVEFUSE_INLINE void planes_energy_backward_tasks_dispatch(
+    const PlanesEnergyBackwardArgs<scalar_t>& s, int64_t begin, int64_t end) {
+  s.p == 2 ? planes_energy_backward_tasks_impl<2>(s, begin, end)
+           : planes_energy_backward_tasks_impl<1>(s, begin, end);
+}
+#endif
+
 template <typename scalar_t>
 WAVEFUSE_INLINE void energy_tasks_dispatch(const EnergyArgs<scalar_t>& s, int64_t begin,
                                            int64_t end) {
@@ -256,6 +409,10 @@ WAVEFUSE_INLINE void energy_backward_tasks_dispatch(const EnergyBackwardArgs<sca
   WAVEFUSE_TASKS(name, Args, at::BFloat16)
 WAVEFUSE_ALL_TASKS(energy_tasks, EnergyArgs)
 WAVEFUSE_ALL_TASKS(energy_backward_tasks, EnergyBackwardArgs)
+#if defined(__GNUC__)
+WAVEFUSE_ALL_TASKS(planes_energy_tasks, PlanesEnergyArgs)
+WAVEFUSE_ALL_TASKS(planes_energy_backward_tasks, PlanesEnergyBackwardArgs)
+#endif
 #undef WAVEFUSE_ALL_TASKS
 #undef WAVEFUSE_TASKS
 
@@ -276,6 +433,18 @@ Tensor band_energy_cpu(const Tensor& x, const Tensor& filters, c10::string_view 
   if (planes > 0 && level > 0) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "wavefuse_energy", [&] {
       using acc_t = at::opmath_type<scalar_t>;
+#if defined(__GNUC__)
+      if (use_planes_path(x.size(2), x.size(3))) {
+        const PlanesEnergyArgs<scalar_t> s{
+            view4<const scalar_t>(x),
+            planes_cascade<acc_t>(filters, mode, x.size(2), x.size(3), level, /*with_merge=*/false),
+            C, p, planes, partial.data()};
+        const int64_t groups = (planes + kLanes<acc_t> - 1) / kLanes<acc_t>;
+        at::parallel_for(0, groups, 1,
+                         [&](int64_t begin, int64_t end) { planes_energy_tasks(s, begin, end); });
+        return;
+      }
+#endif
       const EnergyArgs<scalar_t> s{view4<const scalar_t>(x),
                                    cascade<acc_t>(filters, mode, x.size(2), x.size(3), x.stride(3),
                                                   level, /*with_merge=*/false),
@@ -309,6 +478,24 @@ Tensor band_energy_backward_cpu(const Tensor& grad, const Tensor& x, const Tenso
   if (planes == 0 || grad_x.numel() == 0) return grad_x;
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "wavefuse_energy_bwd", [&] {
     using acc_t = at::opmath_type<scalar_t>;
+#if defined(__GNUC__)
+    if (use_planes_path(x.size(2), x.size(3))) {
+      const PlanesEnergyBackwardArgs<scalar_t> s{
+          view4<const scalar_t>(x),
+          view4<scalar_t>(grad_x),
+          planes_cascade<acc_t>(filters, mode, x.size(2), x.size(3), level, /*with_merge=*/false),
+          planes_cascade<acc_t>(filters, mode, x.size(2), x.size(3), level, /*with_merge=*/true),
+          static_cast<const acc_t*>(g.data_ptr()),
+          C,
+          p,
+          planes};
+      const int64_t groups = (planes + kLanes<acc_t> - 1) / kLanes<acc_t>;
+      at::parallel_for(0, groups, 1, [&](int64_t begin, int64_t end) {
+        planes_energy_backward_tasks(s, begin, end);
+      });
+      return;
+    }
+#endif
     const EnergyBackwardArgs<scalar_t> s{view4<const scalar_t>(x), view4<scalar_t>(grad_x),
                                          cascade<acc_t>(filters, mode, x.size(2), x.size(3),
                                                         x.stride(3), level, /*with_merge=*/true),

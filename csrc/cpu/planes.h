@@ -1,0 +1,295 @@
+// Small planes: one level of split / merge on a group of planes at once, one plane per vector lane.
+//
+// The row-vector blocks of separable.h vectorise along W. On small planes (the 32 x 32 feature maps
+// of CIFAR-sized networks, and every plane from level 2 on) that wastes most of the work: rows of
+// 10 to 19 values fill a vector or two with a ragged tail, and the boundary gathers and per-row
+// set-up cost as much as the filtering (db4 symmetric on 128x64x19x19, one core: 17 ms forward and
+// 24 ms adjoint, about 2 us per plane, against 0.05 us for a copy of the plane; 2026-12-03,
+// 2-core EPYC VM).
+//
+// Here a task takes V = 32 bytes / sizeof(acc_t) planes (8 float, 4 double) and works on them in
+// a transposed layout, element (row, column) of all V planes in one vector:
+//
+//   split  transpose in X[h][w] -> row pass R_b[h][k] = sum_e t_b[m_e] X[h][s_e]  (b = lo, hi)
+//          -> column pass band(a, b)[i][k] = sum_e t_a[m_e] R_b[s_e][k] -> transpose out
+//   merge  the transpose of that, as a gather: column pass R_b[r][k] = sum_e (w0_e G(0, b)[i_e][k]
+//          + w1_e G(1, b)[i_e][k]), row pass X[r][c] = sum_e (w0_e R_0[r][k_e] + w1_e R_1[r][k_e])
+//
+// Every lane does the same arithmetic, so no lane is wasted and the boundary costs one index per
+// vector. Each axis is a sparse operator (AxisOp) built once per call from the same index maps as
+// the row-vector path: the split entries of output k are the extended positions 2k + m, m < L, in
+// ascending m (zero padding entries left out, so a zero next to an inf sample stays 0); the merge
+// entries of output s are every (t, m) with map[t] = s, ascending in t then m, never merged (the
+// sum keeps each product, so an inf meets the same partners as in the reference). The sums run in
+// that fixed order: deterministic, and a plane's values do not depend on the planes it shares a
+// group with (lanes never mix). They differ from the row-vector path only by rounding.
+//
+// GCC/Clang vector extensions; elsewhere this path is off (kPlanesPath) and the
+// row-vector path serves every size.
+
+#pragma once
+
+#include "cpu/separable.h"
+
+namespace wavefuse {
+namespace {
+
+#if defined(__GNUC__)
+constexpr bool kPlanesPath = true;
+#else
+constexpr bool kPlanesPath = false;
+#endif
+
+// Planes up to this many samples (input of a split, output of a merge) take the plane-vector path.
+// Measured crossover (db4 symmetric, float32, 16x64 planes, both paths on 2 threads, 2026-12-03):
+// 13x13 2.4 vs 3.8 ms, 19x19 4.0 vs 5.5 ms (128x64 planes), 32x32 a tie (1.2 ms), 40x40 1.7 vs
+// 1.6 ms, 56x56 3.5 vs 2.6 ms -- past 32x32 the row vectors are full enough and the transposes
+// cost more than they save.
+constexpr int64_t kPlanesMaxArea = 32 * 32;
+
+inline bool use_planes_path(int64_t H, int64_t W) {
+  return kPlanesPath && H * W <= kPlanesMaxArea;
+}
+
+// out[o] = sum over e in [start[o], start[o + 1]) of (w0[e], w1[e]) * in[idx[e]].
+template <typename acc_t>
+struct AxisOp {
+  std::vector<int64_t> start{0}, idx;
+  std::vector<acc_t> w0, w1;
+  void push(int64_t i, acc_t a, acc_t b) { idx.push_back(i), w0.push_back(a), w1.push_back(b); }
+  void close() { start.push_back(static_cast<int64_t>(idx.size())); }
+  int64_t size() const { return static_cast<int64_t>(start.size()) - 1; }
+};
+
+// Split along an axis: output k (k < K) of band b reads extended positions 2k + m, m < L.
+template <typename acc_t>
+AxisOp<acc_t> split_axis(const std::vector<int64_t>& map,
+                         const std::array<std::vector<acc_t>, 2>& taps, int64_t K) {
+  const int64_t L = static_cast<int64_t>(taps[0].size());
+  AxisOp<acc_t> op;
+  for (int64_t k = 0; k < K; ++k) {
+    for (int64_t m = 0; m < L; ++m) {
+      const int64_t s = map[2 * k + m];
+      if (s >= 0) op.push(s, taps[0][m], taps[1][m]);
+    }
+    op.close();
+  }
+  return op;
+}
+
+// Merge along an axis (the transpose of split_axis): output s (s < n) sums coefficient k with the
+// taps of every (t, m) where map[t] = s, t = 2k + m.
+template <typename acc_t>
+AxisOp<acc_t> merge_axis(const std::vector<int64_t>& map,
+                         const std::array<std::vector<acc_t>, 2>& taps, int64_t n, int64_t K) {
+  const int64_t L = static_cast<int64_t>(taps[0].size());
+  std::vector<std::vector<std::tuple<int64_t, acc_t, acc_t>>> by_out(n);
+  for (int64_t t = 0; t < static_cast<int64_t>(map.size()); ++t) {
+    if (map[t] < 0) continue;
+    for (int64_t m = t % 2; m < L; m += 2) {
+      const int64_t k = (t - m) / 2;
+      if (k >= 0 && k < K) by_out[map[t]].emplace_back(k, taps[0][m], taps[1][m]);
+    }
+  }
+  AxisOp<acc_t> op;
+  for (const auto& entries : by_out) {
+    for (const auto& [k, a, b] : entries) op.push(k, a, b);
+    op.close();
+  }
+  return op;
+}
+
+template <typename acc_t>
+struct PlanesPlan {
+  AxisOp<acc_t> rows, cols;  // along W (row pass) and along H (column pass)
+  int64_t H, W, Kh, Kw;      // plane sizes: the split's input / the merge's output, and the bands
+};
+
+#if defined(__GNUC__)
+
+template <typename acc_t>
+using Lanes = typename Vec32<acc_t>::type;
+template <typename acc_t>
+constexpr int64_t kLanes = Vec32<acc_t>::kLanes;
+
+// A thread's buffers, in vectors: the plane X (H x W), the row bands R_0, R_1 (H x Kw) and the
+// four bands B (Kh x Kw each).
+template <typename acc_t>
+struct PlanesWork {
+  std::vector<acc_t> x, r, b;
+  explicit PlanesWork(const PlanesPlan<acc_t>& p)
+      : x(p.H * p.W * kLanes<acc_t>),
+        r(2 * p.H * p.Kw * kLanes<acc_t>),
+        b(4 * p.Kh * p.Kw * kLanes<acc_t>) {}
+  Lanes<acc_t>* X() { return reinterpret_cast<Lanes<acc_t>*>(x.data()); }
+  Lanes<acc_t>* R(int b_) { return reinterpret_cast<Lanes<acc_t>*>(r.data()) + b_ * (r.size() / 2 / kLanes<acc_t>); }
+  Lanes<acc_t>* B(int ab) { return reinterpret_cast<Lanes<acc_t>*>(b.data()) + ab * (b.size() / 4 / kLanes<acc_t>); }
+};
+
+// Split along one axis, lines [o0, o0 + U) at once (U independent accumulator chains per band):
+// out_b[o * oo + k * ok] = sum_e w_b[e] in[o * io + idx[e] * ik].
+template <int U, typename V, typename acc_t>
+WAVEFUSE_INLINE void split_lines(const AxisOp<acc_t>& op, const V* __restrict__ in, int64_t io,
+                                 int64_t ik, V* __restrict__ out0, V* __restrict__ out1,
+                                 int64_t oo, int64_t ok, int64_t o0) {
+  const int64_t* __restrict__ idx = op.idx.data();
+  const acc_t* __restrict__ w0 = op.w0.data();
+  const acc_t* __restrict__ w1 = op.w1.data();
+  const V* line[U];
+  for (int u = 0; u < U; ++u) line[u] = in + (o0 + u) * io;
+  for (int64_t k = 0; k < op.size(); ++k) {
+    V a0[U], a1[U];
+    for (int u = 0; u < U; ++u) a0[u] = V{}, a1[u] = V{};
+    for (int64_t e = op.start[k]; e < op.start[k + 1]; ++e) {
+      const int64_t at = idx[e] * ik;
+      const acc_t c0 = w0[e], c1 = w1[e];
+      for (int u = 0; u < U; ++u) {
+        const V v = line[u][at];
+        a0[u] += v * c0;
+        a1[u] += v * c1;
+      }
+    }
+    for (int u = 0; u < U; ++u) {
+      out0[(o0 + u) * oo + k * ok] = a0[u];
+      out1[(o0 + u) * oo + k * ok] = a1[u];
+    }
+  }
+}
+
+template <typename V, typename acc_t>
+WAVEFUSE_INLINE void split_apply(const AxisOp<acc_t>& op, const V* in, int64_t io, int64_t ik,
+                                 V* out0, V* out1, int64_t oo, int64_t ok, int64_t other) {
+  int64_t o = 0;
+  for (; o + 4 <= other; o += 4) split_lines<4>(op, in, io, ik, out0, out1, oo, ok, o);
+  for (; o < other; ++o) split_lines<1>(op, in, io, ik, out0, out1, oo, ok, o);
+}
+
+// Merge along one axis, lines [o0, o0 + U) at once:
+// out[o * oo + s * ok] = sum_e (w0[e] in0[o * io + idx[e] * ik] + w1[e] in1[...]).
+template <int U, typename V, typename acc_t>
+WAVEFUSE_INLINE void merge_lines(const AxisOp<acc_t>& op, const V* __restrict__ in0,
+                                 const V* __restrict__ in1, int64_t io, int64_t ik,
+                                 V* __restrict__ out, int64_t oo, int64_t ok, int64_t o0) {
+  const int64_t* __restrict__ idx = op.idx.data();
+  const acc_t* __restrict__ w0 = op.w0.data();
+  const acc_t* __restrict__ w1 = op.w1.data();
+  for (int64_t s = 0; s < op.size(); ++s) {
+    V a[U];
+    for (int u = 0; u < U; ++u) a[u] = V{};
+    for (int64_t e = op.start[s]; e < op.start[s + 1]; ++e) {
+      const acc_t c0 = w0[e], c1 = w1[e];
+      for (int u = 0; u < U; ++u) {
+        const int64_t at = (o0 + u) * io + idx[e] * ik;
+        a[u] += in0[at] * c0 + in1[at] * c1;
+      }
+    }
+    for (int u = 0; u < U; ++u) out[(o0 + u) * oo + s * ok] = a[u];
+  }
+}
+
+template <typename V, typename acc_t>
+WAVEFUSE_INLINE void merge_apply(const AxisOp<acc_t>& op, const V* in0, const V* in1, int64_t io,
+                                 int64_t ik, V* out, int64_t oo, int64_t ok, int64_t other) {
+  int64_t o = 0;
+  for (; o + 4 <= other; o += 4) merge_lines<4>(op, in0, in1, io, ik, out, oo, ok, o);
+  for (; o < other; ++o) merge_lines<1>(op, in0, in1, io, ik, out, oo, ok, o);
+}
+
+// Lanes [0, count) of the transposed buffer `buf` (rows x cols vectors) from / to planes
+// p0 + lane of a strided 4-D view; lanes from count on are zero on the way in.
+template <typename scalar_t, typename acc_t>
+WAVEFUSE_INLINE void planes_in(acc_t* __restrict__ buf, const View4<const scalar_t>& v, int64_t C,
+                               int64_t p0, int64_t count, int64_t rows, int64_t cols) {
+  constexpr int64_t V = kLanes<acc_t>;
+  if (count < V) zero_span(buf, rows * cols * V);
+  for (int64_t lane = 0; lane < count; ++lane) {
+    const scalar_t* src = v.plane(p0 + lane, C);
+    for (int64_t i = 0; i < rows; ++i) {
+      const scalar_t* row = src + i * v.sh;
+      acc_t* dst = buf + i * cols * V + lane;
+      if (v.sw == 1) {
+        for (int64_t j = 0; j < cols; ++j) dst[j * V] = static_cast<acc_t>(row[j]);
+      } else {
+        for (int64_t j = 0; j < cols; ++j) dst[j * V] = static_cast<acc_t>(row[j * v.sw]);
+      }
+    }
+  }
+}
+
+template <typename scalar_t, typename acc_t>
+WAVEFUSE_INLINE void planes_out(const acc_t* __restrict__ buf, const View4<scalar_t>& v, int64_t C,
+                                int64_t p0, int64_t count, int64_t rows, int64_t cols) {
+  constexpr int64_t V = kLanes<acc_t>;
+  for (int64_t lane = 0; lane < count; ++lane) {
+    scalar_t* dst = v.plane(p0 + lane, C);
+    for (int64_t i = 0; i < rows; ++i) {
+      scalar_t* row = dst + i * v.sh;
+      const acc_t* src = buf + i * cols * V + lane;
+      if (v.sw == 1) {
+        for (int64_t j = 0; j < cols; ++j) row[j] = static_cast<scalar_t>(src[j * V]);
+      } else {
+        for (int64_t j = 0; j < cols; ++j) row[j * v.sw] = static_cast<scalar_t>(src[j * V]);
+      }
+    }
+  }
+}
+
+// One level of split of the planes in X (H x W) into w.B(0..3) (band (a, b) at 2a + b: LL, cV,
+// cH, cD), through w.R.
+template <typename acc_t>
+WAVEFUSE_INLINE void split_core(const PlanesPlan<acc_t>& p, PlanesWork<acc_t>& w,
+                                const Lanes<acc_t>* X) {
+  using V = Lanes<acc_t>;
+  // row pass: line h of X (stride W), positions along W (stride 1) -> R_b[h][k]
+  split_apply<V>(p.rows, X, p.W, 1, w.R(0), w.R(1), p.Kw, 1, p.H);
+  // column pass: line k of R_b (stride 1), positions along H (stride Kw) -> B(a, b)[i][k]
+  for (int b = 0; b < 2; ++b) {
+    split_apply<V>(p.cols, w.R(b), 1, p.Kw, w.B(b), w.B(2 + b), 1, p.Kw, p.Kw);
+  }
+}
+
+// One level of merge (the transpose of split_core) of w.B(0..3) into X (H x W), through w.R.
+template <typename acc_t>
+WAVEFUSE_INLINE void merge_core(const PlanesPlan<acc_t>& p, PlanesWork<acc_t>& w,
+                                Lanes<acc_t>* X) {
+  using V = Lanes<acc_t>;
+  // column pass: line k (stride 1), coefficient rows along H (stride Kw) -> R_b[r][k]
+  for (int b = 0; b < 2; ++b) {
+    merge_apply<V>(p.cols, w.B(b), w.B(2 + b), 1, p.Kw, w.R(b), 1, p.Kw, p.Kw);
+  }
+  // row pass: line r of R_0, R_1 (stride Kw), coefficients along W (stride 1) -> X[r][c]
+  merge_apply<V>(p.rows, w.R(0), w.R(1), p.Kw, 1, X, p.W, 1, p.H);
+}
+
+// One level of analysis-type split on planes [p0, p0 + count), count <= V. out[a][b] as in
+// band_views (a: along H, b: along W).
+template <typename scalar_t, typename acc_t>
+WAVEFUSE_INLINE void split_planes(const PlanesPlan<acc_t>& p, PlanesWork<acc_t>& w,
+                                  const View4<const scalar_t>& in,
+                                  const std::array<std::array<View4<scalar_t>, 2>, 2>& out,
+                                  int64_t C, int64_t p0, int64_t count) {
+  planes_in(w.x.data(), in, C, p0, count, p.H, p.W);
+  split_core(p, w, w.X());
+  for (int ab = 0; ab < 4; ++ab) {
+    planes_out(reinterpret_cast<const acc_t*>(w.B(ab)), out[ab / 2][ab % 2], C, p0, count, p.Kh,
+               p.Kw);
+  }
+}
+
+// One level of merge (the transpose of split_planes) onto planes [p0, p0 + count).
+template <typename scalar_t, typename acc_t>
+WAVEFUSE_INLINE void merge_planes(const PlanesPlan<acc_t>& p, PlanesWork<acc_t>& w,
+                                  const std::array<std::array<View4<const scalar_t>, 2>, 2>& in,
+                                  const View4<scalar_t>& out, int64_t C, int64_t p0,
+                                  int64_t count) {
+  for (int ab = 0; ab < 4; ++ab) {
+    planes_in(reinterpret_cast<acc_t*>(w.B(ab)), in[ab / 2][ab % 2], C, p0, count, p.Kh, p.Kw);
+  }
+  merge_core(p, w, w.X());
+  planes_out(reinterpret_cast<const acc_t*>(w.X()), out, C, p0, count, p.H, p.W);
+}
+
+#endif  // __GNUC__
+
+}  // namespace
+}  // namespace wavefuse
