@@ -25,6 +25,7 @@ bytes timed by do_bench in the same run (``copy_ms``), and write them with ``bui
 from __future__ import annotations
 
 import csv
+import ctypes
 import datetime
 import importlib.metadata
 import math
@@ -114,6 +115,40 @@ def set_cpu_threads() -> int:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     torch.set_num_threads(cores)
     return cores
+
+
+# glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+
+
+def steady_allocator() -> str:
+    """Keep freed memory in the process (glibc), for every implementation timed in this process.
+
+    By default glibc serves allocations above 32 MiB (and smaller ones, until its threshold has
+    adapted) with fresh mmaps and hands them back to the OS on free, and trims the heap top, so
+    every call of a transform that returns tens of MB faults its outputs in afresh. On this VM a
+    fault can cost 60 us (the host backs the page again): the same call then takes 10 ms or 230 ms
+    from one round to the next, nearly all of it system time (2026-12-03, db4/haar on
+    128x64x32x32, 2-core EPYC), and one or two random cases per run came out 2-8x slow. With mmap
+    off and no trimming, memory freed by one round is reused by the next: the timings measure the
+    transforms, for wavefuse and the peers alike. Returns a line for the notes.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        ok = libc.mallopt(_M_MMAP_MAX, 0) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1
+    except (OSError, AttributeError):
+        ok = False
+    global _ALLOCATOR
+    if ok:
+        _ALLOCATOR = "glibc malloc with mmap off and no heap trimming (`steady_allocator`)"
+    else:
+        _ALLOCATOR = (
+            "the default allocator (no glibc mallopt): page faults of fresh outputs are timed"
+        )
+    return _ALLOCATOR
+
+
+_ALLOCATOR = "the default allocator"
 
 
 def cpu_model() -> str:
@@ -365,7 +400,7 @@ class ResultsPlugin:
         minutes, share = other_cpu_share(self._start)
         return (
             f"Run took {minutes:.1f} min; other processes used {100 * share:.0f}% of the cores "
-            "meanwhile."
+            f"meanwhile. Memory: {_ALLOCATOR}."
         )
 
     def pytest_sessionfinish(self, session, exitstatus) -> None:
