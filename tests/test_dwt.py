@@ -339,3 +339,89 @@ def test_cpu_paths_either_side_of_the_plane_switch(size, wave):
                 reference.idwt2d_adjoint_ref(g_y, rec, mode),
             ):
                 assert_close(a, b, TOL[torch.float64], what + " idwt2d adjoint")
+
+
+# The plane-vector path moves planes into and out of its lane-interleaved buffer in one of four
+# ways, chosen per group of V planes (V = 8 float32, 4 float64) by dtype and strides
+# (csrc/cpu/planes.h, planes_layout): whole contiguous planes transposed in registers as one line,
+# unit-stride rows transposed row by row, channels-last groups of V channels of one sample copied a
+# vector at a time, and anything else (float16 / bfloat16, other strides, rows shorter than V) one
+# scalar at a time. The moves are exact and the arithmetic per lane is the same, so every layout
+# must give bitwise the same result as the contiguous input; each is also checked against the
+# reference. 2 x 12 planes: with V = 8 the second group straddles the two samples, so channels-last
+# takes the vector copy for groups 1 and 3 and the scalar moves for group 2.
+def _layouts_of(t):
+    """The same values in other strides; the last two dims are the plane, dim 1 the channels."""
+    w = t.shape[-1]
+    wide = torch.zeros(*t.shape[:-1], w + 3, dtype=t.dtype)
+    wide[..., 2 : 2 + w] = t
+    return {
+        "channels last": t.movedim(1, -1).contiguous().movedim(-1, 1),
+        "row slice": wide[..., 2 : 2 + w],
+        "transposed": t.transpose(-1, -2).contiguous().transpose(-1, -2),
+    }
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("size", [(32, 32), (19, 13), (5, 5), (3, 7)])
+@pytest.mark.parametrize(
+    "wave,mode", [("db4", "zero"), ("db2", "symmetric"), ("db3", "periodization")]
+)
+def test_cpu_plane_moves_every_layout_bitwise(size, dtype, wave, mode):
+    if backends.why_not("cpu", "dwt2d", "cpu") is not None:
+        pytest.skip(str(backends.why_not("cpu", "dwt2d", "cpu")))
+    from wavefuse import reference
+    from wavefuse.filters import filter_bank
+
+    h, w = size
+    gen = torch.Generator().manual_seed(h * 100 + w)
+    base = torch.randn(2, 12, h, w, dtype=dtype, generator=gen)
+    dec, rec = (filter_bank(wave, kind, dtype, base.device) for kind in ("dec", "rec"))
+    dec64, rec64 = dec.double(), rec.double()
+    ops = torch.ops.wavefuse
+    tol = TOL[dtype]
+
+    ll, hi = ops._dwt2d_kernel(base, dec, mode)
+    ll_ref, hi_ref = reference.dwt2d_ref(base.double(), dec64, mode)
+    assert_close(ll, ll_ref, tol, "ll")
+    assert_close(hi, hi_ref, tol, "hi")
+    g_ll = torch.randn(ll.shape, dtype=dtype, generator=gen)
+    g_hi = torch.randn(hi.shape, dtype=dtype, generator=gen)
+    adj = ops._dwt2d_adjoint_kernel(g_ll, g_hi, dec, mode, [h, w])
+    want = reference.dwt2d_adjoint_ref(g_ll.double(), g_hi.double(), dec64, mode, [h, w])
+    assert_close(adj, want, tol, "dwt2d adjoint")
+    y = ops._idwt2d_kernel(ll, hi, rec, mode)
+    assert_close(y, reference.idwt2d_ref(ll.double(), hi.double(), rec64, mode), tol, "idwt2d")
+    g_y = torch.randn(y.shape, dtype=dtype, generator=gen)
+    iadj = ops._idwt2d_adjoint_kernel(g_y, rec, mode)
+    for a, b in zip(iadj, reference.idwt2d_adjoint_ref(g_y.double(), rec64, mode)):
+        assert_close(a, b, tol, "idwt2d adjoint")
+
+    def same(got, want, what):
+        assert torch.equal(got, want), f"{what}: max diff {(got - want).abs().max().item():.3e}"
+
+    views = {
+        name: _layouts_of(t)
+        for name, t in {
+            "x": base,
+            "ll": ll,
+            "hi": hi,
+            "g_ll": g_ll,
+            "g_hi": g_hi,
+            "g_y": g_y,
+        }.items()
+    }
+    for layout in views["x"]:
+        v = {name: views[name][layout] for name in views}
+        what = f"{wave} {mode} {h}x{w} {dtype} {layout}"
+        ll_x, hi_x = ops._dwt2d_kernel(v["x"], dec, mode)
+        same(ll_x, ll, what + " ll")
+        same(hi_x, hi, what + " hi")
+        same(
+            ops._dwt2d_adjoint_kernel(v["g_ll"], v["g_hi"], dec, mode, [h, w]),
+            adj,
+            what + " dwt2d adjoint",
+        )
+        same(ops._idwt2d_kernel(v["ll"], v["hi"], rec, mode), y, what + " idwt2d")
+        for a, b in zip(ops._idwt2d_adjoint_kernel(v["g_y"], rec, mode), iadj):
+            same(a, b, what + " idwt2d adjoint")

@@ -377,7 +377,9 @@ def test_levels_that_grow(backend):
 # strided layout, so each path is checked on its own: energies against pywt, the fused gradient
 # against autograd through the reference transforms.
 @pytest.mark.parametrize("size", [(32, 32), (33, 32), (32, 31), (31, 33)])
-@pytest.mark.parametrize("wave, mode", [("db3", "symmetric"), ("sym5", "periodization"), ("db1", "zero")])
+@pytest.mark.parametrize(
+    "wave, mode", [("db3", "symmetric"), ("sym5", "periodization"), ("db1", "zero")]
+)
 def test_cpu_paths_either_side_of_the_plane_switch(size, wave, mode):
     reason = backends.why_not("cpu", "hf_penalty", "cpu")
     if reason is not None:
@@ -399,3 +401,48 @@ def test_cpu_paths_either_side_of_the_plane_switch(size, wave, mode):
                 _composed_penalty(xr, wave, mode, 2, p, weights, "sum"), xr
             )
             assert_close(grad, expected, TOL[torch.float64], what + " gradient")
+
+
+# band_energy and its fused backward move planes into and out of the lane-interleaved buffer by
+# dtype and strides (csrc/cpu/planes.h, planes_layout; see tests/test_dwt.py): whole planes or rows
+# transposed in registers, channels-last groups copied a vector at a time, the rest one scalar at a
+# time. 2 x 12 planes put a group of 8 across the two samples. The moves are exact, so every layout
+# gives bitwise the energies and gradient of the contiguous input, and those match the reference.
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("size", [(32, 32), (19, 13), (5, 5)])
+def test_cpu_plane_moves_every_layout_bitwise(size, dtype):
+    reason = backends.why_not("cpu", "hf_penalty", "cpu")
+    if reason is not None:
+        pytest.skip(str(reason))
+    h, w = size
+    gen = torch.Generator().manual_seed(h * 100 + w)
+    base = torch.randn(2, 12, h, w, dtype=dtype, generator=gen)
+    wide = torch.zeros(2, 12, h, w + 3, dtype=dtype)
+    wide[..., 2 : 2 + w] = base
+    layouts = {
+        "channels last": base.contiguous(memory_format=torch.channels_last),
+        "row slice": wide[..., 2 : 2 + w],
+        "transposed": base.transpose(2, 3).contiguous().transpose(2, 3),
+    }
+    weights = torch.tensor([1.0, 0.25], dtype=dtype)
+
+    def energies_and_grad(x):
+        e = _quiet(wavefuse.band_energy, x, "db4", 2, "symmetric", 2, backend="cpu")
+        xs = x.detach().requires_grad_()
+        value = _quiet(
+            wavefuse.hf_penalty, xs, "db4", 2, "symmetric", 2, weights, "sum", backend="cpu"
+        )
+        return e, torch.autograd.grad(value, xs)[0]
+
+    e0, g0 = energies_and_grad(base)
+    tol = TOL[dtype]
+    assert_close(e0, _pywt_energies(base.double(), "db4", "symmetric", 2, 2), tol, "energies")
+    xr = base.double().requires_grad_()
+    (expected,) = torch.autograd.grad(
+        _composed_penalty(xr, "db4", "symmetric", 2, 2, weights.double(), "sum"), xr
+    )
+    assert_close(g0, expected, tol, "gradient")
+    for name, x in layouts.items():
+        e, g = energies_and_grad(x)
+        assert torch.equal(e, e0), f"{name} {dtype}: energies differ"
+        assert torch.equal(g, g0), f"{name} {dtype}: gradient differs"

@@ -11,9 +11,9 @@
 // separable.h. The forward keeps only the approximation that the next level reads (acc_t, in a
 // plane-local buffer); the detail bands are reduced to their energies as each block of rows
 // comes out of the column pass and are never stored. The backward recomputes: it runs the cascade
-// up to level J - 1 keeping the approximations, then goes down level by level, recomputing the
-// level's detail bands from its input, turning them into their gradients psi(d) * grad (psi = 2d
-// for p = 2, sign(d) for p = 1) and merging those with the gradient of the approximation (zero at
+// up, keeping the approximations and turning each level's detail bands, as they come out, into
+// their gradients psi(d) * grad (psi = 2d for p = 2, sign(d) for p = 1; plane-local buffers),
+// then goes down level by level, merging those with the gradient of the approximation (zero at
 // level J) through the analysis adjoint -- into the next plane-local buffer, or at level 1 into
 // grad_x, which is written once. Energies are summed per plane in double, in a fixed order, and
 // then over channels in channel order: deterministic, no atomics.
@@ -176,22 +176,31 @@ WAVEFUSE_INLINE void energy_backward_tasks_impl(const EnergyBackwardArgs<scalar_
   std::vector<SplitWork<acc_t>> split_work;
   std::vector<MergeWork<acc_t>> merge_work;
   for (int64_t j = 0; j < J; ++j) split_work.emplace_back(c.split[j]), merge_work.emplace_back(c.merge[j]);
-  std::vector<std::vector<acc_t>> ll(J);  // ll[j]: approximation of level j (j >= 1), the input of level j
+  // ll[j] (1 <= j < J): level j's approximation, the input of level j + 1; bands[j] (1 <= j <= J):
+  // the gradients psi(d) g of level j's detail bands (cH, cV, cD). A band's gradient needs only the
+  // band and its own weight, so the way up forms them all and the way down only merges: each
+  // level is split once, not twice (db4 symmetric J=3 on 16x3x224x224: the backward went from
+  // two splits of the full-size level to one).
+  std::vector<std::vector<acc_t>> ll(J), bands(J + 1);
   for (int64_t j = 1; j < J; ++j) ll[j].resize(c.h[j] * c.w[j]);
+  for (int64_t j = 1; j <= J; ++j) bands[j].resize(3 * c.h[j] * c.w[j]);
   const int64_t most = largest_level(c);  // levels can grow (see energy_tasks_impl)
-  std::vector<acc_t> bands(3 * most), g_ll[2] = {std::vector<acc_t>(most), std::vector<acc_t>(most)};
-  auto none = [](int, int64_t, const acc_t*) {};
-  acc_t* const no_ll = nullptr;  // the way down needs only the detail bands
+  std::vector<acc_t> g_ll[2] = {std::vector<acc_t>(most), std::vector<acc_t>(most)};
   for (int64_t p = begin; p < end; ++p) {
     const acc_t* g = s.grad + (p / s.C) * J * 3;
     const scalar_t* x = s.x.plane(p, s.C);
-    for (int64_t j = 1; j < J; ++j) {  // up: the approximations the way down needs
+    for (int64_t j = 1; j <= J; ++j) {  // up: approximations and band gradients
+      const int64_t kh = c.h[j], kw = c.w[j];
+      acc_t* band_grads = bands[j].data();
+      auto detail = [&](int band, int64_t i, const acc_t* row) {
+        band_gradient<P>(band_grads + (band * kh + i) * kw, row, g[3 * (j - 1) + band], kw);
+      };
+      acc_t* out = j < J ? ll[j].data() : nullptr;
       if (j == 1) {
-        cascade_level(c.split[0], split_work[0], x, s.x.sh, s.x.sw == 1, ll[1].data(), none);
+        cascade_level(c.split[0], split_work[0], x, s.x.sh, s.x.sw == 1, out, detail);
       } else {
         cascade_level(c.split[j - 1], split_work[j - 1],
-                      static_cast<const acc_t*>(ll[j - 1].data()), c.w[j - 1], true,
-                      ll[j].data(), none);
+                      static_cast<const acc_t*>(ll[j - 1].data()), c.w[j - 1], true, out, detail);
       }
     }
     // down: level j's band gradients and the gradient of its approximation (g_ll[j % 2], zero at
@@ -200,19 +209,10 @@ WAVEFUSE_INLINE void energy_backward_tasks_impl(const EnergyBackwardArgs<scalar_
     std::fill(g_ll[J % 2].begin(), g_ll[J % 2].begin() + kh_top * kw_top, acc_t(0));
     for (int64_t j = J; j >= 1; --j) {
       const int64_t kh = c.h[j], kw = c.w[j];
-      auto detail = [&](int band, int64_t i, const acc_t* row) {
-        band_gradient<P>(bands.data() + (band * kh + i) * kw, row, g[3 * (j - 1) + band], kw);
-      };
-      if (j == 1) {
-        cascade_level(c.split[0], split_work[0], x, s.x.sh, s.x.sw == 1, no_ll, detail);
-      } else {
-        cascade_level(c.split[j - 1], split_work[j - 1],
-                      static_cast<const acc_t*>(ll[j - 1].data()), c.w[j - 1], true, no_ll,
-                      detail);
-      }
+      const acc_t* band_grads = bands[j].data();
       // bands (a, b): (0, 0) LL, (0, 1) cV, (1, 0) cH, (1, 1) cD
-      const acc_t* base[4] = {g_ll[j % 2].data(), bands.data() + kh * kw, bands.data(),
-                              bands.data() + 2 * kh * kw};
+      const acc_t* base[4] = {g_ll[j % 2].data(), band_grads + kh * kw, band_grads,
+                              band_grads + 2 * kh * kw};
       const int64_t rs[4] = {kw, kw, kw, kw};
       const auto& plan = c.merge[j - 1];
       acc_t* next = g_ll[(j - 1) % 2].data();

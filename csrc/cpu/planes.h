@@ -29,6 +29,8 @@
 
 #pragma once
 
+#include <type_traits>
+
 #include "cpu/separable.h"
 
 namespace wavefuse {
@@ -195,12 +197,150 @@ WAVEFUSE_INLINE void merge_apply(const AxisOp<acc_t>& op, const V* in0, const V*
   for (; o < other; ++o) merge_lines<1>(op, in0, in1, io, ik, out, oo, ok, o);
 }
 
+// ---- transposes between the planes and the lane-interleaved buffer ----------------------------
+// A buffer element (row, column) holds that sample of all V planes in one vector. Moving planes in
+// and out of that layout is a transpose, and done one scalar at a time it cost about 40% of the
+// whole path (db4 zero on 128x64x32x32, forward + adjoint: perf, 2026-12-03). Where the planes hold
+// acc_t itself and their rows are unit-stride, a block of V values of V planes is transposed in
+// registers instead: V loads, 3 log2(V) V / 2 shuffles (unpack, shuffle, 128-bit permute: 24 for
+// float, 8 for double under AVX2), V stores. Channels-last planes whose lanes are consecutive
+// channels of one sample are already interleaved: one vector per sample, no shuffle at all. Other
+// dtypes (float16 / bfloat16, converted on the way) and strides take the scalar loops.
+
+#if defined(__clang__)
+#define WAVEFUSE_SHUFFLE(T, a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#else
+#define WAVEFUSE_SHUFFLE(T, a, b, ...) __builtin_shuffle(a, b, T{__VA_ARGS__})
+#endif
+
+// r[t][l] <- r[l][t] for a V x V block.
+WAVEFUSE_INLINE void transpose_block(Lanes<float> (&r)[8]) {
+  typedef int32_t M __attribute__((vector_size(32)));
+  using V = Lanes<float>;
+  V t[8], u[8];
+  for (int k = 0; k < 4; ++k) {
+    t[2 * k] = WAVEFUSE_SHUFFLE(M, r[2 * k], r[2 * k + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+    t[2 * k + 1] = WAVEFUSE_SHUFFLE(M, r[2 * k], r[2 * k + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+  }
+  for (int k = 0; k < 2; ++k) {  // u[4k + q]: columns q and q + 4 of rows 4k .. 4k + 3
+    for (int h = 0; h < 2; ++h) {
+      u[4 * k + 2 * h] = WAVEFUSE_SHUFFLE(M, t[4 * k + h], t[4 * k + 2 + h], 0, 1, 8, 9, 4, 5, 12, 13);
+      u[4 * k + 2 * h + 1] = WAVEFUSE_SHUFFLE(M, t[4 * k + h], t[4 * k + 2 + h], 2, 3, 10, 11, 6, 7, 14, 15);
+    }
+  }
+  for (int q = 0; q < 4; ++q) {
+    r[q] = WAVEFUSE_SHUFFLE(M, u[q], u[4 + q], 0, 1, 2, 3, 8, 9, 10, 11);
+    r[4 + q] = WAVEFUSE_SHUFFLE(M, u[q], u[4 + q], 4, 5, 6, 7, 12, 13, 14, 15);
+  }
+}
+
+WAVEFUSE_INLINE void transpose_block(Lanes<double> (&r)[4]) {
+  typedef int64_t M __attribute__((vector_size(32)));
+  using V = Lanes<double>;
+  const V t0 = WAVEFUSE_SHUFFLE(M, r[0], r[1], 0, 4, 2, 6);
+  const V t1 = WAVEFUSE_SHUFFLE(M, r[0], r[1], 1, 5, 3, 7);
+  const V t2 = WAVEFUSE_SHUFFLE(M, r[2], r[3], 0, 4, 2, 6);
+  const V t3 = WAVEFUSE_SHUFFLE(M, r[2], r[3], 1, 5, 3, 7);
+  r[0] = WAVEFUSE_SHUFFLE(M, t0, t2, 0, 1, 4, 5);
+  r[1] = WAVEFUSE_SHUFFLE(M, t1, t3, 0, 1, 4, 5);
+  r[2] = WAVEFUSE_SHUFFLE(M, t0, t2, 2, 3, 6, 7);
+  r[3] = WAVEFUSE_SHUFFLE(M, t1, t3, 2, 3, 6, 7);
+}
+
+#undef WAVEFUSE_SHUFFLE
+
+// Unaligned vector moves (Lanes<T> is only aligned as T). Vectors are passed by reference, never
+// returned: a 32-byte vector return in the baseline clone is an ABI change GCC warns about.
+template <typename T>
+WAVEFUSE_INLINE void move_lanes(T* dst, const T* src) {
+  *reinterpret_cast<Lanes<T>*>(dst) = *reinterpret_cast<const Lanes<T>*>(src);
+}
+template <typename T>
+WAVEFUSE_INLINE void load_lanes(Lanes<T>& v, const T* p) { v = *reinterpret_cast<const Lanes<T>*>(p); }
+template <typename T>
+WAVEFUSE_INLINE void store_lanes(T* p, const Lanes<T>& v) { *reinterpret_cast<Lanes<T>*>(p) = v; }
+
+// buf[j * V + lane] = src[lane][j] for j < len (len >= V), lanes from count on zero. The last block
+// overlaps the one before it (it rewrites the same values).
+template <typename T>
+WAVEFUSE_INLINE void lines_in(T* __restrict__ buf, const T* const* src, int64_t count, int64_t len) {
+  constexpr int64_t V = kLanes<T>;
+  Lanes<T> r[V];
+  for (int64_t j0 = 0; j0 < len; j0 += V) {
+    const int64_t j = std::min(j0, len - V);
+    for (int64_t l = 0; l < V; ++l) {
+      if (l < count) {
+        load_lanes(r[l], src[l] + j);
+      } else {
+        r[l] = Lanes<T>{};
+      }
+    }
+    transpose_block(r);
+    for (int64_t t = 0; t < V; ++t) store_lanes(buf + (j + t) * V, r[t]);
+  }
+}
+
+// dst[lane][j] = buf[j * V + lane] for j < len (len >= V), lanes < count.
+template <typename T>
+WAVEFUSE_INLINE void lines_out(const T* __restrict__ buf, T* const* dst, int64_t count, int64_t len) {
+  constexpr int64_t V = kLanes<T>;
+  Lanes<T> r[V];
+  for (int64_t j0 = 0; j0 < len; j0 += V) {
+    const int64_t j = std::min(j0, len - V);
+    for (int64_t t = 0; t < V; ++t) load_lanes(r[t], buf + (j + t) * V);
+    transpose_block(r);
+    for (int64_t l = 0; l < count; ++l) store_lanes(dst[l] + j, r[l]);
+  }
+}
+
+// How the planes [p0, p0 + count) of v are laid out, for the vector moves.
+enum class PlanesLayout { kScalar, kRows, kPlanes, kInterleaved };
+
+template <typename scalar_t, typename acc_t, typename T>
+WAVEFUSE_INLINE PlanesLayout planes_layout(const View4<T>& v, int64_t C, int64_t p0, int64_t count,
+                                          int64_t rows, int64_t cols) {
+  constexpr int64_t V = kLanes<acc_t>;
+  if constexpr (!std::is_same_v<scalar_t, acc_t>) {
+    return PlanesLayout::kScalar;
+  } else {
+    // V consecutive channels of one sample at unit stride: (row, column) of the V planes is one
+    // vector.
+    if (count == V && v.sc == 1 && p0 % C + V <= C) return PlanesLayout::kInterleaved;
+    if (v.sw != 1) return PlanesLayout::kScalar;
+    if ((v.sh == cols || rows == 1) && rows * cols >= V) return PlanesLayout::kPlanes;  // one line
+    return cols >= V ? PlanesLayout::kRows : PlanesLayout::kScalar;
+  }
+}
+
 // Lanes [0, count) of the transposed buffer `buf` (rows x cols vectors) from / to planes
 // p0 + lane of a strided 4-D view; lanes from count on are zero on the way in.
 template <typename scalar_t, typename acc_t>
 WAVEFUSE_INLINE void planes_in(acc_t* __restrict__ buf, const View4<const scalar_t>& v, int64_t C,
                                int64_t p0, int64_t count, int64_t rows, int64_t cols) {
   constexpr int64_t V = kLanes<acc_t>;
+  const PlanesLayout layout = planes_layout<scalar_t, acc_t>(v, C, p0, count, rows, cols);
+  if constexpr (std::is_same_v<scalar_t, acc_t>) {
+    if (layout == PlanesLayout::kInterleaved) {
+      const acc_t* base = v.plane(p0, C);
+      for (int64_t i = 0; i < rows; ++i) {
+        for (int64_t j = 0; j < cols; ++j) {
+          move_lanes(buf + (i * cols + j) * V, base + i * v.sh + j * v.sw);
+        }
+      }
+      return;
+    }
+    if (layout != PlanesLayout::kScalar) {
+      const acc_t* src[V];
+      for (int64_t lane = 0; lane < count; ++lane) src[lane] = v.plane(p0 + lane, C);
+      if (layout == PlanesLayout::kPlanes) return lines_in(buf, src, count, rows * cols);
+      for (int64_t i = 0; i < rows; ++i) {
+        const acc_t* row[V];
+        for (int64_t lane = 0; lane < count; ++lane) row[lane] = src[lane] + i * v.sh;
+        lines_in(buf + i * cols * V, row, count, cols);
+      }
+      return;
+    }
+  }
   if (count < V) zero_span(buf, rows * cols * V);
   for (int64_t lane = 0; lane < count; ++lane) {
     const scalar_t* src = v.plane(p0 + lane, C);
@@ -220,6 +360,29 @@ template <typename scalar_t, typename acc_t>
 WAVEFUSE_INLINE void planes_out(const acc_t* __restrict__ buf, const View4<scalar_t>& v, int64_t C,
                                 int64_t p0, int64_t count, int64_t rows, int64_t cols) {
   constexpr int64_t V = kLanes<acc_t>;
+  const PlanesLayout layout = planes_layout<scalar_t, acc_t>(v, C, p0, count, rows, cols);
+  if constexpr (std::is_same_v<scalar_t, acc_t>) {
+    if (layout == PlanesLayout::kInterleaved) {
+      acc_t* base = v.plane(p0, C);
+      for (int64_t i = 0; i < rows; ++i) {
+        for (int64_t j = 0; j < cols; ++j) {
+          move_lanes(base + i * v.sh + j * v.sw, buf + (i * cols + j) * V);
+        }
+      }
+      return;
+    }
+    if (layout != PlanesLayout::kScalar) {
+      acc_t* dst[V];
+      for (int64_t lane = 0; lane < count; ++lane) dst[lane] = v.plane(p0 + lane, C);
+      if (layout == PlanesLayout::kPlanes) return lines_out(buf, dst, count, rows * cols);
+      for (int64_t i = 0; i < rows; ++i) {
+        acc_t* row[V];
+        for (int64_t lane = 0; lane < count; ++lane) row[lane] = dst[lane] + i * v.sh;
+        lines_out(buf + i * cols * V, row, count, cols);
+      }
+      return;
+    }
+  }
   for (int64_t lane = 0; lane < count; ++lane) {
     scalar_t* dst = v.plane(p0 + lane, C);
     for (int64_t i = 0; i < rows; ++i) {
