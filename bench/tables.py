@@ -147,6 +147,11 @@ def section(path: Path) -> list[str]:
         table = group_table(rows, ops, keys, headers)
         if table:
             out += [f"**{title}**", "", *table, ""]
+            notes = path.with_name(f"{path.stem}-at_step-notes.md")
+            if ops == ("at_step",) and notes.exists():
+                link = f"[`{notes.name}`]({notes.relative_to(ROOT)})"
+                about = "Setup (models, batch, precision), the attack/update split, memory"
+                out += [f"{about} and the agreement check: {link}.", ""]
     for kind in ("speedup", "roofline"):
         png = path.with_name(f"{path.stem}-{kind}.png")
         if png.exists():
