@@ -139,18 +139,21 @@ def test_repeated_calls_are_bitwise_identical(backend, name, dtype):
 @pytest.mark.parametrize("name", OPS)
 @pytest.mark.parametrize("backend", cpu_backends())
 def test_thread_count_does_not_change_the_bits(backend, name, dtype, threads):
-    """1, 2 and 3 intra-op threads. C++ kernels: planes 4 x 6 = 24 (energies; L2 steps per
-    sample: 4), rows 57 (the transforms split rows in chunks of 16). The reference (torch's own
-    kernels) on a smaller input: oversubscribed threads make it slow, not different."""
+    """1, 2 and 3 intra-op threads. C++ kernels: planes 4 x 6 = 24 in groups of vector lanes
+    (energies; L2 steps per sample: 4), and 230 x 229 planes, which take the row path
+    (csrc/cpu/planes.h: above 128 x 128) and split their rows in chunks of 16. The reference (torch's own kernels) on a smaller input:
+    oversubscribed threads make it slow, not different."""
     fn, op = OPS[name]
     if backends.why_not(backend, op, "cpu") is not None:
         pytest.skip(backends.why_not(backend, op, "cpu"))
-    shape = (4, 6, 57, 38) if backend == "cpu" else (2, 3, 29, 22)
-    threads(1)
-    serial = fn(backend, shape, dtype)
-    for n in (2, 3):
-        threads(n)
-        _assert_same(serial, fn(backend, shape, dtype), f"{name} {backend} {dtype} threads={n}")
+    shapes = [(4, 6, 57, 38), (1, 3, 230, 229)] if backend == "cpu" else [(2, 3, 29, 22)]
+    for shape in shapes:
+        threads(1)
+        serial = fn(backend, shape, dtype)
+        for n in (2, 3):
+            threads(n)
+            what = f"{name} {backend} {dtype} {shape} threads={n}"
+            _assert_same(serial, fn(backend, shape, dtype), what)
 
 
 @pytest.mark.skipif(

@@ -291,12 +291,13 @@ def test_torch_compile_fullgraph_wavedec2_loss_backward():
 
 
 # The CPU kernels take one of two paths per level by plane size (csrc/cpu/planes.h): planes of at
-# most 32 x 32 = 1024 samples go V at a time, one plane per vector lane; larger ones are filtered
-# row by row. These sizes sit on both sides of the switch (1024 and 1056 samples), so each path is
+# most 128 x 128 = 16384 samples go V at a time, one plane per vector lane; larger ones are
+# filtered row by row. These sizes sit on both sides of the switch (16384 and 16383 samples on the
+# plane-vector path, 16512 on the row path), so each path is
 # checked on its own, in every mode, against PyWavelets and the exact adjoints against the
 # reference -- over plane counts that fill no whole group of lanes (7) and a layout the lanes
 # gather with strides (channels_last, a transposed view).
-PATH_SIZES = [(32, 32), (33, 32), (31, 33), (32, 33)]
+PATH_SIZES = [(128, 128), (129, 128), (127, 129), (128, 129)]
 
 
 @pytest.mark.parametrize("wave", ["db1", "db3", "sym5"])

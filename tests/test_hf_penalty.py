@@ -371,12 +371,13 @@ def test_levels_that_grow(backend):
     assert done.returncode == 0, done.stderr[-3000:]
 
 
-# The CPU kernels run small planes (at most 32 x 32 samples) V at a time, one plane per vector
-# lane, and larger ones row by row (csrc/cpu/planes.h). The grids above use small planes; these
-# sizes sit on both sides of the switch, with 7 planes per call (no whole group of lanes) and a
-# strided layout, so each path is checked on its own: energies against pywt, the fused gradient
-# against autograd through the reference transforms.
-@pytest.mark.parametrize("size", [(32, 32), (33, 32), (32, 31), (31, 33)])
+# The CPU kernels run planes of at most 128 x 128 samples V at a time, one plane per vector lane,
+# and larger ones row by row (csrc/cpu/planes.h). The grids above use small planes; these sizes
+# sit on both sides of the switch (128 x 128 and 128 x 127 on the plane-vector path, 129 x 128 and
+# 128 x 129 on the row path), with 7 planes per call (no whole group of lanes) and a strided
+# layout, so each path is checked on its own: energies against pywt, the fused gradient against
+# autograd through the reference transforms.
+@pytest.mark.parametrize("size", [(128, 128), (129, 128), (128, 127), (128, 129)])
 @pytest.mark.parametrize(
     "wave, mode", [("db3", "symmetric"), ("sym5", "periodization"), ("db1", "zero")]
 )

@@ -1,4 +1,5 @@
-// Small planes: one level of split / merge on a group of planes at once, one plane per vector lane.
+// Small and mid-size planes: one level of split / merge on a group of planes at once, one plane
+// per vector lane.
 //
 // The row-vector blocks of separable.h vectorise along W. On small planes (the 32 x 32 feature maps
 // of CIFAR-sized networks, and every plane from level 2 on) that wastes most of the work: rows of
@@ -42,12 +43,19 @@ constexpr bool kPlanesPath = true;
 constexpr bool kPlanesPath = false;
 #endif
 
-// Planes up to this many samples (input of a split, output of a merge) take the plane-vector path.
-// Measured crossover (db4 symmetric, float32, 16x64 planes, both paths on 2 threads, 2026-12-03):
-// 13x13 2.4 vs 3.8 ms, 19x19 4.0 vs 5.5 ms (128x64 planes), 32x32 a tie (1.2 ms), 40x40 1.7 vs
-// 1.6 ms, 56x56 3.5 vs 2.6 ms -- past 32x32 the row vectors are full enough and the transposes
-// cost more than they save.
-constexpr int64_t kPlanesMaxArea = 32 * 32;
+// Planes up to this many samples (input of a split, output of a merge) take the plane-vector path:
+// each level of a transform (dwt.cpp) by its own size, the whole band_energy cascade by its input
+// (hf_penalty.cpp). The choice depends on the plane size only, never on how many planes a call
+// has, so a sample's result does not depend on what it is batched with. Measured (float32, 2
+// threads, forward + backward, plane-vector vs row path, 2026-12-03):
+//   dwt2d J=1, db4 symmetric: 32x32 12.0 vs 19.6 ms (4096 planes), 80x80 6.3 vs 9.3, 112x112 7.5
+//     vs 8.0, 160x160 6.3 vs 6.6, 224x224 7.4 vs 5.8, 320x320 8.0 vs 4.0 (16 planes);
+//   hf_penalty db4 symmetric J=2: 80x80 13.1 vs 20.2 ms, 112x112 10.5 vs 17.3, 224x224 10.6 vs
+//     11.2, 320x320 11.9 vs 8.3; haar J=1 at 224x224 a tie or a loss.
+// From 160x160 on the gain is within this VM's run-to-run noise or negative, so the switch sits
+// at 128x128. Before the in-register transposes below it sat at 32x32: moving planes in and out
+// one scalar at a time cost more than the fuller row vectors saved.
+constexpr int64_t kPlanesMaxArea = 128 * 128;
 
 inline bool use_planes_path(int64_t H, int64_t W) {
   return kPlanesPath && H * W <= kPlanesMaxArea;
