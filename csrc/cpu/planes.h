@@ -210,7 +210,7 @@ WAVEFUSE_INLINE void merge_apply(const AxisOp<acc_t>& op, const V* in0, const V*
 // and out of that layout is a transpose, and done one scalar at a time it cost about 40% of the
 // whole path (db4 zero on 128x64x32x32, forward + adjoint: perf, 2026-12-03). Where the planes hold
 // acc_t itself and their rows are unit-stride, a block of V values of V planes is transposed in
-// registers instead: V loads, 3 log2(V) V / 2 shuffles (unpack, shuffle, 128-bit permute: 24 for
+// registers instead: V loads, log2(V) x V shuffles (unpack, shuffle, 128-bit permute: 24 for
 // float, 8 for double under AVX2), V stores. Channels-last planes whose lanes are consecutive
 // channels of one sample are already interleaved: one vector per sample, no shuffle at all. Other
 // dtypes (float16 / bfloat16, converted on the way) and strides take the scalar loops.
