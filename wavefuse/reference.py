@@ -375,7 +375,9 @@ def band_energy_backward_ref(
     grad: (N, J, 3), x: (N, C, H, W) -> grad_x: (N, C, H, W) in x's dtype,
     ``grad_x = sum_{j,b} A_jb^T (grad[:, j-1, b] * phi'(A_jb x))`` with ``A_jb`` the analysis
     cascade down to band b of level j, ``phi'(d) = 2d`` (p=2) or ``sign(d)`` (p=1, the subgradient
-    0 at d=0, as ``torch.abs``). Recomputes the coefficients, then runs the adjoint cascade."""
+    0 at d=0, as ``torch.abs``; a NaN d stays NaN, where torch's ``sign(NaN)`` is 0: a poisoned
+    input is never hidden, docs/edge_policies.md). Recomputes the coefficients, then runs the
+    adjoint cascade."""
     details, sizes, _ = _analysis_cascade(x, filters, mode, level)
     if not details:
         return torch.zeros_like(x)
@@ -383,7 +385,8 @@ def band_energy_backward_ref(
     ga = details[-1].new_zeros(details[-1][:, :, 0].shape)
     for j in reversed(range(level)):
         d = details[j]
-        gd = g[:, j].reshape(g.shape[0], 1, 3, 1, 1) * (2 * d if p == 2 else d.sign())
+        psi = 2 * d if p == 2 else torch.where(d.isnan(), d, d.sign())
+        gd = g[:, j].reshape(g.shape[0], 1, 3, 1, 1) * psi
         ga = dwt2d_adjoint_ref(ga, gd, filters, mode, sizes[j])
     return ga.to(x.dtype)
 

@@ -160,7 +160,9 @@ struct SplitArgs {
   index_t tiles_h, tiles_w;
 };
 
-template <typename scalar_t, typename index_t>
+// out_t: the type of y (default scalar_t); the fused backward of hf_penalty merges compute-dtype
+// gradients into x's dtype at its first level.
+template <typename scalar_t, typename index_t, typename out_t = scalar_t>
 struct MergeArgs {
   using acc_t = typename AccType<scalar_t>::type;
   const scalar_t* ll;
@@ -169,7 +171,7 @@ struct MergeArgs {
   Strides4<index_t> sh;
   index_t shb;
   const acc_t* filters;
-  scalar_t* y;
+  out_t* y;
   Strides4<index_t> sy;
   index_t C, H, W, Kh, Kw;  // y is (H, W), the bands (Kh, Kw)
   int L;
@@ -237,25 +239,21 @@ WAVEFUSE_HOST_DEVICE void split_row_pass(const SplitArgs<scalar_t, index_t>& a, 
   }
 }
 
-// Phase 2: column pass; the thread of output (i, k) writes its four coefficients.
-template <typename scalar_t, typename index_t>
-WAVEFUSE_HOST_DEVICE void split_col_pass(const SplitArgs<scalar_t, index_t>& a, index_t block,
-                                         int tid, const typename AccType<scalar_t>::type* smem) {
-  using acc_t = typename AccType<scalar_t>::type;
-  const int L = a.L;
+// The four coefficients of tile entry (li, lk) from the row-pass rows in shared memory (phase 1
+// done): the column half of phase 2, shared with the fused kernels of hf_penalty_body.cuh.
+template <typename acc_t>
+struct Coeffs {
+  acc_t ll, h, v, d;  // PyWavelets' cA, cH (hi along H, lo along W), cV, cD
+};
+
+template <typename acc_t>
+WAVEFUSE_HD_INLINE Coeffs<acc_t> split_col_coeffs(const acc_t* smem, int L, int li, int lk) {
   const acc_t* t0 = smem;
   const acc_t* t1 = smem + L;
   const int rows_ext = 2 * kTileH + L - 2;
-  const acc_t* rows_lo = smem + 2 * L;
-  const acc_t* rows_hi = rows_lo + rows_ext * kTileW;
-  index_t plane, i0, k0;
-  tile_origin(block, a.tiles_h, a.tiles_w, plane, i0, k0);
-  const int li = tid / kTileW, lk = tid % kTileW;
-  const index_t i = i0 + li, k = k0 + lk;
-  if (i >= a.Kh || k >= a.Kw) return;
+  const acc_t* lo = smem + 2 * L + (2 * li) * kTileW + lk;
+  const acc_t* hi = lo + rows_ext * kTileW;
   acc_t a00 = acc_t(0), a10 = acc_t(0), a01 = acc_t(0), a11 = acc_t(0);  // a: H band, b: W band
-  const acc_t* lo = rows_lo + (2 * li) * kTileW + lk;
-  const acc_t* hi = rows_hi + (2 * li) * kTileW + lk;
   for (int m = 0; m < L; ++m) {
     const acc_t vl = lo[m * kTileW], vh = hi[m * kTileW];
     a00 += t0[m] * vl;
@@ -263,14 +261,28 @@ WAVEFUSE_HOST_DEVICE void split_col_pass(const SplitArgs<scalar_t, index_t>& a, 
     a01 += t0[m] * vh;
     a11 += t1[m] * vh;
   }
+  return {a00, a10, a01, a11};
+}
+
+// Phase 2: column pass; the thread of output (i, k) writes its four coefficients.
+template <typename scalar_t, typename index_t>
+WAVEFUSE_HOST_DEVICE void split_col_pass(const SplitArgs<scalar_t, index_t>& a, index_t block,
+                                         int tid, const typename AccType<scalar_t>::type* smem) {
+  using acc_t = typename AccType<scalar_t>::type;
+  index_t plane, i0, k0;
+  tile_origin(block, a.tiles_h, a.tiles_w, plane, i0, k0);
+  const int li = tid / kTileW, lk = tid % kTileW;
+  const index_t i = i0 + li, k = k0 + lk;
+  if (i >= a.Kh || k >= a.Kw) return;
+  const Coeffs<acc_t> q = split_col_coeffs(smem, a.L, li, lk);
   const index_t pn = plane / a.C, pc = plane % a.C;
-  a.ll[pn * a.sl.n + pc * a.sl.c + i * a.sl.h + k * a.sl.w] = static_cast<scalar_t>(a00);
+  a.ll[pn * a.sl.n + pc * a.sl.c + i * a.sl.h + k * a.sl.w] = static_cast<scalar_t>(q.ll);
   scalar_t* band = a.hi + pn * a.sh.n + pc * a.sh.c + i * a.sh.h + k * a.sh.w;
-  band[0] = static_cast<scalar_t>(a10);  // cH: hi along H, lo along W
+  band[0] = static_cast<scalar_t>(q.h);  // cH: hi along H, lo along W
   band += a.shb;  // chained: 2 * shb may overflow index_t where shb does not
-  band[0] = static_cast<scalar_t>(a01);  // cV
+  band[0] = static_cast<scalar_t>(q.v);  // cV
   band += a.shb;
-  band[0] = static_cast<scalar_t>(a11);  // cD
+  band[0] = static_cast<scalar_t>(q.d);  // cD
 }
 
 // ---- merge ----------------------------------------------------------------------------------------
@@ -331,9 +343,10 @@ WAVEFUSE_HD_INLINE Family<index_t> preimage_family(Mode mode, int f, index_t r, 
 }
 
 // The thread of output y[r, c] (after phase 0 loaded the taps).
-template <typename scalar_t, typename index_t>
-WAVEFUSE_HOST_DEVICE void merge_thread(const MergeArgs<scalar_t, index_t>& a, index_t block,
-                                       int tid, const typename AccType<scalar_t>::type* taps) {
+template <typename scalar_t, typename index_t, typename out_t>
+WAVEFUSE_HOST_DEVICE void merge_thread(const MergeArgs<scalar_t, index_t, out_t>& a,
+                                       index_t block, int tid,
+                                       const typename AccType<scalar_t>::type* taps) {
   using acc_t = typename AccType<scalar_t>::type;
   const int L = a.L, half = L / 2;
   index_t plane, r0, c0;
@@ -383,7 +396,7 @@ WAVEFUSE_HOST_DEVICE void merge_thread(const MergeArgs<scalar_t, index_t>& a, in
       }
     }
   }
-  a.y[pn * a.sy.n + pc * a.sy.c + r * a.sy.h + c * a.sy.w] = static_cast<scalar_t>(acc);
+  a.y[pn * a.sy.n + pc * a.sy.c + r * a.sy.h + c * a.sy.w] = static_cast<out_t>(acc);
 }
 
 }  // namespace cuda_dwt

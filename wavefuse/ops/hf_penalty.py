@@ -18,7 +18,8 @@ band_energy_backward is differentiable in turn: with respect to x it is band_ene
 per-band inner product of the two inputs' coefficients, built from wavefuse::dwt2d. So double
 backward works, and the graph stays traceable by torch.compile. Weights get no gradient.
 
-Kernel contract for the compiled backends (schemas in csrc/ops.cpp, none written yet):
+Kernel contract for the compiled backends (schemas in csrc/ops.cpp; CPU: csrc/cpu/hf_penalty.cpp,
+CUDA: csrc/cuda/hf_penalty.cu, never run on a GPU yet):
 
     _band_energy_kernel(Tensor x, Tensor filters, str mode, int level, int p) -> Tensor
     _band_energy_backward_kernel(Tensor grad, Tensor x, Tensor filters, str mode, int level,
