@@ -38,7 +38,9 @@ extra small reduction, never with a host sync. Triton: ``pgd_step`` and ``wavele
 that is exactly pgd_step, and this module runs pgd_step's kernel instead. The C++ CPU kernel
 (csrc/cpu/pgd_step.cpp) runs a two-tap orthogonal bank (haar, db1) as one fused pass, for every
 mode, level and size: grad is read once and no band is formed; other wavelets run the transform
-kernels level by level, then the step.
+kernels level by level, then the step. The CUDA kernel (csrc/cuda/pgd_step.cu, never run on a GPU
+yet) has pgd_step as Triton's launches and runs wavelet_pgd_step as that composition for every
+wavelet, Haar included (no fused Haar kernel on CUDA yet).
 """
 
 from __future__ import annotations

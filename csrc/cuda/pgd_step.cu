@@ -1,0 +1,449 @@
+// CUDA kernels of the PGD update, in place on x_adv: wavefuse::_pgd_step_kernel and
+// wavefuse::_wavelet_pgd_step_kernel (schemas in csrc/ops.cpp, contract in
+// wavefuse/ops/pgd_step.py, semantics reference.pgd_step_ref / wavelet_pgd_step_ref: torchattacks
+// 3.5.1's PGD / PGDL2 update op for op in the compute type, half types rounded once at the store).
+// The per-thread bodies, the launch geometry and the rounding rules are in pgd_step_body.cuh.
+//
+// Design (as kernels/pgd_step.py and csrc/cpu/pgd_step.cpp):
+//   Linf  one elementwise launch over x_adv in its memory order (kLinfItems elements per thread).
+//   L2    three launches on the current stream, no host sync, no atomics: per-(sample, chunk)
+//         partial sums of g^2; per-(sample, chunk) partial sums of delta^2 (each block reducing its
+//         sample's g^2 partials first); the update (each block reducing both sets). Every sum has a
+//         fixed order (thread-serial, then a shared-memory tree), so repeated calls are bitwise
+//         identical. Two (N, P) scratch tensors of partials in the compute type, P <= 256.
+//   Bounds: eps, alpha, lo, hi each a kernel argument (the double rounded to the compute type) or
+//         an (N or 1, C or 1, 1, 1) compute-type tensor read through strides (0 where broadcast);
+//         a step with float bounds reads no extra memory.
+//   Layout: flat path (offset = index) when x_adv, grad and x_nat are all dense in x_adv's memory
+//         order (NCHW, or NHWC when x_adv is channels_last); otherwise each tensor through its
+//         own strides (any views).
+//   wavelet_pgd_step: the COMPOSITION for every wavelet, Haar included -- per level the CUDA
+//         analysis (the registered wavefuse::_dwt2d_kernel, called through the c10 dispatcher as
+//         csrc/cpu/pgd_step.cpp does), the detail bands times hf_scale[j], then per level the
+//         synthesis (_idwt2d_kernel) cropped to the size that level analysed (as
+//         reference.scale_details_ref), all in the compute type; then the step above on that
+//         gradient. Half types step in float32 on float32 copies of x_adv and x_nat and round
+//         once (copy_ back), as the CPU kernel's non-Haar path. NOT DONE: the one-launch fused
+//         Haar kernel of kernels/haar.py and the CPU kernel (2026-12-03: out of this change's
+//         time; it is the obvious next step -- the composition costs 2 launches per level plus
+//         the step, and 3 extra full-size copies for half types).
+//
+// Rounding: divisions and square roots correctly rounded and the update's products and sums not
+// contracted into FMAs (__fmul_rn etc. in pgd_step_body.cuh), so Linf matches the reference bit
+// for bit in every dtype and L2 differs only by the norms' summation order (~1e-7 relative in
+// float32). No fast math anywhere (setup.py passes -O3 only).
+//
+// Header conventions as dwt.cu (see its comment): torch headers behind `#ifndef __CUDA_ARCH__`
+// (host pass only), kernels and raw-pointer launchers outside it, explicitly instantiated per
+// (dtype, index type); int32 offsets where every offset fits below 2^30, else int64.
+//
+// Never run on a GPU: compiled only (nvcc 13.0, sm_80 + sm_90); the bodies are checked on the CPU
+// by tests/test_cuda_pgd_emulation.py, the kernels on a GPU by tests/test_cuda_pgd_step.py
+// (marked gpu). ptxas (2026-12-03, -Xptxas -v, sm_80 and sm_90, 64 kernels): no spills, no stack
+// frames; registers per thread: linf 29-32, l2 g^2 partials 12-38, l2 delta^2 partials 27-48,
+// l2 update 29-60 (int64 offsets and float64 at the top). The L2 per-thread loops are kept rolled
+// (#pragma unroll 1 in the body): unrolled, the division's slow-path call spilled 4-16 bytes in 5
+// of the 64 kernels. Compile: 42 s of CPU, 58-70 s wall on the 2-core build machine.
+
+#include <cstdint>
+
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+#include <cuda_runtime.h>
+
+#include "common.h"
+#include "pgd_step_body.cuh"
+
+#ifndef __CUDA_ARCH__  // host pass only (see dwt.cu)
+#include <ATen/Dispatch.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/flip.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <climits>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+#endif
+
+namespace wavefuse {
+namespace cuda_pgd {
+namespace {
+
+// ---- kernels: thin wrappers over the bodies, barriers between phases ----------------------------
+
+template <bool Flat, typename scalar_t, typename index_t>
+__global__ void __launch_bounds__(kThreads) linf_kernel(const StepArgs<scalar_t, index_t> a) {
+  linf_thread<Flat>(a, static_cast<index_t>(blockIdx.x), static_cast<int>(threadIdx.x));
+}
+
+// The block tree over v[0, kThreads) (and w, when given), one barrier per level.
+template <typename acc_t>
+__device__ __forceinline__ void block_tree(acc_t* v, acc_t* w, int tid) {
+#pragma unroll
+  for (int s = kThreads / 2; s > 0; s >>= 1) {
+    tree_level(v, tid, s);
+    if (w != nullptr) tree_level(w, tid, s);
+    __syncthreads();
+  }
+}
+
+template <bool Flat, typename scalar_t, typename index_t>
+__global__ void __launch_bounds__(kThreads)
+    l2_grad_partials_kernel(const StepArgs<scalar_t, index_t> a) {
+  using acc_t = typename StepAcc<scalar_t>::type;
+  __shared__ acc_t smem[kL2Smem];
+  const index_t block = static_cast<index_t>(blockIdx.x);
+  const int tid = static_cast<int>(threadIdx.x);
+  acc_t* v = smem + kThreads;
+  l2_grad_squares<Flat>(a, block, tid, v);
+  __syncthreads();
+  block_tree<acc_t>(v, nullptr, tid);
+  store_partial(a.pg, block, tid, v);
+}
+
+template <bool Flat, typename scalar_t, typename index_t>
+__global__ void __launch_bounds__(kThreads)
+    l2_delta_partials_kernel(const StepArgs<scalar_t, index_t> a) {
+  using acc_t = typename StepAcc<scalar_t>::type;
+  __shared__ acc_t smem[kL2Smem];
+  const index_t block = static_cast<index_t>(blockIdx.x);
+  const int tid = static_cast<int>(threadIdx.x);
+  acc_t* sg = smem;
+  acc_t* v = smem + kThreads;
+  load_sample_partials(a.pg, block / a.P, a.P, tid, sg);
+  __syncthreads();
+  block_tree<acc_t>(sg, nullptr, tid);
+  l2_delta_squares<Flat>(a, block, tid, sg, v);
+  __syncthreads();
+  block_tree<acc_t>(v, nullptr, tid);
+  store_partial(a.pd, block, tid, v);
+}
+
+template <bool Flat, typename scalar_t, typename index_t>
+__global__ void __launch_bounds__(kThreads) l2_update_kernel(const StepArgs<scalar_t, index_t> a) {
+  using acc_t = typename StepAcc<scalar_t>::type;
+  __shared__ acc_t smem[kL2Smem];
+  const index_t block = static_cast<index_t>(blockIdx.x);
+  const int tid = static_cast<int>(threadIdx.x);
+  acc_t* sg = smem;
+  acc_t* sd = smem + kThreads;
+  const index_t n = block / a.P;
+  load_sample_partials(a.pg, n, a.P, tid, sg);
+  load_sample_partials(a.pd, n, a.P, tid, sd);
+  __syncthreads();
+  block_tree<acc_t>(sg, sd, tid);
+  l2_update<Flat>(a, block, tid, sg, sd);
+}
+
+// Raw-argument launchers, explicitly instantiated below for every (dtype, index type) so that the
+// device passes (which skip the guarded host code that calls them) generate every kernel.
+template <typename scalar_t, typename index_t>
+void linf_launch(const StepArgs<scalar_t, index_t>& a, bool flat, int64_t blocks,
+                 cudaStream_t stream) {
+  const unsigned int grid = static_cast<unsigned int>(blocks);
+  if (flat) {
+    linf_kernel<true, scalar_t, index_t><<<grid, kThreads, 0, stream>>>(a);
+  } else {
+    linf_kernel<false, scalar_t, index_t><<<grid, kThreads, 0, stream>>>(a);
+  }
+}
+
+// stage 0: g^2 partials, 1: delta^2 partials, 2: the update.
+template <bool Flat, typename scalar_t, typename index_t>
+void l2_stage(const StepArgs<scalar_t, index_t>& a, int stage, unsigned int grid,
+              cudaStream_t stream) {
+  if (stage == 0) {
+    l2_grad_partials_kernel<Flat, scalar_t, index_t><<<grid, kThreads, 0, stream>>>(a);
+  } else if (stage == 1) {
+    l2_delta_partials_kernel<Flat, scalar_t, index_t><<<grid, kThreads, 0, stream>>>(a);
+  } else {
+    l2_update_kernel<Flat, scalar_t, index_t><<<grid, kThreads, 0, stream>>>(a);
+  }
+}
+
+template <typename scalar_t, typename index_t>
+void l2_launch(const StepArgs<scalar_t, index_t>& a, bool flat, int stage, int64_t blocks,
+               cudaStream_t stream) {
+  const unsigned int grid = static_cast<unsigned int>(blocks);
+  if (flat) {
+    l2_stage<true>(a, stage, grid, stream);
+  } else {
+    l2_stage<false>(a, stage, grid, stream);
+  }
+}
+
+#define WAVEFUSE_INSTANTIATE(T, I)                                                           \
+  template void linf_launch<T, I>(const StepArgs<T, I>&, bool, int64_t, cudaStream_t);     \
+  template void l2_launch<T, I>(const StepArgs<T, I>&, bool, int, int64_t, cudaStream_t);
+#define WAVEFUSE_INSTANTIATE_BOTH(T) \
+  WAVEFUSE_INSTANTIATE(T, int32_t)   \
+  WAVEFUSE_INSTANTIATE(T, int64_t)
+WAVEFUSE_INSTANTIATE_BOTH(float)
+WAVEFUSE_INSTANTIATE_BOTH(double)
+WAVEFUSE_INSTANTIATE_BOTH(c10::Half)
+WAVEFUSE_INSTANTIATE_BOTH(c10::BFloat16)
+#undef WAVEFUSE_INSTANTIATE_BOTH
+#undef WAVEFUSE_INSTANTIATE
+
+}  // namespace
+}  // namespace cuda_pgd
+}  // namespace wavefuse
+
+#ifndef __CUDA_ARCH__
+namespace wavefuse {
+namespace cuda_pgd {
+namespace {
+
+using at::Tensor;
+
+// int32 offsets when every tensor's largest offset and N * M stay below 2^30 (thread indices
+// overshoot the total by less than one block).
+constexpr int64_t kInt32Span = int64_t(1) << 30;
+
+int64_t span(const Tensor& t) {
+  int64_t s = 1;
+  for (int64_t d = 0; d < t.dim(); ++d) s += (t.size(d) - 1) * t.stride(d);
+  return s;
+}
+
+// ---- argument checks (the Python layer validates first; these guard direct calls) --------------
+
+void check_input(const Tensor& x, const char* name) {
+  TORCH_CHECK(x.dim() == 4, "wavefuse: ", name, " must be (N, C, H, W), got ", x.sizes());
+  TORCH_CHECK(x.is_cuda(), "wavefuse: ", name, " must be a CUDA tensor, got ", x.device());
+  const auto t = x.scalar_type();
+  TORCH_CHECK(t == at::kHalf || t == at::kBFloat16 || t == at::kFloat || t == at::kDouble,
+              "wavefuse: ", name, " must be float16, bfloat16, float32 or float64, got ", t);
+}
+
+at::ScalarType acc_type(const Tensor& x) {
+  return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+void check_bound(const std::optional<Tensor>& t, const Tensor& x, const char* name) {
+  if (!t.has_value()) return;
+  TORCH_CHECK(t->dim() == 4 && (t->size(0) == 1 || t->size(0) == x.size(0)) &&
+                  (t->size(1) == 1 || t->size(1) == x.size(1)) && t->size(2) == 1 &&
+                  t->size(3) == 1,
+              "wavefuse: ", name, " must be (N or 1, C or 1, 1, 1), got ", t->sizes());
+  TORCH_CHECK(t->scalar_type() == acc_type(x) && t->device() == x.device(), "wavefuse: ", name,
+              " must be a ", acc_type(x), " tensor on ", x.device(), ", got ", t->scalar_type(),
+              " on ", t->device());
+}
+
+// The checks both ops share; returns whether the norm is L2.
+bool check_step(const Tensor& x_adv, const Tensor& grad, const Tensor& x_nat,
+                const std::optional<Tensor>& eps_tensor, const std::optional<Tensor>& alpha_tensor,
+                const std::optional<Tensor>& lo_tensor, const std::optional<Tensor>& hi_tensor,
+                c10::string_view norm) {
+  check_input(x_adv, "x_adv");
+  check_input(grad, "grad");
+  check_input(x_nat, "x_nat");
+  TORCH_CHECK(grad.sizes() == x_adv.sizes() && x_nat.sizes() == x_adv.sizes(),
+              "wavefuse: x_adv, grad and x_nat must share one shape, got ", x_adv.sizes(), ", ",
+              grad.sizes(), ", ", x_nat.sizes());
+  TORCH_CHECK(grad.scalar_type() == x_adv.scalar_type() &&
+                  x_nat.scalar_type() == x_adv.scalar_type(),
+              "wavefuse: x_adv, grad and x_nat must share one dtype");
+  TORCH_CHECK(grad.device() == x_adv.device() && x_nat.device() == x_adv.device(),
+              "wavefuse: x_adv, grad and x_nat must be on one device");
+  const bool l2 = norm == "L2";
+  TORCH_CHECK(l2 || norm == "Linf", "wavefuse: norm must be Linf or L2, got ", std::string(norm));
+  check_bound(eps_tensor, x_adv, "eps_tensor");
+  check_bound(alpha_tensor, x_adv, "alpha_tensor");
+  check_bound(lo_tensor, x_adv, "lo_tensor");
+  check_bound(hi_tensor, x_adv, "hi_tensor");
+  TORCH_CHECK(!l2 || !eps_tensor.has_value() || eps_tensor->size(1) == 1,
+              "wavefuse: for L2, eps_tensor has one entry per sample");
+  return l2;
+}
+
+// ---- layout and arguments ------------------------------------------------------------------------
+
+// x_adv's memory order: NHWC when it is channels_last and not also contiguous (the rule of
+// kernels/pgd_step.py's _layout).
+bool visit_channels_last(const Tensor& x_adv) {
+  return !x_adv.is_contiguous() && x_adv.is_contiguous(at::MemoryFormat::ChannelsLast);
+}
+
+template <typename acc_t, typename index_t>
+Bound<acc_t, index_t> bound_arg(double value, const std::optional<Tensor>& t) {
+  if (!t.has_value()) return {static_cast<acc_t>(value), nullptr, 0, 0};
+  return {acc_t(0), static_cast<const acc_t*>(t->data_ptr()),
+          static_cast<index_t>(t->size(0) > 1 ? t->stride(0) : 0),
+          static_cast<index_t>(t->size(1) > 1 ? t->stride(1) : 0)};
+}
+
+template <typename index_t>
+Strides4<index_t> strides4(const Tensor& t) {
+  return {static_cast<index_t>(t.stride(0)), static_cast<index_t>(t.stride(1)),
+          static_cast<index_t>(t.stride(2)), static_cast<index_t>(t.stride(3))};
+}
+
+struct Step {
+  double eps, alpha, lo, hi;
+  const std::optional<Tensor>&eps_t, &alpha_t, &lo_t, &hi_t;
+};
+
+template <typename scalar_t, typename index_t>
+void run_step(const Tensor& x_adv, const Tensor& grad, const Tensor& x_nat, const Step& s,
+              bool l2, bool cl, bool flat, cudaStream_t stream) {
+  using acc_t = typename StepAcc<scalar_t>::type;
+  const int64_t N = x_adv.size(0), C = x_adv.size(1), H = x_adv.size(2), W = x_adv.size(3);
+  const int64_t M = C * H * W;
+  StepArgs<scalar_t, index_t> a{};
+  a.xa = static_cast<scalar_t*>(x_adv.data_ptr());
+  a.g = static_cast<const scalar_t*>(grad.data_ptr());
+  a.x = static_cast<const scalar_t*>(x_nat.data_ptr());
+  a.sa = strides4<index_t>(x_adv);
+  a.sg = strides4<index_t>(grad);
+  a.sx = strides4<index_t>(x_nat);
+  a.eps = bound_arg<acc_t, index_t>(s.eps, s.eps_t);
+  a.alpha = bound_arg<acc_t, index_t>(s.alpha, s.alpha_t);
+  a.lo = bound_arg<acc_t, index_t>(s.lo, s.lo_t);
+  a.hi = bound_arg<acc_t, index_t>(s.hi, s.hi_t);
+  a.total = static_cast<index_t>(N * M);
+  a.M = static_cast<index_t>(M);
+  a.C = static_cast<index_t>(C);
+  a.HW = static_cast<index_t>(H * W);
+  a.W = static_cast<index_t>(W);
+  a.cl = cl;
+  a.need_c = a.eps.sc != 0 || a.alpha.sc != 0 || a.lo.sc != 0 || a.hi.sc != 0;
+  if (!l2) {
+    const LinfGeometry g = linf_geometry(N * M);
+    TORCH_CHECK(g.blocks <= INT_MAX, "wavefuse: too many elements (", N * M,
+                ") for one CUDA launch");
+    linf_launch(a, flat, g.blocks, stream);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    return;
+  }
+  const L2Geometry g = l2_geometry(N, M);
+  TORCH_CHECK(g.blocks <= INT_MAX, "wavefuse: too many samples (", N, ") for one CUDA launch");
+  const Tensor partials = at::empty({2, N, g.parts}, x_adv.options().dtype(acc_type(x_adv)));
+  a.P = static_cast<index_t>(g.parts);
+  a.chunk = static_cast<index_t>(g.chunk);
+  a.pg = static_cast<acc_t*>(partials.data_ptr());
+  a.pd = a.pg + N * g.parts;
+  for (int stage = 0; stage < 3; ++stage) {
+    l2_launch(a, flat, stage, g.blocks, stream);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+}
+
+// The step on x_adv in place; grad and x_nat in x_adv's dtype (checked).
+void step(const Tensor& x_adv, const Tensor& grad, const Tensor& x_nat, const Step& s, bool l2) {
+  if (x_adv.numel() == 0) return;
+  const c10::cuda::CUDAGuard guard(x_adv.device());
+  const bool cl = visit_channels_last(x_adv);
+  const auto fmt = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  const bool flat =
+      x_adv.is_contiguous(fmt) && grad.is_contiguous(fmt) && x_nat.is_contiguous(fmt);
+  const bool small = x_adv.numel() < kInt32Span && span(x_adv) < kInt32Span &&
+                     span(grad) < kInt32Span && span(x_nat) < kInt32Span;
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(x_adv.device().index()).stream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, x_adv.scalar_type(), "wavefuse_pgd_step_cuda", [&] {
+        if (small) {
+          run_step<scalar_t, int32_t>(x_adv, grad, x_nat, s, l2, cl, flat, stream);
+        } else {
+          run_step<scalar_t, int64_t>(x_adv, grad, x_nat, s, l2, cl, flat, stream);
+        }
+      });
+}
+
+// ---- the ops (contract: csrc/ops.cpp) -------------------------------------------------------------
+
+void pgd_step_cuda(const Tensor& x_adv, const Tensor& grad, const Tensor& x_nat, double eps,
+                   double alpha, double lo, double hi, const std::optional<Tensor>& eps_tensor,
+                   const std::optional<Tensor>& alpha_tensor,
+                   const std::optional<Tensor>& lo_tensor, const std::optional<Tensor>& hi_tensor,
+                   c10::string_view norm) {
+  const bool l2 =
+      check_step(x_adv, grad, x_nat, eps_tensor, alpha_tensor, lo_tensor, hi_tensor, norm);
+  step(x_adv, grad, x_nat, {eps, alpha, lo, hi, eps_tensor, alpha_tensor, lo_tensor, hi_tensor},
+       l2);
+}
+
+// idwt(scale_hf(dwt(g))) with this library's CUDA transform kernels, in g's dtype (the compute
+// type): per level one analysis, the three detail bands times hf_scale[j], then per level one
+// synthesis cropped to the size that level analysed (reference.scale_details_ref).
+Tensor scale_details(const Tensor& g, const Tensor& filters, c10::string_view mode, int64_t level,
+                     at::ArrayRef<double> hf_scale) {
+  static const auto dwt = c10::Dispatcher::singleton()
+                              .findSchemaOrThrow("wavefuse::_dwt2d_kernel", "")
+                              .typed<std::tuple<Tensor, Tensor>(const Tensor&, const Tensor&,
+                                                                c10::string_view)>();
+  static const auto idwt =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("wavefuse::_idwt2d_kernel", "")
+          .typed<Tensor(const Tensor&, const Tensor&, const Tensor&, c10::string_view)>();
+  Tensor a = g;
+  std::vector<Tensor> details;
+  std::vector<std::pair<int64_t, int64_t>> sizes;
+  for (int64_t j = 0; j < level; ++j) {
+    sizes.emplace_back(a.size(2), a.size(3));
+    auto [ll, hi] = dwt.call(a, filters, mode);
+    details.push_back(hi);
+    a = ll;
+  }
+  const Tensor rec = at::flip(filters, {-1});
+  for (int64_t j = level - 1; j >= 0; --j) {
+    a = idwt.call(a, details[j].mul(hf_scale[j]), rec, mode);
+    details[j] = Tensor();
+    a = a.narrow(2, 0, sizes[j].first).narrow(3, 0, sizes[j].second);
+  }
+  return a;
+}
+
+void wavelet_pgd_step_cuda(const Tensor& x_adv, const Tensor& grad, const Tensor& x_nat,
+                           double eps, double alpha, double lo, double hi,
+                           const std::optional<Tensor>& eps_tensor,
+                           const std::optional<Tensor>& alpha_tensor,
+                           const std::optional<Tensor>& lo_tensor,
+                           const std::optional<Tensor>& hi_tensor, const Tensor& filters,
+                           c10::string_view wave_mode, int64_t level,
+                           at::ArrayRef<double> hf_scale, c10::string_view norm) {
+  const bool l2 =
+      check_step(x_adv, grad, x_nat, eps_tensor, alpha_tensor, lo_tensor, hi_tensor, norm);
+  TORCH_CHECK(filters.dim() == 2 && filters.size(0) == 2 && filters.size(1) >= 2 &&
+                  filters.size(1) % 2 == 0 && at::isFloatingType(filters.scalar_type()),
+              "wavefuse: filters must be a floating-point (2, L) tensor with even L >= 2, got ",
+              filters.sizes(), " ", filters.scalar_type());
+  TORCH_CHECK(level >= 0 && static_cast<int64_t>(hf_scale.size()) == level,
+              "wavefuse: hf_scale must have one entry per level (", level, "), got ",
+              hf_scale.size());
+  parse_mode(std::string(wave_mode));  // a bad mode raises before any launch
+  if (x_adv.numel() == 0) return;
+  const c10::cuda::CUDAGuard guard(x_adv.device());
+  const Step s{eps, alpha, lo, hi, eps_tensor, alpha_tensor, lo_tensor, hi_tensor};
+  const auto acc = acc_type(x_adv);
+  const Tensor taps = filters.to(x_adv.device(), acc);
+  const Tensor g = scale_details(grad.to(acc), taps, wave_mode, level, hf_scale);
+  if (x_adv.scalar_type() == acc) {
+    step(x_adv, g, x_nat, s, l2);
+    return;
+  }
+  // Half types: the step in float32 on float32 copies, rounded once by copy_ (rounding g' to
+  // half first could flip the sign of its tiny entries).
+  const Tensor xa = x_adv.to(acc);
+  step(xa, g, x_nat.to(acc), s, l2);
+  x_adv.copy_(xa);
+}
+
+}  // namespace
+}  // namespace cuda_pgd
+}  // namespace wavefuse
+
+TORCH_LIBRARY_IMPL(wavefuse, CUDA, m) {
+  m.impl("_pgd_step_kernel", &wavefuse::cuda_pgd::pgd_step_cuda);
+  m.impl("_wavelet_pgd_step_kernel", &wavefuse::cuda_pgd::wavelet_pgd_step_cuda);
+}
+#endif  // __CUDA_ARCH__

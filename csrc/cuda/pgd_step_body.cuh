@@ -1,0 +1,410 @@
+// Per-thread bodies of the CUDA PGD-step kernels (csrc/cuda/pgd_step.cu) and their launch
+// geometry. Contract: wavefuse/ops/pgd_step.py; semantics: reference.pgd_step_ref (torchattacks
+// 3.5.1's PGD / PGDL2 update, op for op, in the compute type acc_t: float for float16, bfloat16
+// and float32 data, double for float64; half types rounded once at the store).
+//
+//   Linf  x' = x_adv + alpha * sign(g);  delta = clamp(x' - x, -eps, eps);  x_adv = clamp(x + delta, lo, hi)
+//   L2    g' = g / (||g||_2 + 1e-10) per sample;  x' = x_adv + alpha * g';  delta = x' - x;
+//         delta *= min((1 / ||delta||_2) * eps, 1) per sample (1 where ||delta|| = 0);
+//         x_adv = clamp(x + delta, lo, hi)
+//
+// A NaN gradient entry propagates (sign(NaN) is NaN here, not torch's 0), and every clamp keeps a
+// NaN input (comparisons with NaN are false, so it passes both selects), as the CPU kernel and
+// kernels/pgd_step.py do.
+//
+// Why a header of plain functions: as dwt_body.cuh, everything here is __host__ __device__
+// (WAVEFUSE_HOST_DEVICE) and uses CUDA intrinsics only under __CUDA_ARCH__, so it compiles as
+// plain C++17 with g++: tests/cuda_pgd_emulation_harness.cpp runs these bodies block by block and
+// phase by phase over the grid that pgd_step.cu computes with the same geometry functions. The
+// kernels only read blockIdx/threadIdx and call the phases with __syncthreads() between them.
+//
+// Geometry.
+//   Linf: one flat 1-D grid over the N * M elements (M = C * H * W) in x_adv's memory order;
+//     block b covers kLinfBlockElems consecutive elements, thread t the elements
+//     b * kLinfBlockElems + k * kThreads + t (k < kLinfItems): a warp touches consecutive
+//     elements, coalesced when the tensors are dense.
+//   L2: each sample's M elements are cut into P <= kMaxPartials chunks of `chunk` elements (a
+//     multiple of kThreads); block (n, p) = n * P + p. Three launches, no atomics, no host sync:
+//     (1) partial sums of g^2 per (sample, chunk); (2) each block first reduces its sample's P
+//     g^2 partials (the same tree in every block, so every block gets the same ||g||) and writes
+//     the partial sums of delta^2 of its chunk; (3) each block reduces both sets of partials of its
+//     sample and writes its chunk of x_adv. Within a block a thread sums its own elements in index
+//     order, then a shared-memory tree (kThreads / 2, ..., 1; one barrier per level) sums the
+//     threads' values: the order of every sum is fixed by the geometry, so repeated calls agree
+//     bit for bit. Norms accumulate in acc_t (as kernels/pgd_step.py; the CPU kernel uses double).
+//
+// Rounding. The update's divisions and square roots are the correctly rounded ones and its
+// products and sums are rounded separately (mul_rn / add_rn / div_rn / sqrt_rn below use
+// __fmul_rn, __fadd_rn, __fdiv_rn, __fsqrt_rn and their double forms on the device: nvcc would
+// otherwise contract x_adv + alpha * g' and x + delta * factor into FMAs), so the update is the
+// reference's op for op: Linf bit for bit in every dtype, L2 up to the norms' summation order.
+// The sums of squares (acc + d * d) may contract: their order differs from torch's anyway.
+//
+// Addressing: element r of sample n in memory order (NCHW, or NHWC when x_adv is channels_last).
+// Flat (every tensor dense in that order): the offset is n * M + r in all three. Otherwise the
+// coordinates (c, h, w) are computed and each tensor is addressed through its own strides.
+// index_t is int32_t when every offset (and N * M) stays below 2^30, else int64_t (the host
+// chooses).
+
+#pragma once
+
+#include <cstdint>
+
+#include "common.h"
+
+#ifdef __CUDACC__
+#define WAVEFUSE_PGD_INLINE __host__ __device__ __forceinline__
+#else
+#define WAVEFUSE_PGD_INLINE inline
+#endif
+
+namespace wavefuse {
+namespace cuda_pgd {
+
+// Threads per block (both norms); a power of two (the block tree halves it).
+constexpr int kThreads = 256;
+// Linf: elements per thread (a block covers kLinfBlockElems consecutive elements).
+constexpr int kLinfItems = 4;
+constexpr int kLinfBlockElems = kThreads * kLinfItems;
+// L2: at most this many chunks (partial sums) per sample; <= kThreads, so one block loads all
+// partials of a sample with one element per thread.
+constexpr int kMaxPartials = 256;
+static_assert(kMaxPartials <= kThreads, "one partial per thread in the sample reduction");
+static_assert((kThreads & (kThreads - 1)) == 0, "the block tree needs a power of two");
+// Shared memory of an L2 block, in acc_t: [0, kThreads) the sample's g^2 partials,
+// [kThreads, 2 kThreads) the chunk's (kernels 1 and 2) or the sample's delta^2 partials (3).
+constexpr int kL2Smem = 2 * kThreads;
+// torchattacks PGDL2's eps_for_division.
+constexpr double kL2Eps = 1e-10;
+
+// Half types compute in float32, float64 in float64 (at::opmath_type without ATen).
+template <typename scalar_t>
+struct StepAcc {
+  using type = float;
+};
+template <>
+struct StepAcc<double> {
+  using type = double;
+};
+
+// ---- correctly rounded arithmetic (no contraction on the device) --------------------------------
+
+WAVEFUSE_PGD_INLINE float mul_rn(float a, float b) {
+#ifdef __CUDA_ARCH__
+  return __fmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+WAVEFUSE_PGD_INLINE double mul_rn(double a, double b) {
+#ifdef __CUDA_ARCH__
+  return __dmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+WAVEFUSE_PGD_INLINE float add_rn(float a, float b) {
+#ifdef __CUDA_ARCH__
+  return __fadd_rn(a, b);
+#else
+  return a + b;
+#endif
+}
+WAVEFUSE_PGD_INLINE double add_rn(double a, double b) {
+#ifdef __CUDA_ARCH__
+  return __dadd_rn(a, b);
+#else
+  return a + b;
+#endif
+}
+WAVEFUSE_PGD_INLINE float div_rn(float a, float b) {
+#ifdef __CUDA_ARCH__
+  return __fdiv_rn(a, b);
+#else
+  return a / b;
+#endif
+}
+WAVEFUSE_PGD_INLINE double div_rn(double a, double b) {
+#ifdef __CUDA_ARCH__
+  return __ddiv_rn(a, b);
+#else
+  return a / b;
+#endif
+}
+WAVEFUSE_PGD_INLINE float sqrt_rn(float a) {
+#ifdef __CUDA_ARCH__
+  return __fsqrt_rn(a);
+#else
+  return __builtin_sqrtf(a);
+#endif
+}
+WAVEFUSE_PGD_INLINE double sqrt_rn(double a) {
+#ifdef __CUDA_ARCH__
+  return __dsqrt_rn(a);
+#else
+  return __builtin_sqrt(a);
+#endif
+}
+
+// sign with sign(+-0) = 0 and NaN kept: the reference's where(isnan(g), g, sign(g)).
+template <typename T>
+WAVEFUSE_PGD_INLINE T sign_keep_nan(T g) {
+  return g > T(0) ? T(1) : (g < T(0) ? T(-1) : (g != g ? g : T(0)));
+}
+
+// torch.clamp(torch.clamp(v, min=lo), max=hi) with a NaN v kept (bounds are never NaN).
+template <typename T>
+WAVEFUSE_PGD_INLINE T clamp_keep_nan(T v, T lo, T hi) {
+  v = v < lo ? lo : v;
+  return hi < v ? hi : v;
+}
+
+// ---- kernel arguments ----------------------------------------------------------------------------
+
+template <typename index_t>
+struct Strides4 {
+  index_t n, c, h, w;
+};
+
+// A bound: the float (already rounded to acc_t, as torch rounds a Python scalar), or the entry
+// [n, c] of a (N or 1, C or 1, 1, 1) tensor in acc_t (strides 0 along broadcast dimensions).
+template <typename acc_t, typename index_t>
+struct Bound {
+  acc_t value;
+  const acc_t* data;
+  index_t sn, sc;
+  WAVEFUSE_PGD_INLINE acc_t at(index_t n, index_t c) const {
+    return data == nullptr ? value : data[n * sn + c * sc];
+  }
+};
+
+template <typename scalar_t, typename index_t>
+struct StepArgs {
+  using acc_t = typename StepAcc<scalar_t>::type;
+  scalar_t* xa;
+  const scalar_t* g;
+  const scalar_t* x;
+  Strides4<index_t> sa, sg, sx;  // (n, c, h, w) strides, in elements
+  Bound<acc_t, index_t> eps, alpha, lo, hi;
+  index_t total;  // N * M
+  index_t M, C, HW, W;
+  bool cl;      // memory order NHWC (x_adv channels_last), else NCHW
+  bool need_c;  // some bound varies along C: the channel is needed even on the flat path
+  // L2 only: P partials per sample of `chunk` elements; pg, pd: (N, P) partial sums
+  index_t P, chunk;
+  acc_t* pg;
+  acc_t* pd;
+};
+
+// ---- launch geometry (host) ----------------------------------------------------------------------
+
+struct LinfGeometry {
+  int64_t blocks;
+};
+
+inline LinfGeometry linf_geometry(int64_t total) {
+  return {(total + kLinfBlockElems - 1) / kLinfBlockElems};
+}
+
+struct L2Geometry {
+  int64_t chunk, parts, blocks;  // blocks = N * parts, one per (sample, chunk)
+};
+
+// The smallest multiple of kThreads that cuts M elements into at most kMaxPartials chunks.
+inline L2Geometry l2_geometry(int64_t N, int64_t M) {
+  const int64_t per = (M + kMaxPartials - 1) / kMaxPartials;
+  const int64_t chunk = kThreads * ((per + kThreads - 1) / kThreads);
+  const int64_t parts = (M + chunk - 1) / chunk;
+  return {chunk, parts, N * parts};
+}
+
+// ---- addressing ----------------------------------------------------------------------------------
+
+// Offsets of element r of sample n in x_adv, grad and x_nat, and its channel (computed when not
+// Flat or when a bound needs it; 0 otherwise).
+template <bool Flat, typename scalar_t, typename index_t>
+WAVEFUSE_PGD_INLINE void locate(const StepArgs<scalar_t, index_t>& a, index_t n, index_t r,
+                                index_t& c, index_t& oa, index_t& og, index_t& ox) {
+  c = 0;
+  if (Flat) {
+    oa = og = ox = n * a.M + r;
+    if (a.need_c) c = a.cl ? r % a.C : r / a.HW;
+    return;
+  }
+  index_t h, w;
+  if (a.cl) {  // r = (h * W + w) * C + c
+    c = r % a.C;
+    const index_t hw = r / a.C;
+    h = hw / a.W;
+    w = hw % a.W;
+  } else {  // r = c * HW + h * W + w
+    c = r / a.HW;
+    const index_t hw = r % a.HW;
+    h = hw / a.W;
+    w = hw % a.W;
+  }
+  oa = n * a.sa.n + c * a.sa.c + h * a.sa.h + w * a.sa.w;
+  og = n * a.sg.n + c * a.sg.c + h * a.sg.h + w * a.sg.w;
+  ox = n * a.sx.n + c * a.sx.c + h * a.sx.h + w * a.sx.w;
+}
+
+// ---- Linf: one elementwise pass ------------------------------------------------------------------
+
+template <bool Flat, typename scalar_t, typename index_t>
+WAVEFUSE_PGD_INLINE void linf_thread(const StepArgs<scalar_t, index_t>& a, index_t block,
+                                     int tid) {
+  using acc_t = typename StepAcc<scalar_t>::type;
+  const index_t base = block * kLinfBlockElems + tid;
+#ifdef __CUDA_ARCH__
+#pragma unroll
+#endif
+  for (int k = 0; k < kLinfItems; ++k) {
+    const index_t idx = base + k * kThreads;
+    if (idx >= a.total) return;
+    const index_t n = idx / a.M, r = idx % a.M;
+    index_t c, oa, og, ox;
+    locate<Flat>(a, n, r, c, oa, og, ox);
+    const acc_t eps = a.eps.at(n, c), alpha = a.alpha.at(n, c);
+    const acc_t lo = a.lo.at(n, c), hi = a.hi.at(n, c);
+    const acc_t xv = static_cast<acc_t>(a.x[ox]);
+    const acc_t g = static_cast<acc_t>(a.g[og]);
+    // alpha * sign(g) is exact (0, +-alpha or NaN): no rounding to control
+    const acc_t moved = add_rn(static_cast<acc_t>(a.xa[oa]), mul_rn(alpha, sign_keep_nan(g)));
+    const acc_t delta = clamp_keep_nan(add_rn(moved, -xv), -eps, eps);
+    a.xa[oa] = static_cast<scalar_t>(clamp_keep_nan(add_rn(xv, delta), lo, hi));
+  }
+}
+
+// ---- L2: block-level reductions (shared memory as an explicit pointer) ---------------------------
+
+// One level of the block tree: v[t] += v[t + s] for t < s. Run for s = kThreads / 2, ..., 1
+// with a barrier after each level; v[0] then holds the sum of v[0, kThreads) in a fixed order.
+template <typename acc_t>
+WAVEFUSE_PGD_INLINE void tree_level(acc_t* v, int tid, int s) {
+  if (tid < s) v[tid] = v[tid] + v[tid + s];
+}
+
+// Phase: the P partials of sample n into v[0, kThreads) (zeros past P).
+template <typename acc_t, typename index_t>
+WAVEFUSE_PGD_INLINE void load_sample_partials(const acc_t* part, index_t n, index_t P, int tid,
+                                              acc_t* v) {
+  v[tid] = static_cast<index_t>(tid) < P ? part[n * P + tid] : acc_t(0);
+}
+
+// Phase: thread 0 stores the block's sum v[0] as partial `block`.
+template <typename acc_t, typename index_t>
+WAVEFUSE_PGD_INLINE void store_partial(acc_t* part, index_t block, int tid, const acc_t* v) {
+  if (tid == 0) part[block] = v[0];
+}
+
+// ||g|| + 1e-10 from the reduced g^2 sum (torchattacks' eps_for_division).
+template <typename acc_t>
+WAVEFUSE_PGD_INLINE acc_t l2_denominator(acc_t sum_g2) {
+  return add_rn(sqrt_rn(sum_g2), static_cast<acc_t>(kL2Eps));
+}
+
+// min((1 / ||delta||) * eps, 1), NaN kept, 1 where ||delta|| = 0 (torchattacks: eps / norm as
+// reciprocal * eps; the reference keeps a zero delta's factor at 1 instead of 0 * inf = NaN).
+template <typename acc_t>
+WAVEFUSE_PGD_INLINE acc_t l2_factor(acc_t sum_d2, acc_t eps) {
+  const acc_t dn = sqrt_rn(sum_d2);
+  if (dn == acc_t(0)) return acc_t(1);
+  const acc_t q = mul_rn(div_rn(acc_t(1), dn), eps);
+  return q != q ? q : (q < acc_t(1) ? q : acc_t(1));
+}
+
+// x_adv + alpha * (g / denom) at element r of sample n; also x_nat there, x_adv's offset and the
+// channel.
+template <bool Flat, typename scalar_t, typename index_t>
+WAVEFUSE_PGD_INLINE typename StepAcc<scalar_t>::type l2_moved(
+    const StepArgs<scalar_t, index_t>& a, index_t n, index_t r,
+    typename StepAcc<scalar_t>::type denom, typename StepAcc<scalar_t>::type& xv, index_t& oa,
+    index_t& c) {
+  using acc_t = typename StepAcc<scalar_t>::type;
+  index_t og, ox;
+  locate<Flat>(a, n, r, c, oa, og, ox);
+  const acc_t alpha = a.alpha.at(n, c);
+  xv = static_cast<acc_t>(a.x[ox]);
+  const acc_t g = static_cast<acc_t>(a.g[og]);
+  return add_rn(static_cast<acc_t>(a.xa[oa]), mul_rn(alpha, div_rn(g, denom)));
+}
+
+// The range of sample positions of thread tid in block (n, p): r = p * chunk + i * kThreads + tid.
+template <typename scalar_t, typename index_t>
+WAVEFUSE_PGD_INLINE void l2_block(const StepArgs<scalar_t, index_t>& a, index_t block,
+                                  index_t& n, index_t& r0, index_t& r1) {
+  n = block / a.P;
+  r0 = (block % a.P) * a.chunk;
+  r1 = r0 + a.chunk < a.M ? r0 + a.chunk : a.M;
+}
+
+// Kernel 1, phase 1: the thread's sum of g^2 over its elements of the chunk into v[tid].
+template <bool Flat, typename scalar_t, typename index_t>
+WAVEFUSE_PGD_INLINE void l2_grad_squares(const StepArgs<scalar_t, index_t>& a, index_t block,
+                                         int tid, typename StepAcc<scalar_t>::type* v) {
+  using acc_t = typename StepAcc<scalar_t>::type;
+  index_t n, r0, r1;
+  l2_block(a, block, n, r0, r1);
+  acc_t acc = acc_t(0);
+#ifdef __CUDA_ARCH__
+#pragma unroll 1  // a rolled loop: the division's slow-path call then spills nothing
+#endif
+  for (index_t r = r0 + tid; r < r1; r += kThreads) {
+    index_t c, oa, og, ox;
+    locate<Flat>(a, n, r, c, oa, og, ox);
+    const acc_t g = static_cast<acc_t>(a.g[og]);
+    acc += g * g;
+  }
+  v[tid] = acc;
+}
+
+// Kernel 2, after the sample's g^2 partials are reduced into sg[0]: the thread's sum of delta^2
+// (delta = x_adv + alpha * g / denom - x) into v[tid].
+template <bool Flat, typename scalar_t, typename index_t>
+WAVEFUSE_PGD_INLINE void l2_delta_squares(const StepArgs<scalar_t, index_t>& a, index_t block,
+                                          int tid, const typename StepAcc<scalar_t>::type* sg,
+                                          typename StepAcc<scalar_t>::type* v) {
+  using acc_t = typename StepAcc<scalar_t>::type;
+  index_t n, r0, r1;
+  l2_block(a, block, n, r0, r1);
+  const acc_t denom = l2_denominator(sg[0]);
+  acc_t acc = acc_t(0);
+#ifdef __CUDA_ARCH__
+#pragma unroll 1  // a rolled loop: the division's slow-path call then spills nothing
+#endif
+  for (index_t r = r0 + tid; r < r1; r += kThreads) {
+    acc_t xv = acc_t(0);
+    index_t oa, c;
+    const acc_t moved = l2_moved<Flat>(a, n, r, denom, xv, oa, c);  // sets xv: a statement
+    const acc_t d = add_rn(moved, -xv);
+    acc += d * d;
+  }
+  v[tid] = acc;
+}
+
+// Kernel 3, after both sets of partials are reduced (sg[0]: g^2, sd[0]: delta^2 of the sample):
+// x_adv = clamp(x + delta * factor, lo, hi) over the thread's elements of the chunk.
+template <bool Flat, typename scalar_t, typename index_t>
+WAVEFUSE_PGD_INLINE void l2_update(const StepArgs<scalar_t, index_t>& a, index_t block, int tid,
+                                   const typename StepAcc<scalar_t>::type* sg,
+                                   const typename StepAcc<scalar_t>::type* sd) {
+  using acc_t = typename StepAcc<scalar_t>::type;
+  index_t n, r0, r1;
+  l2_block(a, block, n, r0, r1);
+  const acc_t denom = l2_denominator(sg[0]);
+  const acc_t factor = l2_factor(sd[0], a.eps.at(n, 0));
+#ifdef __CUDA_ARCH__
+#pragma unroll 1  // a rolled loop: the division's slow-path call then spills nothing
+#endif
+  for (index_t r = r0 + tid; r < r1; r += kThreads) {
+    acc_t xv = acc_t(0);
+    index_t oa, c;
+    const acc_t moved = l2_moved<Flat>(a, n, r, denom, xv, oa, c);  // sets xv: a statement
+    const acc_t delta = add_rn(moved, -xv);
+    const acc_t lo = a.lo.at(n, c), hi = a.hi.at(n, c);
+    a.xa[oa] = static_cast<scalar_t>(clamp_keep_nan(add_rn(xv, mul_rn(delta, factor)), lo, hi));
+  }
+}
+
+}  // namespace cuda_pgd
+}  // namespace wavefuse

@@ -1,0 +1,264 @@
+"""The CUDA PGD-step kernels (csrc/cuda/pgd_step.cu) on CUDA tensors, against the reference.
+
+Marked ``gpu``: every test skips at run time (never at collection) where no CUDA device is visible
+or this build of wavefuse._C has no CUDA kernel for the op (``backends.why_not``). Where no GPU is
+lent, tests/test_cuda_pgd_emulation.py runs the same kernel bodies on the CPU.
+
+Tolerances as tests/test_triton_fused.py: Linf bit for bit in every dtype (one rounding of the
+same float32 / float64 values); L2 1e-12 in float64, 1e-6 in float32 (the norms' summation order
+differs from torch's), the tolerance table (one ulp) for the half types. The wavelet step's Linf
+follows sign(g'), whose tiny entries the transforms' rounding may flip: a handful of elements may
+differ, by at most 2 alpha.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+import torch
+from conftest import ALL_MODES, TOL, assert_close
+
+import wavefuse
+from wavefuse import backends
+from wavefuse.filters import filter_bank
+from wavefuse.ops.pgd_step import prepare_bounds
+
+DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
+LAYOUTS = ["contiguous", "channels_last", "strided", "mixed"]
+# (N, C, H, W): one element, odd, several blocks and several L2 chunks per sample
+SHAPES = [(1, 1, 1, 1), (3, 3, 11, 9), (2, 3, 67, 45)]
+OPS = ("pgd_step", "wavelet_pgd_step")
+
+pytestmark = [pytest.mark.gpu, pytest.mark.filterwarnings("ignore:Level value of:UserWarning")]
+
+
+def _cuda_reason() -> str | None:
+    if not torch.cuda.is_available():
+        return "needs CUDA"
+    for op in OPS:
+        reason = backends.why_not("cuda", op, "cuda")
+        if reason is not None:
+            return reason
+    return None
+
+
+@pytest.fixture(autouse=True)
+def _cuda_live():
+    """Skip (at run time, never at collection) where CUDA or the CUDA kernels are missing."""
+    reason = _cuda_reason()
+    if reason is not None:
+        pytest.skip(reason)
+
+
+def _layout(t: torch.Tensor, layout: str) -> torch.Tensor:
+    if layout == "contiguous":
+        return t.contiguous()
+    if layout == "channels_last":
+        return t.contiguous(memory_format=torch.channels_last)
+    n, c, h, w = t.shape
+    view = torch.zeros(n, c, h, 2 * w + 1, dtype=t.dtype, device=t.device)[..., 1::2]
+    view.copy_(t)
+    return view
+
+
+def _inputs(shape=(3, 3, 11, 9), dtype=torch.float32, spread=0.1, layout="contiguous"):
+    """x in [0, 1], x_adv near it (some at the bounds), a gradient with a zero entry."""
+    x = torch.rand(*shape, dtype=torch.float64)
+    x_adv = (x + spread * torch.randn_like(x)).clamp(0, 1)
+    g = torch.randn_like(x)
+    g.view(-1)[0] = 0.0
+    layouts = ("channels_last", "strided", "contiguous") if layout == "mixed" else (layout,) * 3
+    return tuple(
+        _layout(t.to(dtype).to("cuda"), lay) for t, lay in zip((x_adv, g, x), layouts, strict=True)
+    )
+
+
+def _copy(t: torch.Tensor) -> torch.Tensor:
+    """A copy with t's strides (clone would make a strided view dense)."""
+    out = torch.empty_strided(t.shape, t.stride(), dtype=t.dtype, device=t.device)
+    return out.copy_(t)
+
+
+def _steps(x_adv, g, x, *args, **kwargs):
+    """(cuda, reference) results of the same step; the cuda one in place on x_adv's layout."""
+    got = wavefuse.pgd_step(_copy(x_adv), g, x, *args, **kwargs, backend="cuda")
+    expected = wavefuse.pgd_step(x_adv.clone(), g, x, *args, **kwargs, backend="reference")
+    return got, expected
+
+
+def _assert_step(got, expected, norm, what=""):
+    assert got.dtype == expected.dtype, what
+    if norm == "Linf":
+        same = (got == expected) | (got.isnan() & expected.isnan())
+        assert same.all(), f"{what}: {int((~same).sum())} elements differ"
+    else:
+        tol = {torch.float64: 1e-12, torch.float32: 1e-6}.get(got.dtype, TOL[got.dtype])
+        assert_close(got, expected, tol, what)
+
+
+def _quiet(fn, *args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fn(*args, **kwargs)
+
+
+# ---- pgd_step ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("norm", ["Linf", "L2"])
+def test_pgd_step_matches_the_reference(norm, dtype, layout, shape):
+    x_adv, g, x = _inputs(shape, dtype, layout=layout)
+    eps, alpha = (0.03, 0.02) if norm == "Linf" else (0.3, 0.25)
+    got, expected = _steps(x_adv, g, x, eps, alpha, norm)
+    _assert_step(got, expected, norm, f"{norm} {dtype} {layout} {shape}")
+    assert got.stride() == x_adv.stride()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("norm", ["Linf", "L2"])
+def test_pgd_step_tensor_bounds(norm, dtype):
+    """Per-sample eps, per-channel alpha and lo, a float hi; then (N, C) bounds everywhere."""
+    x_adv, g, x = _inputs(dtype=dtype, spread=0.2, layout="channels_last")
+    n, c = x.shape[:2]
+    eps = (0.05 + 0.1 * torch.rand(n, 1, 1, 1, device="cuda")) * (4 if norm == "L2" else 1)
+    alpha = torch.tensor([0.02, 0.03, 0.05], device="cuda").view(1, c, 1, 1)
+    lo = torch.tensor([0.1, -0.2, 0.0], device="cuda").view(1, c, 1, 1)
+    got, expected = _steps(x_adv, g, x, eps, alpha, norm, lo, 0.9)
+    _assert_step(got, expected, norm, "per-sample/per-channel")
+    hi = 0.8 + 0.2 * torch.rand(n, c, 1, 1, device="cuda")
+    if norm == "Linf":
+        eps = eps * torch.tensor([1.0, 0.5, 2.0], device="cuda").view(1, c, 1, 1)
+    got, expected = _steps(x_adv, g, x, eps, alpha * 2, norm, lo - 0.1, hi)
+    _assert_step(got, expected, norm, "(N, C) bounds")
+
+
+def test_pgd_step_float64_bounds_are_not_rounded_to_float32():
+    x = torch.full((1, 1, 2, 2), 0.5, dtype=torch.float64, device="cuda")
+    eps = 0.1 + 1e-12
+    got = wavefuse.pgd_step(x.clone(), torch.ones_like(x), x, eps, 1.0, backend="cuda")
+    assert torch.equal(got, torch.full_like(x, 0.5 + eps))
+
+
+@pytest.mark.parametrize("norm", ["Linf", "L2"])
+def test_pgd_step_nan_propagates_and_zero_delta(norm):
+    x_adv, g, x = _inputs(shape=(2, 2, 6, 5))
+    g[0, 1, 3, 2] = math.nan
+    got, expected = _steps(x_adv, g, x, 0.03, 0.01, norm)
+    assert torch.isnan(got[0, 1, 3, 2]) and torch.isfinite(got[1]).all()
+    if norm == "L2":
+        assert torch.isnan(got[0]).all()
+    _assert_step(got.nan_to_num(), expected.nan_to_num(), norm, "NaN gradient")
+    got = wavefuse.pgd_step(x.clone(), torch.zeros_like(g), x, 0.0, 0.1, norm, backend="cuda")
+    assert torch.equal(got, x)
+
+
+@pytest.mark.parametrize("norm", ["Linf", "L2"])
+def test_pgd_step_repeated_calls_are_bitwise_identical(norm):
+    x_adv, g, x = _inputs(shape=(4, 3, 64, 61))
+    first = wavefuse.pgd_step(x_adv.clone(), g, x, 0.5, 0.3, norm, backend="cuda")
+    for _ in range(3):
+        again = wavefuse.pgd_step(x_adv.clone(), g, x, 0.5, 0.3, norm, backend="cuda")
+        assert torch.equal(first, again)
+
+
+# ---- wavelet_pgd_step ----------------------------------------------------------------------------
+
+
+def _wavelet_steps(x_adv, g, x, eps, wave, level, mode, scales, norm, alpha=0.03):
+    args = (x, eps, alpha, wave, level, mode, scales, norm)
+    return [
+        _quiet(wavefuse.wavelet_pgd_step, _copy(x_adv), g, *args, backend=backend)
+        for backend in ("cuda", "reference")
+    ]
+
+
+def _assert_wavelet(got, expected, norm, alpha, what):
+    assert got.dtype == expected.dtype, what
+    if norm == "L2":
+        tol = {torch.float64: 1e-12, torch.float32: 1e-6}.get(got.dtype, TOL[got.dtype])
+        assert_close(got, expected, tol, what)
+    else:
+        err = (got.double() - expected.double()).abs()
+        slack = TOL[got.dtype] * 2  # the clamp's rounding of a half type
+        assert (err > slack).sum() <= 2 and err.max() <= 2 * alpha + slack, what
+
+
+@pytest.mark.parametrize("mode", ALL_MODES)
+@pytest.mark.parametrize("wave", ["haar", "db2", "db4"])
+@pytest.mark.parametrize("norm", ["Linf", "L2"])
+def test_wavelet_pgd_step_matches_the_reference(norm, wave, mode):
+    """Levels 1-3 (db4 grows past the size: levels above pywt's max), odd sizes, float64, the
+    scale as one float and as a per-level list."""
+    x_adv, g, x = _inputs(shape=(2, 2, 13, 10), dtype=torch.float64)
+    eps = 0.05 if norm == "Linf" else 0.4
+    for level in (1, 2, 3):
+        for scales in (0.0, [0.0, 0.5, -0.25][:level]):
+            got, expected = _wavelet_steps(x_adv, g, x, eps, wave, level, mode, scales, norm)
+            what = f"{wave} level {level} {mode} {norm} {scales}"
+            _assert_wavelet(got, expected, norm, 0.03, what)
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("norm", ["Linf", "L2"])
+def test_wavelet_pgd_step_dtypes_and_layouts(norm, dtype, layout):
+    """The half types step in float32 on the float32 filtered gradient and round once."""
+    x_adv, g, x = _inputs(shape=(2, 3, 17, 12), dtype=dtype, layout=layout)
+    eps = 0.05 if norm == "Linf" else 0.5
+    for wave, mode in (("haar", "periodization"), ("db2", "symmetric")):
+        got, expected = _wavelet_steps(x_adv, g, x, eps, wave, 2, mode, [0.0, 0.3], norm)
+        _assert_wavelet(got, expected, norm, 0.03, f"{wave} {dtype} {layout} {norm}")
+        assert got.stride() == x_adv.stride()
+
+
+def test_wavelet_pgd_step_repeated_calls_are_bitwise_identical():
+    x_adv, g, x = _inputs(shape=(3, 3, 40, 36))
+    first = _wavelet_steps(x_adv, g, x, 0.5, "db4", 2, "reflect", [0.0, 0.5], "L2")[0]
+    again = _wavelet_steps(x_adv, g, x, 0.5, "db4", 2, "reflect", [0.0, 0.5], "L2")[0]
+    assert torch.equal(first, again)
+
+
+# ---- the custom ops: opcheck, compile ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("norm", ["Linf", "L2"])
+@pytest.mark.parametrize("bounds_as_tensors", [False, True])
+def test_opcheck(bounds_as_tensors, norm):
+    x_adv, g, x = _inputs(shape=(2, 3, 9, 6), dtype=torch.float64)
+    if bounds_as_tensors:
+        eps = torch.full((2, 1, 1, 1), 0.05, dtype=torch.float64, device="cuda")
+        lo = torch.zeros(1, 3, 1, 1, dtype=torch.float64, device="cuda")
+        bounds = prepare_bounds(x, eps, 0.02, lo, 1.0, norm)
+    else:
+        bounds = prepare_bounds(x, 0.05, 0.02, 0.0, 1.0, norm)
+    torch.library.opcheck(torch.ops.wavefuse.pgd_step.default, (x_adv, g, x, *bounds, norm, "cuda"))
+    for wave in ("haar", "db2"):
+        filters = filter_bank(wave, "dec", torch.float64, "cuda")
+        args = (x_adv, g, x, *bounds, filters, "symmetric", 2, [0.0, 0.5], norm, "cuda")
+        torch.library.opcheck(torch.ops.wavefuse.wavelet_pgd_step.default, args)
+
+
+def test_torch_compile_fullgraph_steps():
+    """Both steps, float and tensor bounds, one compiled graph: x_adv mutated as in eager mode."""
+
+    def steps(x_adv, g1, g2, x, eps, alpha):
+        wavefuse.wavelet_pgd_step(
+            x_adv, g1, x, eps, 0.01, "haar", 2, "periodization", [0.0, 0.5], backend="cuda"
+        )
+        wavefuse.pgd_step(x_adv, g2, x, eps, alpha, "L2", lo=-1.0, hi=2.0, backend="cuda")
+        return x_adv
+
+    x_adv, g, x = _inputs(shape=(2, 2, 8, 8), dtype=torch.float64)
+    g2 = torch.randn_like(g)
+    alpha = torch.tensor([0.1, 0.2], dtype=torch.float64, device="cuda").view(2, 1, 1, 1)
+    expected = steps(x_adv.clone(), g, g2, x, 0.05, alpha)
+    compiled = torch.compile(steps, fullgraph=True, backend="aot_eager")
+    got = x_adv.clone()
+    assert compiled(got, g, g2, x, 0.05, alpha) is got
+    assert torch.equal(got, expected)
+    assert not torch.equal(got, x_adv)
