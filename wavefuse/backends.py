@@ -16,9 +16,11 @@ reference and every peer on every row, so "cpu" leads on CPU tensors wherever it
 CSV rows yet; a spot check on the same machine (load ~4, so rough) had them 1.6-68x faster than
 the reference forward and 1.0-13x on the adjoint, contiguous and channels_last, haar/db2/db4.
 GPU: nothing measured yet (no GPU was lent to the sessions so far). The
-Triton kernels are tested only under the interpreter, and the CUDA kernels (csrc/cuda) are
-compiled in CI and checked by running their thread bodies on the host
-(tests/test_cuda_host_emulation.py), but neither has run on a GPU: "auto" picks neither.
+Triton kernels are tested only under the interpreter, and the CUDA kernels (csrc/cuda: the
+transforms, band_energy/hf_penalty, pgd_step and wavelet_pgd_step) are compiled in CI and checked
+by running their thread bodies on the host (tests/test_cuda_host_emulation.py,
+test_cuda_hf_emulation.py, test_cuda_pgd_emulation.py), but neither has run on a GPU: "auto" picks
+neither.
 ``backend="cuda"`` / ``backend="triton"`` run them on request; they join the CUDA order (cuda,
 triton, reference, or as bench/results/gpu-*.csv shows) once bench/gpu_check.sh has tested and
 measured them on a GPU, so CUDA tensors resolve to "reference" today.

@@ -17,7 +17,10 @@
 // Instantiations: 2 kernels x 4 dtypes x 2 index types (int32 offsets where every tensor's
 // offsets stay below 2^30, else int64); mode and filter length are run-time arguments.
 // (2026-11-23: this file, sm_80 + sm_90, 41 s of CPU on the 2-core build machine, 63 s wall under
-// load; ptxas: no spills, no stack frames, split 32-64 and merge 64-128 registers per thread.)
+// load; ptxas: no spills, no stack frames, split 32-64 and merge 64-128 registers per thread.
+// Rechecked 2026-12-03 with nvcc 13.0: merge_kernel<float, int64_t> spills 68 bytes on sm_80 --
+// int64 offsets only, i.e. tensors of 2^30 elements or more; __launch_bounds__(kThreads, 1) would
+// remove it at 150-175 registers and one block per SM, a trade to measure on a GPU first.)
 //
 // Not measured: none of this has run on a GPU yet. Known costs: merge is a direct 2-D gather,
 // 4 (L/2)^2 loads per output sample (from L1/L2 after the first), not a separable two-stage pass;
