@@ -19,9 +19,13 @@ cases on every run) and runs ``max_examples`` = 1,000 cases per op per backend f
 and the C++ kernels, 14,000 cases in about 3.5 minutes. The Triton kernels run under the
 interpreter here, one program at a time (about 1.6 s per case on average: a forward and a
 backward launch per plane, more on the forced tiled paths), so 1,000 cases per Triton op would
-take about 25 minutes: the Triton tests run ``WAVEFUSE_FUZZ_TRITON_EXAMPLES`` cases each (default
-200, about 5.5 minutes for the three; set 1000 for a nightly run) on planes of at most 32 x 32,
-half of them forced onto the kernels' tiled paths. Every test asserts that it ran its count.
+take about 25 minutes: the Triton transform tests run ``WAVEFUSE_FUZZ_TRITON_EXAMPLES`` cases each
+(default 200, about 5.5 minutes for the three; set 1000 for a nightly run) on planes of at most
+32 x 32, half of them forced onto the kernels' tiled paths. The fused ops under Triton:
+pgd_step ``WAVEFUSE_FUZZ_TRITON_EXAMPLES`` cases on full-size planes (about 0.2 s each), band_energy
+/ hf_penalty and wavelet_pgd_step ``WAVEFUSE_FUZZ_TRITON_FUSED_EXAMPLES`` (default 100, about 1 s
+each) on planes of at most 24 x 24, on the same forced paths. Every test asserts that it ran its
+count.
 ``HYPOTHESIS_PROFILE=dev`` draws 100 fresh random cases per test instead.
 """
 
@@ -70,6 +74,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:Level value of:UserWarning")
 
 EXAMPLES = settings.default.max_examples
 TRITON_EXAMPLES = int(os.environ.get("WAVEFUSE_FUZZ_TRITON_EXAMPLES", "200"))
+TRITON_FUSED_EXAMPLES = int(os.environ.get("WAVEFUSE_FUZZ_TRITON_FUSED_EXAMPLES", "100"))
 
 F64 = torch.float64
 DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
@@ -601,13 +606,23 @@ def test_wavedec2_waverec2_fuzz(backend):
 # ---- band_energy, hf_penalty and its gradient ----------------------------------------------------------
 
 
+def planes(draw, max_planes: int | None) -> tuple[int, int]:
+    """(N, C): each 1-3 (the default), or at most ``max_planes`` planes in all."""
+    if max_planes is None:
+        return draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    n = draw(st.integers(1, min(3, max_planes)))
+    return n, draw(st.integers(1, max(1, max_planes // n)))
+
+
 @st.composite
-def energy_cases(draw):
-    h, w = draw(sides())
-    n = draw(st.integers(1, 3))
-    c = draw(st.integers(1, 3))
-    wave = draw(wavelets())
+def energy_cases(draw, max_side: int = 131, max_planes=None, paths=None, max_level=None):
+    path = draw(st.sampled_from(paths)) if paths else None
+    h, w = draw(sides(path_max_side(path, max_side)))
+    n, c = planes(draw, max_planes)
+    wave = draw(wavelets(path))
     level = draw(LEVELS)
+    if level is not None and max_level is not None:
+        level = min(level, max_level)
     resolved = _max_level(h, w, wave) if level is None else level
     weights = draw(st.sampled_from(("none", "levels", "bands", "tensor")))
     wvals = draw(st.lists(WEIGHTS, min_size=3 * resolved, max_size=3 * resolved))
@@ -623,6 +638,7 @@ def energy_cases(draw):
         "wvals": wvals,
         "reduction": draw(st.sampled_from(("none", "sum", "mean"))),
         "grad_seed": draw(st.integers(0, 2**31 - 1)),
+        "path": path,
     }
 
 
@@ -768,10 +784,10 @@ def bound(draw, kind_choices, n: int, c: int, lo: float, hi: float):
 
 
 @st.composite
-def pgd_cases(draw, wavelet: bool = False):
-    h, w = draw(sides())
-    n = draw(st.integers(1, 3))
-    c = draw(st.integers(1, 3))
+def pgd_cases(draw, wavelet: bool = False, max_side: int = 131, max_planes=None, paths=None):
+    path = draw(st.sampled_from(paths)) if paths else None
+    h, w = draw(sides(path_max_side(path, max_side)))
+    n, c = planes(draw, max_planes)
     norm = draw(st.sampled_from(("Linf", "L2")))
     eps_kinds = (
         ("float", "sample", "one")
@@ -788,9 +804,10 @@ def pgd_cases(draw, wavelet: bool = False):
         "eps": draw(bound(eps_kinds, n, c, 0.0, 0.5)),
         "alpha": draw(bound(("float", "sample", "channel"), n, c, -0.2, 0.5)),
         "box": draw(st.sampled_from(("unit", "none", "lo_tensor", "hi_tensor", "both_tensors"))),
+        "path": path,
     }
     if wavelet:
-        wave = draw(wavelets())
+        wave = draw(wavelets(path))
         level = draw(LEVELS)
         resolved = _max_level(h, w, wave) if level is None else level
         scale = st.sampled_from((0.0, 1.0, 0.5, -1.0, 2.0))
@@ -1111,3 +1128,34 @@ def test_idwt2_fuzz_triton():
 def test_wavedec2_waverec2_fuzz_triton():
     cases = multilevel_cases(max_side=32, max_planes=1, paths=PATHS, max_level=2)
     run_cases(cases, _on_path(check_multilevel), TRITON_EXAMPLES)
+
+
+# The fused ops under the interpreter: band_energy / hf_penalty run the transforms' tile code (and
+# so take the same forced paths), wavelet_pgd_step the fused Haar kernel or the Triton transforms,
+# pgd_step is elementwise (no paths, full-size planes). Counts: WAVEFUSE_FUZZ_TRITON_EXAMPLES for
+# pgd_step (about 0.2 s per case: every launch is about 0.1 s of interpreter overhead),
+# WAVEFUSE_FUZZ_TRITON_FUSED_EXAMPLES (default 100) for the two wavelet ops (about 1 s per case).
+needs_triton_fused = pytest.mark.skipif(
+    any(backends.why_not("triton", op, "cpu") for op in ("hf_penalty", "wavelet_pgd_step")),
+    reason=str(
+        backends.why_not("triton", "hf_penalty", "cpu")
+        or backends.why_not("triton", "wavelet_pgd_step", "cpu")
+    ),
+)
+
+
+@needs_triton_fused
+def test_band_energy_hf_penalty_fuzz_triton():
+    cases = energy_cases(max_side=24, max_planes=2, paths=PATHS, max_level=2)
+    run_cases(cases, _on_path(check_energy), TRITON_FUSED_EXAMPLES)
+
+
+@needs_triton_fused
+def test_pgd_step_fuzz_triton():
+    run_cases(pgd_cases(), lambda case: check_pgd(case, "triton"), TRITON_EXAMPLES)
+
+
+@needs_triton_fused
+def test_wavelet_pgd_step_fuzz_triton():
+    cases = pgd_cases(wavelet=True, max_side=24, max_planes=2, paths=PATHS)
+    run_cases(cases, _on_path(check_wavelet_pgd), TRITON_FUSED_EXAMPLES)
