@@ -37,6 +37,13 @@ enum class Mode : int {
 
 constexpr const char* kAllowedModes = "zero, symmetric, reflect, periodic, periodization";
 
+// Element strides of an (N, C, H, W) tensor (or of one band of an (N, C, 3, h, w) one) in the
+// CUDA kernels' index type: what their arguments carry (csrc/cuda/host.h fills them).
+template <typename index_t>
+struct Strides4 {
+  index_t n, c, h, w;
+};
+
 // Host only: the mode argument of the op schemas ("str mode") to the enum.
 inline Mode parse_mode(const std::string& mode) {
   if (mode == "zero") return Mode::Zero;

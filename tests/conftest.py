@@ -69,6 +69,17 @@ def cpu_backends(op: str = "dwt2d") -> list:
 CPU_BACKENDS = cpu_backends()
 
 
+def skip_unless_cuda(ops) -> None:
+    """In a test (never at collection: nothing may touch the GPU then): skip with the reason where
+    no CUDA device is visible or this build has no CUDA kernel for one of ``ops``."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    for op in ops:
+        reason = backends.why_not("cuda", op, "cuda")
+        if reason is not None:
+            pytest.skip(reason)
+
+
 def assert_close(actual, expected, tol: float, what: str = "") -> None:
     """Max-abs comparison scaled by max |expected|; on failure say how many and where."""
     a = torch.as_tensor(np.asarray(actual) if not torch.is_tensor(actual) else actual)

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "cuda/dwt_body.cuh"
+#include "emulation_io.h"
 
 using namespace wavefuse;
 using namespace wavefuse::cuda_dwt;
@@ -44,22 +45,8 @@ struct Params {
   Tensor signal, ll, hi;
 };
 
-std::vector<double> read_doubles(const std::string& path, int64_t count) {
-  std::vector<double> v(count);
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw std::runtime_error("cannot open " + path);
-  f.read(reinterpret_cast<char*>(v.data()), count * static_cast<int64_t>(sizeof(double)));
-  if (f.gcount() != count * static_cast<int64_t>(sizeof(double))) {
-    throw std::runtime_error("short read: " + path);
-  }
-  return v;
-}
-
-void write_doubles(const std::string& path, const std::vector<double>& v) {
-  std::ofstream f(path, std::ios::binary);
-  f.write(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(double));
-  if (!f) throw std::runtime_error("cannot write " + path);
-}
+using emulation::read_doubles;
+using emulation::write_doubles;
 
 void read_tensor(std::istream& in, Tensor& t, int dims) {
   t.strides.resize(dims);
@@ -79,7 +66,7 @@ Strides4<index_t> band_strides(const Tensor& hi) {
           static_cast<index_t>(hi.strides[3]), static_cast<index_t>(hi.strides[4])};
 }
 
-const double kNaN = std::numeric_limits<double>::quiet_NaN();
+using emulation::kNaN;
 
 template <typename index_t>
 void run_split(Params& p, const std::vector<double>& filters) {

@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "cuda/hf_penalty_body.cuh"
+#include "emulation_io.h"
 
 using namespace wavefuse;
 using namespace wavefuse::cuda_hf;
@@ -36,7 +37,7 @@ using cuda_dwt::MergeArgs;
 
 namespace {
 
-const double kNaN = std::numeric_limits<double>::quiet_NaN();
+using emulation::kNaN;
 
 struct Strided {
   int64_t s[4];
@@ -49,22 +50,8 @@ struct Params {
   Strided x, gx;
 };
 
-std::vector<double> read_doubles(const std::string& path, int64_t count) {
-  std::vector<double> v(count);
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw std::runtime_error("cannot open " + path);
-  f.read(reinterpret_cast<char*>(v.data()), count * static_cast<int64_t>(sizeof(double)));
-  if (f.gcount() != count * static_cast<int64_t>(sizeof(double))) {
-    throw std::runtime_error("short read: " + path);
-  }
-  return v;
-}
-
-void write_doubles(const std::string& path, const std::vector<double>& v) {
-  std::ofstream f(path, std::ios::binary);
-  f.write(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(double));
-  if (!f) throw std::runtime_error("cannot write " + path);
-}
+using emulation::read_doubles;
+using emulation::write_doubles;
 
 template <typename index_t>
 Strides4<index_t> strides_of(const int64_t* s) {

@@ -14,10 +14,10 @@ import warnings
 import pytest
 import pywt
 import torch
-from conftest import ALL_MODES, TOL, assert_close
+from conftest import ALL_MODES, TOL, assert_close, skip_unless_cuda
 
 import wavefuse
-from wavefuse import backends, ops, reference
+from wavefuse import ops, reference
 from wavefuse.filters import filter_bank
 from wavefuse.reference import analysis_length, synthesis_length
 
@@ -27,25 +27,12 @@ SIZES = [(1, 1), (3, 5), (6, 2), (17, 24), (36, 40), (33, 70)]
 OPS = ("dwt2d", "dwt2d_adjoint", "idwt2d", "idwt2d_adjoint")
 
 
-def _cuda_reason() -> str | None:
-    if not torch.cuda.is_available():
-        return "needs CUDA"
-    for op in OPS:
-        reason = backends.why_not("cuda", op, "cuda")
-        if reason is not None:
-            return reason
-    return None
-
-
 pytestmark = pytest.mark.gpu
 
 
 @pytest.fixture(autouse=True)
 def _cuda_live():
-    """Skip (at run time, never at collection) where CUDA or the CUDA kernels are missing."""
-    reason = _cuda_reason()
-    if reason is not None:
-        pytest.skip(reason)
+    skip_unless_cuda(OPS)
 
 
 def _tensor(shape, layout: str, dtype=torch.float64) -> torch.Tensor:

@@ -20,14 +20,22 @@ conversions, the host wrappers' ATen code (dtype dispatch, allocation); only flo
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from conftest import ALL_MODES, assert_close
+from emulation import (
+    MODE_CODE,
+    compile_harness,
+    from_raw,
+    one_thread,  # noqa: F401 (autouse fixture)
+    raw,
+    run_harness,
+    span,
+    tensor_in,
+)
 
 from wavefuse import reference
 from wavefuse.filters import filter_bank
@@ -35,9 +43,6 @@ from wavefuse.ops._common import empty_4d
 from wavefuse.ops.hf_penalty import check_cascade
 from wavefuse.reference import analysis_length
 
-ROOT = Path(__file__).resolve().parent.parent
-HARNESS = ROOT / "tests" / "cuda_hf_emulation_harness.cpp"
-MODE_CODE = {"zero": 0, "symmetric": 1, "reflect": 2, "periodic": 3, "periodization": 4}
 WAVELETS = ["haar", "db2", "db4", "db20"]
 # 1 x 1; odd x odd (shorter than db4 and db20); 1 x 9 (one axis of one sample); a plane of several
 # 16 x 16 coefficient tiles for every wavelet (37 x 40 -> at least 19 x 20 coefficients) whose
@@ -49,59 +54,12 @@ N, C = 2, 2
 TOL = 1e-12
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Small reference ops run much faster on one intra-op thread (see test_cuda_host_emulation)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory) -> Path:
-    gxx = shutil.which("g++")
-    if gxx is None:
-        pytest.skip("no g++ on PATH: the CUDA kernel bodies cannot be compiled for host emulation")
-    exe = tmp_path_factory.mktemp("hf_harness") / "cuda_hf_emulation_harness"
-    torch_include = Path(torch.__file__).parent / "include"  # c10/util/Exception.h (common.h)
-    cmd = [gxx, "-O1", "-std=c++17", f"-I{ROOT / 'csrc'}", f"-I{torch_include}"]
-    result = subprocess.run(
-        cmd + [str(HARNESS), "-o", str(exe)],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, f"g++ failed:\n{' '.join(cmd)}\n{result.stderr[-4000:]}"
-    return exe
+    return compile_harness(tmp_path_factory, "cuda_hf_emulation_harness.cpp")
 
 
 # ---- tensors in a layout, and the harness's files ------------------------------------------------
-
-
-def _tensor(shape, layout: str) -> torch.Tensor:
-    """Random float64 (N, C, h, w): contiguous, channels_last or a strided view (offset, step 2)."""
-    if layout == "contiguous":
-        return torch.randn(*shape, dtype=torch.float64)
-    if layout == "strided":
-        return torch.randn(*shape[:-1], 2 * shape[-1] + 1, dtype=torch.float64)[..., 1::2]
-    return torch.randn(*shape, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
-
-
-def _span(t: torch.Tensor) -> int:
-    return 1 + sum((s - 1) * st for s, st in zip(t.shape, t.stride()))
-
-
-def _raw(t: torch.Tensor) -> np.ndarray:
-    """The storage that t's strides address, from its first element on."""
-    return torch.as_strided(t, (_span(t),), (1,), t.storage_offset()).numpy()
-
-
-def _from_raw(path: Path, like: torch.Tensor) -> torch.Tensor:
-    data = torch.from_numpy(np.fromfile(path, dtype=np.float64))
-    assert data.numel() == _span(like), f"{path.name}: {data.numel()} values"
-    return torch.as_strided(data, like.shape, like.stride(), 0)
 
 
 def emulate(d: Path, x, filters, mode: str, level: int, p: int, grad=None, bits: int = 32):
@@ -110,23 +68,14 @@ def emulate(d: Path, x, filters, mode: str, level: int, p: int, grad=None, bits:
     n, c, h, w = x.shape
     gx = empty_4d(x, n, c, h, w)  # the layout hf_penalty.cu allocates
     fields = [0 if grad is None else 1, MODE_CODE[mode], bits, filters.shape[-1], p, level]
-    fields += [n, c, h, w, *x.stride(), _span(x), *gx.stride(), _span(gx)]
+    fields += [n, c, h, w, *x.stride(), span(x), *gx.stride(), span(gx)]
     (d / "params.txt").write_text(" ".join(map(str, fields)) + "\n")
     filters.contiguous().numpy().tofile(d / "filters.bin")
-    _raw(x).tofile(d / "x.bin")
+    raw(x).tofile(d / "x.bin")
     if grad is None:
         return lambda: torch.from_numpy(np.fromfile(d / "out_energy.bin")).reshape(n, level, 3)
     grad.contiguous().numpy().tofile(d / "grad.bin")
-    return lambda: _from_raw(d / "out_gx.bin", gx)
-
-
-def _run(harness: Path, dirs: list[Path]) -> None:
-    for start in range(0, len(dirs), 200):  # keep command lines short
-        chunk = [str(d) for d in dirs[start : start + 200]]
-        result = subprocess.run(
-            [str(harness), *chunk], check=False, capture_output=True, text=True, timeout=600
-        )
-        assert result.returncode == 0, result.stderr
+    return lambda: from_raw(d / "out_gx.bin", gx)
 
 
 def _valid(h: int, w: int, taps: int, mode: str, level: int) -> bool:
@@ -175,7 +124,7 @@ def test_emulated_kernels_match_reference(harness, tmp_path, op, mode):
     pending = []
     for num, (wave, (h, w), level, layout, p, bits) in enumerate(_cases(mode, backward)):
         filters = filter_bank(wave, "dec", torch.float64)
-        x = _tensor((N, C, h, w), layout)
+        x = tensor_in((N, C, h, w), layout)
         what = f"{op} {mode} {wave} {h}x{w} J={level} p={p} {layout} int{bits}"
         if backward:
             grad = torch.rand(N, level, 3, dtype=torch.float64) + 0.5
@@ -186,7 +135,7 @@ def test_emulated_kernels_match_reference(harness, tmp_path, op, mode):
             expected = reference.band_energy_ref(x, filters, mode, level, p)
         pending.append((tmp_path / f"c{num}", fetch, expected, x, what))
     assert len(pending) >= 20, len(pending)  # reflect rejects the 1-sample axes
-    _run(harness, [d for d, *_ in pending])
+    run_harness(harness, [d for d, *_ in pending])
     for _, fetch, expected, x, what in pending:
         got = fetch()
         assert torch.isfinite(got).all(), f"{what}: an output was never written (NaN)"
@@ -197,14 +146,14 @@ def test_emulated_kernels_match_reference(harness, tmp_path, op, mode):
 
 def test_emulated_kernels_are_deterministic(harness, tmp_path):
     """The same inputs twice: energies and gradients bitwise equal (fixed reduction orders)."""
-    x = _tensor((N, 3, 37, 40), "channels_last")
+    x = tensor_in((N, 3, 37, 40), "channels_last")
     filters = filter_bank("db4", "dec", torch.float64)
     grad = torch.rand(N, 2, 3, dtype=torch.float64)
     fetches = []
     for run in range(2):
         fetches.append(emulate(tmp_path / f"e{run}", x, filters, "symmetric", 2, 2))
         fetches.append(emulate(tmp_path / f"g{run}", x, filters, "symmetric", 2, 1, grad))
-    _run(harness, [tmp_path / f"{k}{run}" for run in range(2) for k in "eg"])
+    run_harness(harness, [tmp_path / f"{k}{run}" for run in range(2) for k in "eg"])
     e0, g0, e1, g1 = (f() for f in fetches)
     assert torch.equal(e0, e1) and torch.equal(g0, g1)
     assert_close(e0, reference.band_energy_ref(x, filters, "symmetric", 2, 2), TOL, "energies")
@@ -214,7 +163,7 @@ def test_emulated_kernels_keep_nan(harness, tmp_path):
     """A NaN input poisons exactly the energies and gradients that depend on it, for p = 1 too:
     psi(NaN) = NaN * g, as csrc/cpu/hf_penalty.cpp, the Triton kernels and the reference (which
     keeps a NaN d where torch.sign(NaN) is 0); p = 1 and p = 2 poison the same entries."""
-    x = _tensor((1, 2, 9, 12), "contiguous")
+    x = tensor_in((1, 2, 9, 12), "contiguous")
     x[0, 1, 4, 5] = float("nan")
     filters = filter_bank("db2", "dec", torch.float64)
     grad = torch.rand(1, 2, 3, dtype=torch.float64)
@@ -224,7 +173,7 @@ def test_emulated_kernels_keep_nan(harness, tmp_path):
         e = emulate(tmp_path / f"e{p}", x, *args, p)
         g = emulate(tmp_path / f"g{p}", x, *args, p, grad)
         cases.append((p, e, g))
-    _run(harness, [tmp_path / f"{k}{p}" for p in (1, 2) for k in "eg"])
+    run_harness(harness, [tmp_path / f"{k}{p}" for p in (1, 2) for k in "eg"])
     poisoned = reference.band_energy_backward_ref(grad, x, *args, 2).isnan()
     assert poisoned.any() and not poisoned.all()
     for p, e, g in cases:

@@ -15,10 +15,9 @@ import numpy as np
 import pytest
 import pywt
 import torch
-from conftest import ALL_MODES, TOL, assert_close
+from conftest import ALL_MODES, TOL, assert_close, skip_unless_cuda
 
 import wavefuse
-from wavefuse import backends
 from wavefuse.filters import filter_bank
 from wavefuse.reference import analysis_length
 
@@ -32,22 +31,9 @@ CUDA_OPS = ("band_energy", "band_energy_backward", "hf_penalty")
 pytestmark = [pytest.mark.gpu, pytest.mark.filterwarnings("ignore:Level value of:UserWarning")]
 
 
-def _cuda_reason() -> str | None:
-    if not torch.cuda.is_available():
-        return "needs CUDA"
-    for op in CUDA_OPS:
-        reason = backends.why_not("cuda", op, "cuda")
-        if reason is not None:
-            return reason
-    return None
-
-
 @pytest.fixture(autouse=True)
 def _cuda_live():
-    """Skip (at run time, never at collection) where CUDA or the CUDA kernels are missing."""
-    reason = _cuda_reason()
-    if reason is not None:
-        pytest.skip(reason)
+    skip_unless_cuda(CUDA_OPS)
 
 
 def _quiet(fn, *args, **kwargs):

@@ -18,23 +18,27 @@ detected; only float64 is emulated.
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from conftest import ALL_MODES, assert_close
+from emulation import (
+    MODE_CODE,
+    compile_harness,
+    from_raw,
+    one_thread,  # noqa: F401 (autouse fixture)
+    raw,
+    run_harness,
+    span,
+    tensor_in,
+)
 
 from wavefuse import reference
 from wavefuse.filters import filter_bank
 from wavefuse.ops._common import empty_4d, empty_bands
 from wavefuse.reference import analysis_length, synthesis_length
 
-ROOT = Path(__file__).resolve().parent.parent
-HARNESS = ROOT / "tests" / "cuda_emulation_harness.cpp"
-MODE_CODE = {"zero": 0, "symmetric": 1, "reflect": 2, "periodic": 3, "periodization": 4}
 WAVELETS = ["haar", "db2", "db4", "sym5", "coif3", "db20"]
 # (H, W) of the signal: a single sample, odd x odd shorter than most filters, a plane larger than
 # one 16 x 16 output tile of the merge (17 x 24; shorter than db20) and one with several split
@@ -48,67 +52,12 @@ SPLIT_OPS = {"dwt2d": False, "idwt2d_adjoint": True}  # op -> synthesis
 MERGE_OPS = {"dwt2d_adjoint": False, "idwt2d": True}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """The reference on these small tensors is 10-20x faster on one intra-op thread than on
-    several competing for a loaded 2-core machine (OpenMP spin-waits)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory) -> Path:
-    gxx = shutil.which("g++")
-    if gxx is None:
-        pytest.skip("no g++ on PATH: the CUDA kernel bodies cannot be compiled for host emulation")
-    exe = tmp_path_factory.mktemp("harness") / "cuda_emulation_harness"
-    torch_include = Path(torch.__file__).parent / "include"  # c10/util/Exception.h (common.h)
-    cmd = [gxx, "-O1", "-std=c++17", f"-I{ROOT / 'csrc'}", f"-I{torch_include}"]
-    result = subprocess.run(
-        cmd + [str(HARNESS), "-o", str(exe)],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, f"g++ failed:\n{' '.join(cmd)}\n{result.stderr[-4000:]}"
-    return exe
+    return compile_harness(tmp_path_factory, "cuda_emulation_harness.cpp")
 
 
 # ---- building tensors in a layout and passing them to the harness -------------------------------
-
-
-def _tensor(shape, layout: str) -> torch.Tensor:
-    """Random float64 (N, C, h, w) or (N, C, 3, h, w) tensor in ``layout``: contiguous,
-    channels_last (hi: band-major with C innermost, as the kernels allocate it) or a strided,
-    offset view of a larger tensor."""
-    if layout == "contiguous":
-        return torch.randn(*shape, dtype=torch.float64)
-    if layout == "strided":
-        return torch.randn(*shape[:-1], 2 * shape[-1] + 1, dtype=torch.float64)[..., 1::2]
-    if len(shape) == 4:
-        return torch.randn(*shape, dtype=torch.float64).contiguous(
-            memory_format=torch.channels_last
-        )
-    n, c, b, h, w = shape
-    return torch.randn(b, n, h, w, c, dtype=torch.float64).permute(1, 4, 0, 2, 3)
-
-
-def _span(t: torch.Tensor) -> int:
-    return 1 + sum((s - 1) * st for s, st in zip(t.shape, t.stride()))
-
-
-def _raw(t: torch.Tensor) -> np.ndarray:
-    """The storage that t's strides address, from its first element on."""
-    return torch.as_strided(t, (_span(t),), (1,), t.storage_offset()).numpy()
-
-
-def _from_raw(path: Path, like: torch.Tensor) -> torch.Tensor:
-    data = torch.from_numpy(np.fromfile(path, dtype=np.float64))
-    assert data.numel() == _span(like), f"{path.name}: {data.numel()} values"
-    return torch.as_strided(data, like.shape, like.stride(), 0)
 
 
 def _write_case(d: Path, kernel: int, synthesis: bool, mode: str, index_bits: int, filters,
@@ -119,20 +68,11 @@ def _write_case(d: Path, kernel: int, synthesis: bool, mode: str, index_bits: in
     fields = [kernel, int(synthesis), MODE_CODE[mode], index_bits, filters.shape[-1]]
     fields += [n, c, h, w, kh, kw]
     for t in (signal, ll, hi):
-        fields += [*t.stride(), _span(t)]
+        fields += [*t.stride(), span(t)]
     (d / "params.txt").write_text(" ".join(map(str, fields)) + "\n")
     filters.contiguous().numpy().tofile(d / "filters.bin")
     for name, t in inputs.items():
-        _raw(t).tofile(d / f"{name}.bin")
-
-
-def _run(harness: Path, dirs: list[Path]) -> None:
-    for start in range(0, len(dirs), 200):  # keep command lines short
-        chunk = [str(d) for d in dirs[start : start + 200]]
-        result = subprocess.run(
-            [str(harness), *chunk], check=False, capture_output=True, text=True, timeout=600
-        )
-        assert result.returncode == 0, result.stderr
+        raw(t).tofile(d / f"{name}.bin")
 
 
 # ---- the four ops through the emulated kernels ---------------------------------------------------
@@ -148,7 +88,7 @@ def emulate_split(harness, d, x, filters, mode, synthesis, index_bits=32):
         kh, kw = analysis_length(h, taps, mode), analysis_length(w, taps, mode)
     ll, hi = empty_4d(x, n, c, kh, kw), empty_bands(x, n, c, kh, kw)
     _write_case(d, 0, synthesis, mode, index_bits, filters, x, ll, hi, {"signal": x})
-    return lambda: (_from_raw(d / "out_ll.bin", ll), _from_raw(d / "out_hi.bin", hi))
+    return lambda: (from_raw(d / "out_ll.bin", ll), from_raw(d / "out_hi.bin", hi))
 
 
 def emulate_merge(harness, d, ll, hi, filters, mode, synthesis, size=None, index_bits=32):
@@ -159,7 +99,7 @@ def emulate_merge(harness, d, ll, hi, filters, mode, synthesis, size=None, index
         size = [synthesis_length(kh, taps, mode), synthesis_length(kw, taps, mode)]
     y = empty_4d(ll, n, c, *size)
     _write_case(d, 1, synthesis, mode, index_bits, filters, y, ll, hi, {"ll": ll, "hi": hi})
-    return lambda: _from_raw(d / "out_signal.bin", y)
+    return lambda: from_raw(d / "out_signal.bin", y)
 
 
 def _cases():
@@ -184,16 +124,16 @@ def test_emulated_kernel_matches_reference(harness, tmp_path, op, mode):
         what = f"{op} {mode} {wave} {h}x{w} {layout} int{bits}"
         kh, kw = analysis_length(h, taps, mode), analysis_length(w, taps, mode)
         if op == "dwt2d":
-            x = _tensor((N, C, h, w), layout)
+            x = tensor_in((N, C, h, w), layout)
             fetch = emulate_split(harness, d, x, filters, mode, False, bits)
             expected = reference.dwt2d_ref(x, filters, mode)
         elif op == "idwt2d_adjoint":  # grad_y of the size idwt2d makes from kh x kw coefficients
             sh, sw = synthesis_length(kh, taps, mode), synthesis_length(kw, taps, mode)
-            gy = _tensor((N, C, sh, sw), layout)
+            gy = tensor_in((N, C, sh, sw), layout)
             fetch = emulate_split(harness, d, gy, filters, mode, True, bits)
             expected = reference.idwt2d_adjoint_ref(gy, filters, mode)
         else:
-            ll, hi = _tensor((N, C, kh, kw), layout), _tensor((N, C, 3, kh, kw), layout)
+            ll, hi = tensor_in((N, C, kh, kw), layout), tensor_in((N, C, 3, kh, kw), layout)
             synthesis = op == "idwt2d"
             fetch = emulate_merge(harness, d, ll, hi, filters, mode, synthesis, [h, w], bits)
             if synthesis:
@@ -201,7 +141,7 @@ def test_emulated_kernel_matches_reference(harness, tmp_path, op, mode):
             else:
                 expected = reference.dwt2d_adjoint_ref(ll, hi, filters, mode, [h, w])
         pending.append((d, fetch, expected, what))
-    _run(harness, [d for d, *_ in pending])
+    run_harness(harness, [d for d, *_ in pending])
     for _, fetch, expected, what in pending:
         got = fetch()
         got, expected = (got, expected) if isinstance(got, tuple) else ((got,), (expected,))
@@ -223,14 +163,14 @@ def test_emulated_adjoints_are_transposes(harness, tmp_path, pair, mode):
         kh, kw = analysis_length(h, taps, mode), analysis_length(w, taps, mode)
         if synthesis:  # A = idwt2d (merge), A^T = idwt2d_adjoint (split)
             h, w = synthesis_length(kh, taps, mode), synthesis_length(kw, taps, mode)
-        x = _tensor((N, C, h, w), "channels_last")
-        gl, gh = _tensor((N, C, kh, kw), "strided"), _tensor((N, C, 3, kh, kw), "contiguous")
+        x = tensor_in((N, C, h, w), "channels_last")
+        gl, gh = tensor_in((N, C, kh, kw), "strided"), tensor_in((N, C, 3, kh, kw), "contiguous")
         split = emulate_split(harness, tmp_path / f"s{num}", x, filters, mode, synthesis)
         merge = emulate_merge(
             harness, tmp_path / f"m{num}", gl, gh, filters, mode, synthesis, [h, w]
         )
         pending.append((x, gl, gh, split, merge, f"{pair} {mode} {wave} {h}x{w}"))
-    _run(harness, [tmp_path / f"{p}{i}" for i in range(len(pending)) for p in "sm"])
+    run_harness(harness, [tmp_path / f"{p}{i}" for i in range(len(pending)) for p in "sm"])
     for x, gl, gh, split, merge, what in pending:
         ll, hi = split()
         y = merge()
@@ -241,7 +181,6 @@ def test_emulated_adjoints_are_transposes(harness, tmp_path, pair, mode):
 
 # ---- the one-pass multilevel Haar kernels (csrc/cuda/haar_body.cuh) ------------------------------
 
-HAAR_HARNESS = ROOT / "tests" / "cuda_haar_emulation_harness.cpp"
 # 1 x 1; odd x odd; smaller than 2^J along H (J = 2, 3) with an even W; several analysis tiles
 # (side 32) and adjoint tiles (16 x 16) with odd lengths at several levels (37 -> 19 -> 10 -> 5).
 HAAR_SIZES = [(1, 1), (5, 7), (3, 6), (37, 70)]
@@ -250,21 +189,7 @@ HAAR_LEVELS = [1, 2, 3]
 
 @pytest.fixture(scope="module")
 def haar_harness(tmp_path_factory) -> Path:
-    gxx = shutil.which("g++")
-    if gxx is None:
-        pytest.skip("no g++ on PATH: the CUDA kernel bodies cannot be compiled for host emulation")
-    exe = tmp_path_factory.mktemp("haar_harness") / "cuda_haar_emulation_harness"
-    torch_include = Path(torch.__file__).parent / "include"
-    cmd = [gxx, "-O1", "-std=c++17", f"-I{ROOT / 'csrc'}", f"-I{torch_include}"]
-    result = subprocess.run(
-        cmd + [str(HAAR_HARNESS), "-o", str(exe)],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, f"g++ failed:\n{' '.join(cmd)}\n{result.stderr[-4000:]}"
-    return exe
+    return compile_harness(tmp_path_factory, "cuda_haar_emulation_harness.cpp")
 
 
 def _haar_case(d: Path, kernel: int, mode: str, bits: int, x, ll, his, inputs) -> None:
@@ -273,10 +198,10 @@ def _haar_case(d: Path, kernel: int, mode: str, bits: int, x, ll, his, inputs) -
     n, c, h, w = x.shape
     fields = [kernel, MODE_CODE[mode], bits, len(his), n, c, h, w]
     for t in (x, ll, *his):
-        fields += [*t.stride(), _span(t)]
+        fields += [*t.stride(), span(t)]
     (d / "params.txt").write_text(" ".join(map(str, fields)) + "\n")
     for name, t in inputs.items():
-        _raw(t).tofile(d / f"{name}.bin")
+        raw(t).tofile(d / f"{name}.bin")
 
 
 def _haar_outputs(x, level):
@@ -294,8 +219,8 @@ def emulate_haar_fwd(d, x, level, mode, bits=32):
     _haar_case(d, 0, mode, bits, x, ll, his, {"x": x})
 
     def fetch():
-        out = [_from_raw(d / f"out_hi{j + 1}.bin", hi) for j, hi in enumerate(his)]
-        return [_from_raw(d / "out_ll.bin", ll)] + out[::-1]
+        out = [from_raw(d / f"out_hi{j + 1}.bin", hi) for j, hi in enumerate(his)]
+        return [from_raw(d / "out_ll.bin", ll)] + out[::-1]
 
     return fetch
 
@@ -307,7 +232,7 @@ def emulate_haar_adj(d, gl, ghs, size, mode, bits=32):
     his = list(ghs[::-1])
     inputs = {"ll": gl} | {f"hi{j + 1}": t for j, t in enumerate(his)}
     _haar_case(d, 1, mode, bits, y, gl, his, inputs)
-    return lambda: _from_raw(d / "out_x.bin", y)
+    return lambda: from_raw(d / "out_x.bin", y)
 
 
 def _haar_cases():
@@ -341,17 +266,17 @@ def test_emulated_haar_kernel_matches_reference(haar_harness, tmp_path, op, mode
         d = tmp_path / f"case{num}"
         what = f"{op} {mode} J={level} {h}x{w} {layout} int{bits}"
         if op == "haar_wavedec2":
-            x = _tensor((N, C, h, w), layout)
+            x = tensor_in((N, C, h, w), layout)
             fetch = emulate_haar_fwd(d, x, level, mode, bits)
             expected = _haar_reference(x, level, mode)
         else:
             ll, his = _haar_outputs(torch.empty(N, C, h, w), level)
-            gl = _tensor(tuple(ll.shape), layout)
-            ghs = [_tensor(tuple(hi.shape), layout) for hi in his[::-1]]
+            gl = tensor_in(tuple(ll.shape), layout)
+            ghs = [tensor_in(tuple(hi.shape), layout) for hi in his[::-1]]
             fetch = emulate_haar_adj(d, gl, ghs, (h, w), mode, bits)
             expected = [_haar_adjoint_reference(gl, ghs, (h, w), mode)]
         pending.append((d, fetch, expected, what))
-    _run(haar_harness, [d for d, *_ in pending])
+    run_harness(haar_harness, [d for d, *_ in pending])
     for _, fetch, expected, what in pending:
         got = fetch()
         got = got if isinstance(got, list) else [got]
@@ -369,14 +294,14 @@ def test_emulated_haar_adjoint_is_the_transpose(haar_harness, tmp_path, mode):
     pending = []
     shapes = [(3, (37, 70)), (2, (1, 9)), (3, (33, 17)), (6, (70, 45))]
     for num, (level, (h, w)) in enumerate(shapes):
-        x = _tensor((N, C, h, w), "channels_last")
+        x = tensor_in((N, C, h, w), "channels_last")
         ll, his = _haar_outputs(x, level)
-        gl = _tensor(tuple(ll.shape), "strided")
-        ghs = [_tensor(tuple(hi.shape), "contiguous") for hi in his[::-1]]
+        gl = tensor_in(tuple(ll.shape), "strided")
+        ghs = [tensor_in(tuple(hi.shape), "contiguous") for hi in his[::-1]]
         fwd = emulate_haar_fwd(tmp_path / f"f{num}", x, level, mode)
         adj = emulate_haar_adj(tmp_path / f"a{num}", gl, ghs, (h, w), mode)
         pending.append((x, gl, ghs, fwd, adj, f"{mode} J={level} {h}x{w}"))
-    _run(haar_harness, [tmp_path / f"{p}{i}" for i in range(len(pending)) for p in "fa"])
+    run_harness(haar_harness, [tmp_path / f"{p}{i}" for i in range(len(pending)) for p in "fa"])
     for x, gl, ghs, fwd, adj, what in pending:
         ll, *hs = fwd()
         lhs = (ll * gl).sum() + sum((a * b).sum() for a, b in zip(hs, ghs))

@@ -59,9 +59,10 @@
 #include <torch/library.h>
 
 #include <climits>
-#include <initializer_list>
 #include <string>
 #include <tuple>
+
+#include "host.h"
 #endif
 
 namespace wavefuse {
@@ -171,78 +172,9 @@ namespace cuda_dwt {
 namespace {
 
 using at::Tensor;
-
-// Dynamic shared memory a block may use without opting in (cudaFuncSetAttribute): 48 KiB on
-// every architecture. db20 in float64 needs 18.6 KiB.
-constexpr int64_t kMaxSharedBytes = 48 * 1024;
-// int32 offsets when every tensor's largest offset is below 2^30: the index maps also form 2n and
-// 2k + L from sizes and offsets of that order, which must not overflow either.
-constexpr int64_t kInt32Span = int64_t(1) << 30;
-
-// ---- layout: the same rule as wavefuse/ops/_common.py and csrc/cpu/separable.h ----------------
-
-bool channels_last_like(const Tensor& x) {
-  if (x.dim() != 4 || x.size(1) == 1 || x.is_contiguous()) return false;
-  for (int d = 2; d < 4; ++d) {
-    if (x.size(d) > 1 && x.stride(1) >= x.stride(d)) return false;
-  }
-  return true;
-}
-
-Tensor empty_4d(const Tensor& like, int64_t n, int64_t c, int64_t h, int64_t w) {
-  const auto fmt = channels_last_like(like) ? at::MemoryFormat::ChannelsLast
-                                            : at::MemoryFormat::Contiguous;
-  return at::empty({n, c, h, w}, like.options().memory_format(fmt));
-}
-
-// (N, C, 3, h, w), band-major so that each band is itself contiguous or channels_last.
-Tensor empty_bands(const Tensor& like, int64_t n, int64_t c, int64_t h, int64_t w) {
-  if (channels_last_like(like)) {
-    return at::empty({3, n, h, w, c}, like.options()).permute({1, 4, 0, 2, 3});
-  }
-  return at::empty({3, n, c, h, w}, like.options()).permute({1, 2, 0, 3, 4});
-}
-
-// Whether every element offset of every tensor (1 + sum (size - 1) * stride) stays below 2^30.
-bool int32_offsets(std::initializer_list<const Tensor*> tensors) {
-  for (const Tensor* t : tensors) {
-    int64_t span = 1;
-    for (int64_t d = 0; d < t->dim(); ++d) span += (t->size(d) - 1) * t->stride(d);
-    if (span >= kInt32Span) return false;
-  }
-  return true;
-}
-
-template <typename index_t>
-Strides4<index_t> strides4(const Tensor& t) {
-  return {static_cast<index_t>(t.stride(0)), static_cast<index_t>(t.stride(1)),
-          static_cast<index_t>(t.stride(2)), static_cast<index_t>(t.stride(3))};
-}
-
-// hi (N, C, 3, h, w): the (n, c, h, w) strides of one band.
-template <typename index_t>
-Strides4<index_t> band_strides(const Tensor& hi) {
-  return {static_cast<index_t>(hi.stride(0)), static_cast<index_t>(hi.stride(1)),
-          static_cast<index_t>(hi.stride(3)), static_cast<index_t>(hi.stride(4))};
-}
+using namespace cuda_host;  // layout, offsets, strides, checks (host.h)
 
 // ---- argument checks (as csrc/cpu/separable.h, for CUDA tensors) ---------------------------------
-
-void check_input(const Tensor& x, const char* name) {
-  TORCH_CHECK(x.dim() == 4, "wavefuse: ", name, " must be (N, C, H, W), got ", x.sizes());
-  TORCH_CHECK(x.is_cuda(), "wavefuse: ", name, " must be a CUDA tensor, got ", x.device());
-  const auto t = x.scalar_type();
-  TORCH_CHECK(t == at::kHalf || t == at::kBFloat16 || t == at::kFloat || t == at::kDouble,
-              "wavefuse: ", name, " must be float16, bfloat16, float32 or float64, got ", t);
-}
-
-void check_filters(const Tensor& filters) {
-  TORCH_CHECK(filters.dim() == 2 && filters.size(0) == 2 && filters.size(1) >= 2 &&
-                  filters.size(1) % 2 == 0,
-              "wavefuse: filters must be (2, L) with even L >= 2, got ", filters.sizes());
-  TORCH_CHECK(at::isFloatingType(filters.scalar_type()),
-              "wavefuse: filters must be a floating-point tensor, got ", filters.scalar_type());
-}
 
 void check_bands(const Tensor& ll, const Tensor& hi) {
   check_input(ll, "ll");
@@ -253,13 +185,6 @@ void check_bands(const Tensor& ll, const Tensor& hi) {
   TORCH_CHECK(hi.scalar_type() == ll.scalar_type() && hi.device() == ll.device(),
               "wavefuse: ll and hi must share dtype and device, got ", ll.scalar_type(), " on ",
               ll.device(), " and ", hi.scalar_type(), " on ", hi.device());
-}
-
-// The taps on the data's device in the compute dtype (float64 for float64 data, else float32),
-// contiguous (2, L): what the kernels read.
-Tensor taps_for(const Tensor& filters, const Tensor& like) {
-  const auto acc = like.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  return filters.to(like.device(), acc).contiguous();
 }
 
 void check_launch(const Geometry& g, int64_t smem_bytes, int64_t L) {

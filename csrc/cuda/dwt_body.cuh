@@ -138,10 +138,7 @@ WAVEFUSE_HD_INLINE void tile_origin(index_t block, index_t tiles_h, index_t tile
 
 // ---- kernel arguments ----------------------------------------------------------------------------
 
-template <typename index_t>
-struct Strides4 {
-  index_t n, c, h, w;
-};
+using wavefuse::Strides4;  // common.h
 
 template <typename scalar_t, typename index_t>
 struct SplitArgs {

@@ -36,6 +36,8 @@
 #include <climits>
 #include <string>
 #include <vector>
+
+#include "host.h"
 #endif
 
 namespace wavefuse {
@@ -99,62 +101,7 @@ namespace cuda_haar {
 namespace {
 
 using at::Tensor;
-
-// As dwt.cu: 48 KiB of dynamic shared memory without opting in; int32 offsets below 2^30.
-constexpr int64_t kMaxSharedBytes = 48 * 1024;
-constexpr int64_t kInt32Span = int64_t(1) << 30;
-
-// ---- layout: the same rule as wavefuse/ops/_common.py and dwt.cu --------------------------------
-
-bool channels_last_like(const Tensor& x) {
-  if (x.dim() != 4 || x.size(1) == 1 || x.is_contiguous()) return false;
-  for (int d = 2; d < 4; ++d) {
-    if (x.size(d) > 1 && x.stride(1) >= x.stride(d)) return false;
-  }
-  return true;
-}
-
-Tensor empty_4d(const Tensor& like, int64_t n, int64_t c, int64_t h, int64_t w) {
-  const auto fmt = channels_last_like(like) ? at::MemoryFormat::ChannelsLast
-                                            : at::MemoryFormat::Contiguous;
-  return at::empty({n, c, h, w}, like.options().memory_format(fmt));
-}
-
-Tensor empty_bands(const Tensor& like, int64_t n, int64_t c, int64_t h, int64_t w) {
-  if (channels_last_like(like)) {
-    return at::empty({3, n, h, w, c}, like.options()).permute({1, 4, 0, 2, 3});
-  }
-  return at::empty({3, n, c, h, w}, like.options()).permute({1, 2, 0, 3, 4});
-}
-
-bool int32_offsets(const std::vector<const Tensor*>& tensors) {
-  for (const Tensor* t : tensors) {
-    int64_t span = 1;
-    for (int64_t d = 0; d < t->dim(); ++d) span += (t->size(d) - 1) * t->stride(d);
-    if (span >= kInt32Span) return false;
-  }
-  return true;
-}
-
-template <typename index_t>
-Strides4<index_t> strides4(const Tensor& t) {
-  return {static_cast<index_t>(t.stride(0)), static_cast<index_t>(t.stride(1)),
-          static_cast<index_t>(t.stride(2)), static_cast<index_t>(t.stride(3))};
-}
-
-template <typename index_t>
-Strides4<index_t> band_strides(const Tensor& hi) {
-  return {static_cast<index_t>(hi.stride(0)), static_cast<index_t>(hi.stride(1)),
-          static_cast<index_t>(hi.stride(3)), static_cast<index_t>(hi.stride(4))};
-}
-
-void check_input(const Tensor& x, const char* name) {
-  TORCH_CHECK(x.dim() == 4, "wavefuse: ", name, " must be (N, C, H, W), got ", x.sizes());
-  TORCH_CHECK(x.is_cuda(), "wavefuse: ", name, " must be a CUDA tensor, got ", x.device());
-  const auto t = x.scalar_type();
-  TORCH_CHECK(t == at::kHalf || t == at::kBFloat16 || t == at::kFloat || t == at::kDouble,
-              "wavefuse: ", name, " must be float16, bfloat16, float32 or float64, got ", t);
-}
+using namespace cuda_host;  // layout, offsets, strides, checks (host.h)
 
 void check_level(int64_t level) {
   TORCH_CHECK(level >= 1 && level <= kHaarMaxLevels, "wavefuse: the one-pass CUDA Haar kernels "

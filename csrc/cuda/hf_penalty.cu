@@ -70,6 +70,8 @@
 #include <climits>
 #include <string>
 #include <vector>
+
+#include "host.h"
 #endif
 
 namespace wavefuse {
@@ -206,63 +208,13 @@ namespace {
 
 using at::Tensor;
 using cuda_dwt::Transform;
-
-// As dwt.cu: 48 KiB of dynamic shared memory without opting in; int32 offsets below 2^30.
-constexpr int64_t kMaxSharedBytes = 48 * 1024;
-constexpr int64_t kInt32Span = int64_t(1) << 30;
-
-// ---- layout and checks (the rules of dwt.cu, whose helpers are local to that file) --------------
-
-bool channels_last_like(const Tensor& x) {
-  if (x.dim() != 4 || x.size(1) == 1 || x.is_contiguous()) return false;
-  for (int d = 2; d < 4; ++d) {
-    if (x.size(d) > 1 && x.stride(1) >= x.stride(d)) return false;
-  }
-  return true;
-}
-
-Tensor empty_4d(const Tensor& like, int64_t n, int64_t c, int64_t h, int64_t w) {
-  const auto fmt = channels_last_like(like) ? at::MemoryFormat::ChannelsLast
-                                            : at::MemoryFormat::Contiguous;
-  return at::empty({n, c, h, w}, like.options().memory_format(fmt));
-}
-
-// 1 + the largest element offset of t.
-int64_t span_of(const Tensor& t) {
-  int64_t span = 1;
-  for (int64_t d = 0; d < t.dim(); ++d) span += (t.size(d) - 1) * t.stride(d);
-  return span;
-}
-
-template <typename index_t>
-Strides4<index_t> strides4(const Tensor& t) {
-  return {static_cast<index_t>(t.stride(0)), static_cast<index_t>(t.stride(1)),
-          static_cast<index_t>(t.stride(2)), static_cast<index_t>(t.stride(3))};
-}
-
-template <typename index_t>
-Strides4<index_t> band_strides(const Tensor& hi) {
-  return {static_cast<index_t>(hi.stride(0)), static_cast<index_t>(hi.stride(1)),
-          static_cast<index_t>(hi.stride(3)), static_cast<index_t>(hi.stride(4))};
-}
+using namespace cuda_host;  // layout, offsets, strides, checks (host.h)
 
 void check_args(const Tensor& x, const Tensor& filters, int64_t level, int64_t p) {
-  TORCH_CHECK(x.dim() == 4, "wavefuse: x must be (N, C, H, W), got ", x.sizes());
-  TORCH_CHECK(x.is_cuda(), "wavefuse: x must be a CUDA tensor, got ", x.device());
-  const auto t = x.scalar_type();
-  TORCH_CHECK(t == at::kHalf || t == at::kBFloat16 || t == at::kFloat || t == at::kDouble,
-              "wavefuse: x must be float16, bfloat16, float32 or float64, got ", t);
-  TORCH_CHECK(filters.dim() == 2 && filters.size(0) == 2 && filters.size(1) >= 2 &&
-                  filters.size(1) % 2 == 0,
-              "wavefuse: filters must be (2, L) with even L >= 2, got ", filters.sizes());
-  TORCH_CHECK(at::isFloatingType(filters.scalar_type()),
-              "wavefuse: filters must be a floating-point tensor, got ", filters.scalar_type());
+  check_input(x, "x");
+  check_filters(filters);
   TORCH_CHECK(level >= 0, "wavefuse: level must be >= 0, got ", level);
   TORCH_CHECK(p == 1 || p == 2, "wavefuse: p must be 1 or 2, got ", p);
-}
-
-at::ScalarType acc_type(const Tensor& x) {
-  return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
 }
 
 void check_launch(int64_t blocks, int64_t smem_bytes, int64_t L) {
@@ -289,7 +241,7 @@ Plan make_plan(const Tensor& x, const Tensor& filters, c10::string_view mode_nam
   pl.mode = parse_mode(std::string(mode_name));
   pl.N = x.size(0);
   pl.C = x.size(1);
-  pl.taps = filters.to(x.device(), acc_type(x)).contiguous();
+  pl.taps = taps_for(filters, x);
   pl.L = pl.taps.size(1);
   pl.levels = cascade(pl.N * pl.C, x.size(2), x.size(3), pl.L, pl.mode, level);
   pl.tr = cuda_dwt::transform_of(false, pl.mode, static_cast<int>(pl.L));

@@ -1,0 +1,118 @@
+// Host-side helpers of the CUDA op wrappers (csrc/cuda/*.cu): the layout rule for outputs, the
+// int32/int64 offset choice, strides as kernel arguments, and the argument checks they share.
+//
+// Host code only: each .cu includes this inside its `#ifndef __CUDA_ARCH__` block, after the ATen
+// headers, so the device passes never parse it (see dwt.cu's header comment on compile time).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+
+#include <cstdint>
+#include <initializer_list>
+#include <vector>
+
+#include "common.h"
+
+namespace wavefuse {
+namespace cuda_host {
+
+using at::Tensor;
+
+// Dynamic shared memory a block may use without opting in (cudaFuncSetAttribute): 48 KiB on
+// every architecture.
+constexpr int64_t kMaxSharedBytes = 48 * 1024;
+// int32 offsets when every tensor's largest offset is below 2^30: the index maps also form 2n and
+// 2k + L from sizes and offsets of that order, which must not overflow either.
+constexpr int64_t kInt32Span = int64_t(1) << 30;
+
+// ---- layout: the same rule as wavefuse/ops/_common.py and csrc/cpu/separable.h ----------------
+
+inline bool channels_last_like(const Tensor& x) {
+  if (x.dim() != 4 || x.size(1) == 1 || x.is_contiguous()) return false;
+  for (int d = 2; d < 4; ++d) {
+    if (x.size(d) > 1 && x.stride(1) >= x.stride(d)) return false;
+  }
+  return true;
+}
+
+// (n, c, h, w) in like's memory format (channels_last or contiguous), like's dtype and device.
+inline Tensor empty_4d(const Tensor& like, int64_t n, int64_t c, int64_t h, int64_t w) {
+  const auto fmt = channels_last_like(like) ? at::MemoryFormat::ChannelsLast
+                                            : at::MemoryFormat::Contiguous;
+  return at::empty({n, c, h, w}, like.options().memory_format(fmt));
+}
+
+// (N, C, 3, h, w), band-major so that each band is itself contiguous or channels_last.
+inline Tensor empty_bands(const Tensor& like, int64_t n, int64_t c, int64_t h, int64_t w) {
+  if (channels_last_like(like)) {
+    return at::empty({3, n, h, w, c}, like.options()).permute({1, 4, 0, 2, 3});
+  }
+  return at::empty({3, n, c, h, w}, like.options()).permute({1, 2, 0, 3, 4});
+}
+
+// 1 + the largest element offset of t: 1 + sum (size - 1) * stride.
+inline int64_t span_of(const Tensor& t) {
+  int64_t span = 1;
+  for (int64_t d = 0; d < t.dim(); ++d) span += (t.size(d) - 1) * t.stride(d);
+  return span;
+}
+
+// Whether every element offset of every tensor stays below 2^30.
+template <typename Tensors>
+bool int32_offsets_of(const Tensors& tensors) {
+  for (const Tensor* t : tensors) {
+    if (span_of(*t) >= kInt32Span) return false;
+  }
+  return true;
+}
+inline bool int32_offsets(std::initializer_list<const Tensor*> tensors) {
+  return int32_offsets_of(tensors);
+}
+inline bool int32_offsets(const std::vector<const Tensor*>& tensors) {
+  return int32_offsets_of(tensors);
+}
+
+template <typename index_t>
+Strides4<index_t> strides4(const Tensor& t) {
+  return {static_cast<index_t>(t.stride(0)), static_cast<index_t>(t.stride(1)),
+          static_cast<index_t>(t.stride(2)), static_cast<index_t>(t.stride(3))};
+}
+
+// hi (N, C, 3, h, w): the (n, c, h, w) strides of one band.
+template <typename index_t>
+Strides4<index_t> band_strides(const Tensor& hi) {
+  return {static_cast<index_t>(hi.stride(0)), static_cast<index_t>(hi.stride(1)),
+          static_cast<index_t>(hi.stride(3)), static_cast<index_t>(hi.stride(4))};
+}
+
+// ---- argument checks (the Python layer validates first; these guard direct calls) --------------
+
+inline void check_input(const Tensor& x, const char* name) {
+  TORCH_CHECK(x.dim() == 4, "wavefuse: ", name, " must be (N, C, H, W), got ", x.sizes());
+  TORCH_CHECK(x.is_cuda(), "wavefuse: ", name, " must be a CUDA tensor, got ", x.device());
+  const auto t = x.scalar_type();
+  TORCH_CHECK(t == at::kHalf || t == at::kBFloat16 || t == at::kFloat || t == at::kDouble,
+              "wavefuse: ", name, " must be float16, bfloat16, float32 or float64, got ", t);
+}
+
+inline void check_filters(const Tensor& filters) {
+  TORCH_CHECK(filters.dim() == 2 && filters.size(0) == 2 && filters.size(1) >= 2 &&
+                  filters.size(1) % 2 == 0,
+              "wavefuse: filters must be (2, L) with even L >= 2, got ", filters.sizes());
+  TORCH_CHECK(at::isFloatingType(filters.scalar_type()),
+              "wavefuse: filters must be a floating-point tensor, got ", filters.scalar_type());
+}
+
+// The compute dtype: float64 for float64 data, else float32.
+inline at::ScalarType acc_type(const Tensor& x) {
+  return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+// The taps on the data's device in the compute dtype, contiguous (2, L): what the kernels read.
+inline Tensor taps_for(const Tensor& filters, const Tensor& like) {
+  return filters.to(like.device(), acc_type(like)).contiguous();
+}
+
+}  // namespace cuda_host
+}  // namespace wavefuse
