@@ -104,11 +104,18 @@ def _multilevel(backend: str, failures: list) -> int:
 
 def _steps(backend: str, failures: list) -> int:
     n = 0
+    # wavelet_pgd_step: haar (the fused kernels) shallow and deep, and a longer filter (the
+    # per-level transforms, then the step) in a mode that reflects.
+    filters = (("haar", "periodization", 1), ("haar", "symmetric", 3), ("db4", "reflect", 2))
     for shape in ((2, 3, 17, 24), (1, 1, 1, 1), (3, 3, 64, 64)):
         for norm in ("Linf", "L2"):
-            for op in ("pgd_step", "wavelet_pgd_step"):
+            for op, (wave, mode, level) in [("pgd_step", filters[0])] + [
+                ("wavelet_pgd_step", f) for f in filters
+            ]:
                 if backends.why_not(backend, op, DEVICE):
                     continue
+                if mode == "reflect" and min(shape[-2:]) < 2:
+                    continue  # refused, as PyWavelets
                 res = {}
                 for b in (backend, "reference"):
                     g = torch.Generator().manual_seed(1)
@@ -118,13 +125,15 @@ def _steps(backend: str, failures: list) -> int:
                     if op == "pgd_step":
                         wavefuse.pgd_step(x_adv, grad, x_nat, 8 / 255, 2 / 255, norm, backend=b)
                     else:
-                        wavefuse.wavelet_pgd_step(
-                            x_adv, grad, x_nat, 8 / 255, 2 / 255, "haar", 1, "periodization",
-                            0.5, norm, backend=b,
-                        )  # fmt: skip
+                        with warnings.catch_warnings():  # level 3 of a 1 x 1 plane
+                            warnings.simplefilter("ignore")
+                            wavefuse.wavelet_pgd_step(
+                                x_adv, grad, x_nat, 8 / 255, 2 / 255, wave, level, mode,
+                                0.5, norm, backend=b,
+                            )  # fmt: skip
                     res[b] = x_adv
-                _close(res[backend], res["reference"], torch.float32, f"{op} {norm} {shape}",
-                       failures)  # fmt: skip
+                what = f"{op} {norm} {shape}" + (f" {wave} {mode} J={level}" if "wav" in op else "")
+                _close(res[backend], res["reference"], torch.float32, what, failures)
                 n += 1
     return n
 
