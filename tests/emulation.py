@@ -31,15 +31,15 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def compile_harness(tmp_path_factory, source: str) -> Path:
-    """g++ -O1 -std=c++17 tests/<source> (csrc and torch's headers on the include path: common.h
-    uses c10/util/Exception.h) into a temporary executable; skips where g++ is missing."""
+def compile_harness(tmp_path_factory, source: str, flags=()) -> Path:
+    """g++ -O1 -std=c++17 [flags] tests/<source> (csrc and torch's headers on the include path:
+    common.h uses c10/util/Exception.h) into a temporary executable; skips where g++ is missing."""
     gxx = shutil.which("g++")
     if gxx is None:
         pytest.skip("no g++ on PATH: the CUDA kernel bodies cannot be compiled for host emulation")
     exe = tmp_path_factory.mktemp(Path(source).stem) / Path(source).stem
     torch_include = Path(torch.__file__).parent / "include"
-    cmd = [gxx, "-O1", "-std=c++17", f"-I{ROOT / 'csrc'}", f"-I{torch_include}"]
+    cmd = [gxx, "-O1", "-std=c++17", *flags, f"-I{ROOT / 'csrc'}", f"-I{torch_include}"]
     result = subprocess.run(
         cmd + [str(ROOT / "tests" / source), "-o", str(exe)],
         check=False,

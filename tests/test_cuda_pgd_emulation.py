@@ -11,11 +11,23 @@ fails too. Compared with ``reference.pgd_step_ref``: Linf bit for bit (float64 a
 update's products and sums are rounded one by one, as torch's ops), L2 to 1e-12 / 1e-6 (the norms'
 summation order differs).
 
+The fused Haar wavelet_pgd_step (``haar_step_*`` bodies, one launch for Linf, three for L2) runs
+the same way over the grid of ``haar_step_geometry``: per block the sample reduction, then per
+tile (shared memory NaN-filled before each) the load through the padded-signal map, the J mean
+levels and the tile phase, then the block's partial. Compared with
+``reference.wavelet_pgd_step_ref`` with PyWavelets' haar bank: L2 to 1e-12 / 1e-6; Linf bit for bit
+except where the reference's filtered gradient is within rounding of zero (its sign may differ:
+the fused form sums block means, the reference runs the transforms). Every mode, levels 1-3, 5
+and 6, odd, 1-wide and 1 x 1 planes, planes of several tiles, samples with more tiles than
+partial slots, float and per-level hf_scale, float and tensor bounds, every layout, int32 and
+int64 offsets, NaN spreading, bitwise repeatability.
+
 What this does not cover: the CUDA compiler and hardware (device code generation, the ``__*_rn``
-intrinsics themselves, half-type conversions, launch limits), the host wrappers' ATen code
-(layout and index-type choice are recomputed here by the same rules), and wavelet_pgd_step, which
-on CUDA is a composition of the transform kernels (emulated by test_cuda_host_emulation.py) and
-this step: there is no fused Haar body to emulate. Only float64 and float32 are emulated.
+intrinsics themselves, half-type conversions, launch limits, dynamic shared memory), the host
+wrappers' ATen code (layout, index-type and fused-path choice are recomputed here by the same
+rules), and the composition that wavelet_pgd_step runs for other wavelets and for Haar deeper
+than 6 levels (the transform kernels, emulated by test_cuda_host_emulation.py, then this step).
+Only float64 and float32 are emulated.
 """
 
 from __future__ import annotations
@@ -23,18 +35,23 @@ from __future__ import annotations
 import math
 import shutil
 import struct
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from conftest import assert_close
+from emulation import (
+    MODE_CODE,
+    compile_harness,
+    one_thread,  # noqa: F401 (autouse fixture)
+    run_harness,
+    span,
+)
 
 from wavefuse import reference
+from wavefuse.filters import filter_bank
 
-ROOT = Path(__file__).resolve().parent.parent
-HARNESS = ROOT / "tests" / "cuda_pgd_emulation_harness.cpp"
 # (N, C, H, W): a single element, odd sizes, one with several Linf blocks (1,024 elements each)
 # and several L2 chunks per sample (256-element chunks: 12 per sample), one with 118 chunks.
 SHAPES = [(1, 1, 1, 1), (2, 3, 5, 7), (3, 2, 40, 37), (2, 3, 100, 100)]
@@ -46,27 +63,12 @@ THREADS = 256  # kThreads of pgd_step_body.cuh
 LINF_BLOCK = 4 * THREADS  # kLinfBlockElems
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """The reference on these small tensors is faster on one intra-op thread (2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory) -> Path:
-    gxx = shutil.which("g++")
-    if gxx is None:
-        pytest.skip("no g++ on PATH: the CUDA kernel bodies cannot be compiled for host emulation")
-    exe = tmp_path_factory.mktemp("pgd_harness") / "cuda_pgd_emulation_harness"
-    torch_include = Path(torch.__file__).parent / "include"  # c10/util/Exception.h (common.h)
-    cmd = [gxx, "-O1", "-std=c++17", "-ffp-contract=off", f"-I{ROOT / 'csrc'}"]
-    cmd += [f"-I{torch_include}", str(HARNESS), "-o", str(exe)]
-    result = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, f"g++ failed:\n{' '.join(cmd)}\n{result.stderr[-4000:]}"
-    return exe
+    # -ffp-contract=off: the bodies' *_rn helpers are plain operations on the host; no FMA there.
+    return compile_harness(
+        tmp_path_factory, "cuda_pgd_emulation_harness.cpp", ["-ffp-contract=off"]
+    )
 
 
 # ---- tensors in a layout, raw storage to and from the harness ------------------------------------
@@ -85,13 +87,9 @@ def _layout(t: torch.Tensor, layout: str) -> torch.Tensor:
     return view
 
 
-def _span(t: torch.Tensor) -> int:
-    return 1 + sum((s - 1) * st for s, st in zip(t.shape, t.stride()))
-
-
 def _raw(t: torch.Tensor) -> torch.Tensor:
     """The storage that t's strides address, from its first element on (a view)."""
-    return torch.as_strided(t, (_span(t),), (1,), t.storage_offset())
+    return torch.as_strided(t, (span(t),), (1,), t.storage_offset())
 
 
 def _bits(value: float) -> int:
@@ -126,7 +124,13 @@ def _bounds(kind: str, norm: str, n: int, c: int, dtype):
     return eps_t, alpha * both, 0.1 * both - 0.1, 0.8 + 0.1 * both
 
 
-def _write_case(d: Path, x_adv, g, x, bounds, norm: str, index_bits: int) -> None:
+HAAR_MAX_LEVELS = 6  # cuda_haar::kHaarMaxLevels
+HAAR_MIN_SIDE = 32  # cuda_haar::kHaarMinSide
+MAX_PARTIALS = 256  # kMaxPartials
+
+
+def _write_case(d: Path, x_adv, g, x, bounds, norm: str, index_bits: int, haar=None) -> None:
+    """One harness case; haar = (mode, hf_scale list) for the fused Haar wavelet step."""
     d.mkdir(parents=True)
     cl = not x_adv.is_contiguous() and x_adv.is_contiguous(memory_format=torch.channels_last)
     fmt = torch.channels_last if cl else torch.contiguous_format
@@ -134,33 +138,29 @@ def _write_case(d: Path, x_adv, g, x, bounds, norm: str, index_bits: int) -> Non
     dtype_code = {torch.float64: 0, torch.float32: 1}[x_adv.dtype]
     fields = [dtype_code, int(norm == "L2"), index_bits, int(cl), int(flat), *x_adv.shape]
     for t in (x_adv, g, x):
-        fields += [*t.stride(), _span(t)]
+        fields += [*t.stride(), span(t)]
     for name, b in zip(("eps", "alpha", "lo", "hi"), bounds):
         if isinstance(b, torch.Tensor):
             sn = b.stride(0) if b.shape[0] > 1 else 0
             sc = b.stride(1) if b.shape[1] > 1 else 0
-            fields += [1, 0, sn, sc, _span(b)]
+            fields += [1, 0, sn, sc, span(b)]
             _raw(b).double().numpy().tofile(d / f"{name}.bin")
         else:
             fields += [0, _bits(b), 0, 0, 0]
+    if haar is None:
+        fields.append(0)
+    else:
+        mode, scales = haar
+        fields += [1, MODE_CODE[mode], len(scales), *map(_bits, scales)]
     (d / "params.txt").write_text(" ".join(map(str, fields)) + "\n")
     for name, t in (("xa", x_adv), ("g", g), ("x", x)):
         _raw(t).double().numpy().tofile(d / f"{name}.bin")
 
 
-def _run(harness: Path, dirs: list[Path]) -> None:
-    for start in range(0, len(dirs), 200):  # keep command lines short
-        chunk = [str(d) for d in dirs[start : start + 200]]
-        result = subprocess.run(
-            [str(harness), *chunk], check=False, capture_output=True, text=True, timeout=600
-        )
-        assert result.returncode == 0, result.stderr
-
-
 def _result(d: Path, x_adv: torch.Tensor) -> torch.Tensor:
     """The emulated x_adv (same shape and strides); the storage outside it must be untouched."""
     out = torch.from_numpy(np.fromfile(d / "out_xa.bin", dtype=np.float64)).to(x_adv.dtype)
-    assert out.numel() == _span(x_adv), f"{d.name}: {out.numel()} values"
+    assert out.numel() == span(x_adv), f"{d.name}: {out.numel()} values"
     got = torch.as_strided(out, x_adv.shape, x_adv.stride(), 0)
     mask = torch.ones(out.numel(), dtype=torch.bool)
     torch.as_strided(mask, x_adv.shape, x_adv.stride(), 0).fill_(False)
@@ -203,7 +203,7 @@ def test_step_matches_the_reference(harness, tmp_path, norm, layout, dtype):
                 d = tmp_path / f"{s}_{kind}_{index_bits}"
                 _write_case(d, x_adv, g, x, bounds, norm, index_bits)
                 cases.append((d, x_adv, g, x, bounds, f"{shape} {kind} int{index_bits}"))
-    _run(harness, [c[0] for c in cases])
+    run_harness(harness, [c[0] for c in cases])
     for d, x_adv, g, x, (eps, alpha, lo, hi), what in cases:
         got = _result(d, x_adv)
         expected = reference.pgd_step_ref(x_adv, g, x, eps, alpha, lo, hi, norm)
@@ -232,7 +232,7 @@ def test_nan_gradient_propagates_and_zero_delta(harness, tmp_path, norm):
     _write_case(tmp_path / "nan", x_adv, g, x, (0.03, 0.01, 0.0, 1.0), norm, 32)
     zero = torch.zeros_like(g)
     _write_case(tmp_path / "zero", x, zero, x, (0.0, 0.1, 0.0, 1.0), norm, 32)
-    _run(harness, [tmp_path / "nan", tmp_path / "zero"])
+    run_harness(harness, [tmp_path / "nan", tmp_path / "zero"])
     got = _result(tmp_path / "nan", x_adv)
     assert torch.isnan(got[0, 1, 3, 2]) and torch.isfinite(got[1]).all()
     if norm == "L2":
@@ -246,7 +246,7 @@ def test_float64_bounds_are_not_rounded_to_float32(harness, tmp_path):
     x = torch.full((1, 1, 2, 2), 0.5, dtype=torch.float64)
     eps = 0.1 + 1e-12
     _write_case(tmp_path / "c", x, torch.ones_like(x), x, (eps, 1.0, 0.0, 1.0), "Linf", 32)
-    _run(harness, [tmp_path / "c"])
+    run_harness(harness, [tmp_path / "c"])
     assert torch.equal(_result(tmp_path / "c", x), torch.full_like(x, 0.5 + eps))
 
 
@@ -255,6 +255,164 @@ def test_repeated_runs_are_bitwise_identical(harness, tmp_path):
     x_adv, g, x = _inputs((2, 3, 40, 37), torch.float32)
     _write_case(tmp_path / "a", x_adv, g, x, (0.5, 0.2, 0.0, 1.0), "L2", 32)
     shutil.copytree(tmp_path / "a", tmp_path / "b")
-    _run(harness, [tmp_path / "a", tmp_path / "b"])
+    run_harness(harness, [tmp_path / "a", tmp_path / "b"])
     first = (tmp_path / "a" / "out_xa.bin").read_bytes()
     assert first == (tmp_path / "b" / "out_xa.bin").read_bytes()
+
+
+# ---- the fused Haar wavelet step against the reference --------------------------------------------
+
+LINF_FLIP_TOL = {torch.float64: 1e-12, torch.float32: 1e-5}
+
+
+def _haar_geometry(shape, level: int, l2: bool) -> tuple[int, int]:
+    """(tiles per sample Q, slots per sample P) as pgd_step_body.cuh's haar_step_geometry."""
+    _, c, h, w = shape
+    side = max(2**level, HAAR_MIN_SIDE)
+    hp, wp = -(-h // 2**level) * 2**level, -(-w // 2**level) * 2**level
+    q = c * -(-hp // side) * -(-wp // side)
+    return q, min(q, MAX_PARTIALS) if l2 else q
+
+
+def _haar_expected(x_adv, g, x, bounds, mode, level, scales, norm):
+    filters = filter_bank("haar", "dec", x_adv.dtype)
+    eps, alpha, lo, hi = bounds
+    expected = reference.wavelet_pgd_step_ref(
+        x_adv, g, x, eps, alpha, filters, mode, level, scales, lo, hi, norm
+    )
+    return expected, reference.scale_details_ref(g, filters, mode, level, scales)
+
+
+def _check_haar(got, expected, g_ref, norm: str, what: str) -> None:
+    """L2 to L2_TOL; Linf bit for bit except where the reference's g' is within rounding of 0."""
+    if norm == "L2":
+        assert_close(got, expected, L2_TOL[got.dtype], what)
+        return
+    bad = ~((got == expected) | (got.isnan() & expected.isnan()))
+    scale = float(g_ref.abs().nan_to_num(0.0).max()) or 1.0
+    near_zero = g_ref.abs() <= LINF_FLIP_TOL[got.dtype] * scale
+    hard = bad & ~near_zero
+    assert not hard.any(), f"{what}: {int(hard.sum())} elements differ, first {hard.nonzero()[0]}"
+    assert int(bad.sum()) <= 2, f"{what}: {int(bad.sum())} sign flips"
+
+
+def _haar_cases(tmp_path, norm, dtype, plan):
+    """Writes one harness case per (tag, shape, mode, level, scales, layout, bound kind, index
+    bits) of plan; returns [(dir, x_adv, g, x, bounds, mode, level, scales, what)]."""
+    cases = []
+    for i, (shape, mode, level, scales, layout, kind, index_bits) in enumerate(plan):
+        x_adv, g, x = _inputs(shape, dtype, seed=i)
+        la, lg, lx = _tensor_layouts(layout)
+        x_adv, g, x = _layout(x_adv, la), _layout(g, lg), _layout(x, lx)
+        bounds = _bounds(kind, norm, shape[0], shape[1], dtype)
+        scales = [float(scales)] * level if not isinstance(scales, list) else scales
+        d = tmp_path / f"h{i}"
+        _write_case(d, x_adv, g, x, bounds, norm, index_bits, haar=(mode, scales))
+        what = f"haar {norm} {dtype} {shape} {mode} J={level} {scales} {layout} {kind} {index_bits}"
+        cases.append((d, x_adv, g, x, bounds, mode, level, scales, what))
+    return cases
+
+
+def _run_haar_cases(harness, cases, norm) -> None:
+    run_harness(harness, [c[0] for c in cases])
+    for d, x_adv, g, x, bounds, mode, level, scales, what in cases:
+        got = _result(d, x_adv)
+        expected, g_ref = _haar_expected(x_adv, g, x, bounds, mode, level, scales, norm)
+        _check_haar(got, expected, g_ref, norm, what)
+        assert torch.equal(got, x_adv) == torch.equal(expected, x_adv), what
+
+
+# odd, 1-high, 1-wide, 1 x 1 planes, and one of several tiles per plane at levels 1-3
+HAAR_SHAPES = [(2, 2, 5, 7), (1, 3, 1, 6), (2, 1, 9, 1), (1, 1, 1, 1), (2, 3, 70, 45)]
+HAAR_SCALES = [0.0, [0.5, -0.25, 2.0], 0.3, [1.0, 0.0, 0.75]]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("norm", ["Linf", "L2"])
+def test_haar_step_matches_the_reference(harness, tmp_path, norm, dtype):
+    """Every mode x levels 1-3 x shape; scales, layouts, bound kinds and index widths rotate."""
+    plan = []
+    for mode in MODE_CODE:
+        for level in (1, 2, 3):
+            for shape in HAAR_SHAPES:
+                k = len(plan)
+                scales = HAAR_SCALES[k % len(HAAR_SCALES)]
+                scales = scales[:level] if isinstance(scales, list) else scales
+                layout = LAYOUTS[k % len(LAYOUTS)]
+                kind = BOUND_KINDS[(k // len(LAYOUTS)) % len(BOUND_KINDS)]
+                plan.append((shape, mode, level, scales, layout, kind, (32, 64)[k % 2]))
+    _run_haar_cases(harness, _haar_cases(tmp_path, norm, dtype, plan), norm)
+
+
+@pytest.mark.parametrize("norm", ["Linf", "L2"])
+def test_haar_step_deep_levels(harness, tmp_path, norm):
+    """Levels 5 and 6 (tiles of 32 and 64, the 2^J blocks larger than the plane) in every mode,
+    float64; level 6 on a plane of two 64 x 64 tiles."""
+    plan = []
+    for k, mode in enumerate(MODE_CODE):
+        plan.append(((1, 2, 11, 7), mode, 5, [0.0, 0.5, 1.5, -1.0, 0.25], LAYOUTS[k % 4],
+                     BOUND_KINDS[k % 4], 32))  # fmt: skip
+        plan.append(((2, 1, 37, 70), mode, 6, 0.0 if k % 2 else [0.2, 0.0, 0.4, 0.6, 1.0, 0.0],
+                     LAYOUTS[(k + 1) % 4], BOUND_KINDS[(k + 2) % 4], 64))  # fmt: skip
+    assert _haar_geometry((2, 1, 37, 70), 6, False)[0] == 2
+    _run_haar_cases(harness, _haar_cases(tmp_path, norm, torch.float64, plan), norm)
+
+
+def test_haar_step_more_tiles_than_partial_slots(harness, tmp_path):
+    """L2 with 300 tiles per sample: 256 slots, 44 of them summing two tiles (float32, level 1);
+    Linf on the same plane (one tile per block)."""
+    shape = (2, 3, 300, 310)
+    q, p = _haar_geometry(shape, 1, True)
+    assert q > p == MAX_PARTIALS
+    cases = []
+    for norm in ("Linf", "L2"):
+        plan = [(shape, "reflect", 1, [0.25], "strided", "per_sample", 32)]
+        sub = tmp_path / norm
+        sub.mkdir()
+        cases.append((norm, _haar_cases(sub, norm, torch.float32, plan)))
+    for norm, c in cases:
+        _run_haar_cases(harness, c, norm)
+
+
+@pytest.mark.parametrize("norm", ["Linf", "L2"])
+def test_haar_step_nan_spreads_over_its_block(harness, tmp_path, norm):
+    """A NaN in grad: NaN over its 2^J x 2^J block (and the pad blocks that copy it), as the
+    reference; L2 the whole sample. The other sample is finite and matches."""
+    x_adv, g, x = _inputs((2, 2, 11, 9), torch.float64)
+    g[0, 1, 5, 8] = math.nan  # in the last, odd column: symmetric's pad copies it
+    bounds = (0.03, 0.01, 0.0, 1.0) if norm == "Linf" else (0.5, 0.2, 0.0, 1.0)
+    for mode in ("symmetric", "zero"):
+        d = tmp_path / mode
+        _write_case(d, x_adv, g, x, bounds, norm, 32, haar=(mode, [0.0, 0.5]))
+        run_harness(harness, [d])
+        got = _result(d, x_adv)
+        expected, g_ref = _haar_expected(x_adv, g, x, bounds, mode, 2, [0.0, 0.5], norm)
+        assert torch.equal(got.isnan(), expected.isnan()), mode
+        assert got.isnan()[0, 1, 4:8, 8].all() and torch.isfinite(got[1]).all(), mode
+        if norm == "Linf":
+            assert int(got.isnan().sum()) == 4 * 1, mode  # the 4 x 4 block is 4 x 1 in the plane
+        _check_haar(got[1], expected[1], g_ref[1], norm, f"NaN {mode}")
+
+
+def test_haar_step_is_bitwise_repeatable_and_index_width_independent(harness, tmp_path):
+    """The same L2 case three times (twice int32, once int64): identical bytes."""
+    x_adv, g, x = _inputs((2, 3, 70, 45), torch.float32)
+    for name, bits in (("a", 32), ("b", 32), ("c", 64)):
+        _write_case(tmp_path / name, x_adv, g, x, (0.5, 0.2, 0.0, 1.0), "L2", bits,
+                    haar=("periodic", [0.0, 0.5, 0.2]))  # fmt: skip
+    run_harness(harness, [tmp_path / n for n in "abc"])
+    first = (tmp_path / "a" / "out_xa.bin").read_bytes()
+    assert first == (tmp_path / "b" / "out_xa.bin").read_bytes()
+    assert first == (tmp_path / "c" / "out_xa.bin").read_bytes()
+
+
+def test_haar_step_scale_one_is_the_plain_step(harness, tmp_path):
+    """Every hf_scale 1: c = (1, 0, ..., 0), so g' = g and the fused step is pgd_step exactly
+    (Linf bit for bit in float64, L2 to its tolerance)."""
+    x_adv, g, x = _inputs((2, 2, 13, 10), torch.float64)
+    for norm in ("Linf", "L2"):
+        bounds = (0.03, 0.01, 0.0, 1.0) if norm == "Linf" else (0.5, 0.2, 0.0, 1.0)
+        _write_case(tmp_path / norm, x_adv, g, x, bounds, norm, 32, haar=("reflect", [1.0] * 3))
+        run_harness(harness, [tmp_path / norm])
+        expected = reference.pgd_step_ref(x_adv, g, x, *bounds, norm)
+        _check(_result(tmp_path / norm, x_adv), expected, norm, f"scale 1 {norm}")

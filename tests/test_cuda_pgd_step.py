@@ -9,6 +9,10 @@ same float32 / float64 values); L2 1e-12 in float64, 1e-6 in float32 (the norms'
 differs from torch's), the tolerance table (one ulp) for the half types. The wavelet step's Linf
 follows sign(g'), whose tiny entries the transforms' rounding may flip: a handful of elements may
 differ, by at most 2 alpha.
+
+Haar runs the fused kernel (haar_step_kernel: one launch for Linf, three for L2, counted with the
+profiler) for levels 1-6 in every mode, size, dtype and layout, and the composition beyond level 6
+(tests ``test_haar_*``).
 """
 
 from __future__ import annotations
@@ -18,10 +22,9 @@ import warnings
 
 import pytest
 import torch
-from conftest import ALL_MODES, TOL, assert_close
+from conftest import ALL_MODES, TOL, assert_close, skip_unless_cuda
 
 import wavefuse
-from wavefuse import backends
 from wavefuse.filters import filter_bank
 from wavefuse.ops.pgd_step import prepare_bounds
 
@@ -34,22 +37,9 @@ OPS = ("pgd_step", "wavelet_pgd_step")
 pytestmark = [pytest.mark.gpu, pytest.mark.filterwarnings("ignore:Level value of:UserWarning")]
 
 
-def _cuda_reason() -> str | None:
-    if not torch.cuda.is_available():
-        return "needs CUDA"
-    for op in OPS:
-        reason = backends.why_not("cuda", op, "cuda")
-        if reason is not None:
-            return reason
-    return None
-
-
 @pytest.fixture(autouse=True)
 def _cuda_live():
-    """Skip (at run time, never at collection) where CUDA or the CUDA kernels are missing."""
-    reason = _cuda_reason()
-    if reason is not None:
-        pytest.skip(reason)
+    skip_unless_cuda(OPS)
 
 
 def _layout(t: torch.Tensor, layout: str) -> torch.Tensor:
@@ -221,6 +211,109 @@ def test_wavelet_pgd_step_repeated_calls_are_bitwise_identical():
     first = _wavelet_steps(x_adv, g, x, 0.5, "db4", 2, "reflect", [0.0, 0.5], "L2")[0]
     again = _wavelet_steps(x_adv, g, x, 0.5, "db4", 2, "reflect", [0.0, 0.5], "L2")[0]
     assert torch.equal(first, again)
+
+
+# ---- wavelet_pgd_step, Haar: the fused kernel (haar_step_kernel) and its deep-level fallback -------
+
+HAAR_SCALES = [0.5, -0.25, 2.0, 0.0, 1.0, 0.3]  # per level, finest first (cut to the level)
+
+
+def _kernel_launches(fn) -> list[str]:
+    """Names of the CUDA kernels that fn launches (one entry per launch)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    return [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+
+
+def _haar_launches(x_adv, g, x, eps, level, mode, scales, norm) -> int:
+    names = _kernel_launches(
+        lambda: _quiet(
+            wavefuse.wavelet_pgd_step, _copy(x_adv), g, x, eps, 0.03, "haar", level, mode,
+            scales, norm, backend="cuda",
+        )
+    )  # fmt: skip
+    return sum("haar_step_kernel" in n for n in names)
+
+
+@pytest.mark.parametrize("mode", ALL_MODES)
+@pytest.mark.parametrize("norm", ["Linf", "L2"])
+def test_haar_fused_every_mode_and_level(norm, mode):
+    """Levels 1-3 and 6 (64 x 64 tiles), odd and 1-wide planes and one of several tiles, float64;
+    the scale as one float and as a per-level list. One launch for Linf, three for L2."""
+    eps = 0.05 if norm == "Linf" else 0.4
+    for shape in ((2, 3, 13, 10), (1, 2, 1, 7), (2, 2, 70, 45)):
+        x_adv, g, x = _inputs(shape=shape, dtype=torch.float64)
+        for level in (1, 2, 3, 6):
+            for scales in (0.0, HAAR_SCALES[:level]):
+                got, expected = _wavelet_steps(x_adv, g, x, eps, "haar", level, mode, scales, norm)
+                what = f"haar {shape} level {level} {mode} {norm} {scales}"
+                _assert_wavelet(got, expected, norm, 0.03, what)
+        launches = _haar_launches(x_adv, g, x, eps, 2, mode, [0.0, 0.5], norm)
+        assert launches == (1 if norm == "Linf" else 3), f"{shape} {mode}: {launches} launches"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("norm", ["Linf", "L2"])
+def test_haar_fused_dtypes_layouts_and_bounds(norm, dtype):
+    """Every dtype (half types read, computed in float32, rounded once at the store) and layout,
+    levels 1, 3 and 6 on an odd plane, then tensor bounds (per sample, per channel, (N, C))."""
+    eps = 0.05 if norm == "Linf" else 0.5
+    for k, layout in enumerate(LAYOUTS):
+        x_adv, g, x = _inputs(shape=(2, 3, 37, 29), dtype=dtype, layout=layout)
+        for level in (1, 3, 6):
+            mode = ALL_MODES[(k + level) % len(ALL_MODES)]
+            scales = HAAR_SCALES[:level]
+            got, expected = _wavelet_steps(x_adv, g, x, eps, "haar", level, mode, scales, norm)
+            _assert_wavelet(got, expected, norm, 0.03, f"haar {dtype} {layout} {level} {mode}")
+            assert got.stride() == x_adv.stride()
+    x_adv, g, x = _inputs(shape=(3, 3, 19, 22), dtype=dtype, spread=0.2, layout="mixed")
+    n, c = x.shape[:2]
+    cdtype = torch.float64 if dtype == torch.float64 else torch.float32
+    eps_t = torch.linspace(0.5, 1.5, n, dtype=cdtype, device="cuda").view(n, 1, 1, 1) * eps
+    alpha = torch.tensor([0.02, 0.03, 0.05], dtype=cdtype, device="cuda").view(1, c, 1, 1)
+    lo = torch.tensor([0.1, -0.2, 0.0], dtype=cdtype, device="cuda").view(1, c, 1, 1)
+    hi = 0.8 + 0.2 * torch.rand(n, c, 1, 1, dtype=cdtype, device="cuda")
+    for mode in ("symmetric", "periodic"):
+        args = (x, eps_t, alpha, "haar", 2, mode, [0.0, 0.5], norm, lo, hi)
+        got, expected = (
+            _quiet(wavefuse.wavelet_pgd_step, _copy(x_adv), g, *args, backend=backend)
+            for backend in ("cuda", "reference")
+        )
+        _assert_wavelet(got, expected, norm, 0.05, f"haar tensor bounds {dtype} {mode}")
+
+
+@pytest.mark.parametrize("norm", ["Linf", "L2"])
+def test_haar_fused_nan_spreads_over_its_block(norm):
+    x_adv, g, x = _inputs(shape=(2, 2, 11, 9), dtype=torch.float64)
+    g[0, 1, 5, 8] = math.nan
+    got, expected = _wavelet_steps(x_adv, g, x, 0.05, "haar", 2, "symmetric", [0.0, 0.5], norm)
+    assert torch.equal(got.isnan(), expected.isnan())
+    assert got.isnan()[0, 1, 4:8, 8].all() and torch.isfinite(got[1]).all()
+
+
+@pytest.mark.parametrize("norm", ["Linf", "L2"])
+def test_haar_level_7_falls_back_to_the_composition(norm):
+    """2^7 > 64: beyond kHaarMaxLevels the composition runs (no haar_step_kernel launch)."""
+    x_adv, g, x = _inputs(shape=(2, 2, 13, 10), dtype=torch.float64)
+    eps = 0.05 if norm == "Linf" else 0.4
+    scales = HAAR_SCALES + [0.0]
+    for mode in ALL_MODES:
+        got, expected = _wavelet_steps(x_adv, g, x, eps, "haar", 7, mode, scales, norm)
+        _assert_wavelet(got, expected, norm, 0.03, f"haar level 7 {mode} {norm}")
+    assert _haar_launches(x_adv, g, x, eps, 7, "reflect", scales, norm) == 0
+    assert _haar_launches(x_adv, g, x, eps, 6, "reflect", scales[:6], norm) > 0
+
+
+def test_haar_fused_repeated_calls_are_bitwise_identical():
+    """L2 with more tiles per sample (300) than partial slots (256)."""
+    x_adv, g, x = _inputs(shape=(2, 3, 300, 310))
+    first = _wavelet_steps(x_adv, g, x, 0.5, "haar", 1, "reflect", [0.25], "L2")[0]
+    for _ in range(2):
+        again = _wavelet_steps(x_adv, g, x, 0.5, "haar", 1, "reflect", [0.25], "L2")[0]
+        assert torch.equal(first, again)
 
 
 # ---- the custom ops: opcheck, compile ------------------------------------------------------------

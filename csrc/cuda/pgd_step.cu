@@ -17,16 +17,32 @@
 //   Layout: flat path (offset = index) when x_adv, grad and x_nat are all dense in x_adv's memory
 //         order (NCHW, or NHWC when x_adv is channels_last); otherwise each tensor through its
 //         own strides (any views).
-//   wavelet_pgd_step: the COMPOSITION for every wavelet, Haar included -- per level the CUDA
-//         analysis (the registered wavefuse::_dwt2d_kernel, called through the c10 dispatcher as
-//         csrc/cpu/pgd_step.cpp does), the detail bands times hf_scale[j], then per level the
-//         synthesis (_idwt2d_kernel) cropped to the size that level analysed (as
-//         reference.scale_details_ref), all in the compute type; then the step above on that
-//         gradient. Half types step in float32 on float32 copies of x_adv and x_nat and round
-//         once (copy_ back), as the CPU kernel's non-Haar path. NOT DONE: the one-launch fused
-//         Haar kernel of kernels/haar.py and the CPU kernel (2026-12-03: out of this change's
-//         time; it is the obvious next step -- the composition costs 2 launches per level plus
-//         the step, and 3 extra full-size copies for half types).
+//   wavelet_pgd_step, Haar (a two-tap bank: haar, db1; 1 <= level <= kHaarMaxLevels = 6): ONE
+//         fused kernel, haar_step_kernel (bodies haar_step_* in pgd_step_body.cuh, maths as
+//         kernels/haar.py's _haar_pgd_kernel): per S x S tile of the padded signal x^ (grad
+//         through haar_body.cuh's copy map pi, every mode and size; S = max(2^J, 32)) the tile
+//         into shared memory, the 2 x 2 mean pyramid m_1..m_J in shared memory, then per real
+//         sample g' = sum_j c_j m_j (c_0 = s_1, c_j = s_{j+1} - s_j, c_J = 1 - s_J) and the step.
+//         Tile-local: no halo, no band ever formed, grad read once per launch (pad positions
+//         re-read their source, from cache). Linf: ONE launch
+//         (filter + step), one tile per block. L2: the same kernel three times as stages (g'^2
+//         partials, delta^2 partials, update), each recomputing g' from grad; block (n, s) of
+//         N * P, P = min(tiles per sample, 256), slot s summing tiles s, s + P, ...: fixed order,
+//         no atomics, no host sync, a (2, N, P) scratch of partials. Half types read and computed
+//         in float32, rounded once at the store (no copies); float64 in float64. The filter's
+//         products and sums are rounded one by one too (mul_rn / add_rn), so the host emulation
+//         computes the device's bits. A CUDA bank is not read by value (that would be a host
+//         sync, fatal under CUDA graph capture): L == 2 decides, as kernels/haar.py; a CPU bank
+//         is also checked by value (haar_fused).
+//   wavelet_pgd_step otherwise (other wavelets; Haar deeper than 6 levels, where the tile side
+//         2^J would exceed the 48 KiB of shared memory a block gets in float64): the COMPOSITION,
+//         per level the CUDA analysis (the registered wavefuse::_dwt2d_kernel, called through
+//         the c10 dispatcher as csrc/cpu/pgd_step.cpp does), the detail bands times hf_scale[j],
+//         then per level the synthesis (_idwt2d_kernel) cropped to the size that level analysed
+//         (as reference.scale_details_ref), all in the compute type; then the step above on
+//         that gradient. Half types step in float32 on float32 copies of x_adv and x_nat and
+//         round once (copy_ back), as the CPU kernel's non-Haar path. It costs 2 launches per
+//         level plus the step (fusing it per level is future work).
 //
 // Rounding: divisions and square roots correctly rounded and the update's products and sums not
 // contracted into FMAs (__fmul_rn etc. in pgd_step_body.cuh), so Linf matches the reference bit
@@ -38,12 +54,15 @@
 // (dtype, index type); int32 offsets where every offset fits below 2^30, else int64.
 //
 // Never run on a GPU: compiled only (nvcc 13.0, sm_80 + sm_90); the bodies are checked on the CPU
-// by tests/test_cuda_pgd_emulation.py, the kernels on a GPU by tests/test_cuda_pgd_step.py
-// (marked gpu). ptxas (2026-12-03, -Xptxas -v, sm_80 and sm_90, 64 kernels): no spills, no stack
-// frames; registers per thread: linf 29-32, l2 g^2 partials 12-38, l2 delta^2 partials 27-48,
-// l2 update 29-60 (int64 offsets and float64 at the top). The L2 per-thread loops are kept rolled
-// (#pragma unroll 1 in the body): unrolled, the division's slow-path call spilled 4-16 bytes in 5
-// of the 64 kernels. Compile: 42 s of CPU, 58-70 s wall on the 2-core build machine.
+// by tests/test_cuda_pgd_emulation.py (the Haar step included, every mode, levels 1-3, 5, 6), the
+// kernels on a GPU by tests/test_cuda_pgd_step.py (marked gpu). ptxas (2026-12-03, -Xptxas -v,
+// sm_80 and sm_90, 96 kernels): no spills, no stack frames; registers per thread: linf 29-32,
+// l2 g^2 partials 12-38, l2 delta^2 partials 27-48, l2 update 29-60 (int64 offsets and float64
+// at the top); haar_step Linf 32-47, g'^2 partials 30-39, delta^2 partials 36-50, update 33-62;
+// dynamic shared memory up to 42.7 KiB (float64, level 6). The L2 per-thread loops are kept
+// rolled (#pragma unroll 1 in the body): unrolled, the division's slow-path call spilled 4-16
+// bytes in 5 of the first 64 kernels. Compile: 65 s of CPU, 71 s wall on the 2-core build machine.
+// Speed unmeasured.
 
 #include <cstdint>
 
@@ -66,11 +85,15 @@
 #include <torch/library.h>
 
 #include <climits>
+#include <cmath>
+#include <limits>
 #include <optional>
 #include <string>
 #include <tuple>
 #include <utility>
 #include <vector>
+
+#include "host.h"
 #endif
 
 namespace wavefuse {
@@ -143,6 +166,44 @@ __global__ void __launch_bounds__(kThreads) l2_update_kernel(const StepArgs<scal
   l2_update<Flat>(a, block, tid, sg, sd);
 }
 
+// wavelet_pgd_step with the Haar bank: filter and step in one kernel (pgd_step_body.cuh's
+// haar_step_* phases). Stage: kHaarLinf (the whole step) or one of the three L2 launches.
+template <int Stage, typename scalar_t, typename index_t>
+__global__ void __launch_bounds__(kThreads)
+    haar_step_kernel(const HaarStepArgs<scalar_t, index_t> a) {
+  using acc_t = typename StepAcc<scalar_t>::type;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  acc_t* sm = reinterpret_cast<acc_t*>(smem_raw);
+  const index_t block = static_cast<index_t>(blockIdx.x);
+  const int tid = static_cast<int>(threadIdx.x);
+  const index_t n = block / a.P;
+  acc_t denom = acc_t(1), factor = acc_t(1);
+  if (Stage == kHaarL2Delta || Stage == kHaarL2Update) {
+    haar_step_load_partials<Stage>(a, n, tid, sm);
+    __syncthreads();
+    block_tree<acc_t>(sm, Stage == kHaarL2Update ? sm + kThreads : nullptr, tid);
+    haar_step_norms<Stage>(a, n, sm, denom, factor);
+    __syncthreads();  // every thread has read sm[0] (and sm[kThreads]) before the tiles reuse it
+  }
+  acc_t acc = acc_t(0);
+  for (index_t t = block % a.P; t < a.Q; t += a.P) {  // the same trip count for the whole block
+    haar_step_load(a, n, t, tid, sm);
+    for (int j = 1; j <= a.levels; ++j) {
+      __syncthreads();
+      haar_step_mean(a, j, tid, sm);
+    }
+    __syncthreads();
+    haar_step_tile<Stage>(a, n, t, tid, sm, denom, factor, acc);
+    if (Stage != kHaarLinf) __syncthreads();  // the next tile (or the tree) overwrites sm
+  }
+  if (Stage == kHaarL2Grad || Stage == kHaarL2Delta) {
+    sm[tid] = acc;
+    __syncthreads();
+    block_tree<acc_t>(sm, nullptr, tid);
+    store_partial(Stage == kHaarL2Grad ? a.pg : a.pd, block, tid, sm);
+  }
+}
+
 // Raw-argument launchers, explicitly instantiated below for every (dtype, index type) so that the
 // device passes (which skip the guarded host code that calls them) generate every kernel.
 template <typename scalar_t, typename index_t>
@@ -180,9 +241,27 @@ void l2_launch(const StepArgs<scalar_t, index_t>& a, bool flat, int stage, int64
   }
 }
 
+// stage: kHaarLinf, kHaarL2Grad, kHaarL2Delta or kHaarL2Update.
+template <typename scalar_t, typename index_t>
+void haar_step_launch(const HaarStepArgs<scalar_t, index_t>& a, int stage, int64_t blocks,
+                      size_t smem_bytes, cudaStream_t stream) {
+  const unsigned int grid = static_cast<unsigned int>(blocks);
+  if (stage == kHaarLinf) {
+    haar_step_kernel<kHaarLinf, scalar_t, index_t><<<grid, kThreads, smem_bytes, stream>>>(a);
+  } else if (stage == kHaarL2Grad) {
+    haar_step_kernel<kHaarL2Grad, scalar_t, index_t><<<grid, kThreads, smem_bytes, stream>>>(a);
+  } else if (stage == kHaarL2Delta) {
+    haar_step_kernel<kHaarL2Delta, scalar_t, index_t><<<grid, kThreads, smem_bytes, stream>>>(a);
+  } else {
+    haar_step_kernel<kHaarL2Update, scalar_t, index_t><<<grid, kThreads, smem_bytes, stream>>>(a);
+  }
+}
+
 #define WAVEFUSE_INSTANTIATE(T, I)                                                           \
   template void linf_launch<T, I>(const StepArgs<T, I>&, bool, int64_t, cudaStream_t);     \
-  template void l2_launch<T, I>(const StepArgs<T, I>&, bool, int, int64_t, cudaStream_t);
+  template void l2_launch<T, I>(const StepArgs<T, I>&, bool, int, int64_t, cudaStream_t);  \
+  template void haar_step_launch<T, I>(const HaarStepArgs<T, I>&, int, int64_t, size_t,    \
+                                       cudaStream_t);
 #define WAVEFUSE_INSTANTIATE_BOTH(T) \
   WAVEFUSE_INSTANTIATE(T, int32_t)   \
   WAVEFUSE_INSTANTIATE(T, int64_t)
@@ -204,29 +283,12 @@ namespace {
 
 using at::Tensor;
 
-// int32 offsets when every tensor's largest offset and N * M stay below 2^30 (thread indices
-// overshoot the total by less than one block).
-constexpr int64_t kInt32Span = int64_t(1) << 30;
+using namespace cuda_host;  // layout, offsets, strides, checks (host.h)
 
-int64_t span(const Tensor& t) {
-  int64_t s = 1;
-  for (int64_t d = 0; d < t.dim(); ++d) s += (t.size(d) - 1) * t.stride(d);
-  return s;
-}
+// int32 offsets (host.h's kInt32Span) when every tensor's largest offset and N * M stay below 2^30
+// (thread indices overshoot the total by less than one block).
 
 // ---- argument checks (the Python layer validates first; these guard direct calls) --------------
-
-void check_input(const Tensor& x, const char* name) {
-  TORCH_CHECK(x.dim() == 4, "wavefuse: ", name, " must be (N, C, H, W), got ", x.sizes());
-  TORCH_CHECK(x.is_cuda(), "wavefuse: ", name, " must be a CUDA tensor, got ", x.device());
-  const auto t = x.scalar_type();
-  TORCH_CHECK(t == at::kHalf || t == at::kBFloat16 || t == at::kFloat || t == at::kDouble,
-              "wavefuse: ", name, " must be float16, bfloat16, float32 or float64, got ", t);
-}
-
-at::ScalarType acc_type(const Tensor& x) {
-  return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-}
 
 void check_bound(const std::optional<Tensor>& t, const Tensor& x, const char* name) {
   if (!t.has_value()) return;
@@ -282,24 +344,15 @@ Bound<acc_t, index_t> bound_arg(double value, const std::optional<Tensor>& t) {
           static_cast<index_t>(t->size(1) > 1 ? t->stride(1) : 0)};
 }
 
-template <typename index_t>
-Strides4<index_t> strides4(const Tensor& t) {
-  return {static_cast<index_t>(t.stride(0)), static_cast<index_t>(t.stride(1)),
-          static_cast<index_t>(t.stride(2)), static_cast<index_t>(t.stride(3))};
-}
-
 struct Step {
   double eps, alpha, lo, hi;
   const std::optional<Tensor>&eps_t, &alpha_t, &lo_t, &hi_t;
 };
 
-template <typename scalar_t, typename index_t>
-void run_step(const Tensor& x_adv, const Tensor& grad, const Tensor& x_nat, const Step& s,
-              bool l2, bool cl, bool flat, cudaStream_t stream) {
-  using acc_t = typename StepAcc<scalar_t>::type;
-  const int64_t N = x_adv.size(0), C = x_adv.size(1), H = x_adv.size(2), W = x_adv.size(3);
-  const int64_t M = C * H * W;
-  StepArgs<scalar_t, index_t> a{};
+// The fields both step kernels' arguments share: the three tensors and the four bounds.
+template <typename scalar_t, typename index_t, typename acc_t, typename Args>
+void fill_tensors_and_bounds(Args& a, const Tensor& x_adv, const Tensor& grad, const Tensor& x_nat,
+                             const Step& s) {
   a.xa = static_cast<scalar_t*>(x_adv.data_ptr());
   a.g = static_cast<const scalar_t*>(grad.data_ptr());
   a.x = static_cast<const scalar_t*>(x_nat.data_ptr());
@@ -310,6 +363,16 @@ void run_step(const Tensor& x_adv, const Tensor& grad, const Tensor& x_nat, cons
   a.alpha = bound_arg<acc_t, index_t>(s.alpha, s.alpha_t);
   a.lo = bound_arg<acc_t, index_t>(s.lo, s.lo_t);
   a.hi = bound_arg<acc_t, index_t>(s.hi, s.hi_t);
+}
+
+template <typename scalar_t, typename index_t>
+void run_step(const Tensor& x_adv, const Tensor& grad, const Tensor& x_nat, const Step& s,
+              bool l2, bool cl, bool flat, cudaStream_t stream) {
+  using acc_t = typename StepAcc<scalar_t>::type;
+  const int64_t N = x_adv.size(0), C = x_adv.size(1), H = x_adv.size(2), W = x_adv.size(3);
+  const int64_t M = C * H * W;
+  StepArgs<scalar_t, index_t> a{};
+  fill_tensors_and_bounds<scalar_t, index_t, acc_t>(a, x_adv, grad, x_nat, s);
   a.total = static_cast<index_t>(N * M);
   a.M = static_cast<index_t>(M);
   a.C = static_cast<index_t>(C);
@@ -346,8 +409,8 @@ void step(const Tensor& x_adv, const Tensor& grad, const Tensor& x_nat, const St
   const auto fmt = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   const bool flat =
       x_adv.is_contiguous(fmt) && grad.is_contiguous(fmt) && x_nat.is_contiguous(fmt);
-  const bool small = x_adv.numel() < kInt32Span && span(x_adv) < kInt32Span &&
-                     span(grad) < kInt32Span && span(x_nat) < kInt32Span;
+  const bool small = x_adv.numel() < kInt32Span && span_of(x_adv) < kInt32Span &&
+                     span_of(grad) < kInt32Span && span_of(x_nat) < kInt32Span;
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(x_adv.device().index()).stream();
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, x_adv.scalar_type(), "wavefuse_pgd_step_cuda", [&] {
@@ -403,6 +466,86 @@ Tensor scale_details(const Tensor& g, const Tensor& filters, c10::string_view mo
   return a;
 }
 
+// ---- wavelet_pgd_step, Haar: filter and step fused ----------------------------------------------
+
+// Whether the fused kernel applies: a two-tap bank (haar, db1; the contract admits only
+// orthogonal PyWavelets wavelets, and those are their only two-tap ones) and 1 <= level <=
+// kHaarMaxLevels. A bank on the CPU (a direct call) is also checked by value, as
+// csrc/cpu/pgd_step.cpp's haar_fusable plus |lo[0]| = |lo[1]| (the block means need the Haar
+// low pass); a CUDA bank is not read: that would be a device-to-host copy, a host sync in every
+// attack step and an error under CUDA graph capture (kernels/haar.py decides by L alone too).
+bool haar_fused(const Tensor& filters, int64_t level, at::ScalarType acc) {
+  if (filters.size(1) != 2 || level < 1 || level > cuda_haar::kHaarMaxLevels) return false;
+  if (filters.is_cuda()) return true;
+  const Tensor f = filters.to(at::kDouble).contiguous();
+  const double* h = static_cast<const double*>(f.data_ptr());
+  const double tol = 8 * (acc == at::kDouble ? std::numeric_limits<double>::epsilon()
+                                             : std::numeric_limits<float>::epsilon());
+  const double n0 = h[0] * h[0] + h[1] * h[1], n1 = h[2] * h[2] + h[3] * h[3];
+  const double dot = h[0] * h[2] + h[1] * h[3];
+  return std::abs(h[0] - h[1]) <= tol && std::abs(n0 - 1) <= tol && std::abs(n1 - 1) <= tol &&
+         std::abs(dot) <= tol;
+}
+
+template <typename scalar_t, typename index_t>
+void run_haar_step(const Tensor& x_adv, const Tensor& grad, const Tensor& x_nat, const Step& s,
+                   bool l2, Mode mode, int levels, at::ArrayRef<double> hf_scale,
+                   cudaStream_t stream) {
+  using acc_t = typename StepAcc<scalar_t>::type;
+  const int64_t N = x_adv.size(0), C = x_adv.size(1), H = x_adv.size(2), W = x_adv.size(3);
+  const HaarStepGeometry g = haar_step_geometry(N, C, H, W, levels, l2);
+  TORCH_CHECK(g.blocks <= INT_MAX, "wavefuse: too many tiles (", g.blocks,
+              ") for one CUDA launch");
+  HaarStepArgs<scalar_t, index_t> a{};
+  fill_tensors_and_bounds<scalar_t, index_t, acc_t>(a, x_adv, grad, x_nat, s);
+  for (int j = 0; j <= levels; ++j) {
+    a.coef[j] = static_cast<acc_t>(haar_step_coefficient(hf_scale.data(), levels, j));
+  }
+  a.C = static_cast<index_t>(C);
+  a.H = static_cast<index_t>(H);
+  a.W = static_cast<index_t>(W);
+  a.tiles_h = static_cast<index_t>(g.tiles_h);
+  a.tiles_w = static_cast<index_t>(g.tiles_w);
+  a.Q = static_cast<index_t>(g.Q);
+  a.P = static_cast<index_t>(g.P);
+  a.levels = levels;
+  a.side_log2 = g.side_log2;
+  a.mode = mode;
+  const size_t smem_bytes = static_cast<size_t>(g.smem_elems) * sizeof(acc_t);
+  TORCH_INTERNAL_ASSERT(smem_bytes <= 48 * 1024, "haar_step_geometry: ", smem_bytes, " bytes");
+  if (!l2) {
+    haar_step_launch(a, kHaarLinf, g.blocks, smem_bytes, stream);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    return;
+  }
+  const Tensor partials = at::empty({2, N, g.P}, x_adv.options().dtype(acc_type(x_adv)));
+  a.pg = static_cast<acc_t*>(partials.data_ptr());
+  a.pd = a.pg + N * g.P;
+  for (const int stage : {kHaarL2Grad, kHaarL2Delta, kHaarL2Update}) {
+    haar_step_launch(a, stage, g.blocks, smem_bytes, stream);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+}
+
+// The fused Haar step on x_adv in place (every dtype: half types read, computed in float32 and
+// rounded once at the store; no copies).
+void haar_step(const Tensor& x_adv, const Tensor& grad, const Tensor& x_nat, const Step& s,
+               bool l2, Mode mode, int levels, at::ArrayRef<double> hf_scale) {
+  const bool small = x_adv.numel() < kInt32Span && span_of(x_adv) < kInt32Span &&
+                     span_of(grad) < kInt32Span && span_of(x_nat) < kInt32Span;
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(x_adv.device().index()).stream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, x_adv.scalar_type(), "wavefuse_haar_pgd_step_cuda", [&] {
+        if (small) {
+          run_haar_step<scalar_t, int32_t>(x_adv, grad, x_nat, s, l2, mode, levels, hf_scale,
+                                           stream);
+        } else {
+          run_haar_step<scalar_t, int64_t>(x_adv, grad, x_nat, s, l2, mode, levels, hf_scale,
+                                           stream);
+        }
+      });
+}
+
 void wavelet_pgd_step_cuda(const Tensor& x_adv, const Tensor& grad, const Tensor& x_nat,
                            double eps, double alpha, double lo, double hi,
                            const std::optional<Tensor>& eps_tensor,
@@ -420,11 +563,16 @@ void wavelet_pgd_step_cuda(const Tensor& x_adv, const Tensor& grad, const Tensor
   TORCH_CHECK(level >= 0 && static_cast<int64_t>(hf_scale.size()) == level,
               "wavefuse: hf_scale must have one entry per level (", level, "), got ",
               hf_scale.size());
-  parse_mode(std::string(wave_mode));  // a bad mode raises before any launch
+  const Mode mode = parse_mode(std::string(wave_mode));  // a bad mode raises before any launch
   if (x_adv.numel() == 0) return;
   const c10::cuda::CUDAGuard guard(x_adv.device());
   const Step s{eps, alpha, lo, hi, eps_tensor, alpha_tensor, lo_tensor, hi_tensor};
   const auto acc = acc_type(x_adv);
+  if (haar_fused(filters, level, acc)) {
+    haar_step(x_adv, grad, x_nat, s, l2, mode, static_cast<int>(level), hf_scale);
+    return;
+  }
+  // Any other bank, or Haar deeper than kHaarMaxLevels: the composition.
   const Tensor taps = filters.to(x_adv.device(), acc);
   const Tensor g = scale_details(grad.to(acc), taps, wave_mode, level, hf_scale);
   if (x_adv.scalar_type() == acc) {

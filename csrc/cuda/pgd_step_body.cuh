@@ -8,6 +8,9 @@
 //         delta *= min((1 / ||delta||_2) * eps, 1) per sample (1 where ||delta|| = 0);
 //         x_adv = clamp(x + delta, lo, hi)
 //
+// wavelet_pgd_step with the Haar bank (filter and step fused: haar_step_*) is the last section;
+// its maths, geometry and phases are described there.
+//
 // A NaN gradient entry propagates (sign(NaN) is NaN here, not torch's 0), and every clamp keeps a
 // NaN input (comparisons with NaN are false, so it passes both selects), as the CPU kernel and
 // kernels/pgd_step.py do.
@@ -51,6 +54,7 @@
 #include <cstdint>
 
 #include "common.h"
+#include "haar_body.cuh"  // the Haar step's padded-signal map and tile origin (cuda_haar::)
 
 #ifdef __CUDACC__
 #define WAVEFUSE_PGD_INLINE __host__ __device__ __forceinline__
@@ -159,12 +163,26 @@ WAVEFUSE_PGD_INLINE T clamp_keep_nan(T v, T lo, T hi) {
   return hi < v ? hi : v;
 }
 
+// The updates of one element, op for op as the reference (shared by the plain and the Haar step).
+// Linf: clamp(x + clamp(x_adv + alpha * sign(g) - x, -eps, eps), lo, hi).
+template <typename acc_t>
+WAVEFUSE_PGD_INLINE acc_t linf_value(acc_t xa, acc_t xv, acc_t g, acc_t alpha, acc_t eps,
+                                     acc_t lo, acc_t hi) {
+  // alpha * sign(g) is exact (0, +-alpha or NaN): no rounding to control
+  const acc_t moved = add_rn(xa, mul_rn(alpha, sign_keep_nan(g)));
+  const acc_t delta = clamp_keep_nan(add_rn(moved, -xv), -eps, eps);
+  return clamp_keep_nan(add_rn(xv, delta), lo, hi);
+}
+
+// L2: x_adv + alpha * (g / denom), before the projection.
+template <typename acc_t>
+WAVEFUSE_PGD_INLINE acc_t l2_moved_value(acc_t xa, acc_t g, acc_t alpha, acc_t denom) {
+  return add_rn(xa, mul_rn(alpha, div_rn(g, denom)));
+}
+
 // ---- kernel arguments ----------------------------------------------------------------------------
 
-template <typename index_t>
-struct Strides4 {
-  index_t n, c, h, w;
-};
+using wavefuse::Strides4;  // common.h
 
 // A bound: the float (already rounded to acc_t, as torch rounds a Python scalar), or the entry
 // [n, c] of a (N or 1, C or 1, 1, 1) tensor in acc_t (strides 0 along broadcast dimensions).
@@ -268,10 +286,8 @@ WAVEFUSE_PGD_INLINE void linf_thread(const StepArgs<scalar_t, index_t>& a, index
     const acc_t lo = a.lo.at(n, c), hi = a.hi.at(n, c);
     const acc_t xv = static_cast<acc_t>(a.x[ox]);
     const acc_t g = static_cast<acc_t>(a.g[og]);
-    // alpha * sign(g) is exact (0, +-alpha or NaN): no rounding to control
-    const acc_t moved = add_rn(static_cast<acc_t>(a.xa[oa]), mul_rn(alpha, sign_keep_nan(g)));
-    const acc_t delta = clamp_keep_nan(add_rn(moved, -xv), -eps, eps);
-    a.xa[oa] = static_cast<scalar_t>(clamp_keep_nan(add_rn(xv, delta), lo, hi));
+    a.xa[oa] = static_cast<scalar_t>(
+        linf_value(static_cast<acc_t>(a.xa[oa]), xv, g, alpha, eps, lo, hi));
   }
 }
 
@@ -326,7 +342,7 @@ WAVEFUSE_PGD_INLINE typename StepAcc<scalar_t>::type l2_moved(
   const acc_t alpha = a.alpha.at(n, c);
   xv = static_cast<acc_t>(a.x[ox]);
   const acc_t g = static_cast<acc_t>(a.g[og]);
-  return add_rn(static_cast<acc_t>(a.xa[oa]), mul_rn(alpha, div_rn(g, denom)));
+  return l2_moved_value(static_cast<acc_t>(a.xa[oa]), g, alpha, denom);
 }
 
 // The range of sample positions of thread tid in block (n, p): r = p * chunk + i * kThreads + tid.
@@ -403,6 +419,213 @@ WAVEFUSE_PGD_INLINE void l2_update(const StepArgs<scalar_t, index_t>& a, index_t
     const acc_t delta = add_rn(moved, -xv);
     const acc_t lo = a.lo.at(n, c), hi = a.hi.at(n, c);
     a.xa[oa] = static_cast<scalar_t>(clamp_keep_nan(add_rn(xv, mul_rn(delta, factor)), lo, hi));
+  }
+}
+
+// ---- wavelet_pgd_step, Haar: the filter and the step fused (pgd_step.cu's haar_step_kernel) ----
+//
+// g' = idwt(scale_hf(dwt(g))) for the orthonormal Haar bank, as kernels/haar.py's
+// _haar_pgd_kernel: on the padded signal x^ (g through the per-axis copy map pi of haar_body.cuh,
+// cuda_haar::pad_source, valid in every mode) the pyramid is plain and orthonormal, and
+//   g' = c_0 x^ + sum_{1 <= j <= J} c_j M_j x^,   c_0 = s_1, c_j = s_{j+1} - s_j, c_J = 1 - s_J,
+// M_j the mean of every aligned 2^j x 2^j block. g' at a real sample needs only its own 2^J x 2^J
+// block of x^, so an S x S tile of the padded grid (S = cuda_haar::haar_side(J) = max(2^J, 32), a
+// multiple of 2^J) is computed alone, without halo:
+//   load   (phase 0)   the tile of x^ into shared memory through pi, in acc_t (m_0);
+//   mean   (phase j)   m_j = the 2 x 2 means of m_{j-1} (shared memory, levels 1..J; mean
+//                      pyramid laid out level after level, haar_pyramid_offset);
+//   tile   (last)      per real sample of the tile g' = (((c_J m_J + c_{J-1} m_{J-1}) + ...) +
+//                      c_0 m_0) at its block of each level, then the stage: the Linf update;
+//                      or the thread's sum of g'^2; or of delta^2; or the L2 update.
+// Every product and sum of the filter is rounded separately (mul_rn / add_rn: no FMA), so the
+// host emulation computes the device's bits; the 0.25 of a mean is exact.
+//
+// Blocks: (sample n, slot s) = n * P + s; slot s handles the tiles t = s, s + P, ... < Q of its
+// sample (Q = C * tiles per plane, tile t in plane c = t / tiles, column tiles fastest:
+// cuda_haar::haar_tile_origin). Linf: P = Q (one tile per block, one launch). L2: P =
+// min(Q, kMaxPartials), three launches of the same kernel (Stage): (1) per (sample, slot)
+// partial sums of g'^2, (2) each block reduces its sample's g'^2 partials (load_sample_partials +
+// the block tree), then partial sums of delta^2, (3) each block reduces both and writes. Each
+// launch recomputes g' from grad (no g' buffer). A thread sums its samples in (tile, element)
+// order, then the block tree: fixed order, no atomics, bitwise repeatable.
+//
+// Shared memory (dynamic, acc_t): the pyramid, 4 (S^2 - (S >> J)^2) / 3 + (S >> J)^2 elements
+// (5,461 at S = 64: 42.7 KiB in double, under the 48 KiB a block gets without opting in), at
+// least kL2Smem (the reductions reuse it between tiles).
+
+constexpr int kHaarLinf = 0;
+constexpr int kHaarL2Grad = 1;
+constexpr int kHaarL2Delta = 2;
+constexpr int kHaarL2Update = 3;
+
+template <typename scalar_t, typename index_t>
+struct HaarStepArgs {
+  using acc_t = typename StepAcc<scalar_t>::type;
+  scalar_t* xa;
+  const scalar_t* g;
+  const scalar_t* x;
+  Strides4<index_t> sa, sg, sx;  // (n, c, h, w) strides, in elements
+  Bound<acc_t, index_t> eps, alpha, lo, hi;
+  acc_t coef[cuda_haar::kHaarMaxLevels + 1];  // c_0 .. c_J
+  index_t C, H, W;
+  index_t tiles_h, tiles_w;  // S x S tiles per plane, per axis
+  index_t Q, P;              // tiles per sample (C * tiles_h * tiles_w); slots per sample
+  int levels, side_log2;     // J; log2(S)
+  Mode mode;
+  acc_t* pg;  // L2: (N, P) partial sums of g'^2, then of delta^2
+  acc_t* pd;
+};
+
+// c_j of g' = sum_j c_j M_j x^ from hf_scale s[0, levels) (host): c_0 = s_1, c_j = s_{j+1} - s_j,
+// c_J = 1 - s_J, each difference in double, rounded once to acc_t by the caller.
+inline double haar_step_coefficient(const double* hf_scale, int levels, int j) {
+  const double above = j < levels ? hf_scale[j] : 1.0, below = j > 0 ? hf_scale[j - 1] : 0.0;
+  return above - below;
+}
+
+// Offset of level j of the mean pyramid in shared memory: sum_{i<j} (S >> i)^2 (exact: S a
+// power of two, 4^j - 1 a multiple of 3).
+WAVEFUSE_PGD_INLINE int haar_pyramid_offset(int side, int j) {
+  const int s = side >> j;
+  return (side * side - s * s) / 3 * 4;
+}
+
+struct HaarStepGeometry {
+  int64_t tiles_h, tiles_w, Q, P, blocks;  // blocks = N * P
+  int side, side_log2;
+  int64_t smem_elems;  // dynamic shared memory, in acc_t elements
+};
+
+// 1 <= levels <= cuda_haar::kHaarMaxLevels (the host falls back to the composition beyond).
+inline HaarStepGeometry haar_step_geometry(int64_t N, int64_t C, int64_t H, int64_t W,
+                                           int levels, bool l2) {
+  const int S = cuda_haar::haar_side(levels);
+  int lg = 0;
+  while ((1 << lg) < S) ++lg;
+  const int64_t hp = cuda_haar::haar_length<int64_t>(H, levels) << levels;
+  const int64_t wp = cuda_haar::haar_length<int64_t>(W, levels) << levels;
+  const int64_t th = (hp + S - 1) / S, tw = (wp + S - 1) / S;
+  const int64_t Q = C * th * tw;
+  const int64_t P = l2 && Q > kMaxPartials ? kMaxPartials : Q;
+  const int64_t pyramid = haar_pyramid_offset(S, levels) + (S >> levels) * (S >> levels);
+  return {th, tw, Q, P, N * P, S, lg, pyramid > kL2Smem ? pyramid : kL2Smem};
+}
+
+// Phase 0 of a tile: x^ on tile t of sample n into sm[0, S^2) (row-major), through pi.
+template <typename scalar_t, typename index_t>
+WAVEFUSE_PGD_INLINE void haar_step_load(const HaarStepArgs<scalar_t, index_t>& a, index_t n,
+                                        index_t t, int tid,
+                                        typename StepAcc<scalar_t>::type* sm) {
+  using acc_t = typename StepAcc<scalar_t>::type;
+  const int lg = a.side_log2, S = 1 << lg;
+  index_t c, r0, c0;
+  cuda_haar::haar_tile_origin<index_t>(t, a.tiles_h, a.tiles_w, static_cast<index_t>(S), c, r0,
+                                       c0);
+  const scalar_t* src = a.g + n * a.sg.n + c * a.sg.c;
+  for (int e = tid; e < S * S; e += kThreads) {
+    const index_t row = cuda_haar::pad_source<index_t>(a.mode, r0 + (e >> lg), a.H, a.levels);
+    const index_t col = cuda_haar::pad_source<index_t>(a.mode, c0 + (e & (S - 1)), a.W, a.levels);
+    sm[e] = (row >= 0 && col >= 0) ? static_cast<acc_t>(src[row * a.sg.h + col * a.sg.w])
+                                   : acc_t(0);
+  }
+}
+
+// Phase j (1 <= j <= levels): m_j, the 2 x 2 means of m_{j-1}.
+template <typename scalar_t, typename index_t>
+WAVEFUSE_PGD_INLINE void haar_step_mean(const HaarStepArgs<scalar_t, index_t>& a, int j, int tid,
+                                        typename StepAcc<scalar_t>::type* sm) {
+  using acc_t = typename StepAcc<scalar_t>::type;
+  const int S = 1 << a.side_log2;
+  const int in_side = S >> (j - 1), out_lg = a.side_log2 - j;
+  const acc_t* in = sm + haar_pyramid_offset(S, j - 1);
+  acc_t* out = sm + haar_pyramid_offset(S, j);
+  for (int e = tid; e < (1 << (2 * out_lg)); e += kThreads) {
+    const acc_t* top = in + 2 * (e >> out_lg) * in_side + 2 * (e & ((1 << out_lg) - 1));
+    const acc_t sum = add_rn(add_rn(top[0], top[1]), add_rn(top[in_side], top[in_side + 1]));
+    out[e] = mul_rn(sum, acc_t(0.25));
+  }
+}
+
+// g' at tile element (row, col) from the pyramid: coarse to fine.
+template <typename scalar_t, typename index_t>
+WAVEFUSE_PGD_INLINE typename StepAcc<scalar_t>::type haar_step_filtered(
+    const HaarStepArgs<scalar_t, index_t>& a, const typename StepAcc<scalar_t>::type* sm, int row,
+    int col) {
+  using acc_t = typename StepAcc<scalar_t>::type;
+  const int lg = a.side_log2, S = 1 << lg, J = a.levels;
+  acc_t v = mul_rn(a.coef[J], sm[haar_pyramid_offset(S, J) + ((row >> J) << (lg - J)) +
+                                 (col >> J)]);
+  for (int j = J - 1; j >= 0; --j) {
+    const acc_t m = sm[haar_pyramid_offset(S, j) + ((row >> j) << (lg - j)) + (col >> j)];
+    v = add_rn(v, mul_rn(a.coef[j], m));
+  }
+  return v;
+}
+
+// L2 launches 2 and 3, first phase: the sample's g'^2 partials into sm[0, kThreads) and (launch
+// 3) its delta^2 partials into sm[kThreads, 2 kThreads); the block tree follows.
+template <int Stage, typename scalar_t, typename index_t>
+WAVEFUSE_PGD_INLINE void haar_step_load_partials(const HaarStepArgs<scalar_t, index_t>& a,
+                                                 index_t n, int tid,
+                                                 typename StepAcc<scalar_t>::type* sm) {
+  load_sample_partials(a.pg, n, a.P, tid, sm);
+  if (Stage == kHaarL2Update) load_sample_partials(a.pd, n, a.P, tid, sm + kThreads);
+}
+
+// After the tree: the sample's ||g'|| + 1e-10 and (launch 3) projection factor, per thread.
+template <int Stage, typename scalar_t, typename index_t>
+WAVEFUSE_PGD_INLINE void haar_step_norms(const HaarStepArgs<scalar_t, index_t>& a, index_t n,
+                                         const typename StepAcc<scalar_t>::type* sm,
+                                         typename StepAcc<scalar_t>::type& denom,
+                                         typename StepAcc<scalar_t>::type& factor) {
+  using acc_t = typename StepAcc<scalar_t>::type;
+  denom = l2_denominator(sm[0]);
+  factor = Stage == kHaarL2Update ? l2_factor(sm[kThreads], a.eps.at(n, 0)) : acc_t(1);
+}
+
+// The last phase of a tile: g' at the thread's real samples of tile t of sample n, then Stage.
+// acc: the thread's running sum (g'^2 or delta^2) over its tiles.
+template <int Stage, typename scalar_t, typename index_t>
+WAVEFUSE_PGD_INLINE void haar_step_tile(const HaarStepArgs<scalar_t, index_t>& a, index_t n,
+                                        index_t t, int tid,
+                                        const typename StepAcc<scalar_t>::type* sm,
+                                        typename StepAcc<scalar_t>::type denom,
+                                        typename StepAcc<scalar_t>::type factor,
+                                        typename StepAcc<scalar_t>::type& acc) {
+  using acc_t = typename StepAcc<scalar_t>::type;
+  const int lg = a.side_log2, S = 1 << lg;
+  index_t c, r0, c0;
+  cuda_haar::haar_tile_origin<index_t>(t, a.tiles_h, a.tiles_w, static_cast<index_t>(S), c, r0,
+                                       c0);
+  const acc_t alpha = a.alpha.at(n, c), lo = a.lo.at(n, c), hi = a.hi.at(n, c);
+  const acc_t eps = Stage == kHaarLinf ? a.eps.at(n, c) : acc_t(0);
+  scalar_t* xa = a.xa + n * a.sa.n + c * a.sa.c;
+  const scalar_t* xn = a.x + n * a.sx.n + c * a.sx.c;
+#ifdef __CUDA_ARCH__
+#pragma unroll 1  // rolled, as the plain L2 loops: the division's slow path spills nothing
+#endif
+  for (int e = tid; e < S * S; e += kThreads) {
+    const int row = e >> lg, col = e & (S - 1);
+    const index_t p = r0 + row, q = c0 + col;
+    if (p >= a.H || q >= a.W) continue;
+    const acc_t g = haar_step_filtered(a, sm, row, col);
+    if (Stage == kHaarL2Grad) {
+      acc += g * g;
+      continue;
+    }
+    const index_t oa = p * a.sa.h + q * a.sa.w;
+    const acc_t xv = static_cast<acc_t>(xn[p * a.sx.h + q * a.sx.w]);
+    const acc_t xav = static_cast<acc_t>(xa[oa]);
+    if (Stage == kHaarLinf) {
+      xa[oa] = static_cast<scalar_t>(linf_value(xav, xv, g, alpha, eps, lo, hi));
+      continue;
+    }
+    const acc_t delta = add_rn(l2_moved_value(xav, g, alpha, denom), -xv);
+    if (Stage == kHaarL2Delta) {
+      acc += delta * delta;
+    } else {
+      xa[oa] = static_cast<scalar_t>(clamp_keep_nan(add_rn(xv, mul_rn(delta, factor)), lo, hi));
+    }
   }
 }
 

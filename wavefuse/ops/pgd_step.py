@@ -39,8 +39,10 @@ that is exactly pgd_step, and this module runs pgd_step's kernel instead. The C+
 (csrc/cpu/pgd_step.cpp) runs a two-tap orthogonal bank (haar, db1) as one fused pass, for every
 mode, level and size: grad is read once and no band is formed; other wavelets run the transform
 kernels level by level, then the step. The CUDA kernel (csrc/cuda/pgd_step.cu, never run on a GPU
-yet) has pgd_step as Triton's launches and runs wavelet_pgd_step as that composition for every
-wavelet, Haar included (no fused Haar kernel on CUDA yet).
+yet) has pgd_step as Triton's launches and runs a two-tap bank (haar, db1) with 1 <= level <= 6 as
+one fused kernel as Triton's (filter and step: one launch for Linf, three for L2, every mode, size,
+dtype and layout, no host sync); other wavelets and deeper Haar levels run the CUDA transform
+kernels level by level, then the step.
 """
 
 from __future__ import annotations
