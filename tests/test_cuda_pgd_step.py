@@ -355,3 +355,35 @@ def test_torch_compile_fullgraph_steps():
     assert compiled(got, g, g2, x, 0.05, alpha) is got
     assert torch.equal(got, expected)
     assert not torch.equal(got, x_adv)
+
+
+@pytest.mark.parametrize("norm", ["Linf", "L2"])
+def test_steps_capture_in_a_cuda_graph(norm):
+    """The attack loop's steps are capturable (no host sync, nothing allocated on the host side
+    per call): pgd_step, the fused Haar step and the composed db2 step, captured once in a CUDA
+    graph and replayed, give the eager results. Filter banks are built by a warm-up call first
+    (their first construction copies taps to the device)."""
+
+    def steps(x_adv, g, x):
+        wavefuse.wavelet_pgd_step(x_adv, g, x, 0.05, 0.01, "haar", 2, "symmetric", 0.5, norm,
+                                  backend="cuda")  # fmt: skip
+        wavefuse.wavelet_pgd_step(x_adv, g, x, 0.05, 0.01, "db2", 1, "periodization", 0.0, norm,
+                                  backend="cuda")  # fmt: skip
+        wavefuse.pgd_step(x_adv, g, x, 0.05, 0.01, norm, backend="cuda")
+
+    x_adv, g, x = _inputs(shape=(2, 3, 17, 24), dtype=torch.float32)
+    expected = x_adv.clone()
+    steps(expected, g, x)  # eager, and the warm-up
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        steps(x_adv.clone(), g, x)  # warm-up on the capture stream
+    torch.cuda.current_stream().wait_stream(side)
+    static = x_adv.clone()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        steps(static, g, x)
+    static.copy_(x_adv)
+    graph.replay()
+    torch.cuda.synchronize()
+    _assert_step(static, expected, norm, "captured vs eager")

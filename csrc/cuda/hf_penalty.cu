@@ -36,7 +36,7 @@
 //
 // Include discipline exactly as dwt.cu (see its header): torch headers only behind
 // `#ifndef __CUDA_ARCH__`; kernels and raw-pointer launchers outside the guard, explicitly
-// instantiated per dtype. The layout helpers are copies of dwt.cu's (local to that file).
+// instantiated per dtype. Layout, offset-width and argument helpers: host.h (shared with dwt.cu).
 //
 // NEVER RUN ON A GPU: compiled for sm_80 and sm_90 only; speed unmeasured. The bodies run on the
 // CPU in tests/test_cuda_hf_emulation.py (float64). ptxas (CUDA 13.0, 2026-11-24, 44 s on the
@@ -327,6 +327,7 @@ void run_forward(const Plan& pl, const Tensor& x, const Tensor& partials, const 
 Tensor band_energy_cuda(const Tensor& x, const Tensor& filters, c10::string_view mode_name,
                         int64_t level, int64_t p) {
   check_args(x, filters, level, p);
+  parse_mode(std::string(mode_name));  // a bad mode is refused even where nothing is computed
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t N = x.size(0);
   const auto acc_opts = x.options().dtype(acc_type(x));  // contiguous
@@ -438,6 +439,7 @@ Tensor band_energy_backward_cuda(const Tensor& grad, const Tensor& x, const Tens
               grad.sizes());
   TORCH_CHECK(grad.device() == x.device(), "wavefuse: grad is on ", grad.device(), ", x on ",
               x.device());
+  parse_mode(std::string(mode_name));  // a bad mode is refused even where nothing is computed
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   Tensor grad_x = empty_4d(x, N, C, H, W);

@@ -75,6 +75,7 @@
 
 #ifndef __CUDA_ARCH__  // host pass only (see dwt.cu)
 #include <ATen/Dispatch.h>
+#include <ATen/MemoryOverlap.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/ops/empty.h>
@@ -317,6 +318,11 @@ bool check_step(const Tensor& x_adv, const Tensor& grad, const Tensor& x_nat,
               "wavefuse: x_adv, grad and x_nat must share one dtype");
   TORCH_CHECK(grad.device() == x_adv.device() && x_nat.device() == x_adv.device(),
               "wavefuse: x_adv, grad and x_nat must be on one device");
+  // In place: an x_adv whose elements overlap (expanded), or that shares memory with grad or
+  // x_nat, would race (the Python layer checks the latter in eager mode only).
+  at::assert_no_internal_overlap(x_adv);
+  at::assert_no_overlap(x_adv, grad);
+  at::assert_no_overlap(x_adv, x_nat);
   const bool l2 = norm == "L2";
   TORCH_CHECK(l2 || norm == "Linf", "wavefuse: norm must be Linf or L2, got ", std::string(norm));
   check_bound(eps_tensor, x_adv, "eps_tensor");
@@ -348,6 +354,17 @@ struct Step {
   double eps, alpha, lo, hi;
   const std::optional<Tensor>&eps_t, &alpha_t, &lo_t, &hi_t;
 };
+
+// int32 offsets where every offset the kernels form fits: x_adv, grad, x_nat, N * M, and the
+// bound tensors (Bound::at forms n * sn + c * sc in index_t).
+bool int32_step(const Tensor& x_adv, const Tensor& grad, const Tensor& x_nat, const Step& s) {
+  bool small = x_adv.numel() < kInt32Span && span_of(x_adv) < kInt32Span &&
+               span_of(grad) < kInt32Span && span_of(x_nat) < kInt32Span;
+  for (const std::optional<Tensor>* t : {&s.eps_t, &s.alpha_t, &s.lo_t, &s.hi_t}) {
+    if (t->has_value()) small = small && span_of(**t) < kInt32Span;
+  }
+  return small;
+}
 
 // The fields both step kernels' arguments share: the three tensors and the four bounds.
 template <typename scalar_t, typename index_t, typename acc_t, typename Args>
@@ -409,8 +426,7 @@ void step(const Tensor& x_adv, const Tensor& grad, const Tensor& x_nat, const St
   const auto fmt = cl ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   const bool flat =
       x_adv.is_contiguous(fmt) && grad.is_contiguous(fmt) && x_nat.is_contiguous(fmt);
-  const bool small = x_adv.numel() < kInt32Span && span_of(x_adv) < kInt32Span &&
-                     span_of(grad) < kInt32Span && span_of(x_nat) < kInt32Span;
+  const bool small = int32_step(x_adv, grad, x_nat, s);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(x_adv.device().index()).stream();
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, x_adv.scalar_type(), "wavefuse_pgd_step_cuda", [&] {
@@ -496,6 +512,9 @@ void run_haar_step(const Tensor& x_adv, const Tensor& grad, const Tensor& x_nat,
   const HaarStepGeometry g = haar_step_geometry(N, C, H, W, levels, l2);
   TORCH_CHECK(g.blocks <= INT_MAX, "wavefuse: too many tiles (", g.blocks,
               ") for one CUDA launch");
+  // Linf runs one tile per block (no barrier between tiles: the next tile's load would race
+  // with the previous tile's reads of shared memory).
+  TORCH_INTERNAL_ASSERT(l2 || g.P == g.Q, "wavefuse: Linf Haar step with several tiles a block");
   HaarStepArgs<scalar_t, index_t> a{};
   fill_tensors_and_bounds<scalar_t, index_t, acc_t>(a, x_adv, grad, x_nat, s);
   for (int j = 0; j <= levels; ++j) {
@@ -531,8 +550,7 @@ void run_haar_step(const Tensor& x_adv, const Tensor& grad, const Tensor& x_nat,
 // rounded once at the store; no copies).
 void haar_step(const Tensor& x_adv, const Tensor& grad, const Tensor& x_nat, const Step& s,
                bool l2, Mode mode, int levels, at::ArrayRef<double> hf_scale) {
-  const bool small = x_adv.numel() < kInt32Span && span_of(x_adv) < kInt32Span &&
-                     span_of(grad) < kInt32Span && span_of(x_nat) < kInt32Span;
+  const bool small = int32_step(x_adv, grad, x_nat, s);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(x_adv.device().index()).stream();
   AT_DISPATCH_FLOATING_TYPES_AND2(
       at::kHalf, at::kBFloat16, x_adv.scalar_type(), "wavefuse_haar_pgd_step_cuda", [&] {
