@@ -6,7 +6,7 @@
 #     bench/gpu_check.sh PHASE...   one or more of, in order:
 #       setup      install the carried wheels offline, build the extension in place with CUDA for
 #                  the visible GPU, python -m wavefuse.info (every other phase runs it first)
-#       tests      the full test suite (python -m pytest; tests marked gpu run here)
+#       tests      the full test suite: first the tests marked gpu (-m gpu), then the rest
 #       bench_dwt  bench_gpu.py --only dwt (forward, adjoint, fwd+bwd)            then plot.py
 #       bench_ops  bench_gpu.py --only hf_penalty, then --only pgd_step            then plot.py
 #       bench      bench_dwt + bench_ops
@@ -241,9 +241,13 @@ run_tests() {
         xdist=(-n "$workers")
     fi
     "$PY" -c "import pytest_timeout" 2>/dev/null && per_test=(--timeout=300)
-    # The build checks in tests/test_build.py assert what this build must contain.
-    step tests 540 env WAVEFUSE_EXPECT_EXT=1 WAVEFUSE_EXPECT_CUDA=1 \
-        "$PY" -m pytest -q -p no:cacheprovider "${xdist[@]}" "${per_test[@]}"
+    # The tests marked gpu first: nothing else runs them (CI has no GPU), so their results must
+    # come back even when the rest of the suite runs out of time. Then everything else, with the
+    # build checks of tests/test_build.py asserting what this build must contain.
+    step tests:gpu 300 env WAVEFUSE_EXPECT_EXT=1 WAVEFUSE_EXPECT_CUDA=1 \
+        "$PY" -m pytest -q -p no:cacheprovider -m gpu "${xdist[@]}" "${per_test[@]}"
+    step tests:rest 540 env WAVEFUSE_EXPECT_EXT=1 WAVEFUSE_EXPECT_CUDA=1 \
+        "$PY" -m pytest -q -p no:cacheprovider -m "not gpu" "${xdist[@]}" "${per_test[@]}"
 }
 
 # bench_family FAMILY SHARE: bench_gpu.py --only FAMILY with SHARE % of the time left (less a
