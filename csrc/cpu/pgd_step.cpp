@@ -18,8 +18,6 @@
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/core/dispatch/Dispatcher.h>
-#include <ATen/ops/flip.h>
 #include <torch/library.h>
 
 #include <cmath>
@@ -28,6 +26,7 @@
 #include <string>
 
 #include "cpu/separable.h"
+#include "scale_details.h"
 
 namespace wavefuse {
 namespace {
@@ -298,33 +297,6 @@ void pgd_step_cpu(const Tensor& x_adv, const Tensor& grad, const Tensor& x_nat, 
 //     then pgd_step_cpu on it. Half types step in float32 on float32 copies of x_adv and x_nat and
 //     round once, as the reference does (rounding g' to half first could flip the sign of its
 //     tiny entries). Fusing these per level is future work.
-
-Tensor scale_details(const Tensor& g, const Tensor& filters, c10::string_view mode, int64_t level,
-                     at::ArrayRef<double> hf_scale) {
-  static const auto dwt = c10::Dispatcher::singleton()
-                              .findSchemaOrThrow("wavefuse::_dwt2d_kernel", "")
-                              .typed<std::tuple<Tensor, Tensor>(const Tensor&, const Tensor&,
-                                                                c10::string_view)>();
-  static const auto idwt =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow("wavefuse::_idwt2d_kernel", "")
-          .typed<Tensor(const Tensor&, const Tensor&, const Tensor&, c10::string_view)>();
-  Tensor a = g;
-  std::vector<Tensor> details;
-  std::vector<std::pair<int64_t, int64_t>> sizes;
-  for (int64_t j = 0; j < level; ++j) {
-    sizes.emplace_back(a.size(2), a.size(3));
-    auto [ll, hi] = dwt.call(a, filters, mode);
-    details.push_back(hi);
-    a = ll;
-  }
-  const Tensor rec = at::flip(filters, {-1});
-  for (int64_t j = level - 1; j >= 0; --j) {
-    a = idwt.call(a, details[j].mul(hf_scale[j]), rec, mode);
-    a = a.narrow(2, 0, sizes[j].first).narrow(3, 0, sizes[j].second);
-  }
-  return a;
-}
 
 // ---- Haar: the whole wavelet step in one pass ---------------------------------------------------
 // With a two-tap orthogonal bank (haar, db1) a level pairs samples (2k, 2k + 1) of each axis and

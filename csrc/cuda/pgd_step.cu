@@ -37,12 +37,12 @@
 //   wavelet_pgd_step otherwise (other wavelets; Haar deeper than 6 levels, where the tile side
 //         2^J would exceed the 48 KiB of shared memory a block gets in float64): the COMPOSITION,
 //         per level the CUDA analysis (the registered wavefuse::_dwt2d_kernel, called through
-//         the c10 dispatcher as csrc/cpu/pgd_step.cpp does), the detail bands times hf_scale[j],
-//         then per level the synthesis (_idwt2d_kernel) cropped to the size that level analysed
-//         (as reference.scale_details_ref), all in the compute type; then the step above on
-//         that gradient. Half types step in float32 on float32 copies of x_adv and x_nat and
-//         round once (copy_ back), as the CPU kernel's non-Haar path. It costs 2 launches per
-//         level plus the step (fusing it per level is future work).
+//         the c10 dispatcher by scale_details.h, shared with csrc/cpu/pgd_step.cpp), the detail
+//         bands times hf_scale[j], then per level the synthesis (_idwt2d_kernel) cropped to the
+//         size that level analysed (as reference.scale_details_ref), all in the compute type;
+//         then the step above on that gradient. Half types step in float32 on float32 copies
+//         of x_adv and x_nat and round once (copy_ back), as the CPU kernel's non-Haar path. It
+//         costs 2 launches per level plus the step (fusing it per level is future work).
 //
 // Rounding: divisions and square roots correctly rounded and the update's products and sums not
 // contracted into FMAs (__fmul_rn etc. in pgd_step_body.cuh), so Linf matches the reference bit
@@ -77,9 +77,7 @@
 #include <ATen/Dispatch.h>
 #include <ATen/MemoryOverlap.h>
 #include <ATen/core/Tensor.h>
-#include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/ops/empty.h>
-#include <ATen/ops/flip.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -90,11 +88,9 @@
 #include <limits>
 #include <optional>
 #include <string>
-#include <tuple>
-#include <utility>
-#include <vector>
 
 #include "host.h"
+#include "scale_details.h"
 #endif
 
 namespace wavefuse {
@@ -449,37 +445,6 @@ void pgd_step_cuda(const Tensor& x_adv, const Tensor& grad, const Tensor& x_nat,
       check_step(x_adv, grad, x_nat, eps_tensor, alpha_tensor, lo_tensor, hi_tensor, norm);
   step(x_adv, grad, x_nat, {eps, alpha, lo, hi, eps_tensor, alpha_tensor, lo_tensor, hi_tensor},
        l2);
-}
-
-// idwt(scale_hf(dwt(g))) with this library's CUDA transform kernels, in g's dtype (the compute
-// type): per level one analysis, the three detail bands times hf_scale[j], then per level one
-// synthesis cropped to the size that level analysed (reference.scale_details_ref).
-Tensor scale_details(const Tensor& g, const Tensor& filters, c10::string_view mode, int64_t level,
-                     at::ArrayRef<double> hf_scale) {
-  static const auto dwt = c10::Dispatcher::singleton()
-                              .findSchemaOrThrow("wavefuse::_dwt2d_kernel", "")
-                              .typed<std::tuple<Tensor, Tensor>(const Tensor&, const Tensor&,
-                                                                c10::string_view)>();
-  static const auto idwt =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow("wavefuse::_idwt2d_kernel", "")
-          .typed<Tensor(const Tensor&, const Tensor&, const Tensor&, c10::string_view)>();
-  Tensor a = g;
-  std::vector<Tensor> details;
-  std::vector<std::pair<int64_t, int64_t>> sizes;
-  for (int64_t j = 0; j < level; ++j) {
-    sizes.emplace_back(a.size(2), a.size(3));
-    auto [ll, hi] = dwt.call(a, filters, mode);
-    details.push_back(hi);
-    a = ll;
-  }
-  const Tensor rec = at::flip(filters, {-1});
-  for (int64_t j = level - 1; j >= 0; --j) {
-    a = idwt.call(a, details[j].mul(hf_scale[j]), rec, mode);
-    details[j] = Tensor();
-    a = a.narrow(2, 0, sizes[j].first).narrow(3, 0, sizes[j].second);
-  }
-  return a;
 }
 
 // ---- wavelet_pgd_step, Haar: filter and step fused ----------------------------------------------
