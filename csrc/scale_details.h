@@ -1,6 +1,7 @@
 // g' = idwt(scale_hf(dwt(g))) through the dispatcher: the wavelet filter that
-// wavelet_pgd_step applies to the gradient when no fused kernel does (csrc/cpu/pgd_step.cpp and
-// csrc/cuda/pgd_step.cu both call it; the transform kernels it calls are those of g's device).
+// wavelet_pgd_step applies to the gradient when no fused kernel does (csrc/cuda/pgd_step.cu for
+// wavelets other than Haar; the transform kernels it calls are those of g's device, so any
+// backend's kernels can use it).
 #pragma once
 
 #include <cstdint>

@@ -233,6 +233,31 @@ def test_wavelet_step_matches_the_composition(wave, mode, backend):
 
 
 @pytest.mark.parametrize("backend", WAVELET_BACKENDS)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last", "transposed"])
+@pytest.mark.parametrize("mode", ["symmetric", "periodization", "reflect"])
+def test_wavelet_step_large_planes_and_strides(mode, layout, backend):
+    """Both CPU paths of longer filters: planes of at most 128 x 128 samples run kLanes planes at
+    once (75 x 41, 41 x 75), larger ones one plane per task in blocks of 32 rows (133 x 129); db4
+    and sym5 down to 3 levels, a gradient in every layout, float64 against the composition of the
+    reference transforms."""
+    for shape in ((2, 3, 75, 41), (1, 2, 41, 75), (1, 2, 133, 129)):
+        x_adv, g, x = _inputs(shape=shape, dtype=torch.float64, spread=0.1)
+        if layout == "channels_last":
+            g = g.contiguous(memory_format=torch.channels_last)
+        elif layout == "transposed":
+            g = g.transpose(-1, -2).contiguous().transpose(-1, -2)
+        for wave, level, scales in (("db4", 3, [0.0, 0.5, 2.0]), ("sym5", 2, [0.25, -1.0])):
+            g_f = _filtered_grad(g, wave, mode, level, scales)
+            for norm, eps in (("Linf", 0.05), ("L2", 0.4)):
+                expected = wavefuse.pgd_step(x_adv.clone(), g_f, x, eps, 0.03, norm)
+                got = wavefuse.wavelet_pgd_step(
+                    x_adv.clone(), g, x, eps, 0.03, wave, level, mode, scales, norm,
+                    backend=backend,
+                )
+                assert_close(got, expected, 1e-10, f"{shape} {wave} {mode} {level} {norm}")
+
+
+@pytest.mark.parametrize("backend", WAVELET_BACKENDS)
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_wavelet_step_every_dtype(dtype, backend):
     """L2 (a continuous function of g, unlike sign) against the float64 composition."""

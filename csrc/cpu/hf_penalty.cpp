@@ -96,31 +96,6 @@ struct EnergyArgs {
   double* partial;  // (planes, J, 3)
 };
 
-// One level of the cascade on one plane: src (element type S_t) row i at src + i * sh. The
-// approximation goes to ll (contiguous, h[j + 1] x w[j + 1]) when ll is not null; the detail bands
-// go to detail(band, i, row) (band 0..2 = cH, cV, cD; row: w[j + 1] values of row i).
-template <typename S_t, typename acc_t, typename Detail>
-WAVEFUSE_INLINE void cascade_level(const SplitPlan<acc_t>& plan, SplitWork<acc_t>& work,
-                                   const S_t* src, int64_t sh, bool unit, acc_t* ll,
-                                   Detail&& detail) {
-  const int64_t Kw = plan.Kw;
-  for (int64_t i0 = 0; i0 < plan.Kh; i0 += kRowBlock) {
-    const int64_t n = std::min(plan.Kh, i0 + kRowBlock) - i0;
-    split_block(plan, work, src, sh, unit, i0, n,
-                [&](int b, const acc_t* c0, const acc_t* c1, int64_t S) {
-                  for (int64_t i = 0; i < n; ++i) {
-                    if (b == 0) {  // (lo, lo) = LL and (hi, lo) = cH
-                      if (ll != nullptr) std::copy(c0 + i * S, c0 + i * S + Kw, ll + (i0 + i) * Kw);
-                      detail(0, i0 + i, c1 + i * S);
-                    } else {  // (lo, hi) = cV and (hi, hi) = cD
-                      detail(1, i0 + i, c0 + i * S);
-                      detail(2, i0 + i, c1 + i * S);
-                    }
-                  }
-                });
-  }
-}
-
 // The most coefficients per band of any level j >= 1 of the cascade.
 template <typename acc_t>
 int64_t largest_level(const Cascade<acc_t>& c) {
@@ -148,9 +123,9 @@ WAVEFUSE_INLINE void energy_tasks_impl(const EnergyArgs<scalar_t>& s, int64_t be
       };
       acc_t* out = j + 1 < c.levels ? ll[j % 2].data() : nullptr;
       if (j == 0) {
-        cascade_level(c.split[0], work[0], s.x.plane(p, s.C), s.x.sh, s.x.sw == 1, out, detail);
+        split_level(c.split[0], work[0], s.x.plane(p, s.C), s.x.sh, s.x.sw == 1, out, detail);
       } else {
-        cascade_level(c.split[j], work[j], static_cast<const acc_t*>(ll[(j - 1) % 2].data()),
+        split_level(c.split[j], work[j], static_cast<const acc_t*>(ll[(j - 1) % 2].data()),
                       c.w[j], true, out, detail);
       }
     }
@@ -197,9 +172,9 @@ WAVEFUSE_INLINE void energy_backward_tasks_impl(const EnergyBackwardArgs<scalar_
       };
       acc_t* out = j < J ? ll[j].data() : nullptr;
       if (j == 1) {
-        cascade_level(c.split[0], split_work[0], x, s.x.sh, s.x.sw == 1, out, detail);
+        split_level(c.split[0], split_work[0], x, s.x.sh, s.x.sw == 1, out, detail);
       } else {
-        cascade_level(c.split[j - 1], split_work[j - 1],
+        split_level(c.split[j - 1], split_work[j - 1],
                       static_cast<const acc_t*>(ll[j - 1].data()), c.w[j - 1], true, out, detail);
       }
     }

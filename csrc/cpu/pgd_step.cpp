@@ -26,10 +26,22 @@
 #include <string>
 
 #include "cpu/separable.h"
-#include "scale_details.h"
+#include "cpu/planes.h"
 
 namespace wavefuse {
 namespace {
+
+// One function per scalar type for each kind of task, each with an AVX2 clone (separable.h,
+// "vector loops").
+#define WAVEFUSE_TASKS(name, Args, T)                                              \
+  WAVEFUSE_SIMD_CLONES void name(const Args<T>& a, int64_t begin, int64_t end) { \
+    name##_impl(a, begin, end);                                                  \
+  }
+#define WAVEFUSE_ALL_TASKS(name, Args) \
+  WAVEFUSE_TASKS(name, Args, float)    \
+  WAVEFUSE_TASKS(name, Args, double)   \
+  WAVEFUSE_TASKS(name, Args, at::Half) \
+  WAVEFUSE_TASKS(name, Args, at::BFloat16)
 
 // A bound: the float, or a (N or 1, C or 1, 1, 1) tensor in the compute type.
 template <typename T>
@@ -119,16 +131,16 @@ WAVEFUSE_INLINE void linf_tasks_impl(const StepArgs<scalar_t>& s, int64_t begin,
   }
 }
 
-// Sums of squares in kLanes independent double partial sums (lane q % kLanes of a row), combined
-// in a fixed order: the loops vectorise (a single running sum is one long dependency chain) and
-// the result depends only on the data, never on the thread count or on timing.
-constexpr int kLanes = 8;
+// Sums of squares in kSumLanes independent double partial sums (lane q % kSumLanes of a row),
+// combined in a fixed order: the loops vectorise (a single running sum is one long dependency
+// chain) and the result depends only on the data, never on the thread count or on timing.
+constexpr int kSumLanes = 8;
 
 template <typename F>
 WAVEFUSE_INLINE void add_squares_of(double* __restrict__ lanes, int64_t n, F&& value) {
-  const int64_t body = n - n % kLanes;
-  for (int64_t q = 0; q < body; q += kLanes) {
-    for (int l = 0; l < kLanes; ++l) {
+  const int64_t body = n - n % kSumLanes;
+  for (int64_t q = 0; q < body; q += kSumLanes) {
+    for (int l = 0; l < kSumLanes; ++l) {
       const double d = value(q + l);
       lanes[l] += d * d;
     }
@@ -147,7 +159,7 @@ WAVEFUSE_INLINE void add_squares(double* __restrict__ lanes, const acc_t* __rest
 
 WAVEFUSE_INLINE double sum_lanes(const double* lanes) {
   double sum = 0.0;
-  for (int l = 0; l < kLanes; ++l) sum += lanes[l];
+  for (int l = 0; l < kSumLanes; ++l) sum += lanes[l];
   return sum;
 }
 
@@ -169,7 +181,7 @@ WAVEFUSE_INLINE void l2_sample(const StepArgs<scalar_t>& s, int64_t n) {
       for (int64_t i = 0; i < s.H; ++i) f(c, xa + i * s.xa.sh, g + i * s.g.sh, x + i * s.x.sh);
     }
   };
-  double lanes[kLanes] = {};
+  double lanes[kSumLanes] = {};
   rows([&](int64_t, scalar_t*, const scalar_t* g, const scalar_t*) {
     add_squares_of(lanes, W, [&](int64_t q) {
       return static_cast<double>(static_cast<acc_t>(g[U ? q : q * sg]));
@@ -212,19 +224,8 @@ WAVEFUSE_INLINE void l2_tasks_impl(const StepArgs<scalar_t>& s, int64_t begin, i
   }
 }
 
-#define WAVEFUSE_TASKS(name, T)                                                         \
-  WAVEFUSE_SIMD_CLONES void name(const StepArgs<T>& s, int64_t begin, int64_t end) { \
-    name##_impl(s, begin, end);                                                     \
-  }
-#define WAVEFUSE_ALL_TASKS(name) \
-  WAVEFUSE_TASKS(name, float)    \
-  WAVEFUSE_TASKS(name, double)   \
-  WAVEFUSE_TASKS(name, at::Half) \
-  WAVEFUSE_TASKS(name, at::BFloat16)
-WAVEFUSE_ALL_TASKS(linf_tasks)
-WAVEFUSE_ALL_TASKS(l2_tasks)
-#undef WAVEFUSE_ALL_TASKS
-#undef WAVEFUSE_TASKS
+WAVEFUSE_ALL_TASKS(linf_tasks, StepArgs)
+WAVEFUSE_ALL_TASKS(l2_tasks, StepArgs)
 
 void check_bound(const std::optional<Tensor>& t, const Tensor& x, const char* name) {
   if (!t.has_value()) return;
@@ -291,12 +292,14 @@ void pgd_step_cpu(const Tensor& x_adv, const Tensor& grad, const Tensor& x_nat, 
 //     every mode, level and size (odd, 1 x 1, smaller than 2^J), any strides (contiguous,
 //     channels_last, slices), every dtype and both norms: grad is read once, no band is formed,
 //     x_adv is stepped in place (L2: that pass caches g', two more passes over it for the norms).
-//   * any other bank (db2 and longer, or a two-tap bank that is not orthogonal): g' from this
-//     library's own CPU transform kernels (one analysis and one synthesis kernel per level, each
-//     level cropped to the size it analysed, as reference.scale_details_ref), in the compute type,
-//     then pgd_step_cpu on it. Half types step in float32 on float32 copies of x_adv and x_nat and
-//     round once, as the reference does (rounding g' to half first could flip the sign of its
-//     tiny entries). Fusing these per level is future work.
+//   * any other bank (db2 and longer, or a two-tap bank that is not orthogonal): ONE pass per
+//     plane (or per group of kLanes small planes) runs the whole cascade of
+//     reference.scale_details_ref in task-local buffers (the analysis and synthesis blocks of
+//     dwt2d / idwt2d, each synthesis cropped to the size its level analysed) and steps each row
+//     of g' as it comes out (Linf); L2 writes g' in the compute type and steps it with
+//     pgd_step's L2 pass. No band reaches memory (bank_filter_plane, below). Half types compute
+//     in float32 and round x_adv once, as the reference does (rounding g' to half first could
+//     flip the sign of its tiny entries).
 
 // ---- Haar: the whole wavelet step in one pass ---------------------------------------------------
 // With a two-tap orthogonal bank (haar, db1) a level pairs samples (2k, 2k + 1) of each axis and
@@ -312,7 +315,7 @@ void pgd_step_cpu(const Tensor& x_adv, const Tensor& grad, const Tensor& x_nat, 
 //   ã_{j-1} = s_j a_{j-1} + U(ã_j - s_j a_j),   ã_J = a_J,   g' = ã_0.
 // Carried downwards as d_j = ã_j - s_j a_j = (s_{j+1} - s_j) a_j + U(d_{j+1}) (s_{J+1} = 1,
 // d_J = (1 - s_J) a_J) and g' = d_0 with s_0 = 0, every level is one multiply-add per sample and
-// needs only the approximations a_0..a_J of the block. This equals scale_details (the transform
+// needs only the approximations a_0..a_J of the block. This equals scale_details_ref (the transform
 // kernels' composition) up to floating-point rounding; a NaN spreads over the same samples (the
 // 2^J block it falls in, and every block whose extension sample reads it), since 0 * NaN = NaN.
 // An infinite gradient entry is non-finite over the same samples too, but where the four-band
@@ -329,7 +332,7 @@ void pgd_step_cpu(const Tensor& x_adv, const Tensor& grad, const Tensor& x_nat, 
 // cache) the filter pass writes g' to a scratch buffer in the compute type with one partial sum
 // of squares per task, then the delta pass (partials of ||delta||^2) and the write pass read it
 // back. One extra write and two cached reads cost less than running the cascade three times.
-// Partials are summed per sample in task order (and per task in kLanes fixed lanes): the same
+// Partials are summed per sample in task order (and per task in kSumLanes fixed lanes): the same
 // bits for any thread count, no atomics.
 
 // The sample that extends an odd axis of n samples (read at position n), two taps; -1: zero.
@@ -498,6 +501,22 @@ WAVEFUSE_INLINE void linf_row(scalar_t* __restrict__ xa, const scalar_t* __restr
   }
 }
 
+// Linf on row r of plane p from that row of g' (compute type, unit stride).
+template <typename scalar_t, typename acc_t>
+WAVEFUSE_INLINE void linf_plane_row(const StepArgs<scalar_t>& s, int64_t p, int64_t r,
+                                    const acc_t* g) {
+  const int64_t n = p / s.C, c = p % s.C;
+  const acc_t eps = s.b.eps.at(n, c), alpha = s.b.alpha.at(n, c);
+  const acc_t lo = s.b.lo.at(n, c), hi = s.b.hi.at(n, c);
+  scalar_t* xa = s.xa.plane(p, s.C) + r * s.xa.sh;
+  const scalar_t* x = s.x.plane(p, s.C) + r * s.x.sh;
+  if (s.xa.sw == 1 && s.x.sw == 1) {
+    linf_row<true>(xa, x, g, 1, 1, s.W, eps, alpha, lo, hi);
+  } else {
+    linf_row<false>(xa, x, g, s.xa.sw, s.x.sw, s.W, eps, alpha, lo, hi);
+  }
+}
+
 // L2 on one row: delta = x_adv + alpha * g' / denom - x_nat; Write: x_adv = clamp(x_nat +
 // factor * delta), else delta into out.
 template <bool Write, bool Unit, typename scalar_t, typename acc_t>
@@ -525,23 +544,12 @@ WAVEFUSE_INLINE void haar_linf_tasks_impl(const HaarArgs<scalar_t>& t, int64_t b
   const StepArgs<scalar_t>& s = t.s;
   const HaarPlan<acc_t>& pl = *t.plan;
   std::vector<acc_t> buf(pl.work, acc_t(0)), spare;
-  const bool unit = s.xa.sw == 1 && s.x.sw == 1;
   for (int64_t u = begin; u < end; ++u) {
-    const int64_t p = u / pl.blocks, n = p / s.C, c = p % s.C;
+    const int64_t p = u / pl.blocks;
     const auto [r0, r1] = haar_filter_block(t, p, u % pl.blocks, buf.data(), spare);
-    const acc_t eps = s.b.eps.at(n, c), alpha = s.b.alpha.at(n, c);
-    const acc_t lo = s.b.lo.at(n, c), hi = s.b.hi.at(n, c);
-    scalar_t* xa = s.xa.plane(p, s.C);
-    const scalar_t* x = s.x.plane(p, s.C);
     for (int64_t r = r0; r < r1; ++r) {
-      const acc_t* g = buf.data() + pl.off[0] + (r - r0) * (pl.w[0] + 1);
-      scalar_t* xa_r = xa + r * s.xa.sh;
-      const scalar_t* x_r = x + r * s.x.sh;
-      if (unit) {
-        linf_row<true>(xa_r, x_r, g, 1, 1, s.W, eps, alpha, lo, hi);
-      } else {
-        linf_row<false>(xa_r, x_r, g, s.xa.sw, s.x.sw, s.W, eps, alpha, lo, hi);
-      }
+      linf_plane_row(s, p, r, static_cast<const acc_t*>(buf.data() + pl.off[0] +
+                                                         (r - r0) * (pl.w[0] + 1)));
     }
   }
 }
@@ -558,7 +566,7 @@ WAVEFUSE_INLINE void haar_l2_filter_tasks_impl(const HaarArgs<scalar_t>& t, int6
   for (int64_t u = begin; u < end; ++u) {
     const int64_t p = u / pl.blocks;
     const auto [r0, r1] = haar_filter_block(t, p, u % pl.blocks, buf.data(), spare);
-    double lanes[kLanes] = {};
+    double lanes[kSumLanes] = {};
     for (int64_t r = r0; r < r1; ++r) {
       const acc_t* g = buf.data() + pl.off[0] + (r - r0) * (pl.w[0] + 1);
       std::copy(g, g + s.W, t.scratch + ((p - t.p0) * s.H + r) * s.W);
@@ -585,7 +593,7 @@ WAVEFUSE_INLINE void haar_l2_step_tasks_impl(const HaarArgs<scalar_t>& t, int64_
     const acc_t lo = s.b.lo.at(n, c), hi = s.b.hi.at(n, c);
     scalar_t* xa = s.xa.plane(p, s.C);
     const scalar_t* x = s.x.plane(p, s.C);
-    double lanes[kLanes] = {};
+    double lanes[kSumLanes] = {};
     for (int64_t r = r0; r < r1; ++r) {
       const acc_t* g = t.scratch + ((p - t.p0) * s.H + r) * s.W;
       scalar_t* xa_r = xa + r * s.xa.sh;
@@ -614,21 +622,10 @@ WAVEFUSE_INLINE void haar_l2_write_tasks_impl(const HaarArgs<scalar_t>& t, int64
   haar_l2_step_tasks_impl<true>(t, begin, end);
 }
 
-#define WAVEFUSE_TASKS(name, T)                                                          \
-  WAVEFUSE_SIMD_CLONES void name(const HaarArgs<T>& t, int64_t begin, int64_t end) { \
-    name##_impl(t, begin, end);                                                      \
-  }
-#define WAVEFUSE_ALL_TASKS(name) \
-  WAVEFUSE_TASKS(name, float)    \
-  WAVEFUSE_TASKS(name, double)   \
-  WAVEFUSE_TASKS(name, at::Half) \
-  WAVEFUSE_TASKS(name, at::BFloat16)
-WAVEFUSE_ALL_TASKS(haar_linf_tasks)
-WAVEFUSE_ALL_TASKS(haar_l2_filter_tasks)
-WAVEFUSE_ALL_TASKS(haar_l2_delta_tasks)
-WAVEFUSE_ALL_TASKS(haar_l2_write_tasks)
-#undef WAVEFUSE_ALL_TASKS
-#undef WAVEFUSE_TASKS
+WAVEFUSE_ALL_TASKS(haar_linf_tasks, HaarArgs)
+WAVEFUSE_ALL_TASKS(haar_l2_filter_tasks, HaarArgs)
+WAVEFUSE_ALL_TASKS(haar_l2_delta_tasks, HaarArgs)
+WAVEFUSE_ALL_TASKS(haar_l2_write_tasks, HaarArgs)
 
 // The fused path takes any two-tap bank whose analysis matrix [dec_lo reversed; dec_hi reversed]
 // is orthogonal to a few ulps of the compute type (haar and db1 from PyWavelets): the synthesis
@@ -725,6 +722,237 @@ void haar_step(const StepArgs<scalar_t>& s, const HaarPlan<at::opmath_type<scala
   }
 }
 
+// ---- other banks: the whole filter per plane in one pass ---------------------------------------
+// One task per plane runs the cascade of scale_details_ref in plane-local buffers (the split/merge
+// blocks of separable.h, as hf_penalty's backward): up, level j's analysis of a_{j-1} (grad itself
+// at level 1, read once in its dtype and strides) keeps a_j and s_j times the three detail bands;
+// down, level j's synthesis of (ã_j, s_j cH, s_j cV, s_j cD) (ã_J = a_J), only the rows and
+// columns of the size that level analysed (the crop of scale_details_ref), gives ã_{j-1} -- in
+// place of a_{j-1}, no longer needed -- and at level 1 the rows of g'. The same analysis and
+// synthesis plans as dwt2d / idwt2d, so g' is what the composition computes, without ever
+// writing a band to memory. Linf steps each row of g' as it comes out: ONE pass for the whole
+// wavelet step. L2 writes g' (compute type) and steps it with pgd_step's L2 pass: two passes.
+template <typename acc_t>
+struct BankPlan {
+  // level j at j - 1: the analysis of a_{j-1} and the synthesis of level j's bands (cropped to
+  // a_{j-1}'s size), as row-block plans or (small planes, planes.h) plane-vector plans
+  std::vector<SplitPlan<acc_t>> split;
+  std::vector<MergePlan<acc_t>> merge;
+  std::vector<PlanesPlan<acc_t>> planes_split, planes_merge;
+  std::vector<int64_t> h, w;            // j = 0..J: rows and columns of a_j
+  std::vector<acc_t> scale;             // level j at j - 1: s_j
+  int64_t J = 0;
+};
+
+// idwt2d's synthesis map of m coefficients with the samples from n on cut off (-1): the synthesis
+// then yields exactly the n samples that scale_details_ref keeps (n <= synthesis_length(m)).
+inline std::vector<int64_t> cropped_synthesis_map(int64_t m, int64_t L, Mode mode, int64_t n) {
+  std::vector<int64_t> map = synthesis_map(m, L, mode);
+  for (auto& t : map) t = t >= n ? -1 : t;
+  return map;
+}
+
+template <typename acc_t>
+BankPlan<acc_t> bank_plan(const Tensor& filters, Mode mode, int64_t J,
+                          at::ArrayRef<double> hf_scale, int64_t H, int64_t W, int64_t sw,
+                          bool planes) {
+  // dec taps reversed: dwt2d's analysis taps, and idwt2d's synthesis taps (rec = dec reversed)
+  const auto taps = taps_as<acc_t>(filters, /*reversed=*/true);
+  const int64_t L = filters.size(1);
+  BankPlan<acc_t> pl;
+  pl.J = J;
+  pl.h.push_back(H), pl.w.push_back(W);
+  for (int64_t j = 0; j < J; ++j) {
+    const int64_t h = pl.h.back(), w = pl.w.back();
+    const int64_t kh = analysis_length<int64_t>(h, L, mode);
+    const int64_t kw = analysis_length<int64_t>(w, L, mode);
+    const auto map_h = analysis_map(h, L, mode), map_w = analysis_map(w, L, mode);
+    const auto syn_h = cropped_synthesis_map(kh, L, mode, h);
+    const auto syn_w = cropped_synthesis_map(kw, L, mode, w);
+    if (planes) {
+      pl.planes_split.push_back({split_axis(map_w, taps, kw), split_axis(map_h, taps, kh), h, w,
+                                 kh, kw});
+      pl.planes_merge.push_back({merge_axis(syn_w, taps, w, kw), merge_axis(syn_h, taps, h, kh), h,
+                                 w, kh, kw});
+    } else {
+      pl.split.push_back(split_plan(taps, map_h, map_w, j == 0 ? sw : 1, kh, kw));
+      pl.merge.push_back(merge_plan(taps, syn_h, syn_w, kh, kw, h, w));
+    }
+    pl.h.push_back(kh), pl.w.push_back(kw);
+    pl.scale.push_back(static_cast<acc_t>(hf_scale[j]));
+  }
+  return pl;
+}
+
+template <typename acc_t>
+struct BankWork {
+  std::vector<SplitWork<acc_t>> split;
+  std::vector<MergeWork<acc_t>> merge;
+  std::vector<std::vector<acc_t>> a, bands;  // j = 1..J: a_j (then ã_j); s_j (cH, cV, cD)
+  explicit BankWork(const BankPlan<acc_t>& pl) : a(pl.J + 1), bands(pl.J + 1) {
+    for (int64_t j = 1; j <= static_cast<int64_t>(pl.split.size()); ++j) {
+      split.emplace_back(pl.split[j - 1]);
+      merge.emplace_back(pl.merge[j - 1]);
+      a[j].resize(pl.h[j] * pl.w[j]);
+      bands[j].resize(3 * pl.h[j] * pl.w[j]);
+    }
+  }
+};
+
+// g' of one plane (grad rows at g + i * sh, element stride sw): row(r, line) receives row r < H
+// (line: at least W values, the first W of them g' in the compute type). J >= 1.
+template <typename scalar_t, typename acc_t, typename Row>
+WAVEFUSE_INLINE void bank_filter_plane(const BankPlan<acc_t>& pl, BankWork<acc_t>& wk,
+                                       const scalar_t* g, int64_t sh, int64_t sw, Row&& row) {
+  const int64_t J = pl.J;
+  for (int64_t j = 1; j <= J; ++j) {  // up
+    const int64_t kh = pl.h[j], kw = pl.w[j];
+    const acc_t sj = pl.scale[j - 1];
+    acc_t* bands = wk.bands[j].data();
+    auto detail = [&](int band, int64_t i, const acc_t* d) {
+      acc_t* __restrict__ out = bands + (band * kh + i) * kw;
+      for (int64_t k = 0; k < kw; ++k) out[k] = sj * d[k];
+    };
+    if (j == 1) {
+      split_level(pl.split[0], wk.split[0], g, sh, sw == 1, wk.a[1].data(), detail);
+    } else {
+      split_level(pl.split[j - 1], wk.split[j - 1], static_cast<const acc_t*>(wk.a[j - 1].data()),
+                  pl.w[j - 1], true, wk.a[j].data(), detail);
+    }
+  }
+  for (int64_t j = J; j >= 1; --j) {  // down
+    const int64_t kh = pl.h[j], kw = pl.w[j], rows = pl.h[j - 1], cols = pl.w[j - 1];  // crop
+    const acc_t* bands = wk.bands[j].data();
+    // bands (a, b): (0, 0) LL, (0, 1) cV, (1, 0) cH, (1, 1) cD
+    const acc_t* base[4] = {wk.a[j].data(), bands + kh * kw, bands, bands + 2 * kh * kw};
+    const int64_t rs[4] = {kw, kw, kw, kw};
+    acc_t* up = j > 1 ? wk.a[j - 1].data() : nullptr;
+    for (int64_t r0 = 0; r0 < rows; r0 += kRowBlock) {
+      const int64_t r1 = std::min(rows, r0 + kRowBlock);
+      merge_block(pl.merge[j - 1], wk.merge[j - 1], base, rs, 0, r0, r1,
+                  [&](int64_t r, const acc_t* line) {
+                    if (up != nullptr) {
+                      copy_span(up + r * cols, line, cols);
+                    } else {
+                      row(r, line);
+                    }
+                  });
+    }
+  }
+}
+
+template <typename scalar_t>
+struct BankArgs {
+  using acc_t = at::opmath_type<scalar_t>;
+  StepArgs<scalar_t> s;
+  const BankPlan<acc_t>* plan;
+  acc_t* out;  // L2: g', (N, C, H, W) contiguous
+  int64_t N;
+};
+
+// Linf: each plane's g' stepped row by row as it comes out.
+template <typename scalar_t>
+WAVEFUSE_INLINE void bank_linf_tasks_impl(const BankArgs<scalar_t>& t, int64_t begin,
+                                          int64_t end) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const StepArgs<scalar_t>& s = t.s;
+  BankWork<acc_t> wk(*t.plan);
+  for (int64_t p = begin; p < end; ++p) {
+    bank_filter_plane(*t.plan, wk, s.g.plane(p, s.C), s.g.sh, s.g.sw,
+                      [&](int64_t r, const acc_t* g) { linf_plane_row(s, p, r, g); });
+  }
+}
+
+// L2, pass 1: each plane's g' into t.out.
+template <typename scalar_t>
+WAVEFUSE_INLINE void bank_filter_tasks_impl(const BankArgs<scalar_t>& t, int64_t begin,
+                                            int64_t end) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const StepArgs<scalar_t>& s = t.s;
+  BankWork<acc_t> wk(*t.plan);
+  for (int64_t p = begin; p < end; ++p) {
+    acc_t* out = t.out + p * s.H * s.W;
+    bank_filter_plane(*t.plan, wk, s.g.plane(p, s.C), s.g.sh, s.g.sw,
+                      [&](int64_t r, const acc_t* g) { copy_span(out + r * s.W, g, s.W); });
+  }
+}
+
+#if defined(__GNUC__)
+// Small planes (use_planes_path): the same cascade on V = kLanes planes at once, one per vector
+// lane (planes.h, as hf_penalty's plane-vector backward). Level j's work buffers hold its bands
+// B(0..3); up, the split of a_{j-1} (X, or level j - 1's B(0)) and the detail bands times s_j in
+// place; down, the synthesis of level j's B(0..3) (B(0) = ã_j) writes ã_{j-1} over a_{j-1}. X
+// then holds g' of the V planes.
+template <typename scalar_t>
+WAVEFUSE_INLINE void bank_planes_filter(const BankArgs<scalar_t>& t,
+                                        std::vector<PlanesWork<at::opmath_type<scalar_t>>>& work,
+                                        int64_t p0, int64_t count) {
+  using acc_t = at::opmath_type<scalar_t>;
+  using Vec = Lanes<acc_t>;
+  const BankPlan<acc_t>& pl = *t.plan;
+  const int64_t J = pl.J;
+  planes_in(work[0].x.data(), t.s.g, t.s.C, p0, count, t.s.H, t.s.W);
+  for (int64_t j = 0; j < J; ++j) {  // up
+    const PlanesPlan<acc_t>& plan = pl.planes_split[j];
+    split_core(plan, work[j], j == 0 ? work[0].X() : work[j - 1].B(0));
+    const acc_t sj = pl.scale[j];
+    for (int ab = 1; ab < 4; ++ab) {
+      Vec* d = work[j].B(ab);
+      for (int64_t k = 0; k < plan.Kh * plan.Kw; ++k) d[k] = d[k] * sj;
+    }
+  }
+  for (int64_t j = J - 1; j >= 0; --j) {  // down
+    merge_core(pl.planes_merge[j], work[j], j == 0 ? work[0].X() : work[j - 1].B(0));
+  }
+}
+
+// Linf: the group's g' out to a plane-after-plane buffer, then stepped row by row; L2: g' out to
+// t.out.
+template <bool Linf, typename scalar_t>
+WAVEFUSE_INLINE void bank_planes_tasks(const BankArgs<scalar_t>& t, int64_t begin, int64_t end) {
+  using acc_t = at::opmath_type<scalar_t>;
+  constexpr int64_t V = kLanes<acc_t>;
+  const StepArgs<scalar_t>& s = t.s;
+  std::vector<PlanesWork<acc_t>> work;
+  for (const auto& plan : t.plan->planes_split) work.emplace_back(plan);
+  std::vector<acc_t> gp(Linf ? V * s.H * s.W : 0);
+  const View4<acc_t> dst = Linf ? View4<acc_t>{gp.data(), s.H * s.W, 0, s.W, 1}
+                                : View4<acc_t>{t.out, s.C * s.H * s.W, s.H * s.W, s.W, 1};
+  for (int64_t u = begin; u < end; ++u) {
+    const int64_t p0 = u * V, count = std::min(V, s.C * t.N - p0);
+    bank_planes_filter(t, work, p0, count);
+    planes_out(static_cast<const acc_t*>(work[0].x.data()), dst, Linf ? 1 : s.C, Linf ? 0 : p0,
+               count, s.H, s.W);
+    if constexpr (Linf) {
+      for (int64_t l = 0; l < count; ++l) {
+        for (int64_t r = 0; r < s.H; ++r) {
+          linf_plane_row(s, p0 + l, r, static_cast<const acc_t*>(gp.data() + (l * s.H + r) * s.W));
+        }
+      }
+    }
+  }
+}
+
+template <typename scalar_t>
+WAVEFUSE_INLINE void bank_planes_linf_tasks_impl(const BankArgs<scalar_t>& t, int64_t begin,
+                                                 int64_t end) {
+  bank_planes_tasks<true>(t, begin, end);
+}
+
+template <typename scalar_t>
+WAVEFUSE_INLINE void bank_planes_filter_tasks_impl(const BankArgs<scalar_t>& t, int64_t begin,
+                                                   int64_t end) {
+  bank_planes_tasks<false>(t, begin, end);
+}
+#endif
+
+WAVEFUSE_ALL_TASKS(bank_linf_tasks, BankArgs)
+WAVEFUSE_ALL_TASKS(bank_filter_tasks, BankArgs)
+#if defined(__GNUC__)
+WAVEFUSE_ALL_TASKS(bank_planes_linf_tasks, BankArgs)
+WAVEFUSE_ALL_TASKS(bank_planes_filter_tasks, BankArgs)
+#endif
+
 void wavelet_pgd_step_cpu(const Tensor& x_adv, const Tensor& grad, const Tensor& x_nat, double eps,
                           double alpha, double lo, double hi,
                           const std::optional<Tensor>& eps_tensor,
@@ -758,17 +986,69 @@ void wavelet_pgd_step_cpu(const Tensor& x_adv, const Tensor& grad, const Tensor&
     });
     return;
   }
-  const Tensor g = scale_details(grad.to(acc), filters.to(acc), wave_mode, level, hf_scale);
-  if (x_adv.scalar_type() == acc) {
-    pgd_step_cpu(x_adv, g, x_nat, eps, alpha, lo, hi, eps_tensor, alpha_tensor, lo_tensor,
+  // pgd_step on g' (the compute type); half types step float32 copies of x_adv and x_nat and
+  // round once
+  auto step_on = [&](const Tensor& g) {
+    if (x_adv.scalar_type() == acc) {
+      pgd_step_cpu(x_adv, g, x_nat, eps, alpha, lo, hi, eps_tensor, alpha_tensor, lo_tensor,
+                   hi_tensor, norm);
+      return;
+    }
+    const Tensor xa = x_adv.to(acc);
+    pgd_step_cpu(xa, g, x_nat.to(acc), eps, alpha, lo, hi, eps_tensor, alpha_tensor, lo_tensor,
                  hi_tensor, norm);
+    x_adv.copy_(xa);
+  };
+  if (level == 0) {  // g' = g
+    step_on(grad.to(acc));
     return;
   }
-  const Tensor xa = x_adv.to(acc);
-  pgd_step_cpu(xa, g, x_nat.to(acc), eps, alpha, lo, hi, eps_tensor, alpha_tensor, lo_tensor,
-               hi_tensor, norm);
-  x_adv.copy_(xa);
+  if (x_adv.numel() == 0) return;
+  const int64_t N = x_adv.size(0), C = x_adv.size(1), H = x_adv.size(2), W = x_adv.size(3);
+  Tensor g_filtered;  // L2: g' in the compute type
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x_adv.scalar_type(), "wavefuse_bank", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const StepArgs<scalar_t> s{
+        view4<scalar_t>(x_adv),
+        view4<const scalar_t>(grad),
+        view4<const scalar_t>(x_nat),
+        {bound<acc_t>(eps, eps_tensor), bound<acc_t>(alpha, alpha_tensor),
+         bound<acc_t>(lo, lo_tensor), bound<acc_t>(hi, hi_tensor)},
+        C, H, W};
+    const bool planes = kPlanesPath && use_planes_path(H, W);
+    const BankPlan<acc_t> plan =
+        bank_plan<acc_t>(filters.to(acc), mode, level, hf_scale, H, W, grad.stride(3), planes);
+    BankArgs<scalar_t> t{s, &plan, nullptr, N};
+#if defined(__GNUC__)
+    const int64_t groups = (N * C + kLanes<acc_t> - 1) / kLanes<acc_t>;
+#endif
+    if (!l2) {
+#if defined(__GNUC__)
+      if (planes) {
+        at::parallel_for(0, groups, 1,
+                         [&](int64_t b, int64_t e) { bank_planes_linf_tasks(t, b, e); });
+        return;
+      }
+#endif
+      at::parallel_for(0, N * C, 1, [&](int64_t b, int64_t e) { bank_linf_tasks(t, b, e); });
+      return;
+    }
+    g_filtered = at::empty({N, C, H, W}, x_adv.options().dtype(acc));
+    t.out = static_cast<acc_t*>(g_filtered.data_ptr());
+#if defined(__GNUC__)
+    if (planes) {
+      at::parallel_for(0, groups, 1,
+                       [&](int64_t b, int64_t e) { bank_planes_filter_tasks(t, b, e); });
+      return;
+    }
+#endif
+    at::parallel_for(0, N * C, 1, [&](int64_t b, int64_t e) { bank_filter_tasks(t, b, e); });
+  });
+  if (l2) step_on(g_filtered);  // pgd_step's L2 pass on g'
 }
+
+#undef WAVEFUSE_ALL_TASKS
+#undef WAVEFUSE_TASKS
 
 }  // namespace
 }  // namespace wavefuse

@@ -542,6 +542,32 @@ WAVEFUSE_INLINE void split_block(const SplitPlan<acc_t>& plan, SplitWork<acc_t>&
   }
 }
 
+// One whole analysis level of one plane (split_block over its row blocks), for the cascades of
+// hf_penalty.cpp and pgd_step.cpp: src (element type S_t) row i at src + i * sh. The
+// approximation goes to ll (contiguous, h[j + 1] x w[j + 1]) when ll is not null; the detail bands
+// go to detail(band, i, row) (band 0..2 = cH, cV, cD; row: w[j + 1] values of row i).
+template <typename S_t, typename acc_t, typename Detail>
+WAVEFUSE_INLINE void split_level(const SplitPlan<acc_t>& plan, SplitWork<acc_t>& work,
+                                 const S_t* src, int64_t sh, bool unit, acc_t* ll,
+                                 Detail&& detail) {
+  const int64_t Kw = plan.Kw;
+  for (int64_t i0 = 0; i0 < plan.Kh; i0 += kRowBlock) {
+    const int64_t n = std::min(plan.Kh, i0 + kRowBlock) - i0;
+    split_block(plan, work, src, sh, unit, i0, n,
+                [&](int b, const acc_t* c0, const acc_t* c1, int64_t S) {
+                  for (int64_t i = 0; i < n; ++i) {
+                    if (b == 0) {  // (lo, lo) = LL and (hi, lo) = cH
+                      if (ll != nullptr) std::copy(c0 + i * S, c0 + i * S + Kw, ll + (i0 + i) * Kw);
+                      detail(0, i0 + i, c1 + i * S);
+                    } else {  // (lo, hi) = cV and (hi, hi) = cD
+                      detail(1, i0 + i, c0 + i * S);
+                      detail(2, i0 + i, c1 + i * S);
+                    }
+                  }
+                });
+  }
+}
+
 // ---- merge: the transpose of split, as a gather --------------------------------------------------
 
 // The column pass of a merge as a sparse matrix, one row per output row r: the coefficient rows i

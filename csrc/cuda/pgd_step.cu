@@ -37,7 +37,7 @@
 //   wavelet_pgd_step otherwise (other wavelets; Haar deeper than 6 levels, where the tile side
 //         2^J would exceed the 48 KiB of shared memory a block gets in float64): the COMPOSITION,
 //         per level the CUDA analysis (the registered wavefuse::_dwt2d_kernel, called through
-//         the c10 dispatcher by scale_details.h, shared with csrc/cpu/pgd_step.cpp), the detail
+//         the c10 dispatcher by scale_details.h), the detail
 //         bands times hf_scale[j], then per level the synthesis (_idwt2d_kernel) cropped to the
 //         size that level analysed (as reference.scale_details_ref), all in the compute type;
 //         then the step above on that gradient. Half types step in float32 on float32 copies
