@@ -42,6 +42,8 @@ SHORT = {
     "dwt2d_adjoint": "adjoint",
     "dwt2d_fwd_bwd": "fwd+bwd",
     "hf_penalty_fwd_bwd": "fwd+bwd",
+    "wavelet_pgd_step_linf": "Linf",
+    "wavelet_pgd_step_l2": "L2",
 }
 # (title, ops, which parameters tell the cases apart, and their column headers)
 GROUPS = (
@@ -64,8 +66,11 @@ GROUPS = (
         ("shape", "dtype", "norm"),
     ),
     (
-        "`wavelet_pgd_step` (in place)",
-        ("wavelet_pgd_step",),
+        (
+            "`wavelet_pgd_step` (in place, hf_scale 0.5) vs pytorch_wavelets DWT + IDWT + "
+            "torchattacks' update"
+        ),
+        ("wavelet_pgd_step_linf", "wavelet_pgd_step_l2"),
         ("shape", "dtype", "wave", "mode", "level"),
         ("shape", "dtype", "wave", "mode", "J"),
     ),

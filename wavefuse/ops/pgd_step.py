@@ -37,8 +37,10 @@ extra small reduction, never with a host sync. Triton: ``pgd_step`` and ``wavele
 ``wavefuse.kernels.pgd_step``. The wavelet kernel is never called with every scale 1 (or level 0):
 that is exactly pgd_step, and this module runs pgd_step's kernel instead. The C++ CPU kernel
 (csrc/cpu/pgd_step.cpp) runs a two-tap orthogonal bank (haar, db1) as one fused pass, for every
-mode, level and size: grad is read once and no band is formed; other wavelets run the transform
-kernels level by level, then the step. The CUDA kernel (csrc/cuda/pgd_step.cu, never run on a GPU
+mode, level and size: grad is read once and no band is formed; other wavelets run one pass per
+plane (or per 8 small planes) that filters the gradient through every level in task-local buffers
+and steps it (Linf: one pass; L2: that pass writes g', then the step), no band written to memory
+either. The CUDA kernel (csrc/cuda/pgd_step.cu, never run on a GPU
 yet) has pgd_step as Triton's launches and runs a two-tap bank (haar, db1) with 1 <= level <= 6 as
 one fused kernel as Triton's (filter and step: one launch for Linf, three for L2, every mode, size,
 dtype and layout, no host sync); other wavelets and deeper Haar levels run the CUDA transform
