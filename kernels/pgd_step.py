@@ -37,13 +37,22 @@ Addressing. The elements are visited in x_adv's memory order (NCHW, or NHWC when
 channels_last). When x_adv, grad and x_nat are all dense in that order, an element's offset is its
 index; otherwise each tensor is read and written through its own strides.
 
-wavelet_pgd_step composes the Triton transforms of kernels/dwt.py: per level one analysis launch
-(``dwt2d``) of the gradient in the compute dtype, the three detail bands scaled by hf_scale[j] (a
-torch multiply), then one synthesis launch per level (``idwt2d``, cropped to the size that level
-analysed, as reference.scale_details_ref), then the step above on the filtered gradient (read in
-the compute dtype: a half x_adv is not copied). Haar (2 taps) is fused instead: filter and step
-in one launch for Linf, three for L2 (kernels/haar.py, which names its deep-level fallback to this
-path); the one-kernel-per-level fusion for longer filters (DESIGN.md contract 6) is future work.
+wavelet_pgd_step. Haar (2 taps) is fused into the step (kernels/haar.py): one launch for Linf,
+three for L2. Other wavelets, and Haar beyond that kernel's depth, on planes of at most
+_SEPARABLE_MAX_SIDE (64) per side -- CIFAR's 32 x 32, Tiny-ImageNet's 64 x 64 -- run one launch
+for every level: the filter g' = idwt(scale_hf(dwt(g))) of a plane G is a short sum of separable
+matrix pairs, identity * G + sum_k L_k G R_k^T (wavefuse/ops/separable.py: one pair per distinct
+scale step for a perfect-reconstruction bank, built once per bank, mode, level, size and scales and
+cached), so ``_separable_kernel`` loads the plane, applies the pairs with tl.dot (float32 "ieee":
+no TF32 rounding; float64) and, for Linf, steps x_adv in the same program; for L2 it writes g' in
+the compute dtype and pgd_step's three L2 launches follow. No band is formed. Larger planes, where
+those dense products cost side^3 per plane against the transforms' side^2, compose the Triton
+transforms of kernels/dwt.py: per level one analysis launch (``dwt2d``) of the gradient in the
+compute dtype, the detail bands scaled by hf_scale[j] (a torch multiply), one synthesis launch
+(``idwt2d``, cropped as reference.scale_details_ref), then the step above on the filtered gradient;
+a one-kernel-per-level fusion for those (DESIGN.md contract 6) is future work. The separable
+kernel's block sides and warps (4 warps up to 32 x 32, 8 at 64 x 64) are chosen blind: ptxas for
+sm_90 reports 168 registers and no spill at 32 x 32 in float32, 255 and a 208-byte spill at 64 x 64.
 
 Tested only under TRITON_INTERPRET=1 on a CPU, never run on a GPU; every kernel variant compiles for
 sm_90 offline (triton.compile, triton 3.8's ptxas). The PTX has div.rn/sqrt.rn as intended, and
@@ -61,10 +70,17 @@ import triton.language as tl
 from torch import Tensor
 from wavefuse.kernels import dwt as _dwt
 
+from wavefuse.ops import separable
+
 # Elements per program block (largest; small tensors use the next power of two of their size).
 _BLOCK = 1024
 # At most this many partial sums per sample (a power of two): each L2 program sums them all.
 _MAX_PARTIALS = 256
+# wavelet_pgd_step on planes up to this side (H and W) runs the separable one-launch kernel: its
+# cost per plane grows as side^3 (dense matrix products), the per-level transforms' as side^2.
+_SEPARABLE_MAX_SIDE = 64
+# tl.dot's smallest block side on a GPU.
+_MIN_DOT_SIDE = 16
 #: torchattacks PGDL2's eps_for_division: g / (||g||_2 + 1e-10), per sample.
 L2_EPS_FOR_DIVISION = 1e-10
 
@@ -344,6 +360,61 @@ def _l2_update_kernel(
         tl.store(xa_ptr + o_xa, _to_output(out, xa_ptr.dtype.element_ty), mask=ok)
 
 
+# ---- wavelet step, small planes: the whole filter and the step in one launch ---------------------
+
+
+@triton.jit(do_not_specialize=["eps_bits", "alpha_bits", "lo_bits", "hi_bits", "identity_bits"])
+def _separable_kernel(
+    xa_ptr, g_ptr, x_ptr, out_ptr, l_ptr, r_ptr,
+    eps_bits, alpha_bits, lo_bits, hi_bits, identity_bits,
+    eps_t, alpha_t, lo_t, hi_t,
+    se_n, se_c, sa_n, sa_c, sl_n, sl_c, sh_n, sh_c,
+    C, H, W, TERMS,
+    xa_sn, xa_sc, xa_sh, xa_sw, g_sn, g_sc, g_sh, g_sw, x_sn, x_sc, x_sh, x_sw,
+    o_sn, o_sc, o_sh, o_sw,
+    HAS_EPS: tl.constexpr, HAS_ALPHA: tl.constexpr, HAS_LO: tl.constexpr, HAS_HI: tl.constexpr,
+    LINF: tl.constexpr, WIDE: tl.constexpr, ACC: tl.constexpr,
+    BH: tl.constexpr, BW: tl.constexpr,
+):  # fmt: skip
+    """One plane (program n * C + c): g' = identity * G + sum_k L[k] @ G @ Rt[k]
+    (wavefuse/ops/separable.py: every level of the wavelet filter at once), then, for Linf, the
+    step on x_adv in place; otherwise g' is written to out (the L2 step follows)."""
+    pid = tl.program_id(0).to(tl.int64)
+    n = pid // C
+    c = pid % C
+    rows = tl.arange(0, BH)
+    cols = tl.arange(0, BW)
+    if WIDE:
+        rows, cols = rows.to(tl.int64), cols.to(tl.int64)
+    ok = (rows[:, None] < H) & (cols[None, :] < W)
+    o_g = n * g_sn + c * g_sc + rows[:, None] * g_sh + cols[None, :] * g_sw
+    g = tl.load(g_ptr + o_g, mask=ok, other=0.0).to(ACC)
+    identity = identity_bits.to(tl.int64).to(tl.float64, bitcast=True).to(ACC)
+    acc = g * identity
+    bh = tl.arange(0, BH)
+    bw = tl.arange(0, BW)
+    for k in range(TERMS):
+        right_t = tl.load(r_ptr + k * BW * BW + bw[:, None] * BW + bw[None, :])
+        left = tl.load(l_ptr + k * BH * BH + bh[:, None] * BH + bh[None, :])
+        t = tl.dot(g, right_t, out_dtype=ACC, input_precision="ieee")
+        acc = tl.dot(left, t, acc, out_dtype=ACC, input_precision="ieee")
+    if LINF:
+        eps = _scalar(eps_bits, eps_t, se_n, se_c, n, c, HAS_EPS, ACC)
+        alpha = _scalar(alpha_bits, alpha_t, sa_n, sa_c, n, c, HAS_ALPHA, ACC)
+        lo = _scalar(lo_bits, lo_t, sl_n, sl_c, n, c, HAS_LO, ACC)
+        hi = _scalar(hi_bits, hi_t, sh_n, sh_c, n, c, HAS_HI, ACC)
+        o_xa = n * xa_sn + c * xa_sc + rows[:, None] * xa_sh + cols[None, :] * xa_sw
+        o_x = n * x_sn + c * x_sc + rows[:, None] * x_sh + cols[None, :] * x_sw
+        xa = tl.load(xa_ptr + o_xa, mask=ok, other=0.0).to(ACC)
+        xv = tl.load(x_ptr + o_x, mask=ok, other=0.0).to(ACC)
+        delta = _clamp(xa + alpha * _sign(acc) - xv, -eps, eps)
+        out = _clamp(xv + delta, lo, hi)
+        tl.store(xa_ptr + o_xa, _to_output(out, xa_ptr.dtype.element_ty), mask=ok)
+    else:
+        o_out = n * o_sn + c * o_sc + rows[:, None] * o_sh + cols[None, :] * o_sw
+        tl.store(out_ptr + o_out, acc, mask=ok)
+
+
 # ---- host side -----------------------------------------------------------------------------------
 
 
@@ -450,6 +521,34 @@ def pgd_step(
     )  # fmt: skip
 
 
+def _separable_step(x_adv, grad, x_nat, bounds, filters, mode, level, hf_scale, norm) -> None:
+    """The wavelet step on planes of at most _SEPARABLE_MAX_SIDE per side: one launch computes g'
+    for every level (one program per plane) and, for Linf, steps x_adv; for L2 it writes g' in the
+    compute dtype and pgd_step's three L2 launches follow."""
+    n, c, h, w = x_adv.shape
+    acc = _acc(x_adv)
+    bh, bw = (max(_MIN_DOT_SIDE, triton.next_power_of_2(s)) for s in (h, w))
+    cdtype = torch.float64 if x_adv.dtype == torch.float64 else torch.float32
+    terms = separable.filter_terms(filters, mode, level, h, w, list(hf_scale), cdtype, bh, bw)
+    linf = norm == "Linf"
+    out = x_adv if linf else torch.empty_like(x_adv, dtype=cdtype)
+    e, a, lw, hg = (_bound(v, t, x_adv) for v, t in zip(bounds[:4], bounds[4:]))
+    wide = _dwt._needs_int64(x_adv, grad, x_nat, out)
+    with _dwt._device_guard(x_adv):
+        _separable_kernel[(n * c,)](
+            x_adv, grad, x_nat, out, terms.left, terms.right_t,
+            e[0], a[0], lw[0], hg[0], _bits(terms.identity), e[1], a[1], lw[1], hg[1],
+            e[2], e[3], a[2], a[3], lw[2], lw[3], hg[2], hg[3], c, h, w, terms.count,
+            *x_adv.stride(), *grad.stride(), *x_nat.stride(), *out.stride(),
+            HAS_EPS=bounds[4] is not None, HAS_ALPHA=bounds[5] is not None,
+            HAS_LO=bounds[6] is not None, HAS_HI=bounds[7] is not None,
+            LINF=linf, WIDE=wide, ACC=acc, BH=bh, BW=bw,
+            num_warps=4 if bh * bw <= 1024 else 8,
+        )  # fmt: skip
+    if not linf:
+        _step(x_adv, out, x_nat, *bounds, norm)
+
+
 def scale_details(
     g: Tensor, filters: Tensor, mode: str, level: int, hf_scale: list[float]
 ) -> Tensor:
@@ -492,12 +591,15 @@ def wavelet_pgd_step(
     cdtype = torch.float64 if x_adv.dtype == torch.float64 else torch.float32
     if x_adv.numel() == 0:
         return
+    bounds = (eps, alpha, lo, hi, eps_tensor, alpha_tensor, lo_tensor, hi_tensor)
     if filters.shape[-1] == 2:  # Haar, the orthogonal 2-tap wavelet: one fused kernel
         from wavefuse.kernels import haar as _haar
 
-        bounds = (eps, alpha, lo, hi, eps_tensor, alpha_tensor, lo_tensor, hi_tensor)
         if _haar.wavelet_pgd_step(x_adv, grad, x_nat, *bounds, wave_mode, level, hf_scale, norm):
             return
+    if max(x_adv.shape[-2:]) <= _SEPARABLE_MAX_SIDE:
+        _separable_step(x_adv, grad, x_nat, bounds, filters, wave_mode, level, hf_scale, norm)
+        return
     g = scale_details(grad.to(cdtype), filters.to(cdtype), wave_mode, level, list(hf_scale))
     _step(
         x_adv, g, x_nat, eps, alpha, lo, hi,

@@ -100,3 +100,22 @@ def assert_close(actual, expected, tol: float, what: str = "") -> None:
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+class KernelCounter:
+    """Stands in for a @triton.jit kernel: counts launches (kernel[grid](...)), then launches."""
+
+    def __init__(self, kernel):
+        self.kernel, self.launches = kernel, 0
+
+    def __getitem__(self, grid):
+        self.launches += 1
+        return self.kernel[grid]
+
+
+def count_launches(monkeypatch, module, *names) -> dict:
+    """Replace module's kernels ``names`` with counters for the test: {name: KernelCounter}."""
+    counters = {name: KernelCounter(getattr(module, name)) for name in names}
+    for name, counter in counters.items():
+        monkeypatch.setattr(module, name, counter)
+    return counters

@@ -4,6 +4,11 @@
 // tests/test_cuda_pgd_emulation.py, which compiles this file with g++ (plain C++17, __CUDACC__
 // undefined) and compares the results with wavefuse.reference.pgd_step_ref.
 //
+// The separable wavelet step (sep_step_* of the same header) runs over the grid of
+// sep_step_geometry: per block the sample reduction (L2 launches 2 and 3), then per plane (shared
+// memory and the threads' output registers NaN-filled) the load, the init, per matrix pair the
+// right then the left phase, and the plane phase, each for all threads before the next.
+//
 // The fused Haar wavelet step (haar_step_* of the same header) runs likewise over the grid of
 // haar_step_geometry: per launch, block by block; per block the sample reduction (L2 launches 2
 // and 3), then per tile the load, the J mean levels and the tile phase, each for all threads
@@ -17,7 +22,9 @@
 //   (as an unsigned integer), the tensor's N and C strides (0 where broadcast) and its span
 //   then op: 0 (pgd_step), or 1 (the Haar wavelet_pgd_step) followed by mode (common.h's Mode),
 //   levels J and the float64 bit patterns of hf_scale[0 .. J) (coefficients as pgd_step.cu
-//   computes them: haar_step_coefficient)
+//   computes them: haar_step_coefficient), or 2 (the separable wavelet step) followed by the
+//   number of matrix pairs K and the float64 bit pattern of the identity coefficient, the pairs
+//   in DIR/left.bin (K x H x H) and DIR/right_t.bin (K x W x W), row-major float64
 // Inputs are raw float64 storage addressed by the strides (xa.bin, g.bin, x.bin, and eps.bin ...
 // for the bounds given as tensors); float32 cases hold float32 values, converted exactly. The
 // result, x_adv's whole storage (gaps of a strided view included: they must be left untouched), is
@@ -63,6 +70,8 @@ struct Params {
   Raw xa, g, x;
   BoundIn b[4];
   int op = 0, mode = 0, levels = 0;
+  int64_t terms = 0;  // op 2: K matrix pairs and the identity coefficient
+  double identity = 0;
   double hf_scale[wavefuse::cuda_haar::kHaarMaxLevels] = {};
 };
 
@@ -151,46 +160,63 @@ void run_l2(StepArgs<scalar_t, index_t>& a, int64_t N) {
 
 // ---- the fused Haar step ---------------------------------------------------------------------
 
-// One launch (Stage) of haar_step_kernel over the whole grid.
-template <int Stage, typename scalar_t, typename index_t>
-void run_haar_stage(const HaarStepArgs<scalar_t, index_t>& a, const HaarStepGeometry& geo) {
-  using acc_t = typename StepAcc<scalar_t>::type;
-  std::vector<acc_t> smem(geo.smem_elems);
+// One launch (Stage) of a fused step kernel (Haar or separable) over its grid: per block the
+// sample's norms (L2 launches 2 and 3), then block_items(block, n, sm, denom, factor, acc) -- the
+// block's tiles or planes, phase by phase for all threads --, then the block's partial
+// (launches 1 and 2). Shared memory and the threads' registers start as NaN.
+template <int Stage, typename Args, typename acc_t, typename Items>
+void run_fused_stage(const Args& a, int64_t blocks, int64_t smem_elems, Items block_items) {
+  using index_t = decltype(a.P);
+  std::vector<acc_t> smem(smem_elems);
   acc_t* sm = smem.data();
   std::vector<acc_t> denom(kThreads), factor(kThreads), acc(kThreads);
   const acc_t nan = static_cast<acc_t>(kNaN);
-  for (int64_t b = 0; b < geo.blocks; ++b) {
+  for (int64_t b = 0; b < blocks; ++b) {
     const index_t block = static_cast<index_t>(b);
     const index_t n = block / a.P;
-    smem.assign(geo.smem_elems, nan);
+    smem.assign(smem_elems, nan);
     denom.assign(kThreads, nan);  // registers: NaN unless the phases below set them
     factor.assign(kThreads, nan);
-    if (Stage == kHaarL2Delta || Stage == kHaarL2Update) {
-      for (int tid = 0; tid < kThreads; ++tid) haar_step_load_partials<Stage>(a, n, tid, sm);
-      block_tree<acc_t>(sm, Stage == kHaarL2Update ? sm + kThreads : nullptr);
+    if (Stage == kFusedL2Delta || Stage == kFusedL2Update) {
+      for (int tid = 0; tid < kThreads; ++tid) fused_load_partials<Stage>(a, n, tid, sm);
+      block_tree<acc_t>(sm, Stage == kFusedL2Update ? sm + kThreads : nullptr);
       for (int tid = 0; tid < kThreads; ++tid) {
-        haar_step_norms<Stage>(a, n, sm, denom[tid], factor[tid]);
+        fused_norms<Stage>(a, n, sm, denom[tid], factor[tid]);
       }
     }
     acc.assign(kThreads, acc_t(0));
-    for (index_t t = block % a.P; t < a.Q; t += a.P) {
-      smem.assign(geo.smem_elems, nan);  // stricter than the device: stale values poison
-      for (int tid = 0; tid < kThreads; ++tid) haar_step_load(a, n, t, tid, sm);
-      for (int j = 1; j <= a.levels; ++j) {
-        for (int tid = 0; tid < kThreads; ++tid) haar_step_mean(a, j, tid, sm);
-      }
-      for (int tid = 0; tid < kThreads; ++tid) {
-        haar_step_tile<Stage>(a, n, t, tid, sm, denom[tid], factor[tid], acc[tid]);
-      }
-    }
-    if (Stage == kHaarL2Grad || Stage == kHaarL2Delta) {
+    block_items(block, n, smem, denom, factor, acc);
+    if (Stage == kFusedL2Grad || Stage == kFusedL2Delta) {
       for (int tid = 0; tid < kThreads; ++tid) sm[tid] = acc[tid];
       block_tree<acc_t>(sm, nullptr);
       for (int tid = 0; tid < kThreads; ++tid) {
-        store_partial(Stage == kHaarL2Grad ? a.pg : a.pd, block, tid, sm);
+        store_partial(Stage == kFusedL2Grad ? a.pg : a.pd, block, tid, sm);
       }
     }
   }
+}
+
+// One launch (Stage) of haar_step_kernel: per tile of the block the load, the J mean levels and
+// the tile phase (shared memory NaN-filled before each tile).
+template <int Stage, typename scalar_t, typename index_t>
+void run_haar_stage(const HaarStepArgs<scalar_t, index_t>& a, const HaarStepGeometry& geo) {
+  using acc_t = typename StepAcc<scalar_t>::type;
+  run_fused_stage<Stage, HaarStepArgs<scalar_t, index_t>, acc_t>(
+      a, geo.blocks, geo.smem_elems,
+      [&](index_t block, index_t n, std::vector<acc_t>& smem, std::vector<acc_t>& denom,
+          std::vector<acc_t>& factor, std::vector<acc_t>& acc) {
+        acc_t* sm = smem.data();
+        for (index_t t = block % a.P; t < a.Q; t += a.P) {
+          smem.assign(smem.size(), static_cast<acc_t>(kNaN));  // stricter than the device
+          for (int tid = 0; tid < kThreads; ++tid) haar_step_load(a, n, t, tid, sm);
+          for (int j = 1; j <= a.levels; ++j) {
+            for (int tid = 0; tid < kThreads; ++tid) haar_step_mean(a, j, tid, sm);
+          }
+          for (int tid = 0; tid < kThreads; ++tid) {
+            haar_step_tile<Stage>(a, n, t, tid, sm, denom[tid], factor[tid], acc[tid]);
+          }
+        }
+      });
 }
 
 template <typename scalar_t, typename index_t>
@@ -217,15 +243,74 @@ void run_haar(HaarStepArgs<scalar_t, index_t>& a, const Params& p) {
   a.side_log2 = geo.side_log2;
   a.mode = static_cast<wavefuse::Mode>(p.mode);
   if (!l2) {
-    run_haar_stage<kHaarLinf>(a, geo);
+    run_haar_stage<kFusedLinf>(a, geo);
     return;
   }
   std::vector<acc_t> partials(2 * p.N * geo.P, static_cast<acc_t>(kNaN));
   a.pg = partials.data();
   a.pd = partials.data() + p.N * geo.P;
-  run_haar_stage<kHaarL2Grad>(a, geo);
-  run_haar_stage<kHaarL2Delta>(a, geo);
-  run_haar_stage<kHaarL2Update>(a, geo);
+  run_haar_stage<kFusedL2Grad>(a, geo);
+  run_haar_stage<kFusedL2Delta>(a, geo);
+  run_haar_stage<kFusedL2Update>(a, geo);
+}
+
+// ---- the separable wavelet step -----------------------------------------------------------------
+
+// One launch (Stage) of sep_step_kernel: per plane of the block the load, the init, per matrix
+// pair the right and the left phase, the plane phase (shared memory and the threads' outputs
+// NaN-filled before each plane).
+template <int Stage, typename scalar_t, typename index_t>
+void run_sep_stage(const SepStepArgs<scalar_t, index_t>& a, const SepStepGeometry& geo) {
+  using acc_t = typename StepAcc<scalar_t>::type;
+  std::vector<acc_t> out(static_cast<size_t>(kThreads) * kSepItems);
+  run_fused_stage<Stage, SepStepArgs<scalar_t, index_t>, acc_t>(
+      a, geo.blocks, geo.smem_elems,
+      [&](index_t block, index_t n, std::vector<acc_t>& smem, std::vector<acc_t>& denom,
+          std::vector<acc_t>& factor, std::vector<acc_t>& acc) {
+        acc_t* sm = smem.data();
+        for (index_t c = block % a.P; c < a.C; c += a.P) {
+          smem.assign(smem.size(), static_cast<acc_t>(kNaN));  // stricter than the device
+          out.assign(out.size(), static_cast<acc_t>(kNaN));
+          for (int tid = 0; tid < kThreads; ++tid) sep_step_load(a, n, c, tid, sm);
+          for (int tid = 0; tid < kThreads; ++tid) sep_step_init(a, tid, sm, &out[tid * kSepItems]);
+          for (int k = 0; k < a.terms; ++k) {
+            for (int tid = 0; tid < kThreads; ++tid) sep_step_right(a, k, tid, sm);
+            for (int tid = 0; tid < kThreads; ++tid) {
+              sep_step_left(a, k, tid, sm, &out[tid * kSepItems]);
+            }
+          }
+          for (int tid = 0; tid < kThreads; ++tid) {
+            sep_step_plane<Stage>(a, n, c, tid, &out[tid * kSepItems], denom[tid], factor[tid],
+                                  acc[tid]);
+          }
+        }
+      });
+}
+
+template <typename scalar_t, typename index_t>
+void run_sep(SepStepArgs<scalar_t, index_t>& a, const Params& p) {
+  using acc_t = typename StepAcc<scalar_t>::type;
+  const bool l2 = p.norm == 1;
+  if (p.H > kSepMaxSide || p.W > kSepMaxSide) throw std::runtime_error("plane too large");
+  const SepStepGeometry geo = sep_step_geometry(p.N, p.C, p.H, p.W, l2);
+  if ((l2 && geo.P > kMaxPartials) || (!l2 && geo.P != p.C) || geo.smem_elems < 2 * p.H * p.W ||
+      geo.smem_elems < kL2Smem) {
+    throw std::runtime_error("sep_step_geometry broke its invariants");
+  }
+  a.C = static_cast<index_t>(p.C);
+  a.H = static_cast<int>(p.H);
+  a.W = static_cast<int>(p.W);
+  a.P = static_cast<index_t>(geo.P);
+  if (!l2) {
+    run_sep_stage<kFusedLinf>(a, geo);
+    return;
+  }
+  std::vector<acc_t> partials(2 * p.N * geo.P, static_cast<acc_t>(kNaN));
+  a.pg = partials.data();
+  a.pd = partials.data() + p.N * geo.P;
+  run_sep_stage<kFusedL2Grad>(a, geo);
+  run_sep_stage<kFusedL2Delta>(a, geo);
+  run_sep_stage<kFusedL2Update>(a, geo);
 }
 
 template <typename scalar_t, typename index_t>
@@ -260,6 +345,30 @@ void run_case(const std::string& dir, const Params& p) {
     h.lo = bounds[2];
     h.hi = bounds[3];
     run_haar(h, p);
+    write_doubles(dir + "/out_xa.bin", std::vector<double>(xa.begin(), xa.end()));
+    return;
+  }
+  if (p.op == 2) {
+    const std::vector<acc_t> left =
+        cast<acc_t>(read_doubles(dir + "/left.bin", p.terms * p.H * p.H));
+    const std::vector<acc_t> right_t =
+        cast<acc_t>(read_doubles(dir + "/right_t.bin", p.terms * p.W * p.W));
+    SepStepArgs<scalar_t, index_t> s{};
+    s.xa = xa.data();
+    s.g = g.data();
+    s.x = x.data();
+    s.sa = strides4<index_t>(p.xa);
+    s.sg = strides4<index_t>(p.g);
+    s.sx = strides4<index_t>(p.x);
+    s.eps = bounds[0];
+    s.alpha = bounds[1];
+    s.lo = bounds[2];
+    s.hi = bounds[3];
+    s.left = left.data();
+    s.right_t = right_t.data();
+    s.identity = static_cast<acc_t>(p.identity);
+    s.terms = static_cast<int>(p.terms);
+    run_sep(s, p);
     write_doubles(dir + "/out_xa.bin", std::vector<double>(xa.begin(), xa.end()));
     return;
   }
@@ -325,6 +434,11 @@ void run_dir(const std::string& dir) {
       in >> bits;
       std::memcpy(&p.hf_scale[j], &bits, sizeof(double));
     }
+  }
+  if (p.op == 2) {
+    uint64_t bits = 0;
+    in >> p.terms >> bits;
+    std::memcpy(&p.identity, &bits, sizeof(double));
   }
   if (!in) throw std::runtime_error("bad params in " + dir);
   const bool i32 = p.index_bits == 32;

@@ -22,6 +22,14 @@ and 6, odd, 1-wide and 1 x 1 planes, planes of several tiles, samples with more 
 partial slots, float and per-level hf_scale, float and tensor bounds, every layout, int32 and
 int64 offsets, NaN spreading, bitwise repeatability.
 
+The separable wavelet step (``sep_step_*`` bodies: other banks, and Haar beyond 6 levels, on
+planes up to 64 x 64) runs over the grid of ``sep_step_geometry`` with the matrix pairs that
+wavefuse/ops/separable.py builds: per plane the load, the init, per pair the right and the left
+phase (their fma_rn chains are std::fma here: the device's bits), the plane phase. Compared with
+``reference.wavelet_pgd_step_ref`` as the Haar step: every mode x db2/db4/sym5/coif1/haar J=7,
+odd, 1-wide, 1 x 1 and 64 x 64 planes, more planes than partial slots, NaN (its whole plane),
+repeatability.
+
 What this does not cover: the CUDA compiler and hardware (device code generation, the ``__*_rn``
 intrinsics themselves, half-type conversions, launch limits, dynamic shared memory), the host
 wrappers' ATen code (layout, index-type and fused-path choice are recomputed here by the same
@@ -35,6 +43,7 @@ from __future__ import annotations
 import math
 import shutil
 import struct
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +60,7 @@ from emulation import (
 
 from wavefuse import reference
 from wavefuse.filters import filter_bank
+from wavefuse.ops import separable
 
 # (N, C, H, W): a single element, odd sizes, one with several Linf blocks (1,024 elements each)
 # and several L2 chunks per sample (256-element chunks: 12 per sample), one with 118 chunks.
@@ -129,8 +139,11 @@ HAAR_MIN_SIDE = 32  # cuda_haar::kHaarMinSide
 MAX_PARTIALS = 256  # kMaxPartials
 
 
-def _write_case(d: Path, x_adv, g, x, bounds, norm: str, index_bits: int, haar=None) -> None:
-    """One harness case; haar = (mode, hf_scale list) for the fused Haar wavelet step."""
+def _write_case(
+    d: Path, x_adv, g, x, bounds, norm: str, index_bits: int, haar=None, sep=None
+) -> None:
+    """One harness case; haar = (mode, hf_scale list) for the fused Haar wavelet step, sep =
+    separable.Terms (unpadded, in x_adv's dtype) for the separable wavelet step."""
     d.mkdir(parents=True)
     cl = not x_adv.is_contiguous() and x_adv.is_contiguous(memory_format=torch.channels_last)
     fmt = torch.channels_last if cl else torch.contiguous_format
@@ -147,11 +160,15 @@ def _write_case(d: Path, x_adv, g, x, bounds, norm: str, index_bits: int, haar=N
             _raw(b).double().numpy().tofile(d / f"{name}.bin")
         else:
             fields += [0, _bits(b), 0, 0, 0]
-    if haar is None:
-        fields.append(0)
-    else:
+    if haar is not None:
         mode, scales = haar
         fields += [1, MODE_CODE[mode], len(scales), *map(_bits, scales)]
+    elif sep is not None:
+        fields += [2, sep.count, _bits(sep.identity)]
+        sep.left.double().numpy().tofile(d / "left.bin")
+        sep.right_t.double().numpy().tofile(d / "right_t.bin")
+    else:
+        fields.append(0)
     (d / "params.txt").write_text(" ".join(map(str, fields)) + "\n")
     for name, t in (("xa", x_adv), ("g", g), ("x", x)):
         _raw(t).double().numpy().tofile(d / f"{name}.bin")
@@ -416,3 +433,118 @@ def test_haar_step_scale_one_is_the_plain_step(harness, tmp_path):
         run_harness(harness, [tmp_path / norm])
         expected = reference.pgd_step_ref(x_adv, g, x, *bounds, norm)
         _check(_result(tmp_path / norm, x_adv), expected, norm, f"scale 1 {norm}")
+
+
+# ---- the separable wavelet step (other banks, planes up to 64 x 64) against the reference --------
+
+SEP_MAX_SIDE = 64  # kSepMaxSide
+# odd, 1-high, 1-wide, 1 x 1 planes, one not square, one of the largest side
+SEP_SHAPES = [(2, 2, 5, 7), (1, 3, 1, 6), (2, 1, 9, 1), (1, 1, 1, 1), (1, 2, 33, 20)]
+SEP_WAVES = [("db2", 2), ("db4", 3), ("sym5", 2), ("coif1", 1), ("haar", 7)]
+
+
+def _sep_cases(tmp_path, norm, dtype, plan):
+    """Writes one separable case per (shape, wave, mode, level, scales, layout, bound kind, index
+    bits) of plan; returns [(dir, x_adv, g, x, bounds, filters, mode, level, scales, what)]."""
+    cases = []
+    for i, (shape, wave, mode, level, scales, layout, kind, index_bits) in enumerate(plan):
+        x_adv, g, x = _inputs(shape, dtype, seed=i)
+        la, lg, lx = _tensor_layouts(layout)
+        x_adv, g, x = _layout(x_adv, la), _layout(g, lg), _layout(x, lx)
+        bounds = _bounds(kind, norm, shape[0], shape[1], dtype)
+        scales = [float(scales)] * level if not isinstance(scales, list) else (scales * 3)[:level]
+        filters = filter_bank(wave, "dec", dtype)
+        h, w = shape[-2:]
+        terms = separable.filter_terms(filters, mode, level, h, w, scales, dtype, h, w)
+        d = tmp_path / f"s{i}"
+        _write_case(d, x_adv, g, x, bounds, norm, index_bits, sep=terms)
+        what = (
+            f"{wave} {norm} {dtype} {shape} {mode} J={level} {scales} {layout} {kind} {index_bits}"
+        )
+        cases.append((d, x_adv, g, x, bounds, filters, mode, level, scales, what))
+    return cases
+
+
+def _run_sep_cases(harness, cases, norm) -> None:
+    run_harness(harness, [c[0] for c in cases])
+    for d, x_adv, g, x, bounds, filters, mode, level, scales, what in cases:
+        got = _result(d, x_adv)
+        eps, alpha, lo, hi = bounds
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # levels above dwt_max_level, as PyWavelets warns
+            expected = reference.wavelet_pgd_step_ref(
+                x_adv, g, x, eps, alpha, filters, mode, level, scales, lo, hi, norm
+            )
+            g_ref = reference.scale_details_ref(g, filters, mode, level, scales)
+        _check_haar(got, expected, g_ref, norm, what)
+        assert torch.equal(got, x_adv) == torch.equal(expected, x_adv), what
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("norm", ["Linf", "L2"])
+def test_separable_step_matches_the_reference(harness, tmp_path, norm, dtype):
+    """Every mode x (db2 J2, db4 J3, sym5 J2, coif1 J1, haar J7: the fused Haar kernel's depth
+    exceeded) x shape; scales, layouts, bound kinds and index widths rotate."""
+    plan = []
+    for mode in MODE_CODE:
+        for wave, level in SEP_WAVES:
+            for shape in SEP_SHAPES:
+                k = len(plan)
+                scales = HAAR_SCALES[k % len(HAAR_SCALES)]
+                layout = LAYOUTS[k % len(LAYOUTS)]
+                kind = BOUND_KINDS[(k // len(LAYOUTS)) % len(BOUND_KINDS)]
+                plan.append((shape, wave, mode, level, scales, layout, kind, (32, 64)[k % 2]))
+    _run_sep_cases(harness, _sep_cases(tmp_path, norm, dtype, plan), norm)
+
+
+def test_separable_step_largest_planes_and_partial_slots(harness, tmp_path):
+    """64 x 64 planes (float64: 64 KiB of shared memory, the opt-in size) with three matrix pairs;
+    L2 with 300 planes per sample: 256 slots, 44 of them summing two planes; Linf on the same."""
+    cases = []
+    for norm in ("Linf", "L2"):
+        sub = tmp_path / norm
+        sub.mkdir()
+        plan = [
+            ((1, 2, 64, 64), "db4", "symmetric", 3, [0.0, 0.5, -0.25], "mixed", "per_channel", 32),
+            ((2, 300, 3, 2), "db2", "reflect", 1, 0.25, "strided", "per_sample", 64),
+        ]
+        cases.append((norm, _sep_cases(sub, norm, torch.float64, plan)))
+    geo_smem = 2 * 64 * 64 * 8
+    assert geo_smem > 48 * 1024
+    for norm, c in cases:
+        _run_sep_cases(harness, c, norm)
+
+
+def test_separable_step_nan_and_repeatability(harness, tmp_path):
+    """A NaN in grad makes its whole plane NaN (dense products: 0 * NaN is NaN; a superset of the
+    reference's NaN positions, documented), L2 its whole sample; other samples are finite and
+    match. The same L2 case twice and with int64 offsets: identical bytes."""
+    x_adv, g, x = _inputs((2, 2, 11, 9), torch.float64)
+    g[0, 1, 5, 8] = math.nan
+    filters = filter_bank("db2", "dec", torch.float64)
+    terms = separable.filter_terms(filters, "symmetric", 2, 11, 9, [0.0, 0.5], torch.float64, 11, 9)
+    for norm in ("Linf", "L2"):
+        bounds = (0.03, 0.01, 0.0, 1.0) if norm == "Linf" else (0.5, 0.2, 0.0, 1.0)
+        d = tmp_path / f"nan_{norm}"
+        _write_case(d, x_adv, g, x, bounds, norm, 32, sep=terms)
+        run_harness(harness, [d])
+        got = _result(d, x_adv)
+        expected = reference.wavelet_pgd_step_ref(
+            x_adv, g, x, *bounds[:2], filters, "symmetric", 2, [0.0, 0.5], *bounds[2:], norm
+        )
+        assert got[0, 1].isnan().all() and torch.isfinite(got[1]).all(), norm
+        assert got[0].isnan().all() == (norm == "L2"), norm
+        assert bool((got.isnan() | ~expected.isnan()).all()), norm  # a superset
+        g_ref = reference.scale_details_ref(g, filters, "symmetric", 2, [0.0, 0.5])
+        _check_haar(got[1], expected[1], g_ref[1], norm, f"NaN {norm}")
+    x_adv, g, x = _inputs((2, 3, 13, 10), torch.float32)
+    filters = filter_bank("sym5", "dec", torch.float32)
+    terms = separable.filter_terms(
+        filters, "periodic", 2, 13, 10, [0.2, 0.7], torch.float32, 13, 10
+    )
+    for name, bits in (("a", 32), ("b", 32), ("c", 64)):
+        _write_case(tmp_path / name, x_adv, g, x, (0.5, 0.2, 0.0, 1.0), "L2", bits, sep=terms)
+    run_harness(harness, [tmp_path / n for n in "abc"])
+    first = (tmp_path / "a" / "out_xa.bin").read_bytes()
+    assert first == (tmp_path / "b" / "out_xa.bin").read_bytes()
+    assert first == (tmp_path / "c" / "out_xa.bin").read_bytes()

@@ -11,8 +11,10 @@ follows sign(g'), whose tiny entries the transforms' rounding may flip: a handfu
 differ, by at most 2 alpha.
 
 Haar runs the fused kernel (haar_step_kernel: one launch for Linf, three for L2, counted with the
-profiler) for levels 1-6 in every mode, size, dtype and layout, and the composition beyond level 6
-(tests ``test_haar_*``).
+profiler) for levels 1-6 in every mode, size, dtype and layout, and beyond level 6 the separable
+kernel or the composition (tests ``test_haar_*``). Other banks run the separable kernel
+(sep_step_kernel, the same launch counts) on planes up to 64 x 64, the composition above
+(``test_separable_*``; the other wavelet tests' planes are all separable-sized).
 """
 
 from __future__ import annotations
@@ -211,6 +213,53 @@ def test_wavelet_pgd_step_repeated_calls_are_bitwise_identical():
     first = _wavelet_steps(x_adv, g, x, 0.5, "db4", 2, "reflect", [0.0, 0.5], "L2")[0]
     again = _wavelet_steps(x_adv, g, x, 0.5, "db4", 2, "reflect", [0.0, 0.5], "L2")[0]
     assert torch.equal(first, again)
+
+
+# ---- wavelet_pgd_step, other banks on planes up to 64 x 64: the separable kernel -----------------
+
+
+@pytest.mark.parametrize("norm", ["Linf", "L2"])
+def test_separable_kernel_launches_and_sizes(norm):
+    """db4 J=3 on 32 x 32 and 64 x 64 planes (float64 at 64 x 64: 64 KiB of shared memory, the
+    opt-in) runs sep_step_kernel only (one launch for Linf, three for L2: no transform kernel);
+    65 x 64 takes the per-level composition. All match the reference."""
+    for shape, dtype, separable in (
+        ((4, 3, 32, 32), torch.float32, True),
+        ((2, 2, 64, 64), torch.float64, True),
+        ((2, 3, 33, 20), torch.bfloat16, True),
+        ((1, 2, 65, 64), torch.float64, False),
+    ):
+        x_adv, g, x = _inputs(shape=shape, dtype=dtype)
+        eps = 0.05 if norm == "Linf" else 0.5
+        args = (x, eps, 0.03, "db4", 3, "symmetric", [0.0, 0.5, -0.25], norm)
+        names = _kernel_launches(
+            lambda x_adv=x_adv, g=g, args=args: _quiet(
+                wavefuse.wavelet_pgd_step, _copy(x_adv), g, *args, backend="cuda"
+            )
+        )
+        sep = sum("sep_step_kernel" in n for n in names)
+        assert sep == ((1 if norm == "Linf" else 3) if separable else 0), (shape, names)
+        if separable:
+            assert len(names) == sep, names
+        got, expected = _wavelet_steps(x_adv, g, x, eps, "db4", 3, "symmetric",
+                                       [0.0, 0.5, -0.25], norm)  # fmt: skip
+        _assert_wavelet(got, expected, norm, 0.03, f"{shape} {dtype} {norm}")
+
+
+def test_separable_kernel_under_cuda_graph_capture():
+    """After one warm-up call (which builds and caches the matrix pairs), the step launches
+    nothing but kernels: it captures in a CUDA graph and replays to the eager result."""
+    x_adv, g, x = _inputs(shape=(8, 3, 32, 32))
+    args = (x, 0.5, 0.03, "db4", 3, "periodization", 0.0, "L2")
+    eager = _quiet(wavefuse.wavelet_pgd_step, _copy(x_adv), g, *args, backend="cuda")
+    target = _copy(x_adv)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        _quiet(wavefuse.wavelet_pgd_step, target, g, *args, backend="cuda")
+    target.copy_(x_adv)
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(target, eager)
 
 
 # ---- wavelet_pgd_step, Haar: the fused kernel (haar_step_kernel) and its deep-level fallback -------

@@ -15,7 +15,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import ALL_MODES, TOL, assert_close
+from conftest import ALL_MODES, TOL, assert_close, count_launches
 
 import wavefuse
 from wavefuse import backends
@@ -369,8 +369,14 @@ def test_wavelet_pgd_step_matches_the_reference(mode):
     """Every mode x haar/db2/db4/sym5, levels 1-3 (db4 and sym5 grow on 7 x 6), odd sizes,
     float64. Linf steps by sign(g'), whose tiny entries the transforms' rounding may flip:
     the comparison allows that, in a handful of elements, by at most 2 alpha."""
+    _check_wavelet_cases(mode, WAVELET_CASES)
+
+
+def _check_wavelet_cases(mode: str, cases) -> None:
+    """(wave, level, norm) cases on a 7 x 6 plane pair, float64. Linf steps by sign(g'), whose tiny
+    entries the transforms' rounding may flip: a handful of elements, by at most 2 alpha."""
     x_adv, g, x = _step_inputs(shape=(1, 2, 7, 6), dtype=torch.float64)
-    for wave, level, norm in WAVELET_CASES:
+    for wave, level, norm in cases:
         scales = [0.0, 0.5, -0.25][:level]
         got, expected = _wavelet_steps(x_adv, g, x, 0.05, wave, level, mode, scales, norm)
         what = f"{wave} level {level} {mode} {norm}"
@@ -402,6 +408,73 @@ def test_wavelet_pgd_step_dtypes_and_layouts(dtype, layout):
     got, expected = _wavelet_steps(x_adv, g, x, 0.5, "db2", 2, "symmetric", [0.0, 0.3], "L2")
     assert got.dtype == dtype and got.stride() == x_adv.stride()
     assert_close(got, expected, 1e-6 if dtype == torch.float32 else TOL[dtype], str(dtype))
+
+
+@needs_wavelet_step
+def test_wavelet_pgd_step_one_launch_per_step(monkeypatch):
+    """Planes up to _SEPARABLE_MAX_SIDE: db4 J=3 (three distinct scales: three matrix pairs) is
+    one launch of the separable kernel for Linf, that launch and pgd_step's three for L2, and no
+    transform kernel; with per-channel and per-sample tensor bounds, channels_last data and blocks
+    that are not square (33 x 20 -> 64 x 32)."""
+    from wavefuse.kernels import dwt, pgd_step
+
+    counts = count_launches(monkeypatch, dwt, "_dwt2d_fwd_kernel", "_dwt2d_adjoint_kernel")
+    step_kernels = ("_separable_kernel", "_linf_kernel", "_l2_grad_partials_kernel")
+    step_kernels += ("_l2_delta_partials_kernel", "_l2_update_kernel")
+    counts.update(count_launches(monkeypatch, pgd_step, *step_kernels))
+    x_adv, g, x = _step_inputs(shape=(2, 3, 33, 20), dtype=torch.float32)
+    x_adv = x_adv.contiguous(memory_format=torch.channels_last)
+    lo = torch.full((1, 3, 1, 1), 0.1, device=DEVICE)
+    l2_launches = dict.fromkeys(step_kernels[:1] + step_kernels[2:], 1)
+    expected_launches = {"Linf": {"_separable_kernel": 1}, "L2": l2_launches}
+    for norm in ("Linf", "L2"):
+        eps = torch.tensor([0.3, 0.5], device=DEVICE).view(2, 1, 1, 1)
+        args = (x, eps, 0.03, "db4", 3, "symmetric", [0.0, 0.5, -0.25], norm)
+        for counter in counts.values():
+            counter.launches = 0
+        got = _quiet(wavefuse.wavelet_pgd_step, x_adv.clone(), g, *args, lo=lo, backend="triton")
+        launches = {name: c.launches for name, c in counts.items() if c.launches}
+        assert launches == expected_launches[norm], (norm, launches)
+        expected = _quiet(
+            wavefuse.wavelet_pgd_step, x_adv.clone(), g, *args, lo=lo, backend="reference"
+        )
+        assert got.stride() == x_adv.stride()
+        if norm == "L2":
+            assert_close(got, expected, 1e-6, norm)
+        else:  # sign(g') of g's tiny entries may flip by rounding: a handful, by 2 alpha
+            diff = (got - expected).abs()
+            assert (diff > 1e-6).sum() <= 2 and diff.max() <= 0.06 + 1e-6, norm
+
+
+@needs_wavelet_step
+@pytest.mark.parametrize("mode", ["symmetric", "periodization"])
+def test_wavelet_pgd_step_per_level_path(monkeypatch, mode):
+    """Planes above _SEPARABLE_MAX_SIDE run the per-level transforms, then the step (forced here
+    on small planes): the cases of test_wavelet_pgd_step_matches_the_reference, float64."""
+    from wavefuse.kernels import dwt, pgd_step
+
+    monkeypatch.setattr(pgd_step, "_SEPARABLE_MAX_SIDE", 0)
+    counts = count_launches(monkeypatch, dwt, "_dwt2d_fwd_kernel")
+    _check_wavelet_cases(mode, WAVELET_CASES[1:])
+    assert counts["_dwt2d_fwd_kernel"].launches == 2 + 3 + 2
+
+
+@needs_wavelet_step
+def test_wavelet_pgd_step_bank_without_perfect_reconstruction():
+    """The op with a 4-tap bank that is not perfect-reconstruction (nothing assumes
+    orthogonality: its 2J matrix pairs do not merge) against the reference composition."""
+    x_adv, g, x = _step_inputs(shape=(1, 2, 9, 11), dtype=torch.float64)
+    filters = torch.tensor(
+        [[0.3, 0.9, 0.1, -0.2], [0.5, -0.4, 0.2, 0.7]], dtype=torch.float64, device=DEVICE
+    )
+    bounds = prepare_bounds(x, 0.5, 0.03, 0.0, 1.0, "L2")
+    results = []
+    for backend in ("triton", "reference"):
+        out = x_adv.clone()
+        args = (*bounds, filters, "symmetric", 2, [0.3, 0.6], "L2", backend)
+        OPS.wavelet_pgd_step(out, g, x, *args)
+        results.append(out)
+    assert_close(results[0], results[1], 1e-12, "non-PR bank")
 
 
 @needs_wavelet_step

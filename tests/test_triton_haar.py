@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import pywt
 import torch
-from conftest import ALL_MODES, TOL, assert_close
+from conftest import ALL_MODES, TOL, assert_close, count_launches
 
 import wavefuse
 from wavefuse import backends, ops
@@ -53,25 +53,6 @@ def _reflect_ok(h: int, w: int, level: int) -> bool:
 
 def _inner(a, b) -> float:
     return sum(float((s * t).sum()) for s, t in zip(a, b))
-
-
-class _Counting:
-    """Stands in for a @triton.jit kernel: counts launches (kernel[grid](...)), then launches."""
-
-    def __init__(self, kernel):
-        self.kernel, self.launches = kernel, 0
-
-    def __getitem__(self, grid):
-        self.launches += 1
-        return self.kernel[grid]
-
-
-def _count(monkeypatch, module, *names) -> dict:
-    counters = {}
-    for name in names:
-        counters[name] = _Counting(getattr(module, name))
-        monkeypatch.setattr(module, name, counters[name])
-    return counters
 
 
 # ---- analysis and adjoint: every mode, level and size ----------------------------------------------
@@ -194,7 +175,7 @@ def test_deep_levels_fall_back_to_the_per_level_kernels(monkeypatch):
     exceed them."""
     from wavefuse.kernels import dwt, haar
 
-    counts = _count(monkeypatch, dwt, "_dwt2d_fwd_kernel", "_dwt2d_adjoint_kernel")
+    counts = count_launches(monkeypatch, dwt, "_dwt2d_fwd_kernel", "_dwt2d_adjoint_kernel")
     monkeypatch.setattr(haar, "_MAX_SIDE", 4)
     monkeypatch.setattr(haar, "_TILE_ELEMENTS", 1)  # tiles of 2^J: reflect's folds need 2^(J+1)
     monkeypatch.setattr(haar, "_MAX_TILE_W", 1)
@@ -224,8 +205,8 @@ def test_wavedec2_takes_the_one_pass_kernels(monkeypatch):
     adjoint launch, none of the per-level kernels; results equal the reference backend's."""
     from wavefuse.kernels import dwt, haar
 
-    per_level = _count(monkeypatch, dwt, "_dwt2d_fwd_kernel", "_dwt2d_adjoint_kernel")
-    fused = _count(monkeypatch, haar, "_haar_fwd_kernel", "_haar_adjoint_kernel")
+    per_level = count_launches(monkeypatch, dwt, "_dwt2d_fwd_kernel", "_dwt2d_adjoint_kernel")
+    fused = count_launches(monkeypatch, haar, "_haar_fwd_kernel", "_haar_adjoint_kernel")
     for k, wave in enumerate(("haar", "db1")):
         x = _randn(1, 2, 13, 11).requires_grad_()
         coeffs = wavefuse.wavedec2(x, wave, "reflect", 3, backend="triton")
@@ -251,8 +232,8 @@ def test_dwt_forward_module_takes_the_one_pass_kernels(monkeypatch):
     pytorch_wavelets' layout (yh finest first) and the reference backend's values."""
     from wavefuse.kernels import dwt, haar
 
-    per_level = _count(monkeypatch, dwt, "_dwt2d_fwd_kernel")
-    fused = _count(monkeypatch, haar, "_haar_fwd_kernel")
+    per_level = count_launches(monkeypatch, dwt, "_dwt2d_fwd_kernel")
+    fused = count_launches(monkeypatch, haar, "_haar_fwd_kernel")
     x = _randn(2, 1, 9, 12)
     yl, yh = wavefuse.DWTForward(J=3, wave="db1", mode="symmetric", backend="triton")(x)
     yl_ref, yh_ref = wavefuse.DWTForward(J=3, wave="db1", mode="symmetric", backend="reference")(x)
@@ -404,12 +385,17 @@ def test_wavelet_pgd_step_nan_and_determinism():
 def test_wavelet_pgd_step_takes_the_fused_kernel(monkeypatch):
     """Haar: Linf is one launch and L2 three, of the fused kernel only, in many tiles (a plane
     split 2 x 2, slots looping over several tiles when the partials are capped); the per-level
-    path is taken beyond its limit (documented fallback)."""
+    path is taken beyond its limit (documented fallback): the separable one-plane kernel on small
+    planes, the per-level transforms on larger ones."""
     from wavefuse.kernels import dwt, haar, pgd_step
 
-    fused = _count(monkeypatch, haar, "_haar_pgd_kernel")["_haar_pgd_kernel"]
-    others = _count(monkeypatch, dwt, "_dwt2d_fwd_kernel", "_dwt2d_adjoint_kernel")
-    others.update(_count(monkeypatch, pgd_step, "_linf_kernel", "_l2_update_kernel"))
+    fused = count_launches(monkeypatch, haar, "_haar_pgd_kernel")["_haar_pgd_kernel"]
+    others = count_launches(monkeypatch, dwt, "_dwt2d_fwd_kernel", "_dwt2d_adjoint_kernel")
+    others.update(
+        count_launches(
+            monkeypatch, pgd_step, "_linf_kernel", "_l2_update_kernel", "_separable_kernel"
+        )
+    )
     monkeypatch.setattr(haar, "_PGD_TILE_ELEMENTS", 16)
     monkeypatch.setattr(haar, "_MAX_TILE_W", 4)
     monkeypatch.setattr(haar, "_MAX_PARTIALS", 2)
@@ -421,5 +407,10 @@ def test_wavelet_pgd_step_takes_the_fused_kernel(monkeypatch):
     assert all(c.launches == 0 for c in others.values())
     monkeypatch.setattr(haar, "_MAX_PGD_SIDE", 2)
     got, expected = _steps(x_adv, g, x, 0.5, 0.05, "haar", 2, "zero", [0.25, 0.5], "L2")
-    _assert_step(got, expected, "L2", "fallback", 0.05)
-    assert fused.launches == 4 and others["_dwt2d_fwd_kernel"].launches == 2
+    _assert_step(got, expected, "L2", "fallback, one plane per program", 0.05)
+    assert fused.launches == 4 and others["_separable_kernel"].launches == 1
+    assert others["_dwt2d_fwd_kernel"].launches == 0
+    monkeypatch.setattr(pgd_step, "_SEPARABLE_MAX_SIDE", 6)
+    got, expected = _steps(x_adv, g, x, 0.5, 0.05, "haar", 2, "zero", [0.25, 0.5], "L2")
+    _assert_step(got, expected, "L2", "fallback, per level", 0.05)
+    assert others["_separable_kernel"].launches == 1 and others["_dwt2d_fwd_kernel"].launches == 2

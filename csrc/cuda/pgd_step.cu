@@ -34,8 +34,17 @@
 //         computes the device's bits. A CUDA bank is not read by value (that would be a host
 //         sync, fatal under CUDA graph capture): L == 2 decides, as kernels/haar.py; a CPU bank
 //         is also checked by value (haar_fused).
-//   wavelet_pgd_step otherwise (other wavelets; Haar deeper than 6 levels, where the tile side
-//         2^J would exceed the 48 KiB of shared memory a block gets in float64): the COMPOSITION,
+//   wavelet_pgd_step, other banks (and Haar deeper than 6 levels) on planes up to kSepMaxSide =
+//         64 per side (CIFAR, Tiny-ImageNet): ONE fused kernel, sep_step_kernel (bodies sep_step_*
+//         in pgd_step_body.cuh), its own op _separable_pgd_step_kernel: the filter of every level
+//         as the separable matrix pairs that wavefuse/ops/separable.py builds and caches on the
+//         host (g' = identity * G + sum_k L_k G R_k^T per plane, every mode, any bank), one block
+//         per plane (G and T = G R_k^T in shared memory, the thread's outputs in registers), then
+//         the step; stages, slots and partials as haar_step_kernel's (Linf one launch, L2 three,
+//         g' recomputed, no copies for half types). wavefuse/ops/pgd_step.py picks it
+//         (_cuda_separable), so the bank is read on the host once per cache key, never per step.
+//   wavelet_pgd_step otherwise (larger planes; Haar deeper than 6 levels on them, where the tile
+//         side 2^J would exceed the 48 KiB of shared memory a block gets in float64): the COMPOSITION,
 //         per level the CUDA analysis (the registered wavefuse::_dwt2d_kernel, called through
 //         the c10 dispatcher by scale_details.h), the detail
 //         bands times hf_scale[j], then per level the synthesis (_idwt2d_kernel) cropped to the
@@ -59,9 +68,14 @@
 // sm_80 and sm_90, 96 kernels): no spills, no stack frames; registers per thread: linf 29-32,
 // l2 g^2 partials 12-38, l2 delta^2 partials 27-48, l2 update 29-60 (int64 offsets and float64
 // at the top); haar_step Linf 32-47, g'^2 partials 30-39, delta^2 partials 36-50, update 33-62;
-// dynamic shared memory up to 42.7 KiB (float64, level 6). The L2 per-thread loops are kept
+// dynamic shared memory up to 42.7 KiB (float64, level 6). 2026-12-04, with sep_step (64 more
+// kernels): the Haar float64 int64 L2 update on sm_90 now spills 20 bytes (its stage code moved
+// into fused_stage_element, shared with sep_step); sep_step 40-80 registers, no spill in float32
+// on either arch, 16-144 bytes of spill in 9 float64 and half-type variants (the 16 outputs a
+// thread keeps in registers); its shared memory is 2 H W acc_t (64 KiB in float64 at 64 x 64:
+// the opt-in). The L2 per-thread loops are kept
 // rolled (#pragma unroll 1 in the body): unrolled, the division's slow-path call spilled 4-16
-// bytes in 5 of the first 64 kernels. Compile: 65 s of CPU, 71 s wall on the 2-core build machine.
+// bytes in 5 of the first 64 kernels. Compile: ~2 min wall for this file on the 2-core machine.
 // Speed unmeasured.
 
 #include <cstdint>
@@ -163,8 +177,32 @@ __global__ void __launch_bounds__(kThreads) l2_update_kernel(const StepArgs<scal
   l2_update<Flat>(a, block, tid, sg, sd);
 }
 
+// The fused steps' (Haar, separable) L2 launches 2 and 3, first: the sample's norms from its
+// partials into every thread's denom (and factor); shared memory is free again on return.
+template <int Stage, typename Args, typename index_t, typename acc_t>
+__device__ __forceinline__ void fused_sample_norms(const Args& a, index_t n, int tid, acc_t* sm,
+                                                   acc_t& denom, acc_t& factor) {
+  if (Stage != kFusedL2Delta && Stage != kFusedL2Update) return;
+  fused_load_partials<Stage>(a, n, tid, sm);
+  __syncthreads();
+  block_tree<acc_t>(sm, Stage == kFusedL2Update ? sm + kThreads : nullptr, tid);
+  fused_norms<Stage>(a, n, sm, denom, factor);
+  __syncthreads();  // every thread has read sm[0] (and sm[kThreads]) before the block reuses it
+}
+
+// The fused steps' L2 launches 1 and 2, last: the block's sum of the threads' acc as its partial.
+template <int Stage, typename Args, typename index_t, typename acc_t>
+__device__ __forceinline__ void fused_store_partial(const Args& a, index_t block, int tid,
+                                                    acc_t* sm, acc_t acc) {
+  if (Stage != kFusedL2Grad && Stage != kFusedL2Delta) return;
+  sm[tid] = acc;
+  __syncthreads();
+  block_tree<acc_t>(sm, nullptr, tid);
+  store_partial(Stage == kFusedL2Grad ? a.pg : a.pd, block, tid, sm);
+}
+
 // wavelet_pgd_step with the Haar bank: filter and step in one kernel (pgd_step_body.cuh's
-// haar_step_* phases). Stage: kHaarLinf (the whole step) or one of the three L2 launches.
+// haar_step_* phases). Stage: kFusedLinf (the whole step) or one of the three L2 launches.
 template <int Stage, typename scalar_t, typename index_t>
 __global__ void __launch_bounds__(kThreads)
     haar_step_kernel(const HaarStepArgs<scalar_t, index_t> a) {
@@ -175,13 +213,7 @@ __global__ void __launch_bounds__(kThreads)
   const int tid = static_cast<int>(threadIdx.x);
   const index_t n = block / a.P;
   acc_t denom = acc_t(1), factor = acc_t(1);
-  if (Stage == kHaarL2Delta || Stage == kHaarL2Update) {
-    haar_step_load_partials<Stage>(a, n, tid, sm);
-    __syncthreads();
-    block_tree<acc_t>(sm, Stage == kHaarL2Update ? sm + kThreads : nullptr, tid);
-    haar_step_norms<Stage>(a, n, sm, denom, factor);
-    __syncthreads();  // every thread has read sm[0] (and sm[kThreads]) before the tiles reuse it
-  }
+  fused_sample_norms<Stage>(a, n, tid, sm, denom, factor);
   acc_t acc = acc_t(0);
   for (index_t t = block % a.P; t < a.Q; t += a.P) {  // the same trip count for the whole block
     haar_step_load(a, n, t, tid, sm);
@@ -191,14 +223,40 @@ __global__ void __launch_bounds__(kThreads)
     }
     __syncthreads();
     haar_step_tile<Stage>(a, n, t, tid, sm, denom, factor, acc);
-    if (Stage != kHaarLinf) __syncthreads();  // the next tile (or the tree) overwrites sm
+    if (Stage != kFusedLinf) __syncthreads();  // the next tile (or the tree) overwrites sm
   }
-  if (Stage == kHaarL2Grad || Stage == kHaarL2Delta) {
-    sm[tid] = acc;
+  fused_store_partial<Stage>(a, block, tid, sm, acc);
+}
+
+// wavelet_pgd_step, other banks on planes up to kSepMaxSide: the separable filter and the step in
+// one kernel (pgd_step_body.cuh's sep_step_* phases), stages as haar_step_kernel's.
+template <int Stage, typename scalar_t, typename index_t>
+__global__ void __launch_bounds__(kThreads)
+    sep_step_kernel(const SepStepArgs<scalar_t, index_t> a) {
+  using acc_t = typename StepAcc<scalar_t>::type;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  acc_t* sm = reinterpret_cast<acc_t*>(smem_raw);
+  const index_t block = static_cast<index_t>(blockIdx.x);
+  const int tid = static_cast<int>(threadIdx.x);
+  const index_t n = block / a.P;
+  acc_t denom = acc_t(1), factor = acc_t(1);
+  fused_sample_norms<Stage>(a, n, tid, sm, denom, factor);
+  acc_t acc = acc_t(0);
+  acc_t out[kSepItems];
+  for (index_t c = block % a.P; c < a.C; c += a.P) {  // the same trip count for the whole block
+    sep_step_load(a, n, c, tid, sm);
     __syncthreads();
-    block_tree<acc_t>(sm, nullptr, tid);
-    store_partial(Stage == kHaarL2Grad ? a.pg : a.pd, block, tid, sm);
+    sep_step_init(a, tid, sm, out);
+    for (int k = 0; k < a.terms; ++k) {
+      sep_step_right(a, k, tid, sm);
+      __syncthreads();
+      sep_step_left(a, k, tid, sm, out);
+      __syncthreads();  // the next pair's right overwrites T
+    }
+    sep_step_plane<Stage>(a, n, c, tid, out, denom, factor, acc);
+    __syncthreads();  // the next plane's load overwrites G (read by init when there is no pair)
   }
+  fused_store_partial<Stage>(a, block, tid, sm, acc);
 }
 
 // Raw-argument launchers, explicitly instantiated below for every (dtype, index type) so that the
@@ -238,27 +296,55 @@ void l2_launch(const StepArgs<scalar_t, index_t>& a, bool flat, int stage, int64
   }
 }
 
-// stage: kHaarLinf, kHaarL2Grad, kHaarL2Delta or kHaarL2Update.
+// stage: kFusedLinf, kFusedL2Grad, kFusedL2Delta or kFusedL2Update.
 template <typename scalar_t, typename index_t>
 void haar_step_launch(const HaarStepArgs<scalar_t, index_t>& a, int stage, int64_t blocks,
                       size_t smem_bytes, cudaStream_t stream) {
   const unsigned int grid = static_cast<unsigned int>(blocks);
-  if (stage == kHaarLinf) {
-    haar_step_kernel<kHaarLinf, scalar_t, index_t><<<grid, kThreads, smem_bytes, stream>>>(a);
-  } else if (stage == kHaarL2Grad) {
-    haar_step_kernel<kHaarL2Grad, scalar_t, index_t><<<grid, kThreads, smem_bytes, stream>>>(a);
-  } else if (stage == kHaarL2Delta) {
-    haar_step_kernel<kHaarL2Delta, scalar_t, index_t><<<grid, kThreads, smem_bytes, stream>>>(a);
+  if (stage == kFusedLinf) {
+    haar_step_kernel<kFusedLinf, scalar_t, index_t><<<grid, kThreads, smem_bytes, stream>>>(a);
+  } else if (stage == kFusedL2Grad) {
+    haar_step_kernel<kFusedL2Grad, scalar_t, index_t><<<grid, kThreads, smem_bytes, stream>>>(a);
+  } else if (stage == kFusedL2Delta) {
+    haar_step_kernel<kFusedL2Delta, scalar_t, index_t><<<grid, kThreads, smem_bytes, stream>>>(a);
   } else {
-    haar_step_kernel<kHaarL2Update, scalar_t, index_t><<<grid, kThreads, smem_bytes, stream>>>(a);
+    haar_step_kernel<kFusedL2Update, scalar_t, index_t><<<grid, kThreads, smem_bytes, stream>>>(a);
   }
+}
+
+// stage: as haar_step_launch. Dynamic shared memory above 48 KiB (float64 planes over 55 x 55)
+// needs the per-kernel opt-in, set before the launch (not a stream operation: capturable).
+// Returns the opt-in's error (the host pass checks it; the launch is checked after).
+template <int Stage, typename scalar_t, typename index_t>
+cudaError_t sep_stage_launch(const SepStepArgs<scalar_t, index_t>& a, unsigned int grid,
+                             size_t smem_bytes, cudaStream_t stream) {
+  if (smem_bytes > 48 * 1024) {
+    const cudaError_t err = cudaFuncSetAttribute(sep_step_kernel<Stage, scalar_t, index_t>,
+                                                 cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                                 static_cast<int>(smem_bytes));
+    if (err != cudaSuccess) return err;
+  }
+  sep_step_kernel<Stage, scalar_t, index_t><<<grid, kThreads, smem_bytes, stream>>>(a);
+  return cudaSuccess;
+}
+
+template <typename scalar_t, typename index_t>
+cudaError_t sep_step_launch(const SepStepArgs<scalar_t, index_t>& a, int stage, int64_t blocks,
+                            size_t smem_bytes, cudaStream_t stream) {
+  const unsigned int grid = static_cast<unsigned int>(blocks);
+  if (stage == kFusedLinf) return sep_stage_launch<kFusedLinf>(a, grid, smem_bytes, stream);
+  if (stage == kFusedL2Grad) return sep_stage_launch<kFusedL2Grad>(a, grid, smem_bytes, stream);
+  if (stage == kFusedL2Delta) return sep_stage_launch<kFusedL2Delta>(a, grid, smem_bytes, stream);
+  return sep_stage_launch<kFusedL2Update>(a, grid, smem_bytes, stream);
 }
 
 #define WAVEFUSE_INSTANTIATE(T, I)                                                           \
   template void linf_launch<T, I>(const StepArgs<T, I>&, bool, int64_t, cudaStream_t);     \
   template void l2_launch<T, I>(const StepArgs<T, I>&, bool, int, int64_t, cudaStream_t);  \
   template void haar_step_launch<T, I>(const HaarStepArgs<T, I>&, int, int64_t, size_t,    \
-                                       cudaStream_t);
+                                       cudaStream_t);                                      \
+  template cudaError_t sep_step_launch<T, I>(const SepStepArgs<T, I>&, int, int64_t, size_t, \
+                                             cudaStream_t);
 #define WAVEFUSE_INSTANTIATE_BOTH(T) \
   WAVEFUSE_INSTANTIATE(T, int32_t)   \
   WAVEFUSE_INSTANTIATE(T, int64_t)
@@ -498,14 +584,14 @@ void run_haar_step(const Tensor& x_adv, const Tensor& grad, const Tensor& x_nat,
   const size_t smem_bytes = static_cast<size_t>(g.smem_elems) * sizeof(acc_t);
   TORCH_INTERNAL_ASSERT(smem_bytes <= 48 * 1024, "haar_step_geometry: ", smem_bytes, " bytes");
   if (!l2) {
-    haar_step_launch(a, kHaarLinf, g.blocks, smem_bytes, stream);
+    haar_step_launch(a, kFusedLinf, g.blocks, smem_bytes, stream);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     return;
   }
   const Tensor partials = at::empty({2, N, g.P}, x_adv.options().dtype(acc_type(x_adv)));
   a.pg = static_cast<acc_t*>(partials.data_ptr());
   a.pd = a.pg + N * g.P;
-  for (const int stage : {kHaarL2Grad, kHaarL2Delta, kHaarL2Update}) {
+  for (const int stage : {kFusedL2Grad, kFusedL2Delta, kFusedL2Update}) {
     haar_step_launch(a, stage, g.blocks, smem_bytes, stream);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   }
@@ -569,6 +655,85 @@ void wavelet_pgd_step_cuda(const Tensor& x_adv, const Tensor& grad, const Tensor
   x_adv.copy_(xa);
 }
 
+// ---- wavelet_pgd_step, other banks on small planes: the separable filter and the step fused ---
+
+template <typename scalar_t, typename index_t>
+void run_sep_step(const Tensor& x_adv, const Tensor& grad, const Tensor& x_nat, const Step& s,
+                  bool l2, const Tensor& left, const Tensor& right_t, double identity,
+                  cudaStream_t stream) {
+  using acc_t = typename StepAcc<scalar_t>::type;
+  const int64_t N = x_adv.size(0), C = x_adv.size(1), H = x_adv.size(2), W = x_adv.size(3);
+  const SepStepGeometry g = sep_step_geometry(N, C, H, W, l2);
+  TORCH_CHECK(g.blocks <= INT_MAX, "wavefuse: too many planes (", g.blocks,
+              ") for one CUDA launch");
+  SepStepArgs<scalar_t, index_t> a{};
+  fill_tensors_and_bounds<scalar_t, index_t, acc_t>(a, x_adv, grad, x_nat, s);
+  a.left = static_cast<const acc_t*>(left.data_ptr());
+  a.right_t = static_cast<const acc_t*>(right_t.data_ptr());
+  a.identity = static_cast<acc_t>(identity);
+  a.terms = static_cast<int>(left.size(0));
+  a.H = static_cast<int>(H);
+  a.W = static_cast<int>(W);
+  a.C = static_cast<index_t>(C);
+  a.P = static_cast<index_t>(g.P);
+  const size_t smem_bytes = static_cast<size_t>(g.smem_elems) * sizeof(acc_t);
+  Tensor partials;
+  if (l2) {
+    partials = at::empty({2, N, g.P}, x_adv.options().dtype(acc_type(x_adv)));
+    a.pg = static_cast<acc_t*>(partials.data_ptr());
+    a.pd = a.pg + N * g.P;
+  }
+  const std::initializer_list<int> linf = {kFusedLinf};
+  const std::initializer_list<int> stages = {kFusedL2Grad, kFusedL2Delta, kFusedL2Update};
+  for (const int stage : l2 ? stages : linf) {
+    C10_CUDA_CHECK(sep_step_launch(a, stage, g.blocks, smem_bytes, stream));
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+}
+
+// The op (schema in csrc/ops.cpp): g' = identity * G + sum_k left[k] G right_t[k] per plane, then
+// the step, in place on x_adv; every dtype (half types read, computed in float32 and rounded once
+// at the store; no copies).
+void separable_pgd_step_cuda(const Tensor& x_adv, const Tensor& grad, const Tensor& x_nat,
+                             double eps, double alpha, double lo, double hi,
+                             const std::optional<Tensor>& eps_tensor,
+                             const std::optional<Tensor>& alpha_tensor,
+                             const std::optional<Tensor>& lo_tensor,
+                             const std::optional<Tensor>& hi_tensor, const Tensor& left,
+                             const Tensor& right_t, double identity, c10::string_view norm) {
+  const bool l2 =
+      check_step(x_adv, grad, x_nat, eps_tensor, alpha_tensor, lo_tensor, hi_tensor, norm);
+  const int64_t H = x_adv.size(2), W = x_adv.size(3);
+  TORCH_CHECK(H <= kSepMaxSide && W <= kSepMaxSide, "wavefuse: the separable step takes planes ",
+              "up to ", kSepMaxSide, " x ", kSepMaxSide, ", got ", H, " x ", W);
+  const auto acc = acc_type(x_adv);
+  for (const Tensor* t : {&left, &right_t}) {
+    TORCH_CHECK(t->dim() == 3 && t->size(0) == left.size(0) && t->is_contiguous() &&
+                    t->scalar_type() == acc && t->device() == x_adv.device(),
+                "wavefuse: left and right_t must be contiguous (K, H, H) and (K, W, W) ", acc,
+                " tensors on ", x_adv.device(), ", got ", t->sizes(), " ", t->scalar_type());
+  }
+  TORCH_CHECK(left.size(1) == H && left.size(2) == H && right_t.size(1) == W &&
+                  right_t.size(2) == W,
+              "wavefuse: left must be (K, ", H, ", ", H, ") and right_t (K, ", W, ", ", W,
+              "), got ", left.sizes(), " and ", right_t.sizes());
+  if (x_adv.numel() == 0) return;
+  const c10::cuda::CUDAGuard guard(x_adv.device());
+  const Step s{eps, alpha, lo, hi, eps_tensor, alpha_tensor, lo_tensor, hi_tensor};
+  const bool small = int32_step(x_adv, grad, x_nat, s);
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(x_adv.device().index()).stream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, x_adv.scalar_type(), "wavefuse_separable_pgd_step_cuda", [&] {
+        if (small) {
+          run_sep_step<scalar_t, int32_t>(x_adv, grad, x_nat, s, l2, left, right_t, identity,
+                                          stream);
+        } else {
+          run_sep_step<scalar_t, int64_t>(x_adv, grad, x_nat, s, l2, left, right_t, identity,
+                                          stream);
+        }
+      });
+}
+
 }  // namespace
 }  // namespace cuda_pgd
 }  // namespace wavefuse
@@ -576,5 +741,6 @@ void wavelet_pgd_step_cuda(const Tensor& x_adv, const Tensor& grad, const Tensor
 TORCH_LIBRARY_IMPL(wavefuse, CUDA, m) {
   m.impl("_pgd_step_kernel", &wavefuse::cuda_pgd::pgd_step_cuda);
   m.impl("_wavelet_pgd_step_kernel", &wavefuse::cuda_pgd::wavelet_pgd_step_cuda);
+  m.impl("_separable_pgd_step_kernel", &wavefuse::cuda_pgd::separable_pgd_step_cuda);
 }
 #endif  // __CUDA_ARCH__

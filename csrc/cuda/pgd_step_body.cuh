@@ -51,6 +51,7 @@
 
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 #include "common.h"
@@ -150,6 +151,23 @@ WAVEFUSE_PGD_INLINE double sqrt_rn(double a) {
 #endif
 }
 
+// a * b + c with one rounding: __fma*_rn on the device, std::fma on the host (correctly rounded
+// too), so the emulation computes the device's bits.
+WAVEFUSE_PGD_INLINE float fma_rn(float a, float b, float c) {
+#ifdef __CUDA_ARCH__
+  return __fmaf_rn(a, b, c);
+#else
+  return std::fma(a, b, c);
+#endif
+}
+WAVEFUSE_PGD_INLINE double fma_rn(double a, double b, double c) {
+#ifdef __CUDA_ARCH__
+  return __fma_rn(a, b, c);
+#else
+  return std::fma(a, b, c);
+#endif
+}
+
 // sign with sign(+-0) = 0 and NaN kept: the reference's where(isnan(g), g, sign(g)).
 template <typename T>
 WAVEFUSE_PGD_INLINE T sign_keep_nan(T g) {
@@ -196,14 +214,20 @@ struct Bound {
   }
 };
 
+// What every step kernel reads: the three tensors and the four bounds.
 template <typename scalar_t, typename index_t>
-struct StepArgs {
+struct StepTensors {
   using acc_t = typename StepAcc<scalar_t>::type;
   scalar_t* xa;
   const scalar_t* g;
   const scalar_t* x;
   Strides4<index_t> sa, sg, sx;  // (n, c, h, w) strides, in elements
   Bound<acc_t, index_t> eps, alpha, lo, hi;
+};
+
+template <typename scalar_t, typename index_t>
+struct StepArgs : StepTensors<scalar_t, index_t> {
+  using acc_t = typename StepAcc<scalar_t>::type;
   index_t total;  // N * M
   index_t M, C, HW, W;
   bool cl;      // memory order NHWC (x_adv channels_last), else NCHW
@@ -453,19 +477,38 @@ WAVEFUSE_PGD_INLINE void l2_update(const StepArgs<scalar_t, index_t>& a, index_t
 // (5,461 at S = 64: 42.7 KiB in double, under the 48 KiB a block gets without opting in), at
 // least kL2Smem (the reductions reuse it between tiles).
 
-constexpr int kHaarLinf = 0;
-constexpr int kHaarL2Grad = 1;
-constexpr int kHaarL2Delta = 2;
-constexpr int kHaarL2Update = 3;
+// The stages of a fused wavelet step (the Haar kernel's and the separable kernel's launches).
+constexpr int kFusedLinf = 0;
+constexpr int kFusedL2Grad = 1;
+constexpr int kFusedL2Delta = 2;
+constexpr int kFusedL2Update = 3;
+
+// What a fused stage does with the filtered gradient g at one element (x_adv at xa, x_nat xv):
+// the Linf update; or add g^2, or delta^2, to the thread's sum acc; or the L2 update.
+template <int Stage, typename scalar_t, typename acc_t>
+WAVEFUSE_PGD_INLINE void fused_stage_element(scalar_t* xa, acc_t xv, acc_t g, acc_t alpha,
+                                             acc_t eps, acc_t lo, acc_t hi, acc_t denom,
+                                             acc_t factor, acc_t& acc) {
+  if (Stage == kFusedL2Grad) {
+    acc += g * g;
+    return;
+  }
+  const acc_t xav = static_cast<acc_t>(*xa);
+  if (Stage == kFusedLinf) {
+    *xa = static_cast<scalar_t>(linf_value(xav, xv, g, alpha, eps, lo, hi));
+    return;
+  }
+  const acc_t delta = add_rn(l2_moved_value(xav, g, alpha, denom), -xv);
+  if (Stage == kFusedL2Delta) {
+    acc += delta * delta;
+  } else {
+    *xa = static_cast<scalar_t>(clamp_keep_nan(add_rn(xv, mul_rn(delta, factor)), lo, hi));
+  }
+}
 
 template <typename scalar_t, typename index_t>
-struct HaarStepArgs {
+struct HaarStepArgs : StepTensors<scalar_t, index_t> {
   using acc_t = typename StepAcc<scalar_t>::type;
-  scalar_t* xa;
-  const scalar_t* g;
-  const scalar_t* x;
-  Strides4<index_t> sa, sg, sx;  // (n, c, h, w) strides, in elements
-  Bound<acc_t, index_t> eps, alpha, lo, hi;
   acc_t coef[cuda_haar::kHaarMaxLevels + 1];  // c_0 .. c_J
   index_t C, H, W;
   index_t tiles_h, tiles_w;  // S x S tiles per plane, per axis
@@ -562,25 +605,21 @@ WAVEFUSE_PGD_INLINE typename StepAcc<scalar_t>::type haar_step_filtered(
   return v;
 }
 
-// L2 launches 2 and 3, first phase: the sample's g'^2 partials into sm[0, kThreads) and (launch
-// 3) its delta^2 partials into sm[kThreads, 2 kThreads); the block tree follows.
-template <int Stage, typename scalar_t, typename index_t>
-WAVEFUSE_PGD_INLINE void haar_step_load_partials(const HaarStepArgs<scalar_t, index_t>& a,
-                                                 index_t n, int tid,
-                                                 typename StepAcc<scalar_t>::type* sm) {
+// L2 launches 2 and 3 of a fused step (Args: HaarStepArgs or SepStepArgs), first phase: the
+// sample's g'^2 partials into sm[0, kThreads) and (launch 3) its delta^2 partials into
+// sm[kThreads, 2 kThreads); the block tree follows.
+template <int Stage, typename Args, typename index_t, typename acc_t>
+WAVEFUSE_PGD_INLINE void fused_load_partials(const Args& a, index_t n, int tid, acc_t* sm) {
   load_sample_partials(a.pg, n, a.P, tid, sm);
-  if (Stage == kHaarL2Update) load_sample_partials(a.pd, n, a.P, tid, sm + kThreads);
+  if (Stage == kFusedL2Update) load_sample_partials(a.pd, n, a.P, tid, sm + kThreads);
 }
 
 // After the tree: the sample's ||g'|| + 1e-10 and (launch 3) projection factor, per thread.
-template <int Stage, typename scalar_t, typename index_t>
-WAVEFUSE_PGD_INLINE void haar_step_norms(const HaarStepArgs<scalar_t, index_t>& a, index_t n,
-                                         const typename StepAcc<scalar_t>::type* sm,
-                                         typename StepAcc<scalar_t>::type& denom,
-                                         typename StepAcc<scalar_t>::type& factor) {
-  using acc_t = typename StepAcc<scalar_t>::type;
+template <int Stage, typename Args, typename index_t, typename acc_t>
+WAVEFUSE_PGD_INLINE void fused_norms(const Args& a, index_t n, const acc_t* sm, acc_t& denom,
+                                     acc_t& factor) {
   denom = l2_denominator(sm[0]);
-  factor = Stage == kHaarL2Update ? l2_factor(sm[kThreads], a.eps.at(n, 0)) : acc_t(1);
+  factor = Stage == kFusedL2Update ? l2_factor(sm[kThreads], a.eps.at(n, 0)) : acc_t(1);
 }
 
 // The last phase of a tile: g' at the thread's real samples of tile t of sample n, then Stage.
@@ -598,7 +637,7 @@ WAVEFUSE_PGD_INLINE void haar_step_tile(const HaarStepArgs<scalar_t, index_t>& a
   cuda_haar::haar_tile_origin<index_t>(t, a.tiles_h, a.tiles_w, static_cast<index_t>(S), c, r0,
                                        c0);
   const acc_t alpha = a.alpha.at(n, c), lo = a.lo.at(n, c), hi = a.hi.at(n, c);
-  const acc_t eps = Stage == kHaarLinf ? a.eps.at(n, c) : acc_t(0);
+  const acc_t eps = Stage == kFusedLinf ? a.eps.at(n, c) : acc_t(0);
   scalar_t* xa = a.xa + n * a.sa.n + c * a.sa.c;
   const scalar_t* xn = a.x + n * a.sx.n + c * a.sx.c;
 #ifdef __CUDA_ARCH__
@@ -609,23 +648,155 @@ WAVEFUSE_PGD_INLINE void haar_step_tile(const HaarStepArgs<scalar_t, index_t>& a
     const index_t p = r0 + row, q = c0 + col;
     if (p >= a.H || q >= a.W) continue;
     const acc_t g = haar_step_filtered(a, sm, row, col);
-    if (Stage == kHaarL2Grad) {
-      acc += g * g;
-      continue;
-    }
-    const index_t oa = p * a.sa.h + q * a.sa.w;
-    const acc_t xv = static_cast<acc_t>(xn[p * a.sx.h + q * a.sx.w]);
-    const acc_t xav = static_cast<acc_t>(xa[oa]);
-    if (Stage == kHaarLinf) {
-      xa[oa] = static_cast<scalar_t>(linf_value(xav, xv, g, alpha, eps, lo, hi));
-      continue;
-    }
-    const acc_t delta = add_rn(l2_moved_value(xav, g, alpha, denom), -xv);
-    if (Stage == kHaarL2Delta) {
-      acc += delta * delta;
-    } else {
-      xa[oa] = static_cast<scalar_t>(clamp_keep_nan(add_rn(xv, mul_rn(delta, factor)), lo, hi));
-    }
+    const acc_t xv = Stage == kFusedL2Grad ? acc_t(0)
+                                           : static_cast<acc_t>(xn[p * a.sx.h + q * a.sx.w]);
+    fused_stage_element<Stage>(xa + p * a.sa.h + q * a.sa.w, xv, g, alpha, eps, lo, hi, denom,
+                               factor, acc);
+  }
+}
+
+// ---- wavelet_pgd_step, other banks on small planes: the separable filter and the step fused ----
+//
+// For planes of at most kSepMaxSide per side, g' = idwt(scale_hf(dwt(g))) of a plane G (H x W)
+// is the sum of separable matrix pairs that wavefuse/ops/separable.py builds on the host (from the
+// reference's 1-D transforms, every mode; one pair per distinct scale step for a
+// perfect-reconstruction bank, cached there):
+//   g' = identity * G + sum_{k < K} L_k (G R_k^T),   L_k (H x H, coefficient folded in), R_k^T
+//   (W x W), both row-major in acc_t on the device.
+// One block per plane (sample n, channel c): every level of the filter at once, no band formed,
+// no halo. Phases: load G into shared memory (sm[0, HW)); init: the thread's outputs
+// out[i] = identity * G; per pair k, right: T = G R_k^T into sm[HW, 2 HW), then left:
+// out[i] += L_k T (a barrier between them and before the next pair's right); then the stage at
+// each output, as the Haar kernel's (fused_stage_element). Thread tid owns the elements
+// e = tid + i * kThreads (i < kSepItems) of the plane, row-major: a warp reads one row of G (a
+// broadcast) and consecutive columns of R_k^T (coalesced), L_k and R_k^T from global memory
+// (a few KiB shared by every block: cache-resident). The sums are fma_rn chains in index order:
+// the emulation computes the device's bits.
+//
+// Blocks: (sample n, slot s) = n * P + s, slot s handling the planes c = s, s + P, ... < C.
+// Linf: P = C (one plane per block, one launch). L2: P = min(C, kMaxPartials), three launches of
+// the same kernel as the Haar step's (g'^2 partials, delta^2 partials, update), each recomputing
+// g'. Shared memory (dynamic): 2 HW acc_t, at least kL2Smem; up to 64 KiB (float64, 64 x 64),
+// which needs the opt-in above 48 KiB (the host sets it).
+
+// Planes up to this side run the separable kernel (the host falls back to the composition above).
+constexpr int kSepMaxSide = 64;
+constexpr int kSepItems = (kSepMaxSide * kSepMaxSide + kThreads - 1) / kThreads;
+
+template <typename scalar_t, typename index_t>
+struct SepStepArgs : StepTensors<scalar_t, index_t> {
+  using acc_t = typename StepAcc<scalar_t>::type;
+  const acc_t* left;     // (K, H, H)
+  const acc_t* right_t;  // (K, W, W)
+  acc_t identity;
+  int terms;  // K
+  int H, W;   // <= kSepMaxSide
+  index_t C, P;
+  acc_t* pg;  // L2: (N, P) partial sums of g'^2, then of delta^2
+  acc_t* pd;
+};
+
+struct SepStepGeometry {
+  int64_t P, blocks;   // slots per sample; blocks = N * P
+  int64_t smem_elems;  // dynamic shared memory, in acc_t elements
+};
+
+inline SepStepGeometry sep_step_geometry(int64_t N, int64_t C, int64_t H, int64_t W, bool l2) {
+  const int64_t P = l2 && C > kMaxPartials ? kMaxPartials : C;
+  const int64_t smem = 2 * H * W > kL2Smem ? 2 * H * W : kL2Smem;
+  return {P, N * P, smem};
+}
+
+// Phase: plane c of sample n into sm[0, HW), row-major, in acc_t.
+template <typename scalar_t, typename index_t>
+WAVEFUSE_PGD_INLINE void sep_step_load(const SepStepArgs<scalar_t, index_t>& a, index_t n,
+                                       index_t c, int tid, typename StepAcc<scalar_t>::type* sm) {
+  using acc_t = typename StepAcc<scalar_t>::type;
+  const scalar_t* src = a.g + n * a.sg.n + c * a.sg.c;
+  for (int e = tid; e < a.H * a.W; e += kThreads) {
+    const index_t h = e / a.W, w = e % a.W;
+    sm[e] = static_cast<acc_t>(src[h * a.sg.h + w * a.sg.w]);
+  }
+}
+
+// Phase: the thread's outputs start as identity * G.
+template <typename scalar_t, typename index_t>
+WAVEFUSE_PGD_INLINE void sep_step_init(const SepStepArgs<scalar_t, index_t>& a, int tid,
+                                       const typename StepAcc<scalar_t>::type* sm,
+                                       typename StepAcc<scalar_t>::type* out) {
+  using acc_t = typename StepAcc<scalar_t>::type;
+#ifdef __CUDA_ARCH__
+#pragma unroll
+#endif
+  for (int i = 0; i < kSepItems; ++i) {
+    const int e = tid + i * kThreads;
+    out[i] = e < a.H * a.W ? mul_rn(a.identity, sm[e]) : acc_t(0);
+  }
+}
+
+// Phase: T = G R_k^T into sm[HW, 2 HW) at the thread's elements.
+template <typename scalar_t, typename index_t>
+WAVEFUSE_PGD_INLINE void sep_step_right(const SepStepArgs<scalar_t, index_t>& a, int k, int tid,
+                                        typename StepAcc<scalar_t>::type* sm) {
+  using acc_t = typename StepAcc<scalar_t>::type;
+  const int H = a.H, W = a.W;
+  const acc_t* rt = a.right_t + static_cast<int64_t>(k) * W * W;
+  for (int e = tid; e < H * W; e += kThreads) {
+    const int h = e / W, w = e % W;
+    const acc_t* row = sm + h * W;
+    acc_t t = acc_t(0);
+    for (int v = 0; v < W; ++v) t = fma_rn(row[v], rt[v * W + w], t);
+    sm[H * W + e] = t;
+  }
+}
+
+// Phase: out[i] += (L_k T)[e] at the thread's elements (T in sm[HW, 2 HW)).
+template <typename scalar_t, typename index_t>
+WAVEFUSE_PGD_INLINE void sep_step_left(const SepStepArgs<scalar_t, index_t>& a, int k, int tid,
+                                       const typename StepAcc<scalar_t>::type* sm,
+                                       typename StepAcc<scalar_t>::type* out) {
+  using acc_t = typename StepAcc<scalar_t>::type;
+  const int H = a.H, W = a.W;
+  const acc_t* l = a.left + static_cast<int64_t>(k) * H * H;
+  const acc_t* t = sm + H * W;
+#ifdef __CUDA_ARCH__
+#pragma unroll
+#endif
+  for (int i = 0; i < kSepItems; ++i) {
+    const int e = tid + i * kThreads;
+    if (e >= H * W) break;
+    const int h = e / W, w = e % W;
+    acc_t v = out[i];
+    for (int u = 0; u < H; ++u) v = fma_rn(l[h * H + u], t[u * W + w], v);
+    out[i] = v;
+  }
+}
+
+// The last phase of a plane: the stage at the thread's elements of plane c of sample n (g' in
+// out). acc: the thread's running sum (g'^2 or delta^2) over its planes.
+template <int Stage, typename scalar_t, typename index_t>
+WAVEFUSE_PGD_INLINE void sep_step_plane(const SepStepArgs<scalar_t, index_t>& a, index_t n,
+                                        index_t c, int tid,
+                                        const typename StepAcc<scalar_t>::type* out,
+                                        typename StepAcc<scalar_t>::type denom,
+                                        typename StepAcc<scalar_t>::type factor,
+                                        typename StepAcc<scalar_t>::type& acc) {
+  using acc_t = typename StepAcc<scalar_t>::type;
+  const acc_t alpha = a.alpha.at(n, c), lo = a.lo.at(n, c), hi = a.hi.at(n, c);
+  const acc_t eps = Stage == kFusedLinf ? a.eps.at(n, c) : acc_t(0);
+  scalar_t* xa = a.xa + n * a.sa.n + c * a.sa.c;
+  const scalar_t* xn = a.x + n * a.sx.n + c * a.sx.c;
+#ifdef __CUDA_ARCH__
+#pragma unroll  // out[] stays in registers only with constant indices
+#endif
+  for (int i = 0; i < kSepItems; ++i) {
+    const int e = tid + i * kThreads;
+    if (e >= a.H * a.W) break;
+    const index_t h = e / a.W, w = e % a.W;
+    const acc_t xv =
+        Stage == kFusedL2Grad ? acc_t(0) : static_cast<acc_t>(xn[h * a.sx.h + w * a.sx.w]);
+    fused_stage_element<Stage>(xa + h * a.sa.h + w * a.sa.w, xv, out[i], alpha, eps, lo, hi,
+                               denom, factor, acc);
   }
 }
 

@@ -43,8 +43,13 @@ and steps it (Linf: one pass; L2: that pass writes g', then the step), no band w
 either. The CUDA kernel (csrc/cuda/pgd_step.cu, never run on a GPU
 yet) has pgd_step as Triton's launches and runs a two-tap bank (haar, db1) with 1 <= level <= 6 as
 one fused kernel as Triton's (filter and step: one launch for Linf, three for L2, every mode, size,
-dtype and layout, no host sync); other wavelets and deeper Haar levels run the CUDA transform
-kernels level by level, then the step.
+dtype and layout, no host sync); other wavelets (and deeper Haar levels) on planes up to 64 x 64
+run _separable_pgd_step_kernel (the filter of every level as the separable matrix pairs of
+wavefuse/ops/separable.py, which this module builds and passes: one launch for Linf, three for
+L2), larger planes the CUDA transform kernels level by level, then the step. Triton likewise: on
+planes up to 64 x 64 one launch for every level (Linf steps in it, L2 adds pgd_step's three),
+larger planes level by level. The separable kernels spread a NaN gradient entry over its whole
+plane (0 * NaN in the matrix products), a superset of the reference's NaN positions.
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ from torch import Tensor
 
 from wavefuse import backends, reference
 from wavefuse.filters import compute_dtype
+from wavefuse.ops import separable
 from wavefuse.ops._common import check_same_device, check_same_dtype, check_tensor4d
 
 NORMS = ("Linf", "L2")
@@ -280,10 +286,33 @@ def wavelet_pgd_step(
                 norm,
             )
         )
+    elif backend == "cuda" and _cuda_separable(x_adv, filters, level):
+        h, w = x_adv.shape[-2:]
+        terms = separable.filter_terms(
+            filters, wave_mode, level, h, w, list(hf_scale), compute_dtype(x_adv.dtype), h, w
+        )
+        torch.ops.wavefuse._separable_pgd_step_kernel(
+            x_adv, grad, x_nat, *bounds, terms.left, terms.right_t, terms.identity, norm
+        )
     else:
         _kernel(backend, "wavelet_pgd_step")(
             x_adv, grad, x_nat, *bounds, filters, wave_mode, level, list(hf_scale), norm
         )
+
+
+# csrc/cuda: the fused Haar step's deepest level (cuda_haar::kHaarMaxLevels) and the separable
+# kernel's largest plane side (kSepMaxSide).
+_CUDA_HAAR_MAX_LEVELS = 6
+_CUDA_SEPARABLE_MAX_SIDE = 64
+
+
+def _cuda_separable(x_adv: Tensor, filters: Tensor, level: int) -> bool:
+    """Whether the CUDA backend runs the separable one-plane kernel: a bank that the fused Haar
+    kernel does not take (longer than two taps, or deeper than its levels) on planes up to
+    _CUDA_SEPARABLE_MAX_SIDE; otherwise _wavelet_pgd_step_kernel (the fused Haar step, or the
+    per-level composition)."""
+    haar = filters.shape[-1] == 2 and level <= _CUDA_HAAR_MAX_LEVELS
+    return not haar and max(x_adv.shape[-2:]) <= _CUDA_SEPARABLE_MAX_SIDE
 
 
 @wavelet_pgd_step.register_fake

@@ -1,0 +1,103 @@
+"""wavefuse/ops/separable.py: wavelet_pgd_step's gradient filter as a sum of separable matrix pairs,
+against the composition of the reference transforms (``reference.scale_details_ref``, itself
+checked against PyWavelets in test_dwt.py), float64 on the CPU, plus the packing and its cache."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from conftest import ALL_MODES, assert_close
+
+from wavefuse import reference
+from wavefuse.filters import filter_bank
+from wavefuse.ops import separable
+
+SIZES = [(7, 6), (1, 5), (13, 29), (32, 32)]
+SCALES = {
+    "all zero": lambda j: [0.0] * j,
+    "uniform": lambda j: [0.5] * j,
+    "mixed": lambda j: [0.0, 0.5, -0.25][:j],
+    "last only": lambda j: [1.0] * (j - 1) + [0.3],
+}
+# A 4-tap bank that is not perfect-reconstruction: nothing in the factorisation may assume it is.
+NOT_PR = [[0.3, 0.9, 0.1, -0.2], [0.5, -0.4, 0.2, 0.7]]
+
+
+def _apply(identity: float, terms, g: torch.Tensor) -> torch.Tensor:
+    out = identity * g
+    for coef, left, right in terms:
+        out = out + coef * (left @ g @ right.T)
+    return out
+
+
+def _bank(wave: str) -> torch.Tensor:
+    if wave == "not-pr":
+        return torch.tensor(NOT_PR, dtype=torch.float64)
+    return filter_bank(wave, "dec", torch.float64, "cpu")
+
+
+@pytest.mark.parametrize("mode", ALL_MODES)
+@pytest.mark.parametrize("wave", ["haar", "db2", "db4", "sym5", "coif2", "not-pr"])
+def test_terms_equal_the_composition(wave, mode):
+    """Every mode x wavelet x level 1-3 x odd/even/tiny sizes x scale pattern: the sum of terms
+    is scale_details_ref within 1e-11 (the factorisation merges X_j with Y_{j-1}, equal for a
+    perfect-reconstruction bank up to its own reconstruction error, ~2e-12 for sym5)."""
+    bank = _bank(wave)
+    gen = torch.Generator().manual_seed(0)
+    for level in (1, 2, 3):
+        for h, w in SIZES:
+            for name, scales in SCALES.items():
+                s = scales(level)
+                g = torch.randn(2, 2, h, w, dtype=torch.float64, generator=gen)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    expected = reference.scale_details_ref(g, bank, mode, level, s)
+                identity, terms = separable.separable_terms(bank, mode, level, h, w, s)
+                what = f"{wave} {mode} level {level} {h}x{w} {name}"
+                assert_close(_apply(identity, terms, g), expected, 1e-11, what)
+
+
+def test_term_counts():
+    """Perfect-reconstruction banks merge to one pair per distinct scale step (a uniform scale s is
+    s G + (1 - s) Y_J G Y_J^T); the bank that is not PR keeps 2J pairs and no identity."""
+    db4 = _bank("db4")
+    for scales, identity, count in (
+        ([0.0] * 3, 0.0, 1),
+        ([0.5] * 3, 0.5, 1),
+        ([0.0, 0.5, -0.25], 0.0, 3),
+        ([1.0, 1.0, 0.3], 1.0, 2),  # G - 0.7 Y_2 G Y_2^T + 0.7 Y_3 G Y_3^T
+    ):
+        got_identity, terms = separable.separable_terms(db4, "symmetric", 3, 32, 32, scales)
+        assert (got_identity, len(terms)) == (identity, count), scales
+    identity, terms = separable.separable_terms(_bank("not-pr"), "zero", 2, 9, 11, [0.3, 0.6])
+    assert identity == 0.0 and len(terms) == 4
+
+
+def test_packing_and_cache():
+    """filter_terms pads L and R^T with zeros to the block sides, folds the coefficients into L,
+    and rebuilds when the bank is modified in place (its version counter is in the key)."""
+    bank = _bank("db2").clone()
+    packed = separable.filter_terms(bank, "reflect", 2, 7, 6, [0.0, 0.5], torch.float64, 16, 8)
+    assert packed.left.shape == (packed.count, 16, 16)
+    assert packed.right_t.shape == (packed.count, 8, 8)
+    g = torch.randn(7, 6, dtype=torch.float64)
+    padded = torch.zeros(16, 8, dtype=torch.float64)
+    padded[:7, :6] = g
+    out = packed.identity * padded + sum(
+        packed.left[k] @ padded @ packed.right_t[k] for k in range(packed.count)
+    )
+    assert out[7:].abs().max() == 0 and out[:, 6:].abs().max() == 0
+    expected = reference.scale_details_ref(g.view(1, 1, 7, 6), bank, "reflect", 2, [0.0, 0.5])
+    assert_close(out[:7, :6], expected[0, 0], 1e-12, "packed")
+    again = separable.filter_terms(bank, "reflect", 2, 7, 6, [0.0, 0.5], torch.float64, 16, 8)
+    assert again is packed
+    bank.mul_(2.0)  # a different (scaled) bank: the cached matrices no longer apply
+    rebuilt = separable.filter_terms(bank, "reflect", 2, 7, 6, [0.0, 0.5], torch.float64, 16, 8)
+    assert rebuilt is not packed
+    expected = reference.scale_details_ref(g.view(1, 1, 7, 6), bank, "reflect", 2, [0.0, 0.5])
+    out = rebuilt.identity * padded + sum(
+        rebuilt.left[k] @ padded @ rebuilt.right_t[k] for k in range(rebuilt.count)
+    )
+    assert_close(out[:7, :6], expected[0, 0], 1e-12, "rebuilt")

@@ -1,0 +1,162 @@
+"""wavelet_pgd_step's gradient filter as a short sum of separable terms, for the one-launch kernels.
+
+The filter ``g' = idwt(scale_hf(dwt(g)))`` (``reference.scale_details_ref``) is linear in each
+plane G (H x W), and every piece of it is separable: one level's analysis of an (n x m) plane a is
+``A_f a A_g^T`` for its four bands (f, g in lo, hi; 1-D operators along H and along W, boundary
+mode included), its cropped synthesis ``S_f b S_g^T``. Scaling the three detail bands of level j by
+s_j and resynthesising gives, with ``M = S_lo A_lo + S_hi A_hi`` (the 1-D round trip, the identity
+for a perfect-reconstruction bank),
+
+    a~_{j-1} = S_lo a~_j S_lo^T + s_j (M a_{j-1} M^T - S_lo a_j S_lo^T),   a_j = A_lo a_{j-1} A_lo^T,
+
+and, unrolled with B_j = A_lo,j ... A_lo,1 and C_j = S_lo,1 ... S_lo,j (per axis),
+
+    g' = sum_j s_j X_j G X_j^T - sum_j s_j Y_j G Y_j^T + Y_J G Y_J^T,
+         X_j = C_{j-1} M_j B_{j-1},  Y_j = C_j B_j   (H x H along H, W x W along W).
+
+For a perfect-reconstruction bank X_1 = I and X_j = Y_{j-1}, so equal terms merge into
+``s_1 G + sum_{j<J} (s_{j+1} - s_j) Y_j G Y_j^T + (1 - s_J) Y_J G Y_J^T``: one matrix pair when
+every level has the same scale. Terms are merged by comparing the matrices (float64, 1e-10), so a
+bank that is not perfect-reconstruction keeps its 2J terms and stays exact; nothing assumes
+orthogonality. The matrices come from the reference's own 1-D transforms applied to unit vectors
+(float64), so they carry exactly its boundary modes, sizes and crops.
+
+``filter_terms`` packs them for a kernel: the identity coefficient, L_k (coefficient folded in) and
+R_k^T, zero-padded to the kernel's block sides, in the compute dtype on the data's device; cached
+per filter bank (its storage and version), mode, level, plane size and scales, so an attack loop
+builds them once. Building reads the filter taps on the host: the first call with a new key
+synchronises with the device (warm up before capturing a CUDA graph, as for any first call).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from wavefuse import reference
+
+# Matrices closer than this (max abs entry, float64) are one term: perfect reconstruction makes
+# X_j and Y_{j-1} agree to ~1e-15; a bank that is not perfect-reconstruction differs by O(1).
+_SAME = 1e-10
+_CACHE_SIZE = 64
+
+
+class Terms(NamedTuple):
+    """g' = identity * G + sum_k L[k] @ G @ Rt[k] (padded blocks: L (K, BH, BH), Rt (K, BW, BW))."""
+
+    identity: float
+    left: Tensor
+    right_t: Tensor
+
+    @property
+    def count(self) -> int:
+        return self.left.shape[0]
+
+
+def _axis_level(n: int, filters: Tensor, mode: str):
+    """One level's 1-D operators along an axis of n samples (float64): A_lo, A_hi (K x n) and the
+    cropped synthesis S_lo, S_hi (n x K), synthesis with the reversed taps (as scale_details_ref)."""
+    eye = torch.eye(n, dtype=torch.float64)
+    a = reference._analysis_1d(eye, filters, mode)  # (n, 2, K): column i is the response to e_i
+    k = a.shape[-1]
+    unit = torch.zeros(2 * k, 2, k, dtype=torch.float64)
+    unit[:k, 0] = torch.eye(k, dtype=torch.float64)
+    unit[k:, 1] = torch.eye(k, dtype=torch.float64)
+    s = reference._synthesis_1d(unit, filters.flip(-1), mode)[:, :n]  # (2K, n)
+    return a[:, 0].T, a[:, 1].T, s[:k].T, s[k:].T
+
+
+def axis_operators(n: int, filters: Tensor, mode: str, level: int) -> tuple[list, list]:
+    """(X_1..X_J, Y_1..Y_J) along one axis of n samples (float64, n x n each)."""
+    b = c = torch.eye(n, dtype=torch.float64)
+    xs, ys = [], []
+    size = n
+    for _ in range(level):
+        a_lo, a_hi, s_lo, s_hi = _axis_level(size, filters, mode)
+        xs.append(c @ (s_lo @ a_lo + s_hi @ a_hi) @ b)
+        b, c = a_lo @ b, c @ s_lo
+        ys.append(c @ b)
+        size = a_lo.shape[0]
+    return xs, ys
+
+
+def separable_terms(
+    filters: Tensor, mode: str, level: int, h: int, w: int, hf_scale: list[float]
+) -> tuple[float, list[tuple[float, Tensor, Tensor]]]:
+    """(identity coefficient, [(coefficient, L (H x H), R (W x W))]) with
+    ``scale_details_ref(G) = identity * G + sum coefficient * L @ G @ R^T`` (float64, merged,
+    zero coefficients dropped). filters: (2, L) dec [lo; hi]."""
+    f = filters.detach().to("cpu", torch.float64)
+    xh, yh = axis_operators(h, f, mode, level)
+    xw, yw = axis_operators(w, f, mode, level)
+    raw = [(float(s), xh[j], xw[j]) for j, s in enumerate(hf_scale)]
+    raw += [(-float(s), yh[j], yw[j]) for j, s in enumerate(hf_scale)]
+    raw.append((1.0, yh[-1], yw[-1]))
+    eye_h, eye_w = torch.eye(h, dtype=torch.float64), torch.eye(w, dtype=torch.float64)
+    identity, merged = 0.0, []
+    for coef, left, right in raw:
+        if _same(left, eye_h) and _same(right, eye_w):
+            identity += coef
+            continue
+        for i, (c0, l0, r0) in enumerate(merged):
+            if _same(left, l0) and _same(right, r0):
+                merged[i] = (c0 + coef, l0, r0)
+                break
+        else:
+            merged.append((coef, left, right))
+    return identity, [t for t in merged if t[0] != 0.0]
+
+
+def _same(a: Tensor, b: Tensor) -> bool:
+    return bool((a - b).abs().max() <= _SAME)
+
+
+_cache: OrderedDict = OrderedDict()
+_lock = threading.Lock()
+
+
+def filter_terms(
+    filters: Tensor,
+    mode: str,
+    level: int,
+    h: int,
+    w: int,
+    hf_scale: list[float],
+    dtype: torch.dtype,
+    block_h: int,
+    block_w: int,
+) -> Terms:
+    """``separable_terms`` packed for a kernel, cached: L (K, block_h, block_h) with the
+    coefficients folded in and R^T (K, block_w, block_w), zero-padded, ``dtype`` on the device of
+    ``filters``. K is 0 when the filter is a multiple of the identity."""
+    key = (
+        filters.data_ptr(), filters._version, tuple(filters.shape), filters.dtype,
+        filters.device, mode, level, h, w, tuple(float(s) for s in hf_scale), dtype,
+        block_h, block_w,
+    )  # fmt: skip
+    with _lock:
+        hit = _cache.get(key)
+        if hit is not None:
+            _cache.move_to_end(key)
+            return hit[1]
+    identity, terms = separable_terms(filters, mode, level, h, w, hf_scale)
+    left = torch.zeros(len(terms), block_h, block_h, dtype=torch.float64)
+    right_t = torch.zeros(len(terms), block_w, block_w, dtype=torch.float64)
+    for k, (coef, lm, rm) in enumerate(terms):
+        left[k, :h, :h] = coef * lm
+        right_t[k, :w, :w] = rm.T
+    packed = Terms(
+        identity,
+        left.to(device=filters.device, dtype=dtype),
+        right_t.to(device=filters.device, dtype=dtype),
+    )
+    with _lock:
+        # The entry holds filters, so its storage (whose address is in the key) is never reused.
+        _cache[key] = (filters, packed)
+        while len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+    return packed
