@@ -1,6 +1,6 @@
 """GPU benchmarks of every live wavefuse backend against the peers, timed by triton.testing.do_bench.
 
-Families (``--only``, default all three), one row per (measurement, baseline) pair in the schema of
+Families (``--only``, default all four), one row per (measurement, baseline) pair in the schema of
 DESIGN.md ("Benchmark results"), written to ``results/gpu-<device-slug>.csv`` (each family
 replaces only its own ops' rows) with ``results/gpu-<device-slug>-<family>-notes.md``:
 
@@ -16,13 +16,19 @@ replaces only its own ops' rows) with ``results/gpu-<device-slug>-<family>-notes
 * ``pgd_step``: one in-place step (norm in the ``mode`` column) on (128, 3, 32, 32) and
   (512, 3, 224, 224), float32 and bfloat16, against ``torchattacks``: torchattacks 3.5.1's
   PGD / PGDL2 update written out as the eager torch ops of its loop body.
+* ``wavelet_pgd_step``: ``wavelet_pgd_step_linf`` / ``wavelet_pgd_step_l2``, one in-place step
+  along ``g' = idwt(scale_hf(dwt(grad)))`` (hf_scale 0.5 at every level; the ``mode`` column is
+  the wavelet's), bench_wavelet_pgd_step.py's cases: (128, 3, 32, 32) and (16, 3, 224, 224),
+  float32 and bfloat16, haar periodization J = 1 and db4 symmetric J = 3. Peer: pytorch_wavelets
+  ``DWTForward``, the detail bands scaled, ``DWTInverse``, then the torchattacks update above.
 
 Backends: "reference", "cuda", "triton" on CUDA tensors; one that ``wavefuse.backends.why_not``
 says is not live is skipped with the reason (in the notes). A peer that is not installed gets rows
 with empty timings (the reason in the notes); a peer that fails on a case (bfloat16, a mode it
 lacks) likewise, with its error. Before timing, every implementation is checked on a slice of the
-input against PyWavelets (forward, penalty value) and wavefuse's float64 reference (gradients), and
-the steps against the torchattacks sequence; a disagreement is noted and the case timed anyway.
+input against PyWavelets (forward, penalty value) and wavefuse's float64 reference (gradients), the
+steps against the torchattacks sequence and the wavelet steps against wavefuse's float64
+reference; a disagreement is noted and the case timed anyway.
 
 Timing: ``do_bench(fn, warmup, rep, quantiles=[0.5, 0.2, 0.8])`` -> ms_median, ms_p20, ms_p80
 (CUDA events, L2 flushed before every call). ``pct_copy`` = 100 * t_copy / t_op, with t_copy the
@@ -61,7 +67,7 @@ if str(Path(__file__).resolve().parent) not in sys.path:
 import _gpu
 import _results
 
-FAMILIES = ("dwt", "hf_penalty", "pgd_step")
+FAMILIES = ("dwt", "hf_penalty", "pgd_step", "wavelet_pgd_step")
 DTYPES = (torch.float32, torch.bfloat16)
 WAVES = ("haar", "db4")
 LEVELS = (1, 3)
@@ -71,11 +77,20 @@ HF_OP = "hf_penalty_fwd_bwd"
 HF_MODES = ("periodization", "symmetric")
 PGD_OP = "pgd_step"
 NORMS = ("Linf", "L2")
+# bench_wavelet_pgd_step.py's op names (norm -> op), (wave, mode, level) cases and hf_scale.
+WPGD_OPS = {"Linf": "wavelet_pgd_step_linf", "L2": "wavelet_pgd_step_l2"}
+WPGD_CASES = (("haar", "periodization", 1), ("db4", "symmetric", 3))
+WPGD_HF_SCALE = 0.5
 SHAPES = {
     "dwt": [(128, 64, 32, 32), (16, 3, 224, 224)],
     "pgd_step": [(128, 3, 32, 32), (512, 3, 224, 224)],
+    "wavelet_pgd_step": [(128, 3, 32, 32), (16, 3, 224, 224)],
 }
-SMOKE_SHAPES = {"dwt": [(2, 3, 16, 16)], "pgd_step": [(4, 3, 8, 8)]}
+SMOKE_SHAPES = {
+    "dwt": [(2, 3, 16, 16)],
+    "pgd_step": [(4, 3, 8, 8)],
+    "wavelet_pgd_step": [(2, 3, 8, 8)],
+}
 # torchattacks' defaults: PGD eps 8/255, alpha 2/255; PGDL2 eps 1.0, alpha 0.2.
 STEP_PARAMS = {"Linf": (8 / 255, 2 / 255), "L2": (1.0, 0.2)}
 # Agreement tolerances, relative to the oracle's largest magnitude. float32: the CPU benchmarks';
@@ -85,6 +100,11 @@ GRAD_TOL = {torch.float32: 1e-4, torch.bfloat16: 2e-2}
 # A bfloat16 step may differ from torchattacks' (which rounds after every op; wavefuse computes
 # in float32 and rounds once) by a few ulps of values in [0, 1]: 2^-6.
 STEP_TOL = {torch.float32: 0.0, torch.bfloat16: 2.0**-6}
+# The wavelet step against the float64 reference: float32 as bench_wavelet_pgd_step.py; bfloat16
+# as STEP_TOL. Linf excuses a flipped sign(g') where |g'| is within SIGN_TOL of zero (relative to
+# its largest magnitude): float32 rounding; bfloat16: the peer filters in bfloat16 (2^-8 a pass).
+WPGD_TOL = {torch.float32: 1e-5, torch.bfloat16: 2.0**-6}
+SIGN_TOL = {torch.float32: 1e-5, torch.bfloat16: 2e-2}
 CHECK_N, CHECK_C = 1, 2  # the slice the oracles run on (full H x W)
 PTWT_MODES = {"zero": "zero", "symmetric": "symmetric", "reflect": "reflect"}
 
@@ -467,6 +487,103 @@ def pgd_timed(step: Step, shape, dtype, device: str, norm: str) -> tuple[Callabl
     return fn, 4 * x_nat.nbytes
 
 
+# ----------------------------------------------------------------------------- wavelet_pgd_step
+# One step along g' = idwt(scale_hf(dwt(grad))), as bench_wavelet_pgd_step.py defines it (its op
+# names, cases and hf_scale, so GPU and CPU rows line up): the norm is in the op name, the mode
+# column is the wavelet's boundary mode. Inputs, eps/alpha and the timed call are pgd_step's.
+
+
+def wavefuse_wavelet_step(backend: str, run: Run, wave, mode, level, norm, dtype) -> Step:
+    import wavefuse
+    from wavefuse import backends
+
+    reason = backends.why_not(backend, "wavelet_pgd_step", run.device.type)
+    if reason is not None:
+        raise Missing(f"wavefuse backend {backend!r} is not live for wavelet_pgd_step: {reason}")
+
+    def step(x_adv, grad, x_nat, eps, alpha):
+        return wavefuse.wavelet_pgd_step(
+            x_adv, grad, x_nat, eps, alpha, wave, level, mode, WPGD_HF_SCALE, norm, backend=backend
+        )
+
+    return step
+
+
+def pytorch_wavelets_wavelet_step(run: Run, wave, mode, level, norm, dtype) -> Step:
+    """pytorch_wavelets ``DWTForward``, the detail bands times hf_scale, ``DWTInverse`` cropped
+    level by level as ``pywt.waverec2`` does (bench_wavelet_pgd_step.py's composition, modules
+    cast to the input's dtype), then torchattacks' update."""
+    pw = _import("pytorch_wavelets")
+    dwt = pw.DWTForward(J=level, wave=wave, mode=mode).to(device=run.device, dtype=dtype)
+    idwt = pw.DWTInverse(wave=wave, mode=mode).to(device=run.device, dtype=dtype)
+    update = torchattacks_step(run, norm)
+
+    def step(x_adv, grad, x_nat, eps, alpha):
+        yl, yh = dwt(grad)
+        a = yl
+        for j in reversed(range(level)):  # coarsest first; crop to the detail bands' size
+            band = yh[j] * WPGD_HF_SCALE
+            a = idwt((a[..., : band.shape[-2], : band.shape[-1]], [band]))
+        return update(x_adv, a[..., : grad.shape[-2], : grad.shape[-1]], x_nat, eps, alpha)
+
+    return step
+
+
+WPGD_PEERS = {"pytorch_wavelets": pytorch_wavelets_wavelet_step}
+
+
+@functools.cache
+def wavelet_step_oracle(
+    shape, dtype, device: str, wave, mode, level, norm
+) -> tuple[Tensor, Tensor]:
+    """(the stepped x_adv, g') by wavefuse's reference in float64 on the (rounded) inputs."""
+    import wavefuse
+    from wavefuse import filters, reference
+
+    x_adv, grad, x_nat = (t.double() for t in step_inputs(shape, dtype, device, norm))
+    eps, alpha = STEP_PARAMS[norm]
+    want = wavefuse.wavelet_pgd_step(
+        x_adv.clone(),
+        grad,
+        x_nat,
+        eps,
+        alpha,
+        wave,
+        level,
+        mode,
+        WPGD_HF_SCALE,
+        norm,
+        backend="reference",
+    )
+    bank = filters.filter_bank(filters.wavelet_name(wave), "dec", torch.float64, device)
+    g = reference.scale_details_ref(grad, bank, mode, level, [WPGD_HF_SCALE] * level)
+    return want, g
+
+
+def check_wavelet_step(step: Step, shape, dtype, device: str, wave, mode, level, norm) -> str:
+    """A note when ``step`` differs from the float64 reference by more than WPGD_TOL anywhere
+    but (Linf) at entries where g' is zero to rounding: there sign(g') is a rounding accident and
+    the step may go the other way, up to 2 alpha apart."""
+    x_adv, grad, x_nat = step_inputs(shape, dtype, device, norm)
+    eps, alpha = STEP_PARAMS[norm]
+    with torch.no_grad():
+        got = step(x_adv.clone(), grad, x_nat, eps, alpha).double()
+    want, g = wavelet_step_oracle(shape, dtype, device, wave, mode, level, norm)
+    tol = WPGD_TOL[dtype]
+    diff = (got - want).abs()
+    off = diff > tol
+    if norm == "Linf":
+        near_zero = g.abs() <= SIGN_TOL[dtype] * float(g.abs().max())
+        off &= ~(near_zero & (diff <= 2 * alpha + tol))
+    count = int(off.sum())
+    if count:
+        return (
+            f"differs from the float64 reference by more than {tol:.3g} in {count} of "
+            f"{diff.numel()} elements (up to {float(diff[off].max()):.3g})"
+        )
+    return ""
+
+
 # ----------------------------------------------------------------------------- the runner
 
 
@@ -642,12 +759,51 @@ def run_pgd(run: Run, shapes) -> None:
         torch.cuda.empty_cache()
 
 
+def run_wavelet_pgd(run: Run, shapes) -> None:
+    impls = _impls(WPGD_PEERS, wavefuse_wavelet_step, run)
+    _note_missing(run, impls, "haar", "periodization", 1, "Linf", torch.float32)
+    dev = str(run.device)
+    for shape, dtype, norm in itertools.product(shapes, DTYPES, NORMS):
+        shape = tuple(shape)
+        for wave, mode, level in WPGD_CASES:
+            case = Case(WPGD_OPS[norm], shape, dtype, wave, mode, level)
+            for name, (build, is_peer) in impls.items():
+                run_case(
+                    run,
+                    case,
+                    name,
+                    is_peer,
+                    functools.partial(build, run, wave, mode, level, norm, dtype),
+                    functools.partial(
+                        check_wavelet_step,
+                        shape=shape,
+                        dtype=dtype,
+                        device=dev,
+                        wave=wave,
+                        mode=mode,
+                        level=level,
+                        norm=norm,
+                    ),
+                    functools.partial(pgd_timed, shape=shape, dtype=dtype, device=dev, norm=norm),
+                )
+        step_inputs.cache_clear()
+        wavelet_step_oracle.cache_clear()
+    if run.device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 RUNNERS = {
     "dwt": (run_dwt, "dwt"),
     "hf_penalty": (run_hf, "dwt"),
     "pgd_step": (run_pgd, "pgd_step"),
+    "wavelet_pgd_step": (run_wavelet_pgd, "wavelet_pgd_step"),
 }
-FAMILY_OPS = {"dwt": set(DWT_OPS), "hf_penalty": {HF_OP}, "pgd_step": {PGD_OP}}
+FAMILY_OPS = {
+    "dwt": set(DWT_OPS),
+    "hf_penalty": {HF_OP},
+    "pgd_step": {PGD_OP},
+    "wavelet_pgd_step": set(WPGD_OPS.values()),
+}
 
 
 # ----------------------------------------------------------------------------- output
@@ -664,12 +820,12 @@ def summary(measurements) -> list[str]:
             acc[key][0].append(float(r["speedup"]))
         if r["pct_copy"]:
             acc[key][1].append(float(r["pct_copy"]))
-    lines = [f"{'op':20s} {'backend':17s} {'vs':17s} {'cases':>5s} {'geomean x':>9s} {'%copy':>6s}"]
+    lines = [f"{'op':21s} {'backend':17s} {'vs':17s} {'cases':>5s} {'geomean x':>9s} {'%copy':>6s}"]
     for (op, backend, base), (sp, pct) in sorted(acc.items()):
         g = f"{float(np.exp(np.mean(np.log(sp)))):9.2f}" if sp else f"{'-':>9s}"
         p = f"{float(np.median(pct)):6.1f}" if pct else f"{'-':>6s}"
         lines.append(
-            f"{op:20s} {backend:17s} {base or '(own)':17s} {len(sp) or len(pct):5d} {g} {p}"
+            f"{op:21s} {backend:17s} {base or '(own)':17s} {len(sp) or len(pct):5d} {g} {p}"
         )
     return lines
 
@@ -697,7 +853,9 @@ def write(run: Run, families, path: Path, started: float, partial: str) -> None:
 def parse(argv) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument(
-        "--only", default=",".join(FAMILIES), help="comma list of " + ", ".join(FAMILIES)
+        "--only",
+        default=",".join(FAMILIES),
+        help="comma list of " + ", ".join(FAMILIES) + " (default: all)",
     )
     p.add_argument("--device", default="cuda", help="cuda (default) or cpu (with --smoke)")
     p.add_argument("--smoke", action="store_true", help="tiny shapes: test the logic, not speed")
