@@ -529,7 +529,9 @@ def _separable_step(x_adv, grad, x_nat, bounds, filters, mode, level, hf_scale, 
     acc = _acc(x_adv)
     bh, bw = (max(_MIN_DOT_SIDE, triton.next_power_of_2(s)) for s in (h, w))
     cdtype = torch.float64 if x_adv.dtype == torch.float64 else torch.float32
-    terms = separable.filter_terms(filters, mode, level, h, w, list(hf_scale), cdtype, bh, bw)
+    terms = separable.filter_terms(
+        filters, mode, level, h, w, list(hf_scale), cdtype, bh, bw, x_adv.device
+    )
     linf = norm == "Linf"
     out = x_adv if linf else torch.empty_like(x_adv, dtype=cdtype)
     e, a, lw, hg = (_bound(v, t, x_adv) for v, t in zip(bounds[:4], bounds[4:]))

@@ -101,3 +101,35 @@ def test_packing_and_cache():
         rebuilt.left[k] @ padded @ rebuilt.right_t[k] for k in range(rebuilt.count)
     )
     assert_close(out[:7, :6], expected[0, 0], 1e-12, "rebuilt")
+
+
+def test_inference_tensor_bank():
+    """A bank made under inference mode has no version counter: it is cached all the same."""
+    with torch.inference_mode():
+        bank = torch.tensor(filter_bank("db2", "dec", torch.float64).tolist(), dtype=torch.float64)
+        first = separable.filter_terms(bank, "zero", 1, 5, 4, [0.5], torch.float64, 8, 8)
+    assert bank.is_inference()
+    assert separable.filter_terms(bank, "zero", 1, 5, 4, [0.5], torch.float64, 8, 8) is first
+
+
+def test_cache_tells_views_and_devices_apart_and_checks_scales():
+    """Two banks viewing one storage (same address and shape, other strides) get their own
+    matrices; the matrices go to the device asked for; hf_scale needs one entry per level."""
+    taps = _bank("db2")
+    big = torch.zeros(2, 8, dtype=torch.float64)
+    big[:, ::2] = taps
+    big[:, 1::2] = 7.0
+    strided, dense = big[:, ::2], big[:, :4]
+    assert strided.data_ptr() == dense.data_ptr() and strided.shape == dense.shape
+    g = torch.randn(1, 1, 6, 5, dtype=torch.float64)
+    for bank in (strided, dense):
+        packed = separable.filter_terms(bank, "symmetric", 1, 6, 5, [0.0], torch.float64, 6, 5)
+        out = packed.identity * g[0, 0] + sum(
+            packed.left[k] @ g[0, 0] @ packed.right_t[k] for k in range(packed.count)
+        )
+        expected = reference.scale_details_ref(g, bank, "symmetric", 1, [0.0])
+        assert_close(out, expected[0, 0], 1e-12, f"stride {bank.stride()}")
+    meta = separable.filter_terms(taps, "zero", 1, 5, 4, [0.5], torch.float32, 8, 8, "meta")
+    assert meta.left.device.type == "meta" and meta.left.dtype == torch.float32
+    with pytest.raises(ValueError, match="one per level"):
+        separable.separable_terms(taps, "zero", 3, 5, 4, [0.5])

@@ -446,6 +446,12 @@ def wavelet_pgd_step(
     -------
     Tensor
         x_adv itself, updated.
+
+    Notes
+    -----
+    A non-finite gradient entry makes x_adv NaN where g' is: near that entry in the reference and
+    CPU backends; over its whole plane in the Triton and CUDA kernels for wavelets other than Haar
+    on planes up to 64 x 64, which apply the filter as dense matrix products (0 * inf is NaN).
     """
     check_step_tensors(x_adv, grad, x_nat)
     name, mode, level = _cascade_args(grad, wave, level, mode, "grad")

@@ -312,7 +312,7 @@ void haar_step_launch(const HaarStepArgs<scalar_t, index_t>& a, int stage, int64
   }
 }
 
-// stage: as haar_step_launch. Dynamic shared memory above 48 KiB (float64 planes over 55 x 55)
+// stage: as haar_step_launch. Dynamic shared memory above 48 KiB (float64, H * W > 3072)
 // needs the per-kernel opt-in, set before the launch (not a stream operation: capturable).
 // Returns the opt-in's error (the host pass checks it; the launch is checked after).
 template <int Stage, typename scalar_t, typename index_t>

@@ -668,8 +668,9 @@ WAVEFUSE_PGD_INLINE void haar_step_tile(const HaarStepArgs<scalar_t, index_t>& a
 // out[i] = identity * G; per pair k, right: T = G R_k^T into sm[HW, 2 HW), then left:
 // out[i] += L_k T (a barrier between them and before the next pair's right); then the stage at
 // each output, as the Haar kernel's (fused_stage_element). Thread tid owns the elements
-// e = tid + i * kThreads (i < kSepItems) of the plane, row-major: a warp reads one row of G (a
-// broadcast) and consecutive columns of R_k^T (coalesced), L_k and R_k^T from global memory
+// e = tid + i * kThreads (i < kSepItems) of the plane, row-major: where 32 divides W a warp
+// reads one row of G (a broadcast) and consecutive columns of R_k^T (coalesced); other widths
+// span rows (shared-memory bank conflicts, unmeasured). L_k and R_k^T are read from global memory
 // (a few KiB shared by every block: cache-resident). The sums are fma_rn chains in index order:
 // the emulation computes the device's bits.
 //

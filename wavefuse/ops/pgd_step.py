@@ -31,6 +31,13 @@ Kernel contract for the compiled backends (schemas in csrc/ops.cpp): the same ar
                      Tensor? lo_tensor, Tensor? hi_tensor, str norm) -> ()
     _wavelet_pgd_step_kernel(<the same up to hi_tensor>, Tensor filters, str wave_mode, int level,
                              float[] hf_scale, str norm) -> ()
+    _separable_pgd_step_kernel(<the same up to hi_tensor>, Tensor left, Tensor right_t,
+                               float identity, str norm) -> ()      (CUDA only)
+
+The last is wavelet_pgd_step with its filter given as separable matrix pairs (g' = identity * G +
+sum_k left[k] @ G @ right_t[k] per H x W plane, left (K, H, H) and right_t (K, W, W) contiguous
+in the compute dtype on x's device; wavefuse/ops/separable.py builds and caches them), for planes
+up to 64 x 64; this module calls it (``_cuda_separable``).
 
 L2 needs the per-sample norms of g and of the new delta: compute them in the same launch or one
 extra small reduction, never with a host sync. Triton: ``pgd_step`` and ``wavelet_pgd_step`` in
@@ -48,8 +55,9 @@ run _separable_pgd_step_kernel (the filter of every level as the separable matri
 wavefuse/ops/separable.py, which this module builds and passes: one launch for Linf, three for
 L2), larger planes the CUDA transform kernels level by level, then the step. Triton likewise: on
 planes up to 64 x 64 one launch for every level (Linf steps in it, L2 adds pgd_step's three),
-larger planes level by level. The separable kernels spread a NaN gradient entry over its whole
-plane (0 * NaN in the matrix products), a superset of the reference's NaN positions.
+larger planes level by level. The separable kernels spread a non-finite gradient entry (NaN,
++-inf) over its whole plane as NaN (0 * inf in the matrix products), a superset of the reference's
+NaN positions.
 """
 
 from __future__ import annotations
@@ -288,8 +296,9 @@ def wavelet_pgd_step(
         )
     elif backend == "cuda" and _cuda_separable(x_adv, filters, level):
         h, w = x_adv.shape[-2:]
+        cdtype = compute_dtype(x_adv.dtype)
         terms = separable.filter_terms(
-            filters, wave_mode, level, h, w, list(hf_scale), compute_dtype(x_adv.dtype), h, w
+            filters, wave_mode, level, h, w, list(hf_scale), cdtype, h, w, x_adv.device
         )
         torch.ops.wavefuse._separable_pgd_step_kernel(
             x_adv, grad, x_nat, *bounds, terms.left, terms.right_t, terms.identity, norm
@@ -312,7 +321,9 @@ def _cuda_separable(x_adv: Tensor, filters: Tensor, level: int) -> bool:
     _CUDA_SEPARABLE_MAX_SIDE; otherwise _wavelet_pgd_step_kernel (the fused Haar step, or the
     per-level composition)."""
     haar = filters.shape[-1] == 2 and level <= _CUDA_HAAR_MAX_LEVELS
-    return not haar and max(x_adv.shape[-2:]) <= _CUDA_SEPARABLE_MAX_SIDE
+    small = max(x_adv.shape[-2:]) <= _CUDA_SEPARABLE_MAX_SIDE
+    # an empty x_adv goes to _wavelet_pgd_step_kernel, which checks the arguments and returns
+    return not haar and small and x_adv.numel() > 0
 
 
 @wavelet_pgd_step.register_fake

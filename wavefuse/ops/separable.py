@@ -25,7 +25,8 @@ orthogonality. The matrices come from the reference's own 1-D transforms applied
 R_k^T, zero-padded to the kernel's block sides, in the compute dtype on the data's device; cached
 per filter bank (its storage and version), mode, level, plane size and scales, so an attack loop
 builds them once. Building reads the filter taps on the host: the first call with a new key
-synchronises with the device (warm up before capturing a CUDA graph, as for any first call).
+synchronises with the device (warm up before capturing a CUDA graph, as for any first call); a
+CPU bank is keyed by its values, a device bank by its address, strides and version counter.
 """
 
 from __future__ import annotations
@@ -89,7 +90,11 @@ def separable_terms(
 ) -> tuple[float, list[tuple[float, Tensor, Tensor]]]:
     """(identity coefficient, [(coefficient, L (H x H), R (W x W))]) with
     ``scale_details_ref(G) = identity * G + sum coefficient * L @ G @ R^T`` (float64, merged,
-    zero coefficients dropped). filters: (2, L) dec [lo; hi]."""
+    zero coefficients dropped). filters: (2, L) dec [lo; hi]; hf_scale: one factor per level."""
+    if len(hf_scale) != level:
+        raise ValueError(
+            f"hf_scale has {len(hf_scale)} entries for level={level}: one per level, finest first"
+        )
     f = filters.detach().to("cpu", torch.float64)
     xh, yh = axis_operators(h, f, mode, level)
     xw, yw = axis_operators(w, f, mode, level)
@@ -111,12 +116,28 @@ def separable_terms(
     return identity, [t for t in merged if t[0] != 0.0]
 
 
+def _version(t: Tensor) -> int:
+    """t's version counter (bumped by every in-place change); an inference tensor has none, and
+    can change only inside inference mode: -1 (a bank is not modified in place in practice)."""
+    return -1 if t.is_inference() else t._version
+
+
 def _same(a: Tensor, b: Tensor) -> bool:
     return bool((a - b).abs().max() <= _SAME)
 
 
 _cache: OrderedDict = OrderedDict()
+_pinned: set = set()  # keys used while a CUDA graph was being captured: never evicted
 _lock = threading.Lock()
+
+
+def _bank_key(filters: Tensor) -> tuple:
+    """A CPU bank by its values (a few taps: no device sync); a device bank by its memory (address,
+    strides, version counter): the cache entry holds the tensor, so the address is never reused."""
+    if filters.device.type == "cpu":
+        return ("values", tuple(filters.detach().flatten().tolist()), tuple(filters.shape))
+    where = (filters.data_ptr(), tuple(filters.stride()), tuple(filters.shape), filters.dtype)
+    return ("memory", *where, filters.device, _version(filters))
 
 
 def filter_terms(
@@ -129,34 +150,58 @@ def filter_terms(
     dtype: torch.dtype,
     block_h: int,
     block_w: int,
+    device: torch.device | None = None,
 ) -> Terms:
     """``separable_terms`` packed for a kernel, cached: L (K, block_h, block_h) with the
-    coefficients folded in and R^T (K, block_w, block_w), zero-padded, ``dtype`` on the device of
-    ``filters``. K is 0 when the filter is a multiple of the identity."""
-    key = (
-        filters.data_ptr(), filters._version, tuple(filters.shape), filters.dtype,
-        filters.device, mode, level, h, w, tuple(float(s) for s in hf_scale), dtype,
-        block_h, block_w,
-    )  # fmt: skip
+    coefficients folded in and R^T (K, block_w, block_w), zero-padded, ``dtype`` on ``device``
+    (default: that of ``filters``). K is 0 when the filter is a multiple of the identity.
+
+    A kernel launched with these matrices reads them later on the device: an entry used while a
+    CUDA graph is captured is never evicted (the graph keeps their addresses), and one used on
+    another stream than the one that made it is recorded on that stream (record_stream), so the
+    allocator does not hand its memory out while that stream may still read it."""
+    device = filters.device if device is None else torch.device(device)
+    scales = tuple(float(s) for s in hf_scale)
+    key = (_bank_key(filters), mode, level, h, w, scales, dtype, block_h, block_w, device)
     with _lock:
         hit = _cache.get(key)
         if hit is not None:
             _cache.move_to_end(key)
-            return hit[1]
-    identity, terms = separable_terms(filters, mode, level, h, w, hf_scale)
-    left = torch.zeros(len(terms), block_h, block_h, dtype=torch.float64)
-    right_t = torch.zeros(len(terms), block_w, block_w, dtype=torch.float64)
-    for k, (coef, lm, rm) in enumerate(terms):
-        left[k, :h, :h] = coef * lm
-        right_t[k, :w, :w] = rm.T
-    packed = Terms(
-        identity,
-        left.to(device=filters.device, dtype=dtype),
-        right_t.to(device=filters.device, dtype=dtype),
-    )
-    with _lock:
-        # The entry holds filters, so its storage (whose address is in the key) is never reused.
-        _cache[key] = (filters, packed)
-        while len(_cache) > _CACHE_SIZE:
-            _cache.popitem(last=False)
-    return packed
+    if hit is None:
+        identity, terms = separable_terms(filters, mode, level, h, w, hf_scale)
+        left = torch.zeros(len(terms), block_h, block_h, dtype=torch.float64)
+        right_t = torch.zeros(len(terms), block_w, block_w, dtype=torch.float64)
+        for k, (coef, lm, rm) in enumerate(terms):
+            left[k, :h, :h] = coef * lm
+            right_t[k, :w, :w] = rm.T
+        packed = Terms(identity, left.to(device, dtype), right_t.to(device, dtype))
+        stream = torch.cuda.current_stream(device) if device.type == "cuda" else None
+        # The entry holds filters: a device bank's address (in the key) is never reused.
+        hit = (filters, packed, stream)
+        with _lock:
+            _cache[key] = hit
+            _evict()
+    _guard_device_use(key, hit)
+    return hit[1]
+
+
+def _evict() -> None:
+    """Drop the least recently used entries over _CACHE_SIZE, pinned ones excepted (under _lock)."""
+    for old in [k for k in _cache if k not in _pinned][: max(0, len(_cache) - _CACHE_SIZE)]:
+        del _cache[old]
+
+
+def _guard_device_use(key: tuple, entry: tuple) -> None:
+    """Pin an entry used under CUDA graph capture; record a use on another stream."""
+    _, packed, made_on = entry
+    if made_on is None:
+        return
+    if torch.cuda.is_current_stream_capturing():
+        with _lock:
+            _pinned.add(key)
+        return
+    stream = torch.cuda.current_stream(packed.left.device)
+    if stream != made_on:
+        for t in (packed.left, packed.right_t):
+            if t.numel():
+                t.record_stream(stream)
