@@ -104,10 +104,11 @@ def _multilevel(backend: str, failures: list) -> int:
 
 def _steps(backend: str, failures: list) -> int:
     n = 0
-    # wavelet_pgd_step: haar (the fused kernels) shallow and deep, and a longer filter (the
-    # per-level transforms, then the step) in a mode that reflects.
+    # wavelet_pgd_step: haar (the fused kernels) shallow and deep, and a longer filter in a mode
+    # that reflects: the separable kernel on planes up to 64 x 64, the per-level transforms and
+    # then the step on the 70 x 33 one.
     filters = (("haar", "periodization", 1), ("haar", "symmetric", 3), ("db4", "reflect", 2))
-    for shape in ((2, 3, 17, 24), (1, 1, 1, 1), (3, 3, 64, 64)):
+    for shape in ((2, 3, 17, 24), (1, 1, 1, 1), (3, 3, 64, 64), (1, 2, 70, 33)):
         for norm in ("Linf", "L2"):
             for op, (wave, mode, level) in [("pgd_step", filters[0])] + [
                 ("wavelet_pgd_step", f) for f in filters
