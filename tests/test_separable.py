@@ -73,6 +73,11 @@ def test_term_counts():
         assert (got_identity, len(terms)) == (identity, count), scales
     identity, terms = separable.separable_terms(_bank("not-pr"), "zero", 2, 9, 11, [0.3, 0.6])
     assert identity == 0.0 and len(terms) == 4
+    for wave in ("db4", "sym20", "coif5"):  # float32 taps: perfect reconstruction to ~3e-8
+        bank32 = filter_bank(wave, "dec", torch.float32)
+        for scales, count in (([0.0] * 3, 1), ([0.5] * 3, 1), ([0.0, 0.5, -0.25], 3)):
+            _, terms = separable.separable_terms(bank32, "reflect", 3, 32, 20, scales)
+            assert len(terms) == count, (wave, scales)
 
 
 def test_packing_and_cache():
@@ -101,6 +106,22 @@ def test_packing_and_cache():
         rebuilt.left[k] @ padded @ rebuilt.right_t[k] for k in range(rebuilt.count)
     )
     assert_close(out[:7, :6], expected[0, 0], 1e-12, "rebuilt")
+
+
+def test_float32_bank_terms_match_its_composition():
+    """Merged terms of a float32 bank (float32 data's taps) against the composition of the
+    reference transforms with those taps, in float64: the merge costs their reconstruction
+    error only (~3e-8), well inside float32 compute."""
+    gen = torch.Generator().manual_seed(1)
+    for wave, mode in (("db4", "symmetric"), ("sym20", "periodization"), ("coif5", "zero")):
+        bank = filter_bank(wave, "dec", torch.float32).to(torch.float64)
+        g = torch.randn(1, 2, 29, 32, dtype=torch.float64, generator=gen)
+        for scales in ([0.0] * 3, [0.0, 0.5, -0.25]):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                expected = reference.scale_details_ref(g, bank, mode, 3, scales)
+            identity, terms = separable.separable_terms(bank.float(), mode, 3, 29, 32, scales)
+            assert_close(_apply(identity, terms, g), expected, 3e-7, f"{wave} {mode} {scales}")
 
 
 def test_inference_tensor_bank():
