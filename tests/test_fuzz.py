@@ -1131,7 +1131,8 @@ def test_wavedec2_waverec2_fuzz_triton():
 
 
 # The fused ops under the interpreter: band_energy / hf_penalty run the transforms' tile code (and
-# so take the same forced paths), wavelet_pgd_step the fused Haar kernel or the Triton transforms,
+# so take the same forced paths), wavelet_pgd_step the fused Haar kernel, the separable kernel or
+# (forced) the Triton transforms,
 # pgd_step is elementwise (no paths, full-size planes). Counts: WAVEFUSE_FUZZ_TRITON_EXAMPLES for
 # pgd_step (about 0.2 s per case: every launch is about 0.1 s of interpreter overhead),
 # WAVEFUSE_FUZZ_TRITON_FUSED_EXAMPLES (default 100) for the two wavelet ops (about 1 s per case).
@@ -1155,7 +1156,23 @@ def test_pgd_step_fuzz_triton():
     run_cases(pgd_cases(), lambda case: check_pgd(case, "triton"), TRITON_EXAMPLES)
 
 
+def _on_wavelet_step_path(check):
+    """The "dense" half of the cases takes what these planes take by default (the fused Haar kernel
+    or, for other wavelets, the separable one-plane kernel); the rest forces the per-level
+    transforms (_SEPARABLE_MAX_SIDE 0) onto the two tiled variants of the general path."""
+
+    def run(case):
+        from wavefuse.kernels import pgd_step as kernels
+
+        with triton_path(case["path"]), pytest.MonkeyPatch.context() as mp:
+            if case["path"] != "dense":
+                mp.setattr(kernels, "_SEPARABLE_MAX_SIDE", 0)
+            check(case, "triton")
+
+    return run
+
+
 @needs_triton_fused
 def test_wavelet_pgd_step_fuzz_triton():
     cases = pgd_cases(wavelet=True, max_side=24, max_planes=2, paths=PATHS)
-    run_cases(cases, _on_path(check_wavelet_pgd), TRITON_FUSED_EXAMPLES)
+    run_cases(cases, _on_wavelet_step_path(check_wavelet_pgd), TRITON_FUSED_EXAMPLES)
