@@ -62,6 +62,7 @@ NaN positions.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import math
 import numbers
@@ -323,7 +324,16 @@ def _cuda_separable(x_adv: Tensor, filters: Tensor, level: int) -> bool:
     haar = filters.shape[-1] == 2 and level <= _CUDA_HAAR_MAX_LEVELS
     small = max(x_adv.shape[-2:]) <= _CUDA_SEPARABLE_MAX_SIDE
     # an empty x_adv goes to _wavelet_pgd_step_kernel, which checks the arguments and returns
-    return not haar and small and x_adv.numel() > 0
+    return not haar and small and x_adv.numel() > 0 and _has_cuda_separable()
+
+
+@functools.cache
+def _has_cuda_separable() -> bool:
+    """Whether this build of wavefuse._C has the separable CUDA kernel (an extension built before
+    it still runs the per-level composition)."""
+    return torch._C._dispatch_has_kernel_for_dispatch_key(
+        "wavefuse::_separable_pgd_step_kernel", "CUDA"
+    )
 
 
 @wavelet_pgd_step.register_fake
