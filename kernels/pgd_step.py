@@ -521,10 +521,11 @@ def pgd_step(
     )  # fmt: skip
 
 
-def _separable_step(x_adv, grad, x_nat, bounds, filters, mode, level, hf_scale, norm) -> None:
+def _separable_step(x_adv, grad, x_nat, bounds, filters, mode, level, hf_scale, norm) -> bool:
     """The wavelet step on planes of at most _SEPARABLE_MAX_SIDE per side: one launch computes g'
     for every level (one program per plane) and, for Linf, steps x_adv; for L2 it writes g' in the
-    compute dtype and pgd_step's three L2 launches follow."""
+    compute dtype and pgd_step's three L2 launches follow. False, launching nothing, where the
+    matrices cannot be had without a sync under CUDA graph capture (separable.filter_terms)."""
     n, c, h, w = x_adv.shape
     acc = _acc(x_adv)
     bh, bw = (max(_MIN_DOT_SIDE, triton.next_power_of_2(s)) for s in (h, w))
@@ -532,6 +533,8 @@ def _separable_step(x_adv, grad, x_nat, bounds, filters, mode, level, hf_scale, 
     terms = separable.filter_terms(
         filters, mode, level, h, w, list(hf_scale), cdtype, bh, bw, x_adv.device
     )
+    if terms is None:
+        return False
     linf = norm == "Linf"
     out = x_adv if linf else torch.empty_like(x_adv, dtype=cdtype)
     e, a, lw, hg = (_bound(v, t, x_adv) for v, t in zip(bounds[:4], bounds[4:]))
@@ -549,6 +552,7 @@ def _separable_step(x_adv, grad, x_nat, bounds, filters, mode, level, hf_scale, 
         )  # fmt: skip
     if not linf:
         _step(x_adv, out, x_nat, *bounds, norm)
+    return True
 
 
 def scale_details(
@@ -599,8 +603,9 @@ def wavelet_pgd_step(
 
         if _haar.wavelet_pgd_step(x_adv, grad, x_nat, *bounds, wave_mode, level, hf_scale, norm):
             return
-    if max(x_adv.shape[-2:]) <= _SEPARABLE_MAX_SIDE:
-        _separable_step(x_adv, grad, x_nat, bounds, filters, wave_mode, level, hf_scale, norm)
+    if max(x_adv.shape[-2:]) <= _SEPARABLE_MAX_SIDE and _separable_step(
+        x_adv, grad, x_nat, bounds, filters, wave_mode, level, hf_scale, norm
+    ):
         return
     g = scale_details(grad.to(cdtype), filters.to(cdtype), wave_mode, level, list(hf_scale))
     _step(

@@ -265,6 +265,41 @@ def test_separable_kernel_under_cuda_graph_capture():
     assert torch.equal(target, eager)
 
 
+def test_separable_matrices_cached_by_bank_values(monkeypatch):
+    """A bank re-created for every call (as torch.compile's graphs do) is read once per tensor and
+    finds the matrices built for the first; under CUDA graph capture a bank never seen before
+    falls back to the per-level composition (no synchronising read) and replays correctly."""
+    from wavefuse.ops import separable
+
+    builds = []
+    build = separable.separable_terms
+    monkeypatch.setattr(
+        separable, "separable_terms", lambda *a, **k: builds.append(1) or build(*a, **k)
+    )
+    x_adv, g, x = _inputs(shape=(2, 3, 16, 16))
+    bank = filter_bank("db4", "dec", torch.float32, "cuda")
+    bounds = prepare_bounds(x, 0.05, 0.01, 0.0, 1.0, "Linf")
+    expected = _quiet(
+        wavefuse.wavelet_pgd_step, _copy(x_adv), g, x, 0.05, 0.01, "db4", 2, "reflect", 0.5,
+        "Linf", backend="reference",
+    )  # fmt: skip
+    args = ("reflect", 2, [0.5, 0.5], "Linf", "cuda")
+    for _ in range(3):
+        got = _copy(x_adv)
+        torch.ops.wavefuse.wavelet_pgd_step(got, g, x, *bounds, bank.clone(), *args)
+        _assert_wavelet(got, expected, "Linf", 0.01, "re-created bank")
+    assert len(builds) == 1
+    fresh = bank.clone()
+    target = _copy(x_adv)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        _quiet(torch.ops.wavefuse.wavelet_pgd_step, target, g, x, *bounds, fresh, *args)
+    target.copy_(x_adv)
+    graph.replay()
+    torch.cuda.synchronize()
+    _assert_wavelet(target, expected, "Linf", 0.01, "captured with a new bank")
+
+
 # ---- wavelet_pgd_step, Haar: the fused kernel (haar_step_kernel) and its deep-level fallback -------
 
 HAAR_SCALES = [0.5, -0.25, 2.0, 0.0, 1.0, 0.3]  # per level, finest first (cut to the level)
@@ -395,6 +430,9 @@ def test_torch_compile_fullgraph_steps():
         wavefuse.wavelet_pgd_step(
             x_adv, g1, x, eps, 0.01, "haar", 2, "periodization", [0.0, 0.5], backend="cuda"
         )
+        wavefuse.wavelet_pgd_step(
+            x_adv, g2, x, eps, 0.01, "db2", 1, "symmetric", 0.25, backend="cuda"
+        )  # the separable kernel: its bank is a graph constant, re-created every call
         wavefuse.pgd_step(x_adv, g2, x, eps, alpha, "L2", lo=-1.0, hi=2.0, backend="cuda")
         return x_adv
 
@@ -412,7 +450,7 @@ def test_torch_compile_fullgraph_steps():
 @pytest.mark.parametrize("norm", ["Linf", "L2"])
 def test_steps_capture_in_a_cuda_graph(norm):
     """The attack loop's steps are capturable (no host sync, nothing allocated on the host side
-    per call): pgd_step, the fused Haar step and the composed db2 step, captured once in a CUDA
+    per call): pgd_step, the fused Haar step and the db2 step (separable), captured once in a CUDA
     graph and replayed, give the eager results. Filter banks are built by a warm-up call first
     (their first construction copies taps to the device)."""
 

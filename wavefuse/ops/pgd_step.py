@@ -295,25 +295,34 @@ def wavelet_pgd_step(
                 norm,
             )
         )
-    elif backend == "cuda" and _cuda_separable(x_adv, filters, level):
-        h, w = x_adv.shape[-2:]
-        cdtype = compute_dtype(x_adv.dtype)
-        terms = separable.filter_terms(
-            filters, wave_mode, level, h, w, list(hf_scale), cdtype, h, w, x_adv.device
-        )
-        torch.ops.wavefuse._separable_pgd_step_kernel(
-            x_adv, grad, x_nat, *bounds, terms.left, terms.right_t, terms.identity, norm
-        )
     else:
-        _kernel(backend, "wavelet_pgd_step")(
-            x_adv, grad, x_nat, *bounds, filters, wave_mode, level, list(hf_scale), norm
-        )
+        args = (filters, wave_mode, level, list(hf_scale), norm)
+        if not (backend == "cuda" and _cuda_separable_step(x_adv, grad, x_nat, bounds, *args)):
+            _kernel(backend, "wavelet_pgd_step")(x_adv, grad, x_nat, *bounds, *args)
 
 
 # csrc/cuda: the fused Haar step's deepest level (cuda_haar::kHaarMaxLevels) and the separable
 # kernel's largest plane side (kSepMaxSide).
 _CUDA_HAAR_MAX_LEVELS = 6
 _CUDA_SEPARABLE_MAX_SIDE = 64
+
+
+def _cuda_separable_step(x_adv, grad, x_nat, bounds, filters, mode, level, hf_scale, norm) -> bool:
+    """The CUDA separable kernel where it applies (``_cuda_separable``) and its matrices can be
+    had (separable.filter_terms: not a new bank under CUDA graph capture); False otherwise."""
+    if not _cuda_separable(x_adv, filters, level):
+        return False
+    h, w = x_adv.shape[-2:]
+    cdtype = compute_dtype(x_adv.dtype)
+    terms = separable.filter_terms(
+        filters, mode, level, h, w, list(hf_scale), cdtype, h, w, x_adv.device
+    )
+    if terms is None:
+        return False
+    torch.ops.wavefuse._separable_pgd_step_kernel(
+        x_adv, grad, x_nat, *bounds, terms.left, terms.right_t, terms.identity, norm
+    )
+    return True
 
 
 def _cuda_separable(x_adv: Tensor, filters: Tensor, level: int) -> bool:

@@ -24,9 +24,11 @@ terms and stays exact; nothing assumes orthogonality. The matrices come from the
 ``filter_terms`` packs them for a kernel: the identity coefficient, L_k (coefficient folded in) and
 R_k^T, zero-padded to the kernel's block sides, in the compute dtype on the data's device; cached
 per filter bank (its storage and version), mode, level, plane size and scales, so an attack loop
-builds them once. Building reads the filter taps on the host: the first call with a new key
-synchronises with the device (warm up before capturing a CUDA graph, as for any first call); a
-CPU bank is keyed by its values, a device bank by its address, strides and version counter.
+builds them once. The cache is keyed by the taps' values: a device bank's are read once per
+tensor (a synchronising copy; later calls find it by address, strides and version counter), so
+the first call with a new bank synchronises. Under CUDA graph capture nothing synchronises: a bank
+or matrices not seen before make filter_terms return None and the kernels' callers run their
+per-level path instead (warm up before capturing, as for any first call).
 """
 
 from __future__ import annotations
@@ -131,18 +133,34 @@ def _same(a: Tensor, b: Tensor, tol: float) -> bool:
     return bool((a - b).abs().max() <= tol)
 
 
-_cache: OrderedDict = OrderedDict()
+_cache: OrderedDict = OrderedDict()  # (bank values, ...) -> (packed, stream that made it)
 _pinned: set = set()  # keys used while a CUDA graph was being captured: never evicted
+_banks: OrderedDict = OrderedDict()  # a device bank's (address, strides, ...) -> (tensor, values)
 _lock = threading.Lock()
 
 
-def _bank_key(filters: Tensor) -> tuple:
-    """A CPU bank by its values (a few taps: no device sync); a device bank by its memory (address,
-    strides, version counter): the cache entry holds the tensor, so the address is never reused."""
+def _bank_values(filters: Tensor) -> tuple | None:
+    """The bank's taps as a hashable key, read on the host. A CPU bank is read directly; a device
+    bank is looked up by its memory (address, strides, shape, dtype, device, version counter: the
+    table holds the tensor, so its address is not reused) and read once, a synchronising copy --
+    or None, when it is new while a CUDA graph is being captured (capture forbids the copy)."""
     if filters.device.type == "cpu":
-        return ("values", tuple(filters.detach().flatten().tolist()), tuple(filters.shape))
+        return (tuple(filters.detach().flatten().tolist()), tuple(filters.shape))
     where = (filters.data_ptr(), tuple(filters.stride()), tuple(filters.shape), filters.dtype)
-    return ("memory", *where, filters.device, _version(filters))
+    key = (*where, filters.device, _version(filters))
+    with _lock:
+        known = _banks.get(key)
+        if known is not None:
+            _banks.move_to_end(key)
+            return known[1]
+    if filters.is_cuda and torch.cuda.is_current_stream_capturing():
+        return None
+    values = (tuple(filters.detach().flatten().tolist()), tuple(filters.shape))
+    with _lock:
+        _banks[key] = (filters, values)
+        while len(_banks) > _CACHE_SIZE:  # only the address table: the matrices stay cached
+            _banks.popitem(last=False)
+    return values
 
 
 def filter_terms(
@@ -156,23 +174,33 @@ def filter_terms(
     block_h: int,
     block_w: int,
     device: torch.device | None = None,
-) -> Terms:
+) -> Terms | None:
     """``separable_terms`` packed for a kernel, cached: L (K, block_h, block_h) with the
     coefficients folded in and R^T (K, block_w, block_w), zero-padded, ``dtype`` on ``device``
     (default: that of ``filters``). K is 0 when the filter is a multiple of the identity.
+
+    Cached by the bank's values (so a bank re-created every call, as torch.compile's graphs do,
+    still hits after one synchronising read per new tensor). None, building nothing, when the
+    matrices are not cached and the bank is a device tensor not seen before while a CUDA graph is
+    being captured: the caller runs its per-level path then (warm up before capturing).
 
     A kernel launched with these matrices reads them later on the device: an entry used while a
     CUDA graph is captured is never evicted (the graph keeps their addresses), and one used on
     another stream than the one that made it is recorded on that stream (record_stream), so the
     allocator does not hand its memory out while that stream may still read it."""
     device = filters.device if device is None else torch.device(device)
+    values = _bank_values(filters)
+    if values is None:
+        return None
     scales = tuple(float(s) for s in hf_scale)
-    key = (_bank_key(filters), mode, level, h, w, scales, dtype, block_h, block_w, device)
+    key = (values, filters.dtype, mode, level, h, w, scales, dtype, block_h, block_w, device)
     with _lock:
         hit = _cache.get(key)
         if hit is not None:
             _cache.move_to_end(key)
     if hit is None:
+        if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+            return None  # building copies the matrices to the device: not capturable
         identity, terms = separable_terms(filters, mode, level, h, w, hf_scale)
         left = torch.zeros(len(terms), block_h, block_h, dtype=torch.float64)
         right_t = torch.zeros(len(terms), block_w, block_w, dtype=torch.float64)
@@ -181,13 +209,12 @@ def filter_terms(
             right_t[k, :w, :w] = rm.T
         packed = Terms(identity, left.to(device, dtype), right_t.to(device, dtype))
         stream = torch.cuda.current_stream(device) if device.type == "cuda" else None
-        # The entry holds filters: a device bank's address (in the key) is never reused.
-        hit = (filters, packed, stream)
+        hit = (packed, stream)
         with _lock:
             _cache[key] = hit
             _evict()
     _guard_device_use(key, hit)
-    return hit[1]
+    return hit[0]
 
 
 def _evict() -> None:
@@ -198,7 +225,7 @@ def _evict() -> None:
 
 def _guard_device_use(key: tuple, entry: tuple) -> None:
     """Pin an entry used under CUDA graph capture; record a use on another stream."""
-    _, packed, made_on = entry
+    packed, made_on = entry
     if made_on is None:
         return
     if torch.cuda.is_current_stream_capturing():
