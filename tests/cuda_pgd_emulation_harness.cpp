@@ -332,18 +332,22 @@ void run_case(const std::string& dir, const Params& p) {
       bounds[i] = {static_cast<acc_t>(b.value), nullptr, 0, 0};
     }
   }
+  // The fields every step's arguments share (StepTensors): the three tensors and the bounds.
+  auto fill = [&](StepTensors<scalar_t, index_t>& t) {
+    t.xa = xa.data();
+    t.g = g.data();
+    t.x = x.data();
+    t.sa = strides4<index_t>(p.xa);
+    t.sg = strides4<index_t>(p.g);
+    t.sx = strides4<index_t>(p.x);
+    t.eps = bounds[0];
+    t.alpha = bounds[1];
+    t.lo = bounds[2];
+    t.hi = bounds[3];
+  };
   if (p.op == 1) {
     HaarStepArgs<scalar_t, index_t> h{};
-    h.xa = xa.data();
-    h.g = g.data();
-    h.x = x.data();
-    h.sa = strides4<index_t>(p.xa);
-    h.sg = strides4<index_t>(p.g);
-    h.sx = strides4<index_t>(p.x);
-    h.eps = bounds[0];
-    h.alpha = bounds[1];
-    h.lo = bounds[2];
-    h.hi = bounds[3];
+    fill(h);
     run_haar(h, p);
     write_doubles(dir + "/out_xa.bin", std::vector<double>(xa.begin(), xa.end()));
     return;
@@ -354,16 +358,7 @@ void run_case(const std::string& dir, const Params& p) {
     const std::vector<acc_t> right_t =
         cast<acc_t>(read_doubles(dir + "/right_t.bin", p.terms * p.W * p.W));
     SepStepArgs<scalar_t, index_t> s{};
-    s.xa = xa.data();
-    s.g = g.data();
-    s.x = x.data();
-    s.sa = strides4<index_t>(p.xa);
-    s.sg = strides4<index_t>(p.g);
-    s.sx = strides4<index_t>(p.x);
-    s.eps = bounds[0];
-    s.alpha = bounds[1];
-    s.lo = bounds[2];
-    s.hi = bounds[3];
+    fill(s);
     s.left = left.data();
     s.right_t = right_t.data();
     s.identity = static_cast<acc_t>(p.identity);
@@ -374,16 +369,7 @@ void run_case(const std::string& dir, const Params& p) {
   }
   const int64_t M = p.C * p.H * p.W;
   StepArgs<scalar_t, index_t> a{};
-  a.xa = xa.data();
-  a.g = g.data();
-  a.x = x.data();
-  a.sa = strides4<index_t>(p.xa);
-  a.sg = strides4<index_t>(p.g);
-  a.sx = strides4<index_t>(p.x);
-  a.eps = bounds[0];
-  a.alpha = bounds[1];
-  a.lo = bounds[2];
-  a.hi = bounds[3];
+  fill(a);
   a.total = static_cast<index_t>(p.N * M);
   a.M = static_cast<index_t>(M);
   a.C = static_cast<index_t>(p.C);
