@@ -7,6 +7,7 @@
 #       setup      install the carried wheels offline, build the extension in place with CUDA for
 #                  the visible GPU, python -m wavefuse.info (every other phase runs it first)
 #       tests      the full test suite: first the tests marked gpu (-m gpu), then the rest
+#       tests_gpu  only the tests marked gpu (for a short lease: the rest is CI's, on a CPU)
 #       bench_dwt  bench_gpu.py --only dwt (forward, adjoint, fwd+bwd)            then plot.py
 #       bench_ops  bench_gpu.py --only hf_penalty, then --only pgd_step, then
 #                  --only wavelet_pgd_step                                       then plot.py
@@ -15,6 +16,9 @@
 #       sanitize   compute-sanitizer memcheck + racecheck of the CUDA kernels and memcheck of the
 #                  Triton kernels, driven by bench/sanitize.py (full reports: gpu-<slug>-sanitize-*.txt)
 #       all        tests bench at_step (about 25 min on one H100)
+#     A prebuilt extension (built here for the image's torch, see bench/README.md, "Prebuilt
+#     extension") is used when carried with its stamp: wavefuse/_C.abi3.so, build/.gpu_check_stamp.
+#     The repository root is put on PYTHONPATH, so nothing needs an editable install to import.
 #     bench/gpu_check.sh unpack DIR  (here, not on the GPU) merge what a call returned (DIR: the
 #                  device tool's files_at) into bench/results/: CSV rows by op, logs appended
 #
@@ -32,7 +36,8 @@
 # gpu-<slug>.<phases>.log and gpu-<slug>-results.tar.gz (every gpu-<slug>* result but the log).
 #
 # Environment: PYTHON (default python3), GPU_CHECK_BUDGET_S, GPU_CHECK_TEST_WORKERS (pytest-xdist
-# workers for the tests, default 8, 0 = none), GPU_CHECK_SKIP_BUILD=1 (use the extension as it
+# workers for the tests, default 8, 0 = none), GPU_CHECK_TESTS_GPU_S and GPU_CHECK_AT_STEP_S (the
+# limits of the steps tests:gpu and bench_at_step, default 300 and 480: to fit a short lease), GPU_CHECK_SKIP_BUILD=1 (use the extension as it
 # is: to test this script on a machine where nothing may be built).
 set -u -o pipefail
 
@@ -43,7 +48,9 @@ WHEELS=$ROOT/bench/wheels
 RESULTS=$ROOT/bench/results
 STATE=/tmp/wavefuse-gpu-results  # survives between commands while the machine stays warm
 export PYTHONUNBUFFERED=1
-USAGE="usage: bench/gpu_check.sh setup|tests|bench_dwt|bench_ops|bench|at_step|sanitize|all ... | unpack DIR"
+# wavefuse imports from the checkout (bench/*.py run from bench/), installed or not
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+USAGE="usage: bench/gpu_check.sh setup|tests|tests_gpu|bench_dwt|bench_ops|bench|at_step|sanitize|all ... | unpack DIR"
 
 # ---------------------------------------------------------------------------------------- unpack
 
@@ -78,7 +85,7 @@ PHASES=("$@")
 [ ${#PHASES[@]} -eq 0 ] && PHASES=(all)
 for p in "${PHASES[@]}"; do
     case $p in
-        setup | tests | bench_dwt | bench_ops | bench | at_step | sanitize | all | _install_wheels | _build_extension) ;;
+        setup | tests | tests_gpu | bench_dwt | bench_ops | bench | at_step | sanitize | all | _install_wheels | _build_extension) ;;
         *) echo "$USAGE" >&2; exit 2 ;;
     esac
 done
@@ -155,7 +162,7 @@ install_wheels() {
 }
 
 sources_hash() {
-    cat setup.py pyproject.toml $(find csrc kernels -type f | sort) 2>/dev/null | sha256sum | cut -c1-16
+    cat setup.py pyproject.toml $(find csrc kernels -type f -not -name '*.pyc' | LC_ALL=C sort) 2>/dev/null | sha256sum | cut -c1-16
 }
 
 build_extension() {
@@ -235,7 +242,7 @@ setup() {
     step info 60 "$PY" -m wavefuse.info
 }
 
-run_tests() {
+run_tests() {  # run_tests [gpu_only]
     local xdist=() per_test=()
     local workers=${GPU_CHECK_TEST_WORKERS:-8}
     if [ "$workers" -gt 0 ] && "$PY" -c "import xdist" 2>/dev/null; then
@@ -245,8 +252,9 @@ run_tests() {
     # The tests marked gpu first: nothing else runs them (CI has no GPU), so their results must
     # come back even when the rest of the suite runs out of time. Then everything else, with the
     # build checks of tests/test_build.py asserting what this build must contain.
-    step tests:gpu 300 env WAVEFUSE_EXPECT_EXT=1 WAVEFUSE_EXPECT_CUDA=1 \
+    step tests:gpu "${GPU_CHECK_TESTS_GPU_S:-300}" env WAVEFUSE_EXPECT_EXT=1 WAVEFUSE_EXPECT_CUDA=1 \
         "$PY" -m pytest -q -p no:cacheprovider -m gpu "${xdist[@]}" "${per_test[@]}"
+    [ "${1:-}" = gpu_only ] && return 0
     step tests:rest 540 env WAVEFUSE_EXPECT_EXT=1 WAVEFUSE_EXPECT_CUDA=1 \
         "$PY" -m pytest -q -p no:cacheprovider -m "not gpu" "${xdist[@]}" "${per_test[@]}"
 }
@@ -301,6 +309,7 @@ plots=0
 for p in "${PHASES[@]}"; do
     case $p in
         tests) run_tests ;;
+        tests_gpu) run_tests gpu_only ;;
         bench_dwt) bench_family dwt 100; plots=1 ;;
         bench_ops)
             bench_family hf_penalty 45; bench_family pgd_step 40
@@ -308,7 +317,7 @@ for p in "${PHASES[@]}"; do
         bench)
             bench_family dwt 60; bench_family hf_penalty 45; bench_family pgd_step 40
             bench_family wavelet_pgd_step 100; plots=1 ;;
-        at_step) step bench_at_step 480 "$PY" bench/bench_at_step.py; plots=1 ;;
+        at_step) step bench_at_step "${GPU_CHECK_AT_STEP_S:-480}" "$PY" bench/bench_at_step.py; plots=1 ;;
         sanitize) run_sanitize ;;
         all)
             run_tests
