@@ -125,8 +125,9 @@ def median(values) -> float:
 
 
 def merge_csv(src: Path, dest: Path) -> None:
-    """Write ``src``'s rows into ``dest`` the way a benchmark does: they replace the rows of
-    ``dest`` with the same ops, the others stay (``_results.write_csv``)."""
+    """Write ``src``'s rows into ``dest``: each replaces ``dest``'s row of the same case, the
+    others stay (``_results.write_csv(partial=True)``), so that merging a run that stopped early
+    loses none of the cases an earlier run measured."""
     import csv
 
     import _results
@@ -134,12 +135,12 @@ def merge_csv(src: Path, dest: Path) -> None:
     with open(src, newline="") as f:
         rows = list(csv.DictReader(f))
     if rows:
-        _results.write_csv(dest, rows)
+        _results.write_csv(dest, rows, partial=True)
 
 
 if __name__ == "__main__":
     # For gpu_check.sh: `slug` prints the slug of GPU 0 ("cpu" without one); `merge SRC DEST`
-    # merges a returned CSV into a results CSV by op.
+    # merges a returned CSV into a results CSV by case.
     if sys.argv[1:] == ["slug"]:
         print(device_slug(device_name("cuda")) if torch.cuda.is_available() else "cpu")
     elif len(sys.argv) == 4 and sys.argv[1] == "merge":

@@ -327,15 +327,26 @@ def environment(device: str = "cpu") -> dict:
     }
 
 
-def write_csv(path: Path, rows: Sequence[dict]) -> None:
+#: The columns that name one case's row: a partial write or a merge replaces rows by this key.
+ROW_KEY = ("op", "backend", "shape", "dtype", "wave", "mode", "level", "baseline")
+
+
+def write_csv(path: Path, rows: Sequence[dict], partial: bool = False) -> None:
     """Write ``rows``, keeping the rows of ``path`` whose op none of them has: several benchmark
-    files (one per op family) share one CSV per device, each replacing only its own ops."""
+    files (one per op family) share one CSV per device, each replacing only its own ops.
+    ``partial`` (a run stopped early, or results merged from another run): replace only the rows
+    of the same cases (``ROW_KEY``), so that the cases such a run did not reach keep their rows."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    ops = {row["op"] for row in rows}
     if path.exists():
+        ops = {row["op"] for row in rows}
         with open(path, newline="") as f:
-            kept = [row for row in csv.DictReader(f) if row["op"] not in ops]
-        rows = kept + list(rows)
+            old = list(csv.DictReader(f))
+        if partial:  # in place: each new row where the row of its case was, the rest after
+            new = {tuple(r.get(k, "") for k in ROW_KEY): r for r in rows}
+            merged = [new.pop(tuple(r.get(k, "") for k in ROW_KEY), r) for r in old]
+            rows = merged + [r for r in rows if tuple(r.get(k, "") for k in ROW_KEY) in new]
+        else:
+            rows = [r for r in old if r["op"] not in ops] + list(rows)
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()

@@ -571,7 +571,7 @@ def main(argv: list[str]) -> int:
     if args.timed:
         cfg.timed = args.timed
     if device.type == "cuda":
-        torch.cuda.set_device(device)
+        torch.cuda.set_device(torch.device(device).index or 0)  # torch 2.11 wants an index
     elif args.smoke:
         torch.set_num_threads(1)
     else:

@@ -835,7 +835,7 @@ def write(run: Run, families, path: Path, started: float, partial: str) -> None:
         print(f"no measurements: {path} left unchanged")
         return
     env = _results.environment(str(run.device))
-    _results.write_csv(path, _results.build_rows(run.measurements, env))
+    _results.write_csv(path, _results.build_rows(run.measurements, env), partial=bool(partial))
     minutes = (time.monotonic() - started) / 60
     about = f"Run took {minutes:.1f} min (bench_gpu.py). {partial}".strip()
     for fam in families:
@@ -889,7 +889,7 @@ def main(argv: list[str]) -> int:
     if args.smoke and device.type == "cpu":
         torch.set_num_threads(1)  # logic only: one thread does not wait for busy cores
     if device.type == "cuda":
-        torch.cuda.set_device(device)
+        torch.cuda.set_device(torch.device(device).index or 0)  # torch 2.11 wants an index
         if args.no_tf32:
             torch.backends.cudnn.allow_tf32 = False
     path = args.out or (

@@ -20,7 +20,7 @@
 #     extension") is used when carried with its stamp: wavefuse/_C.abi3.so, build/.gpu_check_stamp.
 #     The repository root is put on PYTHONPATH, so nothing needs an editable install to import.
 #     bench/gpu_check.sh unpack DIR  (here, not on the GPU) merge what a call returned (DIR: the
-#                  device tool's files_at) into bench/results/: CSV rows by op, logs appended
+#                  device tool's files_at) into bench/results/: CSV rows by case, logs appended
 #
 # The device tool allows 10 min a command, so run the phases as separate commands (see
 # bench/README.md): setup skips what is already done on a machine kept warm (wheels installed, an
@@ -62,7 +62,7 @@ if [ "${1:-}" = unpack ]; then
         tar -xzf "$tarball" -C "$tmp" || exit 1
         for f in "$tmp"/*; do
             name=$(basename "$f")
-            if [[ $name == gpu-*.csv ]]; then  # rows by op: the returned ops replace ours
+            if [[ $name == gpu-*.csv ]]; then  # rows by case: the returned cases replace ours
                 "$PY" "$ROOT/bench/_gpu.py" merge "$f" "$RESULTS/$name" || exit 1
             else
                 cp "$f" "$RESULTS/$name"
