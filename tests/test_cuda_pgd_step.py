@@ -169,6 +169,30 @@ def _wavelet_steps(x_adv, g, x, eps, wave, level, mode, scales, norm, alpha=0.03
     ]
 
 
+def _reflect_too_deep(shape, wave: str, level: int) -> bool:
+    """pywt's rule, counted here: mode 'reflect' needs 2 samples along each axis at the input of
+    every level; a level's output has (n + taps - 1) // 2 samples."""
+    taps = len(filter_bank(wave, "dec", torch.float64, "cpu")[0])
+    h, w = shape[-2:]
+    for _ in range(level):
+        if min(h, w) < 2:
+            return True
+        h, w = (h + taps - 1) // 2, (w + taps - 1) // 2
+    return False
+
+
+def _wavelet_steps_or_error(x_adv, g, x, eps, wave, level, mode, scales, norm, alpha=0.03):
+    """``_wavelet_steps``, or None where mode 'reflect' runs out of samples: then both backends
+    must refuse the call with the ValueError that names the mode."""
+    if mode == "reflect" and _reflect_too_deep(x_adv.shape, wave, level):
+        args = (x, eps, alpha, wave, level, mode, scales, norm)
+        for backend in ("cuda", "reference"):
+            with pytest.raises(ValueError, match="mode='reflect' needs at least 2 samples"):
+                wavefuse.wavelet_pgd_step(_copy(x_adv), g, *args, backend=backend)
+        return None
+    return _wavelet_steps(x_adv, g, x, eps, wave, level, mode, scales, norm, alpha)
+
+
 def _assert_wavelet(got, expected, norm, alpha, what):
     assert got.dtype == expected.dtype, what
     if norm == "L2":
@@ -335,9 +359,13 @@ def test_haar_fused_every_mode_and_level(norm, mode):
         x_adv, g, x = _inputs(shape=shape, dtype=torch.float64)
         for level in (1, 2, 3, 6):
             for scales in (0.0, HAAR_SCALES[:level]):
-                got, expected = _wavelet_steps(x_adv, g, x, eps, "haar", level, mode, scales, norm)
+                args = (x_adv, g, x, eps, "haar", level, mode, scales, norm)
+                if (steps := _wavelet_steps_or_error(*args)) is None:
+                    continue  # reflect on a plane too small for this level: refused (checked)
                 what = f"haar {shape} level {level} {mode} {norm} {scales}"
-                _assert_wavelet(got, expected, norm, 0.03, what)
+                _assert_wavelet(*steps, norm, 0.03, what)
+        if mode == "reflect" and _reflect_too_deep(shape, "haar", 2):
+            continue
         launches = _haar_launches(x_adv, g, x, eps, 2, mode, [0.0, 0.5], norm)
         assert launches == (1 if norm == "Linf" else 3), f"{shape} {mode}: {launches} launches"
 
@@ -353,6 +381,8 @@ def test_haar_fused_dtypes_layouts_and_bounds(norm, dtype):
         for level in (1, 3, 6):
             mode = ALL_MODES[(k + level) % len(ALL_MODES)]
             scales = HAAR_SCALES[:level]
+            if _wavelet_steps_or_error(x_adv, g, x, eps, "haar", level, mode, scales, norm) is None:
+                mode = "symmetric"  # reflect refused this level (checked): step in another mode
             got, expected = _wavelet_steps(x_adv, g, x, eps, "haar", level, mode, scales, norm)
             _assert_wavelet(got, expected, norm, 0.03, f"haar {dtype} {layout} {level} {mode}")
             assert got.stride() == x_adv.stride()
@@ -388,10 +418,14 @@ def test_haar_level_7_falls_back_to_the_composition(norm):
     eps = 0.05 if norm == "Linf" else 0.4
     scales = HAAR_SCALES + [0.0]
     for mode in ALL_MODES:
-        got, expected = _wavelet_steps(x_adv, g, x, eps, "haar", 7, mode, scales, norm)
-        _assert_wavelet(got, expected, norm, 0.03, f"haar level 7 {mode} {norm}")
-    assert _haar_launches(x_adv, g, x, eps, 7, "reflect", scales, norm) == 0
-    assert _haar_launches(x_adv, g, x, eps, 6, "reflect", scales[:6], norm) > 0
+        if steps := _wavelet_steps_or_error(x_adv, g, x, eps, "haar", 7, mode, scales, norm):
+            _assert_wavelet(*steps, norm, 0.03, f"haar level 7 {mode} {norm}")
+    assert _haar_launches(x_adv, g, x, eps, 7, "symmetric", scales, norm) == 0
+    assert _haar_launches(x_adv, g, x, eps, 6, "symmetric", scales[:6], norm) > 0
+    # reflect reaches level 7 on a plane of at least 65 samples a side (refused above on 13 x 10)
+    x_adv, g, x = _inputs(shape=(1, 2, 70, 66), dtype=torch.float64)
+    steps = _wavelet_steps(x_adv, g, x, eps, "haar", 7, "reflect", scales, norm)
+    _assert_wavelet(*steps, norm, 0.03, f"haar level 7 reflect 70 x 66 {norm}")
 
 
 def test_haar_fused_repeated_calls_are_bitwise_identical():
