@@ -239,6 +239,11 @@ setup() {
     # timeout runs programs, not shell functions: these two re-enter this script.
     step install_wheels 180 "$0" _install_wheels
     step build 420 "$0" _build_extension
+    # `pip install -e .` maps kernels/ to wavefuse.kernels; a carried prebuilt module skips it,
+    # and without this link the triton backend is not live (tests skip, benchmarks leave it out)
+    if ! "$PY" -c "import wavefuse.kernels" 2>/dev/null; then
+        ln -sfn ../kernels wavefuse/kernels && echo "linked wavefuse/kernels -> ../kernels"
+    fi
     step info 60 "$PY" -m wavefuse.info
 }
 
