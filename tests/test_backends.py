@@ -109,3 +109,26 @@ def test_package_works_without_the_extension():
     )
     out = _run(["-c", script])
     assert "extension    not loaded" in out
+
+
+def test_auto_order_on_cuda_tensors_is_cuda_then_reference():
+    """The rule that the H200 run (bench/results/gpu-nvidia-h200.csv) supports: the CUDA kernels
+    where they exist, else the reference; Triton only on request (module docstring)."""
+    assert backends.AUTO_ORDER["cuda"] == ("cuda", "reference")
+
+
+@pytest.mark.gpu
+def test_auto_resolves_cuda_tensors_to_the_cuda_kernels():
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    device = torch.device("cuda")
+    for op in backends.OPS:
+        live = backends.why_not("cuda", op, "cuda") is None
+        assert backends.resolve("auto", device, op) == ("cuda" if live else "reference"), op
+    x = torch.randn(2, 3, 20, 17, dtype=torch.float64, device="cuda")
+    got = wavefuse.wavedec2(x, "db2", "symmetric", 2)  # auto
+    ref = wavefuse.wavedec2(x, "db2", "symmetric", 2, backend="reference")
+    assert_close(got[0], ref[0], 1e-10)
+    for d, dr in zip(got[1:], ref[1:]):
+        for a, b in zip(d, dr):
+            assert_close(a, b, 1e-10)

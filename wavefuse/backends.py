@@ -7,7 +7,7 @@ touching a GPU, so that resolving a backend is a dictionary lookup that torch.co
 
 Choice rule for ``backend="auto"`` (per op and device type), first live wins:
 
-* CUDA tensors: reference, until a GPU run has measured (and so also tested) the GPU kernels;
+* CUDA tensors: cuda, reference (Triton on CUDA tensors only when asked for: see the evidence);
 * CPU tensors: cpu, reference (Triton on CPU means the interpreter: only when asked for explicitly).
 
 Evidence. CPU: bench/results/cpu.csv (2-core EPYC, 2026-11-23) has the C++ kernels faster than the
@@ -15,15 +15,19 @@ reference and every peer on every row, so "cpu" leads on CPU tensors wherever it
 (the transforms, band_energy/hf_penalty, pgd_step, wavelet_pgd_step). The pooling kernels have no
 CSV rows yet; a spot check on the same machine (load ~4, so rough) had them 1.6-68x faster than
 the reference forward and 1.0-13x on the adjoint, contiguous and channels_last, haar/db2/db4.
-GPU: nothing measured yet (no GPU was lent to the sessions so far). The
-Triton kernels are tested only under the interpreter, and the CUDA kernels (csrc/cuda: the
-transforms, band_energy/hf_penalty, pgd_step and wavelet_pgd_step) are compiled in CI and checked
-by running their thread bodies on the host (tests/test_cuda_host_emulation.py,
-test_cuda_hf_emulation.py, test_cuda_pgd_emulation.py), but neither has run on a GPU: "auto" picks
-neither.
-``backend="cuda"`` / ``backend="triton"`` run them on request; they join the CUDA order (cuda,
-triton, reference, or as bench/results/gpu-*.csv shows) once bench/gpu_check.sh has tested and
-measured them on a GPU, so CUDA tensors resolve to "reference" today.
+GPU: bench/results/gpu-nvidia-h200.csv (one H200, torch 2.11, 2026-12-04; the first GPU run).
+The CUDA kernels passed the GPU test suite there (tests marked gpu: every op against the
+reference, autograd, opcheck, torch.compile, CUDA-graph capture; the 12 failures were tests that
+asked for invalid reflect levels, fixed since) and were faster than the reference on every
+benchmark row: geometric means (reference ms / cuda ms) 15.8x dwt2d forward (48 cases), 6.9x its
+adjoint, 6.7x hf_penalty forward + backward (32), 3.7x pgd_step (8), 18.5x / 15.1x
+wavelet_pgd_step Linf / L2 (8 each), never under 1.8x. So "cuda" leads on CUDA tensors wherever
+it has a kernel (every op but pooling). Triton on the GPU was checked only by the benchmarks' own
+oracle checks (bench_gpu.py compares every implementation before timing it; all agreed) and was
+slower than "cuda" in geometric mean on every op (2.6x dwt2d forward, 46 cases; 2.1x hf_penalty,
+5; 1.35x pgd_step, 8; 3.7x wavelet_pgd_step, 16); it was faster only on the large pgd_step cases
+(512 x 3 x 224 x 224: 0.29 vs 0.34 ms Linf, 0.58 vs 1.06 ms L2, float32), so it stays out of
+"auto". Pooling has no CUDA kernels and no GPU measurements: CUDA tensors pool with "reference".
 
 ``WAVEFUSE_BACKEND`` (one of auto, reference, cpu, cuda, triton) replaces "auto" when set; an
 explicit ``backend=`` argument always wins.
@@ -71,8 +75,8 @@ FAMILIES = {
     # The pooling ops' backwards are each other (bilinear in input and kernel).
     **{op: POOL_OPS for op in POOL_OPS},
 }
-# CUDA: "reference" only until a GPU run has tested and measured the GPU kernels (see above).
-AUTO_ORDER = {"cuda": ("reference",), "cpu": ("cpu", "reference")}
+# CUDA: the CUDA kernels where they exist, tested and measured on a GPU (see above).
+AUTO_ORDER = {"cuda": ("cuda", "reference"), "cpu": ("cpu", "reference")}
 REBUILD = "pip install --no-build-isolation -e ."
 
 
