@@ -382,6 +382,70 @@ def test_torch_compile_fullgraph_steps():
     assert_close(compiled(x_adv.clone(), g, g2, x, 0.07, alpha), expected, 1e-12, "eps=0.07")
 
 
+# ----- eager calls skip the custom op's Python layers; anything that intercepts ops still sees it --
+
+
+@pytest.mark.parametrize("backend", WAVELET_BACKENDS)
+def test_eager_direct_path_bumps_the_version_and_agrees_with_the_op(backend):
+    """Plain eager calls run the implementation directly (ops.pgd_step.eager_direct): the result
+    is the op's, and x_adv's version counter moves as the op's ADInplaceOrView layer moves it, so
+    autograd still notices a step on a tensor saved for backward."""
+    from wavefuse.ops.pgd_step import eager_direct
+
+    x_adv, g, x = _inputs(dtype=torch.float64)
+    assert eager_direct(x_adv, g, x)
+    for call, op_args in (
+        (
+            lambda t: wavefuse.pgd_step(t, g, x, 0.05, 0.01, "L2", backend=backend),
+            lambda t: (t, g, x, *prepare_bounds(t, 0.05, 0.01, 0.0, 1.0, "L2"), "L2", backend),
+        ),
+        (
+            lambda t: wavefuse.wavelet_pgd_step(
+                t, g, x, 0.05, 0.01, "db2", 2, "symmetric", [0.0, 0.5], backend=backend
+            ),
+            lambda t: (
+                t, g, x, *prepare_bounds(t, 0.05, 0.01, 0.0, 1.0, "Linf"),
+                filter_bank("db2", "dec", torch.float64), "symmetric", 2, [0.0, 0.5], "Linf",
+                backend,
+            ),
+        ),
+    ):  # fmt: skip
+        got, via_op = x_adv.clone(), x_adv.clone()
+        version = got._version
+        call(got)
+        assert got._version > version
+        op = (torch.ops.wavefuse.pgd_step if len(op_args(via_op)) == 13 else
+              torch.ops.wavefuse.wavelet_pgd_step)  # fmt: skip
+        op(*op_args(via_op))
+        assert torch.equal(got, via_op)
+    weight = torch.rand_like(x_adv, requires_grad=True)
+    saved = x_adv.clone()
+    loss = (weight * saved).sum()  # mul saves `saved` for weight's gradient
+    wavefuse.pgd_step(saved, g, x, 0.05, 0.01, backend=backend)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+
+
+def test_dispatch_modes_and_subclasses_still_see_the_op():
+    """A TorchDispatchMode (what FakeTensor, functionalisation and torch.func build on) sees
+    wavefuse::pgd_step and wavefuse::wavelet_pgd_step: with one active, calls go through the op."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    seen = []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            seen.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    x_adv, g, x = _inputs(dtype=torch.float64)
+    with Record():
+        wavefuse.pgd_step(x_adv, g, x, 0.05, 0.01)
+        wavefuse.wavelet_pgd_step(x_adv, g, x, 0.05, 0.01, "haar", 1, "periodization", 0.5)
+    assert any("wavefuse.pgd_step" in f for f in seen), seen
+    assert any("wavefuse.wavelet_pgd_step" in f for f in seen), seen
+
+
 # ----- bad input ----------------------------------------------------------------------------------
 
 X = torch.rand(2, 3, 8, 8)

@@ -38,9 +38,13 @@ from wavefuse.ops.hf_penalty import (
     prepare_weights,
 )
 from wavefuse.ops.hf_penalty import hf_penalty as _hf_penalty_op
-from wavefuse.ops.pgd_step import check_norm, check_step_tensors, prepare_bounds
-from wavefuse.ops.pgd_step import pgd_step as _pgd_step_op
-from wavefuse.ops.pgd_step import wavelet_pgd_step as _wavelet_pgd_step_op
+from wavefuse.ops.pgd_step import (
+    check_norm,
+    check_step_tensors,
+    prepare_bounds,
+    run_pgd_step,
+    run_wavelet_pgd_step,
+)
 
 __all__ = [
     "band_energy",
@@ -387,7 +391,7 @@ def pgd_step(
     norm = check_norm(norm)
     bounds = prepare_bounds(x_adv, eps, alpha, lo, hi, norm)
     be = backends.resolve(backend, x_adv.device, "pgd_step")
-    _pgd_step_op(x_adv, grad, x_nat, *bounds, norm, be)
+    run_pgd_step(x_adv, grad, x_nat, bounds, norm, be)
     return x_adv
 
 
@@ -460,7 +464,7 @@ def wavelet_pgd_step(
     bounds = prepare_bounds(x_adv, eps, alpha, lo, hi, norm)
     be = backends.resolve(backend, x_adv.device, "wavelet_pgd_step")
     filters = filter_bank(name, "dec", x_adv.dtype, x_adv.device)
-    _wavelet_pgd_step_op(x_adv, grad, x_nat, *bounds, filters, mode, level, scales, norm, be)
+    run_wavelet_pgd_step(x_adv, grad, x_nat, bounds, filters, mode, level, scales, norm, be)
     return x_adv
 
 
