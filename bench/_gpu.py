@@ -96,6 +96,25 @@ class Timer:
         p50, p20, p80 = np.quantile(np.asarray(times), QUANTILES)
         return float(p50), float(p20), float(p80)
 
+    def graph_ms(self, fn: Callable[[], object]) -> float:
+        """Median ms of ``fn`` captured once in a CUDA graph and replayed (``torch.cuda.graph``,
+        warmed up on a side stream first, as PyTorch's CUDA-graph notes do): the device's time for
+        the call without the host's. Raises where ``fn`` cannot be captured (a host sync, say)."""
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                fn()
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            fn()
+        try:
+            return self(graph.replay)[0]
+        finally:
+            del graph
+            torch.cuda.synchronize(self.device)
+
     def copy_ms(self, nbytes: int) -> float:
         """Median ms of ``y.copy_(x)`` for float32 x, y that read + write ``nbytes`` in all."""
         if nbytes not in self._copies:

@@ -61,6 +61,9 @@ COLUMNS = (
     "torch",
     "triton",
     "date",
+    # GPU runs: the same call replayed from a CUDA graph (host time excluded) and its % of copy
+    "ms_graph",
+    "pct_copy_graph",
 )
 # Copy-floor timing: enough rounds for a stable median of a memory-bound clone.
 COPY_MIN_ROUNDS = 7
@@ -93,6 +96,9 @@ class Measurement:
     # The time of a device copy (``y.copy_(x)``) of the same bytes, measured in the same run by
     # the same timer, in ms: ``pct_copy`` uses it when set, else ``copy_gbps(nbytes, device)``.
     copy_ms: float | None = None
+    # GPU runs: median ms of the same call captured once in a CUDA graph and replayed: the device
+    # time without the host's (Python, dispatch, launch) time per call; None where not measured.
+    graph_ms: float | None = None
 
     @property
     def case(self) -> tuple:
@@ -299,6 +305,10 @@ def _row(m: Measurement, env: dict, baseline: Measurement | None) -> dict:
         "baseline": baseline.backend if baseline is not None else "",
         "speedup": _fmt(speedup, 3),
         **env,
+        "ms_graph": _fmt(m.graph_ms, 4),
+        "pct_copy_graph": _fmt(
+            100 * m.copy_ms / m.graph_ms if m.graph_ms and m.copy_ms and m.nbytes else None, 1
+        ),
     }
 
 

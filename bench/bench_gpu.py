@@ -595,6 +595,14 @@ def _measure(run: Run, m: _results.Measurement, build: Callable[[], tuple[Callab
     m.quantiles_ms = run.timer(fn)
     m.nbytes = nbytes
     m.copy_ms = run.timer.copy_ms(nbytes)
+    if run.device.type == "cuda" and not m.is_baseline:
+        # wavefuse's backends: the device time alone, against which the copy floor is the goal
+        # (at these sizes the eager time is mostly the host's); a capture failure is a note
+        try:
+            m.graph_ms = run.timer.graph_ms(fn)
+        except Exception as e:  # noqa: BLE001 -- recorded in the notes, the run goes on
+            m.note = (m.note + "; " if m.note else "") + f"no CUDA graph: {_first_line(e)}"
+            torch.cuda.synchronize(run.device)
 
 
 @dataclass(frozen=True)
@@ -815,17 +823,21 @@ def summary(measurements) -> list[str]:
     acc: dict[tuple, list] = {}
     for r in rows:
         key = (r["op"], r["backend"], r["baseline"])
-        acc.setdefault(key, [[], []])
+        acc.setdefault(key, ([], [], []))
         if r["speedup"]:
             acc[key][0].append(float(r["speedup"]))
         if r["pct_copy"]:
             acc[key][1].append(float(r["pct_copy"]))
-    lines = [f"{'op':21s} {'backend':17s} {'vs':17s} {'cases':>5s} {'geomean x':>9s} {'%copy':>6s}"]
-    for (op, backend, base), (sp, pct) in sorted(acc.items()):
+        if r.get("pct_copy_graph"):
+            acc[key][2].append(float(r["pct_copy_graph"]))
+    head = f"{'op':21s} {'backend':17s} {'vs':17s} {'cases':>5s} {'geomean x':>9s} {'%copy':>6s}"
+    lines = [head + " %copy(graph)"]
+    for (op, backend, base), (sp, pct, pg) in sorted(acc.items()):
         g = f"{float(np.exp(np.mean(np.log(sp)))):9.2f}" if sp else f"{'-':>9s}"
         p = f"{float(np.median(pct)):6.1f}" if pct else f"{'-':>6s}"
+        q = f"{float(np.median(pg)):12.1f}" if pg else f"{'-':>12s}"
         lines.append(
-            f"{op:21s} {backend:17s} {base or '(own)':17s} {len(sp) or len(pct):5d} {g} {p}"
+            f"{op:21s} {backend:17s} {base or '(own)':17s} {len(sp) or len(pct):5d} {g} {p} {q}"
         )
     return lines
 
