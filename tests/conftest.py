@@ -97,6 +97,36 @@ def assert_close(actual, expected, tol: float, what: str = "") -> None:
         )
 
 
+def reflect_too_deep(shape, wave: str, level: int) -> bool:
+    """pywt's rule, counted here: mode 'reflect' needs 2 samples along each axis at the input of
+    every level; a level's output has (n + taps - 1) // 2 samples."""
+    from wavefuse.filters import filter_bank
+
+    taps = filter_bank(wave, "dec", torch.float64, "cpu").shape[-1]
+    h, w = shape[-2:]
+    for _ in range(level):
+        if min(h, w) < 2:
+            return True
+        h, w = (h + taps - 1) // 2, (w + taps - 1) // 2
+    return False
+
+
+def assert_wavelet_step(got, expected, norm: str, alpha: float, what: str) -> None:
+    """A wavelet PGD step against the reference's. L2: 1e-12 (float64), 1e-6 (float32: the norms'
+    summation order), TOL for the half types. Linf steps by sign(g'), whose tiny entries the
+    transforms' rounding may flip: at most 2 elements may differ beyond the half types'
+    rounding, by at most 2 alpha."""
+    assert got.dtype == expected.dtype, what
+    if norm == "L2":
+        tol = {torch.float64: 1e-12, torch.float32: 1e-6}.get(got.dtype, TOL[got.dtype])
+        assert_close(got, expected, tol, what)
+    else:
+        err = (got.detach().cpu().double() - expected.detach().cpu().double()).abs()
+        slack = TOL[got.dtype] * 2  # the clamp's rounding of a half type
+        bad = int((err > slack).sum())
+        assert bad <= 2 and err.max() <= 2 * alpha + slack, f"{what}: {bad} elements differ"
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -24,7 +24,14 @@ import warnings
 
 import pytest
 import torch
-from conftest import ALL_MODES, TOL, assert_close, skip_unless_cuda
+from conftest import (
+    ALL_MODES,
+    TOL,
+    assert_close,
+    assert_wavelet_step,
+    reflect_too_deep,
+    skip_unless_cuda,
+)
 
 import wavefuse
 from wavefuse.filters import filter_bank
@@ -169,39 +176,16 @@ def _wavelet_steps(x_adv, g, x, eps, wave, level, mode, scales, norm, alpha=0.03
     ]
 
 
-def _reflect_too_deep(shape, wave: str, level: int) -> bool:
-    """pywt's rule, counted here: mode 'reflect' needs 2 samples along each axis at the input of
-    every level; a level's output has (n + taps - 1) // 2 samples."""
-    taps = len(filter_bank(wave, "dec", torch.float64, "cpu")[0])
-    h, w = shape[-2:]
-    for _ in range(level):
-        if min(h, w) < 2:
-            return True
-        h, w = (h + taps - 1) // 2, (w + taps - 1) // 2
-    return False
-
-
 def _wavelet_steps_or_error(x_adv, g, x, eps, wave, level, mode, scales, norm, alpha=0.03):
     """``_wavelet_steps``, or None where mode 'reflect' runs out of samples: then both backends
     must refuse the call with the ValueError that names the mode."""
-    if mode == "reflect" and _reflect_too_deep(x_adv.shape, wave, level):
+    if mode == "reflect" and reflect_too_deep(x_adv.shape, wave, level):
         args = (x, eps, alpha, wave, level, mode, scales, norm)
         for backend in ("cuda", "reference"):
             with pytest.raises(ValueError, match="mode='reflect' needs at least 2 samples"):
                 wavefuse.wavelet_pgd_step(_copy(x_adv), g, *args, backend=backend)
         return None
     return _wavelet_steps(x_adv, g, x, eps, wave, level, mode, scales, norm, alpha)
-
-
-def _assert_wavelet(got, expected, norm, alpha, what):
-    assert got.dtype == expected.dtype, what
-    if norm == "L2":
-        tol = {torch.float64: 1e-12, torch.float32: 1e-6}.get(got.dtype, TOL[got.dtype])
-        assert_close(got, expected, tol, what)
-    else:
-        err = (got.double() - expected.double()).abs()
-        slack = TOL[got.dtype] * 2  # the clamp's rounding of a half type
-        assert (err > slack).sum() <= 2 and err.max() <= 2 * alpha + slack, what
 
 
 @pytest.mark.parametrize("mode", ALL_MODES)
@@ -216,7 +200,7 @@ def test_wavelet_pgd_step_matches_the_reference(norm, wave, mode):
         for scales in (0.0, [0.0, 0.5, -0.25][:level]):
             got, expected = _wavelet_steps(x_adv, g, x, eps, wave, level, mode, scales, norm)
             what = f"{wave} level {level} {mode} {norm} {scales}"
-            _assert_wavelet(got, expected, norm, 0.03, what)
+            assert_wavelet_step(got, expected, norm, 0.03, what)
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -228,7 +212,7 @@ def test_wavelet_pgd_step_dtypes_and_layouts(norm, dtype, layout):
     eps = 0.05 if norm == "Linf" else 0.5
     for wave, mode in (("haar", "periodization"), ("db2", "symmetric")):
         got, expected = _wavelet_steps(x_adv, g, x, eps, wave, 2, mode, [0.0, 0.3], norm)
-        _assert_wavelet(got, expected, norm, 0.03, f"{wave} {dtype} {layout} {norm}")
+        assert_wavelet_step(got, expected, norm, 0.03, f"{wave} {dtype} {layout} {norm}")
         assert got.stride() == x_adv.stride()
 
 
@@ -270,7 +254,7 @@ def test_separable_kernel_launches_and_sizes(norm):
             assert len(kernels) == sep, kernels
         got, expected = _wavelet_steps(x_adv, g, x, eps, "db4", 3, "symmetric",
                                        [0.0, 0.5, -0.25], norm)  # fmt: skip
-        _assert_wavelet(got, expected, norm, 0.03, f"{shape} {dtype} {norm}")
+        assert_wavelet_step(got, expected, norm, 0.03, f"{shape} {dtype} {norm}")
 
 
 def test_separable_kernel_under_cuda_graph_capture():
@@ -311,7 +295,7 @@ def test_separable_matrices_cached_by_bank_values(monkeypatch):
     for _ in range(3):
         got = _copy(x_adv)
         torch.ops.wavefuse.wavelet_pgd_step(got, g, x, *bounds, bank.clone(), *args)
-        _assert_wavelet(got, expected, "Linf", 0.01, "re-created bank")
+        assert_wavelet_step(got, expected, "Linf", 0.01, "re-created bank")
     assert len(builds) == 1
     fresh = bank.clone()
     target = _copy(x_adv)
@@ -321,7 +305,7 @@ def test_separable_matrices_cached_by_bank_values(monkeypatch):
     target.copy_(x_adv)
     graph.replay()
     torch.cuda.synchronize()
-    _assert_wavelet(target, expected, "Linf", 0.01, "captured with a new bank")
+    assert_wavelet_step(target, expected, "Linf", 0.01, "captured with a new bank")
 
 
 # ---- wavelet_pgd_step, Haar: the fused kernel (haar_step_kernel) and its deep-level fallback -------
@@ -363,8 +347,8 @@ def test_haar_fused_every_mode_and_level(norm, mode):
                 if (steps := _wavelet_steps_or_error(*args)) is None:
                     continue  # reflect on a plane too small for this level: refused (checked)
                 what = f"haar {shape} level {level} {mode} {norm} {scales}"
-                _assert_wavelet(*steps, norm, 0.03, what)
-        if mode == "reflect" and _reflect_too_deep(shape, "haar", 2):
+                assert_wavelet_step(*steps, norm, 0.03, what)
+        if mode == "reflect" and reflect_too_deep(shape, "haar", 2):
             continue
         launches = _haar_launches(x_adv, g, x, eps, 2, mode, [0.0, 0.5], norm)
         assert launches == (1 if norm == "Linf" else 3), f"{shape} {mode}: {launches} launches"
@@ -384,7 +368,7 @@ def test_haar_fused_dtypes_layouts_and_bounds(norm, dtype):
             if _wavelet_steps_or_error(x_adv, g, x, eps, "haar", level, mode, scales, norm) is None:
                 mode = "symmetric"  # reflect refused this level (checked): step in another mode
             got, expected = _wavelet_steps(x_adv, g, x, eps, "haar", level, mode, scales, norm)
-            _assert_wavelet(got, expected, norm, 0.03, f"haar {dtype} {layout} {level} {mode}")
+            assert_wavelet_step(got, expected, norm, 0.03, f"haar {dtype} {layout} {level} {mode}")
             assert got.stride() == x_adv.stride()
     x_adv, g, x = _inputs(shape=(3, 3, 19, 22), dtype=dtype, spread=0.2, layout="mixed")
     n, c = x.shape[:2]
@@ -399,7 +383,7 @@ def test_haar_fused_dtypes_layouts_and_bounds(norm, dtype):
             _quiet(wavefuse.wavelet_pgd_step, _copy(x_adv), g, *args, backend=backend)
             for backend in ("cuda", "reference")
         )
-        _assert_wavelet(got, expected, norm, 0.05, f"haar tensor bounds {dtype} {mode}")
+        assert_wavelet_step(got, expected, norm, 0.05, f"haar tensor bounds {dtype} {mode}")
 
 
 @pytest.mark.parametrize("norm", ["Linf", "L2"])
@@ -419,13 +403,13 @@ def test_haar_level_7_falls_back_to_the_composition(norm):
     scales = HAAR_SCALES + [0.0]
     for mode in ALL_MODES:
         if steps := _wavelet_steps_or_error(x_adv, g, x, eps, "haar", 7, mode, scales, norm):
-            _assert_wavelet(*steps, norm, 0.03, f"haar level 7 {mode} {norm}")
+            assert_wavelet_step(*steps, norm, 0.03, f"haar level 7 {mode} {norm}")
     assert _haar_launches(x_adv, g, x, eps, 7, "symmetric", scales, norm) == 0
     assert _haar_launches(x_adv, g, x, eps, 6, "symmetric", scales[:6], norm) > 0
     # reflect reaches level 7 on a plane of at least 65 samples a side (refused above on 13 x 10)
     x_adv, g, x = _inputs(shape=(1, 2, 70, 66), dtype=torch.float64)
     steps = _wavelet_steps(x_adv, g, x, eps, "haar", 7, "reflect", scales, norm)
-    _assert_wavelet(*steps, norm, 0.03, f"haar level 7 reflect 70 x 66 {norm}")
+    assert_wavelet_step(*steps, norm, 0.03, f"haar level 7 reflect 70 x 66 {norm}")
 
 
 def test_haar_fused_repeated_calls_are_bitwise_identical():

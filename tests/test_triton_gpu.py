@@ -52,7 +52,14 @@ import warnings
 import pytest
 import pywt
 import torch
-from conftest import ALL_MODES, TOL, assert_close, count_launches
+from conftest import (
+    ALL_MODES,
+    TOL,
+    assert_close,
+    assert_wavelet_step,
+    count_launches,
+    reflect_too_deep,
+)
 
 import wavefuse
 from wavefuse import backends, ops
@@ -447,31 +454,6 @@ def test_pgd_step_tensor_bounds(norm):
 # ---- wavelet_pgd_step ------------------------------------------------------------------------------
 
 
-def _reflect_too_deep(shape, wave: str, level: int) -> bool:
-    """pywt's rule: mode 'reflect' needs 2 samples along each axis at the input of every level;
-    a level's output has (n + taps - 1) // 2 samples."""
-    taps = filter_bank(wave, "dec", torch.float64, "cpu").shape[-1]
-    h, w = shape[-2:]
-    for _ in range(level):
-        if min(h, w) < 2:
-            return True
-        h, w = (h + taps - 1) // 2, (w + taps - 1) // 2
-    return False
-
-
-def _assert_wavelet(got, expected, norm, alpha, what):
-    """L2 as pgd_step; Linf: sign(g') of tiny entries may flip (a handful, by at most 2 alpha)."""
-    assert got.dtype == expected.dtype, what
-    if norm == "L2":
-        tol = {torch.float64: 1e-12, torch.float32: 1e-6}.get(got.dtype, TOL[got.dtype])
-        assert_close(got, expected, tol, what)
-    else:
-        err = (got.cpu().double() - expected.double()).abs()
-        slack = TOL[got.dtype] * 2  # the clamp's rounding of a half type
-        bad = int((err > slack).sum())
-        assert bad <= 2 and err.max() <= 2 * alpha + slack, f"{what}: {bad} differ"
-
-
 def _wavelet_step(x_adv, g, x, eps, alpha, wave, level, mode, scales, norm, *bounds):
     got, expected = _steps(
         wavefuse.wavelet_pgd_step, x_adv, g, x, eps, alpha, wave, level, mode, scales, norm,
@@ -498,10 +480,10 @@ def test_wavelet_pgd_step_haar(norm, level, monkeypatch):
     calls = 0
     x_adv, g, x = _step_inputs((2, 2, 13, 10), torch.float64)
     for k, mode in enumerate(ALL_MODES):
-        assert not _reflect_too_deep(x.shape, "haar", level)
+        assert not reflect_too_deep(x.shape, "haar", level)
         scales = 0.0 if k % 2 else [0.5, -0.25, 2.0][:level]
         got, expected = _wavelet_step(x_adv, g, x, eps, 0.03, "haar", level, mode, scales, norm)
-        _assert_wavelet(got, expected, norm, 0.03, f"haar {level} {mode} {norm} {scales}")
+        assert_wavelet_step(got, expected, norm, 0.03, f"haar {level} {mode} {norm} {scales}")
         calls += 1
     assert fused.launches == calls * (1 if norm == "Linf" else 3)
     assert all(c.launches == 0 for c in others.values()), "not the fused kernel"
@@ -516,7 +498,7 @@ def test_wavelet_pgd_step_haar(norm, level, monkeypatch):
         got, expected = _wavelet_step(
             x_adv, g, x, eps_t, alpha, "haar", level, "symmetric", scales, norm, *bounds
         )
-        _assert_wavelet(got, expected, norm, 0.05, f"haar {level} {dtype} tensor bounds {norm}")
+        assert_wavelet_step(got, expected, norm, 0.05, f"haar {level} {dtype} tensor bounds {norm}")
 
 
 @_uses(*WAVELET_STEPS)
@@ -540,7 +522,7 @@ def test_wavelet_pgd_step_db4_level_2(norm, path, size, monkeypatch):
     calls = 0
     for mode in ALL_MODES if path == "separable" else ("symmetric", "periodization"):
         got, expected = _wavelet_step(x_adv, g, x, eps, 0.03, "db4", 2, mode, scales, norm)
-        _assert_wavelet(got, expected, norm, 0.03, f"db4 {path} {mode} {norm}")
+        assert_wavelet_step(got, expected, norm, 0.03, f"db4 {path} {mode} {norm}")
         calls += 1
     n, c = 2, 3
     eps_t = (eps * torch.linspace(0.5, 1.5, n).view(n, 1, 1, 1)).to(DEVICE)
@@ -551,7 +533,7 @@ def test_wavelet_pgd_step_db4_level_2(norm, path, size, monkeypatch):
         got, expected = _wavelet_step(
             x_adv, g, x, eps_t, alpha, "db4", 2, "reflect", [0.25, -0.5], norm, 0.05, hi
         )
-        _assert_wavelet(got, expected, norm, 0.05, f"db4 {path} {dtype} {layout} {norm}")
+        assert_wavelet_step(got, expected, norm, 0.05, f"db4 {path} {dtype} {layout} {norm}")
         calls += 1
     separable = counts["_separable_kernel"].launches
     per_level = counts["_dwt2d_fwd_kernel"].launches
