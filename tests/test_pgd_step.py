@@ -504,6 +504,8 @@ def _wstep(**kw):
         ),
         (_step(lo=torch.ones(1, 3, 1, 1), hi=0.5), ValueError, "lo > hi for some entries"),
         (_step(hi=math.nan), ValueError, "hi must not be NaN"),
+        (_step(lo=math.nan), ValueError, "lo must not be NaN"),
+        (_step(alpha=math.nan), ValueError, "alpha must be finite"),
         (_step(norm="l2"), ValueError, "norm='l2' is not supported; allowed: Linf, L2"),
         (_step(norm=2), ValueError, "norm=2 is not supported; allowed: Linf, L2"),
         (_step(backend="fast"), ValueError, "backend='fast' is not one of"),
