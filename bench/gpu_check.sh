@@ -37,8 +37,9 @@
 #
 # Environment: PYTHON (default python3), GPU_CHECK_BUDGET_S, GPU_CHECK_TEST_WORKERS (pytest-xdist
 # workers for the tests, default 8, 0 = none), GPU_CHECK_TESTS_GPU_S and GPU_CHECK_AT_STEP_S (the
-# limits of the steps tests:gpu and bench_at_step, default 300 and 480: to fit a short lease), GPU_CHECK_SKIP_BUILD=1 (use the extension as it
-# is: to test this script on a machine where nothing may be built).
+# limits of the steps tests:gpu and bench_at_step, default 300 and 480: to fit a short lease),
+# GPU_CHECK_SKIP_BUILD=1 (use the extension as it is: to test this script on a machine where
+# nothing may be built).
 set -u -o pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
