@@ -341,6 +341,11 @@ def environment(device: str = "cpu") -> dict:
 ROW_KEY = ("op", "backend", "shape", "dtype", "wave", "mode", "level", "baseline")
 
 
+def _row_key(row: dict) -> tuple[str, ...]:
+    # as text: a row read back from the CSV has level "1" where a new one has 1
+    return tuple(str(row.get(k, "")) for k in ROW_KEY)
+
+
 def write_csv(path: Path, rows: Sequence[dict], partial: bool = False) -> None:
     """Write ``rows``, keeping the rows of ``path`` whose op none of them has: several benchmark
     files (one per op family) share one CSV per device, each replacing only its own ops.
@@ -352,9 +357,9 @@ def write_csv(path: Path, rows: Sequence[dict], partial: bool = False) -> None:
         with open(path, newline="") as f:
             old = list(csv.DictReader(f))
         if partial:  # in place: each new row where the row of its case was, the rest after
-            new = {tuple(r.get(k, "") for k in ROW_KEY): r for r in rows}
-            merged = [new.pop(tuple(r.get(k, "") for k in ROW_KEY), r) for r in old]
-            rows = merged + [r for r in rows if tuple(r.get(k, "") for k in ROW_KEY) in new]
+            new = {_row_key(r): r for r in rows}
+            merged = [new.pop(_row_key(r), r) for r in old]
+            rows = merged + [r for r in rows if _row_key(r) in new]
         else:
             rows = [r for r in old if r["op"] not in ops] + list(rows)
     with open(path, "w", newline="") as f:
@@ -368,6 +373,14 @@ def _note_line(m: Measurement) -> str:
     return f"- `{m.op} {m.backend} {shape} {m.dtype} {m.wave} {m.mode} J={m.level}`: {m.note}"
 
 
+def _note_key(line: str) -> str | None:
+    """The case a note line names (the text between its first backticks), None for other lines."""
+    if not line.startswith("- `"):
+        return None
+    end = line.find("`", 3)
+    return line[3:end] if end > 0 else None
+
+
 def write_notes(
     path: Path,
     title: str,
@@ -375,11 +388,20 @@ def write_notes(
     env: dict,
     run: str = "",
     extra: Sequence[str] = (),
+    partial: bool = False,
 ) -> None:
     """The notes of every measurement that has one, as a Markdown list, after a line about the
     run (``run``: its duration and load, say); ``extra``: lines about the whole run (backends
-    not live, peers missing), listed before them."""
+    not live, peers missing), listed before them. ``partial`` (as in ``write_csv``): the notes
+    that ``path`` has on cases this run did not measure are kept, after the new ones."""
     notes = [_note_line(m) for m in measurements if m.note]
+    if partial and path.exists():
+        measured = {_note_key(_note_line(m)) for m in measurements}
+        notes += [
+            line
+            for line in path.read_text().splitlines()
+            if _note_key(line) is not None and _note_key(line) not in measured
+        ]
     about = f"{env['device']}, torch {env['torch']}, {env['date']}. {run}".strip()
     header = [f"# {title}", "", about, ""]
     if extra:
@@ -406,6 +428,7 @@ class ResultsPlugin:
     notes_name: str | None = None  # default: <csv stem>-notes.md
     measurements: list[Measurement] = field(default_factory=list)
     _start: tuple[float, float, float] = (0.0, 0.0, 0.0)  # _cpu_seconds() at configure
+    _deselected: int = 0  # cases left out by -k / -m: the run is partial
 
     def record(self, m: Measurement) -> None:
         self.measurements.append(m)
@@ -424,16 +447,28 @@ class ResultsPlugin:
             f"meanwhile. Memory: {_ALLOCATOR}."
         )
 
+    def pytest_deselected(self, items) -> None:
+        self._deselected += len(items)
+
     def pytest_sessionfinish(self, session, exitstatus) -> None:
         if not self.measurements:
             print(f"\nno measurements recorded: {self.path} left unchanged")
             return
         env = environment(self.device)
-        write_csv(self.path, build_rows(self.measurements, env))
+        # A run that left cases out (-k, -m) or stopped early (a failure under -x, an interrupt)
+        # replaces only the rows of the cases it measured: the others keep their earlier rows.
+        partial = self._deselected > 0 or exitstatus != 0
+        write_csv(self.path, build_rows(self.measurements, env), partial=partial)
         notes = self.path.with_name(self.notes_name or self.path.stem + "-notes.md")
         ops = ", ".join(sorted({m.op for m in self.measurements}))
         title = f"Notes on {self.path.name} ({ops})"
-        write_notes(notes, title, self.measurements, env, self._run_summary())
+        run = self._run_summary()
+        if partial:
+            run += (
+                f" Partial run ({len(self.measurements)} cases measured): the other cases keep "
+                "their rows and notes from earlier runs (see each row's date)."
+            )
+        write_notes(notes, title, self.measurements, env, run, partial=partial)
         print(f"\nwrote {self.path} and {notes.name} ({env['device']})")
 
 

@@ -856,7 +856,7 @@ def write(run: Run, families, path: Path, started: float, partial: str) -> None:
             continue
         notes = path.with_name(f"{path.stem}-{fam}-notes.md")
         title = f"Notes on {path.name} ({', '.join(sorted({m.op for m in ms}))})"
-        _results.write_notes(notes, title, ms, env, about, extra=run.extra)
+        _results.write_notes(notes, title, ms, env, about, extra=run.extra, partial=bool(partial))
         print(f"wrote {notes}")
     print(f"wrote {path} ({env['device']}, {len(run.measurements)} measurements)")
     print("\n".join(summary(run.measurements)))

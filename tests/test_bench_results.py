@@ -8,7 +8,8 @@ import csv
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
+sys.path.insert(0, str(BENCH_DIR))
 
 import _gpu
 import _results
@@ -66,3 +67,52 @@ def test_merge_of_a_returned_csv_is_case_by_case(tmp_path):
     _gpu.merge_csv(src, dest)
     assert _read(dest) == [*[(r["op"], r["backend"], r["shape"], r["ms_median"]) for r in OLD[:3]],
                            ("pgd_step", "cuda", "A", "40")]  # fmt: skip
+
+
+BENCH_FILE = """
+import pytest
+import _results
+
+@pytest.mark.parametrize("case", ["A", "B", "C"], ids=["first", "second", "third"])
+def test_case(pytestconfig, case):
+    ms = {"A": 10.0, "B": 20.0, "C": 30.0}[case] * pytestconfig.getoption("scale")
+    note = "slow" if case == "B" else ""
+    _results.recorder(pytestconfig).record(_results.Measurement(
+        op="op", backend="cpu", shape=(" ABC".index(case),), dtype="float32", wave="haar", mode="zero", level=1,
+        times_s=[ms / 1e3], nbytes=0, is_baseline=False, note=note))
+"""
+
+
+class _Scale:
+    def pytest_addoption(self, parser):
+        parser.addoption("--scale", type=float, default=1.0)
+
+
+def _run_bench(tmp_path: Path, *args: str) -> None:
+    import pytest
+
+    plugin = _results.ResultsPlugin(tmp_path / "cpu.csv")
+    rc = pytest.main(
+        [str(tmp_path / "bench_x.py"), "-q", "-p", "no:cacheprovider", *args],
+        plugins=[plugin, _Scale()],
+    )
+    assert rc == 0
+
+
+def test_a_filtered_bench_run_keeps_the_other_cases(tmp_path):
+    """``python bench/bench_*.py -k ...`` re-measures some cases: the CSV rows and notes of the
+    cases it deselected stay (before, a filtered run deleted every other row of its ops)."""
+    (tmp_path / "bench_x.py").write_text(BENCH_FILE)
+    _run_bench(tmp_path)
+    path, notes = tmp_path / "cpu.csv", tmp_path / "cpu-notes.md"
+    assert [r[2:] for r in _read(path)] == [("1", "10.0000"), ("2", "20.0000"), ("3", "30.0000")]
+    _run_bench(tmp_path, "-k", "first or second", "--scale", "2")
+    assert [r[2:] for r in _read(path)] == [("1", "20.0000"), ("2", "40.0000"), ("3", "30.0000")]
+    assert "Partial run" in notes.read_text()
+    assert notes.read_text().count("`op cpu 2 float32 haar zero J=1`: slow") == 1
+    _run_bench(tmp_path, "-k", "third", "--scale", "3")  # B's note is not C's: it stays
+    assert [r[2:] for r in _read(path)] == [("1", "20.0000"), ("2", "40.0000"), ("3", "90.0000")]
+    assert "slow" in notes.read_text()
+    _run_bench(tmp_path)  # a complete run starts the file afresh
+    assert [r[2:] for r in _read(path)] == [("1", "10.0000"), ("2", "20.0000"), ("3", "30.0000")]
+    assert "Partial run" not in notes.read_text()
