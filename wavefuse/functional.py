@@ -30,14 +30,14 @@ from wavefuse.ops._common import (
     check_tensor4d,
 )
 from wavefuse.ops.haar import one_pass
-from wavefuse.ops.hf_penalty import band_energy as _band_energy_op
 from wavefuse.ops.hf_penalty import (
     check_cascade,
     check_p,
     check_reduction,
     prepare_weights,
 )
-from wavefuse.ops.hf_penalty import hf_penalty as _hf_penalty_op
+from wavefuse.ops.hf_penalty import run_band_energy as _band_energy_op
+from wavefuse.ops.hf_penalty import run_hf_penalty as _hf_penalty_op
 from wavefuse.ops.pgd_step import (
     check_norm,
     check_step_tensors,
@@ -100,12 +100,12 @@ def _check_level(h: int, w: int, taps: int, level) -> int:
 def _analysis_level(x: Tensor, name: str, mode: str, backend: str, argname: str):
     check_spatial(x.shape[-2], x.shape[-1], mode, argname)
     filters = filter_bank(name, "dec", x.dtype, x.device)
-    return ops.dwt2d(x, filters, mode, backend)
+    return ops.run_dwt2d(x, filters, mode, backend)
 
 
 def _synthesis_level(ll: Tensor, hi: Tensor, name: str, mode: str, backend: str) -> Tensor:
     check_synthesis_input(ll.shape[-2], ll.shape[-1], filter_length(name), mode, "coeffs")
-    return ops.idwt2d(ll, hi, filter_bank(name, "rec", ll.dtype, ll.device), mode, backend)
+    return ops.run_idwt2d(ll, hi, filter_bank(name, "rec", ll.dtype, ll.device), mode, backend)
 
 
 def dwt2(
@@ -510,4 +510,4 @@ def wavelet_pool2d(
     bands = _pool_ops.check_bands(bands, x.shape[1], x)
     be = backends.resolve(backend, x.device, "wavelet_pool2d")
     kernel = _pool_ops.pool_kernel(name, bands, x.dtype, x.device)
-    return _pool_ops.wavelet_pool2d(x, kernel, mode, be)
+    return _pool_ops.run_wavelet_pool2d(x, kernel, mode, be)

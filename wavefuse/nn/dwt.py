@@ -79,7 +79,7 @@ class DWTForward(_DropIn):
         ll = x
         for _ in range(self.J):
             check_spatial(ll.shape[-2], ll.shape[-1], self.mode, "x")
-            ll, hi = ops.dwt2d(ll, filters, self.mode, be)
+            ll, hi = ops.run_dwt2d(ll, filters, self.mode, be)
             yh.append(hi)
         return ll, yh
 
@@ -127,7 +127,7 @@ class DWTInverse(_DropIn):
                     f"{tuple(hi.shape[-2:])}"
                 )
             check_synthesis_input(ll.shape[-2], ll.shape[-1], filters.shape[-1], self.mode, "yl")
-            ll = ops.idwt2d(ll, hi, filters, self.mode, be)
+            ll = ops.run_idwt2d(ll, hi, filters, self.mode, be)
         return ll
 
     def extra_repr(self) -> str:

@@ -1,6 +1,18 @@
-"""torch.library custom ops (schema, fake, autograd) and the validation shared by them."""
+"""torch.library custom ops (schema, fake, autograd) and the validation shared by them.
 
-from wavefuse.ops.dwt import dwt2d, dwt2d_adjoint, idwt2d, idwt2d_adjoint
+``run_<op>``: the same op for plain eager callers, without the custom op's Python layers when
+nothing intercepts ops (``_common.DirectOp``)."""
+
+from wavefuse.ops.dwt import (
+    dwt2d,
+    dwt2d_adjoint,
+    idwt2d,
+    idwt2d_adjoint,
+    run_dwt2d,
+    run_dwt2d_adjoint,
+    run_idwt2d,
+    run_idwt2d_adjoint,
+)
 from wavefuse.ops.haar import haar_wavedec2, haar_wavedec2_adjoint
 
 __all__ = [
@@ -10,4 +22,8 @@ __all__ = [
     "haar_wavedec2_adjoint",
     "idwt2d",
     "idwt2d_adjoint",
+    "run_dwt2d",
+    "run_dwt2d_adjoint",
+    "run_idwt2d",
+    "run_idwt2d_adjoint",
 ]

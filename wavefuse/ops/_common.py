@@ -3,6 +3,8 @@ before any kernel launches; messages name the argument and the allowed values.""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor
 
@@ -91,3 +93,109 @@ def empty_bands(like: Tensor, n: int, c: int, h: int, w: int) -> Tensor:
     if is_channels_last(like):
         return torch.empty((3, n, h, w, c), **kw).permute(1, 4, 0, 2, 3)
     return torch.empty((3, n, c, h, w), **kw).permute(1, 2, 0, 3, 4)
+
+
+# --------------------------------------------------------------------------------------------------
+# Plain eager calls without the custom ops' Python layers
+# --------------------------------------------------------------------------------------------------
+
+
+def _functorch_level() -> int | None:
+    """The innermost torch.func transform (grad, vmap, jvp) around this call; None outside all.
+    Tensors under a transform look like plain tensors (type Tensor, no dispatch mode), so this is
+    the only way to see one."""
+    return torch._C._functorch.maybe_current_level()
+
+
+def eager_direct(*tensors: Tensor) -> bool:
+    """Whether an op may run its implementation directly instead of through its custom op.
+
+    Through ``torch.ops.wavefuse.*`` a call crosses the Python layers that
+    ``torch.library.custom_op`` registers (ADInplaceOrView, Autograd, the backend wrapper): 12 us
+    of host time per call on our 2-core CPU when it is quiet (pgd_step on a tiny tensor: 30 us
+    through the op, 17.6 directly), more when it is busy; on a small batch that is most of a
+    step (on an H200, 2026-12-04, the CUDA Linf step on 128 x 3 x 32 x 32 took 59 us a call
+    against torchattacks' 27 us). Those layers matter only to what intercepts ops: torch.compile, a
+    TorchDispatchMode (FakeTensorMode, functionalization), a TorchFunctionMode, a torch.func
+    transform, a tensor subclass. Without any of them the implementation is called directly
+    (``DirectOp``; the in-place steps bump x_adv's version counter as the ADInplaceOrView layer
+    would, ``torch.autograd.graph.increment_version``)."""
+    return (
+        not torch.compiler.is_compiling()
+        and torch._C._len_torch_dispatch_stack() == 0
+        and torch._C._len_torch_function_stack() == 0
+        and _functorch_level() is None
+        and all(type(t) is Tensor for t in tensors if t is not None)
+    )
+
+
+def _tensors(args) -> tuple[list[Tensor], bool]:
+    """The tensors among an op's arguments (also inside list arguments), and whether any list
+    holds one (autograd.Function does not track tensors inside lists)."""
+    found, in_list = [], False
+    for a in args:
+        if isinstance(a, Tensor):
+            found.append(a)
+        elif isinstance(a, (list, tuple)):
+            inner = [t for t in a if isinstance(t, Tensor)]
+            found += inner
+            in_list = in_list or bool(inner)
+    return found, in_list
+
+
+class DirectOp:
+    """A functional (non-mutating) custom op, called directly in plain eager mode.
+
+    ``op`` is the ``torch.library.custom_op``; ``impl``, ``setup_context`` and ``backward`` are the
+    functions it was built and registered with. A call runs ``op`` whenever anything intercepts ops
+    (``eager_direct`` is false): torch.compile and export, fake tensors, functionalization,
+    torch.func, modes and subclasses see the op as before. Otherwise it runs ``impl`` itself when
+    no gradient is needed, and the same setup_context and backward as a ``torch.autograd.Function``
+    when one is (except with tensors inside list arguments, which that class cannot track: those
+    calls go through ``op``). Results, gradients and double backward are the op's
+    (tests/test_direct_ops.py); the host time is lower. Per call on a 1 x 1 x 8 x 8 CPU tensor
+    (2-core EPYC, 2026-12-04, through the op -> direct): dwt2 25 -> 18 us, wavedec2 haar J=3
+    125 -> 51 us, hf_penalty 37 -> 25 us, hf_penalty + its input gradient 73 -> 38 us;
+    bench/bench_host.py keeps such rows against the peers' calls.
+
+    ``list_output``: the op returns ``list[Tensor]`` (a Function returns a tuple: converted).
+    """
+
+    def __init__(
+        self,
+        op,
+        impl: Callable,
+        setup_context: Callable,
+        backward: Callable,
+        list_output: bool = False,
+    ) -> None:
+        self.op, self.impl, self.list_output = op, impl, list_output
+
+        # forward(ctx, *args) doing the setup itself, not a separate setup_context: with one,
+        # every apply binds the arguments with inspect.signature (7 us per call on our CPU).
+        # Plain autograd needs no more; torch.func never reaches this class (eager_direct).
+        def forward(ctx, *args):
+            out = impl(*args)
+            setup_context(ctx, args, out)
+            return tuple(out) if list_output else out
+
+        def function_backward(ctx, *grads):
+            return backward(ctx, list(grads)) if list_output else backward(ctx, *grads)
+
+        name = str(getattr(op, "_name", "op")).replace("::", "_")
+        self.function = type(
+            f"{name}_direct",
+            (torch.autograd.Function,),
+            {"forward": staticmethod(forward), "backward": staticmethod(function_backward)},
+        )
+
+    def __call__(self, *args):
+        tensors, in_list = _tensors(args)
+        if not eager_direct(*tensors):
+            return self.op(*args)
+        if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+            if in_list:
+                return self.op(*args)
+            out = self.function.apply(*args)
+            return list(out) if self.list_output else out
+        return self.impl(*args)

@@ -10,6 +10,9 @@ filters: (2, L) [lo; hi] taps in the compute dtype (float32, or float64 for floa
 for dwt2d and its adjoint, rec taps for idwt2d and its adjoint. ``backend`` is a concrete backend
 (never "auto": the functional layer resolves it). Filters are constants: no gradient flows to them.
 
+Plain eager callers use ``run_<op>`` (``_common.DirectOp``): the same implementation, setup and
+backward without the custom op's Python layers whenever nothing intercepts ops.
+
 Autograd: each op's backward is the other op of its pair (the transforms are linear), so backward
 saves no activations (only sizes and the filter bank) and double backward works to any order.
 The backward of dwt2d is its true adjoint in every mode: for non-periodic modes that folds the
@@ -22,7 +25,7 @@ import torch
 from torch import Tensor
 
 from wavefuse import reference
-from wavefuse.ops._common import empty_4d, empty_bands
+from wavefuse.ops._common import DirectOp, empty_4d, empty_bands
 from wavefuse.reference import analysis_length, synthesis_length
 
 
@@ -68,9 +71,11 @@ def _fresh(like: Tensor, y: Tensor) -> Tensor:
 # ---- dwt2d ---------------------------------------------------------------------------------------
 
 
-@torch.library.custom_op("wavefuse::dwt2d", mutates_args=())
-def dwt2d(x: Tensor, filters: Tensor, mode: str, backend: str) -> tuple[Tensor, Tensor]:
+def _dwt2d(x: Tensor, filters: Tensor, mode: str, backend: str) -> tuple[Tensor, Tensor]:
     return _run(backend, "dwt2d", x, filters, mode)
+
+
+dwt2d = torch.library.custom_op("wavefuse::dwt2d", mutates_args=())(_dwt2d)
 
 
 @dwt2d.register_fake
@@ -90,18 +95,18 @@ def _dwt2d_setup(ctx, inputs, output):
 
 def _dwt2d_backward(ctx, grad_ll, grad_hi):
     (filters,) = ctx.saved_tensors
-    grad_x = dwt2d_adjoint(grad_ll, grad_hi, filters, ctx.mode, ctx.input_size, ctx.backend)
+    grad_x = run_dwt2d_adjoint(grad_ll, grad_hi, filters, ctx.mode, ctx.input_size, ctx.backend)
     return grad_x, None, None, None
 
 
 dwt2d.register_autograd(_dwt2d_backward, setup_context=_dwt2d_setup)
+run_dwt2d = DirectOp(dwt2d, _dwt2d, _dwt2d_setup, _dwt2d_backward)
 
 
 # ---- dwt2d_adjoint -------------------------------------------------------------------------------
 
 
-@torch.library.custom_op("wavefuse::dwt2d_adjoint", mutates_args=())
-def dwt2d_adjoint(
+def _dwt2d_adjoint(
     grad_ll: Tensor,
     grad_hi: Tensor,
     filters: Tensor,
@@ -110,6 +115,9 @@ def dwt2d_adjoint(
     backend: str,
 ) -> Tensor:
     return _run(backend, "dwt2d_adjoint", grad_ll, grad_hi, filters, mode, list(input_size))
+
+
+dwt2d_adjoint = torch.library.custom_op("wavefuse::dwt2d_adjoint", mutates_args=())(_dwt2d_adjoint)
 
 
 @dwt2d_adjoint.register_fake
@@ -126,19 +134,24 @@ def _dwt2d_adjoint_setup(ctx, inputs, output):
 
 def _dwt2d_adjoint_backward(ctx, grad):
     (filters,) = ctx.saved_tensors
-    gll, ghi = dwt2d(grad, filters, ctx.mode, ctx.backend)
+    gll, ghi = run_dwt2d(grad, filters, ctx.mode, ctx.backend)
     return gll, ghi, None, None, None, None
 
 
 dwt2d_adjoint.register_autograd(_dwt2d_adjoint_backward, setup_context=_dwt2d_adjoint_setup)
+run_dwt2d_adjoint = DirectOp(
+    dwt2d_adjoint, _dwt2d_adjoint, _dwt2d_adjoint_setup, _dwt2d_adjoint_backward
+)
 
 
 # ---- idwt2d --------------------------------------------------------------------------------------
 
 
-@torch.library.custom_op("wavefuse::idwt2d", mutates_args=())
-def idwt2d(ll: Tensor, hi: Tensor, filters: Tensor, mode: str, backend: str) -> Tensor:
+def _idwt2d(ll: Tensor, hi: Tensor, filters: Tensor, mode: str, backend: str) -> Tensor:
     return _run(backend, "idwt2d", ll, hi, filters, mode)
+
+
+idwt2d = torch.library.custom_op("wavefuse::idwt2d", mutates_args=())(_idwt2d)
 
 
 @idwt2d.register_fake
@@ -156,23 +169,28 @@ def _idwt2d_setup(ctx, inputs, output):
 
 def _idwt2d_backward(ctx, grad_y):
     (filters,) = ctx.saved_tensors
-    gll, ghi = idwt2d_adjoint(grad_y, filters, ctx.mode, ctx.backend)
+    gll, ghi = run_idwt2d_adjoint(grad_y, filters, ctx.mode, ctx.backend)
     return gll, ghi, None, None, None
 
 
 idwt2d.register_autograd(_idwt2d_backward, setup_context=_idwt2d_setup)
+run_idwt2d = DirectOp(idwt2d, _idwt2d, _idwt2d_setup, _idwt2d_backward)
 
 
 # ---- idwt2d_adjoint ------------------------------------------------------------------------------
 
 
-@torch.library.custom_op("wavefuse::idwt2d_adjoint", mutates_args=())
-def idwt2d_adjoint(
+def _idwt2d_adjoint(
     grad_y: Tensor, filters: Tensor, mode: str, backend: str
 ) -> tuple[Tensor, Tensor]:
     for n in grad_y.shape[-2:]:
         _check_synthesis_size(n, filters.shape[-1], mode)
     return _run(backend, "idwt2d_adjoint", grad_y, filters, mode)
+
+
+idwt2d_adjoint = torch.library.custom_op("wavefuse::idwt2d_adjoint", mutates_args=())(
+    _idwt2d_adjoint
+)
 
 
 @idwt2d_adjoint.register_fake
@@ -191,7 +209,10 @@ def _idwt2d_adjoint_setup(ctx, inputs, output):
 
 def _idwt2d_adjoint_backward(ctx, grad_ll, grad_hi):
     (filters,) = ctx.saved_tensors
-    return idwt2d(grad_ll, grad_hi, filters, ctx.mode, ctx.backend), None, None, None
+    return run_idwt2d(grad_ll, grad_hi, filters, ctx.mode, ctx.backend), None, None, None
 
 
 idwt2d_adjoint.register_autograd(_idwt2d_adjoint_backward, setup_context=_idwt2d_adjoint_setup)
+run_idwt2d_adjoint = DirectOp(
+    idwt2d_adjoint, _idwt2d_adjoint, _idwt2d_adjoint_setup, _idwt2d_adjoint_backward
+)

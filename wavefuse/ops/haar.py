@@ -33,7 +33,7 @@ from torch import Tensor
 
 from wavefuse import backends
 from wavefuse.filters import filter_bank, filter_length
-from wavefuse.ops._common import check_spatial, empty_4d, empty_bands
+from wavefuse.ops._common import DirectOp, check_spatial, empty_4d, empty_bands
 from wavefuse.ops.dwt import _run
 
 # The deepest level that csrc/cuda/haar.cu runs in one pass (kHaarMaxLevels in haar_body.cuh: its
@@ -79,14 +79,13 @@ def one_pass(x: Tensor, name: str, mode: str, level: int, backend: str, what: st
     for _ in range(level):
         check_spatial(h, w, mode, what)
         h, w = (h + 1) // 2, (w + 1) // 2
-    return haar_wavedec2(x, level, mode, backend)
+    return run_haar_wavedec2(x, level, mode, backend)
 
 
 # ---- haar_wavedec2 -------------------------------------------------------------------------------
 
 
-@torch.library.custom_op("wavefuse::haar_wavedec2", mutates_args=())
-def haar_wavedec2(x: Tensor, level: int, mode: str, backend: str) -> list[Tensor]:
+def _haar_wavedec2(x: Tensor, level: int, mode: str, backend: str) -> list[Tensor]:
     torch._check(level >= 1, lambda: f"haar_wavedec2: level must be >= 1, got {level}")
     if backend == "triton":
         from wavefuse.kernels import haar as triton_haar
@@ -101,6 +100,9 @@ def haar_wavedec2(x: Tensor, level: int, mode: str, backend: str) -> list[Tensor
         a, hi = _run(backend, "dwt2d", a, filters, mode)
         his.append(_in_layout(x, hi, bands=True))
     return [_in_layout(x, a, bands=False)] + his[::-1]
+
+
+haar_wavedec2 = torch.library.custom_op("wavefuse::haar_wavedec2", mutates_args=())(_haar_wavedec2)
 
 
 @haar_wavedec2.register_fake
@@ -119,18 +121,26 @@ def _haar_wavedec2_setup(ctx, inputs, output):
 
 
 def _haar_wavedec2_backward(ctx, grads):
-    grad_x = haar_wavedec2_adjoint(grads[0], grads[1:], ctx.input_size, ctx.mode, ctx.backend)
+    grad_x = run_haar_wavedec2_adjoint(
+        grads[0], list(grads[1:]), ctx.input_size, ctx.mode, ctx.backend
+    )
     return grad_x, None, None, None
 
 
 haar_wavedec2.register_autograd(_haar_wavedec2_backward, setup_context=_haar_wavedec2_setup)
+run_haar_wavedec2 = DirectOp(
+    haar_wavedec2,
+    _haar_wavedec2,
+    _haar_wavedec2_setup,
+    _haar_wavedec2_backward,
+    list_output=True,
+)
 
 
 # ---- haar_wavedec2_adjoint -----------------------------------------------------------------------
 
 
-@torch.library.custom_op("wavefuse::haar_wavedec2_adjoint", mutates_args=())
-def haar_wavedec2_adjoint(
+def _haar_wavedec2_adjoint(
     grad_ll: Tensor, grad_hi: list[Tensor], input_size: list[int], mode: str, backend: str
 ) -> Tensor:
     torch._check(len(grad_hi) >= 1, lambda: "haar_wavedec2_adjoint: grad_hi must not be empty")
@@ -152,6 +162,11 @@ def haar_wavedec2_adjoint(
     return _in_layout(grad_ll, g, bands=False)
 
 
+haar_wavedec2_adjoint = torch.library.custom_op("wavefuse::haar_wavedec2_adjoint", mutates_args=())(
+    _haar_wavedec2_adjoint
+)
+
+
 @haar_wavedec2_adjoint.register_fake
 def _(grad_ll, grad_hi, input_size, mode, backend):
     torch._check(len(grad_hi) >= 1, lambda: "haar_wavedec2_adjoint: grad_hi must not be empty")
@@ -165,10 +180,16 @@ def _haar_wavedec2_adjoint_setup(ctx, inputs, output):
 
 
 def _haar_wavedec2_adjoint_backward(ctx, grad):
-    ll, *his = haar_wavedec2(grad, ctx.level, ctx.mode, ctx.backend)
+    ll, *his = run_haar_wavedec2(grad, ctx.level, ctx.mode, ctx.backend)
     return ll, his, None, None, None
 
 
 haar_wavedec2_adjoint.register_autograd(
     _haar_wavedec2_adjoint_backward, setup_context=_haar_wavedec2_adjoint_setup
+)
+run_haar_wavedec2_adjoint = DirectOp(
+    haar_wavedec2_adjoint,
+    _haar_wavedec2_adjoint,
+    _haar_wavedec2_adjoint_setup,
+    _haar_wavedec2_adjoint_backward,
 )

@@ -41,8 +41,8 @@ import torch
 from torch import Tensor
 
 from wavefuse import backends, reference
-from wavefuse.ops._common import check_spatial, empty_4d
-from wavefuse.ops.dwt import dwt2d
+from wavefuse.ops._common import DirectOp, check_spatial, empty_4d
+from wavefuse.ops.dwt import run_dwt2d
 from wavefuse.reference import analysis_length
 
 REDUCTIONS = ("none", "sum", "mean")
@@ -115,9 +115,11 @@ def prepare_weights(weights, level: int, like: Tensor, dtype: torch.dtype) -> Te
 # ---- band_energy ---------------------------------------------------------------------------------
 
 
-@torch.library.custom_op("wavefuse::band_energy", mutates_args=())
-def band_energy(x: Tensor, filters: Tensor, mode: str, level: int, p: int, backend: str) -> Tensor:
+def _band_energy(x: Tensor, filters: Tensor, mode: str, level: int, p: int, backend: str) -> Tensor:
     return _run(backend, "band_energy", x, filters, mode, level, p)
+
+
+band_energy = torch.library.custom_op("wavefuse::band_energy", mutates_args=())(_band_energy)
 
 
 @band_energy.register_fake
@@ -135,24 +137,29 @@ def _band_energy_backward(ctx, grad):
     x, filters = ctx.saved_tensors
     if x is None:
         return None, None, None, None, None, None
-    grad_x = band_energy_backward(grad, x, filters, ctx.mode, ctx.level, ctx.p, ctx.backend)
+    grad_x = run_band_energy_backward(grad, x, filters, ctx.mode, ctx.level, ctx.p, ctx.backend)
     return grad_x, None, None, None, None, None
 
 
 band_energy.register_autograd(_band_energy_backward, setup_context=_band_energy_setup)
+run_band_energy = DirectOp(band_energy, _band_energy, _band_energy_setup, _band_energy_backward)
 
 
 # ---- band_energy_backward ------------------------------------------------------------------------
 
 
-@torch.library.custom_op("wavefuse::band_energy_backward", mutates_args=())
-def band_energy_backward(
+def _band_energy_backward_impl(
     grad: Tensor, x: Tensor, filters: Tensor, mode: str, level: int, p: int, backend: str
 ) -> Tensor:
     out = _run(backend, "band_energy_backward", grad.contiguous(), x, filters, mode, level, p)
     if backend == "reference":  # the reference's result is contiguous: copy into x's layout
         out = empty_4d(x, *x.shape).copy_(out)
     return out
+
+
+band_energy_backward = torch.library.custom_op("wavefuse::band_energy_backward", mutates_args=())(
+    _band_energy_backward_impl
+)
 
 
 @band_energy_backward.register_fake
@@ -168,8 +175,8 @@ def _band_products(x: Tensor, v: Tensor, filters: Tensor, mode: str, level: int,
     a, b = x.to(filters.dtype), v.to(filters.dtype)
     sums = []
     for _ in range(level):
-        a, da = dwt2d(a, filters, mode, be)
-        b, db = dwt2d(b, filters, mode, be)
+        a, da = run_dwt2d(a, filters, mode, be)
+        b, db = run_dwt2d(b, filters, mode, be)
         sums.append(((2 * da if p == 2 else da.sign()) * db).sum(dim=(1, 3, 4)))
     if not sums:
         return x.new_zeros((x.shape[0], 0, 3), dtype=filters.dtype)
@@ -189,20 +196,25 @@ def _band_energy_backward_backward(ctx, v):
     if ctx.needs_input_grad[0]:
         grad_grad = _band_products(x, v, *args).to(grad.dtype)
     if ctx.needs_input_grad[1] and ctx.p == 2:  # linear in x: the same op applied to v
-        grad_x = band_energy_backward(grad, v, *args)
+        grad_x = run_band_energy_backward(grad, v, *args)
     return grad_grad, grad_x, None, None, None, None, None
 
 
 band_energy_backward.register_autograd(
     _band_energy_backward_backward, setup_context=_band_energy_backward_setup
 )
+run_band_energy_backward = DirectOp(
+    band_energy_backward,
+    _band_energy_backward_impl,
+    _band_energy_backward_setup,
+    _band_energy_backward_backward,
+)
 
 
 # ---- hf_penalty ----------------------------------------------------------------------------------
 
 
-@torch.library.custom_op("wavefuse::hf_penalty", mutates_args=())
-def hf_penalty(
+def _hf_penalty(
     x: Tensor,
     filters: Tensor,
     mode: str,
@@ -214,6 +226,9 @@ def hf_penalty(
 ) -> Tensor:
     energies = _run(backend, "band_energy", x, filters, mode, level, p)
     return reference.weighted_penalty(energies, weights, reduction)
+
+
+hf_penalty = torch.library.custom_op("wavefuse::hf_penalty", mutates_args=())(_hf_penalty)
 
 
 @hf_penalty.register_fake
@@ -240,8 +255,9 @@ def _hf_penalty_backward(ctx, grad_out):
     if weights is not None:
         g = g * weights
     grad_e = g.expand(n, ctx.level, 3).contiguous()
-    grad_x = band_energy_backward(grad_e, x, filters, ctx.mode, ctx.level, ctx.p, ctx.backend)
+    grad_x = run_band_energy_backward(grad_e, x, filters, ctx.mode, ctx.level, ctx.p, ctx.backend)
     return (grad_x, *nones)
 
 
 hf_penalty.register_autograd(_hf_penalty_backward, setup_context=_hf_penalty_setup)
+run_hf_penalty = DirectOp(hf_penalty, _hf_penalty, _hf_penalty_setup, _hf_penalty_backward)

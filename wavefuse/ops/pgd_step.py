@@ -79,6 +79,7 @@ from wavefuse.ops._common import (
     check_same_device,
     check_same_dtype,
     check_tensor4d,
+    eager_direct,
 )
 
 NORMS = ("Linf", "L2")
@@ -254,27 +255,6 @@ def prepare_bounds(x: Tensor, eps, alpha, lo, hi, norm: str) -> Bounds:
 
 
 # ---- eager calls without the custom op's Python layers ---------------------------------------------
-
-
-def eager_direct(*tensors: Tensor) -> bool:
-    """Whether a step may run its implementation directly instead of through its custom op.
-
-    Through ``torch.ops.wavefuse.pgd_step`` a call crosses the Python layers that
-    ``torch.library.custom_op`` registers (ADInplaceOrView, Autograd, the backend wrapper): 12 us
-    of host time per call on our 2-core CPU when it is quiet (pgd_step on a tiny tensor: 30 us
-    through the op, 17.6 directly), more when it is busy; on a small batch that is most of a
-    step (on an H200, 2026-12-04, the CUDA Linf step on 128 x 3 x 32 x 32 took 59 us a call
-    against torchattacks' 27 us). Those layers matter only to what intercepts ops: torch.compile, a
-    TorchDispatchMode (FakeTensorMode, functionalization, torch.func), a TorchFunctionMode, a
-    tensor subclass. Without any of them the op's implementation is called directly, and the
-    caller bumps x_adv's version counter as the ADInplaceOrView layer would
-    (``torch.autograd.graph.increment_version``)."""
-    return (
-        not torch.compiler.is_compiling()
-        and torch._C._len_torch_dispatch_stack() == 0
-        and torch._C._len_torch_function_stack() == 0
-        and all(type(t) is Tensor for t in tensors if t is not None)
-    )
 
 
 def run_pgd_step(x_adv, grad, x_nat, bounds: Bounds, norm: str, backend: str) -> None:

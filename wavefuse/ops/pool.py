@@ -42,7 +42,7 @@ from torch import Tensor
 
 from wavefuse import backends, reference
 from wavefuse.filters import compute_dtype, filter_bank
-from wavefuse.ops._common import empty_4d, is_channels_last
+from wavefuse.ops._common import DirectOp, empty_4d, is_channels_last
 from wavefuse.reference import analysis_length
 
 BANDS = ("all", "ll")
@@ -130,10 +130,14 @@ def _check_kernel(x_channels: int, kernel: Tensor) -> None:
     )
 
 
-@torch.library.custom_op("wavefuse::wavelet_pool2d", mutates_args=())
-def wavelet_pool2d(x: Tensor, kernel: Tensor, mode: str, backend: str) -> Tensor:
+def _wavelet_pool2d(x: Tensor, kernel: Tensor, mode: str, backend: str) -> Tensor:
     _check_kernel(x.shape[1], kernel)
     return _in_layout(x, _run(backend, "wavelet_pool2d", x, kernel, mode))
+
+
+wavelet_pool2d = torch.library.custom_op("wavefuse::wavelet_pool2d", mutates_args=())(
+    _wavelet_pool2d
+)
 
 
 @wavelet_pool2d.register_fake
@@ -162,26 +166,33 @@ def _wavelet_pool2d_backward(ctx, grad):
     x, kernel = ctx.saved_tensors
     grad_x = grad_k = None
     if ctx.needs_input_grad[0]:
-        grad_x = wavelet_pool2d_adjoint(grad, kernel, ctx.mode, ctx.input_size, ctx.backend)
+        grad_x = run_wavelet_pool2d_adjoint(grad, kernel, ctx.mode, ctx.input_size, ctx.backend)
     if ctx.needs_input_grad[1]:
-        g = wavelet_pool2d_kernel_grad(grad, x, kernel.shape[-1], ctx.mode, ctx.backend)
+        g = run_wavelet_pool2d_kernel_grad(grad, x, kernel.shape[-1], ctx.mode, ctx.backend)
         grad_k = _reduce_kernel_grad(g, kernel)
     return grad_x, grad_k, None, None
 
 
 wavelet_pool2d.register_autograd(_wavelet_pool2d_backward, setup_context=_wavelet_pool2d_setup)
+run_wavelet_pool2d = DirectOp(
+    wavelet_pool2d, _wavelet_pool2d, _wavelet_pool2d_setup, _wavelet_pool2d_backward
+)
 
 
 # ---- wavelet_pool2d_adjoint ----------------------------------------------------------------------
 
 
-@torch.library.custom_op("wavefuse::wavelet_pool2d_adjoint", mutates_args=())
-def wavelet_pool2d_adjoint(
+def _wavelet_pool2d_adjoint(
     grad: Tensor, kernel: Tensor, mode: str, input_size: list[int], backend: str
 ) -> Tensor:
     _check_kernel(grad.shape[1], kernel)
     out = _run(backend, "wavelet_pool2d_adjoint", grad, kernel, mode, list(input_size))
     return _in_layout(grad, out)
+
+
+wavelet_pool2d_adjoint = torch.library.custom_op(
+    "wavefuse::wavelet_pool2d_adjoint", mutates_args=()
+)(_wavelet_pool2d_adjoint)
 
 
 @wavelet_pool2d_adjoint.register_fake
@@ -201,24 +212,31 @@ def _adjoint_backward(ctx, v):
     grad, kernel = ctx.saved_tensors
     grad_grad = grad_k = None
     if ctx.needs_input_grad[0]:
-        grad_grad = wavelet_pool2d(v, kernel, ctx.mode, ctx.backend)
+        grad_grad = run_wavelet_pool2d(v, kernel, ctx.mode, ctx.backend)
     if ctx.needs_input_grad[1]:  # <v, A_K^T g> = <A_K v, g>: the kernel gradient of (g, v)
-        g = wavelet_pool2d_kernel_grad(grad, v, kernel.shape[-1], ctx.mode, ctx.backend)
+        g = run_wavelet_pool2d_kernel_grad(grad, v, kernel.shape[-1], ctx.mode, ctx.backend)
         grad_k = _reduce_kernel_grad(g, kernel)
     return grad_grad, grad_k, None, None, None
 
 
 wavelet_pool2d_adjoint.register_autograd(_adjoint_backward, setup_context=_adjoint_setup)
+run_wavelet_pool2d_adjoint = DirectOp(
+    wavelet_pool2d_adjoint, _wavelet_pool2d_adjoint, _adjoint_setup, _adjoint_backward
+)
 
 
 # ---- wavelet_pool2d_kernel_grad ------------------------------------------------------------------
 
 
-@torch.library.custom_op("wavefuse::wavelet_pool2d_kernel_grad", mutates_args=())
-def wavelet_pool2d_kernel_grad(
+def _wavelet_pool2d_kernel_grad(
     grad: Tensor, x: Tensor, taps: int, mode: str, backend: str
 ) -> Tensor:
     return _run(backend, "wavelet_pool2d_kernel_grad", grad, x, taps, mode)
+
+
+wavelet_pool2d_kernel_grad = torch.library.custom_op(
+    "wavefuse::wavelet_pool2d_kernel_grad", mutates_args=()
+)(_wavelet_pool2d_kernel_grad)
 
 
 @wavelet_pool2d_kernel_grad.register_fake
@@ -238,13 +256,19 @@ def _kernel_grad_backward(ctx, v):
     kernel = v.to(compute_dtype(x.dtype))
     grad_grad = grad_x = None
     if ctx.needs_input_grad[0]:
-        grad_grad = wavelet_pool2d(x, kernel, ctx.mode, ctx.backend).to(grad.dtype)
+        grad_grad = run_wavelet_pool2d(x, kernel, ctx.mode, ctx.backend).to(grad.dtype)
     if ctx.needs_input_grad[1]:
         size = [x.shape[-2], x.shape[-1]]
-        grad_x = wavelet_pool2d_adjoint(grad, kernel, ctx.mode, size, ctx.backend).to(x.dtype)
+        grad_x = run_wavelet_pool2d_adjoint(grad, kernel, ctx.mode, size, ctx.backend).to(x.dtype)
     return grad_grad, grad_x, None, None, None
 
 
 wavelet_pool2d_kernel_grad.register_autograd(
     _kernel_grad_backward, setup_context=_kernel_grad_setup
+)
+run_wavelet_pool2d_kernel_grad = DirectOp(
+    wavelet_pool2d_kernel_grad,
+    _wavelet_pool2d_kernel_grad,
+    _kernel_grad_setup,
+    _kernel_grad_backward,
 )
