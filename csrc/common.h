@@ -55,8 +55,18 @@ inline Mode parse_mode(const std::string& mode) {
 }
 
 // Mathematical modulo: the result lies in [0, n) for every a (C++ '%' keeps the sign of a).
+// a in [-n, 2n) -- every boundary tap of a signal at least as long as the filter's overhang --
+// takes no division: on a GPU an integer '%' by a run-time divisor is a ~20-instruction sequence
+// (int64: a call), and the CUDA kernels map every boundary tap through here (csrc/cuda/dwt_body.cuh).
+// No overflow: a - n is only formed for a >= n, a + n only for a < 0.
 template <typename index_t>
 WAVEFUSE_HOST_DEVICE constexpr index_t floor_mod(index_t a, index_t n) {
+  if (a >= 0) {
+    if (a < n) return a;
+    if (a - n < n) return a - n;
+  } else if (a >= -n) {
+    return a + n;
+  }
   const index_t r = a % n;
   return r < 0 ? r + n : r;
 }
