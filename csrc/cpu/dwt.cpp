@@ -226,7 +226,11 @@ WAVEFUSE_INLINE void merge_tasks_impl(const MergeArgs<scalar_t>& s, int64_t begi
       }
     }
     scalar_t* dst = s.out.plane(p, s.C);
-    merge_block(s.plan, work, base, rs, first, r0, r1, [&](int64_t r, const acc_t* line) {
+    const bool direct_out = std::is_same_v<scalar_t, acc_t> && s.out.sw == 1;
+    auto dest = [&](int64_t r) -> acc_t* {
+      return direct_out ? reinterpret_cast<acc_t*>(dst + r * s.out.sh) : nullptr;
+    };
+    merge_block(s.plan, work, base, rs, first, r0, r1, dest, [&](int64_t r, const acc_t* line) {
       store_row(dst + r * s.out.sh, s.out.sw, line, s.plan.W);
     });
   }

@@ -191,9 +191,17 @@ WAVEFUSE_INLINE void energy_backward_tasks_impl(const EnergyBackwardArgs<scalar_
       const int64_t rs[4] = {kw, kw, kw, kw};
       const auto& plan = c.merge[j - 1];
       acc_t* next = g_ll[(j - 1) % 2].data();
+      // rows go straight to their destination: the next level's buffer, or (level 1) grad_x
+      // when it holds acc_t with unit stride along W; else through the work line
+      scalar_t* gx = s.grad_x.plane(p, s.C);
+      const bool gx_direct = std::is_same_v<scalar_t, acc_t> && s.grad_x.sw == 1;
+      auto dest = [&](int64_t r) -> acc_t* {
+        if (j > 1) return next + r * plan.W;
+        return gx_direct ? reinterpret_cast<acc_t*>(gx + r * s.grad_x.sh) : nullptr;
+      };
       for (int64_t r0 = 0; r0 < plan.H; r0 += kRowBlock) {
         const int64_t r1 = std::min(plan.H, r0 + kRowBlock);
-        merge_block(plan, merge_work[j - 1], base, rs, 0, r0, r1,
+        merge_block(plan, merge_work[j - 1], base, rs, 0, r0, r1, dest,
                     [&](int64_t r, const acc_t* line) {
                       if (j == 1) {
                         store_row(s.grad_x.plane(p, s.C) + r * s.grad_x.sh, s.grad_x.sw, line,

@@ -829,7 +829,11 @@ WAVEFUSE_INLINE void bank_filter_plane(const BankPlan<acc_t>& pl, BankWork<acc_t
     acc_t* up = j > 1 ? wk.a[j - 1].data() : nullptr;
     for (int64_t r0 = 0; r0 < rows; r0 += kRowBlock) {
       const int64_t r1 = std::min(rows, r0 + kRowBlock);
-      merge_block(pl.merge[j - 1], wk.merge[j - 1], base, rs, 0, r0, r1,
+      const int64_t full = pl.merge[j - 1].W;  // rows wider than cols (a crop): via the line
+      auto dest = [&](int64_t r) -> acc_t* {
+        return up != nullptr && cols == full ? up + r * cols : nullptr;
+      };
+      merge_block(pl.merge[j - 1], wk.merge[j - 1], base, rs, 0, r0, r1, dest,
                   [&](int64_t r, const acc_t* line) {
                     if (up != nullptr) {
                       copy_span(up + r * cols, line, cols);
