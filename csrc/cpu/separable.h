@@ -448,27 +448,39 @@ WAVEFUSE_INLINE void gather_phases(const scalar_t* row, const PhaseMap& pm, bool
 
 // The transpose of gather_phases for merge, into a fresh row: out[0, W) = 0, then
 // out[map[2j]] += even[j], out[map[2j + 1]] += odd[j] -- computed without a read-modify-write of
-// the interior: its run (map = a shift) is stored, only the samples the run does not cover are
-// zeroed, and the boundary taps are then added in increasing j. Nothing is read from out before
-// it is written, so out may be the destination row itself (merge_block's ``dest``): before, every
-// merged row was zeroed, accumulated into and copied out, and that fold was 19% of the
-// band_energy backward's samples (db4 periodization J=3, 16x3x224x224; perf, 2026-12-04).
+// the row. The interior run (map = a shift: out[2j + shift] = even[j], out[2j + 1 + shift] =
+// odd[j], j0 <= j < j1) is stored in one pass at the end; a boundary tap that lands inside the run
+// is added into the phase value it lands on first (even and odd are the caller's scratch), one
+// outside it into out, zeroed first. Every sample gets the same sums in the same order (its run
+// value, then its taps in increasing j). Nothing is read from out before it is written, so out
+// may be the destination row itself (merge_block's ``dest``). Before, every merged row was
+// zeroed, accumulated into and copied out (19% of the band_energy backward's samples, db4
+// periodization J=3, 16x3x224x224); and adding the boundary taps into the stored run read back
+// values still in the store buffer (6% of the samples in symmetric mode; perf, 2026-12-04).
 template <typename acc_t>
 WAVEFUSE_INLINE void fold_phases_into(acc_t* out, int64_t W, const std::vector<int64_t>& map,
-                                      const PhaseMap& pm, const acc_t* even, const acc_t* odd) {
+                                      const PhaseMap& pm, acc_t* even, acc_t* odd) {
   const int64_t half = static_cast<int64_t>(pm.off_even.size());
   const bool run = pm.j1 > pm.j0;
   const int64_t a = run ? 2 * pm.j0 + pm.shift : 0, b = run ? 2 * pm.j1 + pm.shift : 0;
   zero_span(out, a);
   zero_span(out + b, W - b);
-  if (run) interleave_store(out + a, even + pm.j0, odd + pm.j0, pm.j1 - pm.j0);
+  auto add = [&](int64_t c, acc_t v) {
+    if (c < 0) return;
+    if (c >= a && c < b) {  // inside the run: into the phase value stored there
+      const int64_t rel = c - pm.shift;
+      (rel % 2 == 0 ? even : odd)[rel / 2] += v;
+    } else {
+      out[c] += v;
+    }
+  };
   for (int64_t j = 0; j < half; ++j) {
     if (j == pm.j0 && run) j = pm.j1;
     if (j >= half) break;
-    const int64_t ce = map[2 * j], co = map[2 * j + 1];
-    if (ce >= 0) out[ce] += even[j];
-    if (co >= 0) out[co] += odd[j];
+    add(map[2 * j], even[j]);
+    add(map[2 * j + 1], odd[j]);
   }
+  if (run) interleave_store(out + a, even + pm.j0, odd + pm.j0, pm.j1 - pm.j0);
 }
 
 // ---- split: one level of analysis, as plan (geometry and taps) + block function ---------------
