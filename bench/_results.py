@@ -406,7 +406,10 @@ def write_notes(
     header = [f"# {title}", "", about, ""]
     if extra:
         header += [f"- {line}" for line in extra] + [""]
-    body = notes or ["No notes: every implementation ran and agreed with the oracle."]
+    body = notes or [
+        "No notes: every implementation ran (and agreed with the oracle, where the benchmark "
+        "checks one)."
+    ]
     path.write_text("\n".join(header + body) + "\n")
 
 

@@ -129,6 +129,29 @@ def group_table(rows: list[dict], ops: tuple, keys: tuple, headers: tuple) -> li
     return lines
 
 
+HOST_OPS = ("host_dwt2", "host_wavedec2", "host_hf_penalty_fwd_bwd", "host_pgd_step")
+HOST_TITLE = (
+    "Host time per eager call on a tiny tensor (2x3x16x16 float32; bench/bench_host.py): what a "
+    "call costs the CPU before any kernel"
+)
+
+
+def host_table(rows: list[dict]) -> list[str]:
+    """bench_host.py's rows: one line per wavefuse backend, op and case, in microseconds."""
+    ours = [r for r in rows if r["op"] in HOST_OPS and r["backend"] not in NOT_WAVEFUSE]
+    if not ours:
+        return []
+    lines = ["| backend | call | wave | norm or mode | J | us per call | speedup vs peer |"]
+    lines.append("|" + " --- |" * 7)
+    for r in ours:
+        us = _num(str(float(r["ms_median"]) * 1e3), 1) if r.get("ms_median") else "-"
+        speed = f"{float(r['speedup']):.2f}x {r['baseline']}" if r.get("speedup") else "-"
+        call = r["op"].removeprefix("host_")
+        cells = [r["backend"], call, r["wave"] or "-", r["mode"], r["level"] or "-", us, speed]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def section(path: Path) -> list[str]:
     rows = read(path)
     label = "CPU" if path.stem == "cpu" else f"GPU ({path.stem.removeprefix('gpu-')})"
@@ -157,6 +180,9 @@ def section(path: Path) -> list[str]:
                 link = f"[`{notes.name}`]({notes.relative_to(ROOT)})"
                 about = "Setup (models, batch, precision), the attack/update split, memory"
                 out += [f"{about} and the agreement check: {link}.", ""]
+    table = host_table(rows)
+    if table:
+        out += [f"**{HOST_TITLE}**", "", *table, ""]
     for kind in ("speedup", "roofline"):
         png = path.with_name(f"{path.stem}-{kind}.png")
         if png.exists():
