@@ -406,10 +406,11 @@ def write_notes(
     header = [f"# {title}", "", about, ""]
     if extra:
         header += [f"- {line}" for line in extra] + [""]
-    body = notes or [
+    none = (
         "No notes: every implementation ran (and agreed with the oracle, where the benchmark "
         "checks one)."
-    ]
+    )
+    body = notes or [none]
     path.write_text("\n".join(header + body) + "\n")
 
 
@@ -485,3 +486,23 @@ class _Discard:
 def recorder(config: pytest.Config) -> ResultsPlugin | _Discard:
     """The session's ``ResultsPlugin`` when one was passed to pytest.main, else a no-op."""
     return config.stash.get(_PLUGIN_KEY, _Discard())
+
+
+def run_benchmarks(
+    file: str, csv_path: Path, notes_name: str | None, max_time_s: float, argv: list[str]
+) -> int:
+    """A CPU benchmark file's ``main``: run its tests under pytest with a ``ResultsPlugin`` that
+    writes ``csv_path`` (and the notes beside it), pytest-benchmark's columns trimmed and
+    ``--benchmark-max-time`` set to ``max_time_s`` (``argv`` comes after, so it can override)."""
+    plugin = ResultsPlugin(csv_path, notes_name=notes_name)
+    args = [
+        file,
+        "-p",
+        "no:cacheprovider",
+        "--benchmark-columns=median,iqr,rounds",
+        "--benchmark-sort=name",
+        f"--benchmark-max-time={max_time_s}",
+        *argv,
+    ]
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {device_string()}")
+    return pytest.main(args, plugins=[plugin])

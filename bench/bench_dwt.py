@@ -303,20 +303,7 @@ def test_dwt2d(benchmark, results, pytestconfig, op, shape, wave, mode, level, i
 
 def main(argv: list[str]) -> int:
     """Run this file's benchmarks under pytest and write bench/results/cpu.csv (+ notes)."""
-    plugin = _results.ResultsPlugin(CSV_PATH)
-    args = [
-        __file__,
-        "-p",
-        "no:cacheprovider",
-        "--benchmark-columns=median,iqr,rounds",
-        "--benchmark-sort=name",
-        # Half pytest-benchmark's default keeps the whole suite near 10 min on 2 cores; every
-        # case still gets >= 5 rounds (--benchmark-max-time / --benchmark-min-rounds override).
-        f"--benchmark-max-time={MAX_TIME_S}",
-        *argv,
-    ]
-    print(f"torch {torch.__version__}, {THREADS} threads, {_results.device_string()}")
-    return pytest.main(args, plugins=[plugin])
+    return _results.run_benchmarks(__file__, CSV_PATH, None, MAX_TIME_S, argv)
 
 
 if __name__ == "__main__":

@@ -201,18 +201,7 @@ def test_wavelet_pgd_step(benchmark, results, pytestconfig, shape, wave, mode, l
 
 def main(argv: list[str]) -> int:
     """Run this file's benchmarks and replace the wavelet_pgd_step rows of bench/results/cpu.csv."""
-    plugin = _results.ResultsPlugin(CSV_PATH, notes_name=NOTES_NAME)
-    args = [
-        __file__,
-        "-p",
-        "no:cacheprovider",
-        "--benchmark-columns=median,iqr,rounds",
-        "--benchmark-sort=name",
-        f"--benchmark-max-time={MAX_TIME_S}",
-        *argv,
-    ]
-    print(f"torch {torch.__version__}, {THREADS} threads, {_results.device_string()}")
-    return pytest.main(args, plugins=[plugin])
+    return _results.run_benchmarks(__file__, CSV_PATH, NOTES_NAME, MAX_TIME_S, argv)
 
 
 if __name__ == "__main__":
