@@ -155,8 +155,9 @@ class DirectOp:
     calls go through ``op``). Results, gradients and double backward are the op's
     (tests/test_direct_ops.py); the host time is lower. Per call on a 1 x 1 x 8 x 8 CPU tensor
     (2-core EPYC, 2026-12-04, through the op -> direct): dwt2 25 -> 18 us, wavedec2 haar J=3
-    125 -> 51 us, hf_penalty 37 -> 25 us, hf_penalty + its input gradient 73 -> 38 us;
-    bench/bench_host.py keeps such rows against the peers' calls.
+    125 -> 51 us, hf_penalty 37 -> 25 us, hf_penalty of an input that requires grad (the
+    forward, recording the graph) 73 -> 38 us; bench/bench_host.py keeps such rows (forward +
+    backward included) against the peers' calls.
 
     ``list_output``: the op returns ``list[Tensor]`` (a Function returns a tuple: converted).
     """
