@@ -202,13 +202,8 @@ WAVEFUSE_INLINE void energy_backward_tasks_impl(const EnergyBackwardArgs<scalar_
       for (int64_t r0 = 0; r0 < plan.H; r0 += kRowBlock) {
         const int64_t r1 = std::min(plan.H, r0 + kRowBlock);
         merge_block(plan, merge_work[j - 1], base, rs, 0, r0, r1, dest,
-                    [&](int64_t r, const acc_t* line) {
-                      if (j == 1) {
-                        store_row(s.grad_x.plane(p, s.C) + r * s.grad_x.sh, s.grad_x.sw, line,
-                                  plan.W);
-                      } else {
-                        std::copy(line, line + plan.W, next + r * plan.W);
-                      }
+                    [&](int64_t r, const acc_t* line) {  // level 1, grad_x not direct
+                      store_row(gx + r * s.grad_x.sh, s.grad_x.sw, line, plan.W);
                     });
       }
     }
