@@ -195,7 +195,7 @@ template <typename scalar_t>
 WAVEFUSE_INLINE void merge_tasks_impl(const MergeArgs<scalar_t>& s, int64_t begin, int64_t end) {
   using acc_t = at::opmath_type<scalar_t>;
   MergeWork<acc_t> work(s.plan);
-  std::vector<acc_t> gbuf;
+  Buffer<acc_t> gbuf;
   const int64_t Kw = s.plan.Kw;
   bool direct = std::is_same_v<scalar_t, acc_t>;
   for (const auto& band : s.in) direct = direct && band[0].sw == 1 && band[1].sw == 1;

@@ -113,7 +113,7 @@ WAVEFUSE_INLINE void energy_tasks_impl(const EnergyArgs<scalar_t>& s, int64_t be
   // Sized by the largest level, not level 1: a level grows when its input is shorter than the
   // filter (n < L - 1, the non-periodization modes), e.g. a 1x1 input with db4 at level 4.
   const int64_t most = largest_level(c);
-  std::vector<acc_t> ll[2] = {std::vector<acc_t>(most), std::vector<acc_t>(most)};
+  Buffer<acc_t> ll[2] = {Buffer<acc_t>(most), Buffer<acc_t>(most)};
   for (int64_t p = begin; p < end; ++p) {
     double* e = s.partial + p * c.levels * 3;
     for (int64_t j = 0; j < c.levels; ++j) {
@@ -156,11 +156,11 @@ WAVEFUSE_INLINE void energy_backward_tasks_impl(const EnergyBackwardArgs<scalar_
   // band and its own weight, so the way up forms them all and the way down only merges: each
   // level is split once, not twice (db4 symmetric J=3 on 16x3x224x224: the backward went from
   // two splits of the full-size level to one).
-  std::vector<std::vector<acc_t>> ll(J), bands(J + 1);
+  std::vector<Buffer<acc_t>> ll(J), bands(J + 1);
   for (int64_t j = 1; j < J; ++j) ll[j].resize(c.h[j] * c.w[j]);
   for (int64_t j = 1; j <= J; ++j) bands[j].resize(3 * c.h[j] * c.w[j]);
   const int64_t most = largest_level(c);  // levels can grow (see energy_tasks_impl)
-  std::vector<acc_t> g_ll[2] = {std::vector<acc_t>(most), std::vector<acc_t>(most)};
+  Buffer<acc_t> g_ll[2] = {Buffer<acc_t>(most), Buffer<acc_t>(most)};
   for (int64_t p = begin; p < end; ++p) {
     const acc_t* g = s.grad + (p / s.C) * J * 3;
     const scalar_t* x = s.x.plane(p, s.C);

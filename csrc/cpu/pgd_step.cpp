@@ -428,7 +428,7 @@ void haar_row(const HaarPlan<acc_t>& pl, const scalar_t* g, int64_t sh, int64_t 
 template <typename scalar_t, typename acc_t>
 WAVEFUSE_INLINE std::pair<int64_t, int64_t> haar_filter_block(const HaarArgs<scalar_t>& t,
                                                               int64_t p, int64_t b, acc_t* buf,
-                                                              std::vector<acc_t>& spare) {
+                                                              Buffer<acc_t>& spare) {
   const HaarPlan<acc_t>& pl = *t.plan;
   const StepArgs<scalar_t>& s = t.s;
   const int64_t r0 = b * pl.B, r1 = std::min(r0 + pl.B, s.H), J = pl.J;
@@ -543,7 +543,7 @@ WAVEFUSE_INLINE void haar_linf_tasks_impl(const HaarArgs<scalar_t>& t, int64_t b
   using acc_t = at::opmath_type<scalar_t>;
   const StepArgs<scalar_t>& s = t.s;
   const HaarPlan<acc_t>& pl = *t.plan;
-  std::vector<acc_t> buf(pl.work, acc_t(0)), spare;
+  Buffer<acc_t> buf(pl.work, acc_t(0)), spare;
   for (int64_t u = begin; u < end; ++u) {
     const int64_t p = u / pl.blocks;
     const auto [r0, r1] = haar_filter_block(t, p, u % pl.blocks, buf.data(), spare);
@@ -562,7 +562,7 @@ WAVEFUSE_INLINE void haar_l2_filter_tasks_impl(const HaarArgs<scalar_t>& t, int6
   using acc_t = at::opmath_type<scalar_t>;
   const StepArgs<scalar_t>& s = t.s;
   const HaarPlan<acc_t>& pl = *t.plan;
-  std::vector<acc_t> buf(pl.work, acc_t(0)), spare;
+  Buffer<acc_t> buf(pl.work, acc_t(0)), spare;
   for (int64_t u = begin; u < end; ++u) {
     const int64_t p = u / pl.blocks;
     const auto [r0, r1] = haar_filter_block(t, p, u % pl.blocks, buf.data(), spare);
@@ -788,7 +788,7 @@ template <typename acc_t>
 struct BankWork {
   std::vector<SplitWork<acc_t>> split;
   std::vector<MergeWork<acc_t>> merge;
-  std::vector<std::vector<acc_t>> a, bands;  // j = 1..J: a_j (then ã_j); s_j (cH, cV, cD)
+  std::vector<Buffer<acc_t>> a, bands;  // j = 1..J: a_j (then ã_j); s_j (cH, cV, cD)
   explicit BankWork(const BankPlan<acc_t>& pl) : a(pl.J + 1), bands(pl.J + 1) {
     for (int64_t j = 1; j <= static_cast<int64_t>(pl.split.size()); ++j) {
       split.emplace_back(pl.split[j - 1]);
@@ -919,7 +919,7 @@ WAVEFUSE_INLINE void bank_planes_tasks(const BankArgs<scalar_t>& t, int64_t begi
   const StepArgs<scalar_t>& s = t.s;
   std::vector<PlanesWork<acc_t>> work;
   for (const auto& plan : t.plan->planes_split) work.emplace_back(plan);
-  std::vector<acc_t> gp(Linf ? V * s.H * s.W : 0);
+  Buffer<acc_t> gp(Linf ? V * s.H * s.W : 0);
   const View4<acc_t> dst = Linf ? View4<acc_t>{gp.data(), s.H * s.W, 0, s.W, 1}
                                 : View4<acc_t>{t.out, s.C * s.H * s.W, s.H * s.W, s.W, 1};
   for (int64_t u = begin; u < end; ++u) {

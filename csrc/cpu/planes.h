@@ -126,7 +126,7 @@ constexpr int64_t kLanes = Vec32<acc_t>::kLanes;
 // four bands B (Kh x Kw each).
 template <typename acc_t>
 struct PlanesWork {
-  std::vector<acc_t> x, r, b;
+  Buffer<acc_t> x, r, b;
   explicit PlanesWork(const PlanesPlan<acc_t>& p)
       : x(p.H * p.W * kLanes<acc_t>),
         r(2 * p.H * p.Kw * kLanes<acc_t>),

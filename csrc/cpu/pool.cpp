@@ -78,7 +78,7 @@ template <typename T>
 WAVEFUSE_INLINE void pool_tasks_impl(const PoolArgs<T>& s, int64_t begin, int64_t end) {
   using acc_t = acc_of<T>;
   const int64_t L = s.L, P = s.P, w = s.w;
-  std::vector<acc_t> rows((2 * kRowBlock + L - 2) * 2 * P), acc(w), kr(L * L);
+  Buffer<acc_t> rows((2 * kRowBlock + L - 2) * 2 * P), acc(w), kr(L * L);
   std::vector<char> live(2 * kRowBlock + L - 2);
   for (int64_t task = begin; task < end; ++task) {
     const int64_t p = task / s.blocks, b = task % s.blocks;
@@ -126,7 +126,7 @@ template <typename T>
 WAVEFUSE_INLINE void adjoint_tasks_impl(const AdjointArgs<T>& s, int64_t begin, int64_t end) {
   using acc_t = acc_of<T>;
   const int64_t L = s.L, P = s.P, w = s.w;
-  std::vector<acc_t> folded(s.H * 2 * P), grow(w), line(s.W), kr(L * L);
+  Buffer<acc_t> folded(s.H * 2 * P), grow(w), line(s.W), kr(L * L);
   for (int64_t p = begin; p < end; ++p) {
     const T* g = s.grad.plane(p, s.C);
     T* dst = s.out.plane(p, s.C);
@@ -179,7 +179,7 @@ WAVEFUSE_INLINE void kernel_grad_tasks_impl(const KernelGradArgs<T>& s, int64_t 
   using acc_t = acc_of<T>;
   const int64_t L = s.L, P = s.P, w = s.w;
   const int64_t rows_ext = 2 * s.h + L - 2;
-  std::vector<acc_t> rows(rows_ext * 2 * P), grow(w);
+  Buffer<acc_t> rows(rows_ext * 2 * P), grow(w);
   std::vector<double> sums(L * L);
   for (int64_t c = begin; c < end; ++c) {
     std::fill(sums.begin(), sums.end(), 0.0);
