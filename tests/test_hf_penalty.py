@@ -447,3 +447,57 @@ def test_cpu_plane_moves_every_layout_bitwise(size, dtype):
         e, g = energies_and_grad(x)
         assert torch.equal(e, e0), f"{name} {dtype}: energies differ"
         assert torch.equal(g, g0), f"{name} {dtype}: gradient differs"
+
+
+# On a CPU with AVX-512, band_energy and its backward run the plane-vector path with 64-byte
+# vectors, 16 float planes per group (csrc/cpu/planes.h, wide_planes); WAVEFUSE_CPU_VECTOR_BITS=256
+# asks for the 32-byte code. Each lane does the same operations in the same order at either width,
+# so both give bitwise the same energies and gradient: in every layout (20 channels: channels-last
+# groups of 16 consecutive channels, and groups that straddle two samples), dtype (bfloat16 takes
+# the scalar moves) and plane count (7 planes: one partial group). The default-width results are
+# checked against the reference by the tests above; this pins the other width to them.
+def _cpu_has_avx512() -> bool:
+    return torch.backends.cpu.get_cpu_capability() == "AVX512"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(2, 20, 32, 32), (1, 7, 19, 13)])
+def test_cpu_vector_widths_bitwise(shape, dtype, monkeypatch):
+    reason = backends.why_not("cpu", "hf_penalty", "cpu")
+    if reason is not None:
+        pytest.skip(str(reason))
+    if not _cpu_has_avx512():
+        pytest.skip("this CPU has no AVX-512: both settings run the same 32-byte code")
+    gen = torch.Generator().manual_seed(shape[1] * 100 + shape[2])
+    base = torch.randn(*shape, dtype=torch.float64, generator=gen).to(dtype)
+    wide = torch.zeros(*shape[:3], shape[3] + 3, dtype=dtype)
+    wide[..., 1 : 1 + shape[3]] = base
+    weights = torch.tensor([1.0, 0.5, 0.25], dtype=torch.float64)
+    layouts = {
+        "contiguous": base,
+        "channels last": base.contiguous(memory_format=torch.channels_last),
+        "row slice": wide[..., 1 : 1 + shape[3]],
+    }
+    for name, x in layouts.items():
+        for wave, mode, p in (("db4", "symmetric", 2), ("db2", "periodization", 1)):
+            results = {}
+            for bits in ("256", "512"):
+                monkeypatch.setenv("WAVEFUSE_CPU_VECTOR_BITS", bits)
+                e = _quiet(wavefuse.band_energy, x, wave, 3, mode, p, backend="cpu")
+                xs = x.detach().requires_grad_()
+                value = _quiet(
+                    wavefuse.hf_penalty, xs, wave, 3, mode, p, weights, "sum", backend="cpu"
+                )
+                results[bits] = (e, torch.autograd.grad(value, xs)[0])
+            what = f"{name} {dtype} {shape} {wave} {mode} p={p}"
+            assert torch.equal(results["256"][0], results["512"][0]), what + ": energies differ"
+            assert torch.equal(results["256"][1], results["512"][1]), what + ": gradient differs"
+
+
+def test_cpu_vector_bits_must_be_256_or_512(monkeypatch):
+    reason = backends.why_not("cpu", "hf_penalty", "cpu")
+    if reason is not None:
+        pytest.skip(str(reason))
+    monkeypatch.setenv("WAVEFUSE_CPU_VECTOR_BITS", "128")
+    with pytest.raises(RuntimeError, match="WAVEFUSE_CPU_VECTOR_BITS must be 256 or 512"):
+        wavefuse.band_energy(torch.randn(1, 1, 8, 8), "db2", 1, "symmetric", 2, backend="cpu")

@@ -260,17 +260,18 @@ struct PlanesEnergyArgs {
 // Bands in w.B order (2a + b): cH = (1, 0) at 2, cV = (0, 1) at 1, cD = (1, 1) at 3.
 constexpr int kBandSlot[3] = {2, 1, 3};
 
-template <int P, typename scalar_t>
+template <int P, int Bytes, typename scalar_t>
 WAVEFUSE_INLINE void planes_energy_tasks_impl(const PlanesEnergyArgs<scalar_t>& s, int64_t begin,
                                               int64_t end) {
   using acc_t = at::opmath_type<scalar_t>;
-  constexpr int64_t V = kLanes<acc_t>;
+  constexpr int64_t V = kLanes<acc_t, Bytes>;
   const auto& c = s.split;
-  std::vector<PlanesWork<acc_t>> work;
+  std::vector<PlanesWork<acc_t, Bytes>> work;
   for (const auto& plan : c.level) work.emplace_back(plan);
   for (int64_t g = begin; g < end; ++g) {
     const int64_t p0 = g * V, count = std::min(V, s.planes - p0);
-    planes_in(work[0].x.data(), s.x, s.C, p0, count, c.level[0].H, c.level[0].W);
+    planes_in<scalar_t, acc_t, Bytes>(work[0].x.data(), s.x, s.C, p0, count, c.level[0].H,
+                                      c.level[0].W);
     for (int64_t j = 0; j < c.levels; ++j) {
       const auto& plan = c.level[j];
       split_core(plan, work[j], j == 0 ? work[0].X() : work[j - 1].B(0));
@@ -305,19 +306,19 @@ struct PlanesEnergyBackwardArgs {
   int64_t C, p, planes;
 };
 
-template <int P, typename scalar_t>
+template <int P, int Bytes, typename scalar_t>
 WAVEFUSE_INLINE void planes_energy_backward_tasks_impl(const PlanesEnergyBackwardArgs<scalar_t>& s,
                                                        int64_t begin, int64_t end) {
   using acc_t = at::opmath_type<scalar_t>;
-  using Vec = Lanes<acc_t>;
-  constexpr int64_t V = kLanes<acc_t>;
+  using Vec = Lanes<acc_t, Bytes>;
+  constexpr int64_t V = kLanes<acc_t, Bytes>;
   const int64_t J = s.split.levels;
-  std::vector<PlanesWork<acc_t>> work;
+  std::vector<PlanesWork<acc_t, Bytes>> work;
   for (const auto& plan : s.split.level) work.emplace_back(plan);
   for (int64_t g = begin; g < end; ++g) {
     const int64_t p0 = g * V, count = std::min(V, s.planes - p0);
     const auto& top = s.split.level[0];
-    planes_in(work[0].x.data(), s.x, s.C, p0, count, top.H, top.W);
+    planes_in<scalar_t, acc_t, Bytes>(work[0].x.data(), s.x, s.C, p0, count, top.H, top.W);
     for (int64_t j = 0; j < J; ++j) {  // up: every level's bands
       split_core(s.split.level[j], work[j], j == 0 ? work[0].X() : work[j - 1].B(0));
     }
@@ -342,23 +343,23 @@ WAVEFUSE_INLINE void planes_energy_backward_tasks_impl(const PlanesEnergyBackwar
       Vec* dst = j == 0 ? work[0].X() : work[j - 1].B(0);
       merge_core(plan, work[j], dst);
     }
-    planes_out(static_cast<const acc_t*>(work[0].x.data()), s.grad_x, s.C, p0, count, top.H,
-               top.W);
+    planes_out<scalar_t, acc_t, Bytes>(static_cast<const acc_t*>(work[0].x.data()), s.grad_x, s.C,
+                                       p0, count, top.H, top.W);
   }
 }
 
-template <typename scalar_t>
+template <int Bytes = 32, typename scalar_t>
 WAVEFUSE_INLINE void planes_energy_tasks_dispatch(const PlanesEnergyArgs<scalar_t>& s,
                                                   int64_t begin, int64_t end) {
-  s.p == 2 ? planes_energy_tasks_impl<2>(s, begin, end)
-           : planes_energy_tasks_impl<1>(s, begin, end);
+  s.p == 2 ? planes_energy_tasks_impl<2, Bytes>(s, begin, end)
+           : planes_energy_tasks_impl<1, Bytes>(s, begin, end);
 }
 
-template <typename scalar_t>
+template <int Bytes = 32, typename scalar_t>
 WAVEFUSE_INLINE void planes_energy_backward_tasks_dispatch(
     const PlanesEnergyBackwardArgs<scalar_t>& s, int64_t begin, int64_t end) {
-  s.p == 2 ? planes_energy_backward_tasks_impl<2>(s, begin, end)
-           : planes_energy_backward_tasks_impl<1>(s, begin, end);
+  s.p == 2 ? planes_energy_backward_tasks_impl<2, Bytes>(s, begin, end)
+           : planes_energy_backward_tasks_impl<1, Bytes>(s, begin, end);
 }
 #endif
 
@@ -394,6 +395,36 @@ WAVEFUSE_ALL_TASKS(planes_energy_backward_tasks, PlanesEnergyBackwardArgs)
 #undef WAVEFUSE_ALL_TASKS
 #undef WAVEFUSE_TASKS
 
+// The plane-vector tasks once more for AVX-512 (x86-64-v4) with 64-byte vectors: 16 float planes
+// per group instead of 8, the same values bit for bit (planes.h, VecN), half the instructions per
+// lane. On a Zen 4 core (which runs a 512-bit operation as two 256-bit halves) that still paid:
+// db4 symmetric, 128x64x32x32, forward 6.3-6.9 -> 5.5-5.9 ms, forward + backward J=3 19.6-19.8 ->
+// 17.6 ms, J=1 13.1 -> 12.2 ms; Haar, bound by memory, unchanged (interleaved in one process,
+// 2026-12-04, 2-core EPYC VM). Only band_energy has them: the transforms' and the wavelet PGD
+// step's plane-vector tasks stay at 32 bytes.
+#if WAVEFUSE_WIDE
+#define WAVEFUSE_TASKS(name, Args, T)                                                        \
+  __attribute__((target("arch=x86-64-v4"))) void name##_wide(const Args<T>& s, int64_t begin, \
+                                                             int64_t end) {                  \
+    name##_dispatch<64>(s, begin, end);                                                      \
+  }
+#else
+// never called: wide_planes() is false
+#define WAVEFUSE_TASKS(name, Args, T) \
+  void name##_wide(const Args<T>& s, int64_t begin, int64_t end) { name(s, begin, end); }
+#endif
+#define WAVEFUSE_ALL_TASKS(name, Args) \
+  WAVEFUSE_TASKS(name, Args, float)    \
+  WAVEFUSE_TASKS(name, Args, double)   \
+  WAVEFUSE_TASKS(name, Args, at::Half) \
+  WAVEFUSE_TASKS(name, Args, at::BFloat16)
+#if defined(__GNUC__)
+WAVEFUSE_ALL_TASKS(planes_energy_tasks, PlanesEnergyArgs)
+WAVEFUSE_ALL_TASKS(planes_energy_backward_tasks, PlanesEnergyBackwardArgs)
+#endif
+#undef WAVEFUSE_ALL_TASKS
+#undef WAVEFUSE_TASKS
+
 void check_energy_args(const Tensor& x, const Tensor& filters, int64_t level, int64_t p) {
   check_input(x, "x");
   check_filters(filters);
@@ -417,9 +448,11 @@ Tensor band_energy_cpu(const Tensor& x, const Tensor& filters, c10::string_view 
             view4<const scalar_t>(x),
             planes_cascade<acc_t>(filters, mode, x.size(2), x.size(3), level, /*with_merge=*/false),
             C, p, planes, partial.data()};
-        const int64_t groups = (planes + kLanes<acc_t> - 1) / kLanes<acc_t>;
-        at::parallel_for(0, groups, 1,
-                         [&](int64_t begin, int64_t end) { planes_energy_tasks(s, begin, end); });
+        const bool wide = wide_planes();
+        const int64_t V = wide ? kLanes<acc_t, 64> : kLanes<acc_t>;
+        at::parallel_for(0, (planes + V - 1) / V, 1, [&](int64_t begin, int64_t end) {
+          wide ? planes_energy_tasks_wide(s, begin, end) : planes_energy_tasks(s, begin, end);
+        });
         return;
       }
 #endif
@@ -467,9 +500,11 @@ Tensor band_energy_backward_cpu(const Tensor& grad, const Tensor& x, const Tenso
           C,
           p,
           planes};
-      const int64_t groups = (planes + kLanes<acc_t> - 1) / kLanes<acc_t>;
-      at::parallel_for(0, groups, 1, [&](int64_t begin, int64_t end) {
-        planes_energy_backward_tasks(s, begin, end);
+      const bool wide = wide_planes();
+      const int64_t V = wide ? kLanes<acc_t, 64> : kLanes<acc_t>;
+      at::parallel_for(0, (planes + V - 1) / V, 1, [&](int64_t begin, int64_t end) {
+        wide ? planes_energy_backward_tasks_wide(s, begin, end)
+             : planes_energy_backward_tasks(s, begin, end);
       });
       return;
     }

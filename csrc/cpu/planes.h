@@ -8,8 +8,9 @@
 // 24 ms adjoint, about 2 us per plane, against 0.05 us for a copy of the plane; 2026-12-03,
 // 2-core EPYC VM).
 //
-// Here a task takes V = 32 bytes / sizeof(acc_t) planes (8 float, 4 double) and works on them in
-// a transposed layout, element (row, column) of all V planes in one vector:
+// Here a task takes V = 32 bytes / sizeof(acc_t) planes (8 float, 4 double; 64 bytes, 16 and 8,
+// in band_energy's AVX-512 tasks, see wide_planes) and works on them in a transposed layout,
+// element (row, column) of all V planes in one vector:
 //
 //   split  transpose in X[h][w] -> row pass R_b[h][k] = sum_e t_b[m_e] X[h][s_e]  (b = lo, hi)
 //          -> column pass band(a, b)[i][k] = sum_e t_a[m_e] R_b[s_e][k] -> transpose out
@@ -30,6 +31,8 @@
 
 #pragma once
 
+#include <cstdlib>
+#include <string>
 #include <type_traits>
 
 #include "cpu/separable.h"
@@ -59,6 +62,29 @@ constexpr int64_t kPlanesMaxArea = 128 * 128;
 
 inline bool use_planes_path(int64_t H, int64_t W) {
   return kPlanesPath && H * W <= kPlanesMaxArea;
+}
+
+// AVX-512 (x86-64-v4) versions of plane-vector tasks, 64-byte vectors: built by GCC on x86-64
+// (hf_penalty.cpp has them), run where the CPU has AVX-512 unless the environment variable
+// WAVEFUSE_CPU_VECTOR_BITS is "256" ("512" or unset: use them where the CPU can).
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define WAVEFUSE_WIDE 1
+#else
+#define WAVEFUSE_WIDE 0
+#endif
+
+inline bool wide_planes() {
+  const char* env = std::getenv("WAVEFUSE_CPU_VECTOR_BITS");
+  const std::string bits = env ? env : "";
+  TORCH_CHECK(bits.empty() || bits == "256" || bits == "512",
+              "wavefuse: the environment variable WAVEFUSE_CPU_VECTOR_BITS must be 256 or 512 (or "
+              "unset), got '", bits, "'");
+#if WAVEFUSE_WIDE
+  static const bool cpu = __builtin_cpu_supports("x86-64-v4");
+  return cpu && bits != "256";
+#else
+  return false;
+#endif
 }
 
 // out[o] = sum over e in [start[o], start[o + 1]) of (w0[e], w1[e]) * in[idx[e]].
@@ -117,23 +143,32 @@ struct PlanesPlan {
 
 #if defined(__GNUC__)
 
-template <typename acc_t>
-using Lanes = typename Vec32<acc_t>::type;
-template <typename acc_t>
-constexpr int64_t kLanes = Vec32<acc_t>::kLanes;
+// Vectors of Bytes bytes: 32 (AVX2, and two SSE registers in the baseline clones) everywhere, 64
+// in the AVX-512 versions of the hf_penalty tasks (hf_penalty.cpp). A lane's arithmetic is the
+// same at either width (the same operations in the same order, no contraction), so a plane's
+// values do not depend on the width either, only the number of planes per group does.
+template <typename T, int Bytes>
+struct VecN {
+  static constexpr int64_t kLanes = Bytes / sizeof(T);
+  typedef T type __attribute__((vector_size(Bytes), aligned(alignof(T)), may_alias));
+};
+template <typename acc_t, int Bytes = 32>
+using Lanes = typename VecN<acc_t, Bytes>::type;
+template <typename acc_t, int Bytes = 32>
+constexpr int64_t kLanes = VecN<acc_t, Bytes>::kLanes;
 
 // A thread's buffers, in vectors: the plane X (H x W), the row bands R_0, R_1 (H x Kw) and the
 // four bands B (Kh x Kw each).
-template <typename acc_t>
+template <typename acc_t, int Bytes = 32>
 struct PlanesWork {
+  using V = Lanes<acc_t, Bytes>;
+  static constexpr int64_t kV = kLanes<acc_t, Bytes>;
   Buffer<acc_t> x, r, b;
   explicit PlanesWork(const PlanesPlan<acc_t>& p)
-      : x(p.H * p.W * kLanes<acc_t>),
-        r(2 * p.H * p.Kw * kLanes<acc_t>),
-        b(4 * p.Kh * p.Kw * kLanes<acc_t>) {}
-  Lanes<acc_t>* X() { return reinterpret_cast<Lanes<acc_t>*>(x.data()); }
-  Lanes<acc_t>* R(int b_) { return reinterpret_cast<Lanes<acc_t>*>(r.data()) + b_ * (r.size() / 2 / kLanes<acc_t>); }
-  Lanes<acc_t>* B(int ab) { return reinterpret_cast<Lanes<acc_t>*>(b.data()) + ab * (b.size() / 4 / kLanes<acc_t>); }
+      : x(p.H * p.W * kV), r(2 * p.H * p.Kw * kV), b(4 * p.Kh * p.Kw * kV) {}
+  V* X() { return reinterpret_cast<V*>(x.data()); }
+  V* R(int b_) { return reinterpret_cast<V*>(r.data()) + b_ * (r.size() / 2 / kV); }
+  V* B(int ab) { return reinterpret_cast<V*>(b.data()) + ab * (b.size() / 4 / kV); }
 };
 
 // Split along one axis, lines [o0, o0 + U) at once (U independent accumulator chains per band):
@@ -259,55 +294,61 @@ WAVEFUSE_INLINE void transpose_block(Lanes<double> (&r)[4]) {
 
 // Unaligned vector moves (Lanes<T> is only aligned as T). Vectors are passed by reference, never
 // returned: a 32-byte vector return in the baseline clone is an ABI change GCC warns about.
-template <typename T>
+template <typename T, int Bytes = 32>
 WAVEFUSE_INLINE void move_lanes(T* dst, const T* src) {
-  *reinterpret_cast<Lanes<T>*>(dst) = *reinterpret_cast<const Lanes<T>*>(src);
+  *reinterpret_cast<Lanes<T, Bytes>*>(dst) = *reinterpret_cast<const Lanes<T, Bytes>*>(src);
 }
 template <typename T>
 WAVEFUSE_INLINE void load_lanes(Lanes<T>& v, const T* p) { v = *reinterpret_cast<const Lanes<T>*>(p); }
 template <typename T>
 WAVEFUSE_INLINE void store_lanes(T* p, const Lanes<T>& v) { *reinterpret_cast<Lanes<T>*>(p) = v; }
 
-// buf[j * V + lane] = src[lane][j] for j < len (len >= V), lanes from count on zero. The last block
+// buf[j * V + lane] = src[lane][j] for j < len (len >= W, W = the lanes of a 32-byte vector),
+// lanes from count on zero; V = kLanes<T, Bytes>. The transposes are W x W blocks of 32-byte
+// vectors, Bytes / 32 of them side by side (lanes [h W, (h + 1) W) from block h). The last block
 // overlaps the one before it (it rewrites the same values).
-template <typename T>
+template <typename T, int Bytes = 32>
 WAVEFUSE_INLINE void lines_in(T* __restrict__ buf, const T* const* src, int64_t count, int64_t len) {
-  constexpr int64_t V = kLanes<T>;
-  Lanes<T> r[V];
-  for (int64_t j0 = 0; j0 < len; j0 += V) {
-    const int64_t j = std::min(j0, len - V);
-    for (int64_t l = 0; l < V; ++l) {
-      if (l < count) {
-        load_lanes(r[l], src[l] + j);
-      } else {
-        r[l] = Lanes<T>{};
+  constexpr int64_t W = kLanes<T>, V = kLanes<T, Bytes>;
+  Lanes<T> r[W];
+  for (int64_t j0 = 0; j0 < len; j0 += W) {
+    const int64_t j = std::min(j0, len - W);
+    for (int64_t h = 0; h < V; h += W) {
+      for (int64_t l = 0; l < W; ++l) {
+        if (h + l < count) {
+          load_lanes(r[l], src[h + l] + j);
+        } else {
+          r[l] = Lanes<T>{};
+        }
       }
+      transpose_block(r);
+      for (int64_t t = 0; t < W; ++t) store_lanes(buf + (j + t) * V + h, r[t]);
     }
-    transpose_block(r);
-    for (int64_t t = 0; t < V; ++t) store_lanes(buf + (j + t) * V, r[t]);
   }
 }
 
-// dst[lane][j] = buf[j * V + lane] for j < len (len >= V), lanes < count.
-template <typename T>
+// dst[lane][j] = buf[j * V + lane] for j < len (len >= W), lanes < count.
+template <typename T, int Bytes = 32>
 WAVEFUSE_INLINE void lines_out(const T* __restrict__ buf, T* const* dst, int64_t count, int64_t len) {
-  constexpr int64_t V = kLanes<T>;
-  Lanes<T> r[V];
-  for (int64_t j0 = 0; j0 < len; j0 += V) {
-    const int64_t j = std::min(j0, len - V);
-    for (int64_t t = 0; t < V; ++t) load_lanes(r[t], buf + (j + t) * V);
-    transpose_block(r);
-    for (int64_t l = 0; l < count; ++l) store_lanes(dst[l] + j, r[l]);
+  constexpr int64_t W = kLanes<T>, V = kLanes<T, Bytes>;
+  Lanes<T> r[W];
+  for (int64_t j0 = 0; j0 < len; j0 += W) {
+    const int64_t j = std::min(j0, len - W);
+    for (int64_t h = 0; h < V && h < count; h += W) {
+      for (int64_t t = 0; t < W; ++t) load_lanes(r[t], buf + (j + t) * V + h);
+      transpose_block(r);
+      for (int64_t l = 0; l < W && h + l < count; ++l) store_lanes(dst[h + l] + j, r[l]);
+    }
   }
 }
 
 // How the planes [p0, p0 + count) of v are laid out, for the vector moves.
 enum class PlanesLayout { kScalar, kRows, kPlanes, kInterleaved };
 
-template <typename scalar_t, typename acc_t, typename T>
+template <typename scalar_t, typename acc_t, int Bytes, typename T>
 WAVEFUSE_INLINE PlanesLayout planes_layout(const View4<T>& v, int64_t C, int64_t p0, int64_t count,
                                           int64_t rows, int64_t cols) {
-  constexpr int64_t V = kLanes<acc_t>;
+  constexpr int64_t V = kLanes<acc_t, Bytes>, W = kLanes<acc_t>;  // lanes; transpose block
   if constexpr (!std::is_same_v<scalar_t, acc_t>) {
     return PlanesLayout::kScalar;
   } else {
@@ -315,24 +356,24 @@ WAVEFUSE_INLINE PlanesLayout planes_layout(const View4<T>& v, int64_t C, int64_t
     // vector.
     if (count == V && v.sc == 1 && p0 % C + V <= C) return PlanesLayout::kInterleaved;
     if (v.sw != 1) return PlanesLayout::kScalar;
-    if ((v.sh == cols || rows == 1) && rows * cols >= V) return PlanesLayout::kPlanes;  // one line
-    return cols >= V ? PlanesLayout::kRows : PlanesLayout::kScalar;
+    if ((v.sh == cols || rows == 1) && rows * cols >= W) return PlanesLayout::kPlanes;  // one line
+    return cols >= W ? PlanesLayout::kRows : PlanesLayout::kScalar;
   }
 }
 
 // Lanes [0, count) of the transposed buffer `buf` (rows x cols vectors) from / to planes
 // p0 + lane of a strided 4-D view; lanes from count on are zero on the way in.
-template <typename scalar_t, typename acc_t>
+template <typename scalar_t, typename acc_t, int Bytes = 32>
 WAVEFUSE_INLINE void planes_in(acc_t* __restrict__ buf, const View4<const scalar_t>& v, int64_t C,
                                int64_t p0, int64_t count, int64_t rows, int64_t cols) {
-  constexpr int64_t V = kLanes<acc_t>;
-  const PlanesLayout layout = planes_layout<scalar_t, acc_t>(v, C, p0, count, rows, cols);
+  constexpr int64_t V = kLanes<acc_t, Bytes>;
+  const PlanesLayout layout = planes_layout<scalar_t, acc_t, Bytes>(v, C, p0, count, rows, cols);
   if constexpr (std::is_same_v<scalar_t, acc_t>) {
     if (layout == PlanesLayout::kInterleaved) {
       const acc_t* base = v.plane(p0, C);
       for (int64_t i = 0; i < rows; ++i) {
         for (int64_t j = 0; j < cols; ++j) {
-          move_lanes(buf + (i * cols + j) * V, base + i * v.sh + j * v.sw);
+          move_lanes<acc_t, Bytes>(buf + (i * cols + j) * V, base + i * v.sh + j * v.sw);
         }
       }
       return;
@@ -340,11 +381,11 @@ WAVEFUSE_INLINE void planes_in(acc_t* __restrict__ buf, const View4<const scalar
     if (layout != PlanesLayout::kScalar) {
       const acc_t* src[V];
       for (int64_t lane = 0; lane < count; ++lane) src[lane] = v.plane(p0 + lane, C);
-      if (layout == PlanesLayout::kPlanes) return lines_in(buf, src, count, rows * cols);
+      if (layout == PlanesLayout::kPlanes) return lines_in<acc_t, Bytes>(buf, src, count, rows * cols);
       for (int64_t i = 0; i < rows; ++i) {
         const acc_t* row[V];
         for (int64_t lane = 0; lane < count; ++lane) row[lane] = src[lane] + i * v.sh;
-        lines_in(buf + i * cols * V, row, count, cols);
+        lines_in<acc_t, Bytes>(buf + i * cols * V, row, count, cols);
       }
       return;
     }
@@ -364,17 +405,17 @@ WAVEFUSE_INLINE void planes_in(acc_t* __restrict__ buf, const View4<const scalar
   }
 }
 
-template <typename scalar_t, typename acc_t>
+template <typename scalar_t, typename acc_t, int Bytes = 32>
 WAVEFUSE_INLINE void planes_out(const acc_t* __restrict__ buf, const View4<scalar_t>& v, int64_t C,
                                 int64_t p0, int64_t count, int64_t rows, int64_t cols) {
-  constexpr int64_t V = kLanes<acc_t>;
-  const PlanesLayout layout = planes_layout<scalar_t, acc_t>(v, C, p0, count, rows, cols);
+  constexpr int64_t V = kLanes<acc_t, Bytes>;
+  const PlanesLayout layout = planes_layout<scalar_t, acc_t, Bytes>(v, C, p0, count, rows, cols);
   if constexpr (std::is_same_v<scalar_t, acc_t>) {
     if (layout == PlanesLayout::kInterleaved) {
       acc_t* base = v.plane(p0, C);
       for (int64_t i = 0; i < rows; ++i) {
         for (int64_t j = 0; j < cols; ++j) {
-          move_lanes(base + i * v.sh + j * v.sw, buf + (i * cols + j) * V);
+          move_lanes<acc_t, Bytes>(base + i * v.sh + j * v.sw, buf + (i * cols + j) * V);
         }
       }
       return;
@@ -382,11 +423,11 @@ WAVEFUSE_INLINE void planes_out(const acc_t* __restrict__ buf, const View4<scala
     if (layout != PlanesLayout::kScalar) {
       acc_t* dst[V];
       for (int64_t lane = 0; lane < count; ++lane) dst[lane] = v.plane(p0 + lane, C);
-      if (layout == PlanesLayout::kPlanes) return lines_out(buf, dst, count, rows * cols);
+      if (layout == PlanesLayout::kPlanes) return lines_out<acc_t, Bytes>(buf, dst, count, rows * cols);
       for (int64_t i = 0; i < rows; ++i) {
         acc_t* row[V];
         for (int64_t lane = 0; lane < count; ++lane) row[lane] = dst[lane] + i * v.sh;
-        lines_out(buf + i * cols * V, row, count, cols);
+        lines_out<acc_t, Bytes>(buf + i * cols * V, row, count, cols);
       }
       return;
     }
@@ -407,10 +448,10 @@ WAVEFUSE_INLINE void planes_out(const acc_t* __restrict__ buf, const View4<scala
 
 // One level of split of the planes in X (H x W) into w.B(0..3) (band (a, b) at 2a + b: LL, cV,
 // cH, cD), through w.R.
-template <typename acc_t>
-WAVEFUSE_INLINE void split_core(const PlanesPlan<acc_t>& p, PlanesWork<acc_t>& w,
-                                const Lanes<acc_t>* X) {
-  using V = Lanes<acc_t>;
+template <typename acc_t, int Bytes = 32>
+WAVEFUSE_INLINE void split_core(const PlanesPlan<acc_t>& p, PlanesWork<acc_t, Bytes>& w,
+                                const Lanes<acc_t, Bytes>* X) {
+  using V = Lanes<acc_t, Bytes>;
   // row pass: line h of X (stride W), positions along W (stride 1) -> R_b[h][k]
   split_apply<V>(p.rows, X, p.W, 1, w.R(0), w.R(1), p.Kw, 1, p.H);
   // column pass: line k of R_b (stride 1), positions along H (stride Kw) -> B(a, b)[i][k]
@@ -420,10 +461,10 @@ WAVEFUSE_INLINE void split_core(const PlanesPlan<acc_t>& p, PlanesWork<acc_t>& w
 }
 
 // One level of merge (the transpose of split_core) of w.B(0..3) into X (H x W), through w.R.
-template <typename acc_t>
-WAVEFUSE_INLINE void merge_core(const PlanesPlan<acc_t>& p, PlanesWork<acc_t>& w,
-                                Lanes<acc_t>* X) {
-  using V = Lanes<acc_t>;
+template <typename acc_t, int Bytes = 32>
+WAVEFUSE_INLINE void merge_core(const PlanesPlan<acc_t>& p, PlanesWork<acc_t, Bytes>& w,
+                                Lanes<acc_t, Bytes>* X) {
+  using V = Lanes<acc_t, Bytes>;
   // column pass: line k (stride 1), coefficient rows along H (stride Kw) -> R_b[r][k]
   for (int b = 0; b < 2; ++b) {
     merge_apply<V>(p.cols, w.B(b), w.B(2 + b), 1, p.Kw, w.R(b), 1, p.Kw, p.Kw);
