@@ -247,14 +247,14 @@ struct PlanesSplitArgs {
   int64_t C, planes;
 };
 
-template <typename scalar_t>
+template <int Bytes = 32, typename scalar_t>
 WAVEFUSE_INLINE void planes_split_tasks_impl(const PlanesSplitArgs<scalar_t>& s, int64_t begin,
                                              int64_t end) {
   using acc_t = at::opmath_type<scalar_t>;
-  PlanesWork<acc_t> work(s.plan);
+  constexpr int64_t V = kLanes<acc_t, Bytes>;
+  PlanesWork<acc_t, Bytes> work(s.plan);
   for (int64_t g = begin; g < end; ++g) {
-    const int64_t p0 = g * kLanes<acc_t>;
-    split_planes(s.plan, work, s.in, s.out, s.C, p0, std::min(kLanes<acc_t>, s.planes - p0));
+    split_planes(s.plan, work, s.in, s.out, s.C, g * V, std::min(V, s.planes - g * V));
   }
 }
 
@@ -267,14 +267,14 @@ struct PlanesMergeArgs {
   int64_t C, planes;
 };
 
-template <typename scalar_t>
+template <int Bytes = 32, typename scalar_t>
 WAVEFUSE_INLINE void planes_merge_tasks_impl(const PlanesMergeArgs<scalar_t>& s, int64_t begin,
                                              int64_t end) {
   using acc_t = at::opmath_type<scalar_t>;
-  PlanesWork<acc_t> work(s.plan);
+  constexpr int64_t V = kLanes<acc_t, Bytes>;
+  PlanesWork<acc_t, Bytes> work(s.plan);
   for (int64_t g = begin; g < end; ++g) {
-    const int64_t p0 = g * kLanes<acc_t>;
-    merge_planes(s.plan, work, s.in, s.out, s.C, p0, std::min(kLanes<acc_t>, s.planes - p0));
+    merge_planes(s.plan, work, s.in, s.out, s.C, g * V, std::min(V, s.planes - g * V));
   }
 }
 #endif
@@ -294,6 +294,9 @@ WAVEFUSE_ALL_TASKS(merge_tasks, MergeArgs)
 #if defined(__GNUC__)
 WAVEFUSE_ALL_TASKS(planes_split_tasks, PlanesSplitArgs)
 WAVEFUSE_ALL_TASKS(planes_merge_tasks, PlanesMergeArgs)
+// and for AVX-512, 64-byte vectors (planes.h, wide_planes)
+WAVEFUSE_WIDE_TASKS(planes_split_tasks, planes_split_tasks_impl, PlanesSplitArgs)
+WAVEFUSE_WIDE_TASKS(planes_merge_tasks, planes_merge_tasks_impl, PlanesMergeArgs)
 #endif
 #undef WAVEFUSE_ALL_TASKS
 #undef WAVEFUSE_TASKS
@@ -317,9 +320,11 @@ void split_kernel(const Tensor& x, const std::vector<int64_t>& map_h,
     const PlanesSplitArgs<scalar_t> s{
         in, out, {split_axis(map_w, taps, Kw), split_axis(map_h, taps, Kh), x.size(2), x.size(3), Kh, Kw},
         C, planes};
-    const int64_t groups = (planes + kLanes<acc_t> - 1) / kLanes<acc_t>;
-    at::parallel_for(0, groups, 1,
-                     [&](int64_t begin, int64_t end) { planes_split_tasks(s, begin, end); });
+    const bool wide = wide_planes();
+    const int64_t V = wide ? kLanes<acc_t, 64> : kLanes<acc_t>;
+    at::parallel_for(0, (planes + V - 1) / V, 1, [&](int64_t begin, int64_t end) {
+      wide ? planes_split_tasks_wide(s, begin, end) : planes_split_tasks(s, begin, end);
+    });
     return;
   }
 #endif
@@ -351,9 +356,11 @@ void merge_kernel(const Tensor& ll, const Tensor& hi, const std::vector<int64_t>
     const PlanesMergeArgs<scalar_t> s{
         in, out, {merge_axis(map_w, taps, W, Kw), merge_axis(map_h, taps, H, Kh), H, W, Kh, Kw},
         C, planes};
-    const int64_t groups = (planes + kLanes<acc_t> - 1) / kLanes<acc_t>;
-    at::parallel_for(0, groups, 1,
-                     [&](int64_t begin, int64_t end) { planes_merge_tasks(s, begin, end); });
+    const bool wide = wide_planes();
+    const int64_t V = wide ? kLanes<acc_t, 64> : kLanes<acc_t>;
+    at::parallel_for(0, (planes + V - 1) / V, 1, [&](int64_t begin, int64_t end) {
+      wide ? planes_merge_tasks_wide(s, begin, end) : planes_merge_tasks(s, begin, end);
+    });
     return;
   }
 #endif

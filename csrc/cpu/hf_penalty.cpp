@@ -400,30 +400,12 @@ WAVEFUSE_ALL_TASKS(planes_energy_backward_tasks, PlanesEnergyBackwardArgs)
 // lane. On a Zen 4 core (which runs a 512-bit operation as two 256-bit halves) that still paid:
 // db4 symmetric, 128x64x32x32, forward 6.3-6.9 -> 5.5-5.9 ms, forward + backward J=3 19.6-19.8 ->
 // 17.6 ms, J=1 13.1 -> 12.2 ms; Haar, bound by memory, unchanged (interleaved in one process,
-// 2026-12-04, 2-core EPYC VM). Only band_energy has them: the transforms' and the wavelet PGD
-// step's plane-vector tasks stay at 32 bytes.
-#if WAVEFUSE_WIDE
-#define WAVEFUSE_TASKS(name, Args, T)                                                        \
-  __attribute__((target("arch=x86-64-v4"))) void name##_wide(const Args<T>& s, int64_t begin, \
-                                                             int64_t end) {                  \
-    name##_dispatch<64>(s, begin, end);                                                      \
-  }
-#else
-// never called: wide_planes() is false
-#define WAVEFUSE_TASKS(name, Args, T) \
-  void name##_wide(const Args<T>& s, int64_t begin, int64_t end) { name(s, begin, end); }
-#endif
-#define WAVEFUSE_ALL_TASKS(name, Args) \
-  WAVEFUSE_TASKS(name, Args, float)    \
-  WAVEFUSE_TASKS(name, Args, double)   \
-  WAVEFUSE_TASKS(name, Args, at::Half) \
-  WAVEFUSE_TASKS(name, Args, at::BFloat16)
+// 2026-12-04, 2-core EPYC VM).
 #if defined(__GNUC__)
-WAVEFUSE_ALL_TASKS(planes_energy_tasks, PlanesEnergyArgs)
-WAVEFUSE_ALL_TASKS(planes_energy_backward_tasks, PlanesEnergyBackwardArgs)
+WAVEFUSE_WIDE_TASKS(planes_energy_tasks, planes_energy_tasks_dispatch, PlanesEnergyArgs)
+WAVEFUSE_WIDE_TASKS(planes_energy_backward_tasks, planes_energy_backward_tasks_dispatch,
+                    PlanesEnergyBackwardArgs)
 #endif
-#undef WAVEFUSE_ALL_TASKS
-#undef WAVEFUSE_TASKS
 
 void check_energy_args(const Tensor& x, const Tensor& filters, int64_t level, int64_t p) {
   check_input(x, "x");

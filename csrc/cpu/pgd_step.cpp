@@ -887,15 +887,15 @@ WAVEFUSE_INLINE void bank_filter_tasks_impl(const BankArgs<scalar_t>& t, int64_t
 // B(0..3); up, the split of a_{j-1} (X, or level j - 1's B(0)) and the detail bands times s_j in
 // place; down, the synthesis of level j's B(0..3) (B(0) = ã_j) writes ã_{j-1} over a_{j-1}. X
 // then holds g' of the V planes.
-template <typename scalar_t>
-WAVEFUSE_INLINE void bank_planes_filter(const BankArgs<scalar_t>& t,
-                                        std::vector<PlanesWork<at::opmath_type<scalar_t>>>& work,
-                                        int64_t p0, int64_t count) {
+template <int Bytes, typename scalar_t>
+WAVEFUSE_INLINE void bank_planes_filter(
+    const BankArgs<scalar_t>& t, std::vector<PlanesWork<at::opmath_type<scalar_t>, Bytes>>& work,
+    int64_t p0, int64_t count) {
   using acc_t = at::opmath_type<scalar_t>;
-  using Vec = Lanes<acc_t>;
+  using Vec = Lanes<acc_t, Bytes>;
   const BankPlan<acc_t>& pl = *t.plan;
   const int64_t J = pl.J;
-  planes_in(work[0].x.data(), t.s.g, t.s.C, p0, count, t.s.H, t.s.W);
+  planes_in<scalar_t, acc_t, Bytes>(work[0].x.data(), t.s.g, t.s.C, p0, count, t.s.H, t.s.W);
   for (int64_t j = 0; j < J; ++j) {  // up
     const PlanesPlan<acc_t>& plan = pl.planes_split[j];
     split_core(plan, work[j], j == 0 ? work[0].X() : work[j - 1].B(0));
@@ -912,21 +912,21 @@ WAVEFUSE_INLINE void bank_planes_filter(const BankArgs<scalar_t>& t,
 
 // Linf: the group's g' out to a plane-after-plane buffer, then stepped row by row; L2: g' out to
 // t.out.
-template <bool Linf, typename scalar_t>
+template <bool Linf, int Bytes, typename scalar_t>
 WAVEFUSE_INLINE void bank_planes_tasks(const BankArgs<scalar_t>& t, int64_t begin, int64_t end) {
   using acc_t = at::opmath_type<scalar_t>;
-  constexpr int64_t V = kLanes<acc_t>;
+  constexpr int64_t V = kLanes<acc_t, Bytes>;
   const StepArgs<scalar_t>& s = t.s;
-  std::vector<PlanesWork<acc_t>> work;
+  std::vector<PlanesWork<acc_t, Bytes>> work;
   for (const auto& plan : t.plan->planes_split) work.emplace_back(plan);
   Buffer<acc_t> gp(Linf ? V * s.H * s.W : 0);
   const View4<acc_t> dst = Linf ? View4<acc_t>{gp.data(), s.H * s.W, 0, s.W, 1}
                                 : View4<acc_t>{t.out, s.C * s.H * s.W, s.H * s.W, s.W, 1};
   for (int64_t u = begin; u < end; ++u) {
     const int64_t p0 = u * V, count = std::min(V, s.C * t.N - p0);
-    bank_planes_filter(t, work, p0, count);
-    planes_out(static_cast<const acc_t*>(work[0].x.data()), dst, Linf ? 1 : s.C, Linf ? 0 : p0,
-               count, s.H, s.W);
+    bank_planes_filter<Bytes>(t, work, p0, count);
+    planes_out<acc_t, acc_t, Bytes>(static_cast<const acc_t*>(work[0].x.data()), dst,
+                                    Linf ? 1 : s.C, Linf ? 0 : p0, count, s.H, s.W);
     if constexpr (Linf) {
       for (int64_t l = 0; l < count; ++l) {
         for (int64_t r = 0; r < s.H; ++r) {
@@ -937,16 +937,16 @@ WAVEFUSE_INLINE void bank_planes_tasks(const BankArgs<scalar_t>& t, int64_t begi
   }
 }
 
-template <typename scalar_t>
+template <int Bytes = 32, typename scalar_t>
 WAVEFUSE_INLINE void bank_planes_linf_tasks_impl(const BankArgs<scalar_t>& t, int64_t begin,
                                                  int64_t end) {
-  bank_planes_tasks<true>(t, begin, end);
+  bank_planes_tasks<true, Bytes>(t, begin, end);
 }
 
-template <typename scalar_t>
+template <int Bytes = 32, typename scalar_t>
 WAVEFUSE_INLINE void bank_planes_filter_tasks_impl(const BankArgs<scalar_t>& t, int64_t begin,
                                                    int64_t end) {
-  bank_planes_tasks<false>(t, begin, end);
+  bank_planes_tasks<false, Bytes>(t, begin, end);
 }
 #endif
 
@@ -955,6 +955,9 @@ WAVEFUSE_ALL_TASKS(bank_filter_tasks, BankArgs)
 #if defined(__GNUC__)
 WAVEFUSE_ALL_TASKS(bank_planes_linf_tasks, BankArgs)
 WAVEFUSE_ALL_TASKS(bank_planes_filter_tasks, BankArgs)
+// and for AVX-512, 64-byte vectors (planes.h, wide_planes)
+WAVEFUSE_WIDE_TASKS(bank_planes_linf_tasks, bank_planes_linf_tasks_impl, BankArgs)
+WAVEFUSE_WIDE_TASKS(bank_planes_filter_tasks, bank_planes_filter_tasks_impl, BankArgs)
 #endif
 
 void wavelet_pgd_step_cpu(const Tensor& x_adv, const Tensor& grad, const Tensor& x_nat, double eps,
@@ -1024,13 +1027,16 @@ void wavelet_pgd_step_cpu(const Tensor& x_adv, const Tensor& grad, const Tensor&
         bank_plan<acc_t>(filters.to(acc), mode, level, hf_scale, H, W, grad.stride(3), planes);
     BankArgs<scalar_t> t{s, &plan, nullptr, N};
 #if defined(__GNUC__)
-    const int64_t groups = (N * C + kLanes<acc_t> - 1) / kLanes<acc_t>;
+    const bool wide = planes && wide_planes();
+    const int64_t V = wide ? kLanes<acc_t, 64> : kLanes<acc_t>;
+    const int64_t groups = (N * C + V - 1) / V;
 #endif
     if (!l2) {
 #if defined(__GNUC__)
       if (planes) {
-        at::parallel_for(0, groups, 1,
-                         [&](int64_t b, int64_t e) { bank_planes_linf_tasks(t, b, e); });
+        at::parallel_for(0, groups, 1, [&](int64_t b, int64_t e) {
+          wide ? bank_planes_linf_tasks_wide(t, b, e) : bank_planes_linf_tasks(t, b, e);
+        });
         return;
       }
 #endif
@@ -1041,8 +1047,9 @@ void wavelet_pgd_step_cpu(const Tensor& x_adv, const Tensor& grad, const Tensor&
     t.out = static_cast<acc_t*>(g_filtered.data_ptr());
 #if defined(__GNUC__)
     if (planes) {
-      at::parallel_for(0, groups, 1,
-                       [&](int64_t b, int64_t e) { bank_planes_filter_tasks(t, b, e); });
+      at::parallel_for(0, groups, 1, [&](int64_t b, int64_t e) {
+        wide ? bank_planes_filter_tasks_wide(t, b, e) : bank_planes_filter_tasks(t, b, e);
+      });
       return;
     }
 #endif

@@ -9,7 +9,7 @@
 // 2-core EPYC VM).
 //
 // Here a task takes V = 32 bytes / sizeof(acc_t) planes (8 float, 4 double; 64 bytes, 16 and 8,
-// in band_energy's AVX-512 tasks, see wide_planes) and works on them in a transposed layout,
+// in the AVX-512 tasks, see wide_planes) and works on them in a transposed layout,
 // element (row, column) of all V planes in one vector:
 //
 //   split  transpose in X[h][w] -> row pass R_b[h][k] = sum_e t_b[m_e] X[h][s_e]  (b = lo, hi)
@@ -64,14 +64,34 @@ inline bool use_planes_path(int64_t H, int64_t W) {
   return kPlanesPath && H * W <= kPlanesMaxArea;
 }
 
-// AVX-512 (x86-64-v4) versions of plane-vector tasks, 64-byte vectors: built by GCC on x86-64
-// (hf_penalty.cpp has them), run where the CPU has AVX-512 unless the environment variable
-// WAVEFUSE_CPU_VECTOR_BITS is "256" ("512" or unset: use them where the CPU can).
+// AVX-512 (x86-64-v4) versions of the plane-vector tasks (band_energy and its backward, the
+// transforms' levels), 64-byte vectors: built by GCC on x86-64, run where the CPU has AVX-512
+// unless the environment variable WAVEFUSE_CPU_VECTOR_BITS is "256" ("512" or unset: use them
+// where the CPU can).
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define WAVEFUSE_WIDE 1
 #else
 #define WAVEFUSE_WIDE 0
 #endif
+
+// name_wide(s, begin, end): the task function `name` once more, compiled for x86-64-v4 with
+// 64-byte vectors (impl<64>); where there is none, a plain call of `name` (never reached:
+// wide_planes() is false there).
+#if WAVEFUSE_WIDE
+#define WAVEFUSE_WIDE_TASK(name, impl, Args, T)                                              \
+  __attribute__((target("arch=x86-64-v4"))) void name##_wide(const Args<T>& s, int64_t begin, \
+                                                             int64_t end) {                  \
+    impl<64>(s, begin, end);                                                                 \
+  }
+#else
+#define WAVEFUSE_WIDE_TASK(name, impl, Args, T) \
+  void name##_wide(const Args<T>& s, int64_t begin, int64_t end) { name(s, begin, end); }
+#endif
+#define WAVEFUSE_WIDE_TASKS(name, impl, Args)          \
+  WAVEFUSE_WIDE_TASK(name, impl, Args, float)          \
+  WAVEFUSE_WIDE_TASK(name, impl, Args, double)         \
+  WAVEFUSE_WIDE_TASK(name, impl, Args, at::Half)       \
+  WAVEFUSE_WIDE_TASK(name, impl, Args, at::BFloat16)
 
 inline bool wide_planes() {
   const char* env = std::getenv("WAVEFUSE_CPU_VECTOR_BITS");
@@ -144,7 +164,7 @@ struct PlanesPlan {
 #if defined(__GNUC__)
 
 // Vectors of Bytes bytes: 32 (AVX2, and two SSE registers in the baseline clones) everywhere, 64
-// in the AVX-512 versions of the hf_penalty tasks (hf_penalty.cpp). A lane's arithmetic is the
+// in the AVX-512 versions of the tasks (wide_planes). A lane's arithmetic is the
 // same at either width (the same operations in the same order, no contraction), so a plane's
 // values do not depend on the width either, only the number of planes per group does.
 template <typename T, int Bytes>
@@ -379,11 +399,11 @@ WAVEFUSE_INLINE void planes_in(acc_t* __restrict__ buf, const View4<const scalar
       return;
     }
     if (layout != PlanesLayout::kScalar) {
-      const acc_t* src[V];
+      const acc_t* src[V] = {};
       for (int64_t lane = 0; lane < count; ++lane) src[lane] = v.plane(p0 + lane, C);
       if (layout == PlanesLayout::kPlanes) return lines_in<acc_t, Bytes>(buf, src, count, rows * cols);
       for (int64_t i = 0; i < rows; ++i) {
-        const acc_t* row[V];
+        const acc_t* row[V] = {};
         for (int64_t lane = 0; lane < count; ++lane) row[lane] = src[lane] + i * v.sh;
         lines_in<acc_t, Bytes>(buf + i * cols * V, row, count, cols);
       }
@@ -421,11 +441,11 @@ WAVEFUSE_INLINE void planes_out(const acc_t* __restrict__ buf, const View4<scala
       return;
     }
     if (layout != PlanesLayout::kScalar) {
-      acc_t* dst[V];
+      acc_t* dst[V] = {};
       for (int64_t lane = 0; lane < count; ++lane) dst[lane] = v.plane(p0 + lane, C);
       if (layout == PlanesLayout::kPlanes) return lines_out<acc_t, Bytes>(buf, dst, count, rows * cols);
       for (int64_t i = 0; i < rows; ++i) {
-        acc_t* row[V];
+        acc_t* row[V] = {};
         for (int64_t lane = 0; lane < count; ++lane) row[lane] = dst[lane] + i * v.sh;
         lines_out<acc_t, Bytes>(buf + i * cols * V, row, count, cols);
       }
@@ -475,30 +495,32 @@ WAVEFUSE_INLINE void merge_core(const PlanesPlan<acc_t>& p, PlanesWork<acc_t, By
 
 // One level of analysis-type split on planes [p0, p0 + count), count <= V. out[a][b] as in
 // band_views (a: along H, b: along W).
-template <typename scalar_t, typename acc_t>
-WAVEFUSE_INLINE void split_planes(const PlanesPlan<acc_t>& p, PlanesWork<acc_t>& w,
+template <typename scalar_t, typename acc_t, int Bytes>
+WAVEFUSE_INLINE void split_planes(const PlanesPlan<acc_t>& p, PlanesWork<acc_t, Bytes>& w,
                                   const View4<const scalar_t>& in,
                                   const std::array<std::array<View4<scalar_t>, 2>, 2>& out,
                                   int64_t C, int64_t p0, int64_t count) {
-  planes_in(w.x.data(), in, C, p0, count, p.H, p.W);
+  planes_in<scalar_t, acc_t, Bytes>(w.x.data(), in, C, p0, count, p.H, p.W);
   split_core(p, w, w.X());
   for (int ab = 0; ab < 4; ++ab) {
-    planes_out(reinterpret_cast<const acc_t*>(w.B(ab)), out[ab / 2][ab % 2], C, p0, count, p.Kh,
-               p.Kw);
+    planes_out<scalar_t, acc_t, Bytes>(reinterpret_cast<const acc_t*>(w.B(ab)), out[ab / 2][ab % 2],
+                                       C, p0, count, p.Kh, p.Kw);
   }
 }
 
 // One level of merge (the transpose of split_planes) onto planes [p0, p0 + count).
-template <typename scalar_t, typename acc_t>
-WAVEFUSE_INLINE void merge_planes(const PlanesPlan<acc_t>& p, PlanesWork<acc_t>& w,
+template <typename scalar_t, typename acc_t, int Bytes>
+WAVEFUSE_INLINE void merge_planes(const PlanesPlan<acc_t>& p, PlanesWork<acc_t, Bytes>& w,
                                   const std::array<std::array<View4<const scalar_t>, 2>, 2>& in,
                                   const View4<scalar_t>& out, int64_t C, int64_t p0,
                                   int64_t count) {
   for (int ab = 0; ab < 4; ++ab) {
-    planes_in(reinterpret_cast<acc_t*>(w.B(ab)), in[ab / 2][ab % 2], C, p0, count, p.Kh, p.Kw);
+    planes_in<scalar_t, acc_t, Bytes>(reinterpret_cast<acc_t*>(w.B(ab)), in[ab / 2][ab % 2], C,
+                                      p0, count, p.Kh, p.Kw);
   }
   merge_core(p, w, w.X());
-  planes_out(reinterpret_cast<const acc_t*>(w.X()), out, C, p0, count, p.H, p.W);
+  planes_out<scalar_t, acc_t, Bytes>(reinterpret_cast<const acc_t*>(w.X()), out, C, p0, count,
+                                     p.H, p.W);
 }
 
 #endif  // __GNUC__
