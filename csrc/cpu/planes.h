@@ -102,7 +102,13 @@ inline bool wide_planes() {
               "wavefuse: the environment variable WAVEFUSE_CPU_VECTOR_BITS must be 256 or 512 (or "
               "unset), got '", bits, "'");
 #if WAVEFUSE_WIDE
-  static const bool cpu = __builtin_cpu_supports("x86-64-v4");
+  // x86-64-v4 feature by feature: GCC 11 (which has the target) lacks the level names here
+  static const bool cpu =
+      __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+      __builtin_cpu_supports("bmi") && __builtin_cpu_supports("bmi2") &&
+      __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512cd") && __builtin_cpu_supports("avx512dq") &&
+      __builtin_cpu_supports("avx512vl");
   return cpu && bits != "256";
 #else
   return false;
