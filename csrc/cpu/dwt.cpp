@@ -320,11 +320,9 @@ void split_kernel(const Tensor& x, const std::vector<int64_t>& map_h,
     const PlanesSplitArgs<scalar_t> s{
         in, out, {split_axis(map_w, taps, Kw), split_axis(map_h, taps, Kh), x.size(2), x.size(3), Kh, Kw},
         C, planes};
-    const bool wide = wide_planes();
-    const int64_t V = wide ? kLanes<acc_t, 64> : kLanes<acc_t>;
-    at::parallel_for(0, (planes + V - 1) / V, 1, [&](int64_t begin, int64_t end) {
-      wide ? planes_split_tasks_wide(s, begin, end) : planes_split_tasks(s, begin, end);
-    });
+    for_plane_groups<acc_t>(
+        planes, [&](int64_t b, int64_t e) { planes_split_tasks(s, b, e); },
+        [&](int64_t b, int64_t e) { planes_split_tasks_wide(s, b, e); });
     return;
   }
 #endif
@@ -356,11 +354,9 @@ void merge_kernel(const Tensor& ll, const Tensor& hi, const std::vector<int64_t>
     const PlanesMergeArgs<scalar_t> s{
         in, out, {merge_axis(map_w, taps, W, Kw), merge_axis(map_h, taps, H, Kh), H, W, Kh, Kw},
         C, planes};
-    const bool wide = wide_planes();
-    const int64_t V = wide ? kLanes<acc_t, 64> : kLanes<acc_t>;
-    at::parallel_for(0, (planes + V - 1) / V, 1, [&](int64_t begin, int64_t end) {
-      wide ? planes_merge_tasks_wide(s, begin, end) : planes_merge_tasks(s, begin, end);
-    });
+    for_plane_groups<acc_t>(
+        planes, [&](int64_t b, int64_t e) { planes_merge_tasks(s, b, e); },
+        [&](int64_t b, int64_t e) { planes_merge_tasks_wide(s, b, e); });
     return;
   }
 #endif

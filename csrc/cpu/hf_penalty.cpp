@@ -430,11 +430,9 @@ Tensor band_energy_cpu(const Tensor& x, const Tensor& filters, c10::string_view 
             view4<const scalar_t>(x),
             planes_cascade<acc_t>(filters, mode, x.size(2), x.size(3), level, /*with_merge=*/false),
             C, p, planes, partial.data()};
-        const bool wide = wide_planes();
-        const int64_t V = wide ? kLanes<acc_t, 64> : kLanes<acc_t>;
-        at::parallel_for(0, (planes + V - 1) / V, 1, [&](int64_t begin, int64_t end) {
-          wide ? planes_energy_tasks_wide(s, begin, end) : planes_energy_tasks(s, begin, end);
-        });
+        for_plane_groups<acc_t>(
+            planes, [&](int64_t b, int64_t e) { planes_energy_tasks(s, b, e); },
+            [&](int64_t b, int64_t e) { planes_energy_tasks_wide(s, b, e); });
         return;
       }
 #endif
@@ -482,12 +480,9 @@ Tensor band_energy_backward_cpu(const Tensor& grad, const Tensor& x, const Tenso
           C,
           p,
           planes};
-      const bool wide = wide_planes();
-      const int64_t V = wide ? kLanes<acc_t, 64> : kLanes<acc_t>;
-      at::parallel_for(0, (planes + V - 1) / V, 1, [&](int64_t begin, int64_t end) {
-        wide ? planes_energy_backward_tasks_wide(s, begin, end)
-             : planes_energy_backward_tasks(s, begin, end);
-      });
+      for_plane_groups<acc_t>(
+          planes, [&](int64_t b, int64_t e) { planes_energy_backward_tasks(s, b, e); },
+          [&](int64_t b, int64_t e) { planes_energy_backward_tasks_wide(s, b, e); });
       return;
     }
 #endif

@@ -1026,17 +1026,12 @@ void wavelet_pgd_step_cpu(const Tensor& x_adv, const Tensor& grad, const Tensor&
     const BankPlan<acc_t> plan =
         bank_plan<acc_t>(filters.to(acc), mode, level, hf_scale, H, W, grad.stride(3), planes);
     BankArgs<scalar_t> t{s, &plan, nullptr, N};
-#if defined(__GNUC__)
-    const bool wide = planes && wide_planes();
-    const int64_t V = wide ? kLanes<acc_t, 64> : kLanes<acc_t>;
-    const int64_t groups = (N * C + V - 1) / V;
-#endif
     if (!l2) {
 #if defined(__GNUC__)
       if (planes) {
-        at::parallel_for(0, groups, 1, [&](int64_t b, int64_t e) {
-          wide ? bank_planes_linf_tasks_wide(t, b, e) : bank_planes_linf_tasks(t, b, e);
-        });
+        for_plane_groups<acc_t>(
+            N * C, [&](int64_t b, int64_t e) { bank_planes_linf_tasks(t, b, e); },
+            [&](int64_t b, int64_t e) { bank_planes_linf_tasks_wide(t, b, e); });
         return;
       }
 #endif
@@ -1047,9 +1042,9 @@ void wavelet_pgd_step_cpu(const Tensor& x_adv, const Tensor& grad, const Tensor&
     t.out = static_cast<acc_t*>(g_filtered.data_ptr());
 #if defined(__GNUC__)
     if (planes) {
-      at::parallel_for(0, groups, 1, [&](int64_t b, int64_t e) {
-        wide ? bank_planes_filter_tasks_wide(t, b, e) : bank_planes_filter_tasks(t, b, e);
-      });
+      for_plane_groups<acc_t>(
+          N * C, [&](int64_t b, int64_t e) { bank_planes_filter_tasks(t, b, e); },
+          [&](int64_t b, int64_t e) { bank_planes_filter_tasks_wide(t, b, e); });
       return;
     }
 #endif

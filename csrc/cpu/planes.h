@@ -185,6 +185,17 @@ using Lanes = typename VecN<acc_t, Bytes>::type;
 template <typename acc_t, int Bytes = 32>
 constexpr int64_t kLanes = VecN<acc_t, Bytes>::kLanes;
 
+// Runs a plane-vector task over all groups of `planes`, in parallel, at the width wide_planes()
+// picks: wide(begin, end) with 64-byte groups, else narrow(begin, end) with 32-byte ones.
+template <typename acc_t, typename Narrow, typename Wide>
+void for_plane_groups(int64_t planes, const Narrow& narrow, const Wide& wide) {
+  const bool w = wide_planes();
+  const int64_t V = w ? kLanes<acc_t, 64> : kLanes<acc_t>;
+  at::parallel_for(0, (planes + V - 1) / V, 1, [&](int64_t begin, int64_t end) {
+    w ? wide(begin, end) : narrow(begin, end);
+  });
+}
+
 // A thread's buffers, in vectors: the plane X (H x W), the row bands R_0, R_1 (H x Kw) and the
 // four bands B (Kh x Kw each).
 template <typename acc_t, int Bytes = 32>
