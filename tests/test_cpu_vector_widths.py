@@ -1,16 +1,19 @@
-"""The CPU kernels' plane-vector path at both vector widths (csrc/cpu/planes.h, wide_planes).
+"""The CPU kernels' AVX-512 copies against their AVX2 code (csrc/cpu/planes.h, avx512_setting).
 
-On a CPU with AVX-512, the plane-vector tasks (planes up to 128 x 128: one level of a transform or
-its adjoint, band_energy and its fused backward, the wavelet PGD step's filter) run with 64-byte
-vectors, 16 float planes per group; ``WAVEFUSE_CPU_VECTOR_BITS=256`` asks for the 32-byte code, 8
-per group. Every lane does the same operations in the same order at either width, so the results
-are bitwise the same. The other test files check the default width against the oracles
-(PyWavelets, the reference); these pin the other width to it.
+On a CPU with AVX-512, the filtering tasks have x86-64-v4 copies: the plane-vector tasks (planes
+up to 128 x 128: one level of a transform or its adjoint, band_energy and its fused backward, the
+wavelet PGD step's filter) with 64-byte vectors, 16 float planes per group, and the row-vector
+tasks (larger planes) at the AVX2 width with AVX-512's 32 registers. ``WAVEFUSE_CPU_VECTOR_BITS``
+picks them: "256" never, "512" always, unset where they pay (the wide plane groups only when there
+are enough of them to keep the threads busy). Every lane does the same operations in the same
+order in every copy, so the results are bitwise the same. The other test files check the default
+against the oracles (PyWavelets, the reference); these pin the other settings to "256".
 
 The cases cover the ways planes move into and out of the lane-interleaved buffer (planes_layout):
 contiguous planes, channels-last groups of consecutive channels (20 channels: one whole group of 16
-per sample and one partial), row slices, and bfloat16 (converted one scalar at a time); and
-partial groups (7 planes) and groups that straddle two samples.
+per sample and one partial), row slices, and bfloat16 (converted one scalar at a time); partial
+groups (7 planes) and groups that straddle two samples; and planes over 128 x 128 (133 x 137),
+whose first level runs the row-vector tasks, strided in channels-last and row slices.
 """
 
 from __future__ import annotations
@@ -23,8 +26,8 @@ import torch
 import wavefuse
 from wavefuse import backends
 
-WIDTHS = ("256", "512")
-SHAPES = [(2, 20, 32, 32), (1, 7, 19, 13)]
+WIDTHS = ("256", "512", None)  # None: unset
+SHAPES = [(2, 20, 32, 32), (1, 7, 19, 13), (1, 3, 133, 137)]
 DTYPES = [torch.float32, torch.float64, torch.bfloat16]
 CASES = [("db4", "symmetric"), ("db2", "periodization"), ("sym3", "zero")]
 
@@ -52,7 +55,10 @@ def _layouts(shape, dtype):
 def _at_each_width(monkeypatch, fn):
     out = {}
     for bits in WIDTHS:
-        monkeypatch.setenv("WAVEFUSE_CPU_VECTOR_BITS", bits)
+        if bits is None:
+            monkeypatch.delenv("WAVEFUSE_CPU_VECTOR_BITS", raising=False)
+        else:
+            monkeypatch.setenv("WAVEFUSE_CPU_VECTOR_BITS", bits)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # levels above dwt_max_level warn, as PyWavelets
             out[bits] = [t.detach() for t in fn()]
@@ -60,8 +66,10 @@ def _at_each_width(monkeypatch, fn):
 
 
 def _assert_bitwise(out, what):
-    for i, (a, b) in enumerate(zip(out["256"], out["512"])):
-        assert torch.equal(a, b), f"{what}: output {i} differs between 256- and 512-bit vectors"
+    for bits in WIDTHS[1:]:
+        assert len(out[bits]) == len(out["256"])
+        for i, (a, b) in enumerate(zip(out["256"], out[bits])):
+            assert torch.equal(a, b), f"{what}: output {i} differs between 256 and {bits}"
 
 
 def _flat(coeffs):
@@ -115,7 +123,7 @@ def test_hf_penalty_bitwise(shape, dtype, monkeypatch):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("shape", SHAPES)
 def test_wavelet_pgd_step_bitwise(shape, dtype, norm, monkeypatch):
-    """wavelet_pgd_step's filter (non-Haar wavelets take the plane-vector cascade)."""
+    """wavelet_pgd_step's filter (non-Haar wavelets: the plane-vector or the row-vector cascade)."""
     _require_avx512()
     for name, x in _layouts(shape, dtype).items():
         gen = torch.Generator().manual_seed(7)

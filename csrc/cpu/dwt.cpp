@@ -291,10 +291,13 @@ WAVEFUSE_INLINE void planes_merge_tasks_impl(const PlanesMergeArgs<scalar_t>& s,
   WAVEFUSE_TASKS(name, Args, at::BFloat16)
 WAVEFUSE_ALL_TASKS(split_tasks, SplitArgs)
 WAVEFUSE_ALL_TASKS(merge_tasks, MergeArgs)
+// and for AVX-512, at the AVX2 width with 32 registers (planes.h, avx512_tasks)
+WAVEFUSE_V4_TASKS(split_tasks, split_tasks_impl, SplitArgs)
+WAVEFUSE_V4_TASKS(merge_tasks, merge_tasks_impl, MergeArgs)
 #if defined(__GNUC__)
 WAVEFUSE_ALL_TASKS(planes_split_tasks, PlanesSplitArgs)
 WAVEFUSE_ALL_TASKS(planes_merge_tasks, PlanesMergeArgs)
-// and for AVX-512, 64-byte vectors (planes.h, wide_planes)
+// and for AVX-512, 64-byte vectors (planes.h, avx512_tasks)
 WAVEFUSE_WIDE_TASKS(planes_split_tasks, planes_split_tasks_impl, PlanesSplitArgs)
 WAVEFUSE_WIDE_TASKS(planes_merge_tasks, planes_merge_tasks_impl, PlanesMergeArgs)
 #endif
@@ -328,8 +331,9 @@ void split_kernel(const Tensor& x, const std::vector<int64_t>& map_h,
 #endif
   const SplitArgs<scalar_t> s{in, out, split_plan(taps, map_h, map_w, in.sw, Kh, Kw), C,
                               (Kh + kRowBlock - 1) / kRowBlock};
-  at::parallel_for(0, planes * s.blocks, 1,
-                   [&](int64_t begin, int64_t end) { split_tasks(s, begin, end); });
+  parallel_tasks(
+      planes * s.blocks, 1, [&](int64_t b, int64_t e) { split_tasks(s, b, e); },
+      [&](int64_t b, int64_t e) { split_tasks_v4(s, b, e); });
 }
 
 template <typename scalar_t>
@@ -362,8 +366,9 @@ void merge_kernel(const Tensor& ll, const Tensor& hi, const std::vector<int64_t>
 #endif
   const MergeArgs<scalar_t> s{in, out, merge_plan(taps, map_h, map_w, Kh, Kw, H, W), C,
                               (H + kRowBlock - 1) / kRowBlock};
-  at::parallel_for(0, planes * s.blocks, 1,
-                   [&](int64_t begin, int64_t end) { merge_tasks(s, begin, end); });
+  parallel_tasks(
+      planes * s.blocks, 1, [&](int64_t b, int64_t e) { merge_tasks(s, b, e); },
+      [&](int64_t b, int64_t e) { merge_tasks_v4(s, b, e); });
 }
 
 // ---- the ops -----------------------------------------------------------------------------------

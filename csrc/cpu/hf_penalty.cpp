@@ -395,6 +395,10 @@ WAVEFUSE_ALL_TASKS(planes_energy_backward_tasks, PlanesEnergyBackwardArgs)
 #undef WAVEFUSE_ALL_TASKS
 #undef WAVEFUSE_TASKS
 
+// The row-vector tasks for AVX-512 at the AVX2 width, with 32 registers (planes.h, avx512_tasks).
+WAVEFUSE_V4_TASKS(energy_tasks, energy_tasks_dispatch, EnergyArgs)
+WAVEFUSE_V4_TASKS(energy_backward_tasks, energy_backward_tasks_dispatch, EnergyBackwardArgs)
+
 // The plane-vector tasks once more for AVX-512 (x86-64-v4) with 64-byte vectors: 16 float planes
 // per group instead of 8, the same values bit for bit (planes.h, VecN), half the instructions per
 // lane. On a Zen 4 core (which runs a 512-bit operation as two 256-bit halves) that still paid:
@@ -440,7 +444,9 @@ Tensor band_energy_cpu(const Tensor& x, const Tensor& filters, c10::string_view 
                                    cascade<acc_t>(filters, mode, x.size(2), x.size(3), x.stride(3),
                                                   level, /*with_merge=*/false),
                                    C, p, partial.data()};
-      at::parallel_for(0, planes, 1, [&](int64_t begin, int64_t end) { energy_tasks(s, begin, end); });
+      parallel_tasks(
+          planes, 1, [&](int64_t b, int64_t e) { energy_tasks(s, b, e); },
+          [&](int64_t b, int64_t e) { energy_tasks_v4(s, b, e); });
     });
   }
   // channels in order, per sample: deterministic
@@ -490,8 +496,9 @@ Tensor band_energy_backward_cpu(const Tensor& grad, const Tensor& x, const Tenso
                                          cascade<acc_t>(filters, mode, x.size(2), x.size(3),
                                                         x.stride(3), level, /*with_merge=*/true),
                                          static_cast<const acc_t*>(g.data_ptr()), C, p};
-    at::parallel_for(0, planes, 1,
-                     [&](int64_t begin, int64_t end) { energy_backward_tasks(s, begin, end); });
+    parallel_tasks(
+        planes, 1, [&](int64_t b, int64_t e) { energy_backward_tasks(s, b, e); },
+        [&](int64_t b, int64_t e) { energy_backward_tasks_v4(s, b, e); });
   });
   return grad_x;
 }

@@ -952,10 +952,13 @@ WAVEFUSE_INLINE void bank_planes_filter_tasks_impl(const BankArgs<scalar_t>& t, 
 
 WAVEFUSE_ALL_TASKS(bank_linf_tasks, BankArgs)
 WAVEFUSE_ALL_TASKS(bank_filter_tasks, BankArgs)
+// and for AVX-512, at the AVX2 width with 32 registers (planes.h, avx512_tasks)
+WAVEFUSE_V4_TASKS(bank_linf_tasks, bank_linf_tasks_impl, BankArgs)
+WAVEFUSE_V4_TASKS(bank_filter_tasks, bank_filter_tasks_impl, BankArgs)
 #if defined(__GNUC__)
 WAVEFUSE_ALL_TASKS(bank_planes_linf_tasks, BankArgs)
 WAVEFUSE_ALL_TASKS(bank_planes_filter_tasks, BankArgs)
-// and for AVX-512, 64-byte vectors (planes.h, wide_planes)
+// and for AVX-512, 64-byte vectors (planes.h, avx512_tasks)
 WAVEFUSE_WIDE_TASKS(bank_planes_linf_tasks, bank_planes_linf_tasks_impl, BankArgs)
 WAVEFUSE_WIDE_TASKS(bank_planes_filter_tasks, bank_planes_filter_tasks_impl, BankArgs)
 #endif
@@ -1035,7 +1038,9 @@ void wavelet_pgd_step_cpu(const Tensor& x_adv, const Tensor& grad, const Tensor&
         return;
       }
 #endif
-      at::parallel_for(0, N * C, 1, [&](int64_t b, int64_t e) { bank_linf_tasks(t, b, e); });
+      parallel_tasks(
+          N * C, 1, [&](int64_t b, int64_t e) { bank_linf_tasks(t, b, e); },
+          [&](int64_t b, int64_t e) { bank_linf_tasks_v4(t, b, e); });
       return;
     }
     g_filtered = at::empty({N, C, H, W}, x_adv.options().dtype(acc));
@@ -1048,7 +1053,9 @@ void wavelet_pgd_step_cpu(const Tensor& x_adv, const Tensor& grad, const Tensor&
       return;
     }
 #endif
-    at::parallel_for(0, N * C, 1, [&](int64_t b, int64_t e) { bank_filter_tasks(t, b, e); });
+    parallel_tasks(
+        N * C, 1, [&](int64_t b, int64_t e) { bank_filter_tasks(t, b, e); },
+        [&](int64_t b, int64_t e) { bank_filter_tasks_v4(t, b, e); });
   });
   if (l2) step_on(g_filtered);  // pgd_step's L2 pass on g'
 }

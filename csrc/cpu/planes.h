@@ -9,7 +9,7 @@
 // 2-core EPYC VM).
 //
 // Here a task takes V = 32 bytes / sizeof(acc_t) planes (8 float, 4 double; 64 bytes, 16 and 8,
-// in the AVX-512 tasks, see wide_planes) and works on them in a transposed layout,
+// in the AVX-512 tasks, see avx512_tasks) and works on them in a transposed layout,
 // element (row, column) of all V planes in one vector:
 //
 //   split  transpose in X[h][w] -> row pass R_b[h][k] = sum_e t_b[m_e] X[h][s_e]  (b = lo, hi)
@@ -31,6 +31,7 @@
 
 #pragma once
 
+#include <algorithm>
 #include <cstdlib>
 #include <string>
 #include <type_traits>
@@ -64,10 +65,12 @@ inline bool use_planes_path(int64_t H, int64_t W) {
   return kPlanesPath && H * W <= kPlanesMaxArea;
 }
 
-// AVX-512 (x86-64-v4) versions of the plane-vector tasks (the transforms' levels, band_energy and
-// its backward, the wavelet PGD step's filter), 64-byte vectors: built by GCC on x86-64, run where
-// the CPU has AVX-512 unless the environment variable WAVEFUSE_CPU_VECTOR_BITS is "256" ("512"
-// or unset: use them where the CPU can). Measured on a Zen 4 core, 2026-12-04 (interleaved in one
+// AVX-512 (x86-64-v4) versions of the filtering tasks (the transforms' levels, band_energy and
+// its backward, the wavelet PGD step's filter): the plane-vector tasks with 64-byte vectors
+// (name_wide), the row-vector tasks at the AVX2 width with 32 registers (name_v4). Built by GCC
+// on x86-64, run where the CPU has AVX-512 unless the environment variable
+// WAVEFUSE_CPU_VECTOR_BITS is "256" (avx512_setting).
+// The wide plane-vector tasks, measured on a Zen 4 core, 2026-12-04 (interleaved in one
 // process): hf_penalty db4 J=3 on 128x64x32x32 about -11% (hf_penalty.cpp), the wavelet PGD step
 // (db4 J=3, Linf) -8%, wavedec2 forward + backward within noise (0.91x to 1.09x).
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
@@ -78,7 +81,7 @@ inline bool use_planes_path(int64_t H, int64_t W) {
 
 // name_wide(s, begin, end): the task function `name` once more, compiled for x86-64-v4 with
 // 64-byte vectors (impl<64>); where there is none, a plain call of `name` (never reached:
-// wide_planes() is false there).
+// avx512_tasks() is false there).
 #if WAVEFUSE_WIDE
 #define WAVEFUSE_WIDE_TASK(name, impl, Args, T)                                              \
   __attribute__((target("arch=x86-64-v4"))) void name##_wide(const Args<T>& s, int64_t begin, \
@@ -95,7 +98,37 @@ inline bool use_planes_path(int64_t H, int64_t W) {
   WAVEFUSE_WIDE_TASK(name, impl, Args, at::Half)       \
   WAVEFUSE_WIDE_TASK(name, impl, Args, at::BFloat16)
 
-inline bool wide_planes() {
+// name_v4(s, begin, end): a row-vector task (separable.h) once more for x86-64-v4, at the AVX2
+// width (prefer-vector-width=256: the same 32-byte vector loops, and the same values bit for bit,
+// as the AVX2 clone of `name`). What it buys is AVX-512's 32 vector registers: the correlation
+// chunks' broadcast taps, spilled to the stack and reloaded in every iteration with AVX2's 16, stay
+// in registers. Measured on a Zen 4 core (2026-12-05, 2-core EPYC VM, interleaved in one process,
+// this copy against the AVX2 clone): hf_penalty db4 J=3 on 16x3x224x224, forward 0.79-0.80x,
+// forward + backward 0.88-0.89x (periodization and symmetric); dwt2 db4 0.90-0.93x (16x3x224x224,
+// 16x3x448x448); wavelet_pgd_step db4 J=3 0.91-0.92x. 512-bit loops in the same copy (the
+// target's default width) did no better than 256-bit ones (alternating builds).
+#if WAVEFUSE_WIDE
+#define WAVEFUSE_V4_TASK(name, impl, Args, T)                                               \
+  __attribute__((target("arch=x86-64-v4,prefer-vector-width=256"))) void name##_v4(         \
+      const Args<T>& s, int64_t begin, int64_t end) {                                       \
+    impl(s, begin, end);                                                                    \
+  }
+#else
+#define WAVEFUSE_V4_TASK(name, impl, Args, T) \
+  void name##_v4(const Args<T>& s, int64_t begin, int64_t end) { name(s, begin, end); }
+#endif
+#define WAVEFUSE_V4_TASKS(name, impl, Args)    \
+  WAVEFUSE_V4_TASK(name, impl, Args, float)    \
+  WAVEFUSE_V4_TASK(name, impl, Args, double)   \
+  WAVEFUSE_V4_TASK(name, impl, Args, at::Half) \
+  WAVEFUSE_V4_TASK(name, impl, Args, at::BFloat16)
+
+// Whether the AVX-512 copies of the tasks run: never where the CPU lacks an x86-64-v4 feature or
+// WAVEFUSE_CPU_VECTOR_BITS is "256"; always where it is "512"; unset (kAuto), the row-vector
+// copies always and the wide plane groups where they pay (for_plane_groups). Read on every call.
+enum class Avx512 { kOff, kAuto, kOn };
+
+inline Avx512 avx512_setting() {
   const char* env = std::getenv("WAVEFUSE_CPU_VECTOR_BITS");
   const std::string bits = env ? env : "";
   TORCH_CHECK(bits.empty() || bits == "256" || bits == "512",
@@ -109,10 +142,23 @@ inline bool wide_planes() {
       __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
       __builtin_cpu_supports("avx512cd") && __builtin_cpu_supports("avx512dq") &&
       __builtin_cpu_supports("avx512vl");
-  return cpu && bits != "256";
+  if (!cpu || bits == "256") return Avx512::kOff;
+  return bits == "512" ? Avx512::kOn : Avx512::kAuto;
 #else
-  return false;
+  return Avx512::kOff;
 #endif
+}
+
+inline bool avx512_tasks() { return avx512_setting() != Avx512::kOff; }
+
+// Runs a row-vector task over [0, n) in parallel (grain as at::parallel_for): v4(begin, end)
+// where avx512_tasks() says so, else task(begin, end).
+template <typename Task, typename V4>
+void parallel_tasks(int64_t n, int64_t grain, const Task& task, const V4& v4) {
+  const bool w = avx512_tasks();
+  at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) {
+    w ? v4(begin, end) : task(begin, end);
+  });
 }
 
 // out[o] = sum over e in [start[o], start[o + 1]) of (w0[e], w1[e]) * in[idx[e]].
@@ -172,7 +218,7 @@ struct PlanesPlan {
 #if defined(__GNUC__)
 
 // Vectors of Bytes bytes: 32 (AVX2, and two SSE registers in the baseline clones) everywhere, 64
-// in the AVX-512 versions of the tasks (wide_planes). A lane's arithmetic is the
+// in the AVX-512 versions of the tasks (avx512_tasks). A lane's arithmetic is the
 // same at either width (the same operations in the same order, no contraction), so a plane's
 // values do not depend on the width either, only the number of planes per group does.
 template <typename T, int Bytes>
@@ -185,11 +231,26 @@ using Lanes = typename VecN<acc_t, Bytes>::type;
 template <typename acc_t, int Bytes = 32>
 constexpr int64_t kLanes = VecN<acc_t, Bytes>::kLanes;
 
-// Runs a plane-vector task over all groups of `planes`, in parallel, at the width wide_planes()
-// picks: wide(begin, end) with 64-byte groups, else narrow(begin, end) with 32-byte ones.
+// Runs a plane-vector task over all groups of `planes`, in parallel: wide(begin, end) with 64-byte
+// groups, else narrow(begin, end) with 32-byte ones. Unset, the wide groups run when the threads
+// finish no later with them, counting a wide group as 1.75 narrow ones (a wide group of float
+// planes took 0.86-0.89x the time of two narrow ones: hf_penalty db4 J=3 forward and forward +
+// backward on 128x64x32x32). Few planes make few groups, and at::parallel_for hands each thread
+// ceil(groups / threads) of them: one level of db4 on 16x3x112x112 (48 planes, 2 threads) took 1.17x
+// as long as wide groups (2 rounds of 1.75) as narrow ones (3 rounds), 0.91x on 64x3x112x112
+// (2026-12-05, Zen 4). The width changes no value (VecN), so it may depend on the call's shape.
 template <typename acc_t, typename Narrow, typename Wide>
 void for_plane_groups(int64_t planes, const Narrow& narrow, const Wide& wide) {
-  const bool w = wide_planes();
+  const Avx512 setting = avx512_setting();
+  bool w = setting == Avx512::kOn;
+  if (setting == Avx512::kAuto) {
+    const int64_t threads = at::in_parallel_region() ? 1 : std::max(1, at::get_num_threads());
+    const auto rounds = [&](int64_t lanes) {
+      const int64_t groups = (planes + lanes - 1) / lanes;
+      return (groups + threads - 1) / threads;
+    };
+    w = 4 * rounds(kLanes<acc_t>) >= 7 * rounds(kLanes<acc_t, 64>);
+  }
   const int64_t V = w ? kLanes<acc_t, 64> : kLanes<acc_t>;
   at::parallel_for(0, (planes + V - 1) / V, 1, [&](int64_t begin, int64_t end) {
     w ? wide(begin, end) : narrow(begin, end);
