@@ -79,49 +79,40 @@ inline bool use_planes_path(int64_t H, int64_t W) {
 #define WAVEFUSE_WIDE 0
 #endif
 
-// name_wide(s, begin, end): the task function `name` once more, compiled for x86-64-v4 with
-// 64-byte vectors (impl<64>); where there is none, a plain call of `name` (never reached:
-// avx512_tasks() is false there).
+// name##suffix(s, begin, end): the task function `name` once more, compiled with
+// target(options), running body(s, begin, end); where there is no such target, a plain call of
+// `name` (never reached: avx512_tasks() is false there).
 #if WAVEFUSE_WIDE
-#define WAVEFUSE_WIDE_TASK(name, impl, Args, T)                                              \
-  __attribute__((target("arch=x86-64-v4"))) void name##_wide(const Args<T>& s, int64_t begin, \
-                                                             int64_t end) {                  \
-    impl<64>(s, begin, end);                                                                 \
+#define WAVEFUSE_TARGET_COPY(name, suffix, options, body, Args, T)                    \
+  __attribute__((target(options))) void name##suffix(const Args<T>& s, int64_t begin, \
+                                                     int64_t end) {                   \
+    body(s, begin, end);                                                              \
   }
 #else
-#define WAVEFUSE_WIDE_TASK(name, impl, Args, T) \
-  void name##_wide(const Args<T>& s, int64_t begin, int64_t end) { name(s, begin, end); }
+#define WAVEFUSE_TARGET_COPY(name, suffix, options, body, Args, T) \
+  void name##suffix(const Args<T>& s, int64_t begin, int64_t end) { name(s, begin, end); }
 #endif
-#define WAVEFUSE_WIDE_TASKS(name, impl, Args)          \
-  WAVEFUSE_WIDE_TASK(name, impl, Args, float)          \
-  WAVEFUSE_WIDE_TASK(name, impl, Args, double)         \
-  WAVEFUSE_WIDE_TASK(name, impl, Args, at::Half)       \
-  WAVEFUSE_WIDE_TASK(name, impl, Args, at::BFloat16)
+#define WAVEFUSE_TARGET_COPIES(name, suffix, options, body, Args)  \
+  WAVEFUSE_TARGET_COPY(name, suffix, options, body, Args, float)    \
+  WAVEFUSE_TARGET_COPY(name, suffix, options, body, Args, double)   \
+  WAVEFUSE_TARGET_COPY(name, suffix, options, body, Args, at::Half) \
+  WAVEFUSE_TARGET_COPY(name, suffix, options, body, Args, at::BFloat16)
 
-// name_v4(s, begin, end): a row-vector task (separable.h) once more for x86-64-v4, at the AVX2
-// width (prefer-vector-width=256: the same 32-byte vector loops, and the same values bit for bit,
-// as the AVX2 clone of `name`). What it buys is AVX-512's 32 vector registers: the correlation
-// chunks' broadcast taps, spilled to the stack and reloaded in every iteration with AVX2's 16, stay
-// in registers. Measured on a Zen 4 core (2026-12-05, 2-core EPYC VM, interleaved in one process,
+// name_wide: a plane-vector task for x86-64-v4 with 64-byte vectors (impl<64>).
+#define WAVEFUSE_WIDE_TASKS(name, impl, Args) \
+  WAVEFUSE_TARGET_COPIES(name, _wide, "arch=x86-64-v4", impl<64>, Args)
+
+// name_v4: a row-vector task (separable.h) for x86-64-v4 at the AVX2 width
+// (prefer-vector-width=256: the same 32-byte vector loops, and the same values bit for bit, as the
+// AVX2 clone of `name`). What it buys is AVX-512's 32 vector registers: the correlation chunks'
+// broadcast taps, spilled to the stack and reloaded in every iteration with AVX2's 16, stay in
+// registers. Measured on a Zen 4 core (2026-12-05, 2-core EPYC VM, interleaved in one process,
 // this copy against the AVX2 clone): hf_penalty db4 J=3 on 16x3x224x224, forward 0.79-0.80x,
 // forward + backward 0.88-0.89x (periodization and symmetric); dwt2 db4 0.90-0.93x (16x3x224x224,
 // 16x3x448x448); wavelet_pgd_step db4 J=3 0.91-0.92x. 512-bit loops in the same copy (the
 // target's default width) did no better than 256-bit ones (alternating builds).
-#if WAVEFUSE_WIDE
-#define WAVEFUSE_V4_TASK(name, impl, Args, T)                                               \
-  __attribute__((target("arch=x86-64-v4,prefer-vector-width=256"))) void name##_v4(         \
-      const Args<T>& s, int64_t begin, int64_t end) {                                       \
-    impl(s, begin, end);                                                                    \
-  }
-#else
-#define WAVEFUSE_V4_TASK(name, impl, Args, T) \
-  void name##_v4(const Args<T>& s, int64_t begin, int64_t end) { name(s, begin, end); }
-#endif
-#define WAVEFUSE_V4_TASKS(name, impl, Args)    \
-  WAVEFUSE_V4_TASK(name, impl, Args, float)    \
-  WAVEFUSE_V4_TASK(name, impl, Args, double)   \
-  WAVEFUSE_V4_TASK(name, impl, Args, at::Half) \
-  WAVEFUSE_V4_TASK(name, impl, Args, at::BFloat16)
+#define WAVEFUSE_V4_TASKS(name, impl, Args) \
+  WAVEFUSE_TARGET_COPIES(name, _v4, "arch=x86-64-v4,prefer-vector-width=256", impl, Args)
 
 // Whether the AVX-512 copies of the tasks run: never where the CPU lacks an x86-64-v4 feature or
 // WAVEFUSE_CPU_VECTOR_BITS is "256"; always where it is "512"; unset (kAuto), the row-vector
