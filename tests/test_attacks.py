@@ -529,6 +529,33 @@ def test_range_check_switch_and_wavelet_level():
         PGD(model, lo=0.0, hi=0.0)
 
 
+def test_wavelet_with_no_level_is_an_error_and_a_high_level_warns_once():
+    """8x8 images: db4 has no level (pywt.dwt_max_level 0), so level=None would be plain PGD."""
+    x, y = _data()
+    model = _model()
+    with pytest.raises(ValueError, match=r"wavelet: level None is 0 levels of 'db4'"):
+        PGD(model, wavelet={"wave": "db4", "level": None})(x, y)
+    with pytest.raises(ValueError, match=r"wavelet: level 0 is 0 levels"):
+        PGD(model, wavelet={"wave": "haar", "level": 0})(x, y)
+    with pytest.warns(UserWarning, match="Level value of 2 is too high") as record:
+        PGD(model, steps=3, wavelet={"wave": "db2", "level": 2})(x, y)
+    assert len([w for w in record if "Level value" in str(w.message)]) == 1  # not once per step
+
+
+@pytest.mark.parametrize("setting", [LINF, L2], ids=["Linf", "L2"])
+@pytest.mark.parametrize("loss", ["ce", "trades"])
+def test_empty_batch(setting, loss):
+    x, y = _data()
+    out = PGD(_model(), steps=2, loss=loss, **setting)(x[:0], y[:0])
+    assert out.shape == (0, *SHAPE[1:]) and out.dtype == x.dtype
+
+
+def test_inference_mode_is_a_clear_error():
+    x, y = _data()
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="inference_mode"):
+        PGD(_model(), steps=1)(x, y)
+
+
 def test_repr():
     r = repr(PGD(_model(), wavelet="haar", autocast="bf16"))
     assert r.startswith("PGD(eps=0.031") and "wavelet='haar'" in r and "autocast='bf16'" in r

@@ -191,6 +191,9 @@ def test_evaluate_errors(trained, tmp_path, capsys):
     assert "cannot read checkpoint" in fails(
         evaluate.main, evaluate.PROG, [str(tmp_path / "junk.pt")], capsys
     )
+    torch.save({"f": math.gcd}, tmp_path / "code.pt")  # a pickled function: weights_only refuses
+    err = fails(evaluate.main, evaluate.PROG, [str(tmp_path / "code.pt")], capsys)
+    assert "cannot read checkpoint" in err and "weights_only" not in err  # not torch's advice
     ckpt = str(trained / "last.pt")
     err = fails(evaluate.main, evaluate.PROG, [ckpt, "--data", "digits", "--n", "4"], capsys)
     assert "WRN-10-1" in err and "--data digits has 1x8x8 images" in err
@@ -203,6 +206,8 @@ def test_evaluate_errors(trained, tmp_path, capsys):
     assert "pgd needs its number of steps" in err
     err = fails(evaluate.main, evaluate.PROG, [ckpt, "--attacks", "fgsm"], capsys)
     assert "unknown attack 'fgsm'" in err
+    err = fails(evaluate.main, evaluate.PROG, [ckpt, "--attacks", "cw,cw20"], capsys)
+    assert "cw20 (= cw) is listed twice" in err  # cw is cw20
 
 
 def test_resume_errors(trained, tmp_path, capsys):
@@ -217,6 +222,44 @@ def test_resume_errors(trained, tmp_path, capsys):
         train.main, train.PROG, [*TINY, "--out", str(tmp_path / "empty"), "--resume"], capsys
     )
     assert "last.pt not found" in err
+    # the run's options too, not only the model's: another threat, method or training split
+    err = fails(train.main, train.PROG, [*argv, "--eps", "0.2", "--method", "trades"], capsys)
+    assert "its run was trained with other options" in err
+    assert "--method: checkpoint 'pgd', asked 'trades'" in err
+    assert "--eps: checkpoint 0.1, asked 0.2" in err
+    err = fails(train.main, train.PROG, [*argv, "--subset", "48"], capsys)
+    assert "--subset: checkpoint 64, asked 48" in err and "input mean: checkpoint" in err
+
+
+def test_resume_may_extend_only_schedules_that_do_not_depend_on_epochs():
+    def diff(extra, epochs):
+        saved = train.parser().parse_args([*TINY, *extra, "--epochs", "2"])
+        asked = train.parser().parse_args([*TINY, *extra, "--epochs", str(epochs)])
+        return train.resume_diff({"args": vars(saved), "config": {}}, {}, asked)
+
+    assert diff([], 4) == []  # TINY: constant
+    assert diff(["--schedule", "step", "--milestones", "1"], 4) == []
+    assert diff(["--schedule", "cosine"], 2) == []
+    (cosine,) = diff(["--schedule", "cosine"], 4)
+    assert "--epochs: checkpoint 2, asked 4" in cosine and "cosine schedule" in cosine
+    (step,) = diff(["--schedule", "step"], 4)
+    assert "default step milestones" in step
+
+
+def test_resume_mends_the_metrics_to_the_checkpoint(trained, tmp_path, capsys):
+    """A crash between a checkpoint and its metrics row, or between a row and its checkpoint."""
+    out = tmp_path / "copy"
+    shutil.copytree(trained, out)
+    argv = [*TINY, "--epochs", "1", "--out", str(out), "--resume"]  # nothing to train
+    (row,) = metrics(out)
+    (out / "metrics.jsonl").write_text("")
+    train.main(argv)
+    assert metrics(out) == [row]  # restored from the checkpoint
+    later = json.dumps({**row, "epoch": 2})
+    (out / "metrics.jsonl").write_text(json.dumps(row) + "\n" + later + "\n" + '{"epo')
+    train.main(argv)
+    assert metrics(out) == [row]  # epoch 2 had no checkpoint; the cut line goes too
+    assert "nothing to do" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(
@@ -257,6 +300,12 @@ def test_default_data_falls_back_to_digits_with_a_notice(monkeypatch, tmp_path):
     assert "sudo apt-get install -y dataset-fashion-mnist" in notices[0]
     train.threat(args)
     assert args.eps == 0.1 and args.steps == 10 and args.alpha == pytest.approx(0.025)
+
+
+def test_root_without_data_means_fashion_mnist_with_no_fallback(tmp_path):
+    args = train.parser().parse_args(["--root", str(tmp_path / "typo")])
+    with pytest.raises(wdata.DatasetNotFoundError, match="fashion-mnist.*--root"):
+        train.resolve_data(args, print)
 
 
 def test_threat_defaults_per_dataset():

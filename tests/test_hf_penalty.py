@@ -273,6 +273,22 @@ def test_level_none_is_the_max_level():
     assert wavefuse.band_energy(x, "db2", None).shape[1] == pywt.dwt_max_level(40, 4)
 
 
+@pytest.mark.filterwarnings("default")
+def test_level_none_with_no_level_warns():
+    """pywt's max level of 28x28 with db8 (16 taps) is 0: a penalty of 0, a step with no band."""
+    x = torch.randn(2, 1, 28, 28)
+    assert pywt.dwt_max_level(28, 16) == 0
+    with pytest.warns(UserWarning, match=r"level=None is 0 levels for x of 28x28 with 'db8'"):
+        assert wavefuse.hf_penalty(x, "db8", None).item() == 0
+    with pytest.warns(UserWarning, match="level=None is 0 levels for x"):
+        assert wavefuse.band_energy(x, "db8", None).shape == (2, 0, 3)
+    with pytest.warns(UserWarning, match="level=None is 0 levels for grad"):
+        wavefuse.wavelet_pgd_step(x.clone(), x, x.clone(), 0.1, 0.01, "db8", None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an explicit level 0 is taken as meant
+        wavefuse.hf_penalty(x, "db8", 0)
+
+
 # ----- bad input ----------------------------------------------------------------------------------
 
 X = torch.randn(2, 3, 8, 8)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from conftest import ALL_MODES, TOL, assert_close, cpu_backends
 
 import wavefuse
-from wavefuse import reference
+from wavefuse import backends, reference
 from wavefuse.filters import filter_bank
 from wavefuse.ops.pgd_step import prepare_bounds
 
@@ -251,7 +251,16 @@ def test_wavelet_step_large_planes_and_strides(mode, layout, backend):
             for norm, eps in (("Linf", 0.05), ("L2", 0.4)):
                 expected = wavefuse.pgd_step(x_adv.clone(), g_f, x, eps, 0.03, norm)
                 got = wavefuse.wavelet_pgd_step(
-                    x_adv.clone(), g, x, eps, 0.03, wave, level, mode, scales, norm,
+                    x_adv.clone(),
+                    g,
+                    x,
+                    eps,
+                    0.03,
+                    wave,
+                    level,
+                    mode,
+                    scales,
+                    norm,
                     backend=backend,
                 )
                 assert_close(got, expected, 1e-10, f"{shape} {wave} {mode} {level} {norm}")
@@ -452,6 +461,14 @@ X = torch.rand(2, 3, 8, 8)
 G = torch.randn(2, 3, 8, 8)
 
 
+_BUF = torch.rand(2, 2, 3, 9, 8)  # two samples' buffers side by side, overlapping by one row
+
+
+def _inference(t: torch.Tensor) -> torch.Tensor:
+    with torch.inference_mode():
+        return t.clone()
+
+
 def _step(**kw):
     args = {"x_adv": X.clone(), "grad": G, "x_nat": X, "eps": 0.1, "alpha": 0.01}
     args.update(kw)
@@ -509,8 +526,17 @@ def _wstep(**kw):
         (_step(norm="l2"), ValueError, "norm='l2' is not supported; allowed: Linf, L2"),
         (_step(norm=2), ValueError, "norm=2 is not supported; allowed: Linf, L2"),
         (_step(backend="fast"), ValueError, "backend='fast' is not one of"),
-        (_step(x_adv=X), ValueError, "x_adv shares memory with x_nat"),
+        (_step(x_adv=X), ValueError, "x_adv overlaps x_nat in memory"),
         (_step(x_adv=X.clone().requires_grad_()), ValueError, "x_adv requires grad"),
+        (
+            _step(x_adv=X[:1].clone().expand(2, 3, 8, 8)),
+            ValueError,
+            "x_adv has elements that share",
+        ),
+        (_wstep(x_adv=X[:1].clone().expand(2, 3, 8, 8)), ValueError, "x_adv has elements that"),
+        (_step(x_adv=_inference(X)), ValueError, "x_adv is an inference tensor"),
+        (_step(x_nat=_BUF[0, :, :, 1:], x_adv=_BUF[0, :, :, :-1]), ValueError, "x_adv overlaps"),
+        (_wstep(grad=_BUF[1, :, :, 1:], x_adv=_BUF[1, :, :, :-1]), ValueError, "overlaps grad"),
         (
             _wstep(hf_scale=[0.0]),
             ValueError,
@@ -539,6 +565,32 @@ def test_bad_input_raises_a_clear_error(call, exc, match):
     escaped = match.replace("(", r"\(").replace(")", r"\)").replace(".", r"\.")
     with pytest.raises(exc, match=escaped.replace("*", r"\*")):
         call()
+
+
+@pytest.mark.parametrize("backend", cpu_backends())
+@pytest.mark.parametrize("norm", ["Linf", "L2"])
+def test_disjoint_views_of_one_buffer_are_fine(norm, backend):
+    """x_adv and x_nat halves of one buffer (torch.cat([x_nat, x_adv]), TRADES-style): no false
+    alarm, and the same result as separate tensors."""
+    both = torch.cat([X, X + 0.01 * G])
+    expected = wavefuse.pgd_step(both[2:].clone(), G, X.clone(), 0.1, 0.01, norm, backend=backend)
+    wavefuse.pgd_step(both[2:], G, both[:2], 0.1, 0.01, norm, backend=backend)
+    assert torch.equal(both[2:], expected) and torch.equal(both[:2], X)
+
+
+@pytest.mark.skipif(
+    backends.why_not("cpu", "pgd_step", "cpu") is not None, reason="no C++ pgd_step kernel"
+)
+@pytest.mark.parametrize("kernel", ["_pgd_step_kernel", "_wavelet_pgd_step_kernel"])
+def test_cpu_kernels_refuse_overlapping_x_adv(kernel):
+    """The C++ kernels' own check (direct calls, compiled graphs): parallel tasks would race."""
+    filters = filter_bank("db2", "dec", torch.float32)
+    wave = (filters, "symmetric", 1, [0.5]) if kernel.startswith("_wavelet") else ()
+    op = getattr(torch.ops.wavefuse, kernel)
+    expanded = X[:1].clone().expand(2, 3, 8, 8)
+    for x_adv, x_nat, what in ((expanded, X, "unsupported operation"), (X, X, "unsupported")):
+        with pytest.raises(RuntimeError, match=what):
+            op(x_adv, G, x_nat, 0.1, 0.01, 0.0, 1.0, None, None, None, None, *wave, "Linf")
 
 
 def test_bad_input_leaves_x_adv_untouched():

@@ -208,6 +208,9 @@ def load_checkpoint(path) -> dict:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file gets the same clear message
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        if "weights_only" in first or "Weights only" in first:
+            # torch's advice (weights_only=False) is wrong here: ours hold plain data only
+            first = "not a checkpoint of plain tensors, numbers and strings (corrupt, or another tool's)"
         raise CLIError(f"cannot read checkpoint {path}: {type(e).__name__}: {first}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CLIError(

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import math
 import numbers
+import warnings
 from collections.abc import Iterator
 from typing import NamedTuple
 
@@ -383,6 +384,8 @@ class PGD:
         """The attack in the model's current mode (``__call__`` sets the mode around it)."""
         cfg = self._config()
         x_nat, labels, wave_kw = self._check_inputs(cfg, images, labels)
+        if x_nat.shape[0] == 0:
+            return x_nat.clone()  # an empty batch: nothing to attack (L2's start would not reshape)
         x_adv = self._start(cfg, x_nat)
         target = self._clean_probs(cfg, x_nat) if cfg.loss == "trades" else None
         if cfg.cuda_graph:
@@ -393,6 +396,12 @@ class PGD:
     def _check_inputs(self, cfg: _Config, images, labels) -> tuple[Tensor, Tensor, dict | None]:
         """Once per call, before the loop: shapes, dtypes, devices, range, the wavelet's level."""
         check_tensor4d(images, "images")  # a 4-D float16/bfloat16/float32/float64 tensor
+        if torch.is_inference_mode_enabled():
+            raise RuntimeError(
+                "the attack needs autograd (gradients w.r.t. the images), which "
+                "torch.inference_mode() turns off: call it outside the inference_mode block "
+                "(torch.no_grad() is fine)"
+            )
         n = images.shape[0]
         if not isinstance(labels, Tensor):
             raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
@@ -432,7 +441,16 @@ class PGD:
         wave_kw = None
         if cfg.wavelet is not None:
             wave, level, mode, hf_scale = cfg.wavelet
-            name, mode, level = _cascade_args(images, wave, level, mode, "images")
+            with warnings.catch_warnings():  # level 0 is an error here, not a warning
+                warnings.filterwarnings("ignore", message="level=None is 0 levels")
+                name, mode, level = _cascade_args(images, wave, level, mode, "images")
+            if level == 0:
+                raise ValueError(
+                    f"wavelet: level {cfg.wavelet[1]!r} is 0 levels of {name!r} for images of "
+                    f"{images.shape[-2]}x{images.shape[-1]} (pywt.dwt_max_level), so the step "
+                    "would have no detail band to scale: pass level >= 1 or a shorter wavelet, "
+                    "or wavelet=None for plain PGD"
+                )
             scales = _check_hf_scale(hf_scale, level)
             wave_kw = {"wave": name, "level": level, "mode": mode, "hf_scale": scales}
         return images.detach(), labels.detach(), wave_kw
@@ -492,13 +510,18 @@ class PGD:
     def _run_steps(self, cfg, wave_kw, x_adv, x_nat, labels, target, steps: int) -> None:
         """The loop: ``steps`` gradient steps on x_adv, in place. Nothing here reads a tensor."""
         step_kw = {"norm": cfg.norm, "lo": cfg.lo, "hi": cfg.hi, "backend": cfg.backend}
-        for _ in range(steps):
-            grad = self._input_grad(cfg, x_adv, labels, target)
-            with torch.no_grad():
-                if wave_kw is None:
-                    pgd_step(x_adv, grad, x_nat, cfg.eps, cfg.alpha, **step_kw)
-                else:
-                    wavelet_pgd_step(x_adv, grad, x_nat, cfg.eps, cfg.alpha, **wave_kw, **step_kw)
+        with warnings.catch_warnings():
+            # A level above pywt's maximum was warned about once, in _check_inputs: not per step.
+            warnings.filterwarnings("ignore", message="Level value of")
+            for _ in range(steps):
+                grad = self._input_grad(cfg, x_adv, labels, target)
+                with torch.no_grad():
+                    if wave_kw is None:
+                        pgd_step(x_adv, grad, x_nat, cfg.eps, cfg.alpha, **step_kw)
+                    else:
+                        wavelet_pgd_step(
+                            x_adv, grad, x_nat, cfg.eps, cfg.alpha, **wave_kw, **step_kw
+                        )
 
     # ---- CUDA graphs -----------------------------------------------------------------------------
 

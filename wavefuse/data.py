@@ -278,7 +278,7 @@ def _load_fashion_mnist(root, split: str) -> ArrayDataset:
     hint = (
         f"install the Debian package with: {FASHION_MNIST_INSTALL}"
         if root is None
-        else "pass root= a folder holding them (the Debian package dataset-fashion-mnist puts them "
+        else "pass root= (the CLIs: --root) a folder holding them (the Debian package dataset-fashion-mnist puts them "
         f"in {FASHION_MNIST_DIRS[0]}: {FASHION_MNIST_INSTALL})"
     )
     raise DatasetNotFoundError(

@@ -96,8 +96,10 @@ def parse_attacks(spec: str) -> list[tuple[str, str, int | None]]:
             raise CLIError(f"--attacks {key}: the number of steps must be >= 1")
         if kind == "cw" and steps is None:
             steps = CW_STEPS
-        if key in [k for k, _, _ in out]:
-            raise CLIError(f"--attacks: {key} is listed twice")
+        same = [k for k, kd, st in out if (kd, st) == (kind, steps)]
+        if same:
+            twice = key if same[0] == key else f"{key} (= {same[0]})"
+            raise CLIError(f"--attacks: {twice} is listed twice")
         out.append((key, kind, steps))
     return out
 

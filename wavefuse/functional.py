@@ -248,7 +248,16 @@ def _cascade_args(x: Tensor, wave, level, mode, argname: str = "x") -> tuple[str
     """Validated (wavelet name, mode, level) for an analysis cascade of x; level as wavedec2's."""
     name, mode = wavelet_name(wave, "wave"), check_mode(mode)
     taps = filter_length(name)
+    asked = level
     level = _check_level(x.shape[-2], x.shape[-1], taps, level)
+    if asked is None and level == 0 and not torch.compiler.is_compiling():
+        # pywt's rule, but a penalty or a band-limited step with no detail band is a no-op that
+        # nobody means: say so (an explicit level=0 is taken as meant).
+        warnings.warn(
+            f"level=None is 0 levels for {argname} of {x.shape[-2]}x{x.shape[-1]} with {name!r} "
+            f"({taps} taps; pywt.dwt_max_level): there is no detail band, so the result is that "
+            "of no wavelet at all; pass a shorter wavelet or level >= 1"
+        )
     check_cascade(x.shape[-2], x.shape[-1], taps, mode, level, argname)
     return name, mode, level
 
@@ -356,10 +365,12 @@ def pgd_step(
     L2: ``g = g / (||g||_2 + 1e-10)`` per sample (torchattacks' ``eps_for_division``),
     ``delta = x_adv + alpha * g - x``, ``delta *= min(eps / ||delta||_2, 1)`` per sample,
     ``x_adv = clamp(x + delta, lo, hi)``. The operations are torchattacks 3.5.1's, in its order,
-    so float32 results are bit-identical to ``torchattacks.PGD`` / ``PGDL2`` on the same inputs
-    (except that a zero delta with eps = 0 stays zero where torchattacks gives NaN, and that a NaN
-    in grad makes x_adv NaN where torchattacks' ``sign(NaN) = 0`` would hide it: see
-    docs/edge_policies.md). float16 and bfloat16 compute in float32 and round once. No host sync.
+    so float32 results are bit-identical to ``torchattacks.PGD`` on the same inputs, and to
+    ``PGDL2`` with ``backend="reference"``; the fused kernels sum L2's per-sample norms in their
+    own order (the CPU kernel in float64), so their L2 results may differ in the last bits.
+    Deliberate differences on every backend: a zero delta with eps = 0 stays zero where
+    torchattacks gives NaN, and a NaN in grad makes x_adv NaN where torchattacks'
+    ``sign(NaN) = 0`` would hide it (docs/edge_policies.md). float16 and bfloat16 compute in float32 and round once. No host sync.
 
     Parameters
     ----------

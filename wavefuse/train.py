@@ -235,6 +235,8 @@ def init_distributed(device_arg: str | None) -> torch.device:
 
 def resolve_data(args, log) -> tuple[wdata.ArrayDataset, wdata.ArrayDataset]:
     name = args.data
+    if name is None and args.root is not None:
+        name = "fashion-mnist"  # a folder given for the default set: no quiet fallback from it
     if name is None:
         try:
             train = wdata.load("fashion-mnist", root=args.root, split="train")
@@ -288,6 +290,52 @@ def milestones(args) -> list[float]:
         raise CLIError(
             f"--milestones {args.milestones!r}: expected comma-separated epochs"
         ) from None
+
+
+#: The options that define a training run besides the model config: a resumed run must repeat them
+#: (the rest, --device, --amp, --channels-last, --out and the progress bars, may change).
+#: --epochs may grow only where the learning rate of the epochs already trained does not depend on
+#: it (epochs_fixed_by).
+RUN_KEYS = (
+    "data", "subset", "test_subset", "augment", "method", "beta", "eps", "alpha", "steps",
+    "eval_steps", "hf_penalty", "hf_layers", "hf_wave", "hf_level", "batch_size", "lr",
+    "momentum", "wd", "schedule", "milestones", "seed",
+)  # fmt: skip
+
+
+def epochs_fixed_by(args) -> str | None:
+    """Why --epochs cannot change on resume (the schedule is stretched to it), or None."""
+    if args.schedule == "cosine":
+        return "the cosine schedule runs to 0 at --epochs"
+    if args.schedule == "step" and args.milestones is None:
+        return "the default step milestones are 50% and 75% of --epochs"
+    return None
+
+
+def resume_diff(ckpt: dict, config: dict, args) -> list[str]:
+    """The differences between a checkpoint's run and this one that forbid resuming it."""
+    saved = ckpt.get("args") or {}
+    diff = [
+        f"--{k.replace('_', '-')}: checkpoint {saved.get(k)!r}, asked {getattr(args, k)!r}"
+        for k in RUN_KEYS
+        if k in saved and saved[k] != getattr(args, k)
+    ]
+    for k in ("mean", "std"):  # the training split's statistics: another split or subset
+        a, b = ckpt["config"].get(k), config.get(k)
+        if (
+            a is not None
+            and b is not None
+            and not torch.allclose(
+                torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)
+            )
+        ):
+            diff.append(f"input {k}: checkpoint {list(a)}, this training split {list(b)}")
+    if "epochs" in saved and saved["epochs"] != args.epochs and epochs_fixed_by(args):
+        diff.append(
+            f"--epochs: checkpoint {saved['epochs']}, asked {args.epochs}, and "
+            f"{epochs_fixed_by(args)} (--schedule constant or explicit --milestones can be extended)"
+        )
+    return diff
 
 
 def lr_at(args, t: float, ms: list[float]) -> float:
@@ -418,12 +466,38 @@ class Trainer:
                 f"asks for {describe(self.config)} ({'; '.join(diff)}). Pass the checkpoint's "
                 "options or another --out."
             )
+        diff = resume_diff(ckpt, self.config, self.args)
+        if diff:
+            raise CLIError(
+                f"cannot resume from {path}: its run was trained with other options "
+                f"({'; '.join(diff)}). Pass the checkpoint's options or another --out."
+            )
         load_model_state(self.raw, ckpt, path)
         self.opt.load_state_dict(ckpt["optimizer"])
         self.start_epoch, self.best_pgd = int(ckpt["epoch"]), float(ckpt["best_pgd"])
         self.wall_before = float(ckpt["wall_time_s"])
         set_rng(ckpt["rng"], self.device, self.args.seed, self.start_epoch)
+        if self.rank == 0:
+            self._mend_metrics(ckpt.get("metrics"))
         self.log(f"resumed from {path} after epoch {self.start_epoch}")
+
+    def _mend_metrics(self, last_row: dict | None) -> None:
+        """metrics.jsonl as of the checkpoint: the rows of later epochs go (a crash after the
+        row was written but before its checkpoint: the epoch runs again), and the checkpoint's own
+        row comes back if the crash came between the checkpoint and its row."""
+        path = self.out / "metrics.jsonl"
+        rows = []
+        if path.exists():
+            for line in path.read_text().splitlines():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut short by the crash
+                if int(row.get("epoch", 0)) <= self.start_epoch:
+                    rows.append(row)
+        if last_row and not any(int(r.get("epoch", 0)) == self.start_epoch for r in rows):
+            rows.append(last_row)
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
     def save(self, epoch: int, row: dict, wall: float, is_best: bool) -> None:
         rng = gather_rng(self.device)  # collective: every rank
@@ -652,9 +726,14 @@ def main(argv=None) -> None:
         + f"; {size} process(es) on {device} ({device_name(device)}); out {out}"
     )
     if trainer.start_epoch >= args.epochs:
+        fixed = epochs_fixed_by(args)
         log(
-            f"nothing to do: {out / 'last.pt'} has {trainer.start_epoch} epochs; pass --epochs > "
-            f"{trainer.start_epoch} to train more"
+            f"nothing to do: {out / 'last.pt'} has {trainer.start_epoch} epochs; "
+            + (
+                f"it cannot be extended ({fixed}): start another --out to train longer"
+                if fixed
+                else f"pass --epochs > {trainer.start_epoch} to train more"
+            )
         )
         return
     row = trainer.run(progress, show)

@@ -15,6 +15,7 @@
 // replace them.
 
 #include <ATen/Dispatch.h>
+#include <ATen/MemoryOverlap.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
@@ -249,6 +250,12 @@ bool check_step(const Tensor& x_adv, const Tensor& grad, const Tensor& x_nat,
   TORCH_CHECK(grad.scalar_type() == x_adv.scalar_type() &&
                   x_nat.scalar_type() == x_adv.scalar_type(),
               "wavefuse: x_adv, grad and x_nat must share one dtype");
+  // In place from parallel tasks: an x_adv whose elements overlap (expanded), or that overlaps
+  // grad or x_nat, would race (the Python layer says so first, in eager mode; this covers direct
+  // calls of the op and compiled graphs).
+  at::assert_no_internal_overlap(x_adv);
+  at::assert_no_overlap(x_adv, grad);
+  at::assert_no_overlap(x_adv, x_nat);
   const bool l2 = norm == "L2";
   TORCH_CHECK(l2 || norm == "Linf", "wavefuse: norm must be Linf or L2, got ", std::string(norm));
   check_bound(eps_tensor, x_adv, "eps_tensor");

@@ -4,7 +4,9 @@ average pooling.
 
 Module names and parameters are those of the TRADES / MART ``WideResNet`` (without TRADES'
 unused ``sub_block1``): WRN-34-10 has 46,160,474 parameters for 10 classes, and its checkpoints
-load (``strict=False`` for TRADES' extra ``sub_block1`` keys).
+load (``strict=False`` for TRADES' extra ``sub_block1`` keys). Those models take raw [0, 1]
+images (no normalisation layer), while this one normalises by default (CIFAR-10's mean and std):
+build it with ``mean=(0, 0, 0), std=(1, 1, 1)`` to run such a checkpoint as it was trained.
 """
 
 from __future__ import annotations
@@ -92,6 +94,7 @@ class WideResNet(nn.Module):
         3 (CIFAR) or 1 (Fashion-MNIST).
     mean, std : sequences of in_channels floats, optional
         Input normalisation; default CIFAR-10's for 3 channels, Fashion-MNIST's for 1.
+        ``(0,) * c, (1,) * c`` for none (TRADES' and MART's checkpoints were trained without).
     drop_rate : float
     wavelet_mode, bands : str
         Boundary mode and bands ("all", "ll", "learned") of the wavelet layers.

@@ -116,7 +116,9 @@ def convert(
 
     * ``"conv_stride2"``: every ``nn.Conv2d`` (exactly that class: subclasses may change forward)
       with stride (2, 2) becomes a ``WaveletConv2d`` that holds the same Parameter objects (so an
-      optimizer built before keeps training them) and gives the same output shape.
+      optimizer built before keeps training them) and gives the same output shape. With
+      ``pool="learned"`` the band weights are new Parameters (1/4 each): build the optimizer
+      after ``convert`` (or add them to it) for them to be trained.
     * ``"avgpool"`` / ``"maxpool"``: every ``nn.AvgPool2d`` / ``nn.MaxPool2d`` with stride 2 whose
       output size is ceil(n/2) (e.g. kernel 3 padding 1, ResNet's stem; kernel 2 with ceil_mode)
       or floor(n/2) (kernel 2, the default) for every input size becomes a ``WaveletAvgPool2d``

@@ -161,12 +161,39 @@ def check_step_tensors(x_adv, grad, x_nat) -> Tensor:
             "x_adv requires grad: the step updates it in place and is not differentiable; "
             "pass x_adv.detach() or call it under torch.no_grad()"
         )
-    if not torch.compiler.is_compiling():  # storage identity is not traceable (and is eager-only)
+    if not torch.compiler.is_compiling():  # addresses are not traceable (and are eager-only)
+        if x_adv.is_inference() and not torch.is_inference_mode_enabled():
+            raise ValueError(
+                "x_adv is an inference tensor (made under torch.inference_mode()): it can be "
+                "updated in place only inside inference_mode; pass x_adv.clone()"
+            )
+        if torch._debug_has_internal_overlap(x_adv) == 1:  # 1: yes (2: too hard to tell, no)
+            raise ValueError(
+                f"x_adv has elements that share memory (strides {x_adv.stride()}, e.g. an "
+                "expand()ed tensor): the in-place step would write one location twice; pass "
+                "x_adv.clone()"
+            )
         storage = x_adv.untyped_storage().data_ptr()
         for name in ("grad", "x_nat"):
-            if named[name].untyped_storage().data_ptr() == storage and named[name].numel():
-                raise ValueError(f"x_adv shares memory with {name}: pass a copy (x_adv.clone())")
+            if named[name].untyped_storage().data_ptr() != storage:
+                continue
+            span, other = _byte_span(x_adv), _byte_span(named[name])
+            if span and other and span[0] < other[1] and other[0] < span[1]:
+                raise ValueError(
+                    f"x_adv overlaps {name} in memory: the in-place step would change {name} "
+                    "while reading it; pass a copy (x_adv.clone())"
+                )
     return x_adv
+
+
+def _byte_span(t: Tensor) -> tuple[int, int] | None:
+    """[first, last + 1) byte address that t's elements can occupy (None when empty): views of
+    one buffer that lie in disjoint spans (buf[0] and buf[1]) do not overlap."""
+    if t.numel() == 0:
+        return None
+    start = t.data_ptr()
+    extent = sum((n - 1) * abs(st) for n, st in zip(t.shape, t.stride()))
+    return start, start + (extent + 1) * t.element_size()
 
 
 def _param(value, name: str, x: Tensor, per_sample_only: bool) -> tuple[float, Tensor | None]:
