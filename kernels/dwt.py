@@ -137,6 +137,22 @@ def _dense_tile(size: int, cap: int | None = None) -> int:
     return max(_DOT_MIN, min(triton.next_power_of_2(size), cap))
 
 
+#: CUDA's limit on a launch grid's 2nd and 3rd axes (the 1st, planes, allows 2^31 - 1).
+MAX_GRID_YZ = 65535
+
+
+def checked_grid(grid: tuple[int, int, int], what: str, shape) -> tuple[int, int, int]:
+    """grid (planes, row tiles, column tiles), or a clear error where CUDA could not launch it
+    (checked under the interpreter too, so that CPU tests see what a GPU would do)."""
+    if max(grid[1:]) > MAX_GRID_YZ:
+        raise ValueError(
+            f"backend='triton': {what} of a {tuple(shape)} tensor needs {grid[1]} x {grid[2]} "
+            f"tiles per plane, over CUDA's limit of {MAX_GRID_YZ} on either axis (an image this "
+            "tall or wide, with this filter); use backend='cuda' or backend='cpu'"
+        )
+    return grid
+
+
 def _needs_int64(*tensors: Tensor) -> bool:
     """Whether an offset inside one (n, c) plane (or band) of any tensor can exceed int32."""
     return any(
@@ -599,7 +615,7 @@ def _split(x: Tensor, filters: Tensor, mode_code: int, reverse: bool, ll: Tensor
     else:
         bh, bw = _tile(kh, kw, taps_block)
         nph = npw = chunk = 1  # unused
-    grid = (n * c, triton.cdiv(kh, bh), triton.cdiv(kw, bw))
+    grid = checked_grid((n * c, triton.cdiv(kh, bh), triton.cdiv(kw, bw)), "the analysis", x.shape)
     with _device_guard(x):
         _dwt2d_fwd_kernel[grid](
             x, filters, ll, hi,
@@ -626,7 +642,7 @@ def _merge(ll: Tensor, hi: Tensor, filters: Tensor, mode_code: int, reverse: boo
     else:
         bh, bw = _tile(h, w, 4 * half_block)
         kph = kpw = chunk = 1  # unused
-    grid = (n * c, triton.cdiv(h, bh), triton.cdiv(w, bw))
+    grid = checked_grid((n * c, triton.cdiv(h, bh), triton.cdiv(w, bw)), "the synthesis", y.shape)
     with _device_guard(y):
         _dwt2d_adjoint_kernel[grid](
             ll, hi, filters, y,

@@ -526,6 +526,7 @@ def haar_wavedec2(x: Tensor, level: int, mode: str) -> list[Tensor]:
         return [ll] + his[::-1]
     th, tw = _tile_sides(hs[-1] << level, ws[-1] << level, 2**level, _TILE_ELEMENTS)
     grid = (n * c, triton.cdiv(hs[-1] << level, th), triton.cdiv(ws[-1] << level, tw))
+    grid = _dwt.checked_grid(grid, "the Haar analysis", x.shape)
     with _dwt._device_guard(x):
         _haar_fwd_kernel[grid](
             x, ll, tuple(his), c, h, w, *x.stride(), *ll.stride(), _strides(his),
@@ -583,7 +584,7 @@ def haar_wavedec2_adjoint(
         return y
     (th, nth, shift_h, folds_h), (tw, ntw, shift_w, folds_w) = geo_h, geo_w
     with _dwt._device_guard(y):
-        _haar_adjoint_kernel[(n * c, nth, ntw)](
+        _haar_adjoint_kernel[_dwt.checked_grid((n * c, nth, ntw), "the Haar adjoint", y.shape)](
             grad_ll, tuple(his), y, c, h, w, hs[-1] << level, ws[-1] << level, shift_h, shift_w,
             *grad_ll.stride(), _strides(his), *y.stride(),
             LEVELS=level, MODE=_dwt._MODE_CODE[mode], FOLDS=folds_h or folds_w,

@@ -197,7 +197,7 @@ def _launch_level(
     hi_t = hi if hi is not None else a
     ll_strides = ll.stride() if ll is not None else (0, 0, 0, 0)
     hi_strides = hi.stride() if hi is not None else (0, 0, 0, 0, 0)
-    grid = (n * c, lv.tiles_h, lv.tiles_w)
+    grid = _dwt.checked_grid((n * c, lv.tiles_h, lv.tiles_w), f"band energy level {j + 1}", a.shape)
     with _dwt._device_guard(a):
         _band_level_kernel[grid](
             a, filters, ll_t, hi_t, part if part is not None else a,

@@ -273,6 +273,25 @@ def test_level_none_is_the_max_level():
     assert wavefuse.band_energy(x, "db2", None).shape[1] == pywt.dwt_max_level(40, 4)
 
 
+def test_python_weights_go_to_a_device_once():
+    """weights as Python numbers for x on a device: one cached copy per distinct weights (a copy
+    per call would block the host every step and break CUDA graph capture); meta stands in for
+    a GPU here. On the CPU there is nothing to copy."""
+    from wavefuse.ops.hf_penalty import prepare_weights
+
+    like = torch.empty(1, 1, 8, 8, device="meta")
+    with torch.inference_mode():  # first asked for there: still a normal tensor
+        first = prepare_weights([1.0, 0.5], 2, like, torch.float32)
+    assert not first.is_inference() and first.device.type == "meta"
+    assert prepare_weights((1.0, 0.5), 2, like, torch.float32) is first
+    per_band = prepare_weights([[1.0, 1.0, 1.0], [0.5, 0.5, 0.5]], 2, like, torch.float32)
+    assert per_band is first and first.shape == (2, 3)
+    assert prepare_weights([1.0, 0.25], 2, like, torch.float32) is not first
+    assert prepare_weights([1.0, 0.5], 2, like, torch.float64).dtype == torch.float64
+    host = prepare_weights([1.0, 0.5], 2, torch.empty(1, 1, 8, 8), torch.float64)
+    assert torch.equal(host, torch.tensor([[1.0] * 3, [0.5] * 3], dtype=torch.float64))
+
+
 @pytest.mark.filterwarnings("default")
 def test_level_none_with_no_level_warns():
     """pywt's max level of 28x28 with db8 (16 taps) is 0: a penalty of 0, a step with no band."""

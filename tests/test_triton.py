@@ -312,6 +312,36 @@ def test_opcheck_on_triton(requires_grad):
         torch.library.opcheck(op, args)
 
 
+@needs_triton
+def test_grids_over_cuda_limits_are_a_clear_error(monkeypatch):
+    """CUDA launches at most 65535 blocks on a grid's 2nd and 3rd axes (row and column tiles):
+    beyond that, a ValueError before any launch (under the interpreter too), at every launch of
+    that kind of grid. First a real case, then the limit lowered to reach each launch cheaply."""
+    from wavefuse.kernels import dwt as kernels
+
+    wide = torch.zeros(1, 1, 2, 64 * 65536 + 64, device=DEVICE)  # <= 32 output columns a tile
+    with pytest.raises(ValueError, match=r"backend='triton': the analysis .* over CUDA's limit"):
+        wavefuse.dwt2(wide, "db2", "periodization", backend="triton")
+    monkeypatch.setattr(kernels, "MAX_GRID_YZ", 0)  # every grid is over it
+    x = torch.randn(1, 1, 24, 24, device=DEVICE, dtype=torch.float64, requires_grad=True)
+    ll, hi = ops.run_dwt2d(x.detach(), filter_bank("db2", "dec", x.dtype, DEVICE), "zero", "cpu")
+    rec = filter_bank("db2", "rec", x.dtype, DEVICE)
+    cases = [
+        ("the analysis", lambda: wavefuse.dwt2(x, "db2", "zero", backend="triton")),
+        ("the synthesis", lambda: ops.run_idwt2d(ll, hi, rec, "zero", "triton")),
+        ("band energy level 1", lambda: wavefuse.band_energy(x, "db2", 1, backend="triton")),
+        ("the Haar analysis", lambda: wavefuse.wavedec2(x, "haar", level=2, backend="triton")),
+    ]
+    for what, call in cases:
+        with pytest.raises(ValueError, match=f"{what} of a .* tiles per plane"):
+            call()
+    monkeypatch.setattr(kernels, "MAX_GRID_YZ", 65535)  # the forward may launch
+    coeffs = wavefuse.wavedec2(x, "haar", level=2, backend="triton")
+    monkeypatch.setattr(kernels, "MAX_GRID_YZ", 0)
+    with pytest.raises(ValueError, match="the Haar adjoint of a"):
+        torch.autograd.grad(coeffs[0].sum(), x)
+
+
 # ---- without the interpreter ------------------------------------------------------------------------
 
 

@@ -34,6 +34,7 @@ weights and reduces the (N, J, 3) result here.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import numbers
 
@@ -102,14 +103,27 @@ def prepare_weights(weights, level: int, like: Tensor, dtype: torch.dtype) -> Te
         w = weights.to(dtype)
     else:
         try:
-            w = torch.tensor(weights, dtype=dtype, device=like.device)
+            w = torch.tensor(weights, dtype=dtype)  # on the host: no device copy yet
         except (TypeError, ValueError, RuntimeError):
             raise TypeError(f"weights must be {allowed}; got {weights!r}") from None
     if w.dim() == 1 and w.shape[0] == level:
         w = w[:, None].expand(level, 3)
     if w.shape != (level, 3):
         raise ValueError(f"weights has shape {tuple(w.shape)}; allowed: {allowed}")
-    return w.contiguous()
+    if isinstance(weights, Tensor):
+        return w.contiguous()
+    if like.device.type == "cpu" or torch.compiler.is_compiling():
+        return w.contiguous().to(like.device)
+    # Python numbers on a GPU: copying them every call would be a blocking host-to-device copy
+    # per training step (and an error under CUDA graph capture): one copy per distinct weights.
+    return _device_weights(tuple(w.flatten().tolist()), dtype, like.device)
+
+
+@functools.lru_cache(maxsize=64)
+def _device_weights(values: tuple, dtype: torch.dtype, device: torch.device) -> Tensor:
+    # A normal tensor even if first asked for under inference_mode (it is saved for backward).
+    with torch.inference_mode(False):
+        return torch.tensor(values, dtype=dtype, device=device).reshape(-1, 3)
 
 
 # ---- band_energy ---------------------------------------------------------------------------------
