@@ -80,6 +80,7 @@ import torch
 import triton
 import triton.language as tl
 from torch import Tensor
+from triton.runtime.errors import OutOfResources
 
 from wavefuse.ops._common import empty_4d, empty_bands
 from wavefuse.reference import analysis_length, synthesis_length
@@ -151,6 +152,18 @@ def checked_grid(grid: tuple[int, int, int], what: str, shape) -> tuple[int, int
             "tall or wide, with this filter); use backend='cuda' or backend='cpu'"
         )
     return grid
+
+
+def launched(launch) -> bool:
+    """Runs ``launch()``; False, with nothing launched, where Triton refuses the compiled kernel
+    for want of resources (OutOfResources: shared memory above the device's limit, as the dense
+    float64 paths need on GPUs before Hopper: 128 to 192 KiB against 99 KiB on sm_86/89). The
+    caller then takes a path that needs less."""
+    try:
+        launch()
+    except OutOfResources:
+        return False
+    return True
 
 
 def _needs_int64(*tensors: Tensor) -> bool:
@@ -600,14 +613,18 @@ def _tap_chunk(taps: int, *dims: int) -> int:
     return max(1, min(triton.next_power_of_2(taps), budget))
 
 
-def _split(x: Tensor, filters: Tensor, mode_code: int, reverse: bool, ll: Tensor, hi: Tensor):
+def _split(
+    x: Tensor, filters: Tensor, mode_code: int, reverse: bool, ll: Tensor, hi: Tensor,
+    dense: bool | None = None,
+):  # fmt: skip
     if ll.numel() == 0:
         return
     n, c, h, w = x.shape
     kh, kw = ll.shape[-2:]
     taps = filters.shape[-1]
     taps_block = triton.next_power_of_2(taps)
-    dense = max(h, w) <= _DENSE_MAX_FULL
+    if dense is None:
+        dense = max(h, w) <= _DENSE_MAX_FULL
     if dense:
         bh, bw = _dense_tile(kh), _dense_tile(kw)
         nph, npw = _dense_tile(h, _DENSE_MAX_FULL), _dense_tile(w, _DENSE_MAX_FULL)
@@ -616,7 +633,8 @@ def _split(x: Tensor, filters: Tensor, mode_code: int, reverse: bool, ll: Tensor
         bh, bw = _tile(kh, kw, taps_block)
         nph = npw = chunk = 1  # unused
     grid = checked_grid((n * c, triton.cdiv(kh, bh), triton.cdiv(kw, bw)), "the analysis", x.shape)
-    with _device_guard(x):
+
+    def launch():
         _dwt2d_fwd_kernel[grid](
             x, filters, ll, hi,
             c, h, w, kh, kw,
@@ -626,15 +644,27 @@ def _split(x: Tensor, filters: Tensor, mode_code: int, reverse: bool, ll: Tensor
             DENSE=dense, NPH=nph, NPW=npw, TAP_CHUNK=chunk,
         )  # fmt: skip
 
+    with _device_guard(x):
+        if not dense:
+            launch()
+            return
+        ok = launched(launch)
+    if not ok:  # the tiled path needs little shared memory (retried outside the guard: its lock)
+        _split(x, filters, mode_code, reverse, ll, hi, dense=False)
 
-def _merge(ll: Tensor, hi: Tensor, filters: Tensor, mode_code: int, reverse: bool, y: Tensor):
+
+def _merge(
+    ll: Tensor, hi: Tensor, filters: Tensor, mode_code: int, reverse: bool, y: Tensor,
+    dense: bool | None = None,
+):  # fmt: skip
     if y.numel() == 0:
         return
     n, c, kh, kw = ll.shape
     h, w = y.shape[-2:]
     taps = filters.shape[-1]
     half_block = triton.next_power_of_2(taps // 2)
-    dense = max(kh, kw) <= _DENSE_MAX_FULL
+    if dense is None:
+        dense = max(kh, kw) <= _DENSE_MAX_FULL
     if dense:
         bh, bw = _dense_tile(h), _dense_tile(w)
         kph, kpw = _dense_tile(kh, _DENSE_MAX_FULL), _dense_tile(kw, _DENSE_MAX_FULL)
@@ -643,7 +673,8 @@ def _merge(ll: Tensor, hi: Tensor, filters: Tensor, mode_code: int, reverse: boo
         bh, bw = _tile(h, w, 4 * half_block)
         kph = kpw = chunk = 1  # unused
     grid = checked_grid((n * c, triton.cdiv(h, bh), triton.cdiv(w, bw)), "the synthesis", y.shape)
-    with _device_guard(y):
+
+    def launch():
         _dwt2d_adjoint_kernel[grid](
             ll, hi, filters, y,
             c, h, w, kh, kw,
@@ -652,6 +683,14 @@ def _merge(ll: Tensor, hi: Tensor, filters: Tensor, mode_code: int, reverse: boo
             REVERSE=reverse, ACC=_acc_dtype(y.dtype), WIDE=_needs_int64(ll, hi, y),
             BH=bh, BW=bw, DENSE=dense, KPH=kph, KPW=kpw, TAP_CHUNK=chunk,
         )  # fmt: skip
+
+    with _device_guard(y):
+        if not dense:
+            launch()
+            return
+        ok = launched(launch)
+    if not ok:  # the tiled path needs little shared memory (retried outside the guard: its lock)
+        _merge(ll, hi, filters, mode_code, reverse, y, dense=False)
 
 
 def _synthesis_code(mode: str) -> int:

@@ -516,23 +516,28 @@ def haar_wavedec2(x: Tensor, level: int, mode: str) -> list[Tensor]:
     his = [empty_bands(x, n, c, hs[j], ws[j]) for j in range(1, level + 1)]  # finest first
     if x.numel() == 0:
         return [ll] + his[::-1]
-    if not single_pass(level):  # per level (kernels/dwt.py), into the same outputs
-        filters = filter_bank("haar", "dec", x.dtype, x.device)
-        a = x
-        for j in range(level):
-            out = ll if j == level - 1 else empty_4d(x, n, c, hs[j + 1], ws[j + 1])
-            _dwt._split(a, filters, _dwt._MODE_CODE[mode], True, out, his[j])
-            a = out
-        return [ll] + his[::-1]
-    th, tw = _tile_sides(hs[-1] << level, ws[-1] << level, 2**level, _TILE_ELEMENTS)
-    grid = (n * c, triton.cdiv(hs[-1] << level, th), triton.cdiv(ws[-1] << level, tw))
-    grid = _dwt.checked_grid(grid, "the Haar analysis", x.shape)
-    with _dwt._device_guard(x):
-        _haar_fwd_kernel[grid](
-            x, ll, tuple(his), c, h, w, *x.stride(), *ll.stride(), _strides(his),
-            LEVELS=level, MODE=_dwt._MODE_CODE[mode], ACC=_dwt._acc_dtype(x.dtype),
-            WIDE=_dwt._needs_int64(x, ll, *his), TH=th, TW=tw, num_warps=_warps(th, tw),
-        )  # fmt: skip
+    if single_pass(level):
+        th, tw = _tile_sides(hs[-1] << level, ws[-1] << level, 2**level, _TILE_ELEMENTS)
+        grid = (n * c, triton.cdiv(hs[-1] << level, th), triton.cdiv(ws[-1] << level, tw))
+        grid = _dwt.checked_grid(grid, "the Haar analysis", x.shape)
+
+        def launch():
+            _haar_fwd_kernel[grid](
+                x, ll, tuple(his), c, h, w, *x.stride(), *ll.stride(), _strides(his),
+                LEVELS=level, MODE=_dwt._MODE_CODE[mode], ACC=_dwt._acc_dtype(x.dtype),
+                WIDE=_dwt._needs_int64(x, ll, *his), TH=th, TW=tw, num_warps=_warps(th, tw),
+            )  # fmt: skip
+
+        with _dwt._device_guard(x):
+            if _dwt.launched(launch):  # level 7 in float64 needs 128 KiB: not before Hopper
+                return [ll] + his[::-1]
+    # per level (kernels/dwt.py), into the same outputs
+    filters = filter_bank("haar", "dec", x.dtype, x.device)
+    a = x
+    for j in range(level):
+        out = ll if j == level - 1 else empty_4d(x, n, c, hs[j + 1], ws[j + 1])
+        _dwt._split(a, filters, _dwt._MODE_CODE[mode], True, out, his[j])
+        a = out
     return [ll] + his[::-1]
 
 

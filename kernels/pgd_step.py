@@ -525,7 +525,8 @@ def _separable_step(x_adv, grad, x_nat, bounds, filters, mode, level, hf_scale, 
     """The wavelet step on planes of at most _SEPARABLE_MAX_SIDE per side: one launch computes g'
     for every level (one program per plane) and, for Linf, steps x_adv; for L2 it writes g' in the
     compute dtype and pgd_step's three L2 launches follow. False, launching nothing, where the
-    matrices cannot be had without a sync under CUDA graph capture (separable.filter_terms)."""
+    matrices cannot be had without a sync under CUDA graph capture (separable.filter_terms) or
+    the kernel needs more shared memory than the device has (``_dwt.launched``)."""
     n, c, h, w = x_adv.shape
     acc = _acc(x_adv)
     bh, bw = (max(_MIN_DOT_SIDE, triton.next_power_of_2(s)) for s in (h, w))
@@ -540,16 +541,20 @@ def _separable_step(x_adv, grad, x_nat, bounds, filters, mode, level, hf_scale, 
     e, a, lw, hg = (_bound(v, t, x_adv) for v, t in zip(bounds[:4], bounds[4:]))
     wide = _dwt._needs_int64(x_adv, grad, x_nat, out)
     with _dwt._device_guard(x_adv):
-        _separable_kernel[(n * c,)](
-            x_adv, grad, x_nat, out, terms.left, terms.right_t,
-            e[0], a[0], lw[0], hg[0], _bits(terms.identity), e[1], a[1], lw[1], hg[1],
-            e[2], e[3], a[2], a[3], lw[2], lw[3], hg[2], hg[3], c, h, w, terms.count,
-            *x_adv.stride(), *grad.stride(), *x_nat.stride(), *out.stride(),
-            HAS_EPS=bounds[4] is not None, HAS_ALPHA=bounds[5] is not None,
-            HAS_LO=bounds[6] is not None, HAS_HI=bounds[7] is not None,
-            LINF=linf, WIDE=wide, ACC=acc, BH=bh, BW=bw,
-            num_warps=4 if bh * bw <= 1024 else 8,
+        ok = _dwt.launched(
+            lambda: _separable_kernel[(n * c,)](
+                x_adv, grad, x_nat, out, terms.left, terms.right_t,
+                e[0], a[0], lw[0], hg[0], _bits(terms.identity), e[1], a[1], lw[1], hg[1],
+                e[2], e[3], a[2], a[3], lw[2], lw[3], hg[2], hg[3], c, h, w, terms.count,
+                *x_adv.stride(), *grad.stride(), *x_nat.stride(), *out.stride(),
+                HAS_EPS=bounds[4] is not None, HAS_ALPHA=bounds[5] is not None,
+                HAS_LO=bounds[6] is not None, HAS_HI=bounds[7] is not None,
+                LINF=linf, WIDE=wide, ACC=acc, BH=bh, BW=bw,
+                num_warps=4 if bh * bw <= 1024 else 8,
+            )
         )  # fmt: skip
+    if not ok:  # float64 planes over 32 need 192 KiB (Hopper only): the per-level path then runs
+        return False
     if not linf:
         _step(x_adv, out, x_nat, *bounds, norm)
     return True

@@ -342,6 +342,71 @@ def test_grids_over_cuda_limits_are_a_clear_error(monkeypatch):
         torch.autograd.grad(coeffs[0].sum(), x)
 
 
+def _flat(coeffs) -> list:
+    """wavedec2's [cA, (cH, cV, cD), ...] as one list of tensors."""
+    return [coeffs[0]] + [t for bands in coeffs[1:] for t in bands]
+
+
+class _Refuses:
+    """A Triton kernel whose launches with ``when(constexprs)`` true raise OutOfResources, as
+    Triton does where a compiled kernel needs more shared memory than the device has."""
+
+    def __init__(self, kernel, when):
+        self.kernel, self.when, self.refused = kernel, when, 0
+
+    def __getitem__(self, grid):
+        from triton.runtime.errors import OutOfResources
+
+        launch = self.kernel[grid]
+
+        def call(*args, **kwargs):
+            if self.when(kwargs):
+                self.refused += 1
+                raise OutOfResources(196608, 101376, "shared memory")
+            return launch(*args, **kwargs)
+
+        return call
+
+
+@needs_triton
+def test_kernels_refused_for_shared_memory_fall_back(monkeypatch):
+    """The dense float64 paths need 128-192 KiB of shared memory (more than GPUs before Hopper
+    have): where Triton refuses one, the same call takes a path that needs less, same values."""
+    from wavefuse.kernels import dwt as kernels
+    from wavefuse.kernels import haar as haar_kernels
+    from wavefuse.kernels import pgd_step as step_kernels
+
+    x = torch.randn(2, 3, 13, 16, device=DEVICE, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(2, 3, 13, 16, device=DEVICE, dtype=torch.float64)
+    dense_only = lambda k: k["DENSE"]
+    refusing = {
+        (kernels, "_dwt2d_fwd_kernel"): dense_only,
+        (kernels, "_dwt2d_adjoint_kernel"): dense_only,
+        (haar_kernels, "_haar_fwd_kernel"): lambda k: True,
+        (step_kernels, "_separable_kernel"): lambda k: True,
+    }
+    for (module, name), when in refusing.items():
+        monkeypatch.setattr(module, name, _Refuses(getattr(module, name), when))
+
+    coeffs = wavefuse.wavedec2(x, "db2", "symmetric", level=2, backend="triton")
+    expected = wavefuse.wavedec2(x, "db2", "symmetric", level=2, backend="reference")
+    for got, want in zip(_flat(coeffs), _flat(expected)):
+        assert_close(got, want, 1e-10)
+    (grad,) = torch.autograd.grad(sum(t.sum() for t in _flat(coeffs)), x)
+    (want,) = torch.autograd.grad(sum(t.sum() for t in _flat(expected)), x)
+    assert_close(grad, want, 1e-10)
+    haar = wavefuse.wavedec2(x.detach(), "haar", "zero", level=2, backend="triton")
+    for got, want in zip(_flat(haar), _flat(wavefuse.wavedec2(x.detach(), "haar", "zero", 2))):
+        assert_close(got, want, 1e-10)
+    stepped = [x.detach().clone() for _ in range(2)]
+    for t, backend in zip(stepped, ("triton", "reference")):
+        wavefuse.wavelet_pgd_step(t, g, x.detach(), 0.1, 0.01, "db2", 2, "zero", 0.5, "L2",
+                                  backend=backend)  # fmt: skip
+    assert_close(stepped[0], stepped[1], 1e-10)
+    for module, name in refusing:
+        assert getattr(module, name).refused > 0, name
+
+
 # ---- without the interpreter ------------------------------------------------------------------------
 
 
