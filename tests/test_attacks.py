@@ -126,6 +126,155 @@ def test_fgsm_rs_matches_ffgsm(eps, alpha):
     assert (got - x).abs().amax() > 0.99 * eps  # the projection acted
 
 
+TARGETED = {
+    "function": lambda atk: atk.set_mode_targeted_by_function(lambda x, y: (y + 3) % CLASSES, True),
+    "random": lambda atk: atk.set_mode_targeted_random(quiet=True),
+    "least-likely": lambda atk: atk.set_mode_targeted_least_likely(kth_min=2, quiet=True),
+    "label": lambda atk: atk.set_mode_targeted_by_label(quiet=True),
+}
+
+
+@pytest.mark.parametrize("mode", list(TARGETED))
+@pytest.mark.parametrize("setting", [LINF, L2], ids=["Linf", "L2"])
+def test_targeted_modes_match_torchattacks(setting, mode):
+    """torchattacks' targeted modes: the same target labels (random: the same CPU draws, before
+    the start's), the loss -CE at the targets, the same bits; set_mode_default goes back."""
+    x, y = _data()
+    model = _model(train=True)
+    kw = {"eps": setting["eps"], "alpha": setting["alpha"], "steps": 4}
+    cls = torchattacks.PGD if setting["norm"] == "Linf" else torchattacks.PGDL2
+    ours = PGD(model, **kw, norm=setting["norm"], backend="reference")
+    theirs = cls(copy.deepcopy(model), **kw)
+    for atk in (ours, theirs):
+        TARGETED[mode](atk)
+    assert ours.targeted and ours.get_mode() == theirs.get_mode()
+    expected = _seeded(2, theirs, x, y)
+    got = _seeded(2, ours, x, y)
+    assert torch.equal(got, expected), (got - expected).abs().max()
+    assert _modes(model) == _modes(theirs.model)
+    ours.set_mode_default()
+    assert not ours.targeted and ours.get_mode() == "default"
+    untargeted = _seeded(2, ours, x, y)
+    assert torch.equal(untargeted, _seeded(2, cls(copy.deepcopy(model), **kw), x, y))
+    assert not torch.equal(untargeted, got)
+
+
+def test_targeted_attack_reaches_its_targets_and_cw_matches_oracle():
+    """Targeted CE moves the prediction to the targets; targeted CW maximises
+    min(z_t - max_{j != t} z_j, kappa), checked against a plain loop."""
+    x, y = _data()
+    model = _model(train=False)
+    target = (y + 1) % CLASSES
+    atk = PGD(model, eps=0.5, alpha=0.05, steps=30)
+    atk.set_mode_targeted_by_label()
+    adv = atk(x, target)
+    with torch.no_grad():
+        assert (model(adv).argmax(1) == target).float().mean() > (
+            model(x).argmax(1) == target
+        ).float().mean()
+    kappa, eps, alpha, steps = 0.5, 8 / 255, 2 / 255, 5
+
+    def loss_fn(m, xa, x, t):
+        return torch.clamp(-_margin(m(xa), t), max=kappa).sum()
+
+    torch.manual_seed(4)
+    start = (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(0, 1)
+    expected = _oracle_loop(copy.deepcopy(model), x, target, loss_fn, start, eps, alpha, steps)
+    atk = PGD(model, eps, alpha, steps, loss="cw", kappa=kappa)
+    atk.set_mode_targeted_by_function(lambda images, labels: (labels + 1) % CLASSES)
+    torch.manual_seed(4)
+    got = atk(x, y)
+    assert torch.equal(got, expected), (got - expected).abs().max()
+
+
+def test_targeted_mode_errors():
+    x, y = _data()
+    atk = PGD(_model(), steps=1)
+    with pytest.raises(TypeError, match="target_map_function must be callable"):
+        atk.set_mode_targeted_by_function(3)
+    with pytest.raises(ValueError, match="kth_min"):
+        atk.set_mode_targeted_least_likely(kth_min=0)
+    atk.set_mode_targeted_least_likely(kth_min=CLASSES)
+    with pytest.raises(ValueError, match=r"kth_min=10 is not allowed .* 1 <= kth_min <= 9"):
+        atk(x, y)
+    atk.set_mode_targeted_by_function(lambda images, labels: labels.int())
+    with pytest.raises(TypeError, match="int64"):
+        atk(x, y)
+    atk.set_mode_targeted_by_function(lambda images, labels: labels[:2])
+    with pytest.raises(ValueError, match="target_map_function returned shape"):
+        atk(x, y)
+    atk.loss = "trades"
+    with pytest.raises(ValueError, match="loss='trades' has no target labels"):
+        atk(x, y)
+    atk.loss = "ce"
+    assert "attack_mode='targeted(custom)'" in repr(atk)
+
+
+@pytest.mark.parametrize("setting", [LINF, L2], ids=["Linf", "L2"])
+@pytest.mark.parametrize("loss", ["ce", "trades"])
+def test_normalization_used_matches_torchattacks(setting, loss):
+    """set_normalization_used(mean, std), torchattacks 3.5's contract: atk takes normalised
+    images, attacks them unnormalised (eps in pixel space), feeds the model normalised images
+    and returns normalised ones. "ce": torchattacks' bits; "trades": our attack on a model with
+    the normalisation inside, on the same unnormalised images."""
+    x, y = _data()
+    model = _model()
+    mean, std = [0.4914, 0.4822, 0.4465], [0.2471, 0.2435, 0.2616]
+    m, s = (torch.tensor(v).view(1, 3, 1, 1) for v in (mean, std))
+    x_norm = (x - m) / s
+    kw = {"eps": setting["eps"], "alpha": setting["alpha"], "steps": 3}
+    ours = PGD(model, **kw, norm=setting["norm"], loss=loss, backend="reference")
+    ours.set_normalization_used(mean, std)
+    assert "normalization=" in repr(ours)
+    got = _seeded(6, ours, x_norm, y)
+    if loss == "ce":
+        cls = torchattacks.PGD if setting["norm"] == "Linf" else torchattacks.PGDL2
+        theirs = cls(copy.deepcopy(model), **kw)
+        theirs.set_normalization_used(mean, std)
+        expected = _seeded(6, theirs, x_norm, y)
+    else:
+        inner = nn.Sequential(_Normalize(m, s), copy.deepcopy(model))
+        theirs = PGD(inner, **kw, norm=setting["norm"], loss=loss, backend="reference")
+        expected = (_seeded(6, theirs, x_norm * s + m, y) - m) / s
+    assert torch.equal(got, expected), (got - expected).abs().max()
+    pixels = got * s + m
+    assert pixels.amin() > -1e-5 and pixels.amax() < 1 + 1e-5
+    assert ((pixels - x).abs().amax() > 0.5 * kw["eps"]) if setting["norm"] == "Linf" else True
+    ours.set_normalization_used(None, None)
+    with pytest.raises(ValueError, match="images must lie in"):
+        ours(x_norm, y)
+
+
+class _Normalize(nn.Module):
+    def __init__(self, mean, std):
+        super().__init__()
+        self.mean, self.std = mean, std
+
+    def forward(self, x):
+        return (x - self.mean) / self.std
+
+
+def test_normalization_errors():
+    x, y = _data()
+    atk = PGD(_model(), steps=1)
+    with pytest.raises(ValueError, match="mean has 3 values, std 2"):
+        atk.set_normalization_used([0.5] * 3, [0.2] * 2)
+    with pytest.raises(ValueError, match="std=.* values > 0"):
+        atk.set_normalization_used([0.5] * 3, [0.2, 0.0, 0.2])
+    with pytest.raises(TypeError, match="mean must be a non-empty sequence"):
+        atk.set_normalization_used(0.5, [0.2])
+    atk.set_normalization_used(torch.tensor([0.5, 0.5]), (0.2, 0.2))
+    with pytest.raises(ValueError, match="2 values per channel, the images have 3 channels"):
+        atk(x, y)
+    atk.set_normalization_used([0.5] * 3, [0.25] * 3)
+    with pytest.raises(ValueError, match=r"\[0.0, 1.0\] once unnormalised"):
+        atk((x - 0.5) / 0.25 + 1.0, y)
+    atk(x, y)  # x * std + mean lies in [0.5, 0.75]: in range
+    with pytest.raises(ValueError, match=r"images must lie in \[lo, hi\] = \[0.0, 1.0\], got"):
+        atk.forward(x_out := (x - 0.5) / 0.25, y)  # no normalisation in forward (torchattacks)
+    assert x_out.amin() < 0
+
+
 # ----- the model and the inputs are left as they were ---------------------------------------------
 
 

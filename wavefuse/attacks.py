@@ -21,6 +21,11 @@ What differs from torchattacks, on purpose:
 - ``autocast=`` runs the forward and the loss in bfloat16/float16; ``cuda_graph=True`` captures the
   loop once per input shape and replays it.
 - The attack also works when called under ``torch.no_grad()`` (an evaluation loop).
+- torchattacks' targeted modes (``set_mode_targeted_*``) and ``set_normalization_used`` are here,
+  without the messages torchattacks prints (``quiet`` is accepted and changes nothing); the
+  model forward that the random and least-likely modes take runs with every module in eval()
+  and restores each flag after (torchattacks' ``model.train()`` after it puts BatchNorm layers
+  that ``set_model_training_mode`` kept in eval() back in training mode).
 """
 
 from __future__ import annotations
@@ -61,6 +66,18 @@ TRADES_START_STD = 0.001
 CW_KAPPA = 50.0
 #: Step iterations run on a side stream before a CUDA graph is captured (the PyTorch docs' three).
 CUDA_GRAPH_WARMUP_STEPS = 3
+#: What the range check allows outside [lo, hi] after ``set_normalization_used``: the rounding
+#: of ``((x - mean) / std) * std + mean``.
+NORMALIZATION_RANGE_SLACK = 1e-5
+#: torchattacks' attack modes (``atk.get_mode()``): untargeted, then the targeted ones by where the
+#: target labels come from.
+ATTACK_MODES = (
+    "default",
+    "targeted(custom)",
+    "targeted(random)",
+    "targeted(least-likely)",
+    "targeted(label)",
+)
 
 
 class _Config(NamedTuple):
@@ -80,6 +97,8 @@ class _Config(NamedTuple):
     hi: float
     check_range: bool | None
     backend: str
+    targeted: bool
+    normalization: tuple | None  # (mean, std) as tuples of floats, or None
 
 
 # ---- validation (Python values only: no tensor is read) ------------------------------------------
@@ -174,6 +193,13 @@ class PGD:
       the attack starts at x_nat, where the KL gradient is (numerically) zero and the attack does
       not move: keep the random start.
 
+    Targeted modes (torchattacks' ``set_mode_targeted_by_function``, ``_random``,
+    ``_least_likely``, ``_by_label``; ``set_mode_default`` goes back) move the prediction
+    towards target labels t instead: ``"ce"`` maximises ``-F.cross_entropy(logits, t)`` (as
+    torchattacks), ``"cw"`` maximises ``sum_i min(z_i,t_i - max_{j != t_i} z_ij, kappa)`` (a
+    sample stops once its target wins by kappa); ``"trades"`` has no target and refuses them. The
+    target labels are computed once per call, before the random start, as torchattacks does.
+
     Parameters
     ----------
     model : nn.Module
@@ -264,6 +290,11 @@ class PGD:
         self._model_training = False
         self._batchnorm_training = False
         self._dropout_training = False
+        self.attack_mode = "default"
+        self._target_map_function = None
+        self._kth_min = 1
+        self._normalization: tuple | None = None
+        self._normalization_tensors: dict[tuple, tuple[Tensor, Tensor]] = {}
         self._graphs: dict[tuple, tuple[tuple, _GraphedSteps]] = {}
         self._config()  # fail at construction, not at the first call
 
@@ -287,6 +318,18 @@ class PGD:
             raise TypeError(f"check_range must be None, True or False, got {self.check_range!r}")
         if not isinstance(self.backend, str):
             raise TypeError(f"backend must be a str, got {type(self.backend).__name__}")
+        if self.attack_mode not in ATTACK_MODES:
+            raise ValueError(
+                f"attack_mode={self.attack_mode!r} is not a mode; allowed: "
+                f"{', '.join(ATTACK_MODES)} (set it with set_mode_default / set_mode_targeted_*)"
+            )
+        targeted = self.attack_mode != "default"
+        if targeted and self.loss == "trades":
+            raise ValueError(
+                f"loss='trades' has no target labels (it moves away from the clean prediction), "
+                f"but the attack mode is {self.attack_mode!r}: call set_mode_default(), or use "
+                "loss='ce' or 'cw' for a targeted attack"
+            )
         finite_pos = "a finite float > 0"
         return _Config(
             eps=_real(self.eps, "eps", finite_pos, lambda v: 0 < v < math.inf),
@@ -303,6 +346,8 @@ class PGD:
             hi=hi,
             check_range=self.check_range,
             backend=self.backend,
+            targeted=targeted,
+            normalization=self._normalization,
         )
 
     def set_model_training_mode(
@@ -325,6 +370,90 @@ class PGD:
         self._model_training = _flag(model_training, "model_training")
         self._batchnorm_training = _flag(batchnorm_training, "batchnorm_training")
         self._dropout_training = _flag(dropout_training, "dropout_training")
+
+    # torchattacks' targeted modes: same names, same meaning, nothing printed.
+
+    @property
+    def targeted(self) -> bool:
+        """Whether the attack mode is a targeted one (torchattacks' ``atk.targeted``)."""
+        return self.attack_mode != "default"
+
+    def get_mode(self) -> str:
+        """The attack mode: one of ``ATTACK_MODES``."""
+        return self.attack_mode
+
+    def set_mode_default(self) -> None:
+        """Untargeted: maximise the loss at the true labels."""
+        self.attack_mode, self._target_map_function = "default", None
+
+    def set_mode_targeted_by_function(self, target_map_function, quiet: bool = False) -> None:
+        """Targeted, with ``target_map_function(images, labels) -> target labels`` ((N,) int64 on
+        the images' device), called once per attack call, e.g. ``lambda x, y: (y + 1) % 10``.
+        ``quiet`` is torchattacks' (it silences a message this library does not print)."""
+        if not callable(target_map_function):
+            raise TypeError(
+                "target_map_function must be callable as f(images, labels) -> target labels, "
+                f"got {type(target_map_function).__name__}"
+            )
+        self.attack_mode, self._target_map_function = "targeted(custom)", target_map_function
+
+    def set_mode_targeted_random(self, quiet: bool = False) -> None:
+        """Targeted, each target drawn uniformly from the classes other than the label, with
+        torchattacks' draws (``torch.rand`` on the CPU generator, one per image in order: a seed
+        gives torchattacks' targets)."""
+        self.attack_mode, self._target_map_function = "targeted(random)", None
+
+    def set_mode_targeted_least_likely(self, kth_min: int = 1, quiet: bool = False) -> None:
+        """Targeted, the target being the class other than the label with the ``kth_min``-th
+        smallest logit of the clean images (1: the least likely), 1 <= kth_min < classes."""
+        if isinstance(kth_min, bool) or not isinstance(kth_min, numbers.Integral):
+            raise TypeError(f"kth_min must be an int >= 1, got {type(kth_min).__name__}")
+        if kth_min < 1:
+            raise ValueError(f"kth_min={kth_min!r} is not allowed; allowed: an int >= 1")
+        self.attack_mode, self._target_map_function = "targeted(least-likely)", None
+        self._kth_min = int(kth_min)
+
+    def set_mode_targeted_by_label(self, quiet: bool = False) -> None:
+        """Targeted, the ``labels`` passed to ``atk(images, labels)`` being the target labels."""
+        self.attack_mode, self._target_map_function = "targeted(label)", None
+
+    def set_normalization_used(self, mean, std) -> None:
+        """The model takes normalised images ``(x - mean) / std``, per channel, with x in
+        [lo, hi]: torchattacks 3.5's ``set_normalization_used``, op for op. ``atk(images, labels)``
+        then takes normalised images, attacks ``x = images * std + mean`` (eps, alpha, lo and hi
+        in that pixel space; the range check allows 1e-5 of rounding), feeds the model
+        ``(x_adv - mean) / std`` and returns the normalised adversarial images
+        ``(x_adv - mean) / std``. ``atk.forward`` is the attack in the model's own input space,
+        with no normalisation (as torchattacks).
+
+        Parameters
+        ----------
+        mean, std : sequences of floats (or 1-D tensors)
+            One value per channel (the images' C), std > 0. ``None, None`` switches it off.
+        """
+        if mean is None and std is None:
+            self._normalization = None
+            return
+        values = []
+        for name, v in (("mean", mean), ("std", std)):
+            if isinstance(v, Tensor):
+                v = v.detach().cpu().reshape(-1).tolist()
+            if isinstance(v, (str, bytes)) or not hasattr(v, "__len__") or len(v) == 0:
+                raise TypeError(f"{name} must be a non-empty sequence of floats, one per channel")
+            values.append(
+                tuple(
+                    _real(x, f"{name}[{i}]", "a finite float", math.isfinite)
+                    for i, x in enumerate(v)
+                )
+            )
+        mean_t, std_t = values
+        if len(mean_t) != len(std_t):
+            raise ValueError(
+                f"mean has {len(mean_t)} values, std {len(std_t)}: one per channel each"
+            )
+        if not all(s > 0 for s in std_t):
+            raise ValueError(f"std={std_t!r} is not allowed; allowed: values > 0")
+        self._normalization = (mean_t, std_t)
 
     @contextlib.contextmanager
     def _attack_mode(self) -> Iterator[None]:
@@ -358,6 +487,10 @@ class PGD:
             for k in ("wavelet", "autocast")
             if getattr(self, k) is not None
         )
+        if self.attack_mode != "default":
+            extra += f", attack_mode={self.attack_mode!r}"
+        if self._normalization is not None:
+            extra += f", normalization={self._normalization!r}"
         return f"{type(self).__name__}({args}{extra}, cuda_graph={self.cuda_graph!r})"
 
     # ---- the call --------------------------------------------------------------------------------
@@ -368,24 +501,39 @@ class PGD:
         Parameters
         ----------
         images : Tensor
-            (N, C, H, W) floating point, in [lo, hi], on the model's device.
+            (N, C, H, W) floating point, in [lo, hi] (normalised after
+            ``set_normalization_used``), on the model's device.
         labels : Tensor
-            (N,) int64 class indices, on the same device.
+            (N,) int64 class indices, on the same device (the target labels in the
+            ``"targeted(label)"`` mode).
 
         Returns
         -------
         Tensor
-            (N, C, H, W) adversarial images, the images' dtype, not requiring grad.
+            (N, C, H, W) adversarial images (normalised after ``set_normalization_used``), the
+            images' dtype, not requiring grad.
         """
         with self._attack_mode():
-            return self.forward(images, labels)
+            cfg = self._config()
+            if cfg.normalization is None:
+                return self._attack(cfg, images, labels)
+            check_tensor4d(images, "images")
+            mean, std = self._normalizer(cfg, images)
+            with torch.no_grad():
+                pixels = images.detach() * std + mean  # torchattacks' inverse_normalize
+                return (self._attack(cfg, pixels, labels) - mean) / std
 
     def forward(self, images: Tensor, labels: Tensor) -> Tensor:
-        """The attack in the model's current mode (``__call__`` sets the mode around it)."""
-        cfg = self._config()
+        """The attack in the model's current mode (``__call__`` sets the mode around it) and
+        its own input space (no ``set_normalization_used`` normalisation, as torchattacks)."""
+        return self._attack(self._config()._replace(normalization=None), images, labels)
+
+    def _attack(self, cfg: _Config, images: Tensor, labels: Tensor) -> Tensor:
         x_nat, labels, wave_kw = self._check_inputs(cfg, images, labels)
         if x_nat.shape[0] == 0:
             return x_nat.clone()  # an empty batch: nothing to attack (L2's start would not reshape)
+        if cfg.targeted:  # before the start's draws, as torchattacks
+            labels = self._target_labels(cfg, x_nat, labels)
         x_adv = self._start(cfg, x_nat)
         target = self._clean_probs(cfg, x_nat) if cfg.loss == "trades" else None
         if cfg.cuda_graph:
@@ -432,9 +580,13 @@ class PGD:
         on_cpu = images.device.type == "cpu"
         if cfg.check_range or (cfg.check_range is None and on_cpu):
             x = images.detach()
-            if not bool(((x >= cfg.lo) & (x <= cfg.hi)).all()):  # one host read, not in the loop
+            slack = NORMALIZATION_RANGE_SLACK if cfg.normalization is not None else 0.0
+            inside = (x >= cfg.lo - slack) & (x <= cfg.hi + slack)
+            if not bool(inside.all()):  # one host read, not in the loop
                 raise ValueError(
-                    f"images must lie in [lo, hi] = [{cfg.lo}, {cfg.hi}], got values in "
+                    f"images must lie in [lo, hi] = [{cfg.lo}, {cfg.hi}]"
+                    + (" once unnormalised (images * std + mean)" if slack else "")
+                    + ", got values in "
                     f"[{x.min().item()}, {x.max().item()}] (NaN counts as outside); "
                     "pass lo=, hi= for another range"
                 )
@@ -453,7 +605,71 @@ class PGD:
                 )
             scales = _check_hf_scale(hf_scale, level)
             wave_kw = {"wave": name, "level": level, "mode": mode, "hf_scale": scales}
+        if cfg.normalization is not None:
+            self._normalizer(cfg, images)  # checked and made here, before the loop (and a graph)
         return images.detach(), labels.detach(), wave_kw
+
+    def _normalizer(self, cfg: _Config, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(mean, std) as (1, C, 1, 1) tensors on x's device and dtype, made once."""
+        key = (cfg.normalization, x.device, x.dtype)
+        cached = self._normalization_tensors.get(key)
+        if cached is None:
+            mean, std = cfg.normalization
+            if len(mean) != x.shape[1]:
+                raise ValueError(
+                    f"set_normalization_used has {len(mean)} values per channel, the images "
+                    f"have {x.shape[1]} channels (shape {tuple(x.shape)})"
+                )
+            cached = tuple(
+                torch.tensor(v, dtype=x.dtype).view(1, -1, 1, 1).to(x.device) for v in (mean, std)
+            )
+            self._normalization_tensors[key] = cached
+        return cached
+
+    @torch.no_grad()
+    def _target_labels(self, cfg: _Config, x_nat: Tensor, labels: Tensor) -> Tensor:
+        """The target labels of a targeted mode, once per call (no sync unless the user's
+        function syncs; the random mode copies its CPU draws to the device)."""
+        mode = self.attack_mode
+        if mode == "targeted(label)":
+            return labels
+        if mode == "targeted(custom)":
+            target = self._target_map_function(x_nat, labels)
+            if not isinstance(target, Tensor) or target.dtype != torch.int64:
+                raise TypeError(
+                    "target_map_function must return an int64 tensor of target labels, got "
+                    + (
+                        f"dtype {target.dtype}"
+                        if isinstance(target, Tensor)
+                        else type(target).__name__
+                    )
+                )
+            if target.shape != labels.shape or target.device != labels.device:
+                raise ValueError(
+                    f"target_map_function returned shape {tuple(target.shape)} on "
+                    f"{target.device}; allowed: {tuple(labels.shape)} on {labels.device}"
+                )
+            return target.detach()
+        saved = _module_modes(self.model)  # torchattacks' get_output_with_eval_nograd
+        try:
+            self.model.eval()
+            with self._autocast(cfg, x_nat):
+                logits = self._logits(cfg, x_nat)
+        finally:
+            for m, training in saved:
+                m.training = training
+        classes = logits.shape[1]
+        if mode == "targeted(random)":
+            # torchattacks: l = classes without the label; l[int(len(l) * torch.rand([1]))].
+            draws = ((classes - 1) * torch.rand(labels.shape[0])).long().to(labels.device)
+            return draws + (draws >= labels).long()
+        if self._kth_min >= classes:
+            raise ValueError(
+                f"kth_min={self._kth_min} is not allowed for a model with {classes} classes; "
+                f"allowed: 1 <= kth_min <= {classes - 1} (the classes other than the label)"
+            )
+        others = logits.float().scatter(1, labels.unsqueeze(1), math.inf)
+        return others.kthvalue(self._kth_min, dim=1).indices
 
     def _start(self, cfg: _Config, x_nat: Tensor) -> Tensor:
         """The starting point: a new tensor (the loop updates it in place)."""
@@ -480,6 +696,9 @@ class PGD:
         return torch.autocast(x.device.type, dtype=cfg.autocast, cache_enabled=not cfg.cuda_graph)
 
     def _logits(self, cfg: _Config, x: Tensor) -> Tensor:
+        if cfg.normalization is not None:
+            mean, std = self._normalizer(cfg, x)
+            x = (x - mean) / std
         logits = self.model(x)
         return logits.float() if cfg.autocast is not None else logits
 
@@ -490,13 +709,16 @@ class PGD:
             return F.softmax(self._logits(cfg, x_nat), dim=1)
 
     def _loss(self, cfg: _Config, logits: Tensor, labels: Tensor, target: Tensor | None) -> Tensor:
+        """The loss to maximise; labels are the target labels in a targeted mode."""
         if cfg.loss == "ce":
-            return F.cross_entropy(logits, labels)
+            ce = F.cross_entropy(logits, labels)
+            return -ce if cfg.targeted else ce
         if cfg.loss == "cw":
             idx = labels.unsqueeze(1)
             z_y = logits.gather(1, idx).squeeze(1)
             z_other = logits.scatter(1, idx, -math.inf).max(dim=1).values
-            return torch.clamp(z_other - z_y, max=cfg.kappa).sum()
+            margin = z_y - z_other if cfg.targeted else z_other - z_y
+            return torch.clamp(margin, max=cfg.kappa).sum()
         return F.kl_div(F.log_softmax(logits, dim=1), target, reduction="sum")
 
     def _input_grad(self, cfg, x_adv: Tensor, labels: Tensor, target: Tensor | None) -> Tensor:
