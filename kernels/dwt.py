@@ -166,6 +166,18 @@ def launched(launch) -> bool:
     return True
 
 
+def _launch_dense_or(t: Tensor, dense: bool, launch, tiled) -> None:
+    """``launch()`` under ``_device_guard(t)``; where a dense launch is refused for shared memory
+    (``launched``), ``tiled()``, which needs little, after the guard (its lock is not reentrant)."""
+    with _device_guard(t):
+        if not dense:
+            launch()
+            return
+        ok = launched(launch)
+    if not ok:
+        tiled()
+
+
 def _needs_int64(*tensors: Tensor) -> bool:
     """Whether an offset inside one (n, c) plane (or band) of any tensor can exceed int32."""
     return any(
@@ -644,13 +656,9 @@ def _split(
             DENSE=dense, NPH=nph, NPW=npw, TAP_CHUNK=chunk,
         )  # fmt: skip
 
-    with _device_guard(x):
-        if not dense:
-            launch()
-            return
-        ok = launched(launch)
-    if not ok:  # the tiled path needs little shared memory (retried outside the guard: its lock)
-        _split(x, filters, mode_code, reverse, ll, hi, dense=False)
+    _launch_dense_or(
+        x, dense, launch, lambda: _split(x, filters, mode_code, reverse, ll, hi, dense=False)
+    )
 
 
 def _merge(
@@ -684,13 +692,9 @@ def _merge(
             BH=bh, BW=bw, DENSE=dense, KPH=kph, KPW=kpw, TAP_CHUNK=chunk,
         )  # fmt: skip
 
-    with _device_guard(y):
-        if not dense:
-            launch()
-            return
-        ok = launched(launch)
-    if not ok:  # the tiled path needs little shared memory (retried outside the guard: its lock)
-        _merge(ll, hi, filters, mode_code, reverse, y, dense=False)
+    _launch_dense_or(
+        y, dense, launch, lambda: _merge(ll, hi, filters, mode_code, reverse, y, dense=False)
+    )
 
 
 def _synthesis_code(mode: str) -> int:
