@@ -159,6 +159,95 @@ def test_targeted_modes_match_torchattacks(setting, mode):
     assert not torch.equal(untargeted, got)
 
 
+class _Tied(nn.Module):
+    """Logits with ties (a ReLU output: many exact zeros), in the images' dtype."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3 * 8 * 8, CLASSES)
+
+    def forward(self, x):
+        return F.relu(self.fc(x.flatten(1)))
+
+
+@pytest.mark.parametrize("kth", [1, 2, 4])
+def test_least_likely_picks_torchattacks_target_among_ties_and_in_float64(kth):
+    """kthvalue over the row without the label, as torchattacks: the same class among tied
+    logits (a +inf at the label instead picks another), and float64 logits not rounded."""
+    torch.manual_seed(0)
+    model = _Tied().eval()
+    x, y = torch.rand(64, 3, 8, 8), torch.randint(0, CLASSES, (64,))
+    ours, theirs = PGD(model, steps=1), torchattacks.PGD(model, steps=1)
+    for atk in (ours, theirs):
+        atk.set_mode_targeted_least_likely(kth_min=kth, quiet=True)
+    with torch.no_grad():
+        assert (model(x) == 0).sum(1).ge(2).any(), "no ties: the test would not see them"
+    got = ours._target_labels(ours._config(), x, y)
+    assert torch.equal(got, theirs.get_least_likely_label(x, y))
+    assert torch.equal(_seeded(1, ours, x, y), _seeded(1, theirs, x, y))
+    close = _Tied().double().eval()
+    with torch.no_grad():  # logits 1 + 1e-9 k: one float32 value, ten float64 ones
+        close.fc.weight.zero_()
+        close.fc.bias.copy_(1 + 1e-9 * torch.arange(CLASSES, dtype=torch.float64))
+    ours.model = theirs.model = close
+    xd, y5 = x[:4].double(), torch.full((4,), 5)
+    assert torch.equal(
+        ours._target_labels(ours._config(), xd, y5), theirs.get_least_likely_label(xd, y5)
+    )
+
+
+def test_fgsm_rs_targeted_matches_ffgsm_and_subclass_forward_is_called():
+    x, y = _data()
+    model = _model()
+    ours, theirs = FGSM_RS(model), torchattacks.FFGSM(copy.deepcopy(model))
+    for atk in (ours, theirs):
+        atk.set_mode_targeted_random(quiet=True)
+        atk.set_normalization_used([0.5, 0.4, 0.3], [0.2, 0.25, 0.3])
+    m, s = (
+        torch.tensor([0.5, 0.4, 0.3]).view(1, 3, 1, 1),
+        torch.tensor([0.2, 0.25, 0.3]).view(1, 3, 1, 1),
+    )
+    xn = (x - m) / s
+    assert torch.equal(_seeded(8, ours, xn, y), _seeded(8, theirs, xn, y))
+    calls = []
+
+    class Logged(PGD):  # atk(x, y) goes through forward, as torchattacks' __call__ does
+        def forward(self, images, labels):
+            calls.append(images.shape)
+            return super().forward(images, labels)
+
+    atk = Logged(model, steps=1)
+    atk(x, y)
+    atk.set_normalization_used([0.5] * 3, [0.25] * 3)
+    atk((x - 0.5) / 0.25, y)
+    assert calls == [x.shape, x.shape]
+
+
+def test_normalization_range_check_allows_half_precision_rounding():
+    """Images normalised in float32 and stored in float16 unnormalise a few float16 ulps
+    outside [0, 1]: still accepted (float32 ones to 1e-5), while a real excursion is not."""
+    mean, std = [0.4914, 0.4822, 0.4465], [0.2471, 0.2435, 0.2616]
+    m, s = (torch.tensor(v).view(1, 3, 1, 1) for v in (mean, std))
+    x = (torch.arange(256.0) / 255).view(1, 1, 1, 256).expand(2, 3, 4, 256)
+    xn = ((x - m) / s).half()
+    assert ((xn.float() * s + m) < 0).any(), "no rounding below 0: the test would not see it"
+    atk = PGD(_Flat(), steps=1)
+    atk.set_normalization_used(mean, std)
+    out = atk(xn, torch.tensor([1, 2]))
+    assert out.dtype == torch.float16
+    with pytest.raises(ValueError, match="once unnormalised"):
+        atk(((x - 0.01 - m) / s).half(), torch.tensor([1, 2]))
+
+
+class _Flat(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3 * 4 * 256, CLASSES)
+
+    def forward(self, x):
+        return self.fc(x.float().flatten(1))
+
+
 def test_targeted_attack_reaches_its_targets_and_cw_matches_oracle():
     """Targeted CE moves the prediction to the targets; targeted CW maximises
     min(z_t - max_{j != t} z_j, kappa), checked against a plain loop."""
@@ -261,8 +350,10 @@ def test_normalization_errors():
         atk.set_normalization_used([0.5] * 3, [0.2] * 2)
     with pytest.raises(ValueError, match="std=.* values > 0"):
         atk.set_normalization_used([0.5] * 3, [0.2, 0.0, 0.2])
-    with pytest.raises(TypeError, match="mean must be a non-empty sequence"):
+    with pytest.raises(TypeError, match="mean must be a non-empty list, tuple or 1-D tensor"):
         atk.set_normalization_used(0.5, [0.2])
+    with pytest.raises(TypeError, match="std must be .* got dict"):
+        atk.set_normalization_used([0.5], {0.2: 1})
     atk.set_normalization_used(torch.tensor([0.5, 0.5]), (0.2, 0.2))
     with pytest.raises(ValueError, match="2 values per channel, the images have 3 channels"):
         atk(x, y)

@@ -24,8 +24,8 @@ What differs from torchattacks, on purpose:
 - torchattacks' targeted modes (``set_mode_targeted_*``) and ``set_normalization_used`` are here,
   without the messages torchattacks prints (``quiet`` is accepted and changes nothing); the
   model forward that the random and least-likely modes take runs with every module in eval()
-  and restores each flag after (torchattacks' ``model.train()`` after it puts BatchNorm layers
-  that ``set_model_training_mode`` kept in eval() back in training mode).
+  and restores each flag after (torchattacks' ``model.train()`` after it puts the BatchNorm and
+  Dropout layers that ``set_model_training_mode`` kept in eval() back in training mode).
 """
 
 from __future__ import annotations
@@ -66,8 +66,9 @@ TRADES_START_STD = 0.001
 CW_KAPPA = 50.0
 #: Step iterations run on a side stream before a CUDA graph is captured (the PyTorch docs' three).
 CUDA_GRAPH_WARMUP_STEPS = 3
-#: What the range check allows outside [lo, hi] after ``set_normalization_used``: the rounding
-#: of ``((x - mean) / std) * std + mean``.
+#: What the range check allows outside [lo, hi] after ``set_normalization_used``, for the rounding
+#: of ``((x - mean) / std) * std + mean``: this, or 4 ulps of the images' dtype if more (float16),
+#: times the larger finite bound's magnitude (at least 1).
 NORMALIZATION_RANGE_SLACK = 1e-5
 #: torchattacks' attack modes (``atk.get_mode()``): untargeted, then the targeted ones by where the
 #: target labels come from.
@@ -203,7 +204,8 @@ class PGD:
     Parameters
     ----------
     model : nn.Module
-        Maps (N, C, H, W) images in [lo, hi] to (N, K) logits (K >= 2).
+        Maps (N, C, H, W) images in [lo, hi] to (N, K) logits (K >= 2); after
+        ``set_normalization_used``, maps ``(x - mean) / std`` of such images.
     eps : float
         Radius of the L-inf box or the L2 ball, > 0.
     alpha : float
@@ -294,6 +296,8 @@ class PGD:
         self._target_map_function = None
         self._kth_min = 1
         self._normalization: tuple | None = None
+        self._normalizing = False
+        # Kept for the attack's life (not cleared with the graphs): a captured graph reads them.
         self._normalization_tensors: dict[tuple, tuple[Tensor, Tensor]] = {}
         self._graphs: dict[tuple, tuple[tuple, _GraphedSteps]] = {}
         self._config()  # fail at construction, not at the first call
@@ -324,6 +328,11 @@ class PGD:
                 f"{', '.join(ATTACK_MODES)} (set it with set_mode_default / set_mode_targeted_*)"
             )
         targeted = self.attack_mode != "default"
+        if self.attack_mode == "targeted(custom)" and not callable(self._target_map_function):
+            raise ValueError(
+                "attack_mode='targeted(custom)' needs a target function: call "
+                "set_mode_targeted_by_function(f)"
+            )
         if targeted and self.loss == "trades":
             raise ValueError(
                 f"loss='trades' has no target labels (it moves away from the clean prediction), "
@@ -419,10 +428,12 @@ class PGD:
 
     def set_normalization_used(self, mean, std) -> None:
         """The model takes normalised images ``(x - mean) / std``, per channel, with x in
-        [lo, hi]: torchattacks 3.5's ``set_normalization_used``, op for op. ``atk(images, labels)``
-        then takes normalised images, attacks ``x = images * std + mean`` (eps, alpha, lo and hi
-        in that pixel space; the range check allows 1e-5 of rounding), feeds the model
-        ``(x_adv - mean) / std`` and returns the normalised adversarial images
+        [lo, hi]: torchattacks 3.5's ``set_normalization_used``, the same ops (mean and std in
+        the images' dtype, where torchattacks has float32 ones: float32 results are bitwise
+        torchattacks', half-precision results keep their dtype). ``atk(images, labels)`` then
+        takes normalised images, attacks ``x = images * std + mean`` (eps, alpha, lo and hi in
+        that pixel space; the range check allows ``NORMALIZATION_RANGE_SLACK`` of rounding),
+        feeds the model ``(x_adv - mean) / std`` and returns the normalised adversarial images
         ``(x_adv - mean) / std``. ``atk.forward`` is the attack in the model's own input space,
         with no normalisation (as torchattacks).
 
@@ -436,10 +447,15 @@ class PGD:
             return
         values = []
         for name, v in (("mean", mean), ("std", std)):
-            if isinstance(v, Tensor):
-                v = v.detach().cpu().reshape(-1).tolist()
-            if isinstance(v, (str, bytes)) or not hasattr(v, "__len__") or len(v) == 0:
-                raise TypeError(f"{name} must be a non-empty sequence of floats, one per channel")
+            if isinstance(v, Tensor) and v.dim() == 1:
+                v = v.detach().cpu().tolist()
+            elif hasattr(v, "ndim") and getattr(v, "ndim", None) == 1 and hasattr(v, "tolist"):
+                v = v.tolist()  # a 1-D NumPy array
+            if not isinstance(v, (list, tuple)) or len(v) == 0:
+                raise TypeError(
+                    f"{name} must be a non-empty list, tuple or 1-D tensor of floats, one per "
+                    f"channel; got {type(v).__name__}"
+                )
             values.append(
                 tuple(
                     _real(x, f"{name}[{i}]", "a finite float", math.isfinite)
@@ -489,6 +505,8 @@ class PGD:
         )
         if self.attack_mode != "default":
             extra += f", attack_mode={self.attack_mode!r}"
+            if self.attack_mode == "targeted(least-likely)":
+                extra += f", kth_min={self._kth_min}"
         if self._normalization is not None:
             extra += f", normalization={self._normalization!r}"
         return f"{type(self).__name__}({args}{extra}, cuda_graph={self.cuda_graph!r})"
@@ -516,17 +534,28 @@ class PGD:
         with self._attack_mode():
             cfg = self._config()
             if cfg.normalization is None:
-                return self._attack(cfg, images, labels)
+                return self.forward(images, labels)
             check_tensor4d(images, "images")
             mean, std = self._normalizer(cfg, images)
             with torch.no_grad():
                 pixels = images.detach() * std + mean  # torchattacks' inverse_normalize
-                return (self._attack(cfg, pixels, labels) - mean) / std
+            self._normalizing = True  # torchattacks' _normalization_applied = False
+            try:
+                adv = self.forward(pixels, labels)
+            finally:
+                self._normalizing = False
+            with torch.no_grad():
+                return (adv - mean) / std
 
     def forward(self, images: Tensor, labels: Tensor) -> Tensor:
-        """The attack in the model's current mode (``__call__`` sets the mode around it) and
-        its own input space (no ``set_normalization_used`` normalisation, as torchattacks)."""
-        return self._attack(self._config()._replace(normalization=None), images, labels)
+        """The attack in the model's current mode (``__call__`` sets the mode around it), in the
+        model's own input space: called directly, no ``set_normalization_used`` normalisation
+        (as torchattacks); ``__call__`` passes it unnormalised images and normalises the model's
+        input."""
+        cfg = self._config()
+        if not self._normalizing:
+            cfg = cfg._replace(normalization=None)
+        return self._attack(cfg, images, labels)
 
     def _attack(self, cfg: _Config, images: Tensor, labels: Tensor) -> Tensor:
         x_nat, labels, wave_kw = self._check_inputs(cfg, images, labels)
@@ -580,7 +609,11 @@ class PGD:
         on_cpu = images.device.type == "cpu"
         if cfg.check_range or (cfg.check_range is None and on_cpu):
             x = images.detach()
-            slack = NORMALIZATION_RANGE_SLACK if cfg.normalization is not None else 0.0
+            slack = 0.0
+            if cfg.normalization is not None:
+                scale = max([1.0] + [abs(b) for b in (cfg.lo, cfg.hi) if math.isfinite(b)])
+                ulps = 4 * torch.finfo(x.dtype).eps
+                slack = max(NORMALIZATION_RANGE_SLACK, ulps) * scale
             inside = (x >= cfg.lo - slack) & (x <= cfg.hi + slack)
             if not bool(inside.all()):  # one host read, not in the loop
                 raise ValueError(
@@ -668,8 +701,13 @@ class PGD:
                 f"kth_min={self._kth_min} is not allowed for a model with {classes} classes; "
                 f"allowed: 1 <= kth_min <= {classes - 1} (the classes other than the label)"
             )
-        others = logits.float().scatter(1, labels.unsqueeze(1), math.inf)
-        return others.kthvalue(self._kth_min, dim=1).indices
+        # torchattacks: kthvalue over the row without the label (the same pick among tied logits)
+        n = labels.shape[0]
+        j = torch.arange(classes - 1, device=labels.device).expand(n, -1)
+        others = j + (j >= labels.unsqueeze(1)).long()  # the class indices other than the label
+        z = logits if logits.dtype == torch.float64 else logits.float()
+        pick = z.gather(1, others).kthvalue(self._kth_min, dim=1).indices
+        return others.gather(1, pick.unsqueeze(1)).squeeze(1)
 
     def _start(self, cfg: _Config, x_nat: Tensor) -> Tensor:
         """The starting point: a new tensor (the loop updates it in place)."""
