@@ -62,6 +62,10 @@ def test_wavefuse_backend_environment_variable(monkeypatch):
     monkeypatch.setenv("WAVEFUSE_BACKEND", "reference")
     assert backends.resolve("auto", torch.device("cpu"), "dwt2d") == "reference"
     assert backends.resolve("reference", torch.device("cpu"), "dwt2d") == "reference"
+    monkeypatch.delenv("WAVEFUSE_BACKEND")
+    unset = backends.resolve("auto", torch.device("cpu"), "dwt2d")
+    monkeypatch.setenv("WAVEFUSE_BACKEND", "")  # set but empty: as if unset
+    assert backends.resolve("auto", torch.device("cpu"), "dwt2d") == unset
     monkeypatch.setenv("WAVEFUSE_BACKEND", "bogus")
     with pytest.raises(ValueError, match="WAVEFUSE_BACKEND='bogus'"):
         wavefuse.dwt2(torch.randn(1, 1, 4, 4), "haar")

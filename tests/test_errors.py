@@ -50,7 +50,14 @@ X = torch.randn(1, 2, 8, 8)
             ValueError,
             "mode='smooth' is not supported; allowed: zero, symmetric, reflect, periodic, periodization",
         ),
-        (lambda: wavefuse.idwt2((X, (X, X, X)), "haar", "per"), ValueError, "mode='per'"),
+        (
+            lambda: wavefuse.idwt2((X, (X, X, X)), "haar", "sp1"),
+            ValueError,
+            "mode='sp1' (PyWavelets' 'smooth') is not supported",
+        ),
+        (lambda: wavefuse.dwt2(X, "haar", pywt.Modes.smooth), ValueError, "mode=3 (PyWavelets'"),
+        (lambda: wavefuse.dwt2(X, "haar", 9), ValueError, "mode=9 is not supported"),
+        (lambda: wavefuse.dwt2(X, "haar", True), ValueError, "mode=True is not supported"),
         (
             lambda: wavefuse.wavedec2(X, "haar", level=-1),
             ValueError,
@@ -101,7 +108,34 @@ X = torch.randn(1, 2, 8, 8)
             ValueError,
             "yl: 2x2 coefficients are too few",
         ),
-        (lambda: wavefuse.DWTForward(J=0), ValueError, "J must be an int >= 1"),
+        (lambda: wavefuse.DWTForward(J=-1), ValueError, "J must be an int >= 0, got -1"),
+        (lambda: wavefuse.DWTForward(J=1.0), TypeError, "J must be an int >= 0, got float"),
+        (lambda: wavefuse.DWTForward(J=True), TypeError, "J must be an int >= 0, got bool"),
+        (
+            lambda: wavefuse.DWTInverse()((X, [(X, X, X)])),
+            TypeError,
+            "yh must be a list or tuple of (N, C, 3, h, w) tensors (or None for a level of zeros), "
+            + "finest first, as DWTForward returns it; got entries of type tuple",
+        ),
+        (lambda: wavefuse.DWTInverse()((X, None)), TypeError, "yh must be a list or tuple"),
+        (
+            lambda: wavefuse.DWTInverse()((X, [np.zeros((1, 2, 3, 8, 8))])),
+            TypeError,
+            "got entries of type ndarray",
+        ),
+        (
+            lambda: wavefuse.functional.dwt_max_level(64, "nonesuch"),
+            ValueError,
+            "filter_len='nonesuch' is not the name of a discrete wavelet",
+        ),
+        (
+            lambda: wavefuse.functional.dwt_max_level(64, 1),
+            ValueError,
+            "filter_len=1 is invalid",
+        ),
+        (lambda: wavefuse.functional.dwt_max_level(64, 2.5), TypeError, "filter_len must be"),
+        (lambda: wavefuse.functional.dwt_max_level(-5, 4), ValueError, "data_len=-5 is invalid"),
+        (lambda: wavefuse.functional.dwt_max_level("64", 4), TypeError, "data_len must be an int"),
         (lambda: wavefuse.DWTForward(J=1, wave="bior2.2"), ValueError, "wave='bior2.2'"),
         (lambda: wavefuse.DWTForward(J=1, mode="constant"), ValueError, "mode='constant'"),
         (lambda: wavefuse.DWTInverse(backend="fast"), ValueError, "backend='fast'"),
@@ -134,3 +168,57 @@ def test_max_level_does_not_warn():
         warnings.simplefilter("error")
         coeffs = wavefuse.wavedec2(x, "db2")
     assert len(coeffs) - 1 == pywt.dwt_max_level(40, 4)
+
+
+@pytest.mark.parametrize("name", ["per", "sym", "zpd", "ppd", pywt.Modes.periodization, 1])
+def test_pywt_mode_spellings_work_as_in_pywt(name):
+    """PyWavelets' integer codes and deprecated short names of a supported mode: the same
+    coefficients as pywt gives for that spelling, and pywt's DeprecationWarning for an old name."""
+    x = torch.randn(1, 1, 9, 8, dtype=torch.float64)
+    with warnings.catch_warnings(record=True) as theirs:
+        warnings.simplefilter("always")
+        expected = pywt.wavedec2(x.numpy(), "db2", name, level=2)
+    with warnings.catch_warnings(record=True) as ours:
+        warnings.simplefilter("always")
+        got = wavefuse.wavedec2(x, "db2", name, level=2)
+    for caught in (theirs, ours):  # pywt warns once per axis; wavefuse once per call
+        deprecated = [w for w in caught if issubclass(w.category, DeprecationWarning)]
+        assert bool(deprecated) == isinstance(name, str)
+    for g, e in zip([got[0], *(b for level in got[1:] for b in level)],
+                    [expected[0], *(b for level in expected[1:] for b in level)]):  # fmt: skip
+        np.testing.assert_allclose(g.numpy(), e, rtol=0, atol=1e-12)
+    # and through the inverse and the drop-in modules
+    back = wavefuse.waverec2(got, "db2", name)
+    np.testing.assert_allclose(back.numpy(), pywt.waverec2(expected, "db2", name), atol=1e-12)
+
+
+def test_dwt_max_level_matches_pywt():
+    for data_len in (0, 1, 3, 4, 7, 64, 100, 1023):
+        for filt in (2, 4, 6.0, 40, 41, "db2", "coif6", "bior2.2", "dmey", pywt.Wavelet("sym5")):
+            assert wavefuse.functional.dwt_max_level(data_len, filt) == pywt.dwt_max_level(
+                data_len, filt
+            ), (data_len, filt)
+
+
+def test_dwt_forward_levels_as_pytorch_wavelets():
+    """J: any integral type; J=0 gives (x, []) as pytorch_wavelets' DWTForward does."""
+    ptw = pytest.importorskip("pytorch_wavelets")
+    x = torch.randn(2, 3, 8, 8)
+    yl, yh = wavefuse.DWTForward(J=0)(x)
+    pyl, pyh = ptw.DWTForward(J=0)(x)
+    assert torch.equal(yl, pyl) and yh == pyh == []
+    yl, yh = wavefuse.DWTForward(J=np.int64(2), wave="db2", mode="symmetric")(x)
+    pyl, pyh = ptw.DWTForward(J=2, wave="db2", mode="symmetric")(x)
+    torch.testing.assert_close(yl, pyl)
+    assert len(yh) == len(pyh) == 2
+    assert wavefuse.DWTInverse("db2", "symmetric")((yl, yh)).shape == x.shape
+
+
+def test_coif6_is_supported():
+    """Every orthogonal pywt wavelet of at most 40 taps: coif6 has 36, coif7 (42) is refused."""
+    x = torch.randn(1, 1, 40, 40, dtype=torch.float64)
+    got = wavefuse.dwt2(x, "coif6", "symmetric")
+    expected = pywt.dwt2(x.numpy(), "coif6", "symmetric")
+    np.testing.assert_allclose(got[0].numpy(), expected[0], atol=1e-12)
+    with pytest.raises(ValueError, match="wavelet='coif7' is not supported"):
+        wavefuse.dwt2(x, "coif7")

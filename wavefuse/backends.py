@@ -185,7 +185,7 @@ def resolve(backend: str, device: torch.device, op: str) -> str:
         raise ValueError(f"backend={backend!r} is not one of {', '.join(CHOICES)}")
     device_type = device.type
     if backend == "auto":
-        env = os.environ.get("WAVEFUSE_BACKEND", "auto")
+        env = os.environ.get("WAVEFUSE_BACKEND") or "auto"  # set but empty: unset
         if env not in CHOICES:
             raise ValueError(f"WAVEFUSE_BACKEND={env!r} is not one of {', '.join(CHOICES)}")
         backend = env

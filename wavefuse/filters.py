@@ -1,8 +1,9 @@
 """Filter banks from PyWavelets, never hand-typed.
 
-The supported wavelets are PyWavelets' orthogonal families up to 40 taps: haar, db1-db20,
-sym2-sym20 and coif1-coif5 (DESIGN.md; GPU kernels are sized for at most 40 taps). Their banks are
-read once at import into a plain dict of float tuples. Lookups are then pure Python, so a function
+The supported wavelets are every orthogonal PyWavelets wavelet of at most 40 taps (the size the
+GPU kernels are built for): haar, db1-db20, sym2-sym20 and coif1-coif6 (DESIGN.md lists up to
+coif5; coif6 has 36 taps, coif7 42). Their banks are read once at import into a plain dict of
+float tuples. Lookups are then pure Python, so a function
 that asks for a filter bank traces through ``torch.compile(fullgraph=True)`` without calling pywt.
 
 Filter tensors have shape (2, L): row 0 the low-pass, row 1 the high-pass taps, exactly as
@@ -11,19 +12,42 @@ Filter tensors have shape (2, L): row 0 the low-pass, row 1 the high-pass taps, 
 
 from __future__ import annotations
 
+import warnings
+
 import pywt
 import torch
 
 MODES = ("zero", "symmetric", "reflect", "periodic", "periodization")
+
+
+def _pywt_mode_spellings() -> tuple[dict[int, str], dict[str, str]]:
+    """PyWavelets' other spellings of a mode, read from pywt: its integer codes
+    (``pywt.Modes.periodization`` is 5) and its deprecated short names ("per", "sym", ...), each
+    mapped to the canonical name."""
+    by_code = {getattr(pywt.Modes, name): name for name in pywt.Modes.modes}
+    old = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        for short in ("zpd", "cpd", "sym", "ppd", "sp1", "per"):  # pywt's renamed modes
+            try:
+                old[short] = by_code[pywt.Modes.from_object(short)]
+            except (AttributeError, ValueError):  # a later pywt that dropped the old name
+                pass
+    return by_code, old
+
+
+#: pywt.Modes codes -> names, and pywt's deprecated short names -> names (every pywt mode, not
+#: only those in MODES: a supported spelling of an unsupported mode is refused by its name).
+MODE_CODES, OLD_MODE_NAMES = _pywt_mode_spellings()
 
 #: Every wavelet wavefuse accepts, by name; all orthogonal, at most 40 taps.
 WAVELETS = (
     ("haar",)
     + tuple(f"db{i}" for i in range(1, 21))
     + tuple(f"sym{i}" for i in range(2, 21))
-    + tuple(f"coif{i}" for i in range(1, 6))
+    + tuple(f"coif{i}" for i in range(1, 7))
 )
-ALLOWED = "haar, db1-db20, sym2-sym20, coif1-coif5"
+ALLOWED = "haar, db1-db20, sym2-sym20, coif1-coif6"
 
 
 def _orthogonal_banks() -> dict[str, tuple[tuple[float, ...], ...]]:

@@ -16,6 +16,7 @@ import numbers
 import warnings
 from collections.abc import Sequence
 
+import pywt
 import torch
 from torch import Tensor
 
@@ -70,16 +71,47 @@ def _check_axes(axes, ndim: int = 4) -> None:
         raise ValueError(f"axes must be (-2, -1) (the H and W axes of (N, C, H, W)), got {axes}")
 
 
-def dwt_max_level(data_len: int, filter_len: int) -> int:
-    """``pywt.dwt_max_level``: the deepest level at which no coefficient sees only the boundary."""
+def _max_level(data_len: int, filter_len: int) -> int:
+    """``dwt_max_level`` on validated ints (traceable: no pywt call)."""
     if data_len < filter_len - 1:
         return 0
     return int(math.log2(data_len / (filter_len - 1)))
 
 
+def _whole(value, argname: str, what: str) -> int:
+    """An int, or a float with an integral value (as pywt takes them); else a TypeError."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool) and value % 1 == 0:
+        return int(value)
+    raise TypeError(f"{argname} must be {what}, got {value!r}")
+
+
+def dwt_max_level(data_len, filter_len) -> int:
+    """``pywt.dwt_max_level``: the deepest level at which no coefficient sees only the boundary.
+
+    ``filter_len`` is, as in pywt, a filter length (>= 2), a ``pywt.Wavelet`` or the name of a
+    discrete wavelet (its ``dec_len``; any discrete wavelet pywt knows, not only those wavefuse
+    transforms); ``data_len`` is the length of the axis (>= 0)."""
+    if isinstance(filter_len, pywt.Wavelet):
+        filter_len = filter_len.dec_len
+    elif isinstance(filter_len, str):
+        if filter_len not in pywt.wavelist(kind="discrete"):
+            raise ValueError(
+                f"filter_len={filter_len!r} is not the name of a discrete wavelet "
+                "(pywt.wavelist(kind='discrete'))"
+            )
+        filter_len = pywt.Wavelet(filter_len).dec_len
+    filter_len = _whole(filter_len, "filter_len", "an int, a pywt.Wavelet or a wavelet's name")
+    if filter_len < 2:
+        raise ValueError(f"filter_len={filter_len} is invalid: a wavelet filter has >= 2 taps")
+    data_len = _whole(data_len, "data_len", "an int")
+    if data_len < 0:
+        raise ValueError(f"data_len={data_len} is invalid: a length is >= 0")
+    return _max_level(data_len, filter_len)
+
+
 def _check_level(h: int, w: int, taps: int, level) -> int:
     """PyWavelets' ``_check_level``: None -> max level; negative raises; too high only warns."""
-    max_level = min(dwt_max_level(h, taps), dwt_max_level(w, taps))
+    max_level = min(_max_level(h, taps), _max_level(w, taps))
     if level is None:
         return max_level
     if isinstance(level, bool) or not isinstance(level, numbers.Integral):
@@ -278,7 +310,7 @@ def band_energy(
     x : Tensor
         (N, C, H, W), float16, bfloat16, float32 or float64.
     wave : str or pywt.Wavelet
-        An orthogonal wavelet (haar, db1-db20, sym2-sym20, coif1-coif5).
+        An orthogonal wavelet (haar, db1-db20, sym2-sym20, coif1-coif6).
     level : int or None
         Number of levels J; None is ``dwt_max_level`` and a level above it warns, as
         ``pywt.wavedec2``.
@@ -497,7 +529,7 @@ def wavelet_pool2d(
     x : Tensor
         (N, C, H, W), float16, bfloat16, float32 or float64, contiguous or channels_last.
     wave : str or pywt.Wavelet
-        An orthogonal wavelet (haar, db1-db20, sym2-sym20, coif1-coif5).
+        An orthogonal wavelet (haar, db1-db20, sym2-sym20, coif1-coif6).
     mode : str
         Boundary mode, PyWavelets' meaning: zero, symmetric, reflect, periodic, periodization.
     bands : "all", "ll" or Tensor

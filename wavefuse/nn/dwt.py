@@ -8,6 +8,8 @@ pytorch_wavelets, gradients are exact adjoints in every mode, and half types wor
 
 from __future__ import annotations
 
+import numbers
+
 from torch import Tensor, nn
 
 from wavefuse import backends, ops
@@ -51,9 +53,9 @@ class DWTForward(_DropIn):
     Parameters
     ----------
     J : int
-        Number of levels (>= 1).
+        Number of levels (>= 0; 0 returns ``(x, [])``, as pytorch_wavelets does).
     wave : str or pywt.Wavelet
-        An orthogonal wavelet: haar, db1-db20, sym2-sym20, coif1-coif5.
+        An orthogonal wavelet: haar, db1-db20, sym2-sym20, coif1-coif6.
     mode : str
         zero, symmetric, reflect, periodic, periodization (or "per").
     backend : str
@@ -62,9 +64,11 @@ class DWTForward(_DropIn):
 
     def __init__(self, J: int = 1, wave="db1", mode: str = "zero", backend: str = "auto"):
         super().__init__()
-        if isinstance(J, bool) or not isinstance(J, int) or J < 1:
-            raise ValueError(f"J must be an int >= 1, got {J!r}")
-        self.J = J
+        if isinstance(J, bool) or not isinstance(J, numbers.Integral):
+            raise TypeError(f"J must be an int >= 0, got {type(J).__name__} {J!r}")
+        if J < 0:
+            raise ValueError(f"J must be an int >= 0, got {J}")
+        self.J = int(J)
         self.wave, self.mode = _wave_and_mode(wave, mode)
         self.backend = _check_backend(backend)
 
@@ -104,6 +108,17 @@ class DWTInverse(_DropIn):
             raise ValueError("coeffs must be a pair (yl, yh)")
         ll, yh = coeffs
         ll = check_tensor4d(ll, "yl")
+        if not isinstance(yh, (list, tuple)) or not all(
+            h is None or isinstance(h, Tensor) for h in yh
+        ):
+            got = type(yh).__name__
+            if isinstance(yh, (list, tuple)):
+                bad = {type(h).__name__ for h in yh if h is not None and not isinstance(h, Tensor)}
+                got = f"entries of type {', '.join(sorted(bad))}"
+            raise TypeError(
+                "yh must be a list or tuple of (N, C, 3, h, w) tensors (or None for a level "
+                f"of zeros), finest first, as DWTForward returns it; got {got}"
+            )
         be = backends.resolve(self.backend, ll.device, "idwt2d")
         filters = filter_bank(self.wave, "rec", ll.dtype, ll.device)
         for hi in reversed(list(yh)):

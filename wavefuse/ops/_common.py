@@ -3,12 +3,14 @@ before any kernel launches; messages name the argument and the allowed values.""
 
 from __future__ import annotations
 
+import numbers
+import warnings
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
-from wavefuse.filters import MODES
+from wavefuse.filters import MODE_CODES, MODES, OLD_MODE_NAMES
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
@@ -28,9 +30,30 @@ def check_tensor4d(x, argname: str) -> Tensor:
 
 
 def check_mode(mode, argname: str = "mode") -> str:
-    if not isinstance(mode, str) or mode not in MODES:
-        raise ValueError(f"{argname}={mode!r} is not supported; allowed: {', '.join(MODES)}")
-    return mode
+    """The canonical mode name. Besides the names in MODES, PyWavelets' other spellings work as
+    in pywt: its integer codes (``pywt.Modes.periodization``) and its deprecated short names
+    ("per", "sym", "zpd", "ppd"; each with pywt's DeprecationWarning, skipped while tracing)."""
+    if type(mode) is str and mode in MODES:  # the common case first
+        return mode
+    name = None
+    if isinstance(mode, str):
+        name = OLD_MODE_NAMES.get(mode)
+        if name in MODES and not torch.compiler.is_compiling():
+            warnings.warn(
+                f"{argname}={mode!r}: PyWavelets renamed {mode} to {name} (the old name "
+                f"will be unavailable in a future version of pywt); use {name!r}",
+                DeprecationWarning,
+                stacklevel=3,
+            )
+    elif isinstance(mode, numbers.Integral) and not isinstance(mode, bool):
+        name = MODE_CODES.get(int(mode))
+    if name in MODES:
+        return name
+    spelled = f" (PyWavelets' {name!r})" if name is not None else ""
+    raise ValueError(
+        f"{argname}={mode!r}{spelled} is not supported; allowed: {', '.join(MODES)} (or "
+        "PyWavelets' integer codes and old names for them)"
+    )
 
 
 def check_same_device(tensors, argname: str) -> None:
