@@ -309,12 +309,34 @@ def test_module_ceil_mode_sizes(wave, mode):
         for ceil in (True, False):
             y = wavefuse.WaveletAvgPool2d(wave, mode, ceil_mode=ceil)(x)
             assert y.shape == torch.nn.AvgPool2d(2, ceil_mode=ceil)(x).shape
-    # Aligned: with db2 symmetric the kept coefficients are those centred on samples 2k, 2k+1.
-    x = torch.randn(1, 1, 8, 8, dtype=torch.float64)
-    full = wavefuse.wavelet_pool2d(x, wave, mode)
-    off = 0 if mode == "periodization" else 1
-    y = wavefuse.WaveletAvgPool2d(wave, mode, ceil_mode=True)(x)
-    assert torch.equal(y, full[..., off : off + 4, off : off + 4])
+
+
+@pytest.mark.parametrize("wave", ["haar", "db2", "db3", "db4", "coif1", "coif2", "sym5", "coif5"])
+@pytest.mark.parametrize("mode", ["zero", "symmetric", "periodic"])
+@pytest.mark.parametrize("bands", ["all", "ll"])
+def test_module_ceil_mode_aligned_as_periodization(wave, mode, bands):
+    """ceil_mode=True: output k sits where periodization's output k does, whatever the mode (the
+    mode changes only the boundary handling): equal away from the boundaries for L = 2 mod 4; for
+    L = 0 mod 4, equal to periodization's of the input moved one sample back (no whole shift of
+    half a coefficient exists). Also through WaveletConv2d, which crops the same way."""
+    taps = pywt.Wavelet(wave).dec_len
+    n = 4 * taps + 8
+    x = torch.randn(1, 2, n, n + 2, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    y = wavefuse.WaveletAvgPool2d(wave, mode, bands, ceil_mode=True)(x)
+    xp = x if taps % 4 == 2 else torch.roll(x, (-1, -1), (-2, -1))
+    ref = wavefuse.WaveletAvgPool2d(wave, "periodization", bands)(xp)
+    assert y.shape == ref.shape
+    m = taps // 2 + 1  # outputs this far from an edge see only samples inside the input
+    assert_close(y[..., m:-m, m:-m], ref[..., m:-m, m:-m], 1e-12, "WaveletAvgPool2d")
+    conv = wavefuse.WaveletConv2d(2, 2, 1, 2, bias=False, wave=wave, mode=mode, pool=bands)
+    ref_conv = wavefuse.WaveletConv2d(
+        2, 2, 1, 2, bias=False, wave=wave, mode="periodization", pool=bands
+    )
+    ref_conv.load_state_dict(conv.state_dict())
+    conv, ref_conv = conv.double(), ref_conv.double()
+    with torch.no_grad():
+        got, want = conv(x), ref_conv(xp)
+    assert_close(got[..., m:-m, m:-m], want[..., m:-m, m:-m], 1e-12, "WaveletConv2d")
 
 
 def test_module_gradcheck_and_autocast():

@@ -6,10 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from wavefuse.filters import filter_length
-from wavefuse.functional import wavelet_pool2d
+from wavefuse.nn import pool as _pool
 from wavefuse.nn.dwt import _check_backend, _wave_and_mode
-from wavefuse.nn.pool import fit_to_stride2
 from wavefuse.ops.pool import BANDS
 
 
@@ -32,8 +30,9 @@ class WaveletConv2d(nn.Conv2d):
     Output size. The stride-1 convolution keeps the layer's padding, padding_mode and dilation, so
     per axis it gives m = n + 2p - d(k - 1) samples, of which nn.Conv2d(stride=2) keeps
     ceil(m / 2). The pooling gives exactly ceil(m / 2) in periodization (any wavelet) and with Haar
-    (any mode); other modes give L/2 - 1 more at the start, which are dropped (``fit_to_stride2``:
-    output k then covers stride-1 samples 2k, 2k+1 in every mode). So the output shape equals
+    (any mode); other modes give L/2 - 1 more, half at each end, which are dropped
+    (``fit_to_stride2``: output k then sits where periodization's output k does, within one
+    stride-1 sample, in every mode). So the output shape equals
     nn.Conv2d's for every kernel, padding (ints, tuples, "valid"), padding_mode, dilation and
     input size that nn.Conv2d accepts with stride 2. Costs: the convolution runs at stride 1
     (4x the multiply-adds of the stride-2 layer).
@@ -105,9 +104,8 @@ class WaveletConv2d(nn.Conv2d):
             return super().forward(x)
         y = self._conv_stride1(x)
         bands = self.band_weight if self.band_weight is not None else self.pool
-        out = wavelet_pool2d(y, self.wave, self.mode, bands, backend=self.backend)
-        size = (y.shape[-2], y.shape[-1])
-        return fit_to_stride2(out, size, filter_length(self.wave), self.mode, ceil=True)
+        # through the module: the name torch.fx.wrap patches while symbolic_trace runs
+        return _pool.pool_fitted(y, self.wave, self.mode, bands, True, self.backend)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # An nn.Conv2d state_dict has no band weights: keep the current ones rather than failing.

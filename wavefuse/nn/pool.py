@@ -15,15 +15,34 @@ def fit_to_stride2(y: Tensor, size: tuple[int, int], taps: int, mode: str, ceil:
     """Crop a pooled map of an (H, W) input to a stride-2 layer's size, ceil(n/2) or floor(n/2).
 
     Coefficient k of periodization (any wavelet) and of Haar (any mode) is centred on samples
-    2k, 2k+1. The other modes give L/2 - 1 more coefficients per axis, all at the start (they see
-    mostly the boundary extension): dropping them aligns coefficient k with samples 2k, 2k+1 again.
-    floor keeps one fewer on an odd axis, dropping the one that covers the last sample (as
-    nn.AvgPool2d(2) drops the last row)."""
-    start = 0 if mode == "periodization" else taps // 2 - 1
+    2k, 2k+1 (its taps span 2k + 1 - L/2 .. 2k + L/2). The other modes give L/2 - 1 more
+    coefficients per axis, half of them at each end (they see mostly the boundary extension):
+    coefficient m spans 2m + 2 - L .. 2m + 1, so dropping the first ceil((L - 2) / 4) leaves output
+    k equal to periodization's output k away from the boundaries where L = 2 mod 4 (haar, db3,
+    coif1, ...), and to periodization's of the input moved one sample back (``x[i + 1]``) where
+    L = 0 mod 4 (db2, db4, ...), half a coefficient having no whole shift. The mode then changes
+    only the boundary handling, never where a feature lands. floor keeps one fewer on an odd
+    axis, dropping the one that covers the last sample (as nn.AvgPool2d(2) drops the last row)."""
+    start = 0 if mode == "periodization" else taps // 4  # ceil((taps - 2) / 4) for even taps
     h, w = ((n + 1) // 2 if ceil else n // 2 for n in size)
     if start == 0 and y.shape[-2] == h and y.shape[-1] == w:
         return y
     return y[..., start : start + h, start : start + w]
+
+
+@torch.fx.wrap  # one opaque call in a torch.fx graph (symbolic_trace cannot see into the checks)
+def pool_fitted(x: Tensor, wave: str, mode: str, bands, ceil_mode: bool | None, backend: str):
+    """``wavelet_pool2d`` of x, cropped by ``fit_to_stride2`` unless ``ceil_mode`` is None: the
+    forward of WaveletAvgPool2d and the pooling of WaveletConv2d (call it as
+    ``wavefuse.nn.pool.pool_fitted``, which torch.fx patches while it traces). An unbatched
+    (C, H, W) x gives a (C, h, w) result, as torch's pooling and convolution layers do."""
+    if isinstance(x, Tensor) and x.dim() == 3:
+        return pool_fitted(x.unsqueeze(0), wave, mode, bands, ceil_mode, backend).squeeze(0)
+    y = wavelet_pool2d(x, wave, mode, bands, backend=backend)
+    if ceil_mode is None:
+        return y
+    size = (x.shape[-2], x.shape[-1])
+    return fit_to_stride2(y, size, filter_length(wave), mode, ceil_mode)
 
 
 class WaveletAvgPool2d(nn.Module):
@@ -38,12 +57,13 @@ class WaveletAvgPool2d(nn.Module):
     band weights (a ``weight`` parameter of shape (channels, 4), order LL, cH, cV, cD),
     initialised to 1/4, i.e. starting as "all".
 
-    x: (N, C, H, W) -> (N, C, h, w), x's dtype and memory format.
+    x: (N, C, H, W) -> (N, C, h, w), x's dtype and memory format; or unbatched, (C, H, W) ->
+    (C, h, w), as nn.AvgPool2d.
 
     Parameters
     ----------
     wave : str or pywt.Wavelet
-        An orthogonal wavelet (haar, db1-db20, sym2-sym20, coif1-coif5).
+        An orthogonal wavelet (haar, db1-db20, sym2-sym20, coif1-coif6).
     mode : str
         zero, symmetric, reflect, periodic, periodization (or "per").
     bands : {"all", "ll", "learned"}
@@ -52,8 +72,8 @@ class WaveletAvgPool2d(nn.Module):
     ceil_mode : bool or None
         None: PyWavelets' coefficient count per axis (``pywt.dwt_coeff_len``: ceil(n/2) in
         periodization). True / False: ceil(n/2) / floor(n/2), the size of a stride-2 layer,
-        aligned so that output k covers samples 2k, 2k+1 (``fit_to_stride2``). For periodization
-        or Haar None and True agree.
+        aligned as periodization's output k, whatever the mode (within one sample:
+        ``fit_to_stride2``). For periodization or Haar None and True agree.
     backend : str
         auto, reference, cpu, cuda, triton.
     """
@@ -94,17 +114,8 @@ class WaveletAvgPool2d(nn.Module):
             nn.init.constant_(self.weight, 0.25)
 
     def forward(self, x: Tensor) -> Tensor:
-        y = wavelet_pool2d(
-            x,
-            self.wave,
-            self.mode,
-            self.weight if self.bands == "learned" else self.bands,
-            backend=self.backend,
-        )
-        if self.ceil_mode is None:
-            return y
-        size = (x.shape[-2], x.shape[-1])
-        return fit_to_stride2(y, size, filter_length(self.wave), self.mode, self.ceil_mode)
+        bands = self.weight if self.bands == "learned" else self.bands
+        return pool_fitted(x, self.wave, self.mode, bands, self.ceil_mode, self.backend)
 
     def extra_repr(self) -> str:
         s = f"wave={self.wave!r}, mode={self.mode!r}, bands={self.bands!r}"
