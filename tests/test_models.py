@@ -117,6 +117,32 @@ def test_normalisation_is_inside_the_model():
         WideResNet(12, 1)
 
 
+@pytest.mark.parametrize(
+    "build, exc, match",
+    [
+        (lambda: WideResNet(16, 0), ValueError, "widen must be an int >= 1, got 0"),
+        (lambda: WideResNet("34"), TypeError, "depth must be an int"),
+        (lambda: PreActResNet18(num_classes=-1), ValueError, "num_classes must be an int >= 1"),
+        (lambda: WideResNet(10, 1, num_classes=2.0), TypeError, "num_classes must be an int"),
+        (lambda: WideResNet(10, 1, in_channels=0), ValueError, "in_channels must be an int >= 1"),
+        (lambda: PreActResNet18(mean=(0.5, 0.5, 0.5)), ValueError, "mean and std go together"),
+        (lambda: WideResNet(10, 1, bands="foo"), ValueError, "bands='foo' is not supported"),
+        (lambda: WideResNet(10, 1, wavelet_mode="foo"), ValueError, "wavelet_mode='foo'"),
+        (
+            lambda: PreActResNet18(wavelet="foo", placement="all_downsample"),
+            ValueError,
+            "wavelet='foo' is not a known wavelet",
+        ),
+        (lambda: PreActResNet18(wavelet=2), TypeError, "wavelet must be None, a wavelet name"),
+    ],
+)
+def test_model_arguments_are_checked(build, exc, match):
+    """Every argument is checked up front with its own name, a wavelet option also when no
+    wavelet is used (a typo never passes silently)."""
+    with pytest.raises(exc, match=match):
+        build()
+
+
 def test_channels_last_and_bf16_autocast():
     model = WideResNet(10, 1, wavelet="db2", placement="all_downsample").eval()
     x = torch.rand(4, 3, 32, 32)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import io
 import itertools
 
 import pytest
@@ -182,6 +184,10 @@ def test_convert_pools_by_their_size_rule():
         assert model[1](x).shape == nn.MaxPool2d(2, ceil_mode=True)(x).shape
     with pytest.raises(ValueError, match="pool='learned'"):
         convert(nn.Sequential(nn.AvgPool2d(2)), pool="learned")
+    untouched = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU(), nn.MaxPool2d(2))
+    with pytest.raises(ValueError, match="pool='learned'"):  # the conv comes first: not swapped
+        convert(untouched, pool="learned")
+    assert type(untouched[0]) is nn.Conv2d and type(untouched[2]) is nn.MaxPool2d
     with pytest.raises(ValueError, match="targets"):
         convert(model, targets=("conv",))
 
@@ -280,6 +286,64 @@ def test_context_manager_errors_and_gradients():
         HFPenalty(net, layers=nn.Linear)
     with HFPenalty(net, layers=["6"]), pytest.raises(ValueError, match="not an"):
         net(x)
+
+
+def test_torch_fx_traces_the_modules_and_models():
+    """symbolic_trace (and so torchvision's create_feature_extractor) sees the wavelet pooling as
+    one call, as it sees nn.Conv2d; the traced module computes what the module does."""
+    x = torch.randn(2, 3, 16, 16)
+    for m in (
+        WaveletAvgPool2d(),
+        WaveletAvgPool2d("db2", "symmetric", "learned", channels=3, ceil_mode=True),
+        WaveletConv2d(3, 4, 3, 2, 1, wave="db3", mode="zero", pool="learned"),
+        nn.Sequential(WaveletConv2d(3, 4, 3, 2, 1), nn.ReLU(), WaveletAvgPool2d(ceil_mode=False)),
+        WideResNet(10, 1, wavelet="haar"),
+        PreActResNet18(num_classes=3, wavelet="haar", placement="all_downsample"),
+    ):
+        m.eval()
+        traced = torch.fx.symbolic_trace(m)
+        assert any(
+            n.target.__name__ == "pool_fitted"
+            for n in traced.graph.nodes
+            if n.op == "call_function"
+        )
+        assert torch.equal(traced(x), m(x))
+
+
+def test_unbatched_inputs_as_torch_layers():
+    x = torch.randn(3, 9, 10)
+    for m, ref in (
+        (WaveletConv2d(3, 4, 3, 2, 1), nn.Conv2d(3, 4, 3, 2, 1)),
+        (WaveletAvgPool2d(ceil_mode=False), nn.AvgPool2d(2)),
+        (WaveletAvgPool2d("db2", "symmetric", ceil_mode=True), nn.AvgPool2d(2, ceil_mode=True)),
+    ):
+        assert m(x).shape == ref(x).shape
+        assert torch.equal(m(x), m(x.unsqueeze(0)).squeeze(0))
+
+
+def test_copies_and_pickles_of_the_model_carry_no_penalty():
+    """deepcopy (EMA / SWA copies), AveragedModel and torch.save of a model with a penalty work
+    after a forward pass (terms are not graph leaves), and the copy never writes into the
+    original's terms."""
+    net = _tiny_net()
+    pen = HFPenalty(net, layers=["0", "2"], weight=0.1)
+    x = torch.randn(2, 2, 8, 8)
+    (net(x).sum() + pen.value()).backward()
+    before = [t.detach().clone() for t in pen.terms]
+    copy_ = copy.deepcopy(net)
+    ema = torch.optim.swa_utils.AveragedModel(net)
+    buf = io.BytesIO()
+    torch.save(net, buf)
+    buf.seek(0)
+    loaded = torch.load(buf, weights_only=False)
+    for other in (copy_, ema, loaded):
+        assert torch.equal(other(x), net(x))
+    net(x)  # the original's own pass still fills its terms
+    assert len(pen.terms) == 2
+    copy_(x[:1]), ema(x[:1]), loaded(x[:1])
+    assert len(pen.terms) == 2 and all(torch.equal(a, b) for a, b in zip(pen.terms, before))
+    pen.remove()
+    assert not net[0]._forward_hooks and not net._forward_pre_hooks
 
 
 def test_under_torch_compile():

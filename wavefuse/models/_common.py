@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import math
+import numbers
 from functools import partial
 
+import pywt
 import torch
 from torch import Tensor, nn
 
+from wavefuse.filters import wavelet_name
 from wavefuse.nn.conv import WaveletConv2d
 from wavefuse.nn.pool import WaveletAvgPool2d
+from wavefuse.ops._common import check_mode
+from wavefuse.ops.pool import BANDS
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2471, 0.2435, 0.2616)
@@ -26,6 +31,12 @@ class Normalize(nn.Module):
 
     def __init__(self, mean, std, in_channels: int):
         super().__init__()
+        if (mean is None) != (std is None):
+            raise ValueError(
+                "mean and std go together: give both (per-channel lists) or neither (the "
+                "dataset's defaults)"
+            )
+        in_channels = check_count(in_channels, "in_channels")
         if mean is None and std is None:
             if in_channels == 3:
                 mean, std = CIFAR10_MEAN, CIFAR10_STD
@@ -51,13 +62,30 @@ class Normalize(nn.Module):
         return f"mean={self.mean.flatten().tolist()}, std={self.std.flatten().tolist()}"
 
 
-def check_wavelet_options(wavelet, placement: str) -> None:
+def check_count(value, argname: str) -> int:
+    """A positive int (a class or channel count, a width factor)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{argname} must be an int >= 1, got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"{argname} must be an int >= 1, got {value}")
+    return int(value)
+
+
+def check_model_options(wavelet, placement: str, wavelet_mode: str, bands: str):
+    """The models' wavelet arguments, named as the models take them (checked also without a
+    wavelet, so that a typo never passes silently): (wavelet name or None, mode)."""
     if placement not in PLACEMENTS:
         raise ValueError(
             f"placement={placement!r} is not supported; allowed: paper, all_downsample"
         )
-    if wavelet is not None and not isinstance(wavelet, str):
-        raise TypeError(f"wavelet must be None or a wavelet name, got {type(wavelet).__name__}")
+    if wavelet is not None and not isinstance(wavelet, (str, pywt.Wavelet)):
+        raise TypeError(
+            f"wavelet must be None, a wavelet name or a pywt.Wavelet, got {type(wavelet).__name__}"
+        )
+    if not isinstance(bands, str) or bands not in BANDS + ("learned",):
+        raise ValueError(f"bands={bands!r} is not supported; allowed: all, ll, learned")
+    mode = check_mode(wavelet_mode, "wavelet_mode")
+    return (None if wavelet is None else wavelet_name(wavelet, "wavelet")), mode
 
 
 def conv_factory(wavelet, placement: str, mode: str, bands: str):

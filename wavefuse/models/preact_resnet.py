@@ -7,7 +7,13 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from wavefuse.models._common import Normalize, check_wavelet_options, conv_factory, final_pool
+from wavefuse.models._common import (
+    Normalize,
+    check_count,
+    check_model_options,
+    conv_factory,
+    final_pool,
+)
 
 
 class PreActBlock(nn.Module):
@@ -54,7 +60,8 @@ class PreActResNet18(nn.Module):
         bands: str = "all",
     ):
         super().__init__()
-        check_wavelet_options(wavelet, placement)
+        wavelet, wavelet_mode = check_model_options(wavelet, placement, wavelet_mode, bands)
+        num_classes = check_count(num_classes, "num_classes")
         conv = conv_factory(wavelet, placement, wavelet_mode, bands)
         self.normalize = Normalize(mean, std, in_channels)
         self.in_planes = 64

@@ -11,12 +11,15 @@ build it with ``mean=(0, 0, 0), std=(1, 1, 1)`` to run such a checkpoint as it w
 
 from __future__ import annotations
 
+import numbers
+
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from wavefuse.models._common import (
     Normalize,
-    check_wavelet_options,
+    check_count,
+    check_model_options,
     conv_factory,
     final_pool,
     init_weights,
@@ -116,9 +119,13 @@ class WideResNet(nn.Module):
         bands: str = "all",
     ):
         super().__init__()
+        if isinstance(depth, bool) or not isinstance(depth, numbers.Integral):
+            raise TypeError(f"depth must be an int (10, 16, 28, 34, ...), got {depth!r}")
         if (depth - 4) % 6 != 0 or depth < 10:
             raise ValueError(f"depth must be 6n + 4 with n >= 1 (10, 16, 28, 34, ...), got {depth}")
-        check_wavelet_options(wavelet, placement)
+        wavelet, wavelet_mode = check_model_options(wavelet, placement, wavelet_mode, bands)
+        num_classes = check_count(num_classes, "num_classes")
+        widen = check_count(widen, "widen")
         n = (depth - 4) // 6
         widths = [16, 16 * widen, 32 * widen, 64 * widen]
         conv = conv_factory(wavelet, placement, wavelet_mode, bands)

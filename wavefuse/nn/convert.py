@@ -164,6 +164,9 @@ def convert(
     root = swap(model, "")
     if root is not None:
         return root, done
+    # Every replacement is built first and set only when all have been: an error (pool="learned"
+    # for a pooling layer, say) leaves the model as it was.
+    todo = []
     for parent_name, parent in list(model.named_modules()):
         # _modules, not named_children(): that skips a second occurrence of a shared module.
         for child_name, child in list(parent._modules.items()):
@@ -171,5 +174,7 @@ def convert(
                 continue
             new = swap(child, f"{parent_name}.{child_name}" if parent_name else child_name)
             if new is not None:
-                setattr(parent, child_name, new)
+                todo.append((parent, child_name, new))
+    for parent, child_name, new in todo:
+        setattr(parent, child_name, new)
     return model, done

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -53,6 +54,38 @@ def _select(model: nn.Module, layers) -> list[tuple[str, nn.Module]]:
     return chosen
 
 
+def _no_op(*args) -> None:
+    """What a penalty's hook becomes in a copy or a pickle of the model it is on."""
+
+
+def _detached() -> Callable:
+    return _no_op
+
+
+class _Hook:
+    """A hook of an ``HFPenalty`` (the pre-hook on the model when ``name`` is None, else the
+    forward hook on that layer). The penalty and its terms stay with the model the penalty was
+    built on: in ``copy.deepcopy(model)`` (EMA / SWA copies, ``AveragedModel``) and in a pickled
+    model (``torch.save(model)``) the hook is a no-op, never a second writer of the same terms."""
+
+    __slots__ = ("name", "penalty")
+
+    def __init__(self, penalty: HFPenalty, name: str | None) -> None:
+        self.penalty, self.name = penalty, name
+
+    def __call__(self, module, args, output=None) -> None:
+        if self.name is None:
+            self.penalty._start()
+        else:
+            self.penalty._add(self.name, output)
+
+    def __deepcopy__(self, memo) -> Callable:
+        return _no_op
+
+    def __reduce__(self):
+        return _detached, ()
+
+
 class HFPenalty:
     """Forward hooks that compute ``hf_penalty`` of chosen activations; add ``.value()`` to the loss.
 
@@ -71,7 +104,10 @@ class HFPenalty:
     DistributedDataParallel
     (pass the wrapped or the inner model: names are the inner model's). ``.remove()`` removes the
     hooks; as a context manager the penalty removes them on exit. ``enabled = False`` skips the
-    computation (during an attack's forward passes, say).
+    computation (during an attack's forward passes, say). A copy of the model
+    (``copy.deepcopy``, ``torch.optim.swa_utils.AveragedModel``) or a pickled one
+    (``torch.save(model)``) carries no penalty: the hooks there do nothing (build another
+    HFPenalty on the copy if it needs one), and the original's terms stay its own.
 
     Parameters
     ----------
@@ -108,34 +144,25 @@ class HFPenalty:
         self.terms: list[Tensor] = []
         base = _unwrap(model)
         self.layers = [name for name, _ in _select(base, layers)]
-        self._handles = [base.register_forward_pre_hook(self._start)]
+        self._handles = [base.register_forward_pre_hook(_Hook(self, None))]
         for name, m in _select(base, self.layers):
-            self._handles.append(m.register_forward_hook(self._hook(name)))
+            self._handles.append(m.register_forward_hook(_Hook(self, name)))
 
-    def _start(self, module, args) -> None:
+    def _start(self) -> None:
         self.terms.clear()
 
-    def _hook(self, name: str):
-        def hook(module, args, output):
-            if not self.enabled:
-                return
-            if not isinstance(output, Tensor) or output.dim() != 4:
-                raise ValueError(
-                    f"HFPenalty: the output of layer {name!r} is not an (N, C, H, W) tensor"
-                )
-            self.terms.append(
-                hf_penalty(
-                    output,
-                    self.wave,
-                    self.level,
-                    self.mode,
-                    self.p,
-                    self.band_weights,
-                    self.reduction,
-                )
+    def _add(self, name: str, output) -> None:
+        if not self.enabled:
+            return
+        if not isinstance(output, Tensor) or output.dim() != 4:
+            raise ValueError(
+                f"HFPenalty: the output of layer {name!r} is not an (N, C, H, W) tensor"
             )
-
-        return hook
+        self.terms.append(
+            hf_penalty(
+                output, self.wave, self.level, self.mode, self.p, self.band_weights, self.reduction
+            )
+        )
 
     def value(self) -> Tensor:
         """``weight`` times the sum of the penalties of the latest forward pass (0-d)."""
