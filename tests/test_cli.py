@@ -182,6 +182,13 @@ def fails(main, prog, argv, capsys) -> str:
 def test_evaluate_errors(trained, tmp_path, capsys):
     err = fails(evaluate.main, evaluate.PROG, [str(tmp_path / "missing.pt")], capsys)
     assert "checkpoint" in err and "missing.pt not found" in err
+    ckpt = str(trained / "last.pt")
+    err = fails(evaluate.main, evaluate.PROG, [ckpt, "--json", str(tmp_path)], capsys)
+    assert "is a folder: name the report file" in err  # before any attack runs
+    for name, content in (("text.pt", b"root:x:0:0\n"), ("empty.pt", b"")):
+        (tmp_path / name).write_bytes(content)
+        err = fails(evaluate.main, evaluate.PROG, [str(tmp_path / name)], capsys)
+        assert "not a torch.save file, or a truncated or damaged one" in err
     err = fails(evaluate.main, evaluate.PROG, [str(tmp_path)], capsys)
     assert "a directory" in err
     torch.save({"weight": torch.zeros(2)}, tmp_path / "bare.pt")
@@ -229,6 +236,51 @@ def test_resume_errors(trained, tmp_path, capsys):
     assert "--eps: checkpoint 0.1, asked 0.2" in err
     err = fails(train.main, train.PROG, [*argv, "--subset", "48"], capsys)
     assert "--subset: checkpoint 64, asked 48" in err and "input mean: checkpoint" in err
+
+
+def test_a_fresh_run_never_replaces_a_run(trained, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "copy"
+    shutil.copytree(trained, out)
+    before = (out / "last.pt").read_bytes(), metrics(out)
+    argv = [*TINY, "--epochs", "1", "--out", str(out)]
+    err = fails(train.main, train.PROG, argv, capsys)
+    assert f"--out {out} holds a run (last.pt, best.pt, metrics.jsonl): pass --resume" in err
+    assert (out / "last.pt").read_bytes() == before[0] and metrics(out) == before[1]  # untouched
+    err = fails(train.main, train.PROG, [*argv, "--resume", "--overwrite"], capsys)
+    assert "pick one" in err
+    (tmp_path / "afile").write_text("x")
+    err = fails(train.main, train.PROG, [*TINY, "--out", str(tmp_path / "afile")], capsys)
+    assert "is a file, not a folder" in err
+    err = fails(train.main, train.PROG, [*TINY, "--out", str(tmp_path / "afile" / "s")], capsys)
+    assert "cannot create the folder" in err
+    # --overwrite starts afresh; a relative --root is stored resolved (evaluate runs elsewhere)
+    monkeypatch.chdir(tmp_path)
+    train.main([*argv, "--overwrite", "--root", "rel"])
+    assert "--root is not used by --data synthetic" in capsys.readouterr().out
+    assert len(metrics(out)) == 1
+    assert load(out / "last.pt")["args"]["root"] == str(tmp_path / "rel")
+
+
+def test_resume_compares_the_resolved_augment():
+    """A checkpoint that stored augment unresolved (None: the dataset's default) resumes with
+    the explicit default, and is refused with the other value."""
+    saved = vars(train.parser().parse_args(TINY))
+    assert saved["augment"] is None
+    asked = train.parser().parse_args([*TINY, "--no-augment"])
+    assert train.resume_diff({"args": saved, "config": {}}, {}, asked) == []
+    asked = train.parser().parse_args([*TINY, "--augment"])
+    (diff,) = train.resume_diff({"args": saved, "config": {}}, {}, asked)
+    assert "--augment" in diff
+
+
+def test_ctrl_c_is_one_line(capsys):
+    def main(argv):
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as info:
+        run_main("prog", main, [], interrupted="what to do")
+    assert info.value.code == 130
+    assert capsys.readouterr().err == "prog: interrupted; what to do\n"
 
 
 def test_resume_may_extend_only_schedules_that_do_not_depend_on_epochs():

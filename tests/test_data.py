@@ -209,6 +209,34 @@ def test_read_idx_rejects_bad_files(tmp_path):
     (tmp_path / "short").write_bytes(bytes([0, 0, 8, 1]) + struct.pack(">I", 10) + b"\x00" * 3)
     with pytest.raises(ValueError, match="header says shape"):
         data.read_idx(tmp_path / "short")
+    (tmp_path / "cut").write_bytes(bytes([0, 0, 8, 3]) + struct.pack(">I", 10))
+    with pytest.raises(ValueError, match="cut is damaged: its IDX header is cut short"):
+        data.read_idx(tmp_path / "cut")
+    images = np.zeros((50, 28, 28), dtype=np.uint8)
+    write_idx(tmp_path / "x.gz", images)
+    whole = (tmp_path / "x.gz").read_bytes()
+    (tmp_path / "trunc.gz").write_bytes(whole[: len(whole) // 2])  # a cut-off download
+    with pytest.raises(ValueError, match="trunc.gz is damaged"):
+        data.read_idx(tmp_path / "trunc.gz")
+    (tmp_path / "plain.gz").write_bytes(b"not gzip at all")
+    with pytest.raises(ValueError, match="plain.gz is damaged"):
+        data.read_idx(tmp_path / "plain.gz")
+
+
+def test_damaged_cifar10_batches_name_the_file(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    write_cifar(folder)
+    whole = (folder / "test_batch").read_bytes()
+    (folder / "test_batch").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(ValueError, match="test_batch is not a CIFAR-10 python batch"):
+        data.load("cifar10", root=folder, split="test")
+    (folder / "test_batch").write_bytes(b"garbage\n")
+    with pytest.raises(ValueError, match="test_batch is not a CIFAR-10 python batch"):
+        data.load("cifar10", root=folder, split="test")
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0]}, f)
+    with pytest.raises(ValueError, match="2 images but 1 labels"):
+        data.load("cifar10", root=folder, split="test")
 
 
 def test_fashion_mnist_loader_on_written_idx_files(tmp_path):

@@ -62,13 +62,17 @@ class CLIError(Exception):
     """An error the CLI reports as ``prog: error: message`` (exit status 2), without a traceback."""
 
 
-def run_main(prog: str, main, argv=None) -> None:
-    """Runs ``main(argv)``; user-facing errors become one line on stderr and exit status 2."""
+def run_main(prog: str, main, argv=None, interrupted: str = "") -> None:
+    """Runs ``main(argv)``; user-facing errors become one line on stderr and exit status 2, and
+    Ctrl-C one line (``interrupted``: what to do next) and status 130, not a traceback."""
     try:
         main(argv)
     except (CLIError, wdata.DatasetNotFoundError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted{'; ' + interrupted if interrupted else ''}", file=sys.stderr)
+        sys.exit(130)
     finally:
         if dist.is_available() and dist.is_initialized():
             shut_down_distributed()
@@ -225,8 +229,13 @@ def load_checkpoint(path) -> dict:
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         if "weights_only" in first or "Weights only" in first:
             # torch's advice (weights_only=False) is wrong here: ours hold plain data only
-            first = "not a checkpoint of plain tensors, numbers and strings (corrupt, or another tool's)"
-        raise CLIError(f"cannot read checkpoint {path}: {type(e).__name__}: {first}") from None
+            why = "not a checkpoint of plain tensors, numbers and strings (corrupt, or another tool's)"
+        else:  # torch's own words say little here ("list index out of range", or nothing)
+            why = (
+                "not a torch.save file, or a truncated or damaged one "
+                f"({type(e).__name__}{': ' + first if first else ''})"
+            )
+        raise CLIError(f"cannot read checkpoint {path}: {why}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CLIError(
             f"{path} is not a wavefuse.train checkpoint (no format={CHECKPOINT_FORMAT!r} entry); "

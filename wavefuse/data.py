@@ -29,6 +29,7 @@ import importlib.util
 import os
 import pickle
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -232,11 +233,18 @@ def read_idx(path) -> np.ndarray:
     uint32; then the data, big-endian, row-major."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (EOFError, gzip.BadGzipFile, zlib.error) as e:  # truncated or not gzip
+        raise ValueError(
+            f"{path} is damaged: {e or type(e).__name__} (reinstall the dataset)"
+        ) from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
         raise ValueError(f"{path} is not an IDX file (bad magic number {data[:4].hex()})")
     dtype, ndim = _IDX_DTYPES[data[2]], data[3]
+    if len(data) < 4 + 4 * ndim:
+        raise ValueError(f"{path} is damaged: its IDX header is cut short")
     shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
     count = int(np.prod(shape, dtype=np.int64))
     offset = 4 + 4 * ndim
@@ -300,8 +308,19 @@ def _cifar_folder(root) -> Path:
 
 def _unpickle(path: Path) -> dict:
     # The official batches are pickles (the format CIFAR-10 ships in); only load trusted folders.
-    with open(path, "rb") as f:
-        return pickle.load(f, encoding="bytes")
+    try:
+        with open(path, "rb") as f:
+            batch = pickle.load(f, encoding="bytes")
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as e:
+        raise ValueError(
+            f"{path} is not a CIFAR-10 python batch (damaged or another file: "
+            f"{type(e).__name__}: {e}). {CIFAR10_LAYOUT}"
+        ) from None
+    if not isinstance(batch, dict):
+        raise ValueError(  # noqa: TRY004 - bad file contents, not a bad argument
+            f"{path} is not a CIFAR-10 python batch (a {type(batch).__name__})"
+        )
+    return batch
 
 
 def _load_cifar10(root, split: str) -> ArrayDataset:
@@ -315,8 +334,17 @@ def _load_cifar10(root, split: str) -> ArrayDataset:
     xs, ys = [], []
     for n in names:
         batch = _unpickle(folder / n)
-        xs.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        ys.append(np.asarray(batch[b"labels"], dtype=np.int64))
+        try:
+            xs.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            ys.append(np.asarray(batch[b"labels"], dtype=np.int64))
+        except (KeyError, ValueError, TypeError) as e:
+            raise ValueError(
+                f"{folder / n} is not a CIFAR-10 python batch ({type(e).__name__}: {e})"
+            ) from None
+        if len(xs[-1]) != len(ys[-1]):
+            raise ValueError(
+                f"{folder / n}: {len(xs[-1])} images but {len(ys[-1])} labels (damaged?)"
+            )
     classes = CIFAR10_CLASSES
     if (folder / "batches.meta").is_file():
         meta = _unpickle(folder / "batches.meta")

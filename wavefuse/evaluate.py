@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import time
@@ -146,6 +147,8 @@ def check_data(config: dict, test: wdata.ArrayDataset, ckpt_path) -> None:
 def main(argv=None) -> None:
     args = parser().parse_args(argv)
     attacks = parse_attacks(args.attacks)
+    if args.json:
+        check_report_path(Path(args.json))
     ckpt = load_checkpoint(args.checkpoint)
     config, threat = ckpt["config"], ckpt.get("threat", {})
     device = pick_device(args.device)
@@ -211,9 +214,31 @@ def main(argv=None) -> None:
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        text = json.dumps(report, indent=2) + "\n"
+        try:
+            Path(args.json).write_text(text)
+        except OSError as e:  # checked before the attacks; the report is not lost either way
+            print(text)
+            raise CLIError(
+                f"--json {args.json}: cannot write the report ({e}); printed above"
+            ) from None
         print(f"report: {args.json}", file=sys.stderr)
+
+
+def check_report_path(path: Path) -> None:
+    """Before any attack runs (an AutoAttack evaluation takes long): --json names a file that can
+    be written, its folder created if missing."""
+    if path.is_dir():
+        raise CLIError(
+            f"--json {path} is a folder: name the report file (e.g. {path / 'eval.json'})"
+        )
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CLIError(f"--json {path}: cannot create its folder ({e.strerror or e})") from None
+    target = path if path.exists() else path.parent
+    if not os.access(target, os.W_OK):
+        raise CLIError(f"--json {path}: {target} is not writable")
 
 
 if __name__ == "__main__":

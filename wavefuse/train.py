@@ -139,7 +139,12 @@ def parser() -> argparse.ArgumentParser:
         help="random crop (pad 4) and horizontal flip; default on for cifar10 only",
     )
     g = p.add_argument_group("method")
-    g.add_argument("--method", choices=("pgd", "trades", "fgsm-rs"), default="pgd")
+    g.add_argument(
+        "--method",
+        choices=("pgd", "trades", "fgsm-rs"),
+        default="pgd",
+        help="PGD-AT (Madry et al.), TRADES, or fast AT (FGSM with a random start)",
+    )
     g.add_argument("--beta", type=nonneg_float, default=6.0, help="TRADES' weight of the KL term")
     g.add_argument(
         "--eps",
@@ -175,7 +180,9 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--hf-wave", default="haar", help="wavelet of the penalty")
     g.add_argument("--hf-level", type=positive_int, default=1, help="levels of the penalty")
     g = p.add_argument_group("model")
-    g.add_argument("--model", choices=("wrn", "preact18"), default="wrn")
+    g.add_argument(
+        "--model", choices=("wrn", "preact18"), default="wrn", help="WideResNet or PreActResNet-18"
+    )
     g.add_argument("--depth", type=positive_int, default=10, help="WRN depth (6n + 4)")
     g.add_argument("--widen", type=positive_int, default=1, help="WRN widening factor")
     g.add_argument(
@@ -188,10 +195,10 @@ def parser() -> argparse.ArgumentParser:
         help="paper: WAP before the final pooling; all_downsample: wavelet stride-2 convs",
     )
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=positive_int, default=2)
+    g.add_argument("--epochs", type=positive_int, default=2, help="training epochs")
     g.add_argument("--batch-size", type=positive_int, default=64, help="global batch size")
-    g.add_argument("--lr", type=positive_float, default=0.1)
-    g.add_argument("--momentum", type=nonneg_float, default=0.9)
+    g.add_argument("--lr", type=positive_float, default=0.1, help="SGD's initial learning rate")
+    g.add_argument("--momentum", type=nonneg_float, default=0.9, help="SGD's momentum")
     g.add_argument("--wd", type=nonneg_float, default=5e-4, help="weight decay")
     g.add_argument(
         "--schedule",
@@ -206,13 +213,23 @@ def parser() -> argparse.ArgumentParser:
     )
     g = p.add_argument_group("run")
     g.add_argument("--amp", choices=("none", "bf16"), default="none", help="autocast dtype")
-    g.add_argument("--channels-last", action="store_true")
+    g.add_argument(
+        "--channels-last", action="store_true", help="model and batches in channels_last"
+    )
     g.add_argument("--device", default=None, help="default cuda if available, else cpu")
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument(
+        "--seed", type=int, default=0, help="seed of the initialisation, batches and attacks"
+    )
     g.add_argument(
         "--out", default=None, help="output folder; default runs/<data>-<model>-<method>"
     )
     g.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    g.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start afresh in an --out that holds a run (its checkpoints and metrics are "
+        "replaced); without it such a run is refused",
+    )
     g.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
     return p
 
@@ -247,6 +264,8 @@ def resolve_data(args, log) -> tuple[wdata.ArrayDataset, wdata.ArrayDataset]:
             train = load_split(name, None, "train")
     else:
         train = load_split(name, args.root, "train")
+    if args.root is not None and name in ("digits", "mnist5k", "synthetic"):
+        log(f"notice: --root is not used by --data {name} (it comes from a package, or is made)")
     args.data = name
     test = load_split(name, args.root, "test")
     return train, test
@@ -320,6 +339,10 @@ def resume_diff(ckpt: dict, config: dict, args) -> list[str]:
         for k in RUN_KEYS
         if k in saved and saved[k] != getattr(args, k)
     ]
+    if saved.get("augment", False) is None and "data" in saved:  # stored unresolved (before 0.1)
+        default = saved["data"] == "cifar10"
+        if default == args.augment:
+            diff = [d for d in diff if not d.startswith("--augment:")]
     for k in ("mean", "std"):  # the training split's statistics: another split or subset
         a, b = ckpt["config"].get(k), config.get(k)
         if (
@@ -690,8 +713,26 @@ def make_progress(enabled: bool):
     return Silent
 
 
+def check_out(out: Path, args) -> None:
+    """--out must be a folder (or not exist yet); a fresh run never replaces a run silently."""
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"--out {out} is a file, not a folder")
+    if args.resume or args.overwrite:
+        return
+    held = [name for name in ("last.pt", "best.pt", "metrics.jsonl") if (out / name).exists()]
+    if held:
+        raise CLIError(
+            f"--out {out} holds a run ({', '.join(held)}): pass --resume to continue it, "
+            "--overwrite to replace it, or another --out"
+        )
+
+
 def main(argv=None) -> None:
     args = parser().parse_args(argv)
+    if args.resume and args.overwrite:
+        raise CLIError("--resume continues the run in --out, --overwrite replaces it: pick one")
+    if args.root is not None:  # stored in the checkpoint: evaluate may run from another folder
+        args.root = str(Path(args.root).expanduser().resolve())
     device = init_distributed(args.device)
     rank, size = world()
 
@@ -700,18 +741,25 @@ def main(argv=None) -> None:
             print(msg, flush=True)
 
     train, test = resolve_data(args, log)
+    if args.augment is None:
+        args.augment = args.data == "cifar10"  # resolved, so that --resume compares values
     threat(args)
     train = train.subset(args.subset or None, seed=0)
     test = test.subset(args.test_subset or None, seed=0)
     args.out = args.out or f"runs/{args.data}-{args.model}-{args.method}"
     out = Path(args.out)
+    check_out(out, args)
     trainer = Trainer(args, train, test, device, log)  # bad options fail here, before any write
     if args.resume:
         trainer.resume()
     if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        if not args.resume and (out / "metrics.jsonl").exists():
-            (out / "metrics.jsonl").unlink()  # a fresh run: fresh metrics
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise CLIError(f"--out {out}: cannot create the folder ({e.strerror or e})") from None
+        if not args.resume:  # a fresh run (--overwrite, or an --out without a run): fresh files
+            for name in ("metrics.jsonl", "last.pt", "best.pt"):
+                (out / name).unlink(missing_ok=True)
     show = rank == 0 and not args.no_progress
     progress = make_progress(show)
     log(
@@ -748,4 +796,9 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    run_main(PROG, main)
+    run_main(
+        PROG,
+        main,
+        interrupted="the last finished epoch is in --out's last.pt: continue it with the same "
+        "options and --resume",
+    )
