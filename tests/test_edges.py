@@ -449,6 +449,16 @@ def test_meta_tensors_give_shapes():
     assert ll.device.type == "meta" and ll.shape == (2, 3, 6, 5)
     assert all(b.shape == ll.shape for b in bands)
     assert wavefuse.hf_penalty(x, "db2", 2, "symmetric", reduction="none").shape == (2,)
+    assert wavefuse.band_energy(x, "db2", 2, "symmetric").shape == (2, 2, 3)
+    coeffs = wavefuse.wavedec2(x, "db2", "symmetric", 2)
+    assert wavefuse.waverec2(coeffs, "db2", "symmetric").shape == (2, 3, 10, 8)  # pywt's +1
+    assert wavelet_pool2d(x, "db2", "zero").shape == (2, 3, 6, 5)
+    # the in-place steps: no data to check for overlap (every meta data_ptr is 0), no error
+    x_adv, g = torch.empty_like(x), torch.empty_like(x)
+    for norm in ("Linf", "L2"):
+        wavefuse.pgd_step(x_adv, g, x, 0.1, 0.01, norm=norm)
+        wavefuse.wavelet_pgd_step(x_adv, g, x, 0.1, 0.01, "db2", 2, "symmetric", 0.5, norm=norm)
+        assert x_adv.device.type == "meta" and x_adv.shape == x.shape
 
 
 # ---- grad modes and autocast ---------------------------------------------------------------------------

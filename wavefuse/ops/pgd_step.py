@@ -161,7 +161,8 @@ def check_step_tensors(x_adv, grad, x_nat) -> Tensor:
             "x_adv requires grad: the step updates it in place and is not differentiable; "
             "pass x_adv.detach() or call it under torch.no_grad()"
         )
-    if not torch.compiler.is_compiling():  # addresses are not traceable (and are eager-only)
+    # Addresses are not traceable (eager only), and meta tensors have none (every data_ptr is 0).
+    if not torch.compiler.is_compiling() and x_adv.device.type != "meta":
         if x_adv.is_inference() and not torch.is_inference_mode_enabled():
             raise ValueError(
                 "x_adv is an inference tensor (made under torch.inference_mode()): it can be "
