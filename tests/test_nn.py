@@ -269,6 +269,19 @@ def test_value_is_the_weighted_sum_of_hf_penalty():
     pen.remove()
 
 
+def test_penalty_backend():
+    net = _tiny_net()
+    x = torch.randn(2, 2, 16, 16)
+    values = {}
+    for backend in ("reference", "auto"):
+        with HFPenalty(net, layers=["0", "2"], wave="db2", level=2, backend=backend) as pen:
+            net(x)
+            values[backend] = pen.value()
+    assert_close(values["auto"], values["reference"], TOL[torch.float32])
+    with pytest.raises(ValueError, match="backend='gpu' is not one of"):
+        HFPenalty(net, layers=["0"], backend="gpu")
+
+
 def test_context_manager_errors_and_gradients():
     net = _tiny_net().double()
     with HFPenalty(net, layers=[net[2]]) as pen:

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from wavefuse.filters import wavelet_name
 from wavefuse.functional import hf_penalty
+from wavefuse.nn.dwt import _check_backend
 from wavefuse.ops._common import check_mode
 
 
@@ -120,6 +121,8 @@ class HFPenalty:
         "sum".
     weight : float
         The factor lambda of the penalty in the loss.
+    backend : str
+        auto, reference, cpu, cuda, triton (as ``hf_penalty``'s).
     """
 
     def __init__(
@@ -134,12 +137,14 @@ class HFPenalty:
         mode: str = "periodization",
         band_weights=None,
         reduction: str = "mean",
+        backend: str = "auto",
     ):
         if reduction not in ("mean", "sum"):
             raise ValueError(f"reduction={reduction!r} is not supported; allowed: mean, sum")
         wave, mode = wavelet_name(wave, "wave"), check_mode(mode)
         self.wave, self.level, self.p, self.weight = wave, level, p, float(weight)
         self.mode, self.band_weights, self.reduction = mode, band_weights, reduction
+        self.backend = _check_backend(backend)
         self.enabled = True
         self.terms: list[Tensor] = []
         base = _unwrap(model)
@@ -160,7 +165,14 @@ class HFPenalty:
             )
         self.terms.append(
             hf_penalty(
-                output, self.wave, self.level, self.mode, self.p, self.band_weights, self.reduction
+                output,
+                self.wave,
+                self.level,
+                self.mode,
+                self.p,
+                self.band_weights,
+                self.reduction,
+                backend=self.backend,
             )
         )
 
