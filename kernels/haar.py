@@ -253,10 +253,11 @@ def _filtered(m, coefs, LEVELS: tl.constexpr, j: tl.constexpr, ACC: tl.constexpr
     """sum_{i >= j} c_i M_i x^ at level-j resolution, given m = the level-j block means m_j:
     c_j m_j + up2(the same from m_{j+1}) (recursion unrolled at compile time)."""
     c = _bits_to(coefs[j], ACC)
+    cm = tl.where(c == 0, 0.0, c * m).to(ACC)  # c = 0 (equal scales): no term, never 0 * inf
     if j == LEVELS:
-        out = c * m
+        out = cm
     else:
-        out = _up2(_filtered(_mean2(m), coefs, LEVELS, j + 1, ACC)) + c * m
+        out = _up2(_filtered(_mean2(m), coefs, LEVELS, j + 1, ACC)) + cm
     return out
 
 

@@ -339,6 +339,30 @@ def _run_haar_cases(harness, cases, norm) -> None:
         assert torch.equal(got, x_adv) == torch.equal(expected, x_adv), what
 
 
+def test_haar_step_inf_gradient_with_equal_scales(harness, tmp_path):
+    """An infinite gradient entry, one scale for every level (zero coefficients between levels):
+    the skipped terms never make 0 * inf = NaN, so no NaN where the reference has none, and the
+    same steps elsewhere (Linf; docs/edge_policies.md)."""
+    cases = []
+    for i, (mode, level, pos) in enumerate(
+        [("zero", 2, (3, 2)), ("periodization", 2, (1, 2)), ("symmetric", 3, (0, 0))]
+    ):
+        x_adv, g, x = _inputs((2, 2, 8, 7), torch.float64, seed=i)
+        g[0, 1][pos] = math.inf
+        bounds = _bounds("floats", "Linf", 2, 2, torch.float64)
+        scales = [0.5] * level
+        d = tmp_path / f"inf{i}"
+        _write_case(d, x_adv, g, x, bounds, "Linf", 32, haar=(mode, scales))
+        cases.append((d, x_adv, g, x, bounds, mode, level, scales))
+    run_harness(harness, [c[0] for c in cases])
+    for d, x_adv, g, x, bounds, mode, level, scales in cases:
+        got = _result(d, x_adv)
+        expected, _ = _haar_expected(x_adv, g, x, bounds, mode, level, scales, "Linf")
+        assert not (got.isnan() & ~expected.isnan()).any(), mode
+        fin = ~expected.isnan()
+        assert torch.equal(got[fin], expected[fin]), mode
+
+
 # odd, 1-high, 1-wide, 1 x 1 planes, and one of several tiles per plane at levels 1-3
 HAAR_SHAPES = [(2, 2, 5, 7), (1, 3, 1, 6), (2, 1, 9, 1), (1, 1, 1, 1), (2, 3, 70, 45)]
 HAAR_SCALES = [0.0, [0.5, -0.25, 2.0], 0.3, [1.0, 0.0, 0.75]]

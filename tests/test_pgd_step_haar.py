@@ -249,18 +249,32 @@ def test_nan_in_grad_spreads_as_the_reference(mode):
 
 @pytest.mark.parametrize("mode", ALL_MODES)
 def test_inf_in_grad_stays_inside_the_reference_stencil(mode):
-    """An infinite gradient entry: the fused path computes g' in another (equal) form, so where the
-    reference's g' is inf - inf = NaN the fused g' may be +-inf, a full sign step (documented in
-    docs/edge_policies.md). Never more NaN than the reference, the same values outside its NaN
-    set; L2 normalises by an infinite norm: the sample is NaN, as the reference."""
+    """An infinite gradient entry: the fused path computes g' in another (equal) form,
+    g' = sum_j c_j P_j g with c_j the differences of consecutive scales, so where the reference's
+    g' is inf - inf = NaN the fused g' may be +-inf, a full sign step (docs/edge_policies.md).
+    With scales that never decrease from the finest level to the coarsest, within [0, 1] (every
+    c_j >= 0; one scale for every level, the common case: c_j = 0 terms are skipped, never
+    0 * inf), never more NaN than the reference and the same values outside its NaN set. Other
+    scales meet inf - inf at the infinite entry itself: NaN there, within its 2^J block, where the
+    reference may step. L2 normalises by an infinite norm: the sample is NaN, as the reference."""
     for pos in POSITIONS:
         x_adv, g, x = _inputs((2, 2, 7, 5))
         g[0, 1][pos] = INF
-        got, expected = _both(x_adv, g, x, 0.05, 0.01, 2, mode, [0.0, 0.5], "Linf")
-        assert not (got.isnan() & ~expected.isnan()).any(), (mode, pos)
-        fin = ~expected.isnan()
-        assert_close(got[fin], expected[fin], 1e-12, f"{mode} {pos}")
-        assert got[1].isfinite().all()
+        for scales in ([0.0, 0.5], [0.5, 0.5], 0.5, [0.25, 1.0], [0.0, 0.0]):
+            got, expected = _both(x_adv, g, x, 0.05, 0.01, 2, mode, scales, "Linf")
+            assert not (got.isnan() & ~expected.isnan()).any(), (mode, pos, scales)
+            fin = ~expected.isnan()
+            assert_close(got[fin], expected[fin], 1e-12, f"{mode} {pos} {scales}")
+            assert got[1].isfinite().all()
+        for scales in ([0.5, 0.25], [2.0, 2.0], [-0.5, 0.5]):
+            got, expected = _both(x_adv, g, x, 0.05, 0.01, 2, mode, scales, "Linf")
+            extra = got.isnan() & ~expected.isnan()
+            block = torch.zeros_like(extra)
+            r, c = (p - p % 4 for p in pos)
+            block[0, 1, r : r + 4, c : c + 4] = True
+            assert not (extra & ~block).any(), (mode, pos, scales)
+            fin = ~(expected.isnan() | got.isnan())
+            assert_close(got[fin], expected[fin], 1e-12, f"{mode} {pos} {scales}")
         got, _ = _both(x_adv, g, x, 0.4, 0.1, 2, mode, [0.0, 0.5], "L2")
         assert got[0].isnan().all() and got[1].isfinite().all()
 

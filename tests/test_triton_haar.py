@@ -382,6 +382,20 @@ def test_wavelet_pgd_step_nan_and_determinism():
     assert torch.equal(first, again)
 
 
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # the interpreter's inf - inf
+def test_wavelet_pgd_step_inf_gradient_with_one_scale():
+    """An infinite gradient entry and one hf_scale for every level (zero coefficients between
+    levels): the skipped terms never make 0 * inf = NaN, so no NaN where the reference has none
+    and the same steps elsewhere (Linf; docs/edge_policies.md)."""
+    for mode, pos in (("zero", (3, 2)), ("periodization", (1, 2)), ("symmetric", (0, 0))):
+        x_adv, g, x = _step_inputs((2, 2, 8, 7))
+        g[0, 1][pos] = math.inf
+        got, expected = _steps(x_adv, g, x, 0.05, 0.01, "haar", 2, mode, 0.5, "Linf")
+        assert not (got.isnan() & ~expected.isnan()).any(), mode
+        fin = ~expected.isnan()
+        assert torch.equal(got[fin], expected[fin]), mode
+
+
 def test_wavelet_pgd_step_takes_the_fused_kernel(monkeypatch):
     """Haar: Linf is one launch and L2 three, of the fused kernel only, in many tiles (a plane
     split 2 x 2, slots looping over several tiles when the partials are capped); the per-level

@@ -406,6 +406,14 @@ template <typename acc_t>
 WAVEFUSE_INLINE void carry_row(acc_t* __restrict__ row, const acc_t* __restrict__ d, int64_t n,
                                acc_t c, acc_t u0, acc_t u1) {
   const int64_t pairs = n / 2;
+  if (c == acc_t(0)) {  // the term is absent (equal scales at two levels): never 0 * inf = NaN
+    for (int64_t k = 0; k < pairs; ++k) {
+      row[2 * k] = u0 * d[k];
+      row[2 * k + 1] = u1 * d[k];
+    }
+    if (n & 1) row[n - 1] = u0 * d[pairs];
+    return;
+  }
   for (int64_t k = 0; k < pairs; ++k) {
     row[2 * k] = c * row[2 * k] + u0 * d[k];
     row[2 * k + 1] = c * row[2 * k + 1] + u1 * d[k];
@@ -479,7 +487,7 @@ WAVEFUSE_INLINE std::pair<int64_t, int64_t> haar_filter_block(const HaarArgs<sca
     if (j == J) {
       for (int64_t i = cs; i < ce; ++i) {
         acc_t* row = cur + (i - cs) * sc;
-        for (int64_t q = 0; q < pl.w[j]; ++q) row[q] = c * row[q];
+        for (int64_t q = 0; q < pl.w[j]; ++q) row[q] = c == acc_t(0) ? acc_t(0) : c * row[q];
       }
       continue;
     }

@@ -596,9 +596,13 @@ WAVEFUSE_PGD_INLINE typename StepAcc<scalar_t>::type haar_step_filtered(
     int col) {
   using acc_t = typename StepAcc<scalar_t>::type;
   const int lg = a.side_log2, S = 1 << lg, J = a.levels;
-  acc_t v = mul_rn(a.coef[J], sm[haar_pyramid_offset(S, J) + ((row >> J) << (lg - J)) +
-                                 (col >> J)]);
+  // A zero coefficient (equal scales at two levels) is an absent term: skipped, never 0 * inf.
+  acc_t v = a.coef[J] == acc_t(0)
+                ? acc_t(0)
+                : mul_rn(a.coef[J], sm[haar_pyramid_offset(S, J) + ((row >> J) << (lg - J)) +
+                                       (col >> J)]);
   for (int j = J - 1; j >= 0; --j) {
+    if (a.coef[j] == acc_t(0)) continue;
     const acc_t m = sm[haar_pyramid_offset(S, j) + ((row >> j) << (lg - j)) + (col >> j)];
     v = add_rn(v, mul_rn(a.coef[j], m));
   }
