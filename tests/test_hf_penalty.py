@@ -482,3 +482,12 @@ def test_cpu_plane_moves_every_layout_bitwise(size, dtype):
         e, g = energies_and_grad(x)
         assert torch.equal(e, e0), f"{name} {dtype}: energies differ"
         assert torch.equal(g, g0), f"{name} {dtype}: gradient differs"
+
+
+def test_weights_that_require_grad_work_under_no_grad():
+    """Refused with grad mode on (they are not differentiated); under no_grad they are numbers."""
+    x = torch.randn(2, 3, 8, 8)
+    w = torch.nn.Parameter(torch.tensor([2.0]))
+    with torch.no_grad():
+        got = wavefuse.hf_penalty(x, "haar", 1, weights=w)
+    assert torch.equal(got, wavefuse.hf_penalty(x, "haar", 1, weights=[2.0]))

@@ -14,7 +14,7 @@ from conftest import ALL_MODES, TOL, assert_close, cpu_backends
 import wavefuse
 from wavefuse import backends, reference
 from wavefuse.filters import filter_bank
-from wavefuse.ops.pgd_step import prepare_bounds
+from wavefuse.ops.pgd_step import _overlap, prepare_bounds
 
 # Levels above dwt_max_level are part of the grids on purpose; they warn as PyWavelets does.
 pytestmark = pytest.mark.filterwarnings("ignore:Level value of:UserWarning")
@@ -576,6 +576,60 @@ def test_disjoint_views_of_one_buffer_are_fine(norm, backend):
     expected = wavefuse.pgd_step(both[2:].clone(), G, X.clone(), 0.1, 0.01, norm, backend=backend)
     wavefuse.pgd_step(both[2:], G, both[:2], 0.1, 0.01, norm, backend=backend)
     assert torch.equal(both[2:], expected) and torch.equal(both[:2], X)
+
+
+@pytest.mark.parametrize("backend", cpu_backends())
+def test_interleaved_and_stacked_views_are_fine(backend):
+    """Views that share a buffer's span but no element (interleaved columns, the slices of a
+    stack along dim 1) are accepted, give the separate tensors' result and leave the others
+    unchanged."""
+    buf = torch.stack([X, (X + 0.05 * G).clamp(0, 1)], dim=1)  # (2, 2, 3, 8, 8)
+    x_nat, x_adv = buf[:, 0], buf[:, 1]
+    expected = wavefuse.pgd_step(x_adv.clone(), G, x_nat.clone(), 0.1, 0.01, backend=backend)
+    wavefuse.pgd_step(x_adv, G, x_nat, 0.1, 0.01, backend=backend)
+    assert torch.equal(x_adv, expected) and torch.equal(x_nat, X)
+    cols = torch.stack([G, (X + 0.05 * G).clamp(0, 1)], dim=-1).flatten(-2)  # (2, 3, 8, 16)
+    g, x_adv = cols[..., ::2], cols[..., 1::2]
+    expected = wavefuse.wavelet_pgd_step(
+        x_adv.clone(), g.clone(), X, 0.1, 0.01, "haar", 1, "zero", 0.5, backend=backend
+    )
+    wavefuse.wavelet_pgd_step(x_adv, g, X, 0.1, 0.01, "haar", 1, "zero", 0.5, backend=backend)
+    assert torch.equal(x_adv, expected) and torch.equal(g, G)
+
+
+@pytest.mark.parametrize("backend", cpu_backends())
+def test_steps_never_put_x_adv_into_a_graph(backend):
+    """A gradient that requires grad (create_graph=True) or an x_nat that does: x_adv stays out of
+    autograd on every backend, so the next step runs."""
+    g, x = G.clone().requires_grad_(), X.clone().requires_grad_()
+    x_adv = X.clone()
+    for _ in range(2):
+        wavefuse.pgd_step(x_adv, g, x, 0.1, 0.01, backend=backend)
+        wavefuse.wavelet_pgd_step(x_adv, g, x, 0.1, 0.01, "db2", 1, "zero", 0.5, backend=backend)
+        assert not x_adv.requires_grad and x_adv.grad_fn is None
+
+
+def test_overlap_check_is_exact_for_views_of_one_shape():
+    """_overlap against the element sets themselves, on random pairs of views of one buffer
+    with one shape and strides (what a lattice test decides) and on dense views."""
+    gen = torch.Generator().manual_seed(0)
+    buf = torch.arange(4000, dtype=torch.float32)
+
+    def elements(t):
+        return set(t.flatten().tolist())  # buf holds each index once: values are addresses
+
+    for _ in range(400):
+        sizes = [int(v) for v in torch.randint(1, 4, (4,), generator=gen)]
+        steps = [int(v) for v in torch.randint(1, 3, (4,), generator=gen)]
+        base = buf[:2000].view(10, 10, 4, 5)[: sizes[0] * steps[0] : steps[0]]
+        view = base[:, : sizes[1] * steps[1] : steps[1], :: steps[2], :: steps[3]]
+        shift = int(torch.randint(0, 300, (), generator=gen))
+        other = buf[shift : shift + 2000].view(10, 10, 4, 5)[: sizes[0] * steps[0] : steps[0]]
+        other = other[:, : sizes[1] * steps[1] : steps[1], :: steps[2], :: steps[3]]
+        assert _overlap(view, other) == bool(elements(view) & elements(other)), (sizes, steps)
+    dense = buf[:120].view(2, 3, 4, 5)
+    assert _overlap(dense, buf[60:180].view(2, 3, 4, 5).transpose(2, 3))  # dense, spans meet
+    assert not _overlap(dense, buf[120:240].view(2, 3, 4, 5))  # spans apart
 
 
 @pytest.mark.skipif(

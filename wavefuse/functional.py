@@ -317,7 +317,10 @@ def band_energy(
     mode : str
         Boundary mode, PyWavelets' meaning: zero, symmetric, reflect, periodic, periodization.
     p : {1, 2}
-        The power: 2 sums squares (energy), 1 sums absolute values.
+        The power: 2 sums squares (energy), 1 sums absolute values. For p=1 the gradient uses
+        the subgradient sign(d), 0 only where a coefficient is exactly 0: the reference and C++
+        backends give exact zeros on a flat Haar region, Triton's folded float32 operators may
+        leave ~1e-8 of rounding there (seen on a constant image), whose sign is +-1.
     backend : str
         "auto", "reference", "cpu", "cuda" or "triton".
 

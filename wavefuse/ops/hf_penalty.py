@@ -92,7 +92,7 @@ def prepare_weights(weights, level: int, like: Tensor, dtype: torch.dtype) -> Te
         return None
     allowed = f"None, or a sequence or tensor of shape ({level},) or ({level}, 3) (J = level)"
     if isinstance(weights, Tensor):
-        if weights.requires_grad:
+        if weights.requires_grad and torch.is_grad_enabled():
             raise ValueError(
                 "weights must not require grad: hf_penalty does not differentiate them"
             )
@@ -100,7 +100,7 @@ def prepare_weights(weights, level: int, like: Tensor, dtype: torch.dtype) -> Te
             raise TypeError(f"weights has dtype {weights.dtype}; allowed: a floating-point dtype")
         if weights.device != like.device:
             raise ValueError(f"weights is on {weights.device}, x on {like.device}: use one device")
-        w = weights.to(dtype)
+        w = weights.detach().to(dtype)
     else:
         try:
             w = torch.tensor(weights, dtype=dtype)  # on the host: no device copy yet

@@ -178,13 +178,56 @@ def check_step_tensors(x_adv, grad, x_nat) -> Tensor:
         for name in ("grad", "x_nat"):
             if named[name].untyped_storage().data_ptr() != storage:
                 continue
-            span, other = _byte_span(x_adv), _byte_span(named[name])
-            if span and other and span[0] < other[1] and other[0] < span[1]:
+            if _overlap(x_adv, named[name]):
                 raise ValueError(
                     f"x_adv overlaps {name} in memory: the in-place step would change {name} "
                     "while reading it; pass a copy (x_adv.clone())"
                 )
     return x_adv
+
+
+def _overlap(a: Tensor, b: Tensor) -> bool:
+    """Whether two views of one buffer share an element, where that is decidable at a glance
+    (ATen's get_overlap_status, plus views of one shape and strides): disjoint byte spans never;
+    dense views (any dim order) whose spans meet always; views of one shape, strides and dtype
+    exactly (their elements are one lattice shifted: interleaved ``buf[..., ::2]`` and
+    ``buf[..., 1::2]``, or two slices of a stack, share none). Other strided pairs are "too hard"
+    and allowed, as ATen allows them (its kernels' assert_no_overlap)."""
+    span, other = _byte_span(a), _byte_span(b)
+    if not (span and other and span[0] < other[1] and other[0] < span[1]):
+        return False
+    if a.shape == b.shape and a.stride() == b.stride() and a.dtype == b.dtype:
+        shift, rem = divmod(b.data_ptr() - a.data_ptr(), a.element_size())
+        return rem == 0 and _on_lattice(shift, sorted(
+            ((abs(st), n) for n, st in zip(a.shape, a.stride()) if n > 1 and st != 0),
+            reverse=True,
+        ))  # fmt: skip
+    return _dense(a) and _dense(b)
+
+
+def _on_lattice(d: int, dims: list[tuple[int, int]]) -> bool:
+    """Whether d = sum k_i s_i with |k_i| < n_i over dims [(s_i, n_i)], largest stride first: a
+    shift between two views of one shape and strides that maps an element onto an element. The
+    remainder after the larger strides is within the smaller ones' reach only for the two
+    multiples next to d / s, so at most two branches a level (4-D: at most 16 leaves)."""
+    if not dims:
+        return d == 0
+    (s, n), rest = dims[0], dims[1:]
+    reach = sum((m - 1) * t for t, m in rest)
+    lo_k = max(-(n - 1), -((reach - d) // s))  # ceil((d - reach) / s)
+    hi_k = min(n - 1, (d + reach) // s)
+    return any(_on_lattice(d - k * s, rest) for k in range(lo_k, hi_k + 1))
+
+
+def _dense(t: Tensor) -> bool:
+    """Non-overlapping and dense in some dim order (a permutation of a contiguous tensor)."""
+    dims = sorted((st, n) for n, st in zip(t.shape, t.stride()) if n > 1)
+    expected = 1
+    for st, n in dims:
+        if st != expected:
+            return False
+        expected *= n
+    return True
 
 
 def _byte_span(t: Tensor) -> tuple[int, int] | None:
@@ -300,7 +343,8 @@ def run_pgd_step(x_adv, grad, x_nat, bounds: Bounds, norm: str, backend: str) ->
 def _pgd_step_impl(x_adv, grad, x_nat, bounds: Bounds, norm: str, backend: str) -> None:
     if backend == "reference":
         eps, alpha, lo, hi = bounds.values()
-        x_adv.copy_(reference.pgd_step_ref(x_adv, grad, x_nat, eps, alpha, lo, hi, norm))
+        with torch.no_grad():  # a step is not differentiable: x_adv never joins a graph
+            x_adv.copy_(reference.pgd_step_ref(x_adv, grad, x_nat, eps, alpha, lo, hi, norm))
     else:
         _kernel(backend, "pgd_step")(x_adv, grad, x_nat, *bounds, norm)
 
@@ -366,22 +410,23 @@ def _wavelet_pgd_step_impl(
         _pgd_step_impl(x_adv, grad, x_nat, bounds, norm, backend)
     elif backend == "reference":
         eps, alpha, lo, hi = bounds.values()
-        x_adv.copy_(
-            reference.wavelet_pgd_step_ref(
-                x_adv,
-                grad,
-                x_nat,
-                eps,
-                alpha,
-                filters,
-                wave_mode,
-                level,
-                list(hf_scale),
-                lo,
-                hi,
-                norm,
+        with torch.no_grad():  # a step is not differentiable: x_adv never joins a graph
+            x_adv.copy_(
+                reference.wavelet_pgd_step_ref(
+                    x_adv,
+                    grad,
+                    x_nat,
+                    eps,
+                    alpha,
+                    filters,
+                    wave_mode,
+                    level,
+                    list(hf_scale),
+                    lo,
+                    hi,
+                    norm,
+                )
             )
-        )
     else:
         args = (filters, wave_mode, level, list(hf_scale), norm)
         if not (backend == "cuda" and _cuda_separable_step(x_adv, grad, x_nat, bounds, *args)):
