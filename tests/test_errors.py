@@ -222,3 +222,33 @@ def test_coif6_is_supported():
     np.testing.assert_allclose(got[0].numpy(), expected[0], atol=1e-12)
     with pytest.raises(ValueError, match="wavelet='coif7' is not supported"):
         wavefuse.dwt2(x, "coif7")
+
+
+def test_dwt_modules_take_filter_taps_as_pytorch_wavelets():
+    """wave as taps: (dec_lo, dec_hi) or four for DWTForward, (rec_lo, rec_hi) for DWTInverse,
+    float32-rounded ones too (a pytorch_wavelets module's buffers); the same results as the name.
+    Custom banks and different row/column filters are refused clearly."""
+    ptw = pytest.importorskip("pytorch_wavelets")
+    w = pywt.Wavelet("db3")
+    x = torch.randn(2, 3, 11, 10)
+    fwd = wavefuse.DWTForward(2, (w.dec_lo, w.dec_hi), "symmetric")
+    assert fwd.wave == "db3"
+    f32 = [np.float32(w.dec_lo), np.float32(w.dec_hi)] * 2
+    assert wavefuse.DWTForward(2, f32, "symmetric").wave == "db3"
+    yl, yh = fwd(x)
+    pyl, pyh = ptw.DWTForward(2, (w.dec_lo, w.dec_hi), "symmetric")(x)
+    torch.testing.assert_close(yl, pyl, atol=1e-5, rtol=1e-5)
+    for ours, theirs in zip(yh, pyh, strict=True):
+        torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+    inv = wavefuse.DWTInverse([torch.tensor(w.rec_lo), torch.tensor(w.rec_hi)], "symmetric")
+    assert inv.wave == "db3" and inv((yl, yh)).shape == (2, 3, 12, 10)
+    with pytest.raises(ValueError, match="are not the rec taps of a supported wavelet"):
+        wavefuse.DWTInverse((w.dec_lo, w.dec_hi[::-1]))
+    with pytest.raises(ValueError, match="are not the dec taps of a supported wavelet"):
+        wavefuse.DWTForward(1, ([0.5, 0.5], [0.5, -0.5]))
+    with pytest.raises(ValueError, match="different row and column filters"):
+        wavefuse.DWTForward(1, (w.dec_lo, w.dec_hi, *pywt.Wavelet("db2").filter_bank[:2]))
+    with pytest.raises(ValueError, match="wave: 3 filters"):
+        wavefuse.DWTForward(1, (w.dec_lo, w.dec_hi, w.dec_lo))
+    with pytest.raises(TypeError, match="non-numbers"):
+        wavefuse.DWTForward(1, ("db3", "db3"))

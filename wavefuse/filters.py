@@ -60,6 +60,8 @@ def _orthogonal_banks() -> dict[str, tuple[tuple[float, ...], ...]]:
 
 
 _BANKS = _orthogonal_banks()
+#: name -> (dec_lo, dec_hi, rec_lo, rec_hi), pywt's taps as float tuples (read-only use).
+FILTER_BANKS = _BANKS
 _CACHE: dict[tuple, torch.Tensor] = {}
 
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import numbers
 
+import numpy as np
 from torch import Tensor, nn
 
 from wavefuse import backends, ops
-from wavefuse.filters import filter_bank, wavelet_name
+from wavefuse.filters import ALLOWED, FILTER_BANKS, filter_bank, wavelet_name
 from wavefuse.ops._common import (
     check_mode,
     check_spatial,
@@ -26,6 +27,44 @@ from wavefuse.ops.haar import one_pass
 _MODE_ALIASES = {"per": "periodization"}
 # pytorch_wavelets keeps its filters as buffers; a state_dict saved with it loads here unchanged.
 _PEER_BUFFERS = ("h0_col", "h1_col", "h0_row", "h1_row", "g0_col", "g1_col", "g0_row", "g1_row")
+
+
+def _named_taps(wave, kind: str):
+    """pytorch_wavelets' third spelling of a wavelet, its filter taps: (lo, hi), or (lo_col, hi_col,
+    lo_row, hi_row) with rows equal to columns; analysis taps (dec) for DWTForward, synthesis
+    taps (rec) for DWTInverse, as there. Taps equal to a supported bank's (to float32 rounding:
+    a pytorch_wavelets module's buffers qualify) name it; other taps are refused. Anything that
+    is not a tuple or list passes through to ``wavelet_name``."""
+    if not isinstance(wave, (tuple, list)):
+        return wave
+    allowed = (
+        f"a wavelet name, a pywt.Wavelet, or the {kind} taps of one as pytorch_wavelets takes "
+        "them, (lo, hi) or (lo_col, hi_col, lo_row, hi_row) with rows equal to columns"
+    )
+    try:
+        taps = [np.asarray(t, dtype=np.float64).reshape(-1) for t in wave]
+    except (TypeError, ValueError):
+        raise TypeError(f"wave: {allowed}; got a {type(wave).__name__} of non-numbers") from None
+    if len(taps) == 4:
+        if not all(a.shape == b.shape and np.allclose(a, b) for a, b in zip(taps[:2], taps[2:])):
+            raise ValueError(
+                "wave: different row and column filters are not supported (the kernels are "
+                f"separable with one bank); allowed: {allowed}"
+            )
+        taps = taps[:2]
+    if len(taps) != 2:
+        raise ValueError(f"wave: {len(taps)} filters; allowed: {allowed}")
+    first = 0 if kind == "dec" else 2
+    for name, bank in FILTER_BANKS.items():
+        lo, hi = (np.asarray(bank[first + i]) for i in (0, 1))
+        if all(t.shape == b.shape for t, b in zip(taps, (lo, hi))) and all(
+            np.abs(t - b).max() <= 1e-6 * np.abs(b).max() for t, b in zip(taps, (lo, hi))
+        ):
+            return name
+    raise ValueError(
+        f"wave: these {len(taps[0])}-tap filters are not the {kind} taps of a supported "
+        f"wavelet ({ALLOWED}); custom filter banks are not supported"
+    )
 
 
 def _wave_and_mode(wave, mode) -> tuple[str, str]:
@@ -54,8 +93,9 @@ class DWTForward(_DropIn):
     ----------
     J : int
         Number of levels (>= 0; 0 returns ``(x, [])``, as pytorch_wavelets does).
-    wave : str or pywt.Wavelet
-        An orthogonal wavelet: haar, db1-db20, sym2-sym20, coif1-coif6.
+    wave : str, pywt.Wavelet or filter taps
+        An orthogonal wavelet: haar, db1-db20, sym2-sym20, coif1-coif6; or its analysis taps as
+        pytorch_wavelets takes them, (dec_lo, dec_hi) or four with rows equal to columns.
     mode : str
         zero, symmetric, reflect, periodic, periodization (or "per").
     backend : str
@@ -69,7 +109,7 @@ class DWTForward(_DropIn):
         if J < 0:
             raise ValueError(f"J must be an int >= 0, got {J}")
         self.J = int(J)
-        self.wave, self.mode = _wave_and_mode(wave, mode)
+        self.wave, self.mode = _wave_and_mode(_named_taps(wave, "dec"), mode)
         self.backend = _check_backend(backend)
 
     def forward(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
@@ -95,12 +135,13 @@ class DWTInverse(_DropIn):
     """Inverse of ``DWTForward``: (yl, yh) -> (N, C, H, W).
 
     ``yh[j]`` may be None (zeros). An approximation one row/column larger than the next detail
-    level is trimmed, as pytorch_wavelets and PyWavelets do.
+    level is trimmed, as pytorch_wavelets and PyWavelets do. ``wave``: as DWTForward's, but taps
+    are the synthesis taps (rec_lo, rec_hi), as pytorch_wavelets' DWTInverse takes them.
     """
 
     def __init__(self, wave="db1", mode: str = "zero", backend: str = "auto"):
         super().__init__()
-        self.wave, self.mode = _wave_and_mode(wave, mode)
+        self.wave, self.mode = _wave_and_mode(_named_taps(wave, "rec"), mode)
         self.backend = _check_backend(backend)
 
     def forward(self, coeffs) -> Tensor:
