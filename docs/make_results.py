@@ -129,7 +129,7 @@ def main(argv=None) -> None:
             "--subset", str(cfg["subset"]), "--test-subset", str(cfg["test_subset"]),
             "--epochs", str(cfg["epochs"]), "--batch-size", str(cfg["batch_size"]),
             "--lr", str(cfg["lr"]), "--steps", str(cfg["steps"]), "--seed", str(args.seed),
-            "--out", str(out), "--no-progress", *extra,
+            "--out", str(out), "--overwrite", "--no-progress", *extra,
         ]  # fmt: skip
         if key == "c-wap-hf":
             train_cmd += ["--hf-penalty", str(cfg["hf_penalty"])]

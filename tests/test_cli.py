@@ -278,9 +278,19 @@ def test_ctrl_c_is_one_line(capsys):
         raise KeyboardInterrupt
 
     with pytest.raises(SystemExit) as info:
-        run_main("prog", main, [], interrupted="what to do")
+        run_main("prog", main, [], interrupted=lambda: "what to do")
     assert info.value.code == 130
     assert capsys.readouterr().err == "prog: interrupted; what to do\n"
+
+
+def test_interrupted_hint_says_what_out_holds(trained, tmp_path, monkeypatch):
+    monkeypatch.setattr(train, "_RUN", {})
+    assert train.interrupted_hint() == "nothing was written"
+    train._RUN.update(out=tmp_path / "fresh", overwrite=False)
+    assert "no epoch had finished: nothing to resume" in train.interrupted_hint()
+    train._RUN.update(out=trained, overwrite=True)
+    hint = train.interrupted_hint()
+    assert "last.pt holds the last finished epoch" in hint and "(without --overwrite)" in hint
 
 
 def test_resume_may_extend_only_schedules_that_do_not_depend_on_epochs():

@@ -252,3 +252,27 @@ def test_dwt_modules_take_filter_taps_as_pytorch_wavelets():
         wavefuse.DWTForward(1, (w.dec_lo, w.dec_hi, w.dec_lo))
     with pytest.raises(TypeError, match="non-numbers"):
         wavefuse.DWTForward(1, ("db3", "db3"))
+
+
+def test_mode_str_subclasses_and_the_warning_points_at_the_caller():
+    """np.str_ and str Enum members are their value; an old pywt name's DeprecationWarning is
+    attributed to the user's line on every path (else Python's default filters hide it)."""
+    import enum
+
+    class Mode(str, enum.Enum):
+        SYM = "symmetric"
+
+    x = torch.randn(1, 1, 8, 8, dtype=torch.float64)
+    expected = wavefuse.dwt2(x, "db2", "symmetric")[0]
+    for mode in (np.str_("symmetric"), Mode.SYM):
+        assert torch.equal(wavefuse.dwt2(x, "db2", mode)[0], expected)
+    calls = (
+        lambda: wavefuse.dwt2(x, "db2", "sym"),
+        lambda: wavefuse.hf_penalty(x, "db2", 1, "sym"),
+        lambda: wavefuse.WaveletAvgPool2d("db2", "sym"),
+        lambda: wavefuse.DWTForward(1, "db2", "sym"),
+    )
+    for call in calls:
+        with pytest.warns(DeprecationWarning, match="renamed sym to symmetric") as caught:
+            call()
+        assert caught[0].filename == __file__

@@ -630,6 +630,14 @@ def test_overlap_check_is_exact_for_views_of_one_shape():
     dense = buf[:120].view(2, 3, 4, 5)
     assert _overlap(dense, buf[60:180].view(2, 3, 4, 5).transpose(2, 3))  # dense, spans meet
     assert not _overlap(dense, buf[120:240].view(2, 3, 4, 5))  # spans apart
+    # other strides whose spans meet: refused (a real overlap would be stepped silently)
+    cols = buf[:768].view(2, 3, 8, 16)
+    assert _overlap(cols[..., ::2], cols[..., :8])
+    with pytest.raises(ValueError, match="x_adv overlaps grad"):
+        wavefuse.pgd_step(cols[..., ::2], cols[..., :8], X, 0.1, 0.01)
+    x_adv = buf[1000:1384].view(2, 3, 8, 8)
+    with pytest.raises(ValueError, match="x_adv overlaps grad"):
+        wavefuse.pgd_step(x_adv, x_adv[:1].expand_as(x_adv), X, 0.1, 0.01)
 
 
 @pytest.mark.skipif(

@@ -62,16 +62,18 @@ class CLIError(Exception):
     """An error the CLI reports as ``prog: error: message`` (exit status 2), without a traceback."""
 
 
-def run_main(prog: str, main, argv=None, interrupted: str = "") -> None:
+def run_main(prog: str, main, argv=None, interrupted=None) -> None:
     """Runs ``main(argv)``; user-facing errors become one line on stderr and exit status 2, and
-    Ctrl-C one line (``interrupted``: what to do next) and status 130, not a traceback."""
+    Ctrl-C one line (``interrupted()``, when given: what to do next) and status 130, not a
+    traceback."""
     try:
         main(argv)
     except (CLIError, wdata.DatasetNotFoundError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
-        print(f"{prog}: interrupted{'; ' + interrupted if interrupted else ''}", file=sys.stderr)
+        hint = interrupted() if interrupted is not None else ""
+        print(f"{prog}: interrupted{'; ' + hint if hint else ''}", file=sys.stderr)
         sys.exit(130)
     finally:
         if dist.is_available() and dist.is_initialized():

@@ -749,6 +749,7 @@ def main(argv=None) -> None:
     args.out = args.out or f"runs/{args.data}-{args.model}-{args.method}"
     out = Path(args.out)
     check_out(out, args)
+    _RUN.update(out=out, overwrite=args.overwrite)
     trainer = Trainer(args, train, test, device, log)  # bad options fail here, before any write
     if args.resume:
         trainer.resume()
@@ -795,10 +796,20 @@ def main(argv=None) -> None:
         )
 
 
+#: What an interrupted run can do next (``interrupted_hint``): set by ``main`` once it knows.
+_RUN: dict = {}
+
+
+def interrupted_hint() -> str:
+    """After Ctrl-C: how to continue, from what --out holds now."""
+    out = _RUN.get("out")
+    if out is None:
+        return "nothing was written"
+    if not (out / "last.pt").is_file():
+        return f"no epoch had finished: nothing to resume in {out}"
+    drop = " (without --overwrite)" if _RUN.get("overwrite") else ""
+    return f"{out / 'last.pt'} holds the last finished epoch: continue with the same options{drop} and --resume"
+
+
 if __name__ == "__main__":
-    run_main(
-        PROG,
-        main,
-        interrupted="the last finished epoch is in --out's last.pt: continue it with the same "
-        "options and --resume",
-    )
+    run_main(PROG, main, interrupted=interrupted_hint)

@@ -4,6 +4,7 @@ before any kernel launches; messages name the argument and the allowed values.""
 from __future__ import annotations
 
 import numbers
+import sys
 import warnings
 from collections.abc import Callable
 
@@ -29,6 +30,18 @@ def check_tensor4d(x, argname: str) -> Tensor:
     return x
 
 
+def user_stacklevel() -> int:
+    """The ``stacklevel`` that points a warning at the first frame outside wavefuse (the user's
+    call), however deep inside the package the warning is raised: Python's default filters show
+    a DeprecationWarning only when it is attributed to ``__main__``."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and (frame.f_globals.get("__name__") or "").partition(".")[0] == (
+        "wavefuse"
+    ):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
 def check_mode(mode, argname: str = "mode") -> str:
     """The canonical mode name. Besides the names in MODES, PyWavelets' other spellings work as
     in pywt: its integer codes (``pywt.Modes.periodization``) and its deprecated short names
@@ -36,14 +49,16 @@ def check_mode(mode, argname: str = "mode") -> str:
     if type(mode) is str and mode in MODES:  # the common case first
         return mode
     name = None
+    if isinstance(mode, str) and mode in MODES:  # a str subclass: np.str_, a str Enum member
+        return MODES[MODES.index(mode)]
     if isinstance(mode, str):
-        name = OLD_MODE_NAMES.get(mode)
+        name = next((v for k, v in OLD_MODE_NAMES.items() if k == mode), None)
         if name in MODES and not torch.compiler.is_compiling():
             warnings.warn(
                 f"{argname}={mode!r}: PyWavelets renamed {mode} to {name} (the old name "
                 f"will be unavailable in a future version of pywt); use {name!r}",
                 DeprecationWarning,
-                stacklevel=3,
+                stacklevel=user_stacklevel(),
             )
     elif isinstance(mode, numbers.Integral) and not isinstance(mode, bool):
         name = MODE_CODES.get(int(mode))

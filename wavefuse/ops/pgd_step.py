@@ -162,7 +162,7 @@ def check_step_tensors(x_adv, grad, x_nat) -> Tensor:
             "pass x_adv.detach() or call it under torch.no_grad()"
         )
     # Addresses are not traceable (eager only), and meta tensors have none (every data_ptr is 0).
-    if not torch.compiler.is_compiling() and x_adv.device.type != "meta":
+    if not torch.compiler.is_compiling() and not x_adv.is_meta:
         if x_adv.is_inference() and not torch.is_inference_mode_enabled():
             raise ValueError(
                 "x_adv is an inference tensor (made under torch.inference_mode()): it can be "
@@ -187,12 +187,11 @@ def check_step_tensors(x_adv, grad, x_nat) -> Tensor:
 
 
 def _overlap(a: Tensor, b: Tensor) -> bool:
-    """Whether two views of one buffer share an element, where that is decidable at a glance
-    (ATen's get_overlap_status, plus views of one shape and strides): disjoint byte spans never;
-    dense views (any dim order) whose spans meet always; views of one shape, strides and dtype
-    exactly (their elements are one lattice shifted: interleaved ``buf[..., ::2]`` and
-    ``buf[..., 1::2]``, or two slices of a stack, share none). Other strided pairs are "too hard"
-    and allowed, as ATen allows them (its kernels' assert_no_overlap)."""
+    """Whether two views of one buffer may share an element: disjoint byte spans never; views of
+    one shape, strides and dtype exactly (their elements are one lattice shifted: interleaved
+    ``buf[..., ::2]`` and ``buf[..., 1::2]``, or two slices of a stack, share none); any other
+    pair whose spans meet is taken to overlap (refused: deciding it exactly is a knapsack
+    problem, and a step through a real overlap gives silently wrong results)."""
     span, other = _byte_span(a), _byte_span(b)
     if not (span and other and span[0] < other[1] and other[0] < span[1]):
         return False
@@ -202,14 +201,14 @@ def _overlap(a: Tensor, b: Tensor) -> bool:
             ((abs(st), n) for n, st in zip(a.shape, a.stride()) if n > 1 and st != 0),
             reverse=True,
         ))  # fmt: skip
-    return _dense(a) and _dense(b)
+    return True
 
 
 def _on_lattice(d: int, dims: list[tuple[int, int]]) -> bool:
     """Whether d = sum k_i s_i with |k_i| < n_i over dims [(s_i, n_i)], largest stride first: a
-    shift between two views of one shape and strides that maps an element onto an element. The
-    remainder after the larger strides is within the smaller ones' reach only for the two
-    multiples next to d / s, so at most two branches a level (4-D: at most 16 leaves)."""
+    shift between two views of one shape and strides that maps an element onto an element. Only
+    the multiples of s that leave a remainder within the smaller strides' reach are tried: two a
+    level where the strides nest (a non-overlapping view's do), so 4-D takes at most 16 leaves."""
     if not dims:
         return d == 0
     (s, n), rest = dims[0], dims[1:]
@@ -217,17 +216,6 @@ def _on_lattice(d: int, dims: list[tuple[int, int]]) -> bool:
     lo_k = max(-(n - 1), -((reach - d) // s))  # ceil((d - reach) / s)
     hi_k = min(n - 1, (d + reach) // s)
     return any(_on_lattice(d - k * s, rest) for k in range(lo_k, hi_k + 1))
-
-
-def _dense(t: Tensor) -> bool:
-    """Non-overlapping and dense in some dim order (a permutation of a contiguous tensor)."""
-    dims = sorted((st, n) for n, st in zip(t.shape, t.stride()) if n > 1)
-    expected = 1
-    for st, n in dims:
-        if st != expected:
-            return False
-        expected *= n
-    return True
 
 
 def _byte_span(t: Tensor) -> tuple[int, int] | None:
