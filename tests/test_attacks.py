@@ -689,13 +689,11 @@ def test_no_host_sync_in_loop_cpu(monkeypatch, kw):
 # ----- bad input ----------------------------------------------------------------------------------
 
 BAD_SETTINGS = [
-    ({"eps": 0.0}, ValueError, "eps"),
     ({"eps": -0.1}, ValueError, "eps"),
     ({"eps": math.inf}, ValueError, "eps"),
     ({"eps": "8/255"}, TypeError, "eps"),
-    ({"alpha": 0}, ValueError, "alpha"),
     ({"alpha": -1.0}, ValueError, "alpha"),
-    ({"steps": 0}, ValueError, "steps"),
+    ({"steps": -1}, ValueError, "steps"),
     ({"steps": 2.0}, TypeError, "steps"),
     ({"norm": "L1"}, ValueError, "norm='L1'.*Linf, L2"),
     ({"loss": "mse"}, ValueError, "loss='mse'.*ce, cw, trades"),
@@ -848,3 +846,111 @@ def test_cuda_graph_matches_eager(kw, monkeypatch):
     graphed(*(t.cuda() for t in _data((4, 3, 8, 8))))
     assert len(graphed._graphs) == 2
     assert all(p.grad is None for p in model.parameters()) and all(_modes(model))
+
+
+# ---- torchattacks' Attack API and settings a porting codebase uses -----------------------------------
+
+MEAN, STD = (0.4, 0.5, 0.6), (0.2, 0.25, 0.3)
+
+
+def test_a_get_logits_override_is_used_as_in_torchattacks():
+    """A subclass's get_logits (normalising, or picking logits out of a tuple) runs for every
+    forward: bit for bit torchattacks' result for the same subclass and seed."""
+    model = _model(train=False)
+    x, y = _data()
+    mean = torch.tensor(MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(STD).view(1, 3, 1, 1)
+
+    class Ours(PGD):
+        def get_logits(self, inputs, labels=None, *args, **kwargs):
+            return self.model((inputs - mean) / std)
+
+    class Theirs(torchattacks.PGD):
+        def get_logits(self, inputs, labels=None, *args, **kwargs):
+            return self.model((inputs - mean) / std)
+
+    got = _seeded(3, Ours(model, **LINF, backend="reference"), x, y)
+    expected = _seeded(3, Theirs(model, eps=LINF["eps"], alpha=LINF["alpha"]), x, y)
+    assert torch.equal(got, expected)
+    assert not torch.equal(got, _seeded(3, PGD(model, **LINF, backend="reference"), x, y))
+
+    class Pair(nn.Module):  # a model returning (logits, features)
+        def __init__(self):
+            super().__init__()
+            self.net = model
+
+        def forward(self, x):
+            return self.net(x), x
+
+    with pytest.raises(TypeError, match="the model returned tuple.*override get_logits"):
+        PGD(Pair(), **LINF)(x, y)
+
+    class First(PGD):
+        def get_logits(self, inputs, labels=None, *args, **kwargs):
+            return self.model(inputs)[0]
+
+    assert torch.equal(
+        _seeded(3, First(Pair(), **LINF, backend="reference"), x, y),
+        _seeded(3, PGD(model, **LINF, backend="reference"), x, y),
+    )
+
+
+@pytest.mark.parametrize("norm", ["Linf", "L2"])
+def test_zero_eps_alpha_and_steps_as_torchattacks(norm):
+    """eps=0 (an eps warm-up's first epoch) gives the clean images exactly; steps=0 the start
+    (torchattacks' draws); alpha=0 never moves from the start."""
+    model = _model(train=False)
+    x, y = _data()
+    kw = {"norm": norm, "backend": "reference"}
+    assert torch.equal(PGD(model, eps=0.0, alpha=0.01, **kw)(x, y), x)
+    theirs = torchattacks.PGD if norm == "Linf" else torchattacks.PGDL2
+    start = _seeded(5, PGD(model, eps=0.1, alpha=0.01, steps=0, **kw), x, y)
+    expected = _seeded(5, theirs(model, eps=0.1, alpha=0.01, steps=0), x, y)
+    assert torch.equal(start, expected) and not torch.equal(start, x)
+    assert torch.equal(_seeded(5, PGD(model, eps=0.1, alpha=0.0, **kw), x, y), start)
+
+
+def test_uint8_labels_are_class_indices():
+    model = _model(train=False)
+    x, y = _data()
+    atk = PGD(model, **LINF, backend="reference")
+    assert torch.equal(_seeded(1, atk, x, y.to(torch.uint8)), _seeded(1, atk, x, y))
+    with pytest.raises(TypeError, match="labels has dtype torch.int32"):
+        atk(x, y.int())
+
+
+def test_fgsm_rs_settings_are_fixed():
+    atk = FGSM_RS(_model(train=False))
+    assert (atk.steps, atk.random_start, atk.norm) == (1, True, "Linf")
+    atk.steps = 1  # its own value is fine
+    for name, value in (("steps", 3), ("random_start", False), ("norm", "L2")):
+        with pytest.raises(ValueError, match=f"FGSM_RS: {name} is always"):
+            setattr(atk, name, value)
+
+
+def test_torchattacks_attack_methods():
+    """set_model, set_device, device, normalize / inverse_normalize, get_target_label: as
+    torchattacks' (get_target_label: the same least-likely targets)."""
+    model, other = _model(train=False), _model(train=False)
+    x, y = _data()
+    atk = PGD(model, **LINF)
+    assert atk.device == torch.device("cpu")
+    atk.set_device("cpu")
+    with pytest.raises(ValueError, match="wavefuse's attacks move no tensor"):
+        atk.set_device("meta")
+    atk.set_model(other)
+    assert atk.model is other
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+        atk.set_model(lambda t: t)
+    assert torch.equal(atk.normalize(x), x)
+    atk.set_normalization_used(MEAN, STD)
+    theirs = torchattacks.PGD(other, eps=LINF["eps"], alpha=LINF["alpha"])
+    theirs.set_normalization_used(MEAN, STD)
+    assert torch.equal(atk.normalize(x), theirs.normalize(x))
+    assert torch.equal(atk.inverse_normalize(x), theirs.inverse_normalize(x))
+    with pytest.raises(ValueError, match="the attack mode is 'default'"):
+        atk.get_target_label(x, y)
+    atk, theirs = PGD(other, **LINF), torchattacks.PGD(other)
+    atk.set_mode_targeted_least_likely(2)
+    theirs.set_mode_targeted_least_likely(2, quiet=True)
+    assert torch.equal(atk.get_target_label(x, y), theirs.get_target_label(x, y))

@@ -26,11 +26,18 @@ What differs from torchattacks, on purpose:
   model forward that the random and least-likely modes take runs with every module in eval()
   and restores each flag after (torchattacks' ``model.train()`` after it puts the BatchNorm and
   Dropout layers that ``set_model_training_mode`` kept in eval() back in training mode).
+- Of torchattacks' ``Attack`` methods, ``get_logits`` (a subclass may override it: every forward
+  of the attack goes through it), ``set_model``, ``set_device``, ``normalize``,
+  ``inverse_normalize``, ``get_target_label`` and ``device`` are here; the dataset helpers
+  (``save``, ``load``, ``to_type``, ``set_return_type``) are not. Tensors are never moved: the
+  images, labels and model must be on one device (``set_device`` only checks that).
+- Labels are int64 class indices (uint8 ones are taken as int64); soft (N, K) labels are not.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import numbers
 import warnings
@@ -191,8 +198,8 @@ class PGD:
       them every step: the same values unless dropout is active during the attack). The start is
       TRADES' ``x_nat + 0.001 * randn`` (``torch.randn_like``; for either norm; not clamped to
       [lo, hi] nor projected, as in TRADES: the first step does both). With ``random_start=False``
-      the attack starts at x_nat, where the KL gradient is (numerically) zero and the attack does
-      not move: keep the random start.
+      the attack starts at x_nat, where the KL gradient is zero up to rounding (~1e-9): its sign,
+      an arbitrary direction, still drives full L-inf steps. Keep the random start.
 
     Targeted modes (torchattacks' ``set_mode_targeted_by_function``, ``_random``,
     ``_least_likely``, ``_by_label``; ``set_mode_default`` goes back) move the prediction
@@ -207,11 +214,12 @@ class PGD:
         Maps (N, C, H, W) images in [lo, hi] to (N, K) logits (K >= 2); after
         ``set_normalization_used``, maps ``(x - mean) / std`` of such images.
     eps : float
-        Radius of the L-inf box or the L2 ball, > 0.
+        Radius of the L-inf box or the L2 ball, >= 0 (0: the clean images, e.g. an eps warm-up's
+        first epoch).
     alpha : float
-        Step size, > 0.
+        Step size, >= 0.
     steps : int
-        Number of steps, >= 1.
+        Number of steps, >= 0 (0: the start itself).
     random_start : bool
         L-inf: ``x + U(-eps, eps)`` (torchattacks.PGD); L2: a Gaussian direction scaled to
         ``r * eps``, ``r ~ U(0, 1)`` per sample (torchattacks.PGDL2); TRADES: ``x + 0.001 * randn``.
@@ -311,9 +319,9 @@ class PGD:
         if not lo < hi:
             raise ValueError(f"lo={lo!r} >= hi={hi!r}: the input range must satisfy lo < hi")
         if isinstance(self.steps, bool) or not isinstance(self.steps, numbers.Integral):
-            raise TypeError(f"steps must be an int >= 1, got {type(self.steps).__name__}")
-        if self.steps < 1:
-            raise ValueError(f"steps={self.steps!r} is not allowed; allowed: an int >= 1")
+            raise TypeError(f"steps must be an int >= 0, got {type(self.steps).__name__}")
+        if self.steps < 0:
+            raise ValueError(f"steps={self.steps!r} is not allowed; allowed: an int >= 0")
         if not isinstance(self.norm, str) or self.norm not in NORMS:
             raise ValueError(f"norm={self.norm!r} is not supported; allowed: {', '.join(NORMS)}")
         if not isinstance(self.loss, str) or self.loss not in LOSSES:
@@ -339,10 +347,10 @@ class PGD:
                 f"but the attack mode is {self.attack_mode!r}: call set_mode_default(), or use "
                 "loss='ce' or 'cw' for a targeted attack"
             )
-        finite_pos = "a finite float > 0"
+        finite = "a finite float >= 0"
         return _Config(
-            eps=_real(self.eps, "eps", finite_pos, lambda v: 0 < v < math.inf),
-            alpha=_real(self.alpha, "alpha", finite_pos, lambda v: 0 < v < math.inf),
+            eps=_real(self.eps, "eps", finite, lambda v: 0 <= v < math.inf),
+            alpha=_real(self.alpha, "alpha", finite, lambda v: 0 <= v < math.inf),
             steps=int(self.steps),
             random_start=_flag(self.random_start, "random_start"),
             norm=self.norm,
@@ -471,6 +479,58 @@ class PGD:
             raise ValueError(f"std={std_t!r} is not allowed; allowed: values > 0")
         self._normalization = (mean_t, std_t)
 
+    def normalize(self, inputs: Tensor) -> Tensor:
+        """``(inputs - mean) / std`` with ``set_normalization_used``'s values (else inputs)."""
+        if self._normalization is None:
+            return inputs
+        mean, std = self._normalizer(self._normalization, inputs)
+        return (inputs - mean) / std
+
+    def inverse_normalize(self, inputs: Tensor) -> Tensor:
+        """``inputs * std + mean`` with ``set_normalization_used``'s values (else inputs)."""
+        if self._normalization is None:
+            return inputs
+        mean, std = self._normalizer(self._normalization, inputs)
+        return inputs * std + mean
+
+    def set_model(self, model: nn.Module) -> None:
+        """Attack another model (torchattacks' ``set_model``); captured CUDA graphs are freed."""
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        self.model = model
+        self.clear_cuda_graphs()
+
+    @property
+    def device(self) -> torch.device:
+        """The device of the model's first parameter or buffer (cpu for a model with none)."""
+        for t in itertools.chain(self.model.parameters(), self.model.buffers()):
+            return t.device
+        return torch.device("cpu")
+
+    def set_device(self, device) -> None:
+        """torchattacks moves the inputs to this device; wavefuse moves nothing (no hidden
+        copies in a training loop), so this only checks that the model is there."""
+        device = torch.device(device)
+        here = self.device
+        if here.type != device.type or (device.index is not None and here.index != device.index):
+            raise ValueError(
+                f"set_device({str(device)!r}): the model is on {here}; wavefuse's attacks move "
+                "no tensor: move the model (and pass images and labels) there yourself"
+            )
+
+    def get_target_label(self, inputs: Tensor, labels: Tensor | None = None) -> Tensor:
+        """The target labels of the current targeted mode for ``inputs`` (torchattacks'
+        ``get_target_label``; images in the attack's space, int64 labels)."""
+        if self.attack_mode == "default":
+            raise ValueError(
+                "get_target_label: the attack mode is 'default' (untargeted); set one with "
+                "set_mode_targeted_*"
+            )
+        cfg = self._config()
+        if labels is None:
+            raise ValueError("get_target_label needs the labels (as torchattacks' PGD does)")
+        return self._target_labels(cfg, inputs.detach(), labels)
+
     @contextlib.contextmanager
     def _attack_mode(self) -> Iterator[None]:
         """torchattacks' ``_change_model_mode``; every module's flag restored on exit."""
@@ -536,7 +596,7 @@ class PGD:
             if cfg.normalization is None:
                 return self.forward(images, labels)
             check_tensor4d(images, "images")
-            mean, std = self._normalizer(cfg, images)
+            mean, std = self._normalizer(cfg.normalization, images)
             with torch.no_grad():
                 pixels = images.detach() * std + mean  # torchattacks' inverse_normalize
             self._normalizing = True  # torchattacks' _normalization_applied = False
@@ -565,7 +625,7 @@ class PGD:
             labels = self._target_labels(cfg, x_nat, labels)
         x_adv = self._start(cfg, x_nat)
         target = self._clean_probs(cfg, x_nat) if cfg.loss == "trades" else None
-        if cfg.cuda_graph:
+        if cfg.cuda_graph and cfg.steps > 0:
             return self._graphed(cfg, wave_kw, x_adv, x_nat, labels, target)
         self._run_steps(cfg, wave_kw, x_adv, x_nat, labels, target, cfg.steps)
         return x_adv
@@ -582,8 +642,13 @@ class PGD:
         n = images.shape[0]
         if not isinstance(labels, Tensor):
             raise TypeError(f"labels must be a torch.Tensor, got {type(labels).__name__}")
+        if labels.dtype == torch.uint8:  # cross_entropy takes them in torchattacks
+            labels = labels.long()
         if labels.dtype != torch.int64:
-            raise TypeError(f"labels has dtype {labels.dtype}; allowed: torch.int64 (long)")
+            raise TypeError(
+                f"labels has dtype {labels.dtype}; allowed: torch.int64 (long) or torch.uint8 "
+                "class indices"
+            )
         if labels.shape != (n,):
             raise ValueError(
                 f"labels has shape {tuple(labels.shape)}; allowed: ({n},), one class index per "
@@ -639,15 +704,15 @@ class PGD:
             scales = _check_hf_scale(hf_scale, level)
             wave_kw = {"wave": name, "level": level, "mode": mode, "hf_scale": scales}
         if cfg.normalization is not None:
-            self._normalizer(cfg, images)  # checked and made here, before the loop (and a graph)
+            self._normalizer(cfg.normalization, images)  # checked and made before the loop
         return images.detach(), labels.detach(), wave_kw
 
-    def _normalizer(self, cfg: _Config, x: Tensor) -> tuple[Tensor, Tensor]:
+    def _normalizer(self, normalization: tuple, x: Tensor) -> tuple[Tensor, Tensor]:
         """(mean, std) as (1, C, 1, 1) tensors on x's device and dtype, made once."""
-        key = (cfg.normalization, x.device, x.dtype)
+        key = (normalization, x.device, x.dtype)
         cached = self._normalization_tensors.get(key)
         if cached is None:
-            mean, std = cfg.normalization
+            mean, std = normalization
             if len(mean) != x.shape[1]:
                 raise ValueError(
                     f"set_normalization_used has {len(mean)} values per channel, the images "
@@ -733,11 +798,23 @@ class PGD:
         # Autocast's weight-cast cache must be off while a CUDA graph is captured (PyTorch docs).
         return torch.autocast(x.device.type, dtype=cfg.autocast, cache_enabled=not cfg.cuda_graph)
 
+    def get_logits(self, inputs: Tensor, labels: Tensor | None = None, *args, **kwargs) -> Tensor:
+        """torchattacks' hook: the model's logits of ``inputs`` (images in [lo, hi]), normalised
+        first during a call after ``set_normalization_used``. Every forward of the attack goes
+        through it, so a subclass may override it (to pick the logits out of a tuple, say), as
+        with torchattacks."""
+        if self._normalizing:
+            inputs = self.normalize(inputs)
+        return self.model(inputs)
+
     def _logits(self, cfg: _Config, x: Tensor) -> Tensor:
-        if cfg.normalization is not None:
-            mean, std = self._normalizer(cfg, x)
-            x = (x - mean) / std
-        logits = self.model(x)
+        logits = self.get_logits(x)
+        if not isinstance(logits, Tensor) or logits.dim() != 2:
+            got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+            raise TypeError(
+                f"the model returned {got}; the attack needs (N, K) logits: override get_logits "
+                "in a subclass to pick them (as with torchattacks)"
+            )
         return logits.float() if cfg.autocast is not None else logits
 
     @torch.no_grad()
@@ -833,6 +910,14 @@ class _GraphedSteps:
         return self.x_adv.clone()
 
 
+def _fixed(name: str, value, fixed) -> None:
+    if not (value is fixed or (type(value) is type(fixed) and value == fixed)):
+        raise ValueError(
+            f"FGSM_RS: {name} is always {fixed!r} (one L-inf step from a random start); got "
+            f"{value!r}: use PGD for other settings"
+        )
+
+
 class FGSM_RS(PGD):
     r"""FGSM with a random start (Wong, Rice & Kolter 2020, "Fast is better than free"):
     torchattacks' ``FFGSM``.
@@ -869,6 +954,12 @@ class FGSM_RS(PGD):
             wavelet=wavelet, autocast=autocast, cuda_graph=cuda_graph, lo=lo, hi=hi,
             kappa=kappa, check_range=check_range, backend=backend,
         )  # fmt: skip
+
+    # One L-inf step from a random start, always (torchattacks' FFGSM has no such settings):
+    # setting another value is an error, not silently obeyed or ignored.
+    steps = property(lambda self: 1, lambda self, v: _fixed("steps", v, 1))
+    random_start = property(lambda self: True, lambda self, v: _fixed("random_start", v, True))
+    norm = property(lambda self: "Linf", lambda self, v: _fixed("norm", v, "Linf"))
 
     def _start(self, cfg: _Config, x_nat: Tensor) -> Tensor:
         if cfg.loss == "trades":
