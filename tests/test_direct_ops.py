@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import cpu_backends
+from torch.autograd import forward_ad as fwAD
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import wavefuse
@@ -194,3 +195,85 @@ def test_compiled_calls_go_through_the_op():
     assert torch.allclose(
         torch.autograd.grad(got, x)[0], torch.autograd.grad(expected, x)[0], atol=1e-6
     )
+
+
+# ---- torch.compile: what becomes a graph input; forward-mode AD ------------------------------------
+
+
+def _graphs_for(fn, calls) -> int:
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    for args in calls:
+        fn(*args)
+    return counters["stats"]["unique_graphs"]
+
+
+def test_compiled_steps_take_changing_float_bounds_as_inputs():
+    """An eps schedule under fullgraph=True: two graphs (the first value, then a dynamic one),
+    never one per value (a float argument of the op was a constant: the 9th value failed), and
+    the eager results."""
+    x_nat = torch.rand(2, 3, 8, 8)
+    g = torch.randn_like(x_nat)
+
+    def step(x_adv, eps):
+        wavefuse.pgd_step(x_adv, g, x_nat, eps, 2 / 255)
+        wavefuse.wavelet_pgd_step(x_adv, g, x_nat, eps, 2 / 255, "db2", 1, "zero", 0.5, "L2")
+        return x_adv
+
+    compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
+    epss = [8 / 255 * (1 + i / 100) for i in range(12)]
+    outs = []
+    graphs = _graphs_for(lambda e: outs.append(compiled(x_nat.clone(), e)), [(e,) for e in epss])
+    assert graphs <= 2
+    for e, got in zip(epss, outs):
+        torch.testing.assert_close(got, step(x_nat.clone(), e), rtol=0, atol=1e-6)
+
+
+def test_dynamic_shapes_stay_symbolic_with_tensor_bounds_and_bands():
+    """dynamic=True: per-sample tensor eps of several batch sizes, learned pooling weights of
+    several channel counts: one graph each (error messages no longer format the sizes)."""
+
+    def step(x_adv, g, x_nat, eps):
+        wavefuse.pgd_step(x_adv, g, x_nat, eps, 0.01)
+        return x_adv
+
+    compiled = torch.compile(step, dynamic=True, fullgraph=True, backend="aot_eager")
+    calls = []
+    for n in (3, 5, 7):
+        x = torch.rand(n, 2, 8, 8)
+        calls.append((x.clone(), torch.randn_like(x), x, torch.full((n, 1, 1, 1), 0.05)))
+    assert _graphs_for(compiled, calls) == 1
+    pool = torch.compile(
+        lambda x, w: wavefuse.wavelet_pool2d(x, "haar", "periodization", w),
+        dynamic=True,
+        fullgraph=True,
+        backend="aot_eager",
+    )
+    calls = [(torch.randn(2, c, 8, 8), torch.rand(c, 4)) for c in (3, 5, 7)]
+    assert _graphs_for(pool, calls) == 1
+
+
+def test_forward_mode_ad_is_an_error_not_a_silent_zero():
+    x = torch.randn(1, 2, 8, 8, dtype=torch.float64)
+
+    def energy(x):
+        return wavefuse.dwt2(x, "db2", "periodization")[0].pow(2).sum()
+
+    with pytest.raises(NotImplementedError, match="forward-mode AD"):
+        torch.func.jvp(energy, (x,), (torch.ones_like(x),))
+    with fwAD.dual_level():
+        dual = fwAD.make_dual(x, torch.ones_like(x))
+        for call in (
+            lambda: wavefuse.dwt2(dual, "db2", "periodization"),
+            lambda: wavefuse.hf_penalty(dual, "haar", 1),
+            lambda: wavefuse.wavelet_pool2d(dual, "haar"),
+        ):
+            with pytest.raises(NotImplementedError, match="forward-mode AD"):
+                call()
+        out = wavefuse.dwt2(dual, "db2", "periodization", backend="reference")[0]
+        tangent = fwAD.unpack_dual(out).tangent
+    expected = wavefuse.dwt2(torch.ones_like(x), "db2", "periodization", backend="reference")[0]
+    torch.testing.assert_close(tangent, expected)  # linear: the tangent is the transform's
+    wavefuse.dwt2(x, "db2")  # outside the dual level: plain calls again

@@ -121,7 +121,7 @@ def _check_level(h: int, w: int, taps: int, level) -> int:
         raise ValueError(f"Level value of {level} is too low . Minimum level is 0.")  # pywt's words
     # Dynamo cannot trace warnings.warn (a fullgraph compile would fail on it): the warning is
     # given by eager calls, and skipped while tracing.
-    if level > max_level and not torch.compiler.is_compiling():
+    if not torch.compiler.is_compiling() and level > max_level:  # (no guard on it when tracing)
         warnings.warn(
             f"Level value of {level} is too high: all coefficients will experience "
             "boundary effects."

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor
+from torch.autograd import forward_ad
 
 from wavefuse.filters import MODE_CODES, MODES, OLD_MODE_NAMES
 
@@ -181,6 +182,30 @@ def _tensors(args) -> tuple[list[Tensor], bool]:
     return found, in_list
 
 
+def refuse_forward_ad(tensors, backend) -> None:
+    """Forward-mode AD (torch.func.jvp, torch.autograd.forward_ad) is an error, never a silent
+    zero: the custom ops and the kernels have no forward derivative, and torch drops the tangent
+    (torch.func.jvp gave 0 for a linear transform). With torch.autograd.forward_ad the reference
+    backend runs plain differentiable torch code eagerly, so it is allowed there."""
+    if _functorch_level() is not None:
+        stack = torch._C._functorch.get_interpreter_stack() or ()
+        refused = any(i.key() == torch._C._functorch.TransformType.Jvp for i in stack)
+    else:
+        refused = (
+            forward_ad._current_level >= 0
+            and backend != "reference"
+            and any(forward_ad.unpack_dual(t).tangent is not None for t in tensors)
+        )
+    if not refused:
+        return
+    raise NotImplementedError(
+        "forward-mode AD (torch.func.jvp / jvp-based transforms, torch.autograd.forward_ad) is "
+        "not supported by wavefuse's ops: they have no forward derivative, and torch would "
+        "silently drop the tangent. Use reverse mode (torch.autograd.grad, backward), or, with "
+        "torch.autograd.forward_ad in eager mode, backend='reference'"
+    )
+
+
 class DirectOp:
     """A functional (non-mutating) custom op, called directly in plain eager mode.
 
@@ -230,6 +255,7 @@ class DirectOp:
 
     def __call__(self, *args):
         tensors, in_list = _tensors(args)
+        refuse_forward_ad(tensors, args[-1])
         if not eager_direct(*tensors):
             return self.op(*args)
         if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):

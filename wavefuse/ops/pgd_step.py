@@ -246,16 +246,18 @@ def _param_tensor(t: Tensor, name: str, x: Tensor, per_sample_only: bool) -> Ten
     shape = (1,) * (4 - t.dim()) + tuple(t.shape) if t.dim() <= 4 else tuple(t.shape)
     if per_sample_only:
         ok = len(shape) == 4 and shape[0] in (1, n) and shape[1:] == (1, 1, 1)
-        allowed = f"a float, or a per-sample tensor of shape ({n}, 1, 1, 1) or (1, 1, 1, 1)"
-        why = " (norm='L2' projects each sample onto one ball: one radius per sample)"
     else:
         ok = len(shape) == 4 and shape[0] in (1, n) and shape[1] in (1, c) and shape[2:] == (1, 1)
-        allowed = (
-            f"a float, or a tensor broadcastable to x of shape ({n}, 1, 1, 1) per sample, "
-            f"(1, {c}, 1, 1) per channel, ({n}, {c}, 1, 1) or (1, 1, 1, 1)"
-        )
-        why = ""
-    if not ok:
+    if not ok:  # the message only now: formatting a symbolic N or C would specialise it
+        if per_sample_only:
+            allowed = f"a float, or a per-sample tensor of shape ({n}, 1, 1, 1) or (1, 1, 1, 1)"
+            why = " (norm='L2' projects each sample onto one ball: one radius per sample)"
+        else:
+            allowed = (
+                f"a float, or a tensor broadcastable to x of shape ({n}, 1, 1, 1) per sample, "
+                f"(1, {c}, 1, 1) per channel, ({n}, {c}, 1, 1) or (1, 1, 1, 1)"
+            )
+            why = ""
         hint = " (a 1-D tensor broadcasts along W, not N: use .view(-1, 1, 1, 1))"
         raise ValueError(
             f"{name} has shape {tuple(t.shape)}; allowed: {allowed}{why}"
@@ -290,6 +292,24 @@ def _check_values(b: Bounds) -> None:
         raise ValueError(f"lo={lo!r} > hi={hi!r}: the clamp range must satisfy lo <= hi")
 
 
+def _traced_bounds(x: Tensor, eps, alpha, lo, hi) -> Bounds:
+    """Valid float bounds while torch.compile traces: (1, 1, 1, 1) tensors made by arithmetic, so
+    that a float that changes between calls (an eps schedule) is a graph input, not a constant
+    baked into the graph (a float argument of the op is: each new value recompiled, and
+    fullgraph=True failed at the 9th). Infinite bounds stay floats (inf * 1 is fine, but a float
+    inf is a plain clamp-free bound the kernels know)."""
+    one = x.new_ones((1, 1, 1, 1), dtype=compute_dtype(x.dtype))
+    floats, tensors = [], []
+    for v in (eps, alpha, lo, hi):
+        if abs(v) == math.inf:
+            floats.append(v)
+            tensors.append(None)
+        else:
+            floats.append(math.nan)
+            tensors.append(one * v)
+    return Bounds(*floats, *tensors)
+
+
 def prepare_bounds(x: Tensor, eps, alpha, lo, hi, norm: str) -> Bounds:
     """Validate eps, alpha, lo, hi against x (N, C, H, W) and the norm; floats stay floats."""
     if (
@@ -301,6 +321,8 @@ def prepare_bounds(x: Tensor, eps, alpha, lo, hi, norm: str) -> Bounds:
         and abs(alpha) < math.inf
         and lo <= hi  # False for a NaN bound
     ):  # four valid Python floats, the common case: no per-argument dispatch
+        if torch.compiler.is_compiling():
+            return _traced_bounds(x, eps, alpha, lo, hi)
         return Bounds(eps, alpha, lo, hi, None, None, None, None)
     parts = [
         _param(eps, "eps", x, per_sample_only=norm == "L2"),

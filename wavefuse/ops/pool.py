@@ -77,6 +77,16 @@ def band_matrix(weights: Tensor) -> Tensor:
     return weights[:, [0, 2, 1, 3]].reshape(-1, 2, 2)
 
 
+#: pool_kernel's constant kernels ("all" / "ll"), per (wavelet, bands, compute dtype, device).
+_KERNELS: dict[tuple, Tensor] = {}
+
+
+def _constant_kernel(name: str, bands: str, dtype: torch.dtype, device) -> Tensor:
+    f = filter_bank(name, "dec", torch.float64, device)
+    g = f.sum(0) * 0.5 if bands == "all" else f[0]
+    return (g[:, None] * g[None, :]).unsqueeze(0).to(compute_dtype(dtype))
+
+
 def pool_kernel(name: str, bands, dtype: torch.dtype, device) -> Tensor:
     """The (C', L, L) kernel K = F^T W F in the compute dtype of ``dtype``.
 
@@ -84,35 +94,43 @@ def pool_kernel(name: str, bands, dtype: torch.dtype, device) -> Tensor:
     Built in float64 from PyWavelets' taps and rounded once, so Haar "all" rounds to exactly 0.5 in
     float32 (in float64 it is 0.7071067811865476**2 = 0.5000000000000001). Differentiable with
     respect to tensor weights."""
-    f = filter_bank(name, "dec", torch.float64, device)
     if isinstance(bands, str):
-        g = f.sum(0) * 0.5 if bands == "all" else f[0]
-        k = (g[:, None] * g[None, :]).unsqueeze(0)
-    else:
-        w = band_matrix(bands.to(torch.float64))
-        # Elementwise products, not einsum: autocast would run a matmul in the half type.
-        k = (w[:, :, :, None, None] * f[None, :, None, :, None] * f[None, None, :, None, :]).sum(
-            dim=(1, 2)
-        )
+        if torch.compiler.is_compiling():
+            return _constant_kernel(name, bands, dtype, device)
+        key = (name, bands, compute_dtype(dtype), str(device))
+        k = _KERNELS.get(key)
+        if k is None:  # a constant: built once per wavelet, bands, dtype and device
+            with torch.inference_mode(False):  # (as filter_bank: never an inference tensor)
+                k = _KERNELS.setdefault(key, _constant_kernel(name, bands, dtype, device))
+        return k
+    f = filter_bank(name, "dec", torch.float64, device)
+    w = band_matrix(bands.to(torch.float64))
+    # Elementwise products, not einsum: autocast would run a matmul in the half type.
+    k = (w[:, :, :, None, None] * f[None, :, None, :, None] * f[None, None, :, None, :]).sum(
+        dim=(1, 2)
+    )
     return k.to(compute_dtype(dtype))
 
 
 def check_bands(bands, channels: int, like: Tensor):
     """ "all" / "ll" / a tensor of shape (4,) or (C, 4) -> "all" / "ll" / a (C', 4) tensor."""
-    allowed = f'"all", "ll", or a tensor of band weights of shape (4,) or ({channels}, 4)'
+
+    def allowed() -> str:  # formatted only for a message: a symbolic C would be specialised
+        return f'"all", "ll", or a tensor of band weights of shape (4,) or ({channels}, 4)'
+
     if isinstance(bands, str):
         if bands not in BANDS:
-            raise ValueError(f"bands={bands!r} is not supported; allowed: {allowed}")
+            raise ValueError(f"bands={bands!r} is not supported; allowed: {allowed()}")
         return bands
     if not isinstance(bands, Tensor):
-        raise TypeError(f"bands must be {allowed}, got {type(bands).__name__}")
+        raise TypeError(f"bands must be {allowed()}, got {type(bands).__name__}")
     if not bands.is_floating_point():
         raise TypeError(f"bands has dtype {bands.dtype}; allowed: a floating-point dtype")
     if bands.device != like.device:
         raise ValueError(f"bands is on {bands.device}, x on {like.device}: use one device")
     w = bands.unsqueeze(0) if bands.dim() == 1 else bands
     if w.dim() != 2 or w.shape[1] != 4 or w.shape[0] not in (1, channels):
-        raise ValueError(f"bands has shape {tuple(bands.shape)}; allowed: {allowed}")
+        raise ValueError(f"bands has shape {tuple(bands.shape)}; allowed: {allowed()}")
     return w
 
 
