@@ -49,10 +49,10 @@ def check_mode(mode, argname: str = "mode") -> str:
     ("per", "sym", "zpd", "ppd"; each with pywt's DeprecationWarning, skipped while tracing)."""
     if type(mode) is str and mode in MODES:  # the common case first
         return mode
-    name = None
     if isinstance(mode, str) and mode in MODES:  # a str subclass: np.str_, a str Enum member
         return MODES[MODES.index(mode)]
-    if isinstance(mode, str):
+    name = None
+    if isinstance(mode, str):  # (by ==: a str Enum member hashes by its name, not its value)
         name = next((v for k, v in OLD_MODE_NAMES.items() if k == mode), None)
         if name in MODES and not torch.compiler.is_compiling():
             warnings.warn(

@@ -296,8 +296,7 @@ def _traced_bounds(x: Tensor, eps, alpha, lo, hi) -> Bounds:
     """Valid float bounds while torch.compile traces: (1, 1, 1, 1) tensors made by arithmetic, so
     that a float that changes between calls (an eps schedule) is a graph input, not a constant
     baked into the graph (a float argument of the op is: each new value recompiled, and
-    fullgraph=True failed at the 9th). Infinite bounds stay floats (inf * 1 is fine, but a float
-    inf is a plain clamp-free bound the kernels know)."""
+    fullgraph=True failed at the 9th). Infinite bounds (no clamp) stay floats."""
     one = x.new_ones((1, 1, 1, 1), dtype=compute_dtype(x.dtype))
     floats, tensors = [], []
     for v in (eps, alpha, lo, hi):
