@@ -339,7 +339,7 @@ def resume_diff(ckpt: dict, config: dict, args) -> list[str]:
         for k in RUN_KEYS
         if k in saved and saved[k] != getattr(args, k)
     ]
-    if saved.get("augment", False) is None and "data" in saved:  # stored unresolved (before 0.1)
+    if saved.get("augment", False) is None and "data" in saved:  # unresolved: before 2026-12-06
         default = saved["data"] == "cifar10"
         if default == args.augment:
             diff = [d for d in diff if not d.startswith("--augment:")]
