@@ -121,6 +121,9 @@ _DENSE_MAX_FULL = 64
 _DENSE_MAX_TILE = 32
 _DENSE_BLOCK_ELEMENTS = 16384
 _DOT_MIN = 16
+# tl.dot takes float64 operands from Triton 3.5 on (torch 2.9 and newer); with an older Triton
+# (torch 2.6 ships 3.2) float64 planes take the general paths, whatever their size.
+_DOT_FLOAT64 = tuple(int(p) for p in triton.__version__.split(".")[:2]) >= (3, 5)
 # Offsets inside a plane are int32 unless a tensor can address 2**31 elements or more in one plane
 # (the plane base is always int64: N * C * plane size may exceed 2**31 long before a plane does).
 _INT32_LIMIT = 2**31 - 1
@@ -131,6 +134,11 @@ def _tile(out_h: int, out_w: int, per_output: int) -> tuple[int, int]:
     bw = min(triton.next_power_of_2(out_w), _MAX_TILE_W, outputs)
     bh = min(triton.next_power_of_2(out_h), max(outputs // bw, 1))
     return bh, bw
+
+
+def dense_fits(full: int, acc_float64: bool) -> bool:
+    """Whether a plane whose contracted axes are at most ``full`` long takes the dense path."""
+    return full <= _DENSE_MAX_FULL and (_DOT_FLOAT64 or not acc_float64)
 
 
 def _dense_tile(size: int, cap: int | None = None) -> int:
@@ -636,7 +644,7 @@ def _split(
     taps = filters.shape[-1]
     taps_block = triton.next_power_of_2(taps)
     if dense is None:
-        dense = max(h, w) <= _DENSE_MAX_FULL
+        dense = dense_fits(max(h, w), x.dtype == torch.float64)
     if dense:
         bh, bw = _dense_tile(kh), _dense_tile(kw)
         nph, npw = _dense_tile(h, _DENSE_MAX_FULL), _dense_tile(w, _DENSE_MAX_FULL)
@@ -672,7 +680,7 @@ def _merge(
     taps = filters.shape[-1]
     half_block = triton.next_power_of_2(taps // 2)
     if dense is None:
-        dense = max(kh, kw) <= _DENSE_MAX_FULL
+        dense = dense_fits(max(kh, kw), y.dtype == torch.float64)
     if dense:
         bh, bw = _dense_tile(h), _dense_tile(w)
         kph, kpw = _dense_tile(kh, _DENSE_MAX_FULL), _dense_tile(kw, _DENSE_MAX_FULL)

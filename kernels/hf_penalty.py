@@ -161,11 +161,11 @@ class _Level:
     """Geometry and launch configuration of one analysis level (the rule of kernels/dwt.py's
     ``_split``, read at call time so that tests can force its paths)."""
 
-    def __init__(self, h: int, w: int, taps: int, mode: str):
+    def __init__(self, h: int, w: int, taps: int, mode: str, acc_float64: bool):
         self.h, self.w = h, w
         self.kh, self.kw = analysis_length(h, taps, mode), analysis_length(w, taps, mode)
         self.taps_block = triton.next_power_of_2(taps)
-        self.dense = max(h, w) <= _dwt._DENSE_MAX_FULL
+        self.dense = _dwt.dense_fits(max(h, w), acc_float64)
         if self.dense:
             self.bh, self.bw = _dwt._dense_tile(self.kh), _dwt._dense_tile(self.kw)
             self.nph = _dwt._dense_tile(h, _dwt._DENSE_MAX_FULL)
@@ -178,10 +178,10 @@ class _Level:
         self.tiles_w = triton.cdiv(self.kw, self.bw)
 
 
-def _levels(h: int, w: int, taps: int, mode: str, level: int) -> list[_Level]:
+def _levels(h: int, w: int, filters: Tensor, mode: str, level: int) -> list[_Level]:
     out = []
     for _ in range(level):
-        lv = _Level(h, w, taps, mode)
+        lv = _Level(h, w, filters.shape[-1], mode, filters.dtype == torch.float64)
         out.append(lv)
         h, w = lv.kh, lv.kw
     return out
@@ -224,7 +224,7 @@ def band_energy(x: Tensor, filters: Tensor, mode: str, level: int, p: int) -> Te
     energies = torch.zeros((n, level, 3), dtype=filters.dtype, device=x.device)
     if level == 0 or x.numel() == 0:
         return energies
-    levels = _levels(h, w, filters.shape[-1], mode, level)
+    levels = _levels(h, w, filters, mode, level)
     tmax = max(c * lv.tiles_h * lv.tiles_w for lv in levels)
     acc_dtype = torch.float64 if filters.dtype == torch.float64 else torch.float32
     # Zeros: a level with fewer tiles than tmax leaves the tail of its rows untouched.
@@ -252,7 +252,7 @@ def band_energy_backward(
     if level == 0 or x.numel() == 0:
         return empty_4d(x, n, c, h, w).zero_()
     grad = grad.contiguous()
-    levels = _levels(h, w, filters.shape[-1], mode, level)
+    levels = _levels(h, w, filters, mode, level)
     a, band_grads = x, []
     for j, lv in enumerate(levels):
         ll = _approximation(a, lv, filters) if j + 1 < level else None

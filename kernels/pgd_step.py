@@ -526,7 +526,10 @@ def _separable_step(x_adv, grad, x_nat, bounds, filters, mode, level, hf_scale, 
     for every level (one program per plane) and, for Linf, steps x_adv; for L2 it writes g' in the
     compute dtype and pgd_step's three L2 launches follow. False, launching nothing, where the
     matrices cannot be had without a sync under CUDA graph capture (separable.filter_terms) or
-    the kernel needs more shared memory than the device has (``_dwt.launched``)."""
+    the kernel needs more shared memory than the device has (``_dwt.launched``), and for float64
+    with a Triton that has no float64 tl.dot (before 3.5)."""
+    if x_adv.dtype == torch.float64 and not _dwt._DOT_FLOAT64:
+        return False
     n, c, h, w = x_adv.shape
     acc = _acc(x_adv)
     bh, bw = (max(_MIN_DOT_SIDE, triton.next_power_of_2(s)) for s in (h, w))

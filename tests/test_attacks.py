@@ -113,7 +113,8 @@ def test_matches_torchattacks(setting, random_start, mode, backend):
     _assert_step_equal(got, expected, setting["norm"], backend)
     assert _modes(model) == _modes(theirs.model)
     for a, b in zip(model.buffers(), theirs.model.buffers()):  # BatchNorm statistics
-        assert torch.equal(a, b)
+        # of the attack's inputs: as close as the steps (a few ulps apart for the C++ L2 kernel)
+        _assert_step_equal(a, b, setting["norm"], backend)
 
 
 @pytest.mark.parametrize("eps, alpha", [(8 / 255, 10 / 255), (0.1, 0.02)])

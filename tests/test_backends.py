@@ -50,6 +50,60 @@ def test_triton_on_cpu_needs_the_interpreter(monkeypatch):
     assert "TRITON_INTERPRET=1" in reason or "triton is not installed" in reason
 
 
+@pytest.fixture
+def triton_as(monkeypatch):
+    """Pretend another Triton (and NumPy behaviour) is installed; the caches are cleared around."""
+    import importlib.util
+
+    if importlib.util.find_spec("triton") is None:
+        pytest.skip("triton is not installed")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    backends._triton_version_reason.cache_clear()
+
+    def pretend(version, numpy_converts_1d=True):
+        monkeypatch.setattr(backends, "triton_version", lambda: version)
+        monkeypatch.setattr(backends, "_numpy_int_of_1d_array", lambda: numpy_converts_1d)
+        backends._triton_version_reason.cache_clear()
+
+    yield pretend
+    backends._triton_version_reason.cache_clear()
+
+
+def test_triton_too_old_is_not_live_and_says_why(triton_as):
+    """torch 2.6 ships Triton 3.2, whose kernels reject tuple arguments: the other backends work."""
+    triton_as((3, 2, 0))
+    for device in ("cpu", "cuda"):
+        reason = backends._reason("triton", "dwt2d", device)
+        assert "Triton 3.2.0 is too old" in reason and "Triton >= 3.3" in reason, reason
+    assert backends._reason("reference", "dwt2d", "cpu") is None
+    triton_as((3, 3, 1))
+    assert backends._reason("triton", "dwt2d", "cpu") is None
+
+
+def test_triton_interpreter_with_a_numpy_it_cannot_run_on_says_why(triton_as):
+    """Triton's interpreter before 3.7 calls int() on 1-element arrays, which NumPy 2.4 refuses;
+    compiled Triton (CUDA tensors) is unaffected."""
+    triton_as((3, 5, 0), numpy_converts_1d=False)
+    reason = backends._reason("triton", "hf_penalty", "cpu")
+    assert "interpreter" in reason and "numpy<2.4" in reason, reason
+    assert backends._reason("triton", "hf_penalty", "cuda") is None
+    triton_as((3, 7, 0), numpy_converts_1d=False)
+    assert backends._reason("triton", "hf_penalty", "cpu") is None
+    triton_as((3, 5, 0), numpy_converts_1d=True)
+    assert backends._reason("triton", "hf_penalty", "cpu") is None
+
+
+def test_triton_version_is_read_from_the_metadata():
+    assert backends._version_tuple("3.6.0+git1234abc") == (3, 6, 0)
+    assert backends._version_tuple("3.2.0rc1") == (3, 2, 0)
+    import importlib.util
+
+    if importlib.util.find_spec("triton") is not None:
+        import triton
+
+        assert backends.triton_version() == backends._version_tuple(triton.__version__)
+
+
 def test_a_backend_must_run_the_whole_autograd_pair(monkeypatch):
     """A forward kernel without its adjoint would fail in backward: such a backend is not live."""
     monkeypatch.setitem(backends._STATUS, ("cpu", "dwt2d", "cpu"), None)

@@ -163,3 +163,108 @@ def test_kernels_installed_as_subpackage_only(tmp_path):
         assert found["top_level_owners"], (
             f"a top-level `kernels` module is importable from {found['top_level_origin']}"
         )
+
+
+# ---- the oldest supported torch (pyproject: torch>=2.6) ------------------------------------------
+# CI runs one torch (the newest); torch 2.6's infer_schema is stricter about how a custom op's
+# signature is spelled, and a spelling it refuses is a ValueError when wavefuse is imported (that
+# was the case for list[int] until 2026-12-06). These tests apply torch 2.6's rules to every op.
+
+
+def _torch26_types():
+    """torch 2.6's SUPPORTED_PARAM_TYPES and SUPPORTED_RETURN_TYPES, rebuilt from its table.
+
+    (X | None equals typing.Optional[X], hash included; list[X] does not equal typing.List[X].)
+    """
+    import typing
+
+    from torch import device, dtype, types
+
+    Tensor = torch.Tensor
+    params = set()
+    # (type, T[] variant, T?[] variant, T[]? variant), as torch/_library/infer_schema.py in 2.6
+    for base, list_base, optional_base_list, optional_list_base in [
+        (Tensor, True, True, False),
+        (int, True, False, True),
+        (float, True, False, True),
+        (bool, True, False, True),
+        (str, False, False, False),
+        (types.Number, True, False, False),
+        (dtype, False, False, False),
+        (device, False, False, False),
+    ]:
+        params |= {base, base | None}
+        seqs = (typing.Sequence[base], typing.List[base])  # noqa: UP006
+        if list_base:
+            params |= set(seqs)
+        if optional_base_list:
+            params |= {typing.Sequence[base | None], typing.List[base | None]}  # noqa: UP006
+        if optional_list_base:
+            params |= {s | None for s in seqs}
+    params |= {int | float | bool, int | float | bool | None}
+    returns = {Tensor, typing.List[Tensor], int, float, bool, types.Number}  # noqa: UP006
+    return params, returns
+
+
+def _torch26_eval(annotation):
+    """An annotation as torch 2.6 reads it: a string is eval'ed in its infer_schema's namespace."""
+    import typing
+
+    from torch import device, dtype, types
+
+    if not isinstance(annotation, str):
+        return annotation
+    namespace = {"typing": typing, "torch": torch, "Tensor": torch.Tensor, "device": device}
+    namespace.update(dtype=dtype, types=types, Optional=typing.Optional, Union=typing.Union)
+    namespace.update(List=typing.List, Sequence=typing.Sequence)  # noqa: UP006
+    return eval(annotation, namespace)
+
+
+def _custom_ops():
+    import pkgutil
+
+    from torch._library.custom_ops import CustomOpDef
+
+    import wavefuse.ops
+
+    found = {}
+    for info in pkgutil.iter_modules(wavefuse.ops.__path__):
+        module = importlib.import_module(f"wavefuse.ops.{info.name}")
+        for value in vars(module).values():
+            if isinstance(value, CustomOpDef):
+                found[value._name] = value._init_fn
+    return found
+
+
+def test_custom_op_registry_is_complete():
+    # every wavefuse:: op in torch's registry was found by _custom_ops (else the test below is blind)
+    import wavefuse  # noqa: F401  (registers the ops)
+
+    # the C++ kernels' schemas (_dwt2d_kernel, ...) are KERNEL_SCHEMAS' business
+    registered = {name for name in dir(torch.ops.wavefuse) if not name.startswith("_")}
+    registered.discard("name")
+    assert set(_custom_ops()) == registered
+
+
+@pytest.mark.parametrize("name", sorted(_custom_ops()))
+def test_custom_op_signature_parses_on_torch_2_6(name):
+    import inspect
+    import typing
+
+    params, returns = _torch26_types()
+    sig = inspect.signature(_custom_ops()[name])
+    for arg, parameter in sig.parameters.items():
+        try:
+            annotation = _torch26_eval(parameter.annotation)
+        except NameError as e:
+            pytest.fail(f"{name}({arg}): torch 2.6 cannot resolve {parameter.annotation!r}: {e}")
+        assert annotation in params, (
+            f"{name}({arg}: {parameter.annotation}): torch 2.6's infer_schema refuses this type; "
+            "spell it with typing (Sequence[int], List[Tensor], Optional[Tensor])"
+        )
+    ret = _torch26_eval(sig.return_annotation)
+    if ret is None or ret == "None":
+        return
+    parts = typing.get_args(ret) if typing.get_origin(ret) is tuple else (ret,)
+    for part in parts:
+        assert part in returns, f"{name} -> {sig.return_annotation}: torch 2.6 refuses {part}"

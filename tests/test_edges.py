@@ -67,7 +67,19 @@ KNOWN = {
 }
 
 
+def _triton_dense_float64() -> bool:
+    """Whether float64 planes this small take Triton's dense path (tl.dot takes float64 from
+    Triton 3.5 on; with an older one they take the general path, which has no such deviation)."""
+    try:
+        from wavefuse.kernels import dwt
+    except ImportError:
+        return False
+    return dwt.dense_fits(9, acc_float64=True)
+
+
 def _known(backend: str, mode: str, where: str):
+    if backend == "triton" and not _triton_dense_float64():
+        return ()
     reason = KNOWN.get((backend, mode, where)) or KNOWN.get((backend, None, None))
     return pytest.mark.xfail(strict=True, reason=reason) if reason else ()
 

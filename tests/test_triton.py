@@ -182,6 +182,53 @@ def test_dtypes(dtype, path, wave, mode, shape, monkeypatch):
     _check_all_ops(_randn(*shape, dtype=dtype), wave, mode)
 
 
+@needs_triton
+def test_float64_without_float64_dot_takes_the_general_path(monkeypatch):
+    """Triton before 3.5 (torch 2.6 to 2.8) has no float64 tl.dot: float64 planes of any size
+    take the general path there (every op, hf_penalty's levels included), other dtypes stay dense."""
+    from wavefuse.kernels import dwt as kernels
+
+    monkeypatch.setattr(kernels, "_DOT_FLOAT64", False)
+    assert kernels.dense_fits(9, acc_float64=False) and not kernels.dense_fits(9, acc_float64=True)
+    launched = []
+    real = kernels._launch_dense_or
+
+    def spy(t, dense, *args):
+        launched.append((t.dtype, dense))
+        return real(t, dense, *args)
+
+    monkeypatch.setattr(kernels, "_launch_dense_or", spy)
+    _check_all_ops(_randn(1, 2, 9, 8, dtype=torch.float64), "db2", "symmetric")
+    assert launched and not any(dense for _, dense in launched), launched
+    launched.clear()
+    _check_all_ops(_randn(1, 2, 9, 8, dtype=torch.float32), "db2", "symmetric")
+    assert launched and all(dense for _, dense in launched), launched
+
+    from wavefuse.kernels import hf_penalty as hf
+
+    assert not any(
+        lv.dense for lv in hf._levels(9, 8, filter_bank("db2", "dec", torch.float64), "zero", 2)
+    )
+    x = _randn(2, 2, 9, 8, dtype=torch.float64)
+    got = wavefuse.hf_penalty(x, "db2", 2, "zero", backend="triton")
+    assert_close(got, wavefuse.hf_penalty(x, "db2", 2, "zero", backend="reference"), 1e-12, "hf")
+
+    from wavefuse.kernels import pgd_step as steps
+
+    fused = []
+    real_step = steps._separable_step
+    monkeypatch.setattr(
+        steps, "_separable_step", lambda *a: fused.append(real_step(*a)) or fused[-1]
+    )
+    g, x_nat = _randn(2, 2, 9, 8, dtype=torch.float64), x.clone()
+    ours, ref = x.clone(), x.clone()
+    kw = {"eps": 0.1, "alpha": 0.05, "wave": "db2", "level": 2, "mode": "zero", "hf_scale": 0.5}
+    wavefuse.wavelet_pgd_step(ours, g, x_nat, **kw, norm="L2", backend="triton")
+    wavefuse.wavelet_pgd_step(ref, g, x_nat, **kw, norm="L2", backend="reference")
+    assert fused == [False]
+    assert_close(ours, ref, 1e-12, "wavelet_pgd_step")
+
+
 def _strided(t: torch.Tensor) -> torch.Tensor:
     """The same values as a strided view (every 2nd row, every 3rd column) of a larger tensor."""
     n, c, h, w = t.shape

@@ -35,8 +35,12 @@ explicit ``backend=`` argument always wins.
 
 from __future__ import annotations
 
+import functools
+import importlib.metadata
 import importlib.util
+import itertools
 import os
+import warnings
 
 import torch
 
@@ -110,6 +114,74 @@ def _has_kernel(op: str, dispatch_key: str) -> bool:
         return False
 
 
+# The oldest Triton the kernels run on: tuples of pointers as kernel arguments (kernels/haar.py)
+# came with Triton 3.3 (torch 2.7); torch 2.6 ships 3.2. Float64 tl.dot came with 3.5: before it,
+# kernels/dwt.py sends float64 planes down its general path (dense_fits).
+TRITON_MIN = (3, 3)
+# Triton's interpreter turns a 1-element array into a Python int with int(), which NumPy 2.4
+# refuses ("only 0-dimensional arrays can be converted to Python scalars"); Triton 3.7 fixed it.
+TRITON_INTERPRETER_NUMPY_FIX = (3, 7)
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    parts = []
+    for piece in text.split("+")[0].split(".")[:3]:
+        digits = "".join(itertools.takewhile(str.isdigit, piece))
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts)
+
+
+@functools.cache
+def triton_version() -> tuple[int, ...] | None:
+    """The installed Triton's (major, minor, patch), without importing it; None if unknown."""
+    for dist in ("triton", "pytorch-triton"):
+        try:
+            return _version_tuple(importlib.metadata.version(dist))
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def _numpy_int_of_1d_array() -> bool:
+    import numpy as np
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            int(np.array([0]))
+    except TypeError:
+        return False
+    return True
+
+
+@functools.cache
+def _triton_version_reason(device_type: str) -> str | None:
+    version = triton_version()
+    if version is None:
+        return None
+    text = ".".join(map(str, version))
+    if version < TRITON_MIN:
+        return (
+            f"Triton {text} is too old for wavefuse's Triton kernels: they need Triton >= "
+            f"{'.'.join(map(str, TRITON_MIN))} (torch >= 2.7); the other backends work"
+        )
+    if (
+        device_type == "cpu"
+        and version < TRITON_INTERPRETER_NUMPY_FIX
+        and not _numpy_int_of_1d_array()
+    ):
+        import numpy as np
+
+        return (
+            f"Triton {text}'s interpreter (TRITON_INTERPRET=1) fails on NumPy {np.__version__} "
+            "(int() of a 1-element array, refused since NumPy 2.4; fixed in Triton 3.7): "
+            "pip install 'numpy<2.4', or a newer Triton"
+        )
+    return None
+
+
 def _triton_reason(op: str, device_type: str) -> str | None:
     if importlib.util.find_spec("triton") is None:
         return "triton is not installed (pip install triton; it comes with torch's CUDA wheels)"
@@ -117,6 +189,9 @@ def _triton_reason(op: str, device_type: str) -> str | None:
         return "Triton kernels run on CUDA tensors, or on CPU tensors with TRITON_INTERPRET=1"
     if device_type not in ("cpu", "cuda"):
         return f"Triton kernels run on CUDA tensors, not {device_type}"
+    reason = _triton_version_reason(device_type)
+    if reason is not None:
+        return reason
     module = f"wavefuse.kernels.{TRITON_MODULES[op]}"
     try:
         found = importlib.util.find_spec(module) is not None

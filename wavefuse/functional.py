@@ -261,7 +261,8 @@ def waverec2(
     check_same_dtype(tensors, "coeffs")
     be = backends.resolve(backend, tensors[0].device, "idwt2d")
     for d in levels:
-        shape = next((t.shape for t in d if t is not None), None)
+        present = [t.shape for t in d if t is not None]  # not next(..., None): dynamo in torch 2.6
+        shape = present[0] if present else None
         if shape is not None and a is not None:
             trim_h = a.shape[-2] == shape[-2] + 1
             trim_w = a.shape[-1] == shape[-1] + 1

@@ -21,6 +21,10 @@ boundary extension back and is not the inverse transform.
 
 from __future__ import annotations
 
+# Custom-op signatures say Sequence[int], not list[int]: torch 2.6's infer_schema knows only the
+# typing spellings (list[int] was a ValueError at import).
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
@@ -111,7 +115,7 @@ def _dwt2d_adjoint(
     grad_hi: Tensor,
     filters: Tensor,
     mode: str,
-    input_size: list[int],
+    input_size: Sequence[int],
     backend: str,
 ) -> Tensor:
     return _run(backend, "dwt2d_adjoint", grad_ll, grad_hi, filters, mode, list(input_size))

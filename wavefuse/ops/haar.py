@@ -27,6 +27,11 @@ boundary extension folds back: not the inverse transform).
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
+
+# Custom-op signatures say Sequence[...] and List[...], not list[...]: torch 2.6's infer_schema
+# knows only those spellings (list[int] was a ValueError at import).
+from typing import List  # noqa: UP035
 
 import torch
 from torch import Tensor
@@ -85,7 +90,7 @@ def one_pass(x: Tensor, name: str, mode: str, level: int, backend: str, what: st
 # ---- haar_wavedec2 -------------------------------------------------------------------------------
 
 
-def _haar_wavedec2(x: Tensor, level: int, mode: str, backend: str) -> list[Tensor]:
+def _haar_wavedec2(x: Tensor, level: int, mode: str, backend: str) -> List[Tensor]:  # noqa: UP006
     torch._check(level >= 1, lambda: f"haar_wavedec2: level must be >= 1, got {level}")
     if backend == "triton":
         from wavefuse.kernels import haar as triton_haar
@@ -141,7 +146,7 @@ run_haar_wavedec2 = DirectOp(
 
 
 def _haar_wavedec2_adjoint(
-    grad_ll: Tensor, grad_hi: list[Tensor], input_size: list[int], mode: str, backend: str
+    grad_ll: Tensor, grad_hi: Sequence[Tensor], input_size: Sequence[int], mode: str, backend: str
 ) -> Tensor:
     torch._check(len(grad_hi) >= 1, lambda: "haar_wavedec2_adjoint: grad_hi must not be empty")
     if backend == "triton":

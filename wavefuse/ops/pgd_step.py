@@ -66,6 +66,10 @@ import functools
 import importlib
 import math
 import numbers
+
+# Custom-op signatures say Sequence[float], not list[float]: torch 2.6's infer_schema knows only
+# the typing spellings (list[float] was a ValueError at import).
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -109,9 +113,16 @@ class Bounds(NamedTuple):
     lo_tensor: Tensor | None
     hi_tensor: Tensor | None
 
+    # Attributes, not slices: torch 2.6's dynamo fails on a slice of a NamedTuple.
+    def floats(self) -> tuple:
+        return self.eps, self.alpha, self.lo, self.hi
+
+    def tensors(self) -> tuple:
+        return self.eps_tensor, self.alpha_tensor, self.lo_tensor, self.hi_tensor
+
     def values(self) -> tuple:
         """(eps, alpha, lo, hi), each the tensor where given, else the float."""
-        return tuple(t if t is not None else f for f, t in zip(self[:4], self[4:]))
+        return tuple(t if t is not None else f for f, t in zip(self.floats(), self.tensors()))
 
 
 def check_norm(norm) -> str:
@@ -339,7 +350,7 @@ def prepare_bounds(x: Tensor, eps, alpha, lo, hi, norm: str) -> Bounds:
 
 def run_pgd_step(x_adv, grad, x_nat, bounds: Bounds, norm: str, backend: str) -> None:
     """``pgd_step`` on validated arguments: directly in plain eager mode, else through the op."""
-    if eager_direct(x_adv, grad, x_nat, *bounds[4:]):
+    if eager_direct(x_adv, grad, x_nat, *bounds.tensors()):
         _pgd_step_impl(x_adv, grad, x_nat, bounds, norm, backend)
         torch.autograd.graph.increment_version(x_adv)
     else:
@@ -402,7 +413,7 @@ def wavelet_pgd_step(
     filters: Tensor,
     wave_mode: str,
     level: int,
-    hf_scale: list[float],
+    hf_scale: Sequence[float],
     norm: str,
     backend: str,
 ) -> None:
@@ -445,7 +456,7 @@ def _wavelet_pgd_step_impl(
 def run_wavelet_pgd_step(x_adv, grad, x_nat, bounds: Bounds, *args) -> None:
     """``wavelet_pgd_step`` on validated arguments (args: filters, mode, level, hf_scale, norm,
     backend): directly in plain eager mode (``eager_direct``), else through the op."""
-    if eager_direct(x_adv, grad, x_nat, args[0], *bounds[4:]):
+    if eager_direct(x_adv, grad, x_nat, args[0], *bounds.tensors()):
         _wavelet_pgd_step_impl(x_adv, grad, x_nat, bounds, *args)
         torch.autograd.graph.increment_version(x_adv)
     else:

@@ -37,6 +37,10 @@ from __future__ import annotations
 
 import importlib
 
+# Custom-op signatures say Sequence[int], not list[int]: torch 2.6's infer_schema knows only the
+# typing spellings (list[int] was a ValueError at import).
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
@@ -201,7 +205,7 @@ run_wavelet_pool2d = DirectOp(
 
 
 def _wavelet_pool2d_adjoint(
-    grad: Tensor, kernel: Tensor, mode: str, input_size: list[int], backend: str
+    grad: Tensor, kernel: Tensor, mode: str, input_size: Sequence[int], backend: str
 ) -> Tensor:
     _check_kernel(grad.shape[1], kernel)
     out = _run(backend, "wavelet_pool2d_adjoint", grad, kernel, mode, list(input_size))
