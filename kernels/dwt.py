@@ -82,6 +82,7 @@ import triton.language as tl
 from torch import Tensor
 from triton.runtime.errors import OutOfResources
 
+from wavefuse.backends import _version_tuple
 from wavefuse.ops._common import empty_4d, empty_bands
 from wavefuse.reference import analysis_length, synthesis_length
 
@@ -123,7 +124,7 @@ _DENSE_BLOCK_ELEMENTS = 16384
 _DOT_MIN = 16
 # tl.dot takes float64 operands from Triton 3.5 on (torch 2.9 and newer); with an older Triton
 # (torch 2.6 ships 3.2) float64 planes take the general paths, whatever their size.
-_DOT_FLOAT64 = tuple(int(p) for p in triton.__version__.split(".")[:2]) >= (3, 5)
+_DOT_FLOAT64 = _version_tuple(triton.__version__) >= (3, 5)
 # Offsets inside a plane are int32 unless a tensor can address 2**31 elements or more in one plane
 # (the plane base is always int64: N * C * plane size may exceed 2**31 long before a plane does).
 _INT32_LIMIT = 2**31 - 1
