@@ -8,8 +8,11 @@ Metadata lives in pyproject.toml; this file only decides what to compile.
   cpp_extension, when imported with CUDA_HOME set, calls torch.cuda.is_available() once, only to
   log a warning; that is torch's, and it creates no context).
 * WAVEFUSE_CUDA=0 skips CUDA; WAVEFUSE_CUDA=1 requires it (error if impossible).
-* TORCH_CUDA_ARCH_LIST is honoured; unset, it defaults to DEFAULT_CUDA_ARCHS (A100, H100) rather
-  than torch's default of asking the visible GPUs.
+* TORCH_CUDA_ARCH_LIST is honoured; unset, it defaults to DEFAULT_CUDA_ARCHS rather than torch's
+  default of asking the visible GPUs: native code for the A100 (sm_80, which also runs on sm_86 and
+  sm_89) and the H100/H200 (sm_90), and sm_90 PTX, which the driver compiles at first use for newer
+  GPUs (Blackwell). Older GPUs (a T4 is sm_75) need their own build (TORCH_CUDA_ARCH_LIST=7.5);
+  without it wavefuse asks the CUDA runtime (csrc/cuda/probe.cu) and says so, "auto" falling back.
 
 The toolkit is located here, before torch.utils.cpp_extension is imported, because that module
 fixes CUDA_HOME at import time from the first `nvcc` on PATH -- wrong when that `nvcc` is a wrapper
@@ -28,7 +31,7 @@ import sys
 import torch
 from setuptools import find_packages, setup
 
-DEFAULT_CUDA_ARCHS = "8.0;9.0"
+DEFAULT_CUDA_ARCHS = "8.0;9.0+PTX"
 ROOT = os.path.dirname(os.path.abspath(__file__))
 
 

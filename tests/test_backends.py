@@ -190,3 +190,124 @@ def test_auto_resolves_cuda_tensors_to_the_cuda_kernels():
     for d, dr in zip(got[1:], ref[1:]):
         for a, b in zip(d, dr):
             assert_close(a, b, 1e-10)
+
+
+# ---- whether a GPU can run the build's CUDA code (csrc/cuda/probe.cu) ------------------------------
+
+
+def test_cuda_image_reason_names_the_build_the_gpu_and_the_rebuild():
+    assert backends.cuda_image_reason([0, 90, 90, 800, 900], (9, 0), "NVIDIA H100") is None
+    assert backends.cuda_image_reason([0, 100, 90, 800, 900], (10, 0), "NVIDIA B200") is None
+    t4 = backends.cuda_image_reason([209, 0, 0, 800, 900], (7, 5), "Tesla T4")
+    for part in (
+        "sm_80, sm_90",
+        "Tesla T4 (sm_75)",
+        "cudaErrorNoKernelImageForDevice = 209",
+        'TORCH_CUDA_ARCH_LIST="7.5"',
+        backends.REBUILD,
+    ):
+        assert part in t4, (part, t4)
+    old = backends.cuda_image_reason([98, 0, 0], (7, 0), "Tesla V100")
+    assert "architectures the probe cannot list" in old and "cudaErrorInvalidDeviceFunction" in old
+    driver = backends.cuda_image_reason([222, 0, 0, 900], (12, 0), "RTX 5090")
+    assert "update the driver" in driver and 'TORCH_CUDA_ARCH_LIST="12.0"' in driver
+    assert "RTX 5090 (sm_120)" in driver
+    b200 = backends.cuda_image_reason([209, 0, 0, 800, 1000, 1200], (10, 3), "B300")
+    assert "built for sm_80, sm_100, sm_120" in b200 and "B300 (sm_103)" in b200
+    # another error (900: cudaErrorStreamCaptureUnsupported, say) does not say the GPU cannot
+    assert backends.cuda_image_reason([900, 0, 0, 900], (9, 0), "NVIDIA H100") is None
+    assert "WAVEFUSE_CUDA=1" in backends.cuda_image_reason([-1], (9, 0), "NVIDIA H100")
+
+
+@pytest.fixture
+def gpu_as(monkeypatch):
+    """gpu_as(image, capability, name): pretend that CUDA device 0 is that GPU and that the probe
+    answers ``image`` for it; returns the list of probed device indices."""
+    if backends.why_not("cuda", "dwt2d", "cuda") is not None:
+        pytest.skip("needs a build with the CUDA kernels (nvcc and a CUDA torch at build time)")
+    probed = []
+
+    def pretend(image, capability, name):
+        def query(index):
+            probed.append(index)
+            return list(image)
+
+        monkeypatch.setattr(backends, "_CUDA_IMAGE", {})
+        monkeypatch.setattr(backends, "_query_cuda_image", query)
+        monkeypatch.setattr(backends, "_gpu_visible", lambda: True)
+        monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: capability)
+        monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=None: name)
+        return probed
+
+    return pretend
+
+
+def test_auto_skips_the_cuda_kernels_on_a_gpu_the_build_cannot_run(gpu_as):
+    probed = gpu_as([209, 0, 0, 800, 900], (7, 5), "Tesla T4")
+    for device in (torch.device("cuda", 0), torch.device("cuda")):
+        for op in ("dwt2d", "pgd_step", "hf_penalty"):
+            assert backends.resolve("auto", device, op) == "reference", (device, op)
+    assert probed == [0], "asked once per device, then kept"
+    with pytest.raises(BackendUnavailableError, match=r'Tesla T4 \(sm_75\).*"7\.5"'):
+        backends.resolve("cuda", torch.device("cuda", 0), "dwt2d")
+    # CPU tensors are not concerned
+    assert backends.resolve("auto", torch.device("cpu"), "dwt2d") == "cpu"
+
+
+def test_auto_keeps_the_cuda_kernels_on_a_gpu_the_build_runs(gpu_as):
+    probed = gpu_as([0, 90, 90, 800, 900], (9, 0), "NVIDIA H100")
+    assert backends.resolve("auto", torch.device("cuda", 0), "dwt2d") == "cuda"
+    assert backends.resolve("cuda", torch.device("cuda", 0), "wavelet_pgd_step") == "cuda"
+    assert probed == [0]
+
+
+def test_an_inconclusive_probe_is_asked_again_and_does_not_disable_the_kernels(gpu_as):
+    probed = gpu_as([900, 0, 0, 800, 900], (9, 0), "NVIDIA H100")
+    assert backends.resolve("auto", torch.device("cuda", 0), "dwt2d") == "cuda"
+    assert backends.resolve("auto", torch.device("cuda", 0), "dwt2d") == "cuda"
+    assert probed == [0, 0] and backends._CUDA_IMAGE == {}
+
+
+def test_the_probe_answer_is_a_constant_for_torch_compile(gpu_as):
+    """resolve() runs while dynamo traces the functional API: the probe must not break the graph
+    (fullgraph=True) nor be re-asked per call."""
+    probed = gpu_as([209, 0, 0, 800, 900], (7, 5), "Tesla T4")
+
+    def f(x):
+        chosen = backends.resolve("auto", torch.device("cuda", 0), "dwt2d")
+        return x + (1.0 if chosen == "reference" else 2.0)
+
+    torch._dynamo.reset()
+    compiled = torch.compile(f, fullgraph=True, backend="eager")
+    x = torch.zeros(3)
+    assert torch.equal(compiled(x), x + 1.0)
+    assert torch.equal(compiled(x), x + 1.0)
+    assert probed == [0]
+
+
+def test_the_probe_on_this_machine():
+    """The real probe (no mock): on a GPU the build must run (CI builds for sm_80 and sm_90 with
+    sm_90 PTX; the GPU image builds for its own chip); without one it reports the CUDA runtime's
+    error and lists the architectures nvcc compiled for."""
+    if not backends.built_with_cuda():
+        assert list(torch.ops.wavefuse._cuda_kernel_image(0)) == [-1]
+        return
+    image = list(torch.ops.wavefuse._cuda_kernel_image(0))
+    archs = image[3:]
+    assert archs and all(a >= 750 and a % 10 == 0 for a in archs), image
+    if torch.cuda.is_available():
+        assert image[0] == 0, backends.cuda_image_reason(
+            image, torch.cuda.get_device_capability(0), torch.cuda.get_device_name(0)
+        )
+        major, minor = torch.cuda.get_device_capability(0)
+        # native code of the device's major version (sm_80 runs on sm_86), or PTX compiled for it
+        assert image[1] // 10 == major and image[1] <= 10 * major + minor, image
+        assert backends.cuda_device_reason(0) is None
+        # a failed probe leaves nothing behind: the next launch check still passes
+        torch.ops.wavefuse._cuda_kernel_image(torch.cuda.device_count())
+        x = torch.randn(1, 1, 8, 8, device="cuda")
+        wavefuse.dwt2(x, "haar", backend="cuda")
+        torch.cuda.synchronize()
+    else:
+        assert image[0] != 0, image

@@ -3,7 +3,10 @@
 Backends: "reference" (pure PyTorch, always live), "cpu" and "cuda" (the C++/CUDA kernels in
 ``wavefuse._C``), "triton" (``wavefuse.kernels``). A backend is live for an op when its code is
 built or importable *and* has a kernel for that op; liveness is decided once, at import, without
-touching a GPU, so that resolving a backend is a dictionary lookup that torch.compile traces.
+touching a GPU, so that resolving a backend is a dictionary lookup that torch.compile traces. One
+thing depends on the GPU itself: whether the build holds code for its architecture. The first CUDA
+call on each device asks the CUDA runtime (``cuda_device_reason``, a constant for torch.compile);
+"auto" skips "cuda" on a GPU the build cannot run, and backend="cuda" says why and how to rebuild.
 
 Choice rule for ``backend="auto"`` (per op and device type), first live wins:
 
@@ -254,6 +257,109 @@ def live_backends(op: str, device_type: str) -> list[str]:
     return [b for b in BACKENDS if why_not(b, op, device_type) is None]
 
 
+# ---- can this GPU run the build's CUDA code? --------------------------------------------------------
+#
+# Liveness above is per device type and decided at import, without touching a GPU. One more thing
+# depends on the device itself: whether the extension holds code for its architecture. The default
+# build (setup.py) has native code for sm_80 and sm_90 and sm_90 PTX; a T4 (sm_75), or any GPU with
+# a build lacking its architecture, would fail at the first kernel launch with "no kernel image is
+# available". So the first CUDA call on each device asks the CUDA runtime (csrc/cuda/probe.cu) and
+# keeps the answer: "auto" skips "cuda" on such a device, and backend="cuda" names the reason.
+
+#: The cudaError_t codes (driver_types.h) by which the probe says that a GPU cannot run the build:
+#: no image for its architecture, or PTX the driver cannot compile. Other errors are inconclusive.
+_CUDA_ERRORS = {
+    98: "cudaErrorInvalidDeviceFunction",
+    209: "cudaErrorNoKernelImageForDevice",
+    218: "cudaErrorInvalidPtx",
+    221: "cudaErrorJitCompilerNotFound",
+    222: "cudaErrorUnsupportedPtxVersion",
+}
+_NO_IMAGE = (98, 209)
+_PTX_REFUSED = (218, 221, 222)
+_CUDA_IMAGE: dict[int, str | None] = {}
+
+
+def _sm(arch: int) -> str:
+    """nvcc's __CUDA_ARCH__ value (800, 1000) or a cudaFuncAttributes version / 10 * major + minor
+    (80, 100) as sm_80, sm_100 (__CUDA_ARCH__ is at least 500; versions are at most 2 digits of
+    major)."""
+    return f"sm_{arch // 10 if arch >= 500 else arch}"
+
+
+def _gpu_visible() -> bool:
+    return torch.cuda.is_available()
+
+
+def _query_cuda_image(index: int) -> list[int]:
+    """[status, binary_version, ptx_version, compiled archs...] (csrc/cuda/probe.cu)."""
+    return list(torch.ops.wavefuse._cuda_kernel_image(index))
+
+
+def cuda_image_reason(image: list[int], capability: tuple[int, int], name: str) -> str | None:
+    """Why a GPU (``name``, compute ``capability``) cannot run the build's CUDA kernels, from the
+    probe's answer ``image`` for it; None when it can, and when the probe could not tell (another
+    CUDA error, such as one of stream capture: the kernels then report their own errors)."""
+    status = image[0]
+    if status == 0 or (status > 0 and status not in _NO_IMAGE + _PTX_REFUSED):
+        return None
+    if status < 0:
+        return f"wavefuse was built without CUDA kernels: rebuild with WAVEFUSE_CUDA=1 {REBUILD}"
+    built = ", ".join(_sm(a) for a in image[3:]) or "architectures the probe cannot list"
+    gpu = f"{name} ({_sm(10 * capability[0] + capability[1])})"
+    code = f"{_CUDA_ERRORS.get(status, 'cudaError_t')} = {status}"
+    rebuild = f'TORCH_CUDA_ARCH_LIST="{capability[0]}.{capability[1]}" {REBUILD}'
+    if status in _NO_IMAGE:
+        return (
+            f"wavefuse's CUDA kernels were built for {built} and hold no code that the {gpu} "
+            f"can run ({code}): rebuild for it with {rebuild}"
+        )
+    if status in _PTX_REFUSED:
+        return (
+            f"the NVIDIA driver cannot compile the PTX of wavefuse's CUDA kernels (built for "
+            f"{built}) for the {gpu} ({code}): update the driver, or rebuild with native code for "
+            f"this GPU: {rebuild}"
+        )
+    raise AssertionError(f"unreachable: {code}")
+
+
+@torch.compiler.assume_constant_result
+def cuda_device_reason(index: int) -> str | None:
+    """None when CUDA device ``index`` can run the build's CUDA kernels, else why not (asked of
+    the CUDA runtime once per device and kept; a constant for torch.compile)."""
+    if index in _CUDA_IMAGE:
+        return _CUDA_IMAGE[index]
+    if not (built_with_cuda() and _gpu_visible()):
+        return None  # no CUDA tensor can exist; resolve() on torch.device("cuda") from info, say
+    try:
+        image = _query_cuda_image(index)
+    except (AttributeError, RuntimeError):  # a wavefuse._C from before the probe
+        image = [0]
+    status = image[0]
+    if status not in (0,) + _NO_IMAGE + _PTX_REFUSED:
+        return None  # the probe could not tell (see cuda_image_reason): ask again next time
+    reason = None
+    if status != 0:
+        try:
+            capability = torch.cuda.get_device_capability(index)
+            name = torch.cuda.get_device_name(index)
+        except (AssertionError, RuntimeError):
+            capability, name = (0, 0), f"CUDA device {index}"
+        reason = cuda_image_reason(image, capability, name)
+    _CUDA_IMAGE[index] = reason
+    return reason
+
+
+def _device_reason(backend: str, device: torch.device) -> str | None:
+    """The device-specific reason ``backend`` cannot run on ``device`` (only "cuda" has one)."""
+    if backend != "cuda" or device.type != "cuda":
+        return None
+    index = device.index
+    if index is None:
+        index = torch.cuda.current_device() if _gpu_visible() else 0
+    return cuda_device_reason(index)
+
+
 def resolve(backend: str, device: torch.device, op: str) -> str:
     """The concrete backend that runs ``op`` for tensors on ``device``; raises if it cannot."""
     if not isinstance(backend, str) or backend not in CHOICES:
@@ -266,10 +372,10 @@ def resolve(backend: str, device: torch.device, op: str) -> str:
         backend = env
     if backend == "auto":
         for b in AUTO_ORDER.get(device_type, ("reference",)):
-            if why_not(b, op, device_type) is None:
+            if why_not(b, op, device_type) is None and _device_reason(b, device) is None:
                 return b
         return "reference"
-    reason = why_not(backend, op, device_type)
+    reason = why_not(backend, op, device_type) or _device_reason(backend, device)
     if reason is not None:
         raise BackendUnavailableError(
             f"backend={backend!r} cannot run {op} on {device_type} tensors: {reason}"

@@ -45,11 +45,20 @@ def report() -> str:
     gpu = torch.cuda.is_available()
     devices = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
     lines.append(f"GPU          {devices if gpu else 'none visible'}")
+    if gpu and backends.built_with_cuda():
+        for i in range(torch.cuda.device_count()):
+            reason = backends.cuda_device_reason(i)
+            state = "runs them" if reason is None else f"cannot run them: {reason}"
+            lines.append(f"  cuda:{i} and the extension's CUDA kernels: {state}")
     if backends.extension_loaded():
-        lines.append(
-            f"extension    wavefuse._C loaded; CUDA code "
-            f"{'compiled in' if backends.built_with_cuda() else 'not compiled in'}"
-        )
+        cuda = "not compiled in"
+        if backends.built_with_cuda():
+            try:  # nvcc's list of the architectures it compiled for (csrc/cuda/probe.cu)
+                archs = ", ".join(backends._sm(a) for a in backends._query_cuda_image(0)[3:])
+            except (AttributeError, RuntimeError):
+                archs = ""
+            cuda = f"compiled in (for {archs})" if archs else "compiled in"
+        lines.append(f"extension    wavefuse._C loaded; CUDA code {cuda}")
     else:
         lines.append(f"extension    not loaded: {backends.EXTENSION_ERROR}")
     env = {k: os.environ[k] for k in ("WAVEFUSE_BACKEND", "TRITON_INTERPRET") if k in os.environ}
