@@ -43,9 +43,9 @@
 // Every output is a new tensor in the input's dtype; no op mutates its arguments.
 // _built_with_cuda() -> bool
 //     Whether this build compiled csrc/cuda (WAVEFUSE_WITH_CUDA); says nothing about a device.
-// _cuda_kernel_image(int device) -> int[]
-//     Whether CUDA device `device` can run this build's kernels (csrc/cuda/probe.cu); [-1] in a
-//     build without CUDA.
+// _cuda_kernel_image() -> int[]
+//     Whether the current CUDA device can run this build's kernels (csrc/cuda/probe.cu); [-1] in
+//     a build without CUDA.
 
 #include <cstdint>
 #include <vector>
@@ -53,9 +53,9 @@
 namespace wavefuse {
 
 #ifdef WAVEFUSE_WITH_CUDA
-std::vector<int64_t> cuda_kernel_image(int64_t device);  // csrc/cuda/probe.cu
+std::vector<int64_t> cuda_kernel_image();  // csrc/cuda/probe.cu
 #else
-std::vector<int64_t> cuda_kernel_image(int64_t /*device*/) { return {-1}; }
+std::vector<int64_t> cuda_kernel_image() { return {-1}; }
 #endif
 
 namespace {
@@ -122,7 +122,7 @@ TORCH_LIBRARY(wavefuse, m) {
   // registers it as the catch-all (CompositeImplicitAutograd) kernel, which the dispatcher also
   // uses when the key set is empty.
   m.def("_built_with_cuda() -> bool", &wavefuse::built_with_cuda);
-  m.def("_cuda_kernel_image(int device) -> int[]", &wavefuse::cuda_kernel_image);
+  m.def("_cuda_kernel_image() -> int[]", &wavefuse::cuda_kernel_image);
 }
 
 // `import wavefuse._C` dlopens this library, which runs the static registrations above. The module

@@ -291,20 +291,37 @@ def _gpu_visible() -> bool:
     return torch.cuda.is_available()
 
 
+def _capturing() -> bool:
+    return torch.cuda.is_current_stream_capturing()
+
+
 def _query_cuda_image(index: int) -> list[int]:
-    """[status, binary_version, ptx_version, compiled archs...] (csrc/cuda/probe.cu)."""
-    return list(torch.ops.wavefuse._cuda_kernel_image(index))
+    """[status, binary_version, ptx_version, compiled archs...] for CUDA device ``index``
+    (csrc/cuda/probe.cu). torch.cuda.device switches back without creating a context on a device
+    that had none (cudaSetDevice would: hundreds of MiB on GPU 0 for a job on cuda:1)."""
+    with torch.cuda.device(index):
+        return list(torch.ops.wavefuse._cuda_kernel_image())
+
+
+def compiled_cuda_archs() -> list[str]:
+    """The architectures nvcc compiled the extension's CUDA code for (sm_80, sm_90, ...); asks no
+    device. Empty for a build without CUDA."""
+    try:
+        image = list(torch.ops.wavefuse._cuda_kernel_image())
+    except (AttributeError, RuntimeError):  # no extension, or one from before the probe
+        return []
+    return [_sm(a) for a in image[3:]]
 
 
 def cuda_image_reason(image: list[int], capability: tuple[int, int], name: str) -> str | None:
     """Why a GPU (``name``, compute ``capability``) cannot run the build's CUDA kernels, from the
     probe's answer ``image`` for it; None when it can, and when the probe could not tell (another
-    CUDA error, such as one of stream capture: the kernels then report their own errors)."""
+    CUDA error, or an unread error of an earlier launch: the kernels then report their own)."""
     status = image[0]
-    if status == 0 or (status > 0 and status not in _NO_IMAGE + _PTX_REFUSED):
-        return None
-    if status < 0:
+    if status == -1:
         return f"wavefuse was built without CUDA kernels: rebuild with WAVEFUSE_CUDA=1 {REBUILD}"
+    if status not in _NO_IMAGE + _PTX_REFUSED:
+        return None
     built = ", ".join(_sm(a) for a in image[3:]) or "architectures the probe cannot list"
     gpu = f"{name} ({_sm(10 * capability[0] + capability[1])})"
     code = f"{_CUDA_ERRORS.get(status, 'cudaError_t')} = {status}"
@@ -326,17 +343,21 @@ def cuda_image_reason(image: list[int], capability: tuple[int, int], name: str) 
 @torch.compiler.assume_constant_result
 def cuda_device_reason(index: int) -> str | None:
     """None when CUDA device ``index`` can run the build's CUDA kernels, else why not (asked of
-    the CUDA runtime once per device and kept; a constant for torch.compile)."""
+    the CUDA runtime once per device and kept). A constant for torch.compile: a graph keeps the
+    answer it saw when traced, also an inconclusive one (the kernels then report their own
+    errors)."""
     if index in _CUDA_IMAGE:
         return _CUDA_IMAGE[index]
     if not (built_with_cuda() and _gpu_visible()):
         return None  # no CUDA tensor can exist; resolve() on torch.device("cuda") from info, say
+    if _capturing():
+        return None  # the first call inside a CUDA graph capture: ask after it
     try:
         image = _query_cuda_image(index)
     except (AttributeError, RuntimeError):  # a wavefuse._C from before the probe
         image = [0]
     status = image[0]
-    if status not in (0,) + _NO_IMAGE + _PTX_REFUSED:
+    if status not in (0, *_NO_IMAGE, *_PTX_REFUSED):
         return None  # the probe could not tell (see cuda_image_reason): ask again next time
     reason = None
     if status != 0:

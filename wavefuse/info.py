@@ -53,10 +53,7 @@ def report() -> str:
     if backends.extension_loaded():
         cuda = "not compiled in"
         if backends.built_with_cuda():
-            try:  # nvcc's list of the architectures it compiled for (csrc/cuda/probe.cu)
-                archs = ", ".join(backends._sm(a) for a in backends._query_cuda_image(0)[3:])
-            except (AttributeError, RuntimeError):
-                archs = ""
+            archs = ", ".join(backends.compiled_cuda_archs())
             cuda = f"compiled in (for {archs})" if archs else "compiled in"
         lines.append(f"extension    wavefuse._C loaded; CUDA code {cuda}")
     else:
