@@ -416,15 +416,22 @@ class _Refuses:
 
 
 @needs_triton
-def test_kernels_refused_for_shared_memory_fall_back(monkeypatch):
+@pytest.mark.parametrize("float64_dot", ["as_installed", "off"])
+def test_kernels_refused_for_shared_memory_fall_back(monkeypatch, float64_dot):
     """The dense float64 paths need 128-192 KiB of shared memory (more than GPUs before Hopper
-    have): where Triton refuses one, the same call takes a path that needs less, same values."""
+    have): where Triton refuses one, the same call takes a path that needs less, same values.
+    Before Triton 3.5 ("off": no float64 tl.dot) float64 never takes the dense paths, so the
+    refusals are exercised in float32 there."""
     from wavefuse.kernels import dwt as kernels
     from wavefuse.kernels import haar as haar_kernels
     from wavefuse.kernels import pgd_step as step_kernels
 
-    x = torch.randn(2, 3, 13, 16, device=DEVICE, dtype=torch.float64, requires_grad=True)
-    g = torch.randn(2, 3, 13, 16, device=DEVICE, dtype=torch.float64)
+    if float64_dot == "off":
+        monkeypatch.setattr(kernels, "_DOT_FLOAT64", False)
+    dtype = torch.float64 if kernels._DOT_FLOAT64 else torch.float32
+    tol = TOL[dtype]
+    x = torch.randn(2, 3, 13, 16, device=DEVICE, dtype=dtype, requires_grad=True)
+    g = torch.randn(2, 3, 13, 16, device=DEVICE, dtype=dtype)
     dense_only = lambda k: k["DENSE"]
     refusing = {
         (kernels, "_dwt2d_fwd_kernel"): dense_only,
@@ -438,18 +445,18 @@ def test_kernels_refused_for_shared_memory_fall_back(monkeypatch):
     coeffs = wavefuse.wavedec2(x, "db2", "symmetric", level=2, backend="triton")
     expected = wavefuse.wavedec2(x, "db2", "symmetric", level=2, backend="reference")
     for got, want in zip(_flat(coeffs), _flat(expected)):
-        assert_close(got, want, 1e-10)
+        assert_close(got, want, tol)
     (grad,) = torch.autograd.grad(sum(t.sum() for t in _flat(coeffs)), x)
     (want,) = torch.autograd.grad(sum(t.sum() for t in _flat(expected)), x)
-    assert_close(grad, want, 1e-10)
+    assert_close(grad, want, tol)
     haar = wavefuse.wavedec2(x.detach(), "haar", "zero", level=2, backend="triton")
     for got, want in zip(_flat(haar), _flat(wavefuse.wavedec2(x.detach(), "haar", "zero", 2))):
-        assert_close(got, want, 1e-10)
+        assert_close(got, want, tol)
     stepped = [x.detach().clone() for _ in range(2)]
     for t, backend in zip(stepped, ("triton", "reference")):
         wavefuse.wavelet_pgd_step(t, g, x.detach(), 0.1, 0.01, "db2", 2, "zero", 0.5, "L2",
                                   backend=backend)  # fmt: skip
-    assert_close(stepped[0], stepped[1], 1e-10)
+    assert_close(stepped[0], stepped[1], tol)
     for module, name in refusing:
         assert getattr(module, name).refused > 0, name
 

@@ -396,12 +396,18 @@ def test_wavelet_pgd_step_inf_gradient_with_one_scale():
         assert torch.equal(got[fin], expected[fin]), mode
 
 
-def test_wavelet_pgd_step_takes_the_fused_kernel(monkeypatch):
+@pytest.mark.parametrize("float64_dot", ["as_installed", "off"])
+def test_wavelet_pgd_step_takes_the_fused_kernel(monkeypatch, float64_dot):
     """Haar: Linf is one launch and L2 three, of the fused kernel only, in many tiles (a plane
     split 2 x 2, slots looping over several tiles when the partials are capped); the per-level
     path is taken beyond its limit (documented fallback): the separable one-plane kernel on small
-    planes, the per-level transforms on larger ones."""
+    planes, the per-level transforms on larger ones. The separable kernel needs float64 tl.dot for
+    these float64 planes (Triton 3.5): "off" is Triton before 3.5, which goes per level."""
     from wavefuse.kernels import dwt, haar, pgd_step
+
+    if float64_dot == "off":
+        monkeypatch.setattr(dwt, "_DOT_FLOAT64", False)
+    sep = int(dwt._DOT_FLOAT64)  # launches of the separable kernel per fallback step
 
     fused = count_launches(monkeypatch, haar, "_haar_pgd_kernel")["_haar_pgd_kernel"]
     others = count_launches(monkeypatch, dwt, "_dwt2d_fwd_kernel", "_dwt2d_adjoint_kernel")
@@ -422,9 +428,10 @@ def test_wavelet_pgd_step_takes_the_fused_kernel(monkeypatch):
     monkeypatch.setattr(haar, "_MAX_PGD_SIDE", 2)
     got, expected = _steps(x_adv, g, x, 0.5, 0.05, "haar", 2, "zero", [0.25, 0.5], "L2")
     _assert_step(got, expected, "L2", "fallback, one plane per program", 0.05)
-    assert fused.launches == 4 and others["_separable_kernel"].launches == 1
-    assert others["_dwt2d_fwd_kernel"].launches == 0
+    assert fused.launches == 4 and others["_separable_kernel"].launches == sep
+    assert others["_dwt2d_fwd_kernel"].launches == 2 * (1 - sep)
     monkeypatch.setattr(pgd_step, "_SEPARABLE_MAX_SIDE", 6)
     got, expected = _steps(x_adv, g, x, 0.5, 0.05, "haar", 2, "zero", [0.25, 0.5], "L2")
     _assert_step(got, expected, "L2", "fallback, per level", 0.05)
-    assert others["_separable_kernel"].launches == 1 and others["_dwt2d_fwd_kernel"].launches == 2
+    assert others["_separable_kernel"].launches == sep
+    assert others["_dwt2d_fwd_kernel"].launches == 2 * (2 - sep)
