@@ -538,6 +538,8 @@ def test_wavelet_pgd_step_db4_level_2(norm, path, size, monkeypatch):
     separable = counts["_separable_kernel"].launches
     per_level = counts["_dwt2d_fwd_kernel"].launches
     if path == "separable":
-        assert separable == calls and per_level == 0, (separable, per_level)
+        # float64 (all calls but the last 2) needs float64 tl.dot (Triton 3.5): before, per level
+        f64 = calls - 2 if not dwt._DOT_FLOAT64 else 0
+        assert separable == calls - f64 and per_level == 2 * f64, (separable, per_level)
     else:
         assert separable == 0 and per_level == 2 * calls, (separable, per_level)
