@@ -275,8 +275,7 @@ _CUDA_ERRORS = {
     221: "cudaErrorJitCompilerNotFound",
     222: "cudaErrorUnsupportedPtxVersion",
 }
-_NO_IMAGE = (98, 209)
-_PTX_REFUSED = (218, 221, 222)
+_NO_IMAGE = (98, 209)  # the rest: PTX refused
 _CUDA_IMAGE: dict[int, str | None] = {}
 
 
@@ -320,24 +319,22 @@ def cuda_image_reason(image: list[int], capability: tuple[int, int], name: str) 
     status = image[0]
     if status == -1:
         return f"wavefuse was built without CUDA kernels: rebuild with WAVEFUSE_CUDA=1 {REBUILD}"
-    if status not in _NO_IMAGE + _PTX_REFUSED:
+    if status not in _CUDA_ERRORS:
         return None
     built = ", ".join(_sm(a) for a in image[3:]) or "architectures the probe cannot list"
     gpu = f"{name} ({_sm(10 * capability[0] + capability[1])})"
-    code = f"{_CUDA_ERRORS.get(status, 'cudaError_t')} = {status}"
+    code = f"{_CUDA_ERRORS[status]} = {status}"
     rebuild = f'TORCH_CUDA_ARCH_LIST="{capability[0]}.{capability[1]}" {REBUILD}'
     if status in _NO_IMAGE:
         return (
             f"wavefuse's CUDA kernels were built for {built} and hold no code that the {gpu} "
             f"can run ({code}): rebuild for it with {rebuild}"
         )
-    if status in _PTX_REFUSED:
-        return (
-            f"the NVIDIA driver cannot compile the PTX of wavefuse's CUDA kernels (built for "
-            f"{built}) for the {gpu} ({code}): update the driver, or rebuild with native code for "
-            f"this GPU: {rebuild}"
-        )
-    raise AssertionError(f"unreachable: {code}")
+    return (
+        f"the NVIDIA driver cannot compile the PTX of wavefuse's CUDA kernels (built for "
+        f"{built}) for the {gpu} ({code}): update the driver, or rebuild with native code for "
+        f"this GPU: {rebuild}"
+    )
 
 
 @torch.compiler.assume_constant_result
@@ -357,7 +354,7 @@ def cuda_device_reason(index: int) -> str | None:
     except (AttributeError, RuntimeError):  # a wavefuse._C from before the probe
         image = [0]
     status = image[0]
-    if status not in (0, *_NO_IMAGE, *_PTX_REFUSED):
+    if status != 0 and status not in _CUDA_ERRORS:
         return None  # the probe could not tell (see cuda_image_reason): ask again next time
     reason = None
     if status != 0:
