@@ -218,7 +218,18 @@ def test_cuda_image_reason_names_the_build_the_gpu_and_the_rebuild():
     assert backends.cuda_image_reason([-2, 0, 0, 800, 900], (7, 5), "Tesla T4") is None
     # another error (900: cudaErrorStreamCaptureUnsupported, say) does not say the GPU cannot
     assert backends.cuda_image_reason([900, 0, 0, 900], (9, 0), "NVIDIA H100") is None
-    assert "WAVEFUSE_CUDA=1" in backends.cuda_image_reason([-1], (9, 0), "NVIDIA H100")
+    assert backends.cuda_image_reason([-1], (9, 0), "H100") == backends.no_cuda_build_reason()
+
+
+def test_no_cuda_build_reason_names_the_cause_it_can_see(monkeypatch):
+    monkeypatch.setattr(torch.version, "cuda", None)
+    cpu_torch = backends.no_cuda_build_reason()
+    assert "is not a CUDA build" in cpu_torch and backends.REBUILD in cpu_torch
+    assert "WAVEFUSE_CUDA=1" not in cpu_torch  # it would only stop with the same reason
+    monkeypatch.setattr(torch.version, "cuda", "12.6")
+    cuda_torch = backends.no_cuda_build_reason()
+    for part in ("WAVEFUSE_CUDA=1", "torch's CUDA 12.6", "major version", backends.REBUILD):
+        assert part in cuda_torch, (part, cuda_torch)
 
 
 @pytest.fixture

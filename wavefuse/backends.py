@@ -108,6 +108,25 @@ def built_with_cuda() -> bool:
     return _C is not None and bool(torch.ops.wavefuse._built_with_cuda())
 
 
+def no_cuda_build_reason() -> str:
+    """Why the cuda backend is missing from a build without CUDA kernels, and the fix. setup.py
+    builds CPU-only, printing why, where torch is a CPU build, no toolkit is found, the toolkit's
+    major version differs from torch's CUDA, or WAVEFUSE_CUDA=0; WAVEFUSE_CUDA=1 makes it stop with
+    that reason instead."""
+    if torch.version.cuda is None:
+        return (
+            f"wavefuse was built without CUDA kernels: torch {torch.__version__} is not a CUDA "
+            "build (torch.version.cuda is None); install a CUDA build of torch, then rebuild: "
+            + REBUILD
+        )
+    return (
+        "wavefuse was built without CUDA kernels (setup.py printed why: no CUDA toolkit found, "
+        f"a toolkit whose major version is not torch's CUDA {torch.version.cuda}, or "
+        f"WAVEFUSE_CUDA=0): rebuild with WAVEFUSE_CUDA=1 {REBUILD}, which stops with the reason "
+        "where the kernels cannot be built"
+    )
+
+
 def _has_kernel(op: str, dispatch_key: str) -> bool:
     try:
         return torch._C._dispatch_has_kernel_for_dispatch_key(
@@ -213,7 +232,7 @@ def _compiled_reason(backend: str, op: str, device_type: str) -> str | None:
     if _C is None:
         return f"the C++ extension wavefuse._C did not load ({EXTENSION_ERROR}); rebuild: {REBUILD}"
     if backend == "cuda" and not built_with_cuda():
-        return f"wavefuse was built without CUDA kernels: rebuild with WAVEFUSE_CUDA=1 {REBUILD}"
+        return no_cuda_build_reason()
     if not _has_kernel(op, backend.upper()):
         return f"no {backend.upper()} kernel for {op} yet (wavefuse._C in this version has none)"
     return None
@@ -318,7 +337,7 @@ def cuda_image_reason(image: list[int], capability: tuple[int, int], name: str) 
     CUDA error, or an unread error of an earlier launch: the kernels then report their own)."""
     status = image[0]
     if status == -1:
-        return f"wavefuse was built without CUDA kernels: rebuild with WAVEFUSE_CUDA=1 {REBUILD}"
+        return no_cuda_build_reason()
     if status not in _CUDA_ERRORS:
         return None
     built = ", ".join(_sm(a) for a in image[3:]) or "architectures the probe cannot list"
