@@ -387,13 +387,13 @@ def _split_tile_dense(
     xv = tl.load(x_base + rows[:, None] * sxh + cols[None, :] * sxw, mask=x_ok, other=0.0)
     xv = xv.to(ACC)
     # "ieee": exact float32 products (TF32 would miss the 1e-5 float32 contract)
-    x_lo = tl.dot(xv, aw0, input_precision="ieee")  # [NPH, BW], low-pass along W
-    x_hi = tl.dot(xv, aw1, input_precision="ieee")
+    x_lo = tl.dot(xv, aw0, out_dtype=ACC, input_precision="ieee")  # [NPH, BW], low-pass along W
+    x_hi = tl.dot(xv, aw1, out_dtype=ACC, input_precision="ieee")
     ah0t, ah1t = tl.trans(ah0), tl.trans(ah1)
-    acc_ll = tl.dot(ah0t, x_lo, input_precision="ieee")
-    acc_h = tl.dot(ah1t, x_lo, input_precision="ieee")
-    acc_v = tl.dot(ah0t, x_hi, input_precision="ieee")
-    acc_d = tl.dot(ah1t, x_hi, input_precision="ieee")
+    acc_ll = tl.dot(ah0t, x_lo, out_dtype=ACC, input_precision="ieee")
+    acc_h = tl.dot(ah1t, x_lo, out_dtype=ACC, input_precision="ieee")
+    acc_v = tl.dot(ah0t, x_hi, out_dtype=ACC, input_precision="ieee")
+    acc_d = tl.dot(ah1t, x_hi, out_dtype=ACC, input_precision="ieee")
     return acc_ll, acc_h, acc_v, acc_d
 
 
@@ -545,13 +545,16 @@ def _merge_tile_dense(
     hv_base = hi_base + shb  # chained adds: 2 * shb may overflow int32 where shb does not
     g_v = tl.load(hv_base + b_off, mask=g_ok, other=0.0).to(ACC)
     g_d = tl.load(hv_base + shb + b_off, mask=g_ok, other=0.0).to(ACC)
-    # "ieee": exact float32 products (TF32 would miss the 1e-5 float32 contract)
-    z_lo = tl.dot(ah0, g_ll, input_precision="ieee")  # [BH, KPW]: W band lo, H bands summed
-    z_lo = tl.dot(ah1, g_h, z_lo, input_precision="ieee")
-    z_hi = tl.dot(ah0, g_v, input_precision="ieee")
-    z_hi = tl.dot(ah1, g_d, z_hi, input_precision="ieee")
-    acc = tl.dot(z_lo, tl.trans(aw0), input_precision="ieee")
-    return tl.dot(z_hi, tl.trans(aw1), acc, input_precision="ieee")
+    # "ieee": exact float32 products (TF32 would miss the 1e-5 float32 contract). out_dtype=ACC on
+    # every dot: Triton 3.5-3.7 assert that an accumulator's dtype is out_dtype (default float32),
+    # so a float64 accumulator fails there without it.
+    # z_lo: [BH, KPW], W band lo, H bands summed
+    z_lo = tl.dot(ah0, g_ll, out_dtype=ACC, input_precision="ieee")
+    z_lo = tl.dot(ah1, g_h, z_lo, out_dtype=ACC, input_precision="ieee")
+    z_hi = tl.dot(ah0, g_v, out_dtype=ACC, input_precision="ieee")
+    z_hi = tl.dot(ah1, g_d, z_hi, out_dtype=ACC, input_precision="ieee")
+    acc = tl.dot(z_lo, tl.trans(aw0), out_dtype=ACC, input_precision="ieee")
+    return tl.dot(z_hi, tl.trans(aw1), acc, out_dtype=ACC, input_precision="ieee")
 
 
 @triton.jit

@@ -229,6 +229,28 @@ def test_float64_without_float64_dot_takes_the_general_path(monkeypatch):
     assert_close(ours, ref, 1e-12, "wavelet_pgd_step")
 
 
+def test_every_dot_names_its_out_dtype():
+    """Triton 3.5 to 3.7 (torch 2.9 to 2.13) assert in tl.dot that an accumulator's dtype is
+    out_dtype, which defaults to float32, so a float64 accumulator fails there: the dense merge of
+    float64 planes failed on torch 2.13 / Triton 3.7.1 (2026-12-06), while CI's Triton 3.8 and the
+    Triton before 3.5 (no float64 dot: float64 takes the general path) never reach it. A source
+    check, since CI runs one Triton: every tl.dot in the kernels names out_dtype."""
+    import ast
+    from pathlib import Path
+
+    files = sorted((Path(__file__).resolve().parents[1] / "kernels").glob("*.py"))
+    dots = []
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            func = getattr(node, "func", None)
+            if isinstance(func, ast.Attribute) and func.attr == "dot":
+                if isinstance(func.value, ast.Name) and func.value.id == "tl":
+                    named = {k.arg for k in node.keywords}
+                    dots.append((f"{path.name}:{node.lineno}", "out_dtype" in named))
+    assert len(dots) >= 14, dots  # kernels/dwt.py's dense paths and pgd_step's separable kernel
+    assert all(ok for _, ok in dots), [where for where, ok in dots if not ok]
+
+
 def _strided(t: torch.Tensor) -> torch.Tensor:
     """The same values as a strided view (every 2nd row, every 3rd column) of a larger tensor."""
     n, c, h, w = t.shape
