@@ -4,6 +4,7 @@ machine without a GPU. No kernel runs: this checks what the interpreter cannot.
     python bench/triton_compile.py                # sm_90 (H100/H200), the full sweep
     python bench/triton_compile.py --arch 80      # sm_80 (A100); 86, 89, 100, 120 ...
     python bench/triton_compile.py --quick        # a few variants of every kernel (the CI test)
+    python bench/triton_compile.py --shard 0/2 & python bench/triton_compile.py --shard 1/2
 
 Why. The test suite runs the Triton kernels on CPU tensors through Triton's interpreter
 (TRITON_INTERPRET=1), which shares Triton's front end with the compiler but not its code generation:
@@ -82,7 +83,15 @@ class Recorder:
         except Exception as e:  # noqa: BLE001 (any compile error: record it, launch nothing, go on)
             lines = [ln for ln in traceback.format_exception_only(type(e), e) if ln.strip()]
             text = "".join(lines).strip().splitlines()
-            self.failures[name].append((self.case, "\n".join(text[:6])))
+            shown = text if len(text) <= 8 else [*text[:3], "    ...", *text[-4:]]
+            cause = e
+            while cause.__cause__ is not None or cause.__context__ is not None:
+                cause = cause.__cause__ or cause.__context__
+            if cause is not e:  # the front end's own error (a bare assert says only its line)
+                frame = traceback.extract_tb(cause.__traceback__)[-1]
+                where = f"{os.path.basename(frame.filename)}:{frame.lineno}: {frame.line}"
+                shown.append(f"caused by {type(cause).__name__}: {cause} at {where}")
+            self.failures[name].append((self.case, "\n".join(shown)))
             return
         finally:
             self.seconds += time.perf_counter() - start
