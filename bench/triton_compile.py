@@ -45,7 +45,9 @@ os.environ.pop("TRITON_INTERPRET", None)  # the kernels must be decorated as com
 import torch
 
 #: Static shared memory a block may use (opt-in maximum), bytes, by compute capability.
-SHARED_LIMIT = {80: 166912, 86: 101376, 87: 166912, 89: 101376, 90: 232448, 100: 232448}
+SHARED_LIMIT = {
+    75: 65536, 80: 166912, 86: 101376, 87: 166912, 89: 101376, 90: 232448, 100: 232448, 120: 101376,
+}  # fmt: skip
 
 
 class _Driver:
@@ -130,9 +132,9 @@ def cases(quick: bool, wide: bool = False):
     the mode and the filter length; other wavelets of a length share their variants) x a tiny
     plane (dense paths) and a larger one (general paths) x levels 1 and 3, plus a 1 x 1 plane,
     channels_last, and Haar beyond its fused kernels' depth. Quick: float32 and float64, haar
-    periodization and db4 symmetric, both plane sizes, level 2, p=2, one eps and hf_scale. ``wide``: the int64-offset
-    variants of a subset (the tiny and the larger plane, float32 and float64; quick: db4
-    symmetric in float64)."""
+    periodization and db4 symmetric, both plane sizes, level 2, p=2, one eps and hf_scale.
+    ``wide``: the int64-offset variants of a subset (the tiny and the larger plane, float32 and
+    float64; quick: db4 symmetric in float64)."""
     import wavefuse
 
     t = {"backend": "triton"}
@@ -178,8 +180,12 @@ def cases(quick: bool, wide: bool = False):
                 wavefuse.wavelet_pgd_step(x.clone(), grad, x_nat, 0.03, 0.01, norm=norm, **kw, **t)
 
     families = {"transforms": transforms, "hf_penalty": penalty, "steps": steps}
-    work = [(shape, layout, dtype, wave, mode, level)
-            for shape, layout, level in shapes for dtype in dtypes for wave, mode in pairs]  # fmt: skip
+    work = [
+        (shape, layout, dtype, wave, mode, level)
+        for shape, layout, level in shapes
+        for dtype in dtypes
+        for wave, mode in pairs
+    ]
     if not quick and not wide:  # Haar deeper than its fused kernels go (6 levels)
         work += [((1, 2, 131, 97), "contiguous", torch.float32, "haar", "symmetric", 7)]
     for shape, layout, dtype, wave, mode, level in work:
@@ -228,8 +234,9 @@ def main(argv=None) -> int:
     if reason is not None:
         raise SystemExit(f"backend='triton' is not live: {reason}")
 
-    print(f"wavefuse {wavefuse.__version__}, torch {torch.__version__}, triton "
-          f"{triton.__version__}: compiling for sm_{args.arch}{' (quick)' if args.quick else ''}")  # fmt: skip
+    quick = " (quick)" if args.quick else ""
+    versions = f"torch {torch.__version__}, triton {triton.__version__}"
+    print(f"wavefuse {wavefuse.__version__}, {versions}: compiling for sm_{args.arch}{quick}")
     start = time.perf_counter()
     errors = 0
     for wide in (False, True):
@@ -278,8 +285,8 @@ def main(argv=None) -> int:
     if unswept and shards == 1:
         print(f"\nNOT SWEPT (no case launches them; extend cases()): {', '.join(unswept)}")
     total = sum(len(v) for v in recorder.variants.values())
-    print(f"\n{total} variants compiled, {failed} failed launches, {errors} op errors; "
-          f"{recorder.seconds:.0f} s compiling, {time.perf_counter() - start:.0f} s in all")  # fmt: skip
+    took = f"{recorder.seconds:.0f} s compiling, {time.perf_counter() - start:.0f} s in all"
+    print(f"\n{total} variants compiled, {failed} failed launches, {errors} op errors; {took}")
     return 1 if failed or errors or (unswept and shards == 1) else 0
 
 
