@@ -215,7 +215,7 @@ def main(argv=None) -> int:
 
     import triton
 
-    # every kernel module imported (decorated) before TRITON_INTERPRET is touched below
+    # decorated as compiled JITFunctions (TRITON_INTERPRET was dropped from the environment above)
     from wavefuse.kernels import dwt as kernels_dwt
     from wavefuse.kernels import haar, hf_penalty, pgd_step
 
@@ -225,14 +225,14 @@ def main(argv=None) -> int:
     if type(kernels_dwt._dwt2d_fwd_kernel).__name__ != "JITFunction":
         raise SystemExit("the kernels were decorated for the interpreter: unset TRITON_INTERPRET")
     recorder = install(args.arch)
-    # The triton backend takes CPU tensors only with TRITON_INTERPRET=1: set it for the liveness
-    # table alone (read now, cached), and unset it again, since Triton reads it while compiling.
-    os.environ["TRITON_INTERPRET"] = "1"
-    backends.refresh()
-    os.environ.pop("TRITON_INTERPRET")
-    reason = backends.why_not("triton", "wavelet_pgd_step", "cpu")
+    # The triton backend takes CPU tensors only under the interpreter: here they stand in for CUDA
+    # tensors (nothing runs), so every op the backend has for CUDA tensors is marked live for them.
+    reason = backends.why_not("triton", "wavelet_pgd_step", "cuda")
     if reason is not None:
         raise SystemExit(f"backend='triton' is not live: {reason}")
+    for op in backends.OPS:
+        if backends.why_not("triton", op, "cuda") is None:
+            backends._STATUS[("triton", op, "cpu")] = None
 
     quick = " (quick)" if args.quick else ""
     versions = f"torch {torch.__version__}, triton {triton.__version__}"

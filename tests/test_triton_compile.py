@@ -31,7 +31,10 @@ def _cuda_compiler_reason() -> str | None:
         return f"triton.backends is missing ({e})"
     if "nvidia" not in triton_backends:
         return "this Triton has no CUDA backend"
-    return None
+    from wavefuse import backends
+
+    # the kernels' Triton requirement (TRITON_MIN); CUDA tensors' answer needs no GPU
+    return backends.why_not("triton", "wavelet_pgd_step", "cuda")
 
 
 def _listed(out: str, heading: str) -> set[str]:
