@@ -94,6 +94,7 @@ class Recorder:
                 where = f"{os.path.basename(frame.filename)}:{frame.lineno}: {frame.line}"
                 shown.append(f"caused by {type(cause).__name__}: {cause} at {where}")
             self.failures[name].append((self.case, "\n".join(shown)))
+            print(f"FAILED {name} in {self.case}: {shown[-1]}", flush=True)
             return
         finally:
             self.seconds += time.perf_counter() - start
@@ -244,9 +245,12 @@ def main(argv=None) -> int:
         saved = kernels_dwt._INT32_LIMIT
         kernels_dwt._INT32_LIMIT = 0 if wide else saved
         try:
-            for index, (label, thunk) in enumerate(cases(args.quick, wide)):
+            work = list(cases(args.quick, wide))
+            for index, (label, thunk) in enumerate(work):
                 if index % shards != shard:
                     continue
+                if index % 50 < shards:  # progress, for a run cut short
+                    print(f"[{index}/{len(work)}{' int64' if wide else ''}] {label}", flush=True)
                 recorder.case = label + (" int64" if wide else "")
                 try:
                     thunk()
