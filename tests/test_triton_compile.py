@@ -57,7 +57,13 @@ def test_every_kernel_compiles_for_sm90():
         )
         for k in range(2)
     ]
-    outs = [p.communicate(timeout=1200)[0] for p in procs]
+    try:
+        outs = [p.communicate(timeout=1200)[0] for p in procs]
+    finally:
+        for p in procs:  # a shard past the timeout (or an interrupted test) is not left running
+            if p.poll() is None:
+                p.kill()
+                p.wait()
     compiled = set()
     for proc, out in zip(procs, outs):
         assert proc.returncode == 0, out[-6000:]
