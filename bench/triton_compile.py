@@ -131,9 +131,11 @@ def cases(quick: bool, wide: bool = False):
 
     Full: every dtype x every mode x haar, db4 and db20 (the kernels' constexprs are the dtype,
     the mode and the filter length; other wavelets of a length share their variants) x a tiny
-    plane (dense paths) and a larger one (general paths) x levels 1 and 3, plus a 1 x 1 plane,
-    channels_last, and Haar beyond its fused kernels' depth. Quick: float32 and float64, haar
-    periodization and db4 symmetric, both plane sizes, level 2, p=2, one eps and hf_scale.
+    plane (dense paths) and a larger one (general paths: 140 x 132, whose first level's
+    coefficients are over the dense merge's 64 too, its coarser levels' under) x levels 1 and 3,
+    plus a 1 x 1 plane, channels_last, and Haar beyond its fused kernels' depth. Quick: float32
+    and float64, haar periodization and db4 symmetric, the tiny plane at level 2 and the larger
+    at level 3, p=2, one eps and hf_scale.
     ``wide``: the int64-offset variants of a subset (the tiny and the larger plane, float32 and
     float64; quick: db4 symmetric in float64)."""
     import wavefuse
@@ -142,17 +144,19 @@ def cases(quick: bool, wide: bool = False):
     if quick:
         dtypes = [torch.float32, torch.float64]
         pairs = [("haar", "periodization"), ("db4", "symmetric")]
-        shapes = [((1, 2, 9, 8), "contiguous", 2), ((1, 2, 70, 66), "contiguous", 2)]
+        shapes = [((1, 2, 9, 8), "contiguous", 2), ((1, 2, 140, 132), "contiguous", 3)]
     else:
         dtypes = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
         modes = ["zero", "symmetric", "reflect", "periodic", "periodization"]
         pairs = [(w, m) for w in ("haar", "db4", "db20") for m in modes]
-        shapes = [((2, 3, h, w), "contiguous", j) for (h, w) in ((9, 8), (70, 66)) for j in (1, 3)]
+        shapes = [
+            ((2, 3, h, w), "contiguous", j) for (h, w) in ((9, 8), (140, 132)) for j in (1, 3)
+        ]
         shapes += [((2, 3, 1, 1), "contiguous", 1), ((2, 3, 33, 20), "channels_last", 2)]
     if wide:
         dtypes = [torch.float64] if quick else [torch.float32, torch.float64]
         pairs = [("db4", "symmetric")] if quick else pairs
-        shapes = [s for s in shapes if s[1] == "contiguous" and s[0][2] in (9, 70)][:2]
+        shapes = [s for s in shapes if s[1] == "contiguous" and s[0][2] in (9, 140)][:2]
 
     def transforms(x, wave, mode, level):
         ll, hi = wavefuse.dwt2(x, wave, mode, **t)

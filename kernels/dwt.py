@@ -83,7 +83,7 @@ from torch import Tensor
 from triton.runtime.errors import OutOfResources
 
 from wavefuse.backends import _version_tuple
-from wavefuse.ops._common import empty_4d, empty_bands
+from wavefuse.ops._common import empty_4d, empty_bands, is_channels_last
 from wavefuse.reference import analysis_length, synthesis_length
 
 # Mode codes (constexpr in the kernels). Each names a boundary-extension map of csrc/common.h.
@@ -408,9 +408,11 @@ def _dwt2d_fwd_kernel(
     L: tl.constexpr, TAPS: tl.constexpr, MODE: tl.constexpr, REVERSE: tl.constexpr,
     ACC: tl.constexpr, WIDE: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr,
     DENSE: tl.constexpr, NPH: tl.constexpr, NPW: tl.constexpr, TAP_CHUNK: tl.constexpr,
+    LL_ONLY: tl.constexpr,
 ):  # fmt: skip
     """Split: one BH x BW tile of all four coefficient bands of one (n, c) plane,
-    out_ab[i, k] = sum_m sum_n t_a[m] t_b[n] x[e(2i + m + OFF), e(2k + n + OFF)]."""
+    out_ab[i, k] = sum_m sum_n t_a[m] t_b[n] x[e(2i + m + OFF), e(2k + n + OFF)]. LL_ONLY
+    stores the ll band alone (the detail bands' arithmetic is then dead code; hi_ptr unused)."""
     if MODE == PERIODIZATION:
         OFF: tl.constexpr = 1 - L // 2
     else:
@@ -437,12 +439,13 @@ def _dwt2d_fwd_kernel(
     dtype = ll_ptr.dtype.element_ty
     ll_off = i[:, None] * slh + k[None, :] * slw
     tl.store(ll_ptr + pn * sln + pc * slc + ll_off, acc_ll.to(dtype), mask=out_ok)
-    hi_base = hi_ptr + pn * shn + pc * shc
-    hi_off = i[:, None] * shh + k[None, :] * shw
-    hv_base = hi_base + shb  # chained adds: 2 * shb may overflow int32 where shb does not
-    tl.store(hi_base + hi_off, acc_h.to(dtype), mask=out_ok)
-    tl.store(hv_base + hi_off, acc_v.to(dtype), mask=out_ok)
-    tl.store(hv_base + shb + hi_off, acc_d.to(dtype), mask=out_ok)
+    if not LL_ONLY:
+        hi_base = hi_ptr + pn * shn + pc * shc
+        hi_off = i[:, None] * shh + k[None, :] * shw
+        hv_base = hi_base + shb  # chained adds: 2 * shb may overflow int32 where shb does not
+        tl.store(hi_base + hi_off, acc_h.to(dtype), mask=out_ok)
+        tl.store(hv_base + hi_off, acc_v.to(dtype), mask=out_ok)
+        tl.store(hv_base + shb + hi_off, acc_d.to(dtype), mask=out_ok)
 
 
 # ---- merge: the analysis adjoint (dwt2d_adjoint) and synthesis (idwt2d) --------------------------
@@ -454,9 +457,9 @@ def _merge_tile_sparse(
     slh, slw, shb, shh, shw, sf0, sf1,
     L: tl.constexpr, OFF: tl.constexpr, HALF_TAPS: tl.constexpr, MODE: tl.constexpr,
     FAMILIES: tl.constexpr, REVERSE: tl.constexpr, ACC: tl.constexpr, WIDE: tl.constexpr,
-    BH: tl.constexpr, BW: tl.constexpr,
+    BH: tl.constexpr, BW: tl.constexpr, LL_ONLY: tl.constexpr,
 ):  # fmt: skip
-    """Gather form of the transpose of split:
+    """Gather form of the transpose of split (LL_ONLY: from the ll band alone, hi_base unused):
     y[r, c] = sum over preimages pH of r, pW of c, and j, jj < L/2 of
               t_a[phH + 2j] t_b[phW + 2jj] g_ab[(pH - OFF) // 2 - j, (pW - OFF) // 2 - jj],
     phH = (pH - OFF) mod 2. Loops: preimage copies of the columns (runtime bounds per tile), of
@@ -510,13 +513,16 @@ def _merge_tile_sparse(
                         l_off = (ih * slh)[:, None, None] + kl_off[None, :, :]
                         b_off = (ih * shh)[:, None, None] + kh_off[None, :, :]
                         g_ll = tl.load(ll_base + l_off, mask=mask, other=0.0).to(ACC)
-                        g_h = tl.load(hi_base + b_off, mask=mask, other=0.0).to(ACC)
-                        g_v = tl.load(hv_base + b_off, mask=mask, other=0.0).to(ACC)
-                        g_d = tl.load(hd_base + b_off, mask=mask, other=0.0).to(ACC)
-                        # H band lo: ll (W lo) + cV (W hi); H band hi: cH (W lo) + cD (W hi)
-                        z_lo = tl.sum(g_ll * tw0[None, :, :] + g_v * tw1[None, :, :], axis=2)
-                        z_hi = tl.sum(g_h * tw0[None, :, :] + g_d * tw1[None, :, :], axis=2)
-                        acc += th0[:, None] * z_lo + th1[:, None] * z_hi
+                        if LL_ONLY:
+                            acc += th0[:, None] * tl.sum(g_ll * tw0[None, :, :], axis=2)
+                        else:
+                            g_h = tl.load(hi_base + b_off, mask=mask, other=0.0).to(ACC)
+                            g_v = tl.load(hv_base + b_off, mask=mask, other=0.0).to(ACC)
+                            g_d = tl.load(hd_base + b_off, mask=mask, other=0.0).to(ACC)
+                            # H band lo: ll (W lo) + cV (W hi); H band hi: cH (W lo) + cD (W hi)
+                            z_lo = tl.sum(g_ll * tw0[None, :, :] + g_v * tw1[None, :, :], axis=2)
+                            z_hi = tl.sum(g_h * tw0[None, :, :] + g_d * tw1[None, :, :], axis=2)
+                            acc += th0[:, None] * z_lo + th1[:, None] * z_hi
     return acc
 
 
@@ -525,10 +531,11 @@ def _merge_tile_dense(
     ll_base, hi_base, f_ptr, r, c, H, W, Kh, Kw, slh, slw, shb, shh, shw, sf0, sf1,
     L: tl.constexpr, OFF: tl.constexpr, MODE: tl.constexpr, REVERSE: tl.constexpr,
     ACC: tl.constexpr, WIDE: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr,
-    KPH: tl.constexpr, KPW: tl.constexpr, TAP_CHUNK: tl.constexpr,
+    KPH: tl.constexpr, KPW: tl.constexpr, TAP_CHUNK: tl.constexpr, LL_ONLY: tl.constexpr,
 ):  # fmt: skip
     """Merge for tiny planes (every K <= _DENSE_MAX_FULL): y = sum_ab A_a G_ab B_b^T with the
-    folded operators, all coefficients of the plane in one [KPH, KPW] load per band."""
+    folded operators, all coefficients of the plane in one [KPH, KPW] load per band (LL_ONLY:
+    y = A_lo G_ll B_lo^T, hi_base unused)."""
     ih = tl.arange(0, KPH)
     kw = tl.arange(0, KPW)
     ah0, ah1 = _folded_operator(r, ih, H, Kh, f_ptr, sf0, sf1, L, OFF, MODE, REVERSE, ACC,
@@ -541,20 +548,24 @@ def _merge_tile_dense(
     l_off = ih[:, None] * slh + kw[None, :] * slw
     b_off = ih[:, None] * shh + kw[None, :] * shw
     g_ll = tl.load(ll_base + l_off, mask=g_ok, other=0.0).to(ACC)
-    g_h = tl.load(hi_base + b_off, mask=g_ok, other=0.0).to(ACC)
-    hv_base = hi_base + shb  # chained adds: 2 * shb may overflow int32 where shb does not
-    g_v = tl.load(hv_base + b_off, mask=g_ok, other=0.0).to(ACC)
-    g_d = tl.load(hv_base + shb + b_off, mask=g_ok, other=0.0).to(ACC)
     # "ieee": exact float32 products (TF32 would miss the 1e-5 float32 contract). out_dtype=ACC on
     # every dot: Triton 3.5-3.7 assert that an accumulator's dtype is out_dtype (default float32),
     # so a float64 accumulator fails there without it.
     # z_lo: [BH, KPW], W band lo, H bands summed
     z_lo = tl.dot(ah0, g_ll, out_dtype=ACC, input_precision="ieee")
-    z_lo = tl.dot(ah1, g_h, z_lo, out_dtype=ACC, input_precision="ieee")
-    z_hi = tl.dot(ah0, g_v, out_dtype=ACC, input_precision="ieee")
-    z_hi = tl.dot(ah1, g_d, z_hi, out_dtype=ACC, input_precision="ieee")
-    acc = tl.dot(z_lo, tl.trans(aw0), out_dtype=ACC, input_precision="ieee")
-    return tl.dot(z_hi, tl.trans(aw1), acc, out_dtype=ACC, input_precision="ieee")
+    if LL_ONLY:
+        acc = tl.dot(z_lo, tl.trans(aw0), out_dtype=ACC, input_precision="ieee")
+    else:
+        g_h = tl.load(hi_base + b_off, mask=g_ok, other=0.0).to(ACC)
+        hv_base = hi_base + shb  # chained adds: 2 * shb may overflow int32 where shb does not
+        g_v = tl.load(hv_base + b_off, mask=g_ok, other=0.0).to(ACC)
+        g_d = tl.load(hv_base + shb + b_off, mask=g_ok, other=0.0).to(ACC)
+        z_lo = tl.dot(ah1, g_h, z_lo, out_dtype=ACC, input_precision="ieee")
+        z_hi = tl.dot(ah0, g_v, out_dtype=ACC, input_precision="ieee")
+        z_hi = tl.dot(ah1, g_d, z_hi, out_dtype=ACC, input_precision="ieee")
+        acc = tl.dot(z_lo, tl.trans(aw0), out_dtype=ACC, input_precision="ieee")
+        acc = tl.dot(z_hi, tl.trans(aw1), acc, out_dtype=ACC, input_precision="ieee")
+    return acc
 
 
 @triton.jit
@@ -588,7 +599,7 @@ def _dwt2d_adjoint_kernel(
     if DENSE:
         acc = _merge_tile_dense(
             ll_base, hi_base, f_ptr, r, c, H, W, Kh, Kw, slh, slw, shb, shh, shw, sf0, sf1,
-            L, OFF, MODE, REVERSE, ACC, WIDE, BH, BW, KPH, KPW, TAP_CHUNK,
+            L, OFF, MODE, REVERSE, ACC, WIDE, BH, BW, KPH, KPW, TAP_CHUNK, False,
         )  # fmt: skip
     else:
         r_last = tl.minimum(r0 + BH, H) - 1
@@ -596,7 +607,7 @@ def _dwt2d_adjoint_kernel(
         acc = _merge_tile_sparse(
             ll_base, hi_base, f_ptr, r, c, r0, r_last, c0, c_last, H, W, Kh, Kw,
             slh, slw, shb, shh, shw, sf0, sf1,
-            L, OFF, HALF_TAPS, MODE, FAMILIES, REVERSE, ACC, WIDE, BH, BW,
+            L, OFF, HALF_TAPS, MODE, FAMILIES, REVERSE, ACC, WIDE, BH, BW, False,
         )  # fmt: skip
     out_ok = (r < H)[:, None] & (c < W)[None, :]
     if WIDE:
@@ -638,9 +649,10 @@ def _tap_chunk(taps: int, *dims: int) -> int:
 
 
 def _split(
-    x: Tensor, filters: Tensor, mode_code: int, reverse: bool, ll: Tensor, hi: Tensor,
+    x: Tensor, filters: Tensor, mode_code: int, reverse: bool, ll: Tensor, hi: Tensor | None,
     dense: bool | None = None,
 ):  # fmt: skip
+    """hi None: the ll band alone (LL_ONLY)."""
     if ll.numel() == 0:
         return
     n, c, h, w = x.shape
@@ -658,14 +670,18 @@ def _split(
         nph = npw = chunk = 1  # unused
     grid = checked_grid((n * c, triton.cdiv(kh, bh), triton.cdiv(kw, bw)), "the analysis", x.shape)
 
+    ll_only = hi is None
+    hi_strides = (0,) * 5 if ll_only else hi.stride()
+    wide = _needs_int64(x, ll) if ll_only else _needs_int64(x, ll, hi)
+
     def launch():
         _dwt2d_fwd_kernel[grid](
-            x, filters, ll, hi,
+            x, filters, ll, ll if ll_only else hi,
             c, h, w, kh, kw,
-            *x.stride(), *filters.stride(), *ll.stride(), *hi.stride(),
+            *x.stride(), *filters.stride(), *ll.stride(), *hi_strides,
             L=taps, TAPS=taps_block, MODE=mode_code, REVERSE=reverse,
-            ACC=_acc_dtype(x.dtype), WIDE=_needs_int64(x, ll, hi), BH=bh, BW=bw,
-            DENSE=dense, NPH=nph, NPW=npw, TAP_CHUNK=chunk,
+            ACC=_acc_dtype(x.dtype), WIDE=wide, BH=bh, BW=bw,
+            DENSE=dense, NPH=nph, NPW=npw, TAP_CHUNK=chunk, LL_ONLY=ll_only,
         )  # fmt: skip
 
     _launch_dense_or(
@@ -723,6 +739,18 @@ def dwt2d(x: Tensor, filters: Tensor, mode: str) -> tuple[Tensor, Tensor]:
     ll, hi = empty_4d(x, n, c, kh, kw), empty_bands(x, n, c, kh, kw)
     _split(x, filters, _MODE_CODE[mode], True, ll, hi)
     return ll, hi
+
+
+def dwt2d_ll(x: Tensor, filters: Tensor, mode: str, dtype: torch.dtype) -> Tensor:
+    """The approximation band of one analysis level alone (``dwt2d(x)[0]`` in ``dtype``, the
+    detail bands never formed): x (N, C, H, W) in any float dtype -> (N, C, h, w)."""
+    n, c, h, w = x.shape
+    taps = filters.shape[-1]
+    kh, kw = analysis_length(h, taps, mode), analysis_length(w, taps, mode)
+    fmt = torch.channels_last if is_channels_last(x) else torch.contiguous_format
+    ll = torch.empty((n, c, kh, kw), dtype=dtype, device=x.device, memory_format=fmt)
+    _split(x, filters, _MODE_CODE[mode], True, ll, None)
+    return ll
 
 
 def dwt2d_adjoint(

@@ -45,14 +45,30 @@ matrix pairs, identity * G + sum_k L_k G R_k^T (wavefuse/ops/separable.py: one p
 scale step for a perfect-reconstruction bank, built once per bank, mode, level, size and scales and
 cached), so ``_separable_kernel`` loads the plane, applies the pairs with tl.dot (float32 "ieee":
 no TF32 rounding; float64) and, for Linf, steps x_adv in the same program; for L2 it writes g' in
-the compute dtype and pgd_step's three L2 launches follow. No band is formed. Larger planes, where
-those dense products cost side^3 per plane against the transforms' side^2, compose the Triton
-transforms of kernels/dwt.py: per level one analysis launch (``dwt2d``) of the gradient in the
-compute dtype, the detail bands scaled by hf_scale[j] (a torch multiply), one synthesis launch
-(``idwt2d``, cropped as reference.scale_details_ref), then the step above on the filtered gradient;
-a one-kernel-per-level fusion for those (DESIGN.md contract 6) is future work. The separable
+the compute dtype and pgd_step's three L2 launches follow. No band is formed. The separable
 kernel's block sides and warps (4 warps up to 32 x 32, 8 at 64 x 64) are chosen blind: ptxas for
 sm_90 reports 168 registers and no spill at 32 x 32 in float32, 255 and a 208-byte spill at 64 x 64.
+
+Larger planes, where those dense products cost side^3 per plane against side^2, run the
+*approximation chain* (``_chain_step``) for a perfect-reconstruction bank (every orthogonal
+wavelet; separable.perfect_reconstruction checks the bank, mode and sizes once and caches it).
+Perfect reconstruction, idwt(a_j, d_j) = a_{j-1}, turns the synthesis with scaled details,
+a~_{j-1} = idwt(a~_j, s_j d_j), into s_j a_{j-1} + S_lo (a~_j - s_j a_j), where S_lo is the
+synthesis of an approximation band alone: the detail bands are never needed. So per level one
+analysis launch writes only the approximation a_j (``dwt2d_ll``, a quarter of a level's output),
+and one synthesis launch (``_chain_kernel``) from the coarsest level computes
+e_{j-1} = c_j a_{j-1} + S_lo e_j over a_{j-1}'s buffer (e_J = (1 - s_J) a_J, c_j = s_j - s_{j-1};
+e_j = a~_j - s_j a_j); at j = 1, with c_1 = s_1, that is g' itself, which the same program steps
+into x_adv for Linf (for L2 it is written and the three L2 launches follow). That is 2J launches
+for Linf against the 3J + 1 of composing the transforms (analysis of all four bands, a torch
+multiply of the details, full synthesis, the step), and about half the memory traffic; the filter
+is unrolled as g' = s_1 g + sum_j (s_{j+1} - s_j) P_j g (s_{J+1} = 1), so levels past the last
+change of scale are not visited at all (``separable.chain_depth``). It agrees with the reference
+to the bank's reconstruction error (float64 taps up to ~1e-11, sym20; float32 taps 3e-8). Two launches per level,
+not DESIGN.md contract 6's one: a level's synthesis needs the coarser levels finished, its
+analysis the finer ones. A bank without perfect reconstruction (possible through the ops layer)
+composes the transforms instead (``scale_details``). The chain's tiles and warps are the merge
+kernel's (kernels/dwt.py), unmeasured on a GPU.
 
 Tested only under TRITON_INTERPRET=1 on a CPU, never run on a GPU; every kernel variant compiles for
 sm_90 offline (triton.compile, triton 3.8's ptxas). The PTX has div.rn/sqrt.rn as intended, and
@@ -363,6 +379,30 @@ def _l2_update_kernel(
 # ---- wavelet step, small planes: the whole filter and the step in one launch ---------------------
 
 
+@triton.jit
+def _linf_tile(
+    xa_ptr, x_ptr, g, n, c, rows, cols, ok,
+    eps_bits, alpha_bits, lo_bits, hi_bits, eps_t, alpha_t, lo_t, hi_t,
+    se_n, se_c, sa_n, sa_c, sl_n, sl_c, sh_n, sh_c,
+    xa_sn, xa_sc, xa_sh, xa_sw, x_sn, x_sc, x_sh, x_sw,
+    HAS_EPS: tl.constexpr, HAS_ALPHA: tl.constexpr, HAS_LO: tl.constexpr, HAS_HI: tl.constexpr,
+    ACC: tl.constexpr,
+):  # fmt: skip
+    """The Linf step on a [rows, cols] tile of plane (n, c) of x_adv, in place, with the filtered
+    gradient g of that tile (the wavelet kernels' last stage)."""
+    eps = _scalar(eps_bits, eps_t, se_n, se_c, n, c, HAS_EPS, ACC)
+    alpha = _scalar(alpha_bits, alpha_t, sa_n, sa_c, n, c, HAS_ALPHA, ACC)
+    lo = _scalar(lo_bits, lo_t, sl_n, sl_c, n, c, HAS_LO, ACC)
+    hi = _scalar(hi_bits, hi_t, sh_n, sh_c, n, c, HAS_HI, ACC)
+    o_xa = n * xa_sn + c * xa_sc + rows[:, None] * xa_sh + cols[None, :] * xa_sw
+    o_x = n * x_sn + c * x_sc + rows[:, None] * x_sh + cols[None, :] * x_sw
+    xa = tl.load(xa_ptr + o_xa, mask=ok, other=0.0).to(ACC)
+    xv = tl.load(x_ptr + o_x, mask=ok, other=0.0).to(ACC)
+    delta = _clamp(xa + alpha * _sign(g) - xv, -eps, eps)
+    out = _clamp(xv + delta, lo, hi)
+    tl.store(xa_ptr + o_xa, _to_output(out, xa_ptr.dtype.element_ty), mask=ok)
+
+
 @triton.jit(do_not_specialize=["eps_bits", "alpha_bits", "lo_bits", "hi_bits", "identity_bits"])
 def _separable_kernel(
     xa_ptr, g_ptr, x_ptr, out_ptr, l_ptr, r_ptr,
@@ -399,20 +439,86 @@ def _separable_kernel(
         t = tl.dot(g, right_t, out_dtype=ACC, input_precision="ieee")
         acc = tl.dot(left, t, acc, out_dtype=ACC, input_precision="ieee")
     if LINF:
-        eps = _scalar(eps_bits, eps_t, se_n, se_c, n, c, HAS_EPS, ACC)
-        alpha = _scalar(alpha_bits, alpha_t, sa_n, sa_c, n, c, HAS_ALPHA, ACC)
-        lo = _scalar(lo_bits, lo_t, sl_n, sl_c, n, c, HAS_LO, ACC)
-        hi = _scalar(hi_bits, hi_t, sh_n, sh_c, n, c, HAS_HI, ACC)
-        o_xa = n * xa_sn + c * xa_sc + rows[:, None] * xa_sh + cols[None, :] * xa_sw
-        o_x = n * x_sn + c * x_sc + rows[:, None] * x_sh + cols[None, :] * x_sw
-        xa = tl.load(xa_ptr + o_xa, mask=ok, other=0.0).to(ACC)
-        xv = tl.load(x_ptr + o_x, mask=ok, other=0.0).to(ACC)
-        delta = _clamp(xa + alpha * _sign(acc) - xv, -eps, eps)
-        out = _clamp(xv + delta, lo, hi)
-        tl.store(xa_ptr + o_xa, _to_output(out, xa_ptr.dtype.element_ty), mask=ok)
+        _linf_tile(
+            xa_ptr, x_ptr, acc, n, c, rows, cols, ok,
+            eps_bits, alpha_bits, lo_bits, hi_bits, eps_t, alpha_t, lo_t, hi_t,
+            se_n, se_c, sa_n, sa_c, sl_n, sl_c, sh_n, sh_c,
+            xa_sn, xa_sc, xa_sh, xa_sw, x_sn, x_sc, x_sh, x_sw,
+            HAS_EPS, HAS_ALPHA, HAS_LO, HAS_HI, ACC,
+        )  # fmt: skip
     else:
         o_out = n * o_sn + c * o_sc + rows[:, None] * o_sh + cols[None, :] * o_sw
         tl.store(out_ptr + o_out, acc, mask=ok)
+
+
+# ---- wavelet step, larger planes: the approximation chain -----------------------------------------
+
+
+@triton.jit(
+    do_not_specialize=["coef_bits", "gain_bits", "eps_bits", "alpha_bits", "lo_bits", "hi_bits"]
+)
+def _chain_kernel(
+    cur_ptr, f_ptr, prev_ptr, out_ptr, xa_ptr, x_ptr,
+    coef_bits, gain_bits, eps_bits, alpha_bits, lo_bits, hi_bits,
+    eps_t, alpha_t, lo_t, hi_t,
+    se_n, se_c, sa_n, sa_c, sl_n, sl_c, sh_n, sh_c,
+    C, H, W, Hs, Ws, Kh, Kw,
+    sc_n, sc_c, sc_h, sc_w, sf0, sf1, sp_n, sp_c, sp_h, sp_w, so_n, so_c, so_h, so_w,
+    xa_sn, xa_sc, xa_sh, xa_sw, x_sn, x_sc, x_sh, x_sw,
+    L: tl.constexpr, HALF_TAPS: tl.constexpr, MODE: tl.constexpr, FAMILIES: tl.constexpr,
+    HAS_PREV: tl.constexpr, LINF: tl.constexpr,
+    HAS_EPS: tl.constexpr, HAS_ALPHA: tl.constexpr, HAS_LO: tl.constexpr, HAS_HI: tl.constexpr,
+    ACC: tl.constexpr, WIDE: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr,
+    DENSE: tl.constexpr, KPH: tl.constexpr, KPW: tl.constexpr, TAP_CHUNK: tl.constexpr,
+):  # fmt: skip
+    """One BH x BW tile of one (n, c) plane of one synthesis level of the chain:
+    v = coef * prev + gain * S_lo cur S_lo^T (the approximation band's synthesis alone, cropped to
+    H x W; the synthesis map over Hs x Ws, taps the dec bank reversed), then, for LINF, the step
+    on x_adv in place with g' = v; otherwise v is written to out (which may be prev itself: a
+    program reads prev only at the positions it writes)."""
+    if MODE == _dwt.PERIODIZATION:
+        OFF: tl.constexpr = 1 - L // 2
+    else:
+        OFF: tl.constexpr = 2 - L
+    plane = tl.program_id(0)
+    r0 = tl.program_id(1) * BH
+    c0 = tl.program_id(2) * BW
+    r = r0 + tl.arange(0, BH)
+    cc = c0 + tl.arange(0, BW)
+    pn, pc = (plane // C).to(tl.int64), (plane % C).to(tl.int64)
+    cur_base = cur_ptr + pn * sc_n + pc * sc_c
+    if DENSE:
+        acc = _dwt._merge_tile_dense(
+            cur_base, cur_base, f_ptr, r, cc, Hs, Ws, Kh, Kw, sc_h, sc_w, 0, 0, 0, sf0, sf1,
+            L, OFF, MODE, True, ACC, WIDE, BH, BW, KPH, KPW, TAP_CHUNK, True,
+        )  # fmt: skip
+    else:
+        r_last = tl.minimum(r0 + BH, Hs) - 1
+        c_last = tl.minimum(c0 + BW, Ws) - 1
+        acc = _dwt._merge_tile_sparse(
+            cur_base, cur_base, f_ptr, r, cc, r0, r_last, c0, c_last, Hs, Ws, Kh, Kw,
+            sc_h, sc_w, 0, 0, 0, sf0, sf1,
+            L, OFF, HALF_TAPS, MODE, FAMILIES, True, ACC, WIDE, BH, BW, True,
+        )  # fmt: skip
+    ok = (r < H)[:, None] & (cc < W)[None, :]
+    if WIDE:
+        r, cc = r.to(tl.int64), cc.to(tl.int64)
+    v = acc * gain_bits.to(tl.int64).to(tl.float64, bitcast=True).to(ACC)
+    if HAS_PREV:
+        coef = coef_bits.to(tl.int64).to(tl.float64, bitcast=True).to(ACC)
+        o_p = pn * sp_n + pc * sp_c + r[:, None] * sp_h + cc[None, :] * sp_w
+        v = coef * tl.load(prev_ptr + o_p, mask=ok, other=0.0).to(ACC) + v
+    if LINF:
+        _linf_tile(
+            xa_ptr, x_ptr, v, pn, pc, r, cc, ok,
+            eps_bits, alpha_bits, lo_bits, hi_bits, eps_t, alpha_t, lo_t, hi_t,
+            se_n, se_c, sa_n, sa_c, sl_n, sl_c, sh_n, sh_c,
+            xa_sn, xa_sc, xa_sh, xa_sw, x_sn, x_sc, x_sh, x_sw,
+            HAS_EPS, HAS_ALPHA, HAS_LO, HAS_HI, ACC,
+        )  # fmt: skip
+    else:
+        o_out = pn * so_n + pc * so_c + r[:, None] * so_h + cc[None, :] * so_w
+        tl.store(out_ptr + o_out, v.to(out_ptr.dtype.element_ty), mask=ok)
 
 
 # ---- host side -----------------------------------------------------------------------------------
@@ -582,6 +688,95 @@ def scale_details(
     return a
 
 
+def _chain_step(x_adv, grad, x_nat, bounds, filters, mode, level, hf_scale, norm) -> bool:
+    """The wavelet step through the approximation chain (perfect-reconstruction banks): J
+    analysis launches that write only the approximation a_j = lo(a_{j-1}) (a_0 = g), then J
+    synthesis launches from the coarsest, each ``_chain_kernel``: e_{j-1} = c_j a_{j-1} +
+    S_lo e_j, written over a_{j-1}, with e_J = (1 - s_J) a_J and c_j = s_j - s_{j-1}; the last
+    (j = 1, c_1 = s_1) is g' itself, stepped in the same program for Linf, written for L2 (the
+    three L2 launches follow). Derivation: perfect reconstruction, idwt(a_j, d_j) = a_{j-1}, turns
+    a~_{j-1} = idwt(a~_j, s_j d_j) into s_j a_{j-1} + S_lo (a~_j - s_j a_j), and e_j = a~_j -
+    s_j a_j. No detail band is formed; the levels past ``separable.chain_depth`` are not
+    visited. False, launching nothing, for a bank without perfect reconstruction (or one that
+    cannot be checked under CUDA graph capture: ``separable.perfect_reconstruction``)."""
+    depth = separable.chain_depth(level, hf_scale)
+    h, w = x_adv.shape[-2:]
+    # every level the reference visits: those past depth are skipped only because their round
+    # trips are the identity
+    if depth and not separable.perfect_reconstruction(filters, mode, level, h, w):
+        return False
+    if depth == 0:
+        _step(x_adv, grad, x_nat, *bounds[:4], *bounds[4:], norm)
+        return True
+    cdtype = torch.float64 if x_adv.dtype == torch.float64 else torch.float32
+    scales = [float(v) for v in hf_scale[:depth]]
+    chain = [grad]
+    for _ in range(depth):
+        chain.append(_dwt.dwt2d_ll(chain[-1], filters, mode, cdtype))
+    linf = norm == "Linf"
+    g_out = None if linf else torch.empty_like(x_adv, dtype=cdtype)
+    for j in range(depth, 0, -1):
+        coef = scales[j - 1] - scales[j - 2] if j > 1 else scales[0]
+        gain = 1.0 - scales[j - 1] if j == depth else 1.0
+        out = chain[j - 1] if j > 1 else (x_adv if linf else g_out)
+        _chain_launch(
+            chain[j], chain[j - 1], out, x_adv, x_nat, bounds, filters, mode, coef, gain,
+            linf and j == 1,
+        )  # fmt: skip
+    if not linf:
+        _step(x_adv, g_out, x_nat, *bounds[:4], *bounds[4:], norm)
+    return True
+
+
+def _chain_launch(cur, prev, out, x_adv, x_nat, bounds, filters, mode, coef, gain, step,
+                  dense=None) -> None:  # fmt: skip
+    """One ``_chain_kernel`` launch over prev's planes (the dense tile path for coefficient planes
+    of at most _dwt._DENSE_MAX_FULL per side, the tiled gather otherwise, as _dwt._merge)."""
+    n, c, kh, kw = cur.shape
+    h, w = prev.shape[-2:]
+    taps = filters.shape[-1]
+    code = _dwt._synthesis_code(mode)
+    hs, ws = (_dwt.synthesis_length(k, taps, mode) for k in (kh, kw))
+    half_block = triton.next_power_of_2(taps // 2)
+    float64 = cur.dtype == torch.float64
+    if dense is None:
+        dense = _dwt.dense_fits(max(kh, kw), float64)
+    if dense:
+        bh, bw = _dwt._dense_tile(h), _dwt._dense_tile(w)
+        kph, kpw = (_dwt._dense_tile(k, _dwt._DENSE_MAX_FULL) for k in (kh, kw))
+        chunk = _dwt._tap_chunk(taps, max(bh, bw), max(kph, kpw))
+    else:
+        bh, bw = _dwt._tile(h, w, 4 * half_block)
+        kph = kpw = chunk = 1  # unused
+    grid = _dwt.checked_grid(
+        (n * c, triton.cdiv(h, bh), triton.cdiv(w, bw)), "the wavelet step", prev.shape
+    )
+    e, a, lw, hg = (_bound(v, t, x_adv) for v, t in zip(bounds[:4], bounds[4:]))
+    wide = _dwt._needs_int64(cur, prev, out, x_adv, x_nat)
+
+    def launch():
+        _chain_kernel[grid](
+            cur, filters, prev, out, x_adv, x_nat,
+            _bits(coef), _bits(gain), e[0], a[0], lw[0], hg[0], e[1], a[1], lw[1], hg[1],
+            e[2], e[3], a[2], a[3], lw[2], lw[3], hg[2], hg[3],
+            c, h, w, hs, ws, kh, kw,
+            *cur.stride(), *filters.stride(), *prev.stride(), *out.stride(),
+            *x_adv.stride(), *x_nat.stride(),
+            L=taps, HALF_TAPS=half_block, MODE=code, FAMILIES=_dwt._FAMILIES[code],
+            HAS_PREV=coef != 0.0, LINF=step,
+            HAS_EPS=bounds[4] is not None, HAS_ALPHA=bounds[5] is not None,
+            HAS_LO=bounds[6] is not None, HAS_HI=bounds[7] is not None,
+            ACC=tl.float64 if float64 else tl.float32, WIDE=wide, BH=bh, BW=bw,
+            DENSE=dense, KPH=kph, KPW=kpw, TAP_CHUNK=chunk,
+        )  # fmt: skip
+
+    _dwt._launch_dense_or(
+        cur, dense, launch,
+        lambda: _chain_launch(cur, prev, out, x_adv, x_nat, bounds, filters, mode, coef, gain,
+                              step, dense=False),
+    )  # fmt: skip
+
+
 def wavelet_pgd_step(
     x_adv: Tensor,
     grad: Tensor,
@@ -614,6 +809,8 @@ def wavelet_pgd_step(
     if max(x_adv.shape[-2:]) <= _SEPARABLE_MAX_SIDE and _separable_step(
         x_adv, grad, x_nat, bounds, filters, wave_mode, level, hf_scale, norm
     ):
+        return
+    if _chain_step(x_adv, grad, x_nat, bounds, filters, wave_mode, level, hf_scale, norm):
         return
     g = scale_details(grad.to(cdtype), filters.to(cdtype), wave_mode, level, list(hf_scale))
     _step(

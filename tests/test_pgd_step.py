@@ -660,3 +660,55 @@ def test_bad_input_leaves_x_adv_untouched():
     with pytest.raises(ValueError):
         wavefuse.pgd_step(x_adv, G, X, 0.1, 0.01, lo=1.0, hi=0.0)
     assert torch.equal(x_adv, X)
+
+
+def test_cuda_chain_dispatch_rule(monkeypatch):
+    """wavefuse.ops.pgd_step's choice of the CUDA approximation chain (_chain_pgd_step_kernel),
+    checked on the CPU with the kernel replaced by a recorder: a bank the fused Haar kernel does
+    not take (not two taps, or deeper than its 6 levels) with perfect reconstruction gets the
+    chain, cut to the levels its scales need (separable.chain_depth); Haar within 6 levels, a
+    bank without perfect reconstruction and an empty tensor do not (the composition runs)."""
+    from wavefuse.ops import pgd_step as ops
+
+    calls = []
+    monkeypatch.setattr(ops, "_has_cuda_chain", lambda: True)
+    monkeypatch.setattr(
+        torch.ops.wavefuse, "_chain_pgd_step_kernel", lambda *a: calls.append(a[11:])
+    )
+    x = torch.rand(2, 3, 80, 70, dtype=torch.float64)
+    bounds = prepare_bounds(x, 0.05, 0.01, 0.0, 1.0, "Linf")
+    db4 = filter_bank("db4", "dec", torch.float64)
+    haar = filter_bank("haar", "dec", torch.float64)
+    bad = torch.tensor([[0.3, 0.9, 0.1, -0.2], [0.5, -0.4, 0.2, 0.7]], dtype=torch.float64)
+
+    def chain(filters, level, scales, x=x):
+        calls.clear()
+        args = (filters, "symmetric", level, scales, "Linf")
+        used = ops._cuda_chain_step(x.clone(), x, x, bounds, *args)
+        assert used == bool(calls)
+        return calls[0][1:4] if calls else None
+
+    assert chain(db4, 3, [0.0, 0.5, -0.25]) == ("symmetric", 3, [0.0, 0.5, -0.25])
+    assert chain(db4, 3, [0.5, 1.0, 1.0]) == ("symmetric", 1, [0.5])
+    assert chain(db4, 3, [0.3, 0.3, 1.0]) == ("symmetric", 2, [0.3, 0.3])
+    assert chain(haar, 7, [0.5] * 7) == ("symmetric", 7, [0.5] * 7)
+    assert chain(haar, 6, [0.5] * 6) is None
+    assert chain(bad, 2, [0.3, 0.6]) is None
+    assert chain(db4, 2, [0.3, 0.6], x=x[:0]) is None
+
+
+@pytest.mark.parametrize("backend", ["reference", "cpu", "triton"])
+def test_op_refuses_hf_scale_of_another_length(backend):
+    """The op (below the public function, which expands a float) takes one scale per level: a
+    shorter or longer list is a ValueError on every backend, before any kernel."""
+    if backends.why_not(backend, "wavelet_pgd_step", "cpu"):
+        pytest.skip(backends.why_not(backend, "wavelet_pgd_step", "cpu"))
+    x = torch.rand(1, 2, 9, 8, dtype=torch.float64)
+    bounds = prepare_bounds(x, 0.5, 0.03, 0.0, 1.0, "L2")
+    filters = filter_bank("db2", "dec", torch.float64)
+    for scales in ([0.5], [0.5, 0.5, 0.5]):
+        x_adv = x.clone()
+        with pytest.raises(ValueError, match="one per level"):
+            args = (*bounds, filters, "symmetric", 2, scales, "L2", backend)
+            torch.ops.wavefuse.wavelet_pgd_step(x_adv, x, x, *args)
+        assert torch.equal(x_adv, x)

@@ -154,3 +154,29 @@ def test_cache_tells_views_and_devices_apart_and_checks_scales():
     assert meta.left.device.type == "meta" and meta.left.dtype == torch.float32
     with pytest.raises(ValueError, match="one per level"):
         separable.separable_terms(taps, "zero", 3, 5, 4, [0.5])
+
+
+@pytest.mark.parametrize("mode", ALL_MODES)
+def test_perfect_reconstruction(monkeypatch, mode):
+    """perfect_reconstruction (the approximation chain's precondition, kernels/pgd_step.py): True
+    for orthogonal banks (float64 and float32 taps, short and long, odd and even sizes, a filter
+    longer than the signal), False for a bank without it. Axes over _PR_MAX_CHECK are checked at
+    a representative length: the full check of a 301-sample axis gives the same answers."""
+    for wave in ("db2", "db4", "sym5", "coif2", "db20"):
+        for dtype in (torch.float64, torch.float32):
+            bank = filter_bank(wave, "dec", dtype)
+            assert separable.perfect_reconstruction(bank, mode, 3, 7, 64), (wave, mode, dtype)
+            assert separable.perfect_reconstruction(bank, mode, 2, 301, 300), (wave, mode, dtype)
+    bad = torch.tensor([[0.3, 0.9, 0.1, -0.2], [0.5, -0.4, 0.2, 0.7]], dtype=torch.float64)
+    assert separable.perfect_reconstruction(bad, mode, 1, 9, 11) is False
+    assert separable.perfect_reconstruction(bad, mode, 2, 301, 300) is False
+    # a bank that is perfect-reconstruction except for a perturbed tap
+    near = filter_bank("db4", "dec", torch.float64).clone()
+    near[0, 3] += 1e-6
+    assert separable.perfect_reconstruction(near, mode, 2, 301, 20) is False
+    monkeypatch.setattr(separable, "_PR_MAX_CHECK", 10**4)
+    separable._pr_cache.clear()
+    for wave in ("db4", "db20"):
+        bank = filter_bank(wave, "dec", torch.float64)
+        assert separable.perfect_reconstruction(bank, mode, 2, 301, 300), (wave, mode)
+    assert separable.perfect_reconstruction(bad, mode, 2, 301, 300) is False

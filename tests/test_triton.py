@@ -460,6 +460,7 @@ def test_kernels_refused_for_shared_memory_fall_back(monkeypatch, float64_dot):
         (kernels, "_dwt2d_adjoint_kernel"): dense_only,
         (haar_kernels, "_haar_fwd_kernel"): lambda k: True,
         (step_kernels, "_separable_kernel"): lambda k: True,
+        (step_kernels, "_chain_kernel"): dense_only,
     }
     for (module, name), when in refusing.items():
         monkeypatch.setattr(module, name, _Refuses(getattr(module, name), when))

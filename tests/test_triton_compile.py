@@ -2,7 +2,7 @@
 
 The interpreted tests (tests/test_triton*.py) check the kernels' values but not their
 compilation: bench/triton_compile.py turns every launch into a compile-only warm-up for a GPU
-target and sweeps the ops (here its --quick sweep in two processes: about 300 variants, under 2
+target and sweeps the ops (here its --quick sweep in two processes: about 230 variants, under 2
 minutes on 2 cores with a cold Triton cache). It fails on a variant that does not compile, on an
 op that raises, and on a kernel of wavefuse.kernels that no case launches. It runs in
 subprocesses: the kernels must be decorated without TRITON_INTERPRET, which tests/conftest.py

@@ -446,23 +446,170 @@ def test_wavelet_pgd_step_one_launch_per_step(monkeypatch):
             assert (diff > 1e-6).sum() <= 2 and diff.max() <= 0.06 + 1e-6, norm
 
 
+def _chain_counts(monkeypatch) -> dict:
+    """Launch counters of the kernels a wavelet step above _SEPARABLE_MAX_SIDE may run."""
+    from wavefuse.kernels import dwt, pgd_step
+
+    counts = count_launches(monkeypatch, dwt, "_dwt2d_fwd_kernel", "_dwt2d_adjoint_kernel")
+    counts.update(count_launches(monkeypatch, pgd_step, "_chain_kernel", "_separable_kernel"))
+    return counts
+
+
+def _launches(counts) -> dict:
+    return {name: c.launches for name, c in counts.items() if c.launches}
+
+
 @needs_wavelet_step
-@pytest.mark.parametrize("mode", ["symmetric", "periodization"])
-def test_wavelet_pgd_step_per_level_path(monkeypatch, mode):
-    """Planes above _SEPARABLE_MAX_SIDE run the per-level transforms, then the step (forced here
-    on small planes): the cases of test_wavelet_pgd_step_matches_the_reference, float64."""
+@pytest.mark.parametrize("path", ["dense", "general", "tiled"])
+@pytest.mark.parametrize("mode", ALL_MODES)
+def test_wavelet_pgd_step_chain_path(monkeypatch, mode, path):
+    """Planes above _SEPARABLE_MAX_SIDE (forced here on small planes) run the approximation chain:
+    per level one analysis launch that writes the approximation alone and one synthesis launch
+    (``_chain_kernel``), the last fused with the Linf step; no detail band, no full synthesis.
+    The cases of test_wavelet_pgd_step_matches_the_reference, float64, against the reference
+    (which forms, scales and resynthesises every band), on the chain kernel's dense and tiled
+    merges."""
+    from wavefuse.kernels import pgd_step
+
+    monkeypatch.setattr(pgd_step, "_SEPARABLE_MAX_SIDE", 0)
+    if path != "dense":
+        _use_path(monkeypatch, path)
+    counts = _chain_counts(monkeypatch)
+    _check_wavelet_cases(mode, WAVELET_CASES[1:])
+    levels = 2 + 3 + 2
+    assert _launches(counts) == {"_dwt2d_fwd_kernel": levels, "_chain_kernel": levels}
+
+
+@needs_wavelet_step
+@pytest.mark.parametrize("norm", ["Linf", "L2"])
+def test_wavelet_pgd_step_chain_visits_only_the_levels_it_needs(monkeypatch, norm):
+    """g' = s_1 g + sum_j (s_{j+1} - s_j) P_j g (s_{J+1} = 1): levels past the last change of
+    scale are not visited, equal neighbouring scales skip their term, all ones is pgd_step."""
+    from wavefuse.kernels import pgd_step
+
+    monkeypatch.setattr(pgd_step, "_SEPARABLE_MAX_SIDE", 0)
+    counts = _chain_counts(monkeypatch)
+    x_adv, g, x = _step_inputs(shape=(2, 2, 13, 10), dtype=torch.float64)
+    for scales, depth in (([0.5, 1.0, 1.0], 1), ([0.3, 0.3, 1.0], 2), ([0.0, 0.5, 0.5], 3)):
+        for counter in counts.values():
+            counter.launches = 0
+        got, expected = _wavelet_steps(x_adv, g, x, 0.5, "db3", 3, "symmetric", scales, norm)
+        assert _launches(counts) == {"_dwt2d_fwd_kernel": depth, "_chain_kernel": depth}, scales
+        assert_close(got, expected, 1e-12, f"{scales} {norm}")
+    for counter in counts.values():
+        counter.launches = 0
+    got, _ = _wavelet_steps(x_adv, g, x, 0.5, "db3", 3, "symmetric", [1.0] * 3, norm)
+    assert not _launches(counts)
+    plain = wavefuse.pgd_step(x_adv.clone(), g, x, 0.5, 0.03, norm, backend="reference")
+    assert torch.equal(got, plain)
+
+
+@needs_wavelet_step
+@pytest.mark.parametrize(
+    "dtype, layout, norm",
+    [
+        (torch.float32, "channels_last", "Linf"),
+        (torch.float32, "contiguous", "L2"),
+        (torch.bfloat16, "channels_last", "L2"),
+    ],
+)
+def test_wavelet_pgd_step_chain_dtypes_layouts_and_bounds(monkeypatch, dtype, layout, norm):
+    """The chain on float32 and bfloat16 (a float32 chain, x_adv rounded once), channels_last x_adv
+    and gradient, per-sample eps and hi and per-channel alpha and lo tensors, a 40 x 37 plane (the
+    tiled merge for the first level); the gradient is left as it was (the chain overwrites only
+    its own buffers)."""
     from wavefuse.kernels import dwt, pgd_step
 
     monkeypatch.setattr(pgd_step, "_SEPARABLE_MAX_SIDE", 0)
-    counts = count_launches(monkeypatch, dwt, "_dwt2d_fwd_kernel")
-    _check_wavelet_cases(mode, WAVELET_CASES[1:])
-    assert counts["_dwt2d_fwd_kernel"].launches == 2 + 3 + 2
+    monkeypatch.setattr(dwt, "_DENSE_MAX_FULL", 16)
+    counts = _chain_counts(monkeypatch)
+    x_adv, g, x = _step_inputs(shape=(2, 3, 40, 37), dtype=dtype)
+    if layout == "channels_last":
+        x_adv, g = (t.contiguous(memory_format=torch.channels_last) for t in (x_adv, g))
+    g_before = g.clone()
+    eps = torch.tensor([0.3, 0.5], device=DEVICE).view(2, 1, 1, 1)
+    alpha = torch.tensor([0.02, 0.03, 0.04], device=DEVICE).view(1, 3, 1, 1)
+    bounds = {"lo": torch.full((1, 3, 1, 1), 0.1, device=DEVICE)}
+    bounds["hi"] = torch.tensor([0.9, 0.95], device=DEVICE).view(2, 1, 1, 1)
+    args = (x, eps, alpha, "db4", 2, "reflect", [0.0, 0.5], norm)
+    got = _quiet(wavefuse.wavelet_pgd_step, x_adv.clone(), g, *args, **bounds, backend="triton")
+    expected = _quiet(
+        wavefuse.wavelet_pgd_step, x_adv.clone(), g, *args, **bounds, backend="reference"
+    )
+    assert _launches(counts) == {"_dwt2d_fwd_kernel": 2, "_chain_kernel": 2}
+    assert torch.equal(g, g_before)
+    assert got.dtype == dtype and got.stride() == x_adv.stride()
+    if norm == "L2":
+        assert_close(got, expected, 1e-6 if dtype == torch.float32 else TOL[dtype], str(dtype))
+    else:  # sign(g') of g's tiny entries may flip by rounding: a handful, by 2 alpha
+        diff = (got - expected).abs()
+        assert (diff > 1e-6).sum() <= 4 and diff.max() <= 0.06 + 1e-6, norm
+
+
+@needs_wavelet_step
+@pytest.mark.parametrize("path", ["dense", "tiled"])
+def test_wavelet_pgd_step_chain_int64_offsets(monkeypatch, path):
+    """Every offset of the chain's kernels in int64 (the int32 limit lowered to 0), on the dense
+    and the tiled merge."""
+    from wavefuse.kernels import dwt, pgd_step
+
+    monkeypatch.setattr(pgd_step, "_SEPARABLE_MAX_SIDE", 0)
+    monkeypatch.setattr(dwt, "_INT32_LIMIT", 0)
+    if path != "dense":
+        _use_path(monkeypatch, path)
+    for norm in ("Linf", "L2"):
+        x_adv, g, x = _step_inputs(shape=(1, 2, 9, 12), dtype=torch.float64)
+        got, expected = _wavelet_steps(x_adv, g, x, 0.5, "db2", 2, "periodic", [0.0, 0.5], norm)
+        assert_close(got, expected, 1e-12, norm)
+
+
+@needs_wavelet_step
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # the interpreter's inf - inf
+@pytest.mark.parametrize("mode", ["zero", "symmetric", "periodization"])
+def test_wavelet_pgd_step_chain_non_finite_gradients(monkeypatch, mode):
+    """The chain's tiled merges (docs/edge_policies.md): a NaN gradient entry gives exactly the
+    reference's NaN (Linf: those elements; L2: the sample); an infinite one, with scales that
+    never decrease and stay in [0, 1], never makes NaN where the reference has none (it may step
+    where the reference's 0 * inf is NaN) and gives the reference's steps elsewhere."""
+    from wavefuse.kernels import pgd_step
+
+    monkeypatch.setattr(pgd_step, "_SEPARABLE_MAX_SIDE", 0)
+    _use_path(monkeypatch, "tiled")
+    for bad, scales in ((math.nan, [0.0, 0.5]), (math.inf, [0.0, 0.5]), (-math.inf, [0.5, 0.5])):
+        x_adv, g, x = _step_inputs(shape=(2, 1, 13, 10), dtype=torch.float64)
+        g[0, 0, 6, 3] = bad
+        for norm in ("Linf", "L2"):
+            got, expected = _wavelet_steps(x_adv, g, x, 0.5, "db2", 2, mode, scales, norm)
+            what = f"{bad} {scales} {mode} {norm}"
+            assert expected.isnan().any() and torch.isfinite(got[1]).all(), what
+            if math.isnan(bad):
+                assert torch.equal(got.isnan(), expected.isnan()), what
+            else:
+                assert not (got.isnan() & ~expected.isnan()).any(), what
+            fin = ~expected.isnan()
+            assert_close(got[fin], expected[fin], 1e-12, what)
+
+
+@needs_wavelet_step
+def test_wavelet_pgd_step_per_level_path_for_a_bank_without_perfect_reconstruction(monkeypatch):
+    """The chain needs idwt(a_j, d_j) = a_{j-1}: a bank without it runs the per-level transforms
+    above _SEPARABLE_MAX_SIDE (analysis, the bands scaled, the full synthesis), then the step."""
+    from wavefuse.kernels import pgd_step
+
+    monkeypatch.setattr(pgd_step, "_SEPARABLE_MAX_SIDE", 0)
+    counts = _chain_counts(monkeypatch)
+    _check_bank_without_perfect_reconstruction()
+    assert _launches(counts) == {"_dwt2d_fwd_kernel": 2, "_dwt2d_adjoint_kernel": 2}
 
 
 @needs_wavelet_step
 def test_wavelet_pgd_step_bank_without_perfect_reconstruction():
     """The op with a 4-tap bank that is not perfect-reconstruction (nothing assumes
     orthogonality: its 2J matrix pairs do not merge) against the reference composition."""
+    _check_bank_without_perfect_reconstruction()
+
+
+def _check_bank_without_perfect_reconstruction():
     x_adv, g, x = _step_inputs(shape=(1, 2, 9, 11), dtype=torch.float64)
     filters = torch.tensor(
         [[0.3, 0.9, 0.1, -0.2], [0.5, -0.4, 0.2, 0.7]], dtype=torch.float64, device=DEVICE

@@ -3,10 +3,10 @@
 Marked ``gpu``: the rest of the suite runs backend="triton" on CPU tensors under Triton's
 interpreter (tests/test_triton*.py), so this file is the only place where the compiled kernels run
 on a GPU: the four transform ops, wavedec2/waverec2 (with the one-pass Haar kernels), autograd and
-opcheck, band_energy/hf_penalty, pgd_step and wavelet_pgd_step (fused Haar, separable and per-level
-paths). Every test skips with a reason, at run time (nothing touches the GPU at collection), where
-no CUDA device is visible or ``backends.why_not("triton", op, device)`` names a reason for one of
-the ops it uses.
+opcheck, band_energy/hf_penalty, pgd_step and wavelet_pgd_step (fused Haar, separable and
+approximation-chain paths). Every test skips with a reason, at run time (nothing touches the GPU
+at collection), where no CUDA device is visible or ``backends.why_not("triton", op, device)``
+names a reason for one of the ops it uses.
 
 The device is ``WAVEFUSE_TRITON_TEST_DEVICE`` (default "cuda"). Its logic can be checked on a CPU,
 through the interpreter, with
@@ -503,18 +503,20 @@ def test_wavelet_pgd_step_haar(norm, level, monkeypatch):
 
 @_uses(*WAVELET_STEPS)
 @pytest.mark.parametrize(
-    "path, size", [("separable", (33, 20)), ("per_level", (70, 20))], ids=["separable", "per_level"]
+    "path, size", [("separable", (33, 20)), ("chain", (140, 20))], ids=["separable", "chain"]
 )
 @pytest.mark.parametrize("norm", ["Linf", "L2"])
 def test_wavelet_pgd_step_db4_level_2(norm, path, size, monkeypatch):
     """db4, level 2: planes of at most 64 x 64 run the separable one-launch kernel (dense matrix
-    products with tl.dot), larger ones (70 > 64 rows) the per-level Triton transforms and the
-    step. float64 in every mode (separable: the mode is in the host-built matrices, one compiled
-    kernel) or in two (per level: each mode compiles transform kernels, tested above), then
-    reflect in float32 channels_last with tensor bounds and in bfloat16."""
+    products with tl.dot), larger ones (140 > 64 rows) the approximation chain (per level an
+    analysis of the approximation alone and a ``_chain_kernel`` synthesis; the first level's 73
+    coefficient rows take its tiled merge, the second level's its dense one). float64 in every
+    mode (separable: the mode is in the host-built matrices, one compiled kernel) or in two
+    (chain: each mode compiles kernels), then reflect in float32 channels_last with tensor bounds
+    and in bfloat16."""
     from wavefuse.kernels import dwt, pgd_step
 
-    counts = count_launches(monkeypatch, pgd_step, "_separable_kernel")
+    counts = count_launches(monkeypatch, pgd_step, "_separable_kernel", "_chain_kernel")
     counts.update(count_launches(monkeypatch, dwt, "_dwt2d_fwd_kernel"))
     eps = 0.05 if norm == "Linf" else 0.5
     scales = [0.0, 0.5]
@@ -537,9 +539,10 @@ def test_wavelet_pgd_step_db4_level_2(norm, path, size, monkeypatch):
         calls += 1
     separable = counts["_separable_kernel"].launches
     per_level = counts["_dwt2d_fwd_kernel"].launches
+    chain = counts["_chain_kernel"].launches
     if path == "separable":
-        # float64 (all calls but the last 2) needs float64 tl.dot (Triton 3.5): before, per level
+        # float64 (all calls but the last 2) needs float64 tl.dot (Triton 3.5): before, the chain
         f64 = calls - 2 if not dwt._DOT_FLOAT64 else 0
-        assert separable == calls - f64 and per_level == 2 * f64, (separable, per_level)
+        assert separable == calls - f64 and per_level == chain == 2 * f64, (separable, per_level)
     else:
-        assert separable == 0 and per_level == 2 * calls, (separable, per_level)
+        assert separable == 0 and per_level == chain == 2 * calls, (separable, per_level, chain)

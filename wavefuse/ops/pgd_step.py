@@ -33,11 +33,17 @@ Kernel contract for the compiled backends (schemas in csrc/ops.cpp): the same ar
                              float[] hf_scale, str norm) -> ()
     _separable_pgd_step_kernel(<the same up to hi_tensor>, Tensor left, Tensor right_t,
                                float identity, str norm) -> ()      (CUDA only)
+    _chain_pgd_step_kernel(<the same as _wavelet_pgd_step_kernel>)  (CUDA only)
 
 The last is wavelet_pgd_step with its filter given as separable matrix pairs (g' = identity * G +
 sum_k left[k] @ G @ right_t[k] per H x W plane, left (K, H, H) and right_t (K, W, W) contiguous
 in the compute dtype on x's device; wavefuse/ops/separable.py builds and caches them), for planes
-up to 64 x 64; this module calls it (``_cuda_separable``).
+up to 64 x 64; this module calls it (``_cuda_separable``). The chain kernel is wavelet_pgd_step
+for a bank with perfect reconstruction, which its caller has checked (``_cuda_chain_step``:
+separable.perfect_reconstruction), level >= 1 (the levels past separable.chain_depth dropped):
+per level one launch that writes the approximation band alone, then per level, coarsest first,
+one launch of its synthesis combined with the finer approximation, then the step; no detail band
+is formed.
 
 L2 needs the per-sample norms of g and of the new delta: compute them in the same launch or one
 extra small reduction, never with a host sync. Triton: ``pgd_step`` and ``wavelet_pgd_step`` in
@@ -53,9 +59,11 @@ one fused kernel as Triton's (filter and step: one launch for Linf, three for L2
 dtype and layout, no host sync); other wavelets (and deeper Haar levels) on planes up to 64 x 64
 run _separable_pgd_step_kernel (the filter of every level as the separable matrix pairs of
 wavefuse/ops/separable.py, which this module builds and passes: one launch for Linf, three for
-L2), larger planes the CUDA transform kernels level by level, then the step. Triton likewise: on
-planes up to 64 x 64 one launch for every level (Linf steps in it, L2 adds pgd_step's three),
-larger planes level by level. The separable kernels spread a non-finite gradient entry (NaN,
+L2), larger planes _chain_pgd_step_kernel (two launches per level, then the step) or, for a bank
+without perfect reconstruction, the CUDA transform kernels level by level, then the step. Triton
+likewise: on planes up to 64 x 64 one launch for every level (Linf steps in it, L2 adds
+pgd_step's three), larger planes the approximation chain (two launches per level, Linf stepped in
+the last) or level by level. The separable kernels spread a non-finite gradient entry (NaN,
 +-inf) over its whole plane as NaN (0 * inf in the matrix products), a superset of the reference's
 NaN positions.
 """
@@ -426,6 +434,11 @@ def wavelet_pgd_step(
 def _wavelet_pgd_step_impl(
     x_adv, grad, x_nat, bounds: Bounds, filters, wave_mode, level, hf_scale, norm, backend
 ) -> None:
+    if len(hf_scale) != level:  # the public function expands a float; the op takes the list
+        raise ValueError(
+            f"wavelet_pgd_step: hf_scale has {len(hf_scale)} entries for level={level}: "
+            "one per level, finest first"
+        )
     if level == 0 or all(s == 1.0 for s in hf_scale):  # the identity filter: exactly pgd_step
         _pgd_step_impl(x_adv, grad, x_nat, bounds, norm, backend)
     elif backend == "reference":
@@ -449,7 +462,13 @@ def _wavelet_pgd_step_impl(
             )
     else:
         args = (filters, wave_mode, level, list(hf_scale), norm)
-        if not (backend == "cuda" and _cuda_separable_step(x_adv, grad, x_nat, bounds, *args)):
+        if not (
+            backend == "cuda"
+            and (
+                _cuda_separable_step(x_adv, grad, x_nat, bounds, *args)
+                or _cuda_chain_step(x_adv, grad, x_nat, bounds, *args)
+            )
+        ):
             _kernel(backend, "wavelet_pgd_step")(x_adv, grad, x_nat, *bounds, *args)
 
 
@@ -496,6 +515,36 @@ def _cuda_separable(x_adv: Tensor, filters: Tensor, level: int) -> bool:
     small = max(x_adv.shape[-2:]) <= _CUDA_SEPARABLE_MAX_SIDE
     # an empty x_adv goes to _wavelet_pgd_step_kernel, which checks the arguments and returns
     return not haar and small and x_adv.numel() > 0 and _has_cuda_separable()
+
+
+def _cuda_chain_step(x_adv, grad, x_nat, bounds, filters, mode, level, hf_scale, norm) -> bool:
+    """_chain_pgd_step_kernel (the approximation chain, csrc/cuda/pgd_step.cu) for a bank that
+    the fused Haar kernel does not take, on planes the separable kernel does not (or where its
+    matrices cannot be had), when the bank has perfect reconstruction at these sizes
+    (separable.perfect_reconstruction: checked on the host once per bank, mode and size and cached;
+    None, i.e. not known, for a new device bank under CUDA graph capture); only the levels the
+    filter needs (separable.chain_depth). False otherwise: _wavelet_pgd_step_kernel's composition
+    of the transforms runs then."""
+    haar = filters.shape[-1] == 2 and level <= _CUDA_HAAR_MAX_LEVELS
+    if haar or x_adv.numel() == 0 or not _has_cuda_chain():
+        return False
+    depth = separable.chain_depth(level, hf_scale)
+    h, w = x_adv.shape[-2:]
+    if depth == 0 or not separable.perfect_reconstruction(filters, mode, level, h, w):
+        return False
+    scales = [float(s) for s in hf_scale[:depth]]
+    torch.ops.wavefuse._chain_pgd_step_kernel(
+        x_adv, grad, x_nat, *bounds, filters, mode, depth, scales, norm
+    )
+    return True
+
+
+@functools.cache
+def _has_cuda_chain() -> bool:
+    """Whether this build of wavefuse._C has the CUDA approximation chain."""
+    return torch._C._dispatch_has_kernel_for_dispatch_key(
+        "wavefuse::_chain_pgd_step_kernel", "CUDA"
+    )
 
 
 @functools.cache

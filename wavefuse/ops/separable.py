@@ -217,6 +217,61 @@ def filter_terms(
     return hit[0]
 
 
+def chain_depth(level: int, hf_scale: list[float]) -> int:
+    """The levels the wavelet step's filter needs. With s_{J+1} = 1 it unrolls (perfect
+    reconstruction) as g' = s_1 g + sum_j (s_{j+1} - s_j) P_j g, P_j the projection onto level j's
+    approximation space, so levels past the last j with s_j != s_{j+1} change nothing: the
+    approximation chains of kernels/pgd_step.py and csrc/cuda/pgd_step.cu stop there (0: every
+    scale 1, g' = g)."""
+    scales = [float(v) for v in hf_scale[:level]] + [1.0]
+    return max((j + 1 for j in range(level) if scales[j] != scales[j + 1]), default=0)
+
+
+# perfect_reconstruction checks an axis of n samples at min(n, max(_PR_MAX_CHECK, 4 L) + n % 2)
+# samples: the round trip's rows are 2-periodic in the interior and its boundary rows depend only
+# on the L - 1 samples at each end, so beyond a few filter lengths (db20's 40 taps: 160) a longer
+# axis adds rows already checked, while its n x n matrices would cost O(n^2) memory.
+_PR_MAX_CHECK = 256
+_pr_cache: dict = {}  # (bank values, dtype, mode, n) -> bool
+
+
+def perfect_reconstruction(filters: Tensor, mode: str, level: int, h: int, w: int) -> bool | None:
+    """Whether one analysis level and its cropped synthesis (reversed taps, as scale_details_ref)
+    give back every plane that the ``level``-level cascade of an (h, w) plane analyses, to _SAME:
+    ``S_lo A_lo + S_hi A_hi = I`` along both axes at every level's size. Then
+    ``idwt(a_j, d_j) = a_{j-1}`` and the wavelet step's filter needs the approximation chain only
+    (kernels/pgd_step.py). Cached per bank, mode and size; None where the bank's values cannot be
+    read (a new device bank under CUDA graph capture: ``_bank_values``)."""
+    values = _bank_values(filters)
+    if values is None:
+        return None
+    taps = values[1][-1]
+    cap = max(_PR_MAX_CHECK, 4 * taps)
+    sizes = set()
+    for n in (h, w):
+        for _ in range(level):
+            sizes.add(min(n, cap + n % 2))
+            n = reference.analysis_length(n, taps, mode)
+    tol = _SAME.get(filters.dtype, _SAME_OTHER)
+    bank = None
+    for n in sorted(sizes):
+        key = (values, filters.dtype, mode, n)
+        with _lock:
+            known = _pr_cache.get(key)
+        if known is None:
+            if bank is None:
+                bank = torch.tensor(values[0], dtype=torch.float64).view(values[1])
+            a_lo, a_hi, s_lo, s_hi = _axis_level(n, bank, mode)
+            known = _same(s_lo @ a_lo + s_hi @ a_hi, torch.eye(n, dtype=torch.float64), tol)
+            with _lock:
+                if len(_pr_cache) >= 16 * _CACHE_SIZE:
+                    _pr_cache.clear()
+                _pr_cache[key] = known
+        if not known:
+            return False
+    return True
+
+
 def _evict() -> None:
     """Drop the least recently used entries over _CACHE_SIZE, pinned ones excepted (under _lock)."""
     for old in [k for k in _cache if k not in _pinned][: max(0, len(_cache) - _CACHE_SIZE)]:
