@@ -179,6 +179,105 @@ def test_emulated_adjoints_are_transposes(harness, tmp_path, pair, mode):
         assert abs(lhs - rhs) <= TOL * max(abs(lhs), 1.0), f"{what}: {lhs} != {rhs}"
 
 
+# ---- wavelet_pgd_step's approximation chain (dwt.cu's analysis_ll and chain_level) ---------------
+
+
+def emulate_analysis_ll(d, x, filters, mode, index_bits=32):
+    """split_col_pass with a null hi: dwt2d's ll band alone; -> fetch() giving (ll, hi storage)."""
+    n, c, h, w = x.shape
+    taps = filters.shape[-1]
+    kh, kw = analysis_length(h, taps, mode), analysis_length(w, taps, mode)
+    ll, hi = empty_4d(x, n, c, kh, kw), empty_bands(x, n, c, kh, kw)
+    _write_case(d, 2, False, mode, index_bits, filters, x, ll, hi, {"signal": x})
+    return lambda: (from_raw(d / "out_ll.bin", ll), from_raw(d / "out_hi.bin", hi))
+
+
+def emulate_chain_level(d, cur, prev, filters, mode, coef, gain, index_bits=32):
+    """chain_thread over prev's grid, in place over prev: coef * prev + gain * S_lo cur."""
+    n, c, kh, kw = cur.shape
+    hi = empty_bands(cur, n, c, kh, kw)  # unused: its strides fill the params line
+    _write_case(d, 3, True, mode, index_bits, filters, prev, cur, hi, {"signal": prev, "ll": cur})
+    with (d / "params.txt").open("a") as f:
+        f.write(f"{coef!r} {gain!r}\n")
+    return lambda: from_raw(d / "out_signal.bin", prev)
+
+
+def _synthesis_of_approximation(cur, filters, mode, size):
+    """S_lo cur: the reference synthesis with zero detail bands, cropped to size."""
+    n, c, kh, kw = cur.shape
+    zeros = torch.zeros(n, c, 3, kh, kw, dtype=cur.dtype)
+    return reference.idwt2d_ref(cur, zeros, filters.flip(-1), mode)[..., : size[0], : size[1]]
+
+
+@pytest.mark.parametrize("mode", ALL_MODES)
+def test_emulated_chain_kernels(harness, tmp_path, mode):
+    """The two bodies of the CUDA chain, every wavelet x size x layout (x int32/int64): the split
+    with a null hi writes dwt2d's ll band and no detail band (their storage stays NaN); the chain
+    level, in place over prev, is coef * prev + gain * (the synthesis of cur with zero details,
+    cropped to prev's size), with coef 0 (prev not read: a NaN there stays out) and not."""
+    pending = []
+    for num, (wave, (h, w), layout, bits) in enumerate(_cases()):
+        filters = filter_bank(wave, "dec", torch.float64)
+        what = f"{mode} {wave} {h}x{w} {layout} int{bits}"
+        x = tensor_in((N, C, h, w), layout)
+        split = emulate_analysis_ll(tmp_path / f"a{num}", x, filters, mode, bits)
+        taps = filters.shape[-1]
+        cur = tensor_in(
+            (N, C, analysis_length(h, taps, mode), analysis_length(w, taps, mode)), layout
+        )
+        coef, gain = (0.0, 0.75) if num % 2 else (-0.375, 1.25)
+        prev = tensor_in((N, C, h, w), "strided" if layout == "contiguous" else layout)
+        expected = gain * _synthesis_of_approximation(cur, filters, mode, (h, w))
+        if coef:
+            expected = expected + coef * prev
+        else:
+            prev[..., 0, 0] = float("nan")  # not read when coef is 0
+        chain = emulate_chain_level(
+            tmp_path / f"c{num}", cur, prev, filters, mode, coef, gain, bits
+        )
+        pending.append((x, filters, split, chain, expected, what))
+    run_harness(harness, [tmp_path / f"{p}{i}" for i in range(len(pending)) for p in "ac"])
+    for x, filters, split, chain, expected, what in pending:
+        ll, hi = split()
+        assert_close(ll, reference.dwt2d_ref(x, filters, mode)[0], TOL, f"analysis_ll {what}")
+        assert torch.isnan(hi).all(), f"analysis_ll {what}: a detail band was written"
+        got = chain()
+        assert torch.isfinite(got).all(), f"chain {what}: an output was never written (NaN)"
+        assert_close(got, expected, TOL, f"chain {what}")
+
+
+@pytest.mark.parametrize("mode", ["symmetric", "periodization", "reflect"])
+def test_emulated_chain_is_the_wavelet_filter(harness, tmp_path, mode):
+    """chain_pgd_step_cuda's composition through the emulated bodies (analysis_ll per level, then
+    chain levels coarsest first with its coefficients) equals reference.scale_details_ref, the
+    filter with every band formed: db4 and sym5, 3 levels, odd sizes, a scale of each kind."""
+    from wavefuse.ops.separable import chain_depth
+
+    for wave, scales, (h, w) in (
+        ("db4", [0.0, 0.5, -0.25], (37, 29)),
+        ("sym5", [0.3, 0.3, 1.0], (20, 33)),
+    ):
+        filters = filter_bank(wave, "dec", torch.float64)
+        g = tensor_in((N, C, h, w), "channels_last")
+        depth = chain_depth(3, scales)
+        chain = [g]
+        for j in range(depth):
+            fetch = emulate_analysis_ll(tmp_path / f"{wave}a{j}", chain[-1], filters, mode)
+            run_harness(harness, [tmp_path / f"{wave}a{j}"])
+            chain.append(fetch()[0])
+        for j in range(depth, 0, -1):
+            coef = scales[j - 1] - scales[j - 2] if j > 1 else scales[0]
+            gain = 1.0 - scales[j - 1] if j == depth else 1.0
+            d = tmp_path / f"{wave}s{j}"
+            fetch = emulate_chain_level(
+                d, chain[j], chain[j - 1].clone(), filters, mode, coef, gain
+            )
+            run_harness(harness, [d])
+            chain[j - 1] = fetch()
+        expected = reference.scale_details_ref(g, filters, mode, 3, scales)
+        assert_close(chain[0], expected, 1e-11, f"{wave} {mode} {scales}")
+
+
 # ---- the one-pass multilevel Haar kernels (csrc/cuda/haar_body.cuh) ------------------------------
 
 # 1 x 1; odd x odd; smaller than 2^J along H (J = 2, 3) with an even W; several analysis tiles

@@ -12,9 +12,11 @@ differ, by at most 2 alpha.
 
 Haar runs the fused kernel (haar_step_kernel: one launch for Linf, three for L2, counted with the
 profiler) for levels 1-6 in every mode, size, dtype and layout, and beyond level 6 the separable
-kernel or the composition (tests ``test_haar_*``). Other banks run the separable kernel
-(sep_step_kernel, the same launch counts) on planes up to 64 x 64, the composition above
-(``test_separable_*``; the other wavelet tests' planes are all separable-sized).
+kernel or the approximation chain (tests ``test_haar_*``). Other banks run the separable kernel
+(sep_step_kernel, the same launch counts) on planes up to 64 x 64 (``test_separable_*``; the
+other wavelet tests' planes are all separable-sized), the approximation chain above
+(``test_chain_*``: per level split_kernel writing the approximation alone and chain_kernel, then
+the step), and the composition of the transforms for a bank without perfect reconstruction.
 """
 
 from __future__ import annotations
@@ -230,7 +232,7 @@ def test_wavelet_pgd_step_repeated_calls_are_bitwise_identical():
 def test_separable_kernel_launches_and_sizes(norm):
     """db4 J=3 on 32 x 32 and 64 x 64 planes (float64 at 64 x 64: 64 KiB of shared memory, the
     opt-in) runs sep_step_kernel only (one launch for Linf, three for L2: no transform kernel);
-    65 x 64 takes the per-level composition. All match the reference."""
+    65 x 64 takes the approximation chain. All match the reference."""
     for shape, dtype, separable in (
         ((4, 3, 32, 32), torch.float32, True),
         ((2, 2, 64, 64), torch.float64, True),
@@ -306,6 +308,104 @@ def test_separable_matrices_cached_by_bank_values(monkeypatch):
     graph.replay()
     torch.cuda.synchronize()
     assert_wavelet_step(target, expected, "Linf", 0.01, "captured with a new bank")
+
+
+# ---- wavelet_pgd_step, other banks on larger planes: the approximation chain ---------------------
+
+
+def _chain_launches(x_adv, g, x, eps, wave, level, mode, scales, norm) -> dict:
+    """{kernel kind: launches} of one CUDA wavelet step (after a warm-up call)."""
+    args = (x, eps, 0.03, wave, level, mode, scales, norm)
+    _quiet(wavefuse.wavelet_pgd_step, _copy(x_adv), g, *args, backend="cuda")
+    names = _kernel_launches(
+        lambda: _quiet(wavefuse.wavelet_pgd_step, _copy(x_adv), g, *args, backend="cuda")
+    )
+    kinds = ("chain_kernel", "split_kernel", "merge_kernel", "sep_step_kernel")
+    return {k: sum(k in n for n in names) for k in kinds}
+
+
+@pytest.mark.parametrize("norm", ["Linf", "L2"])
+def test_chain_every_mode_and_launches(norm):
+    """Planes over 64 with a perfect-reconstruction bank run _chain_pgd_step_kernel: per level
+    one split_kernel that writes the approximation alone and one chain_kernel, then the step; no
+    merge_kernel (no synthesis of four bands). db4 J=3 in every mode (float64, odd sizes, one
+    side under 64) against the reference; the levels past the last change of scale are skipped
+    ([0.5, 1, 1]: one level)."""
+    x_adv, g, x = _inputs(shape=(2, 2, 131, 45), dtype=torch.float64)
+    eps = 0.05 if norm == "Linf" else 0.5
+    scales = [0.0, 0.5, -0.25]
+    for mode in ALL_MODES:
+        got, expected = _wavelet_steps(x_adv, g, x, eps, "db4", 3, mode, scales, norm)
+        assert_wavelet_step(got, expected, norm, 0.03, f"chain db4 {mode} {norm}")
+    launches = _chain_launches(x_adv, g, x, eps, "db4", 3, "symmetric", scales, norm)
+    assert launches == {"chain_kernel": 3, "split_kernel": 3, "merge_kernel": 0,
+                        "sep_step_kernel": 0}, launches  # fmt: skip
+    launches = _chain_launches(x_adv, g, x, eps, "sym5", 3, "reflect", [0.5, 1.0, 1.0], norm)
+    assert launches["chain_kernel"] == launches["split_kernel"] == 1, launches
+    got, expected = _wavelet_steps(x_adv, g, x, eps, "sym5", 3, "reflect", [0.5, 1.0, 1.0], norm)
+    assert_wavelet_step(got, expected, norm, 0.03, f"chain sym5 one level {norm}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("norm", ["Linf", "L2"])
+def test_chain_dtypes_layouts_and_bounds(norm, dtype):
+    """The chain in every dtype (half types: a float32 chain, x_adv rounded once) and layout
+    (x_adv and grad in different ones) with per-sample eps and per-channel alpha and lo; the
+    gradient is left as it was."""
+    n, c = 2, 3
+    eps = (0.05 if norm == "Linf" else 0.5) * torch.linspace(0.5, 1.5, n).view(n, 1, 1, 1)
+    alpha = torch.tensor([0.02, 0.03, 0.05]).view(1, c, 1, 1).cuda()
+    lo = torch.tensor([0.1, -0.2, 0.0]).view(1, c, 1, 1).cuda()
+    for layout, g_layout in (("channels_last", "strided"), ("contiguous", "channels_last")):
+        x_adv, g, x = _inputs(shape=(n, c, 70, 97), dtype=dtype, spread=0.2, layout=layout)
+        g = _layout(g, g_layout)
+        before = g.clone()
+        args = (x, eps.cuda(), alpha, "db2", 2, "periodic", [0.0, 0.5], norm, lo, 0.95)
+        got, expected = _steps_of(wavefuse.wavelet_pgd_step, x_adv, g, *args)
+        assert torch.equal(g, before)
+        assert_wavelet_step(got, expected, norm, 0.05, f"chain {dtype} {layout} {norm}")
+
+
+def _steps_of(fn, x_adv, g, *args):
+    """(cuda, reference) results of fn on copies of x_adv."""
+    got = _quiet(fn, _copy(x_adv), g, *args, backend="cuda")
+    expected = _quiet(fn, _copy(x_adv), g, *args, backend="reference")
+    return got, expected
+
+
+def test_chain_bank_without_perfect_reconstruction_composes_the_transforms():
+    """A bank without perfect reconstruction (through the op directly) runs the composition of
+    the transforms on a large plane (merge_kernel launches, no chain_kernel)."""
+    x_adv, g, x = _inputs(shape=(1, 2, 80, 70), dtype=torch.float64)
+    bank = torch.tensor([[0.3, 0.9, 0.1, -0.2], [0.5, -0.4, 0.2, 0.7]], dtype=torch.float64)
+    bounds = prepare_bounds(x, 0.5, 0.03, 0.0, 1.0, "L2")
+    results = []
+    for backend in ("cuda", "reference"):
+        out = _copy(x_adv)
+        args = (*bounds, bank.to(x.device), "symmetric", 2, [0.3, 0.6], "L2", backend)
+        names = _kernel_launches(lambda out=out, args=args: torch.ops.wavefuse.wavelet_pgd_step(
+            out, g, x, *args))  # fmt: skip
+        if backend == "cuda":
+            assert not any("chain_kernel" in n for n in names)
+            assert any("merge_kernel" in n for n in names)
+        results.append(out)
+    assert_close(results[0], results[1], 1e-12, "non-PR bank")
+
+
+def test_chain_under_cuda_graph_capture():
+    """After a warm-up call (the bank's perfect reconstruction checked and cached), the chain
+    launches nothing but kernels: it captures in a CUDA graph and replays to the eager result."""
+    x_adv, g, x = _inputs(shape=(4, 3, 96, 96))
+    args = (x, 0.5, 0.03, "db4", 2, "symmetric", [0.0, 0.5], "L2")
+    eager = _quiet(wavefuse.wavelet_pgd_step, _copy(x_adv), g, *args, backend="cuda")
+    target = _copy(x_adv)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        _quiet(wavefuse.wavelet_pgd_step, target, g, *args, backend="cuda")
+    target.copy_(x_adv)
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(target, eager)
 
 
 # ---- wavelet_pgd_step, Haar: the fused kernel (haar_step_kernel) and its deep-level fallback -------
@@ -397,7 +497,8 @@ def test_haar_fused_nan_spreads_over_its_block(norm):
 
 @pytest.mark.parametrize("norm", ["Linf", "L2"])
 def test_haar_level_7_falls_back_to_the_composition(norm):
-    """2^7 > 64: beyond kHaarMaxLevels the composition runs (no haar_step_kernel launch)."""
+    """2^7 > 64: beyond kHaarMaxLevels the separable kernel or the approximation chain runs (no
+    haar_step_kernel launch)."""
     x_adv, g, x = _inputs(shape=(2, 2, 13, 10), dtype=torch.float64)
     eps = 0.05 if norm == "Linf" else 0.4
     scales = HAAR_SCALES + [0.0]

@@ -14,13 +14,27 @@
 // the CPU in tests/test_cuda_host_emulation.py (no GPU needed), over the grid computed by the
 // same geometry functions.
 //
+// Also here, for wavelet_pgd_step's approximation chain (csrc/cuda/pgd_step.cu; declared in
+// host.h): analysis_ll (split_kernel<..., kLLOnly = true>: the approximation band alone, no
+// detail band formed) and chain_level (chain_kernel: the synthesis of an approximation band
+// alone, cropped, combined with the finer approximation, in place).
+//
 // Instantiations: 2 kernels x 4 dtypes x 2 index types (int32 offsets where every tensor's
-// offsets stay below 2^30, else int64); mode and filter length are run-time arguments.
+// offsets stay below 2^30, else int64), plus the two chain kernels for float and double only;
+// mode and filter length are run-time arguments.
 // (2026-11-23: this file, sm_80 + sm_90, 41 s of CPU on the 2-core build machine, 63 s wall under
 // load; ptxas: no spills, no stack frames, split 32-64 and merge 64-128 registers per thread.
 // Rechecked 2026-12-03 with nvcc 13.0: merge_kernel<float, int64_t> spills 68 bytes on sm_80 --
 // int64 offsets only, i.e. tensors of 2^30 elements or more; __launch_bounds__(kThreads, 1) would
 // remove it at 150-175 registers and one block per SM, a trade to measure on a GPU first.)
+//
+// 2026-12-06 (nvcc 13.0, -Xptxas -v, sm_80 + sm_90), after the merge gather moved into
+// merge_gather (shared with the chain) with its preimage families as named values instead of a
+// 2-entry array indexed in a loop (the array sat in local memory): merge_kernel<float, int64_t>
+// on sm_80 no longer spills; spills remain only in int64 variants -- chain_kernel<double,
+// int64_t> sm_90 96 bytes, merge_kernel<double, int64_t> sm_80 24 -- and 8 bytes in
+// split_kernel<double, int32_t> sm_90 (as before this change) and the float ll-only split on
+// sm_80; registers: split 40-60, merge 48-162, chain 40-108.
 //
 // Not measured: none of this has run on a GPU yet. Known costs: merge is a direct 2-D gather,
 // 4 (L/2)^2 loads per output sample (from L1/L2 after the first), not a separable two-stage pass;
@@ -41,6 +55,7 @@
 // the launch fails at run time with "no kernel image is available".
 
 #include <cstdint>
+#include <type_traits>
 
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
@@ -108,7 +123,7 @@ namespace {
 
 // ---- kernels: one block per output tile (dwt_body.cuh), phases separated by barriers -----------
 
-template <typename scalar_t, typename index_t>
+template <typename scalar_t, typename index_t, bool kLLOnly = false>
 __global__ void __launch_bounds__(kThreads) split_kernel(const SplitArgs<scalar_t, index_t> a) {
   using acc_t = typename AccType<scalar_t>::type;
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -119,7 +134,7 @@ __global__ void __launch_bounds__(kThreads) split_kernel(const SplitArgs<scalar_
   __syncthreads();
   split_row_pass(a, block, tid, smem);
   __syncthreads();
-  split_col_pass(a, block, tid, smem);
+  split_col_pass<kLLOnly>(a, block, tid, smem);
 }
 
 template <typename scalar_t, typename index_t>
@@ -135,9 +150,27 @@ __global__ void __launch_bounds__(kThreads) merge_kernel(const MergeArgs<scalar_
 
 // Raw-argument launchers, explicitly instantiated below for every (dtype, index type) so that the
 // device passes (which skip the guarded host code that calls them) generate every kernel.
+// wavelet_pgd_step's approximation chain, one synthesis level (dwt_body.cuh's chain_thread).
+template <typename acc_t, typename index_t>
+__global__ void __launch_bounds__(kThreads) chain_kernel(const ChainArgs<acc_t, index_t> a) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  acc_t* taps = reinterpret_cast<acc_t*>(smem_raw);
+  const int tid = static_cast<int>(threadIdx.x);
+  load_taps(a.filters, a.L, a.tr.reverse, tid, taps);
+  __syncthreads();
+  chain_thread(a, static_cast<index_t>(blockIdx.x), tid, taps);
+}
+
 template <typename scalar_t, typename index_t>
 void split_launch(const SplitArgs<scalar_t, index_t>& a, int64_t blocks, size_t smem_bytes,
                   cudaStream_t stream) {
+  if constexpr (std::is_same_v<scalar_t, float> || std::is_same_v<scalar_t, double>) {
+    if (a.hi == nullptr) {  // the ll band alone (analysis_ll: the compute types only)
+      split_kernel<scalar_t, index_t, true>
+          <<<static_cast<unsigned int>(blocks), kThreads, smem_bytes, stream>>>(a);
+      return;
+    }
+  }
   split_kernel<scalar_t, index_t>
       <<<static_cast<unsigned int>(blocks), kThreads, smem_bytes, stream>>>(a);
 }
@@ -148,6 +181,23 @@ void merge_launch(const MergeArgs<scalar_t, index_t>& a, int64_t blocks, size_t 
   merge_kernel<scalar_t, index_t>
       <<<static_cast<unsigned int>(blocks), kThreads, smem_bytes, stream>>>(a);
 }
+
+template <typename acc_t, typename index_t>
+void chain_launch(const ChainArgs<acc_t, index_t>& a, int64_t blocks, size_t smem_bytes,
+                  cudaStream_t stream) {
+  chain_kernel<acc_t, index_t>
+      <<<static_cast<unsigned int>(blocks), kThreads, smem_bytes, stream>>>(a);
+}
+
+// The chain runs in the compute type only.
+template void chain_launch<float, int32_t>(const ChainArgs<float, int32_t>&, int64_t, size_t,
+                                           cudaStream_t);
+template void chain_launch<float, int64_t>(const ChainArgs<float, int64_t>&, int64_t, size_t,
+                                           cudaStream_t);
+template void chain_launch<double, int32_t>(const ChainArgs<double, int32_t>&, int64_t, size_t,
+                                            cudaStream_t);
+template void chain_launch<double, int64_t>(const ChainArgs<double, int64_t>&, int64_t, size_t,
+                                            cudaStream_t);
 
 #define WAVEFUSE_INSTANTIATE(T, I)                                                          \
   template void split_launch<T, I>(const SplitArgs<T, I>&, int64_t, size_t, cudaStream_t); \
@@ -207,9 +257,15 @@ void run_split(const Tensor& x, const Tensor& taps, const Tensor& ll, const Tens
   a.filters = static_cast<const acc_t*>(taps.data_ptr());
   a.ll = static_cast<scalar_t*>(ll.data_ptr());
   a.sl = strides4<index_t>(ll);
-  a.hi = static_cast<scalar_t*>(hi.data_ptr());
-  a.sh = band_strides<index_t>(hi);
-  a.shb = static_cast<index_t>(hi.stride(2));
+  if (hi.defined()) {
+    a.hi = static_cast<scalar_t*>(hi.data_ptr());
+    a.sh = band_strides<index_t>(hi);
+    a.shb = static_cast<index_t>(hi.stride(2));
+  } else {  // the approximation alone (analysis_ll)
+    a.hi = nullptr;
+    a.sh = Strides4<index_t>{};
+    a.shb = 0;
+  }
   a.C = static_cast<index_t>(x.size(1));
   a.H = static_cast<index_t>(x.size(2));
   a.W = static_cast<index_t>(x.size(3));
@@ -299,6 +355,95 @@ Tensor merge(const Tensor& ll, const Tensor& hi, const Tensor& filters, Mode mod
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return y;
 }
+
+// ---- wavelet_pgd_step's approximation chain (declared in host.h, used by pgd_step.cu) ---------
+
+template <typename acc_t, typename index_t>
+void run_chain(const Tensor& cur, const Tensor& prev, const Tensor& out, const Tensor& taps,
+               Mode mode, double coef, double gain, const Geometry& g, cudaStream_t stream) {
+  ChainArgs<acc_t, index_t> a;
+  a.cur = static_cast<const acc_t*>(cur.data_ptr());
+  a.sc = strides4<index_t>(cur);
+  a.prev = static_cast<const acc_t*>(prev.data_ptr());
+  a.sp = strides4<index_t>(prev);
+  a.out = static_cast<acc_t*>(out.data_ptr());
+  a.so = strides4<index_t>(out);
+  a.filters = static_cast<const acc_t*>(taps.data_ptr());
+  a.coef = static_cast<acc_t>(coef);
+  a.gain = static_cast<acc_t>(gain);
+  const int64_t L = taps.size(1);
+  a.C = static_cast<index_t>(prev.size(1));
+  a.H = static_cast<index_t>(prev.size(2));
+  a.W = static_cast<index_t>(prev.size(3));
+  a.Kh = static_cast<index_t>(cur.size(2));
+  a.Kw = static_cast<index_t>(cur.size(3));
+  a.Hs = static_cast<index_t>(synthesis_length<int64_t>(cur.size(2), L, mode));
+  a.Ws = static_cast<index_t>(synthesis_length<int64_t>(cur.size(3), L, mode));
+  a.L = static_cast<int>(L);
+  a.tr = transform_of(/*synthesis=*/true, mode, a.L);
+  a.tr.reverse = true;  // the dec bank, reversed on loading: the rec bank
+  a.tiles_h = static_cast<index_t>(g.tiles_h);
+  a.tiles_w = static_cast<index_t>(g.tiles_w);
+  chain_launch(a, g.blocks, static_cast<size_t>(g.smem_elems) * sizeof(acc_t), stream);
+}
+
+}  // namespace
+
+Tensor analysis_ll(const Tensor& x, const Tensor& taps, Mode mode) {
+  TORCH_CHECK(x.scalar_type() == taps.scalar_type() &&
+                  (x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble),
+              "wavefuse: analysis_ll takes float32 or float64 data and taps of its dtype");
+  const c10::cuda::CUDAGuard guard(x.device());
+  const int64_t N = x.size(0), C = x.size(1), L = taps.size(1);
+  const int64_t Kh = split_length(false, x.size(2), L, mode);
+  const int64_t Kw = split_length(false, x.size(3), L, mode);
+  Tensor ll = empty_4d(x, N, C, Kh, Kw);
+  if (ll.numel() == 0) return ll;
+  const Geometry g = split_geometry(N * C, Kh, Kw, L);
+  check_launch(g, g.smem_elems * static_cast<int64_t>(acc_size(x)), L);
+  const Transform tr = transform_of(/*synthesis=*/false, mode, static_cast<int>(L));
+  const bool small = int32_offsets({&x, &ll});
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(x.device().index()).stream();
+  const Tensor none;  // no detail bands: split_col_pass stores ll alone
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "wavefuse_analysis_ll_cuda", [&] {
+    if (small) {
+      run_split<scalar_t, int32_t>(x, taps, ll, none, tr, g, stream);
+    } else {
+      run_split<scalar_t, int64_t>(x, taps, ll, none, tr, g, stream);
+    }
+  });
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return ll;
+}
+
+void chain_level(const Tensor& cur, const Tensor& prev, const Tensor& out, const Tensor& taps,
+                 Mode mode, double coef, double gain) {
+  const auto t = cur.scalar_type();
+  TORCH_CHECK((t == at::kFloat || t == at::kDouble) && prev.scalar_type() == t &&
+                  out.scalar_type() == t && taps.scalar_type() == t,
+              "wavefuse: chain_level takes cur, prev, out and taps of one compute dtype");
+  TORCH_CHECK(out.sizes() == prev.sizes() && cur.size(0) == prev.size(0) &&
+                  cur.size(1) == prev.size(1),
+              "wavefuse: chain_level: mismatched shapes ", cur.sizes(), " ", prev.sizes(), " ",
+              out.sizes());
+  const c10::cuda::CUDAGuard guard(out.device());
+  if (out.numel() == 0) return;
+  const int64_t L = taps.size(1);
+  const Geometry g = merge_geometry(prev.size(0) * prev.size(1), prev.size(2), prev.size(3), L);
+  check_launch(g, g.smem_elems * static_cast<int64_t>(acc_size(cur)), L);
+  const bool small = int32_offsets({&cur, &prev, &out});
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(out.device().index()).stream();
+  AT_DISPATCH_FLOATING_TYPES(t, "wavefuse_chain_cuda", [&] {
+    if (small) {
+      run_chain<scalar_t, int32_t>(cur, prev, out, taps, mode, coef, gain, g, stream);
+    } else {
+      run_chain<scalar_t, int64_t>(cur, prev, out, taps, mode, coef, gain, g, stream);
+    }
+  });
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+namespace {
 
 // ---- the ops (contract: csrc/ops.cpp) -------------------------------------------------------------
 

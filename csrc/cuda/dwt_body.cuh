@@ -261,8 +261,9 @@ WAVEFUSE_HD_INLINE Coeffs<acc_t> split_col_coeffs(const acc_t* smem, int L, int 
   return {a00, a10, a01, a11};
 }
 
-// Phase 2: column pass; the thread of output (i, k) writes its four coefficients.
-template <typename scalar_t, typename index_t>
+// Phase 2: column pass; the thread of output (i, k) writes its four coefficients, or with
+// kLLOnly the ll band alone (wavelet_pgd_step's approximation chain, pgd_step.cu; a.hi unused).
+template <bool kLLOnly = false, typename scalar_t, typename index_t>
 WAVEFUSE_HOST_DEVICE void split_col_pass(const SplitArgs<scalar_t, index_t>& a, index_t block,
                                          int tid, const typename AccType<scalar_t>::type* smem) {
   using acc_t = typename AccType<scalar_t>::type;
@@ -271,9 +272,18 @@ WAVEFUSE_HOST_DEVICE void split_col_pass(const SplitArgs<scalar_t, index_t>& a, 
   const int li = tid / kTileW, lk = tid % kTileW;
   const index_t i = i0 + li, k = k0 + lk;
   if (i >= a.Kh || k >= a.Kw) return;
-  const Coeffs<acc_t> q = split_col_coeffs(smem, a.L, li, lk);
   const index_t pn = plane / a.C, pc = plane % a.C;
-  a.ll[pn * a.sl.n + pc * a.sl.c + i * a.sl.h + k * a.sl.w] = static_cast<scalar_t>(q.ll);
+  scalar_t* ll = a.ll + pn * a.sl.n + pc * a.sl.c + i * a.sl.h + k * a.sl.w;
+  if (kLLOnly) {
+    const acc_t* t0 = smem;
+    const acc_t* lo = smem + 2 * a.L + (2 * li) * kTileW + lk;
+    acc_t a00 = acc_t(0);
+    for (int m = 0; m < a.L; ++m) a00 += t0[m] * lo[m * kTileW];
+    *ll = static_cast<scalar_t>(a00);
+    return;
+  }
+  const Coeffs<acc_t> q = split_col_coeffs(smem, a.L, li, lk);
+  *ll = static_cast<scalar_t>(q.ll);
   scalar_t* band = a.hi + pn * a.sh.n + pc * a.sh.c + i * a.sh.h + k * a.sh.w;
   band[0] = static_cast<scalar_t>(q.h);  // cH: hi along H, lo along W
   band += a.shb;  // chained: 2 * shb may overflow index_t where shb does not
@@ -339,13 +349,79 @@ WAVEFUSE_HD_INLINE Family<index_t> preimage_family(Mode mode, int f, index_t r, 
   return {p0 + q_lo * per, per, q_hi - q_lo + 1};
 }
 
+// The gather of output sample (r, c) from the bands at gl (ll), gh (cH), gv (cV), gd (cD) (after
+// phase 0 loaded the taps): sum over the preimages of r and c of t_a[mh] t_b[mw] g_ab[ih, kw], the
+// maps over n_h x n_w. kLLOnly: from the ll band alone (gh, gv, gd unused), i.e. the synthesis of
+// an approximation band with zero details.
+template <bool kLLOnly, typename src_t, typename index_t, typename acc_t>
+WAVEFUSE_HOST_DEVICE acc_t merge_gather(const src_t* gl, const Strides4<index_t>& sl,
+                                        const src_t* gh, const src_t* gv, const src_t* gd,
+                                        const Strides4<index_t>& sh, index_t r, index_t c,
+                                        index_t n_h, index_t n_w, index_t Kh, index_t Kw, int L,
+                                        const Transform& tr, const acc_t* taps) {
+  const int half = L / 2;
+  const Mode map = tr.map;
+  const index_t off = tr.off;
+  const index_t end_h = off + 2 * Kh + L - 2, end_w = off + 2 * Kw + L - 2;
+  // The two preimage families along each axis as named values, not arrays: an array indexed in
+  // a loop goes to local memory (ptxas reported its stack frame as spills).
+  const Family<index_t> fw0 = preimage_family<index_t>(map, 0, c, n_w, off, end_w);
+  const Family<index_t> fw1 = preimage_family<index_t>(map, 1, c, n_w, off, end_w);
+  // H band lo: ll, cV (z_lo); H band hi: cH, cD (z_hi), from coefficient row ih
+  auto w_family = [&](const Family<index_t>& fw, index_t ih, acc_t& z_lo, acc_t& z_hi) {
+    for (index_t qw = 0; qw < fw.count; ++qw) {
+      const index_t u_w = fw.first + qw * fw.step - off;
+      const int par_w = static_cast<int>(u_w & 1);
+      const index_t top_w = u_w >> 1;
+      const index_t jj_lo = top_w >= Kw ? top_w - Kw + 1 : index_t(0);
+      const index_t jj_hi = top_w < half - 1 ? top_w : index_t(half - 1);
+      for (index_t jj = jj_lo; jj <= jj_hi; ++jj) {
+        const index_t kw = top_w - jj;
+        const acc_t tw0 = taps[par_w + 2 * jj];
+        const index_t ol = ih * sl.h + kw * sl.w;
+        if (kLLOnly) {
+          z_lo += tw0 * static_cast<acc_t>(gl[ol]);
+        } else {
+          const acc_t tw1 = taps[L + par_w + 2 * jj];
+          const index_t ob = ih * sh.h + kw * sh.w;
+          z_lo += tw0 * static_cast<acc_t>(gl[ol]) + tw1 * static_cast<acc_t>(gv[ob]);
+          z_hi += tw0 * static_cast<acc_t>(gh[ob]) + tw1 * static_cast<acc_t>(gd[ob]);
+        }
+      }
+    }
+  };
+  acc_t acc = acc_t(0);
+  auto h_family = [&](const Family<index_t>& fam_h) {
+    for (index_t qh = 0; qh < fam_h.count; ++qh) {
+      const index_t u_h = fam_h.first + qh * fam_h.step - off;  // >= 0
+      const int par_h = static_cast<int>(u_h & 1);
+      const index_t top_h = u_h >> 1;  // coefficient row of tap par_h; tap par_h + 2j: row top - j
+      const index_t j_lo = top_h >= Kh ? top_h - Kh + 1 : index_t(0);
+      const index_t j_hi = top_h < half - 1 ? top_h : index_t(half - 1);
+      for (index_t j = j_lo; j <= j_hi; ++j) {
+        const index_t ih = top_h - j;
+        acc_t z_lo = acc_t(0), z_hi = acc_t(0);
+        w_family(fw0, ih, z_lo, z_hi);
+        w_family(fw1, ih, z_lo, z_hi);
+        const acc_t th0 = taps[par_h + 2 * j];
+        if (kLLOnly) {
+          acc += th0 * z_lo;
+        } else {
+          acc += th0 * z_lo + taps[L + par_h + 2 * j] * z_hi;
+        }
+      }
+    }
+  };
+  h_family(preimage_family<index_t>(map, 0, r, n_h, off, end_h));
+  h_family(preimage_family<index_t>(map, 1, r, n_h, off, end_h));
+  return acc;
+}
+
 // The thread of output y[r, c] (after phase 0 loaded the taps).
 template <typename scalar_t, typename index_t, typename out_t>
 WAVEFUSE_HOST_DEVICE void merge_thread(const MergeArgs<scalar_t, index_t, out_t>& a,
                                        index_t block, int tid,
                                        const typename AccType<scalar_t>::type* taps) {
-  using acc_t = typename AccType<scalar_t>::type;
-  const int L = a.L, half = L / 2;
   index_t plane, r0, c0;
   tile_origin(block, a.tiles_h, a.tiles_w, plane, r0, c0);
   const index_t r = r0 + tid / kTileW, c = c0 + tid % kTileW;
@@ -355,45 +431,48 @@ WAVEFUSE_HOST_DEVICE void merge_thread(const MergeArgs<scalar_t, index_t, out_t>
   const scalar_t* gh = a.hi + pn * a.sh.n + pc * a.sh.c;  // cH
   const scalar_t* gv = gh + a.shb;                       // cV
   const scalar_t* gd = gv + a.shb;                       // cD
-  const Mode map = a.tr.map;
-  const index_t off = a.tr.off;
-  const index_t end_h = off + 2 * a.Kh + L - 2, end_w = off + 2 * a.Kw + L - 2;
-  const Family<index_t> fw[2] = {preimage_family<index_t>(map, 0, c, a.W, off, end_w),
-                                 preimage_family<index_t>(map, 1, c, a.W, off, end_w)};
-  acc_t acc = acc_t(0);
-  for (int fh = 0; fh < 2; ++fh) {
-    const Family<index_t> fam_h = preimage_family<index_t>(map, fh, r, a.H, off, end_h);
-    for (index_t qh = 0; qh < fam_h.count; ++qh) {
-      const index_t u_h = fam_h.first + qh * fam_h.step - off;  // >= 0
-      const int par_h = static_cast<int>(u_h & 1);
-      const index_t top_h = u_h >> 1;  // coefficient row of tap par_h; tap par_h + 2j: row top - j
-      const index_t j_lo = top_h >= a.Kh ? top_h - a.Kh + 1 : index_t(0);
-      const index_t j_hi = top_h < half - 1 ? top_h : index_t(half - 1);
-      for (index_t j = j_lo; j <= j_hi; ++j) {
-        const index_t ih = top_h - j;
-        const acc_t th0 = taps[par_h + 2 * j], th1 = taps[L + par_h + 2 * j];
-        acc_t z_lo = acc_t(0), z_hi = acc_t(0);  // H band lo: ll, cV; H band hi: cH, cD
-        for (int f = 0; f < 2; ++f) {
-          for (index_t qw = 0; qw < fw[f].count; ++qw) {
-            const index_t u_w = fw[f].first + qw * fw[f].step - off;
-            const int par_w = static_cast<int>(u_w & 1);
-            const index_t top_w = u_w >> 1;
-            const index_t jj_lo = top_w >= a.Kw ? top_w - a.Kw + 1 : index_t(0);
-            const index_t jj_hi = top_w < half - 1 ? top_w : index_t(half - 1);
-            for (index_t jj = jj_lo; jj <= jj_hi; ++jj) {
-              const index_t kw = top_w - jj;
-              const acc_t tw0 = taps[par_w + 2 * jj], tw1 = taps[L + par_w + 2 * jj];
-              const index_t ol = ih * a.sl.h + kw * a.sl.w, ob = ih * a.sh.h + kw * a.sh.w;
-              z_lo += tw0 * static_cast<acc_t>(gl[ol]) + tw1 * static_cast<acc_t>(gv[ob]);
-              z_hi += tw0 * static_cast<acc_t>(gh[ob]) + tw1 * static_cast<acc_t>(gd[ob]);
-            }
-          }
-        }
-        acc += th0 * z_lo + th1 * z_hi;
-      }
-    }
-  }
+  const auto acc = merge_gather<false>(gl, a.sl, gh, gv, gd, a.sh, r, c, a.H, a.W, a.Kh, a.Kw,
+                                       a.L, a.tr, taps);
   a.y[pn * a.sy.n + pc * a.sy.c + r * a.sy.h + c * a.sy.w] = static_cast<out_t>(acc);
+}
+
+// ---- wavelet_pgd_step's approximation chain (csrc/cuda/pgd_step.cu) ----------------------------
+// One synthesis level of the chain, in the compute type acc_t throughout:
+//   out[r, c] = coef * prev[r, c] + gain * (S_lo cur S_lo^T)[r, c]     r < H, c < W
+// S_lo: the synthesis of the approximation band cur (Kh x Kw) alone, over the synthesis map of
+// Hs x Ws = synthesis_length(Kh) x synthesis_length(Kw) (tr = transform_of(true, mode, L)), cropped
+// to prev's H x W. The taps are the dec bank with tr.reverse set (the rec bank, reversed on
+// loading). out may be prev itself: a thread reads prev only at the sample it writes; coef == 0
+// reads no prev.
+template <typename acc_t, typename index_t>
+struct ChainArgs {
+  const acc_t* cur;
+  Strides4<index_t> sc;
+  const acc_t* prev;
+  Strides4<index_t> sp;
+  acc_t* out;
+  Strides4<index_t> so;
+  const acc_t* filters;  // (2, L) dec [lo; hi]
+  acc_t coef, gain;
+  index_t C, H, W, Hs, Ws, Kh, Kw;
+  int L;
+  Transform tr;
+  index_t tiles_h, tiles_w;  // merge_geometry over (H, W)
+};
+
+template <typename acc_t, typename index_t>
+WAVEFUSE_HOST_DEVICE void chain_thread(const ChainArgs<acc_t, index_t>& a, index_t block, int tid,
+                                       const acc_t* taps) {
+  index_t plane, r0, c0;
+  tile_origin(block, a.tiles_h, a.tiles_w, plane, r0, c0);
+  const index_t r = r0 + tid / kTileW, c = c0 + tid % kTileW;
+  if (r >= a.H || c >= a.W) return;
+  const index_t pn = plane / a.C, pc = plane % a.C;
+  const acc_t* gl = a.cur + pn * a.sc.n + pc * a.sc.c;
+  acc_t v = a.gain * merge_gather<true>(gl, a.sc, gl, gl, gl, a.sc, r, c, a.Hs, a.Ws, a.Kh, a.Kw,
+                                          a.L, a.tr, taps);
+  if (a.coef != acc_t(0)) v += a.coef * a.prev[pn * a.sp.n + pc * a.sp.c + r * a.sp.h + c * a.sp.w];
+  a.out[pn * a.so.n + pc * a.so.c + r * a.so.h + c * a.so.w] = v;
 }
 
 }  // namespace cuda_dwt

@@ -115,4 +115,17 @@ inline Tensor taps_for(const Tensor& filters, const Tensor& like) {
 }
 
 }  // namespace cuda_host
+
+// wavelet_pgd_step's approximation chain (kernels in dwt.cu, composed by pgd_step.cu).
+namespace cuda_dwt {
+// One analysis level's approximation band alone (no detail band formed): x (N, C, H, W) and
+// taps (2, L) dec [lo; hi], both float32 or both float64 -> (N, C, h, w) in x's dtype and
+// memory format.
+at::Tensor analysis_ll(const at::Tensor& x, const at::Tensor& taps, Mode mode);
+// One synthesis level of the chain (dwt_body.cuh's chain_thread): out = coef * prev + gain *
+// S_lo cur, S_lo cur the synthesis of the approximation band cur alone cropped to prev's (H, W);
+// cur, prev, out and the dec taps in one compute dtype; out may be prev.
+void chain_level(const at::Tensor& cur, const at::Tensor& prev, const at::Tensor& out,
+                 const at::Tensor& taps, Mode mode, double coef, double gain);
+}  // namespace cuda_dwt
 }  // namespace wavefuse

@@ -44,14 +44,24 @@
 //         g' recomputed, no copies for half types). wavefuse/ops/pgd_step.py picks it
 //         (_cuda_separable), so the bank is read on the host once per cache key, never per step.
 //   wavelet_pgd_step otherwise (larger planes; Haar deeper than 6 levels on them, where the tile
-//         side 2^J would exceed the 48 KiB of shared memory a block gets in float64): the COMPOSITION,
-//         per level the CUDA analysis (the registered wavefuse::_dwt2d_kernel, called through
-//         the c10 dispatcher by scale_details.h), the detail
-//         bands times hf_scale[j], then per level the synthesis (_idwt2d_kernel) cropped to the
-//         size that level analysed (as reference.scale_details_ref), all in the compute type;
-//         then the step above on that gradient. Half types step in float32 on float32 copies
-//         of x_adv and x_nat and round once (copy_ back), as the CPU kernel's non-Haar path. It
-//         costs 2 launches per level plus the step (fusing it per level is future work).
+//         side 2^J would exceed the 48 KiB of shared memory a block gets in float64), for a bank
+//         with perfect reconstruction (every orthogonal wavelet; the Python layer checks and
+//         caches it, separable.perfect_reconstruction): the APPROXIMATION CHAIN, its own op
+//         _chain_pgd_step_kernel (chain_pgd_step_cuda below): per level one split_kernel launch
+//         that writes the approximation band alone (dwt.cu's analysis_ll), then, coarsest first,
+//         per level one chain_kernel launch (dwt.cu's chain_level, body chain_thread in
+//         dwt_body.cuh) e_{j-1} = c_j a_{j-1} + S_lo e_j over a_{j-1}'s buffer, S_lo the
+//         synthesis of an approximation band alone: perfect reconstruction, idwt(a_j, d_j) =
+//         a_{j-1}, makes the detail bands unnecessary (derivation: kernels/pgd_step.py). g' =
+//         e_0, then the step above. 2J launches plus the step, no band formed, against the
+//         composition's 2J transforms and J band multiplies; the Python layer drops the levels
+//         past the last change of scale (separable.chain_depth). A bank without perfect
+//         reconstruction runs the COMPOSITION: per level the CUDA analysis (the registered
+//         wavefuse::_dwt2d_kernel, called through the c10 dispatcher by scale_details.h), the
+//         detail bands times hf_scale[j], then per level the synthesis (_idwt2d_kernel) cropped
+//         to the size that level analysed (as reference.scale_details_ref), all in the compute
+//         type; then the step. Either way half types step in float32 on float32 copies of x_adv
+//         and x_nat and round once (copy_ back; step_filtered), as the CPU kernel's non-Haar path.
 //
 // Rounding: divisions and square roots correctly rounded and the update's products and sums not
 // contracted into FMAs (__fmul_rn etc. in pgd_step_body.cuh), so Linf matches the reference bit
@@ -92,6 +102,7 @@
 #include <ATen/MemoryOverlap.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -102,6 +113,7 @@
 #include <limits>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "host.h"
 #include "scale_details.h"
@@ -615,6 +627,32 @@ void haar_step(const Tensor& x_adv, const Tensor& grad, const Tensor& x_nat, con
       });
 }
 
+// The wavelet steps' own arguments: a floating-point (2, L) bank, even L >= 2, and one scale
+// per level, level >= min_level.
+void check_wavelet_args(const Tensor& filters, int64_t level, at::ArrayRef<double> hf_scale,
+                        int64_t min_level) {
+  TORCH_CHECK(filters.dim() == 2 && filters.size(0) == 2 && filters.size(1) >= 2 &&
+                  filters.size(1) % 2 == 0 && at::isFloatingType(filters.scalar_type()),
+              "wavefuse: filters must be a floating-point (2, L) tensor with even L >= 2, got ",
+              filters.sizes(), " ", filters.scalar_type());
+  TORCH_CHECK(level >= min_level && static_cast<int64_t>(hf_scale.size()) == level,
+              "wavefuse: hf_scale must have one entry per level (", level, " >= ", min_level,
+              "), got ", hf_scale.size());
+}
+
+// The step on g' (in the compute type). Half types: the step in float32 on float32 copies,
+// rounded once by copy_ (rounding g' to half first could flip the sign of its tiny entries).
+void step_filtered(const Tensor& x_adv, const Tensor& g, const Tensor& x_nat, const Step& s,
+                   bool l2) {
+  if (x_adv.scalar_type() == g.scalar_type()) {
+    step(x_adv, g, x_nat, s, l2);
+    return;
+  }
+  const Tensor xa = x_adv.to(g.scalar_type());
+  step(xa, g, x_nat.to(g.scalar_type()), s, l2);
+  x_adv.copy_(xa);
+}
+
 void wavelet_pgd_step_cuda(const Tensor& x_adv, const Tensor& grad, const Tensor& x_nat,
                            double eps, double alpha, double lo, double hi,
                            const std::optional<Tensor>& eps_tensor,
@@ -625,13 +663,7 @@ void wavelet_pgd_step_cuda(const Tensor& x_adv, const Tensor& grad, const Tensor
                            at::ArrayRef<double> hf_scale, c10::string_view norm) {
   const bool l2 =
       check_step(x_adv, grad, x_nat, eps_tensor, alpha_tensor, lo_tensor, hi_tensor, norm);
-  TORCH_CHECK(filters.dim() == 2 && filters.size(0) == 2 && filters.size(1) >= 2 &&
-                  filters.size(1) % 2 == 0 && at::isFloatingType(filters.scalar_type()),
-              "wavefuse: filters must be a floating-point (2, L) tensor with even L >= 2, got ",
-              filters.sizes(), " ", filters.scalar_type());
-  TORCH_CHECK(level >= 0 && static_cast<int64_t>(hf_scale.size()) == level,
-              "wavefuse: hf_scale must have one entry per level (", level, "), got ",
-              hf_scale.size());
+  check_wavelet_args(filters, level, hf_scale, 0);
   const Mode mode = parse_mode(std::string(wave_mode));  // a bad mode raises before any launch
   if (x_adv.numel() == 0) return;
   const c10::cuda::CUDAGuard guard(x_adv.device());
@@ -644,15 +676,51 @@ void wavelet_pgd_step_cuda(const Tensor& x_adv, const Tensor& grad, const Tensor
   // Any other bank, or Haar deeper than kHaarMaxLevels: the composition.
   const Tensor taps = filters.to(x_adv.device(), acc);
   const Tensor g = scale_details(grad.to(acc), taps, wave_mode, level, hf_scale);
-  if (x_adv.scalar_type() == acc) {
-    step(x_adv, g, x_nat, s, l2);
-    return;
+  step_filtered(x_adv, g, x_nat, s, l2);
+}
+
+// _chain_pgd_step_kernel: wavelet_pgd_step through the approximation chain, for a bank with
+// perfect reconstruction (the caller, wavefuse/ops/pgd_step.py, has checked it:
+// separable.perfect_reconstruction), any plane size. With a_0 = g (in the compute type) and
+// a_j = lo(a_{j-1}) (analysis_ll: the approximation alone, one launch per level), perfect
+// reconstruction turns the synthesis with scaled details into e_{j-1} = c_j a_{j-1} + S_lo e_j
+// (chain_level, one launch per level, coarsest first, written over a_{j-1}), e_J = (1 - s_J) a_J,
+// c_j = s_j - s_{j-1}, c_1 = s_1, and g' = e_0; then the step (step_filtered). 2J launches and
+// the step, against the composition's 2J transforms, J band multiplies and the step; no detail
+// band is formed. Same derivation as kernels/pgd_step.py's _chain_step.
+void chain_pgd_step_cuda(const Tensor& x_adv, const Tensor& grad, const Tensor& x_nat, double eps,
+                         double alpha, double lo, double hi,
+                         const std::optional<Tensor>& eps_tensor,
+                         const std::optional<Tensor>& alpha_tensor,
+                         const std::optional<Tensor>& lo_tensor,
+                         const std::optional<Tensor>& hi_tensor, const Tensor& filters,
+                         c10::string_view wave_mode, int64_t level, at::ArrayRef<double> hf_scale,
+                         c10::string_view norm) {
+  const bool l2 =
+      check_step(x_adv, grad, x_nat, eps_tensor, alpha_tensor, lo_tensor, hi_tensor, norm);
+  check_wavelet_args(filters, level, hf_scale, 1);
+  const Mode mode = parse_mode(std::string(wave_mode));
+  if (x_adv.numel() == 0) return;
+  const c10::cuda::CUDAGuard guard(x_adv.device());
+  const Step s{eps, alpha, lo, hi, eps_tensor, alpha_tensor, lo_tensor, hi_tensor};
+  const auto acc = acc_type(x_adv);
+  const Tensor taps = filters.to(x_adv.device(), acc).contiguous();
+  std::vector<Tensor> chain{grad.to(acc)};  // the gradient itself when it is in the compute type
+  for (int64_t j = 0; j < level; ++j) {
+    chain.push_back(cuda_dwt::analysis_ll(chain.back(), taps, mode));
   }
-  // Half types: the step in float32 on float32 copies, rounded once by copy_ (rounding g' to
-  // half first could flip the sign of its tiny entries).
-  const Tensor xa = x_adv.to(acc);
-  step(xa, g, x_nat.to(acc), s, l2);
-  x_adv.copy_(xa);
+  Tensor g;
+  for (int64_t j = level; j >= 1; --j) {
+    const double coef = j > 1 ? hf_scale[j - 1] - hf_scale[j - 2] : hf_scale[0];
+    const double gain = j == level ? 1.0 - hf_scale[j - 1] : 1.0;
+    const Tensor& prev = chain[j - 1];
+    // over a_{j-1}, a buffer of this function; never over the gradient
+    const Tensor out = j > 1 ? prev : at::empty_like(prev);
+    cuda_dwt::chain_level(chain[j], prev, out, taps, mode, coef, gain);
+    chain[j] = Tensor();  // free each level as soon as it is used
+    if (j == 1) g = out;
+  }
+  step_filtered(x_adv, g, x_nat, s, l2);
 }
 
 // ---- wavelet_pgd_step, other banks on small planes: the separable filter and the step fused ---
@@ -742,5 +810,6 @@ TORCH_LIBRARY_IMPL(wavefuse, CUDA, m) {
   m.impl("_pgd_step_kernel", &wavefuse::cuda_pgd::pgd_step_cuda);
   m.impl("_wavelet_pgd_step_kernel", &wavefuse::cuda_pgd::wavelet_pgd_step_cuda);
   m.impl("_separable_pgd_step_kernel", &wavefuse::cuda_pgd::separable_pgd_step_cuda);
+  m.impl("_chain_pgd_step_kernel", &wavefuse::cuda_pgd::chain_pgd_step_cuda);
 }
 #endif  // __CUDA_ARCH__
