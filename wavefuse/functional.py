@@ -503,6 +503,9 @@ def wavelet_pgd_step(
     A non-finite gradient entry makes x_adv NaN where g' is: near that entry in the reference and
     CPU backends; over its whole plane in the Triton and CUDA kernels for wavelets other than Haar
     on planes up to 64 x 64, which apply the filter as dense matrix products (0 * inf is NaN).
+    On larger planes the Triton and CUDA kernels filter through the approximations alone, as the
+    fused Haar kernels do: an infinite entry may then step where the reference is NaN
+    (docs/edge_policies.md).
     """
     check_step_tensors(x_adv, grad, x_nat)
     name, mode, level = _cascade_args(grad, wave, level, mode, "grad")
