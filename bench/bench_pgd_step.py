@@ -104,7 +104,7 @@ def check(impl: str, shape: tuple, norm: str) -> str:
         got = IMPLS[impl][0](norm)(x_adv.clone(), grad, x_nat, eps, alpha)
     want = expected(shape, norm)
     diff = float((got - want).abs().max())
-    if diff > 0:
+    if not diff <= 0:  # a NaN differs
         return (
             f"differs from torchattacks' update sequence by up to {diff:.3g} (not bit for bit; "
             f"{int((got != want).sum())} of {got.numel()} elements)"

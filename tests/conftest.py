@@ -81,14 +81,18 @@ def skip_unless_cuda(ops) -> None:
 
 
 def assert_close(actual, expected, tol: float, what: str = "") -> None:
-    """Max-abs comparison scaled by max |expected|; on failure say how many and where."""
+    """Max-abs comparison scaled by the largest finite |expected|; NaN matches only NaN and an
+    infinity only the same infinity (a NaN or an infinity where the other is not fails); on
+    failure say how many and where."""
     a = torch.as_tensor(np.asarray(actual) if not torch.is_tensor(actual) else actual)
     e = torch.as_tensor(np.asarray(expected) if not torch.is_tensor(expected) else expected)
     a, e = a.detach().cpu().double(), e.detach().cpu().double()
     assert a.shape == e.shape, f"{what}: shape {tuple(a.shape)} != expected {tuple(e.shape)}"
-    scale = max(e.abs().max().item(), 1.0) if e.numel() else 1.0
-    err = (a - e).abs()
-    bad = err > tol * scale
+    finite = e[torch.isfinite(e)]
+    scale = max(finite.abs().max().item(), 1.0) if finite.numel() else 1.0
+    same_special = (a.isnan() & e.isnan()) | (a.isinf() & (a == e))
+    err = torch.where(same_special, 0.0, (a - e).abs())
+    bad = ~(err <= tol * scale)  # a NaN error (NaN against a number) counts as bad
     if bad.any():
         idx = bad.nonzero()[:5].tolist()
         raise AssertionError(

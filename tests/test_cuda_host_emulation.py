@@ -18,6 +18,7 @@ detected; only float64 is emulated.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -246,36 +247,68 @@ def test_emulated_chain_kernels(harness, tmp_path, mode):
         assert_close(got, expected, TOL, f"chain {what}")
 
 
-@pytest.mark.parametrize("mode", ["symmetric", "periodization", "reflect"])
-def test_emulated_chain_is_the_wavelet_filter(harness, tmp_path, mode):
-    """chain_pgd_step_cuda's composition through the emulated bodies (analysis_ll per level, then
-    chain levels coarsest first with its coefficients) equals reference.scale_details_ref, the
-    filter with every band formed: db4 and sym5, 3 levels, odd sizes, a scale of each kind."""
+def _emulated_chain_filter(harness, d, g, filters, mode, level, scales):
+    """chain_pgd_step_cuda's filter through the emulated bodies: analysis_ll per level, then the
+    chain levels coarsest first with its coefficients (levels past separable.chain_depth dropped);
+    g' (the step's input)."""
     from wavefuse.ops.separable import chain_depth
 
+    depth = chain_depth(level, scales)
+    chain = [g]
+    for j in range(depth):
+        fetch = emulate_analysis_ll(d / f"a{j}", chain[-1], filters, mode)
+        run_harness(harness, [d / f"a{j}"])
+        chain.append(fetch()[0])
+    for j in range(depth, 0, -1):
+        coef = scales[j - 1] - scales[j - 2] if j > 1 else scales[0]
+        gain = 1.0 - scales[j - 1] if j == depth else 1.0
+        fetch = emulate_chain_level(d / f"s{j}", chain[j], chain[j - 1].clone(), filters, mode,
+                                    coef, gain)  # fmt: skip
+        run_harness(harness, [d / f"s{j}"])
+        chain[j - 1] = fetch()
+    return chain[0]
+
+
+@pytest.mark.parametrize("mode", ["symmetric", "periodization", "reflect"])
+def test_emulated_chain_is_the_wavelet_filter(harness, tmp_path, mode):
+    """chain_pgd_step_cuda's composition through the emulated bodies equals
+    reference.scale_details_ref, the filter with every band formed: db4 and sym5, 3 levels, odd
+    sizes, a scale of each kind."""
     for wave, scales, (h, w) in (
         ("db4", [0.0, 0.5, -0.25], (37, 29)),
         ("sym5", [0.3, 0.3, 1.0], (20, 33)),
     ):
         filters = filter_bank(wave, "dec", torch.float64)
         g = tensor_in((N, C, h, w), "channels_last")
-        depth = chain_depth(3, scales)
-        chain = [g]
-        for j in range(depth):
-            fetch = emulate_analysis_ll(tmp_path / f"{wave}a{j}", chain[-1], filters, mode)
-            run_harness(harness, [tmp_path / f"{wave}a{j}"])
-            chain.append(fetch()[0])
-        for j in range(depth, 0, -1):
-            coef = scales[j - 1] - scales[j - 2] if j > 1 else scales[0]
-            gain = 1.0 - scales[j - 1] if j == depth else 1.0
-            d = tmp_path / f"{wave}s{j}"
-            fetch = emulate_chain_level(
-                d, chain[j], chain[j - 1].clone(), filters, mode, coef, gain
-            )
-            run_harness(harness, [d])
-            chain[j - 1] = fetch()
+        got = _emulated_chain_filter(harness, tmp_path / wave, g, filters, mode, 3, scales)
         expected = reference.scale_details_ref(g, filters, mode, 3, scales)
-        assert_close(chain[0], expected, 1e-11, f"{wave} {mode} {scales}")
+        assert_close(got, expected, 1e-11, f"{wave} {mode} {scales}")
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")
+@pytest.mark.parametrize("mode", ["zero", "symmetric", "periodization"])
+def test_emulated_chain_non_finite_gradients(harness, tmp_path, mode):
+    """docs/edge_policies.md for the CUDA chain (gathers only), on g' itself: a NaN gradient
+    entry gives exactly the reference's NaN positions; an infinite one, with scales that never
+    decrease and stay in [0, 1], makes no NaN where the reference has none (it may be a number
+    where the reference's 0 * inf is NaN); elsewhere the reference's values, infinities included.
+    The cases of tests/test_triton_fused.py's test for Triton's tiled merges."""
+    filters = filter_bank("db2", "dec", torch.float64)
+    for num, (bad, scales) in enumerate(
+        ((math.nan, [0.0, 0.5]), (math.inf, [0.0, 0.5]), (-math.inf, [0.5, 0.5]))
+    ):
+        g = tensor_in((2, 1, 13, 10), "contiguous")
+        g[0, 0, 6, 3] = bad
+        got = _emulated_chain_filter(harness, tmp_path / str(num), g, filters, mode, 2, scales)
+        expected = reference.scale_details_ref(g, filters, mode, 2, scales)
+        what = f"{bad} {scales} {mode}"
+        assert expected.isnan().any() and torch.isfinite(got[1]).all(), what
+        if math.isnan(bad):
+            assert torch.equal(got.isnan(), expected.isnan()), what
+        else:
+            assert not (got.isnan() & ~expected.isnan()).any(), what
+        fin = ~expected.isnan()
+        assert_close(got[fin], expected[fin], 1e-12, what)
 
 
 # ---- the one-pass multilevel Haar kernels (csrc/cuda/haar_body.cuh) ------------------------------
