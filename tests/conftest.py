@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
@@ -99,6 +100,20 @@ def assert_close(actual, expected, tol: float, what: str = "") -> None:
             f"{what}: {int(bad.sum())}/{bad.numel()} elements differ by more than {tol} x {scale:.3g}"
             f" (max err {err.max().item():.3e}); first bad indices {idx}"
         )
+
+
+def assert_chain_non_finite_policy(got, expected, bad: float, what: str) -> None:
+    """docs/edge_policies.md for the approximation chain, ``bad`` the gradient entry planted: a
+    NaN gives exactly the reference's NaN positions; an infinity makes no NaN where the reference
+    has none (it may give a number where the reference's 0 * inf is NaN); elsewhere the
+    reference's values. Both results must hold a NaN somewhere and the second sample none."""
+    assert expected.isnan().any() and torch.isfinite(got[1]).all(), what
+    if math.isnan(bad):
+        assert torch.equal(got.isnan(), expected.isnan()), what
+    else:
+        assert not (got.isnan() & ~expected.isnan()).any(), what
+    fin = ~expected.isnan()
+    assert_close(got[fin], expected[fin], 1e-12, what)
 
 
 def reflect_too_deep(shape, wave: str, level: int) -> bool:

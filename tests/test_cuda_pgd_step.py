@@ -259,11 +259,19 @@ def test_separable_kernel_launches_and_sizes(norm):
         assert_wavelet_step(got, expected, norm, 0.03, f"{shape} {dtype} {norm}")
 
 
-def test_separable_kernel_under_cuda_graph_capture():
-    """After one warm-up call (which builds and caches the matrix pairs), the step launches
-    nothing but kernels: it captures in a CUDA graph and replays to the eager result."""
-    x_adv, g, x = _inputs(shape=(8, 3, 32, 32))
-    args = (x, 0.5, 0.03, "db4", 3, "periodization", 0.0, "L2")
+@pytest.mark.parametrize(
+    "path, shape, level, mode, hf_scale",
+    [
+        ("separable", (8, 3, 32, 32), 3, "periodization", 0.0),
+        ("chain", (4, 3, 96, 96), 2, "symmetric", [0.0, 0.5]),
+    ],
+)
+def test_wavelet_step_under_cuda_graph_capture(path, shape, level, mode, hf_scale):
+    """After one warm-up call (which builds and caches the separable matrix pairs, or checks and
+    caches the bank's perfect reconstruction for the chain), the step launches nothing but
+    kernels: it captures in a CUDA graph and replays to the eager result."""
+    x_adv, g, x = _inputs(shape=shape)
+    args = (x, 0.5, 0.03, "db4", level, mode, hf_scale, "L2")
     eager = _quiet(wavefuse.wavelet_pgd_step, _copy(x_adv), g, *args, backend="cuda")
     target = _copy(x_adv)
     graph = torch.cuda.CUDAGraph()
@@ -390,22 +398,6 @@ def test_chain_bank_without_perfect_reconstruction_composes_the_transforms():
             assert any("merge_kernel" in n for n in names)
         results.append(out)
     assert_close(results[0], results[1], 1e-12, "non-PR bank")
-
-
-def test_chain_under_cuda_graph_capture():
-    """After a warm-up call (the bank's perfect reconstruction checked and cached), the chain
-    launches nothing but kernels: it captures in a CUDA graph and replays to the eager result."""
-    x_adv, g, x = _inputs(shape=(4, 3, 96, 96))
-    args = (x, 0.5, 0.03, "db4", 2, "symmetric", [0.0, 0.5], "L2")
-    eager = _quiet(wavefuse.wavelet_pgd_step, _copy(x_adv), g, *args, backend="cuda")
-    target = _copy(x_adv)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        _quiet(wavefuse.wavelet_pgd_step, target, g, *args, backend="cuda")
-    target.copy_(x_adv)
-    graph.replay()
-    torch.cuda.synchronize()
-    assert torch.equal(target, eager)
 
 
 # ---- wavelet_pgd_step, Haar: the fused kernel (haar_step_kernel) and its deep-level fallback -------
