@@ -30,6 +30,7 @@ from conftest import (
     ALL_MODES,
     TOL,
     assert_close,
+    assert_step_close,
     assert_wavelet_step,
     reflect_too_deep,
     skip_unless_cuda,
@@ -96,7 +97,7 @@ def _assert_step(got, expected, norm, what=""):
         assert same.all(), f"{what}: {int((~same).sum())} elements differ"
     else:
         tol = {torch.float64: 1e-12, torch.float32: 1e-6}.get(got.dtype, TOL[got.dtype])
-        assert_close(got, expected, tol, what)
+        assert_step_close(got, expected, tol, what)
 
 
 def _quiet(fn, *args, **kwargs):

@@ -56,6 +56,7 @@ from conftest import (
     ALL_MODES,
     TOL,
     assert_close,
+    assert_step_close,
     assert_wavelet_step,
     count_launches,
     reflect_too_deep,
@@ -410,7 +411,7 @@ def _assert_step(got, expected, norm, what=""):
         assert same.all(), f"{what}: {int((~same).sum())} elements differ"
     else:
         tol = {torch.float64: 1e-12, torch.float32: 1e-6}.get(got.dtype, TOL[got.dtype])
-        assert_close(got, expected, tol, what)
+        assert_step_close(got, expected, tol, what)
 
 
 @_uses(*STEPS)

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import pywt
 import torch
-from conftest import ALL_MODES, TOL, assert_close, count_launches
+from conftest import ALL_MODES, TOL, assert_close, assert_step_close, count_launches
 
 import wavefuse
 from wavefuse import backends, ops
@@ -319,7 +319,7 @@ def _assert_step(got, expected, norm, what, alpha):
     assert got.dtype == expected.dtype
     if norm == "L2":
         tol = {torch.float64: 1e-12, torch.float32: 1e-6}.get(got.dtype, TOL[got.dtype])
-        assert_close(got, expected, tol, what)
+        assert_step_close(got, expected, tol, what)
     else:
         diff = (got.double() - expected.double()).abs()
         assert (diff > 1e-12).sum() <= 2 and diff.max() <= 2 * alpha + 1e-6, what
