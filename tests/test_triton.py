@@ -21,7 +21,7 @@ import sys
 import pytest
 import pywt
 import torch
-from conftest import ALL_MODES, TOL, assert_close
+from conftest import ALL_MODES, TOL, assert_close, count_launches
 
 import wavefuse
 from wavefuse import backends, ops
@@ -294,12 +294,18 @@ def test_int64_offsets(path, monkeypatch):
 
 
 @needs_triton
-def test_empty_batch_launches_nothing():
+def test_empty_batch_launches_nothing(monkeypatch):
+    from wavefuse.kernels import dwt
+
+    counts = count_launches(monkeypatch, dwt, "_dwt2d_fwd_kernel", "_dwt2d_adjoint_kernel")
     x = _randn(0, 3, 8, 8)
     dec = filter_bank("db2", "dec", x.dtype, DEVICE)
     ll, hi = ops.dwt2d(x, dec, "zero", "triton")
     assert ll.shape == (0, 3, 5, 5) and hi.shape == (0, 3, 3, 5, 5)
     assert ops.dwt2d_adjoint(ll, hi, dec, "zero", [8, 8], "triton").shape == x.shape
+    assert [c.launches for c in counts.values()] == [0, 0]
+    ops.dwt2d(_randn(1, 3, 8, 8), dec, "zero", "triton")  # the counters do count
+    assert counts["_dwt2d_fwd_kernel"].launches == 1
 
 
 # ---- the public API against PyWavelets; autograd ----------------------------------------------------
