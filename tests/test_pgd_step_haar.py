@@ -301,6 +301,30 @@ def test_haar_runs_no_transform_kernel():
     assert _dwt_calls(lambda: wavefuse.dwt2(g, "db2", "symmetric", backend="cpu")) == 1
 
 
+def _steps_where_the_reference_is_nan(wave, mode, filters=None) -> bool:
+    """The fused kernel's fingerprint (the general path calls no transform op either, so the
+    test above cannot tell them apart): with an infinite gradient entry and scales [0, 0.5] the
+    fused form g' = sum_j c_j P_j g steps where the reference's 0 * inf is NaN; the general path
+    (the four-band synthesis, as the reference) gives the reference's NaN."""
+    x_adv, g, x = _inputs((2, 2, 7, 6))
+    g[0, 1, 3, 2] = INF
+    bounds = prepare_bounds(x, 0.05, 0.01, 0.0, 1.0, "Linf")
+    filters = filter_bank(wave, "dec", F64) if filters is None else filters
+    got = x_adv.clone()
+    _kernel(got, g, x, *bounds, filters, mode, 2, [0.0, 0.5], "Linf")
+    expected = reference.wavelet_pgd_step_ref(
+        x_adv, g, x, 0.05, 0.01, filters, mode, 2, [0.0, 0.5], 0.0, 1.0, "Linf"
+    )
+    assert expected.isnan().any() and not (got.isnan() & ~expected.isnan()).any()
+    return bool((expected.isnan() & ~got.isnan()).any())
+
+
+@pytest.mark.parametrize("mode", ALL_MODES)
+def test_haar_and_db1_take_the_fused_path(mode):
+    assert _steps_where_the_reference_is_nan("haar", mode)
+    assert _steps_where_the_reference_is_nan("db1", mode)
+
+
 def _kernel(*args):
     """The C++ kernel op itself (looked up at call time: the module imports without _C)."""
     return torch.ops.wavefuse._wavelet_pgd_step_kernel(*args)
@@ -322,6 +346,7 @@ def test_two_tap_banks_that_are_not_orthogonal_fall_back():
             x_adv, g, x, 0.1, 0.02, filters, "symmetric", 2, [0.0, 0.5], 0.0, 1.0, norm
         )
         assert_close(got, expected, 1e-12, norm)
+    assert not _steps_where_the_reference_is_nan("haar", "symmetric", filters)
 
 
 def test_level_zero_kernel_is_pgd_step():
