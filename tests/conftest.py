@@ -181,9 +181,9 @@ def reflect_too_deep(shape, wave: str, level: int) -> bool:
 
 def assert_wavelet_step(got, expected, norm: str, alpha: float, what: str) -> None:
     """A wavelet PGD step against the reference's. L2: 1e-12 (float64), 1e-6 (float32: the norms'
-    summation order), one rounding for the half types (assert_one_rounding). Linf steps by sign(g'), whose tiny entries the
-    transforms' rounding may flip: at most 2 elements may differ beyond the half types'
-    rounding, by at most 2 alpha."""
+    summation order), one rounding for the half types (assert_one_rounding). Linf steps by
+    sign(g'), whose tiny entries the transforms' rounding may flip: at most 2 elements may differ
+    beyond the half types' rounding, by at most 2 alpha."""
     assert got.dtype == expected.dtype, what
     if norm == "L2":
         tol = {torch.float64: 1e-12, torch.float32: 1e-6}.get(got.dtype, TOL[got.dtype])
