@@ -175,14 +175,27 @@ def cases(quick: bool, wide: bool = False):
                 torch.autograd.grad(g.sum(), xg)
 
     def steps(x, wave, mode, level):
+        from wavefuse.kernels import pgd_step
+
         grad, x_nat = torch.randn_like(x), x.clone()
         per_sample = torch.full((x.shape[0], 1, 1, 1), 0.03, dtype=x.dtype)
+        # above the separable kernel's planes, the chain both in one launch (the cascade) and
+        # level by level (its depth limit lowered to 0), as planes too large for the cascade take
+        large = wave != "haar" and max(x.shape[-2:]) > pgd_step._SEPARABLE_MAX_SIDE
+        cascade_depths = (pgd_step._CASCADE_MAX_DEPTH, 0) if large else (None,)
         for norm in ("Linf", "L2"):
             for eps in (0.03,) if quick else (0.03, per_sample):
                 wavefuse.pgd_step(x.clone(), grad, x_nat, eps, 0.01, norm=norm, **t)
             for hf_scale in (0.5,) if quick else (0.5, [0.0, 0.5, 1.0][:level]):
                 kw = {"wave": wave, "level": level, "mode": mode, "hf_scale": hf_scale}
-                wavefuse.wavelet_pgd_step(x.clone(), grad, x_nat, 0.03, 0.01, norm=norm, **kw, **t)
+                saved = pgd_step._CASCADE_MAX_DEPTH
+                for depth in cascade_depths:
+                    pgd_step._CASCADE_MAX_DEPTH = saved if depth is None else depth
+                    try:
+                        step = wavefuse.wavelet_pgd_step
+                        step(x.clone(), grad, x_nat, 0.03, 0.01, norm=norm, **kw, **t)
+                    finally:
+                        pgd_step._CASCADE_MAX_DEPTH = saved
 
     families = {"transforms": transforms, "hf_penalty": penalty, "steps": steps}
     work = [

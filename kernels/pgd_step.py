@@ -64,11 +64,26 @@ for Linf against the 3J + 1 of composing the transforms (analysis of all four ba
 multiply of the details, full synthesis, the step), and about half the memory traffic; the filter
 is unrolled as g' = s_1 g + sum_j (s_{j+1} - s_j) P_j g (s_{J+1} = 1), so levels past the last
 change of scale are not visited at all (``separable.chain_depth``). It agrees with the reference
-to the bank's reconstruction error (float64 taps up to ~1e-11, sym20; float32 taps 3e-8). Two launches per level,
-not DESIGN.md contract 6's one: a level's synthesis needs the coarser levels finished, its
-analysis the finer ones. A bank without perfect reconstruction (possible through the ops layer)
-composes the transforms instead (``scale_details``). The chain's tiles and warps are the merge
-kernel's (kernels/dwt.py), unmeasured on a GPU.
+to the bank's reconstruction error (float64 taps up to ~1e-11, sym20; float32 taps 3e-8). A
+bank without perfect reconstruction (possible through the ops layer) composes the transforms
+instead (``scale_details``). The chain's tiles and warps are the merge kernel's (kernels/dwt.py),
+unmeasured on a GPU.
+
+Level by level, the chain is two launches per level: a level's synthesis needs the coarser levels
+finished, its analysis the finer ones, and programs of one launch cannot wait for each other. So
+by default it runs as ONE launch, the *cascade* (``_cascade_kernel``): one program per (n, c)
+plane sweeps that plane through every level -- the analyses (approximation alone) tile by tile
+into a scratch buffer (each plane's levels together, about a third of the gradient's size), then
+the synthesis levels coarsest first, the last fused with the Linf step -- with a barrier
+(tl.debug_barrier: __syncthreads, which makes a block's global writes visible to the block)
+between levels. Linf is then one launch for every level and L2 one plus pgd_step's three, as the
+separable kernel. The cost is parallelism: one program per plane, so a few large planes would run
+on a few SMs. The cascade therefore runs where a plane has at most _CASCADE_MAX_PLANE elements
+(512 x 512) or there are at least _CASCADE_MIN_PLANES planes, for at most _CASCADE_MAX_DEPTH (8)
+levels (the scales are scalar arguments); otherwise the chain runs level by level. Those limits
+are chosen blind, and the cascade's tiles are the level-by-level kernels' general (tiled) paths,
+never their dense ones. ptxas's registers and spills are noted at ``_cascade_kernel``. Never
+run on a GPU.
 
 Tested only under TRITON_INTERPRET=1 on a CPU, never run on a GPU; every kernel variant compiles for
 sm_90 offline (triton.compile, triton 3.8's ptxas). The PTX has div.rn/sqrt.rn as intended, and
@@ -87,6 +102,7 @@ from torch import Tensor
 from wavefuse.kernels import dwt as _dwt
 
 from wavefuse.ops import separable
+from wavefuse.reference import analysis_length
 
 # Elements per program block (largest; small tensors use the next power of two of their size).
 _BLOCK = 1024
@@ -521,6 +537,227 @@ def _chain_kernel(
         tl.store(out_ptr + o_out, v.to(out_ptr.dtype.element_ty), mask=ok)
 
 
+# ---- wavelet step, larger planes: the whole chain in one launch (one program per plane) ---------
+
+#: The cascade kernel takes the chain's scales as this many scalar arguments (no device tensor:
+#: nothing to copy under CUDA graph capture); deeper chains run level by level.
+_CASCADE_MAX_DEPTH = 8
+#: One program sweeps a whole plane through every level, so the cascade runs where a plane is
+#: small enough for one program (at most _CASCADE_MAX_PLANE elements: 512 x 512) or there are
+#: planes enough to fill a GPU (at least _CASCADE_MIN_PLANES); otherwise the chain runs level by
+#: level, with every level's tiles spread over the GPU. Both numbers are chosen blind: nothing
+#: here has been timed on a GPU.
+_CASCADE_MAX_PLANE = 512 * 512
+_CASCADE_MIN_PLANES = 128
+
+
+@triton.jit
+def _analysis_len(n, L: tl.constexpr, MODE: tl.constexpr):
+    """reference.analysis_length: coefficients per axis after one analysis level."""
+    if MODE == _dwt.PERIODIZATION:
+        k = (n + 1) // 2
+    else:
+        k = (n + L - 1) // 2
+    return k
+
+
+@triton.jit
+def _synthesis_len(k, L: tl.constexpr, MODE: tl.constexpr):
+    """reference.synthesis_length: samples per axis after one synthesis level."""
+    if MODE == _dwt.PERIODIZATION:
+        n = 2 * k
+    else:
+        n = 2 * k - L + 2
+    return n
+
+
+@triton.jit
+def _cascade_level(H, W, j, L: tl.constexpr, MODE: tl.constexpr):
+    """Rows, columns and offset (in a plane's scratch) of level j >= 1 of the chain: the levels
+    1, 2, ... of a plane lie one after the other, each dense row-major."""
+    h = _analysis_len(H, L, MODE)
+    w = _analysis_len(W, L, MODE)
+    off = h * 0
+    for _ in range(1, j):
+        off += h * w
+        h = _analysis_len(h, L, MODE)
+        w = _analysis_len(w, L, MODE)
+    return h, w, off
+
+
+@triton.jit
+def _pick(j, b1, b2, b3, b4, b5, b6, b7, b8):
+    """The j-th (1-based) of eight float64 bit patterns, as a float64."""
+    b = tl.where(j == 1, b1, tl.where(j == 2, b2, tl.where(j == 3, b3, tl.where(j == 4, b4, b5))))
+    b = tl.where(j == 6, b6, tl.where(j == 7, b7, tl.where(j == 8, b8, b)))
+    return b.to(tl.int64).to(tl.float64, bitcast=True)
+
+
+@triton.jit
+def _cascade_analysis(
+    src, ssh, ssw, dst, f_ptr, h, w, kh, kw, sf0, sf1,
+    L: tl.constexpr, OFF: tl.constexpr, TAPS: tl.constexpr, MODE: tl.constexpr,
+    ACC: tl.constexpr, WIDE: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr,
+):  # fmt: skip
+    """One analysis level of one plane, the approximation alone: dst (kh x kw, dense row-major)
+    = lo(src) (h x w, strides ssh, ssw), tile by tile (kernels/dwt.py's split, ll only)."""
+    tiles_w = tl.cdiv(kw, BW)
+    for t in range(tl.cdiv(kh, BH) * tiles_w):
+        i = (t // tiles_w) * BH + tl.arange(0, BH)
+        k = (t % tiles_w) * BW + tl.arange(0, BW)
+        acc, _, _, _ = _dwt._split_tile_direct(
+            src, f_ptr, i, k, h, w, kh, kw, ssh, ssw, sf0, sf1,
+            L, OFF, TAPS, MODE, True, ACC, WIDE, BH, BW,
+        )  # fmt: skip
+        ok = (i < kh)[:, None] & (k < kw)[None, :]
+        if WIDE:
+            i, k = i.to(tl.int64), k.to(tl.int64)
+        tl.store(dst + i[:, None] * kw + k[None, :], acc, mask=ok)
+
+
+@triton.jit
+def _cascade_synthesis(
+    cur, f_ptr, r0, c0, kh, kw, gain, sf0, sf1,
+    L: tl.constexpr, OFF: tl.constexpr, HALF_TAPS: tl.constexpr, MODE: tl.constexpr,
+    FAMILIES: tl.constexpr, ACC: tl.constexpr, WIDE: tl.constexpr,
+    BH: tl.constexpr, BW: tl.constexpr,
+):  # fmt: skip
+    """gain * S_lo cur S_lo^T on the BH x BW tile at (r0, c0): the synthesis of an approximation
+    band alone (cur: kh x kw, dense row-major), as ``_chain_kernel``'s tiled merge."""
+    hs = _synthesis_len(kh, L, MODE)
+    ws = _synthesis_len(kw, L, MODE)
+    r = r0 + tl.arange(0, BH)
+    cc = c0 + tl.arange(0, BW)
+    r_last = tl.minimum(r0 + BH, hs) - 1
+    c_last = tl.minimum(c0 + BW, ws) - 1
+    acc = _dwt._merge_tile_sparse(
+        cur, cur, f_ptr, r, cc, r0, r_last, c0, c_last, hs, ws, kh, kw,
+        kw, 1, 0, 0, 0, sf0, sf1,
+        L, OFF, HALF_TAPS, MODE, FAMILIES, True, ACC, WIDE, BH, BW, True,
+    )  # fmt: skip
+    return acc * gain
+
+
+@triton.jit(
+    do_not_specialize=[
+        "c1_bits", "c2_bits", "c3_bits", "c4_bits", "c5_bits", "c6_bits", "c7_bits", "c8_bits",
+        "gain_bits", "eps_bits", "alpha_bits", "lo_bits", "hi_bits",
+        "C", "H", "W", "DEPTH", "PER_PLANE",
+    ]
+)  # fmt: skip
+def _cascade_kernel(
+    g_ptr, f_ptr, s_ptr, out_ptr, xa_ptr, x_ptr,
+    c1_bits, c2_bits, c3_bits, c4_bits, c5_bits, c6_bits, c7_bits, c8_bits, gain_bits,
+    eps_bits, alpha_bits, lo_bits, hi_bits, eps_t, alpha_t, lo_t, hi_t,
+    se_n, se_c, sa_n, sa_c, sl_n, sl_c, sh_n, sh_c,
+    C, H, W, DEPTH, PER_PLANE,
+    g_sn, g_sc, g_sh, g_sw, sf0, sf1, so_n, so_c, so_h, so_w,
+    xa_sn, xa_sc, xa_sh, xa_sw, x_sn, x_sc, x_sh, x_sw,
+    L: tl.constexpr, TAPS: tl.constexpr, HALF_TAPS: tl.constexpr, MODE: tl.constexpr,
+    SYN_MODE: tl.constexpr, FAMILIES: tl.constexpr, LINF: tl.constexpr,
+    HAS_EPS: tl.constexpr, HAS_ALPHA: tl.constexpr, HAS_LO: tl.constexpr, HAS_HI: tl.constexpr,
+    ACC: tl.constexpr, WIDE: tl.constexpr,
+    BHA: tl.constexpr, BWA: tl.constexpr, BHS: tl.constexpr, BWS: tl.constexpr,
+):  # fmt: skip
+    """The approximation chain of one (n, c) plane, every level, in one program: DEPTH analysis
+    levels that write the approximations a_1 .. a_DEPTH into the plane's scratch (PER_PLANE
+    elements: the levels one after the other), then, coarsest first, e_{j-1} = c_j a_{j-1} +
+    gain_j S_lo e_j over a_{j-1} (gain_DEPTH = 1 - s_DEPTH, else 1; c_j from the eight bit
+    patterns), the last (j = 1, a_0 = g) stepped into x_adv for LINF or written to out. A
+    barrier separates the levels: a level's tiles read the whole of the previous level, which
+    this program's threads wrote (global memory, visible to the block after the barrier).
+
+    ptxas for sm_90a (triton 3.8's, 2026-12-06; db4 and db20 in every mode, Linf and L2, int32
+    offsets, 4 warps): float32 80-166 registers per thread, float64 168-238; an 8-byte spill in
+    two float32 db20 L2 variants (symmetric, reflect), none elsewhere. Never run on a GPU."""
+    if MODE == _dwt.PERIODIZATION:
+        OFF: tl.constexpr = 1 - L // 2
+    else:
+        OFF: tl.constexpr = 2 - L
+    plane = tl.program_id(0)
+    pn, pc = (plane // C).to(tl.int64), (plane % C).to(tl.int64)
+    g_base = g_ptr + pn * g_sn + pc * g_sc
+    s_base = s_ptr + plane.to(tl.int64) * PER_PLANE
+    # analysis: a_1 from g, then a_j from a_{j-1}
+    h, w, _ = _cascade_level(H, W, 1, L, MODE)
+    _cascade_analysis(
+        g_base, g_sh, g_sw, s_base, f_ptr, H, W, h, w, sf0, sf1,
+        L, OFF, TAPS, MODE, ACC, WIDE, BHA, BWA,
+    )  # fmt: skip
+    tl.debug_barrier()
+    off = h * 0
+    for _ in range(1, DEPTH):
+        kh = _analysis_len(h, L, MODE)
+        kw = _analysis_len(w, L, MODE)
+        _cascade_analysis(
+            s_base + off, w, 1, s_base + off + h * w, f_ptr, h, w, kh, kw, sf0, sf1,
+            L, OFF, TAPS, MODE, ACC, WIDE, BHA, BWA,
+        )  # fmt: skip
+        tl.debug_barrier()
+        off += h * w
+        h, w = kh, kw
+    # synthesis, coarsest first, each level over the finer approximation's buffer
+    gain_last = gain_bits.to(tl.int64).to(tl.float64, bitcast=True).to(ACC)
+    one = tl.full([], 1.0, ACC)
+    for step in range(DEPTH - 1):
+        j = DEPTH - step  # 2 <= j <= DEPTH
+        kh, kw, off_j = _cascade_level(H, W, j, L, MODE)
+        ph, pw, off_p = _cascade_level(H, W, j - 1, L, MODE)
+        gain = tl.where(j == DEPTH, gain_last, one)
+        coef = _pick(j, c1_bits, c2_bits, c3_bits, c4_bits, c5_bits, c6_bits, c7_bits, c8_bits)
+        coef = coef.to(ACC)
+        prev = s_base + off_p
+        tiles_w = tl.cdiv(pw, BWS)
+        for t in range(tl.cdiv(ph, BHS) * tiles_w):
+            r0 = (t // tiles_w) * BHS
+            c0 = (t % tiles_w) * BWS
+            v = _cascade_synthesis(
+                s_base + off_j, f_ptr, r0, c0, kh, kw, gain, sf0, sf1,
+                L, OFF, HALF_TAPS, SYN_MODE, FAMILIES, ACC, WIDE, BHS, BWS,
+            )  # fmt: skip
+            r = r0 + tl.arange(0, BHS)
+            cc = c0 + tl.arange(0, BWS)
+            ok = (r < ph)[:, None] & (cc < pw)[None, :]
+            if WIDE:
+                r, cc = r.to(tl.int64), cc.to(tl.int64)
+            o_p = r[:, None] * pw + cc[None, :]
+            if coef != 0.0:  # as the chain: no 0 * a (an infinite a would make NaN)
+                v = coef * tl.load(prev + o_p, mask=ok, other=0.0) + v
+            tl.store(prev + o_p, v, mask=ok)
+        tl.debug_barrier()
+    # the last level: g' = c_1 g + gain_1 S_lo e_1 (c_1 = s_1), then the step or the store
+    kh, kw, _ = _cascade_level(H, W, 1, L, MODE)
+    gain = tl.where(DEPTH == 1, gain_last, one)
+    coef = c1_bits.to(tl.int64).to(tl.float64, bitcast=True).to(ACC)
+    tiles_w = tl.cdiv(W, BWS)
+    for t in range(tl.cdiv(H, BHS) * tiles_w):
+        r0 = (t // tiles_w) * BHS
+        c0 = (t % tiles_w) * BWS
+        v = _cascade_synthesis(
+            s_base, f_ptr, r0, c0, kh, kw, gain, sf0, sf1,
+            L, OFF, HALF_TAPS, SYN_MODE, FAMILIES, ACC, WIDE, BHS, BWS,
+        )  # fmt: skip
+        r = r0 + tl.arange(0, BHS)
+        cc = c0 + tl.arange(0, BWS)
+        ok = (r < H)[:, None] & (cc < W)[None, :]
+        if WIDE:
+            r, cc = r.to(tl.int64), cc.to(tl.int64)
+        if coef != 0.0:
+            o_g = pn * g_sn + pc * g_sc + r[:, None] * g_sh + cc[None, :] * g_sw
+            v = coef * tl.load(g_ptr + o_g, mask=ok, other=0.0).to(ACC) + v
+        if LINF:
+            _linf_tile(
+                xa_ptr, x_ptr, v, pn, pc, r, cc, ok,
+                eps_bits, alpha_bits, lo_bits, hi_bits, eps_t, alpha_t, lo_t, hi_t,
+                se_n, se_c, sa_n, sa_c, sl_n, sl_c, sh_n, sh_c,
+                xa_sn, xa_sc, xa_sh, xa_sw, x_sn, x_sc, x_sh, x_sw,
+                HAS_EPS, HAS_ALPHA, HAS_LO, HAS_HI, ACC,
+            )  # fmt: skip
+        else:
+            o_out = pn * so_n + pc * so_c + r[:, None] * so_h + cc[None, :] * so_w
+            tl.store(out_ptr + o_out, v.to(out_ptr.dtype.element_ty), mask=ok)
+
+
 # ---- host side -----------------------------------------------------------------------------------
 
 
@@ -710,6 +947,9 @@ def _chain_step(x_adv, grad, x_nat, bounds, filters, mode, level, hf_scale, norm
         return True
     cdtype = torch.float64 if x_adv.dtype == torch.float64 else torch.float32
     scales = [float(v) for v in hf_scale[:depth]]
+    if _cascade_fits(x_adv, depth):
+        _cascade_launch(x_adv, grad, x_nat, bounds, filters, mode, scales, norm, cdtype)
+        return True
     chain = [grad]
     for _ in range(depth):
         chain.append(_dwt.dwt2d_ll(chain[-1], filters, mode, cdtype))
@@ -726,6 +966,57 @@ def _chain_step(x_adv, grad, x_nat, bounds, filters, mode, level, hf_scale, norm
     if not linf:
         _step(x_adv, g_out, x_nat, *bounds[:4], *bounds[4:], norm)
     return True
+
+
+def _cascade_fits(x_adv: Tensor, depth: int) -> bool:
+    """Whether the chain of this depth runs as one ``_cascade_kernel`` launch (one program per
+    plane) rather than level by level (see _CASCADE_MAX_PLANE)."""
+    n, c, h, w = x_adv.shape
+    many = n * c >= _CASCADE_MIN_PLANES or h * w <= _CASCADE_MAX_PLANE
+    return depth <= _CASCADE_MAX_DEPTH and many
+
+
+def _cascade_launch(x_adv, grad, x_nat, bounds, filters, mode, scales, norm, cdtype) -> None:
+    """The chain in one launch (``_cascade_kernel``), its levels in a scratch buffer of the
+    compute dtype (each plane's levels together: about a third of the gradient's elements); for
+    L2, g' is written and pgd_step's three L2 launches follow."""
+    n, c, h, w = x_adv.shape
+    taps = filters.shape[-1]
+    depth = len(scales)
+    sizes, kh, kw = [], h, w
+    for _ in range(depth):
+        kh, kw = analysis_length(kh, taps, mode), analysis_length(kw, taps, mode)
+        sizes.append((kh, kw))
+    per_plane = sum(a * b for a, b in sizes)
+    scratch = torch.empty(n * c * per_plane, dtype=cdtype, device=x_adv.device)
+    coefs = [scales[0]] + [scales[j] - scales[j - 1] for j in range(1, depth)]
+    coefs += [0.0] * (_CASCADE_MAX_DEPTH - depth)
+    linf = norm == "Linf"
+    out = x_adv if linf else torch.empty_like(x_adv, dtype=cdtype)
+    e, a, lw, hg = (_bound(v, t, x_adv) for v, t in zip(bounds[:4], bounds[4:]))
+    code = _dwt._MODE_CODE[mode]
+    syn = _dwt._synthesis_code(mode)
+    half_block = triton.next_power_of_2(taps // 2)
+    taps_block = triton.next_power_of_2(taps)
+    bha, bwa = _dwt._tile(sizes[0][0], sizes[0][1], taps_block)
+    bhs, bws = _dwt._tile(h, w, 4 * half_block)
+    wide = _dwt._needs_int64(grad, out, x_adv, x_nat) or per_plane > _dwt._INT32_LIMIT
+    with _dwt._device_guard(x_adv):
+        _cascade_kernel[(n * c,)](
+            grad, filters, scratch, out, x_adv, x_nat,
+            *(_bits(v) for v in coefs), _bits(1.0 - scales[-1]),
+            e[0], a[0], lw[0], hg[0], e[1], a[1], lw[1], hg[1],
+            e[2], e[3], a[2], a[3], lw[2], lw[3], hg[2], hg[3],
+            c, h, w, depth, per_plane,
+            *grad.stride(), *filters.stride(), *out.stride(), *x_adv.stride(), *x_nat.stride(),
+            L=taps, TAPS=taps_block, HALF_TAPS=half_block, MODE=code, SYN_MODE=syn,
+            FAMILIES=_dwt._FAMILIES[syn], LINF=linf,
+            HAS_EPS=bounds[4] is not None, HAS_ALPHA=bounds[5] is not None,
+            HAS_LO=bounds[6] is not None, HAS_HI=bounds[7] is not None,
+            ACC=_acc(x_adv), WIDE=wide, BHA=bha, BWA=bwa, BHS=bhs, BWS=bws,
+        )  # fmt: skip
+    if not linf:
+        _step(x_adv, out, x_nat, *bounds, norm)
 
 
 def _chain_launch(cur, prev, out, x_adv, x_nat, bounds, filters, mode, coef, gain, step,

@@ -457,8 +457,36 @@ def _chain_counts(monkeypatch) -> dict:
     from wavefuse.kernels import dwt, pgd_step
 
     counts = count_launches(monkeypatch, dwt, "_dwt2d_fwd_kernel", "_dwt2d_adjoint_kernel")
-    counts.update(count_launches(monkeypatch, pgd_step, "_chain_kernel", "_separable_kernel"))
+    names = ("_chain_kernel", "_cascade_kernel", "_separable_kernel")
+    counts.update(count_launches(monkeypatch, pgd_step, *names))
     return counts
+
+
+def _by_levels(monkeypatch) -> None:
+    """Planes above _SEPARABLE_MAX_SIDE (forced here on small planes) and the chain level by
+    level, not in one ``_cascade_kernel`` launch."""
+    from wavefuse.kernels import pgd_step
+
+    monkeypatch.setattr(pgd_step, "_SEPARABLE_MAX_SIDE", 0)
+    monkeypatch.setattr(pgd_step, "_CASCADE_MAX_DEPTH", 0)
+
+
+def _route(monkeypatch, route: str) -> None:
+    """Routes: "levels", the chain level by level; "cascade", in one launch (both above
+    _SEPARABLE_MAX_SIDE, forced here on small planes)."""
+    from wavefuse.kernels import pgd_step
+
+    if route == "levels":
+        _by_levels(monkeypatch)
+    else:
+        monkeypatch.setattr(pgd_step, "_SEPARABLE_MAX_SIDE", 0)
+
+
+def _chain_launches(route: str, levels: int, calls: int = 1) -> dict:
+    """The launches of ``calls`` chains of ``levels`` levels in all, by route."""
+    if route == "cascade":
+        return {"_cascade_kernel": calls}
+    return {"_dwt2d_fwd_kernel": levels, "_chain_kernel": levels}
 
 
 def _launches(counts) -> dict:
@@ -475,9 +503,7 @@ def test_wavelet_pgd_step_chain_path(monkeypatch, mode, path):
     The cases of test_wavelet_pgd_step_matches_the_reference, float64, against the reference
     (which forms, scales and resynthesises every band), on the chain kernel's dense and tiled
     merges."""
-    from wavefuse.kernels import pgd_step
-
-    monkeypatch.setattr(pgd_step, "_SEPARABLE_MAX_SIDE", 0)
+    _by_levels(monkeypatch)
     if path != "dense":
         _use_path(monkeypatch, path)
     counts = _chain_counts(monkeypatch)
@@ -487,20 +513,86 @@ def test_wavelet_pgd_step_chain_path(monkeypatch, mode, path):
 
 
 @needs_wavelet_step
-@pytest.mark.parametrize("norm", ["Linf", "L2"])
-def test_wavelet_pgd_step_chain_visits_only_the_levels_it_needs(monkeypatch, norm):
-    """g' = s_1 g + sum_j (s_{j+1} - s_j) P_j g (s_{J+1} = 1): levels past the last change of
-    scale are not visited, equal neighbouring scales skip their term, all ones is pgd_step."""
+@pytest.mark.parametrize("path", ["default", "tiled"])
+@pytest.mark.parametrize("mode", ALL_MODES)
+def test_wavelet_pgd_step_cascade(monkeypatch, mode, path):
+    """The chain in one launch: one ``_cascade_kernel`` program per plane runs every analysis
+    and synthesis level (the last fused with the Linf step), and nothing else launches for Linf.
+    The cases of test_wavelet_pgd_step_matches_the_reference, float64, against the reference; on
+    "tiled", tiles of at most 8 columns and 32 outputs, so that a program loops over several
+    tiles at every level (a 19 x 37 plane too)."""
+    _route(monkeypatch, "cascade")
+    if path != "default":
+        _use_path(monkeypatch, path)
+    counts = _chain_counts(monkeypatch)
+    _check_wavelet_cases(mode, WAVELET_CASES[1:])
+    calls = 3
+    if path == "tiled":  # 19 x 37: several row and column tiles (4 x 8) at every level
+        x_adv, g, x = _step_inputs(shape=(1, 2, 19, 37), dtype=torch.float64)
+        got, expected = _wavelet_steps(x_adv, g, x, 0.5, "db2", 2, mode, [0.0, 0.5], "L2")
+        assert_close(got, expected, 1e-12, f"19 x 37 {mode}")
+        calls += 1
+    assert _launches(counts) == {"_cascade_kernel": calls}
+
+
+@needs_wavelet_step
+def test_wavelet_pgd_step_cascade_or_levels(monkeypatch):
+    """The cascade runs where a plane is at most _CASCADE_MAX_PLANE or there are at least
+    _CASCADE_MIN_PLANES planes, and for at most _CASCADE_MAX_DEPTH levels; otherwise the chain
+    runs level by level. Both give the reference's step."""
     from wavefuse.kernels import pgd_step
 
     monkeypatch.setattr(pgd_step, "_SEPARABLE_MAX_SIDE", 0)
     counts = _chain_counts(monkeypatch)
+    x_adv, g, x = _step_inputs(shape=(2, 3, 11, 9), dtype=torch.float64)
+    settings = [  # (max plane, min planes, max depth) -> route
+        ((11 * 9, 10**9, 8), "cascade"),
+        ((11 * 9 - 1, 6, 8), "cascade"),
+        ((11 * 9 - 1, 7, 8), "levels"),
+        ((11 * 9, 10**9, 1), "levels"),
+    ]
+    for (plane, planes, depth), route in settings:
+        monkeypatch.setattr(pgd_step, "_CASCADE_MAX_PLANE", plane)
+        monkeypatch.setattr(pgd_step, "_CASCADE_MIN_PLANES", planes)
+        monkeypatch.setattr(pgd_step, "_CASCADE_MAX_DEPTH", depth)
+        for counter in counts.values():
+            counter.launches = 0
+        got, expected = _wavelet_steps(x_adv, g, x, 0.5, "db2", 2, "reflect", [0.0, 0.5], "L2")
+        assert _launches(counts) == _chain_launches(route, 2), (plane, planes, depth)
+        assert_close(got, expected, 1e-12, route)
+
+
+@needs_wavelet_step
+@pytest.mark.parametrize("route", ["levels", "cascade"])
+@pytest.mark.parametrize("norm", ["Linf", "L2"])
+def test_wavelet_pgd_step_chain_visits_only_the_levels_it_needs(monkeypatch, norm, route):
+    """g' = s_1 g + sum_j (s_{j+1} - s_j) P_j g (s_{J+1} = 1): levels past the last change of
+    scale are not visited (the cascade is told that depth: checked through its scratch buffer,
+    which holds exactly the levels it visits), equal neighbouring scales skip their term, all ones
+    is pgd_step."""
+    from wavefuse.kernels import pgd_step
+
+    _route(monkeypatch, route)
+    counts = _chain_counts(monkeypatch)
+    scratch = []
+    real_empty = pgd_step.torch.empty
+
+    def spy_empty(*args, **kwargs):
+        out = real_empty(*args, **kwargs)
+        scratch.append(out.numel())
+        return out
+
+    monkeypatch.setattr(pgd_step.torch, "empty", spy_empty)
     x_adv, g, x = _step_inputs(shape=(2, 2, 13, 10), dtype=torch.float64)
+    sizes = [(9, 7), (7, 6), (6, 5)]  # db3 (6 taps) symmetric levels of 13 x 10
     for scales, depth in (([0.5, 1.0, 1.0], 1), ([0.3, 0.3, 1.0], 2), ([0.0, 0.5, 0.5], 3)):
         for counter in counts.values():
             counter.launches = 0
+        scratch.clear()
         got, expected = _wavelet_steps(x_adv, g, x, 0.5, "db3", 3, "symmetric", scales, norm)
-        assert _launches(counts) == {"_dwt2d_fwd_kernel": depth, "_chain_kernel": depth}, scales
+        assert _launches(counts) == _chain_launches(route, depth), scales
+        if route == "cascade":
+            assert scratch[0] == 4 * sum(h * w for h, w in sizes[:depth]), (scales, scratch)
         assert_close(got, expected, 1e-12, f"{scales} {norm}")
     for counter in counts.values():
         counter.launches = 0
@@ -511,6 +603,7 @@ def test_wavelet_pgd_step_chain_visits_only_the_levels_it_needs(monkeypatch, nor
 
 
 @needs_wavelet_step
+@pytest.mark.parametrize("route", ["levels", "cascade"])
 @pytest.mark.parametrize(
     "dtype, layout, norm",
     [
@@ -519,14 +612,14 @@ def test_wavelet_pgd_step_chain_visits_only_the_levels_it_needs(monkeypatch, nor
         (torch.bfloat16, "channels_last", "L2"),
     ],
 )
-def test_wavelet_pgd_step_chain_dtypes_layouts_and_bounds(monkeypatch, dtype, layout, norm):
+def test_wavelet_pgd_step_chain_dtypes_layouts_and_bounds(monkeypatch, dtype, layout, norm, route):
     """The chain on float32 and bfloat16 (a float32 chain, x_adv rounded once), channels_last x_adv
     and gradient, per-sample eps and hi and per-channel alpha and lo tensors, a 40 x 37 plane (the
-    tiled merge for the first level); the gradient is left as it was (the chain overwrites only
-    its own buffers)."""
-    from wavefuse.kernels import dwt, pgd_step
+    tiled merge for the first level; several tiles per level in the cascade); the gradient is left
+    as it was (the chain overwrites only its own buffers)."""
+    from wavefuse.kernels import dwt
 
-    monkeypatch.setattr(pgd_step, "_SEPARABLE_MAX_SIDE", 0)
+    _route(monkeypatch, route)
     monkeypatch.setattr(dwt, "_DENSE_MAX_FULL", 16)
     counts = _chain_counts(monkeypatch)
     x_adv, g, x = _step_inputs(shape=(2, 3, 40, 37), dtype=dtype)
@@ -542,7 +635,7 @@ def test_wavelet_pgd_step_chain_dtypes_layouts_and_bounds(monkeypatch, dtype, la
     expected = _quiet(
         wavefuse.wavelet_pgd_step, x_adv.clone(), g, *args, **bounds, backend="reference"
     )
-    assert _launches(counts) == {"_dwt2d_fwd_kernel": 2, "_chain_kernel": 2}
+    assert _launches(counts) == _chain_launches(route, 2)
     assert torch.equal(g, g_before)
     assert got.dtype == dtype and got.stride() == x_adv.stride()
     if norm == "L2":
@@ -553,16 +646,16 @@ def test_wavelet_pgd_step_chain_dtypes_layouts_and_bounds(monkeypatch, dtype, la
 
 
 @needs_wavelet_step
-@pytest.mark.parametrize("path", ["dense", "tiled"])
+@pytest.mark.parametrize("path", ["levels-dense", "levels-tiled", "cascade"])
 def test_wavelet_pgd_step_chain_int64_offsets(monkeypatch, path):
     """Every offset of the chain's kernels in int64 (the int32 limit lowered to 0), on the dense
-    and the tiled merge."""
-    from wavefuse.kernels import dwt, pgd_step
+    and the tiled merge level by level, and in the cascade."""
+    from wavefuse.kernels import dwt
 
-    monkeypatch.setattr(pgd_step, "_SEPARABLE_MAX_SIDE", 0)
+    _route(monkeypatch, path.split("-")[0])
     monkeypatch.setattr(dwt, "_INT32_LIMIT", 0)
-    if path != "dense":
-        _use_path(monkeypatch, path)
+    if path == "levels-tiled":
+        _use_path(monkeypatch, "tiled")
     for norm in ("Linf", "L2"):
         x_adv, g, x = _step_inputs(shape=(1, 2, 9, 12), dtype=torch.float64)
         got, expected = _wavelet_steps(x_adv, g, x, 0.5, "db2", 2, "periodic", [0.0, 0.5], norm)
@@ -571,15 +664,15 @@ def test_wavelet_pgd_step_chain_int64_offsets(monkeypatch, path):
 
 @needs_wavelet_step
 @pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # the interpreter's inf - inf
+@pytest.mark.parametrize("route", ["levels", "cascade"])
 @pytest.mark.parametrize("mode", ["zero", "symmetric", "periodization"])
-def test_wavelet_pgd_step_chain_non_finite_gradients(monkeypatch, mode):
-    """The chain's tiled merges (docs/edge_policies.md): a NaN gradient entry gives exactly the
-    reference's NaN (Linf: those elements; L2: the sample); an infinite one, with scales that
-    never decrease and stay in [0, 1], never makes NaN where the reference has none (it may step
-    where the reference's 0 * inf is NaN) and gives the reference's steps elsewhere."""
-    from wavefuse.kernels import pgd_step
-
-    monkeypatch.setattr(pgd_step, "_SEPARABLE_MAX_SIDE", 0)
+def test_wavelet_pgd_step_chain_non_finite_gradients(monkeypatch, mode, route):
+    """The chain's tiled merges (docs/edge_policies.md), level by level and in the cascade: a
+    NaN gradient entry gives exactly the reference's NaN (Linf: those elements; L2: the sample);
+    an infinite one, with scales that never decrease and stay in [0, 1], never makes NaN where
+    the reference has none (it may step where the reference's 0 * inf is NaN) and gives the
+    reference's steps elsewhere."""
+    _route(monkeypatch, route)
     _use_path(monkeypatch, "tiled")
     for bad, scales in ((math.nan, [0.0, 0.5]), (math.inf, [0.0, 0.5]), (-math.inf, [0.5, 0.5])):
         x_adv, g, x = _step_inputs(shape=(2, 1, 13, 10), dtype=torch.float64)
@@ -594,9 +687,7 @@ def test_wavelet_pgd_step_chain_non_finite_gradients(monkeypatch, mode):
 def test_wavelet_pgd_step_per_level_path_for_a_bank_without_perfect_reconstruction(monkeypatch):
     """The chain needs idwt(a_j, d_j) = a_{j-1}: a bank without it runs the per-level transforms
     above _SEPARABLE_MAX_SIDE (analysis, the bands scaled, the full synthesis), then the step."""
-    from wavefuse.kernels import pgd_step
-
-    monkeypatch.setattr(pgd_step, "_SEPARABLE_MAX_SIDE", 0)
+    _route(monkeypatch, "cascade")
     counts = _chain_counts(monkeypatch)
     _check_bank_without_perfect_reconstruction()
     assert _launches(counts) == {"_dwt2d_fwd_kernel": 2, "_dwt2d_adjoint_kernel": 2}

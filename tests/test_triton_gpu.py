@@ -504,20 +504,26 @@ def test_wavelet_pgd_step_haar(norm, level, monkeypatch):
 
 @_uses(*WAVELET_STEPS)
 @pytest.mark.parametrize(
-    "path, size", [("separable", (33, 20)), ("chain", (140, 20))], ids=["separable", "chain"]
+    "path, size",
+    [("separable", (33, 20)), ("cascade", (140, 20)), ("chain", (140, 20))],
+    ids=["separable", "cascade", "chain"],
 )
 @pytest.mark.parametrize("norm", ["Linf", "L2"])
 def test_wavelet_pgd_step_db4_level_2(norm, path, size, monkeypatch):
     """db4, level 2: planes of at most 64 x 64 run the separable one-launch kernel (dense matrix
-    products with tl.dot), larger ones (140 > 64 rows) the approximation chain (per level an
-    analysis of the approximation alone and a ``_chain_kernel`` synthesis; the first level's 73
-    coefficient rows take its tiled merge, the second level's its dense one). float64 in every
-    mode (separable: the mode is in the host-built matrices, one compiled kernel) or in two
-    (chain: each mode compiles kernels), then reflect in float32 channels_last with tensor bounds
-    and in bfloat16."""
+    products with tl.dot), larger ones (140 > 64 rows) the approximation chain: in one
+    ``_cascade_kernel`` launch (one program per plane, every level), or, where the cascade does
+    not fit (forced here: "chain"), per level an analysis of the approximation alone and a
+    ``_chain_kernel`` synthesis (the first level's 73 coefficient rows take its tiled merge, the
+    second level's its dense one). float64 in every mode (separable: the mode is in the host-built
+    matrices, one compiled kernel) or in two (chain and cascade: each mode compiles kernels), then
+    reflect in float32 channels_last with tensor bounds and in bfloat16."""
     from wavefuse.kernels import dwt, pgd_step
 
-    counts = count_launches(monkeypatch, pgd_step, "_separable_kernel", "_chain_kernel")
+    if path == "chain":
+        monkeypatch.setattr(pgd_step, "_CASCADE_MAX_DEPTH", 0)
+    names = ("_separable_kernel", "_chain_kernel", "_cascade_kernel")
+    counts = count_launches(monkeypatch, pgd_step, *names)
     counts.update(count_launches(monkeypatch, dwt, "_dwt2d_fwd_kernel"))
     eps = 0.05 if norm == "Linf" else 0.5
     scales = [0.0, 0.5]
@@ -541,9 +547,13 @@ def test_wavelet_pgd_step_db4_level_2(norm, path, size, monkeypatch):
     separable = counts["_separable_kernel"].launches
     per_level = counts["_dwt2d_fwd_kernel"].launches
     chain = counts["_chain_kernel"].launches
+    cascade = counts["_cascade_kernel"].launches
     if path == "separable":
-        # float64 (all calls but the last 2) needs float64 tl.dot (Triton 3.5): before, the chain
+        # float64 (all calls but the last 2) needs float64 tl.dot (Triton 3.5): before, the cascade
         f64 = calls - 2 if not dwt._DOT_FLOAT64 else 0
-        assert separable == calls - f64 and per_level == chain == 2 * f64, (separable, per_level)
+        assert separable == calls - f64 and cascade == f64, (separable, cascade)
+        assert per_level == chain == 0, (per_level, chain)
+    elif path == "cascade":
+        assert cascade == calls and separable == per_level == chain == 0, (cascade, per_level)
     else:
-        assert separable == 0 and per_level == chain == 2 * calls, (separable, per_level, chain)
+        assert separable == cascade == 0 and per_level == chain == 2 * calls, (per_level, chain)
