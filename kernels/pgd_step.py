@@ -45,7 +45,9 @@ matrix pairs, identity * G + sum_k L_k G R_k^T (wavefuse/ops/separable.py: one p
 scale step for a perfect-reconstruction bank, built once per bank, mode, level, size and scales and
 cached), so ``_separable_kernel`` loads the plane, applies the pairs with tl.dot (float32 "ieee":
 no TF32 rounding; float64) and, for Linf, steps x_adv in the same program; for L2 it writes g' in
-the compute dtype and pgd_step's three L2 launches follow. No band is formed. The separable
+the compute dtype and its plane's sum of g'^2, so that of pgd_step's three L2 launches only the
+last two follow (the first forms those sums; it still runs where a sample has more than
+_MAX_PARTIALS planes). No band is formed. The separable
 kernel's block sides and warps (4 warps up to 32 x 32, 8 at 64 x 64) are chosen blind: ptxas for
 sm_90 reports 168 registers and no spill at 32 x 32 in float32, 255 and a 208-byte spill at 64 x 64.
 
@@ -76,8 +78,8 @@ plane sweeps that plane through every level -- the analyses (approximation alone
 into a scratch buffer (each plane's levels together, about a third of the gradient's size), then
 the synthesis levels coarsest first, the last fused with the Linf step -- with a barrier
 (tl.debug_barrier: __syncthreads, which makes a block's global writes visible to the block)
-between levels. Linf is then one launch for every level and L2 one plus pgd_step's three, as the
-separable kernel. The cost is parallelism: one program per plane, so a few large planes would run
+between levels. Linf is then one launch for every level and L2 three (the cascade, which also
+sums g'^2 per plane, and pgd_step's last two), as the separable kernel. The cost is parallelism: one program per plane, so a few large planes would run
 on a few SMs. The cascade therefore runs where a plane has at most _CASCADE_MAX_PLANE elements
 (512 x 512) or there are at least _CASCADE_MIN_PLANES planes, for at most _CASCADE_MAX_DEPTH (8)
 levels (the scales are scalar arguments); otherwise the chain runs level by level. Those limits
@@ -325,18 +327,20 @@ def _l2_grad_partials_kernel(
 @triton.jit(do_not_specialize=["alpha_bits"])
 def _l2_delta_partials_kernel(
     xa_ptr, g_ptr, x_ptr, pg_ptr, pd_ptr, alpha_bits, alpha_t, sa_n, sa_c,
-    M, C, HW, W, P, CHUNK,
+    M, C, HW, W, P, CHUNK, PG,
     xa_sn, xa_sc, xa_sh, xa_sw, g_sn, g_sc, g_sh, g_sw, x_sn, x_sc, x_sh, x_sw,
     HAS_ALPHA: tl.constexpr, FLAT: tl.constexpr, CL: tl.constexpr, WIDE: tl.constexpr,
-    ACC: tl.constexpr, BLOCK: tl.constexpr, PB: tl.constexpr,
+    ACC: tl.constexpr, BLOCK: tl.constexpr, PGB: tl.constexpr,
 ):  # fmt: skip
-    """pd[n, chunk] = sum of (x_adv + alpha * g / (||g|| + 1e-10) - x)^2 over one chunk."""
+    """pd[n, chunk] = sum of (x_adv + alpha * g / (||g|| + 1e-10) - x)^2 over one chunk; ||g||
+    from the PG partials pg[n, :] (the grad-partials launch's P, or one per plane where the
+    wavelet step's filter kernel summed them)."""
     pid = tl.program_id(0)
     n = pid // P
     chunk = pid % P
     if WIDE:
         n, chunk = n.to(tl.int64), chunk.to(tl.int64)
-    denom = _l2_denominator(pg_ptr, n, P, PB, ACC)
+    denom = _l2_denominator(pg_ptr, n, PG, PGB, ACC)
     acc = tl.zeros([BLOCK], dtype=ACC)
     for r0 in range(0, CHUNK, BLOCK):
         r = chunk * CHUNK + r0 + tl.arange(0, BLOCK)
@@ -357,11 +361,11 @@ def _l2_update_kernel(
     eps_bits, alpha_bits, lo_bits, hi_bits,
     eps_t, alpha_t, lo_t, hi_t,
     se_n, sa_n, sa_c, sl_n, sl_c, sh_n, sh_c,
-    M, C, HW, W, P, CHUNK,
+    M, C, HW, W, P, CHUNK, PG,
     xa_sn, xa_sc, xa_sh, xa_sw, g_sn, g_sc, g_sh, g_sw, x_sn, x_sc, x_sh, x_sw,
     HAS_EPS: tl.constexpr, HAS_ALPHA: tl.constexpr, HAS_LO: tl.constexpr, HAS_HI: tl.constexpr,
     FLAT: tl.constexpr, CL: tl.constexpr, WIDE: tl.constexpr, ACC: tl.constexpr,
-    BLOCK: tl.constexpr, PB: tl.constexpr,
+    BLOCK: tl.constexpr, PB: tl.constexpr, PGB: tl.constexpr,
 ):  # fmt: skip
     """x_adv = clamp(x + (x_adv + alpha * g / (||g|| + 1e-10) - x) * factor, lo, hi) over one
     chunk, factor = min((1 / ||delta||) * eps, 1) (1 where ||delta|| = 0, NaN kept)."""
@@ -370,7 +374,7 @@ def _l2_update_kernel(
     chunk = pid % P
     if WIDE:
         n, chunk = n.to(tl.int64), chunk.to(tl.int64)
-    denom = _l2_denominator(pg_ptr, n, P, PB, ACC)
+    denom = _l2_denominator(pg_ptr, n, PG, PGB, ACC)
     dn = _sqrt(_sample_sum(pd_ptr, n, P, PB))
     eps = _scalar(eps_bits, eps_t, se_n, 0, n, 0, HAS_EPS, ACC)
     one = tl.full([], 1.0, ACC)
@@ -421,7 +425,7 @@ def _linf_tile(
 
 @triton.jit(do_not_specialize=["eps_bits", "alpha_bits", "lo_bits", "hi_bits", "identity_bits"])
 def _separable_kernel(
-    xa_ptr, g_ptr, x_ptr, out_ptr, l_ptr, r_ptr,
+    xa_ptr, g_ptr, x_ptr, out_ptr, pg_ptr, l_ptr, r_ptr,
     eps_bits, alpha_bits, lo_bits, hi_bits, identity_bits,
     eps_t, alpha_t, lo_t, hi_t,
     se_n, se_c, sa_n, sa_c, sl_n, sl_c, sh_n, sh_c,
@@ -434,7 +438,8 @@ def _separable_kernel(
 ):  # fmt: skip
     """One plane (program n * C + c): g' = identity * G + sum_k L[k] @ G @ Rt[k]
     (wavefuse/ops/separable.py: every level of the wavelet filter at once), then, for Linf, the
-    step on x_adv in place; otherwise g' is written to out (the L2 step follows)."""
+    step on x_adv in place; otherwise g' is written to out and its sum of squares to pg[pid]
+    (the L2 step's first partial sums: the L2 step follows)."""
     pid = tl.program_id(0).to(tl.int64)
     n = pid // C
     c = pid % C
@@ -465,6 +470,7 @@ def _separable_kernel(
     else:
         o_out = n * o_sn + c * o_sc + rows[:, None] * o_sh + cols[None, :] * o_sw
         tl.store(out_ptr + o_out, acc, mask=ok)
+        tl.store(pg_ptr + pid, tl.sum(tl.sum(tl.where(ok, acc * acc, 0.0), axis=1), axis=0))
 
 
 # ---- wavelet step, larger planes: the approximation chain -----------------------------------------
@@ -646,7 +652,7 @@ def _cascade_synthesis(
     ]
 )  # fmt: skip
 def _cascade_kernel(
-    g_ptr, f_ptr, s_ptr, out_ptr, xa_ptr, x_ptr,
+    g_ptr, f_ptr, s_ptr, out_ptr, pg_ptr, xa_ptr, x_ptr,
     c1_bits, c2_bits, c3_bits, c4_bits, c5_bits, c6_bits, c7_bits, c8_bits, gain_bits,
     eps_bits, alpha_bits, lo_bits, hi_bits, eps_t, alpha_t, lo_t, hi_t,
     se_n, se_c, sa_n, sa_c, sl_n, sl_c, sh_n, sh_c,
@@ -663,7 +669,8 @@ def _cascade_kernel(
     levels that write the approximations a_1 .. a_DEPTH into the plane's scratch (PER_PLANE
     elements: the levels one after the other), then, coarsest first, e_{j-1} = c_j a_{j-1} +
     gain_j S_lo e_j over a_{j-1} (gain_DEPTH = 1 - s_DEPTH, else 1; c_j from the eight bit
-    patterns), the last (j = 1, a_0 = g) stepped into x_adv for LINF or written to out. A
+    patterns), the last (j = 1, a_0 = g) stepped into x_adv for LINF or written to out, with
+    the plane's sum of g'^2 to pg[plane] (the L2 step's first partial sums). A
     barrier separates the levels: a level's tiles read the whole of the previous level, which
     this program's threads wrote (global memory, visible to the block after the barrier).
 
@@ -729,6 +736,7 @@ def _cascade_kernel(
     kh, kw, _ = _cascade_level(H, W, 1, L, MODE)
     gain = tl.where(DEPTH == 1, gain_last, one)
     coef = c1_bits.to(tl.int64).to(tl.float64, bitcast=True).to(ACC)
+    sq = tl.zeros([BHS, BWS], dtype=ACC)
     tiles_w = tl.cdiv(W, BWS)
     for t in range(tl.cdiv(H, BHS) * tiles_w):
         r0 = (t // tiles_w) * BHS
@@ -756,6 +764,9 @@ def _cascade_kernel(
         else:
             o_out = pn * so_n + pc * so_c + r[:, None] * so_h + cc[None, :] * so_w
             tl.store(out_ptr + o_out, v.to(out_ptr.dtype.element_ty), mask=ok)
+            sq += tl.where(ok, v * v, 0.0)
+    if not LINF:
+        tl.store(pg_ptr + plane, tl.sum(tl.sum(sq, axis=1), axis=0))
 
 
 # ---- host side -----------------------------------------------------------------------------------
@@ -792,9 +803,13 @@ def _acc(x_adv: Tensor):
     return tl.float64 if x_adv.dtype == torch.float64 else tl.float32
 
 
-def _step(x_adv, grad, x_nat, eps, alpha, lo, hi, eps_t, alpha_t, lo_t, hi_t, norm) -> None:
+def _step(
+    x_adv, grad, x_nat, eps, alpha, lo, hi, eps_t, alpha_t, lo_t, hi_t, norm, pg=None
+) -> None:
     """The step on x_adv in place; grad may be in another float dtype (the wavelet step passes
-    its filtered gradient in the compute dtype)."""
+    its filtered gradient in the compute dtype). For L2, ``pg`` (N, PG) in the compute dtype: the
+    sums of grad^2 that the caller's kernel has already formed (one per plane); the grad-partials
+    launch is then skipped."""
     if x_adv.numel() == 0:
         return
     n, c, h, w = x_adv.shape
@@ -823,22 +838,25 @@ def _step(x_adv, grad, x_nat, eps, alpha, lo, hi, eps_t, alpha_t, lo_t, hi_t, no
     chunk = block * triton.cdiv(triton.cdiv(m, _MAX_PARTIALS), block)
     parts = triton.cdiv(m, chunk)
     acc_dtype = torch.float64 if x_adv.dtype == torch.float64 else torch.float32
-    pg = torch.empty((n, parts), dtype=acc_dtype, device=x_adv.device)
-    pd = torch.empty_like(pg)
+    pd = torch.empty((n, parts), dtype=acc_dtype, device=x_adv.device)
     grid = (n * parts,)
     pb = triton.next_power_of_2(parts)
     with _dwt._device_guard(x_adv):
-        _l2_grad_partials_kernel[grid](
-            grad, pg, m, c, h * w, w, parts, chunk, *grad.stride(), **common, BLOCK=block
-        )  # fmt: skip
+        if pg is None:
+            pg = torch.empty_like(pd)
+            _l2_grad_partials_kernel[grid](
+                grad, pg, m, c, h * w, w, parts, chunk, *grad.stride(), **common, BLOCK=block
+            )  # fmt: skip
+        n_pg = pg.shape[1]
+        pgb = triton.next_power_of_2(n_pg)
         _l2_delta_partials_kernel[grid](
             x_adv, grad, x_nat, pg, pd, a[0], a[1], a[2], a[3], m, c, h * w, w, parts, chunk,
-            *strides, HAS_ALPHA=alpha_t is not None, **common, BLOCK=block, PB=pb,
+            n_pg, *strides, HAS_ALPHA=alpha_t is not None, **common, BLOCK=block, PGB=pgb,
         )  # fmt: skip
         _l2_update_kernel[grid](
             x_adv, grad, x_nat, pg, pd, e[0], a[0], lw[0], hg[0], e[1], a[1], lw[1], hg[1],
-            e[2], a[2], a[3], lw[2], lw[3], hg[2], hg[3], m, c, h * w, w, parts, chunk,
-            *strides, **has, **has_lohi, **common, BLOCK=block, PB=pb,
+            e[2], a[2], a[3], lw[2], lw[3], hg[2], hg[3], m, c, h * w, w, parts, chunk, n_pg,
+            *strides, **has, **has_lohi, **common, BLOCK=block, PB=pb, PGB=pgb,
         )  # fmt: skip
 
 
@@ -867,7 +885,8 @@ def pgd_step(
 def _separable_step(x_adv, grad, x_nat, bounds, filters, mode, level, hf_scale, norm) -> bool:
     """The wavelet step on planes of at most _SEPARABLE_MAX_SIDE per side: one launch computes g'
     for every level (one program per plane) and, for Linf, steps x_adv; for L2 it writes g' in the
-    compute dtype and pgd_step's three L2 launches follow. False, launching nothing, where the
+    compute dtype (and the plane's sum of its squares) and pgd_step's last two L2 launches follow.
+    False, launching nothing, where the
     matrices cannot be had without a sync under CUDA graph capture (separable.filter_terms) or
     the kernel needs more shared memory than the device has (``_dwt.launched``), and for float64
     with a Triton that has no float64 tl.dot (before 3.5)."""
@@ -884,12 +903,13 @@ def _separable_step(x_adv, grad, x_nat, bounds, filters, mode, level, hf_scale, 
         return False
     linf = norm == "Linf"
     out = x_adv if linf else torch.empty_like(x_adv, dtype=cdtype)
+    pg = x_adv if linf else torch.empty((n, c), dtype=cdtype, device=x_adv.device)
     e, a, lw, hg = (_bound(v, t, x_adv) for v, t in zip(bounds[:4], bounds[4:]))
     wide = _dwt._needs_int64(x_adv, grad, x_nat, out)
     with _dwt._device_guard(x_adv):
         ok = _dwt.launched(
             lambda: _separable_kernel[(n * c,)](
-                x_adv, grad, x_nat, out, terms.left, terms.right_t,
+                x_adv, grad, x_nat, out, pg, terms.left, terms.right_t,
                 e[0], a[0], lw[0], hg[0], _bits(terms.identity), e[1], a[1], lw[1], hg[1],
                 e[2], e[3], a[2], a[3], lw[2], lw[3], hg[2], hg[3], c, h, w, terms.count,
                 *x_adv.stride(), *grad.stride(), *x_nat.stride(), *out.stride(),
@@ -902,7 +922,7 @@ def _separable_step(x_adv, grad, x_nat, bounds, filters, mode, level, hf_scale, 
     if not ok:  # float64 planes over 32 need 192 KiB (Hopper only): the per-level path then runs
         return False
     if not linf:
-        _step(x_adv, out, x_nat, *bounds, norm)
+        _step(x_adv, out, x_nat, *bounds, norm, pg=_plane_sums(pg))
     return True
 
 
@@ -979,7 +999,8 @@ def _cascade_fits(x_adv: Tensor, depth: int) -> bool:
 def _cascade_launch(x_adv, grad, x_nat, bounds, filters, mode, scales, norm, cdtype) -> None:
     """The chain in one launch (``_cascade_kernel``), its levels in a scratch buffer of the
     compute dtype (each plane's levels together: about a third of the gradient's elements); for
-    L2, g' is written and pgd_step's three L2 launches follow."""
+    L2, g' and its per-plane sums of squares are written and pgd_step's last two L2 launches
+    follow."""
     n, c, h, w = x_adv.shape
     taps = filters.shape[-1]
     depth = len(scales)
@@ -993,6 +1014,7 @@ def _cascade_launch(x_adv, grad, x_nat, bounds, filters, mode, scales, norm, cdt
     coefs += [0.0] * (_CASCADE_MAX_DEPTH - depth)
     linf = norm == "Linf"
     out = x_adv if linf else torch.empty_like(x_adv, dtype=cdtype)
+    pg = x_adv if linf else torch.empty((n, c), dtype=cdtype, device=x_adv.device)
     e, a, lw, hg = (_bound(v, t, x_adv) for v, t in zip(bounds[:4], bounds[4:]))
     code = _dwt._MODE_CODE[mode]
     syn = _dwt._synthesis_code(mode)
@@ -1003,7 +1025,7 @@ def _cascade_launch(x_adv, grad, x_nat, bounds, filters, mode, scales, norm, cdt
     wide = _dwt._needs_int64(grad, out, x_adv, x_nat) or per_plane > _dwt._INT32_LIMIT
     with _dwt._device_guard(x_adv):
         _cascade_kernel[(n * c,)](
-            grad, filters, scratch, out, x_adv, x_nat,
+            grad, filters, scratch, out, pg, x_adv, x_nat,
             *(_bits(v) for v in coefs), _bits(1.0 - scales[-1]),
             e[0], a[0], lw[0], hg[0], e[1], a[1], lw[1], hg[1],
             e[2], e[3], a[2], a[3], lw[2], lw[3], hg[2], hg[3],
@@ -1016,7 +1038,14 @@ def _cascade_launch(x_adv, grad, x_nat, bounds, filters, mode, scales, norm, cdt
             ACC=_acc(x_adv), WIDE=wide, BHA=bha, BWA=bwa, BHS=bhs, BWS=bws,
         )  # fmt: skip
     if not linf:
-        _step(x_adv, out, x_nat, *bounds, norm)
+        _step(x_adv, out, x_nat, *bounds, norm, pg=_plane_sums(pg))
+
+
+def _plane_sums(pg: Tensor) -> Tensor | None:
+    """The per-plane sums of g'^2 for the L2 step, or None (the step then forms its own partial
+    sums: one more launch) where a sample has more planes than _MAX_PARTIALS: each L2 program
+    loads its sample's partials as one vector."""
+    return pg if pg.shape[1] <= _MAX_PARTIALS else None
 
 
 def _chain_launch(cur, prev, out, x_adv, x_nat, bounds, filters, mode, coef, gain, step,

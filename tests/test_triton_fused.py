@@ -418,22 +418,32 @@ def test_wavelet_pgd_step_dtypes_and_layouts(dtype, layout):
 
 
 @needs_wavelet_step
-def test_wavelet_pgd_step_one_launch_per_step(monkeypatch):
-    """Planes up to _SEPARABLE_MAX_SIDE: db4 J=3 (three distinct scales: three matrix pairs) is
-    one launch of the separable kernel for Linf, that launch and pgd_step's three for L2, and no
-    transform kernel; with per-channel and per-sample tensor bounds, channels_last data and blocks
-    that are not square (33 x 20 -> 64 x 32)."""
+@pytest.mark.parametrize("route", ["separable", "cascade", "cascade-many-planes"])
+def test_wavelet_pgd_step_one_launch_per_step(monkeypatch, route):
+    """db4 J=3 (three distinct scales) is one launch for Linf and three for L2, no transform
+    kernel: on planes up to _SEPARABLE_MAX_SIDE the separable kernel (three matrix pairs), above
+    it (forced here) the cascade; for L2 that kernel also sums g'^2 per plane, so pgd_step's
+    grad-partials launch does not run -- except where a sample has more planes than
+    _MAX_PARTIALS (lowered here to 2: "many planes"). Per-channel and per-sample tensor bounds,
+    channels_last data, blocks that are not square (33 x 20 -> 64 x 32)."""
     from wavefuse.kernels import dwt, pgd_step
 
+    if route != "separable":
+        _route(monkeypatch, "cascade")
+    if route == "cascade-many-planes":
+        monkeypatch.setattr(pgd_step, "_MAX_PARTIALS", 2)
     counts = count_launches(monkeypatch, dwt, "_dwt2d_fwd_kernel", "_dwt2d_adjoint_kernel")
-    step_kernels = ("_separable_kernel", "_linf_kernel", "_l2_grad_partials_kernel")
-    step_kernels += ("_l2_delta_partials_kernel", "_l2_update_kernel")
+    step_kernels = ("_separable_kernel", "_cascade_kernel", "_chain_kernel", "_linf_kernel")
+    step_kernels += ("_l2_grad_partials_kernel", "_l2_delta_partials_kernel", "_l2_update_kernel")
     counts.update(count_launches(monkeypatch, pgd_step, *step_kernels))
     x_adv, g, x = _step_inputs(shape=(2, 3, 33, 20), dtype=torch.float32)
     x_adv = x_adv.contiguous(memory_format=torch.channels_last)
     lo = torch.full((1, 3, 1, 1), 0.1, device=DEVICE)
-    l2_launches = dict.fromkeys(step_kernels[:1] + step_kernels[2:], 1)
-    expected_launches = {"Linf": {"_separable_kernel": 1}, "L2": l2_launches}
+    kernel = "_separable_kernel" if route == "separable" else "_cascade_kernel"
+    l2_launches = dict.fromkeys((kernel, "_l2_delta_partials_kernel", "_l2_update_kernel"), 1)
+    if route == "cascade-many-planes":
+        l2_launches["_l2_grad_partials_kernel"] = 1
+    expected_launches = {"Linf": {kernel: 1}, "L2": l2_launches}
     for norm in ("Linf", "L2"):
         eps = torch.tensor([0.3, 0.5], device=DEVICE).view(2, 1, 1, 1)
         args = (x, eps, 0.03, "db4", 3, "symmetric", [0.0, 0.5, -0.25], norm)
