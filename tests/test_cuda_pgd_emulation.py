@@ -30,6 +30,15 @@ phase (their fma_rn chains are std::fma here: the device's bits), the plane phas
 odd, 1-wide, 1 x 1 and 64 x 64 planes, more planes than partial slots, NaN (its whole plane),
 repeatability.
 
+The whole-cascade approximation chain (csrc/cuda/cascade_body.cuh's ``cascade_block``, the one
+launch of the chain's filter on planes up to 2^18 samples or 128 planes and more) runs in
+tests/cuda_cascade_emulation_harness.cpp through cascade_block itself, whose ``phase`` callable
+runs each phase for every thread of the block before the next (the kernel: its own thread, then
+``__syncthreads()``), one block per plane. Output, level scratch and shared memory start as NaN.
+g' compared with ``reference.scale_details_ref``: db2/db4/sym5/coif3 x every mode x levels 1, 2,
+3, 5 x odd and even planes over 64, float64 (1e-12) and float32 (2e-6), three layouts of g, int32
+and int64 offsets; scale 1 (g' = g) and a NaN gradient entry.
+
 What this does not cover: the CUDA compiler and hardware (device code generation, the ``__*_rn``
 intrinsics themselves, half-type conversions, launch limits, dynamic shared memory), the host
 wrappers' ATen code (layout, index-type and fused-path choice are recomputed here by the same
@@ -586,3 +595,99 @@ def test_python_dispatch_limits_match_the_cuda_constants():
     assert pgd_step._CUDA_HAAR_MAX_LEVELS == constant("haar_body.cuh", "kHaarMaxLevels")
     assert pgd_step._CUDA_SEPARABLE_MAX_SIDE == constant("pgd_step_body.cuh", "kSepMaxSide")
     assert SEP_MAX_SIDE == pgd_step._CUDA_SEPARABLE_MAX_SIDE
+
+
+# ---- the whole-cascade chain (one launch: csrc/cuda/cascade_body.cuh's cascade_block) ------------
+
+CASCADE_WAVES = ["db2", "db4", "sym5", "coif3"]
+CASCADE_LEVELS = [1, 2, 3, 5]
+# odd and even sides over 64; two planes each, so the plane offsets of the scratch are exercised
+CASCADE_SHAPES = [(1, 2, 67, 65), (2, 1, 66, 72)]
+CASCADE_LAYOUTS = ["contiguous", "channels_last", "strided"]
+# relative to max |g'|: float32, J levels of float32 rounding against the float64 reference (seen:
+# 2e-7); float64 rounding only
+CASCADE_TOL = {torch.float64: 1e-12, torch.float32: 2e-6}
+CASCADE_SCALES = [
+    [0.0, 0.5, -0.25, 1.0, 0.3],
+    [0.3, 0.3, 1.0, 0.0, 2.0],
+    [0.75, 0.0, 0.5, 0.25, 1.0],
+]
+
+
+@pytest.fixture(scope="module")
+def cascade_harness(tmp_path_factory) -> Path:
+    return compile_harness(tmp_path_factory, "cuda_cascade_emulation_harness.cpp")
+
+
+def _cascade_case(d: Path, g, wave: str, mode: str, level: int, scales, index_bits: int):
+    """One case; returns g' allocated as dwt.cu's chain_cascade does (g's memory format)."""
+    from wavefuse.ops._common import empty_4d
+
+    d.mkdir(parents=True)
+    n, c, h, w = g.shape
+    filters = filter_bank(wave, "dec", g.dtype)  # the kernel reads the taps in the compute type
+    out = empty_4d(g, n, c, h, w)
+    dtype_code = {torch.float64: 0, torch.float32: 1}[g.dtype]
+    fields = [dtype_code, index_bits, MODE_CODE[mode], filters.shape[-1], level, n, c, h, w]
+    fields += [*g.stride(), span(g), *out.stride(), span(out), *map(repr, scales)]
+    (d / "params.txt").write_text(" ".join(map(str, fields)) + "\n")
+    filters.double().contiguous().numpy().tofile(d / "filters.bin")
+    _raw(g).double().numpy().tofile(d / "g.bin")
+    return out
+
+
+def _cascade_result(d: Path, out) -> torch.Tensor:
+    data = torch.from_numpy(np.fromfile(d / "out.bin", dtype=np.float64))
+    assert data.numel() == span(out), f"{d.name}: {data.numel()} values"
+    return torch.as_strided(data, out.shape, out.stride(), 0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mode", list(MODE_CODE))
+def test_cascade_is_the_wavelet_filter(cascade_harness, tmp_path, mode, dtype):
+    """The whole cascade, one block per plane sweeping its tiles level by level (barriers between
+    phases), equals reference.scale_details_ref (every band formed) in float64 on g's values:
+    db2, db4, sym5, coif3 x levels 1, 2, 3, 5 x odd and even planes over 64 per side; scales,
+    g's layout (g' follows it) and int32 / int64 offsets rotate. Every output written (no NaN:
+    the output, the level scratch and shared memory start as NaN)."""
+    cases = []
+    for wave in CASCADE_WAVES:
+        for level in CASCADE_LEVELS:
+            for shape in CASCADE_SHAPES:
+                k = len(cases)
+                gen = torch.Generator().manual_seed(k)
+                g = torch.randn(*shape, dtype=torch.float64, generator=gen).to(dtype)
+                g = _layout(g, CASCADE_LAYOUTS[k % len(CASCADE_LAYOUTS)])
+                scales = CASCADE_SCALES[k % len(CASCADE_SCALES)][:level]
+                d = tmp_path / f"c{k}"
+                out = _cascade_case(d, g, wave, mode, level, scales, (32, 64)[k % 2])
+                what = f"cascade {wave} {mode} J={level} {shape} {dtype} {scales} {g.stride()}"
+                cases.append((d, g, out, wave, level, scales, what))
+    run_harness(cascade_harness, [c[0] for c in cases])
+    for d, g, out, wave, level, scales, what in cases:
+        got = _cascade_result(d, out)
+        assert torch.isfinite(got).all(), f"{what}: an output was never written (NaN)"
+        filters = filter_bank(wave, "dec", torch.float64)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # levels above dwt_max_level, as PyWavelets warns
+            expected = reference.scale_details_ref(g.double(), filters, mode, level, scales)
+        assert_close(got, expected, CASCADE_TOL[dtype], what)
+
+
+def test_cascade_scale_one_and_nan(cascade_harness, tmp_path):
+    """Every scale 1: g' = g (coef_1 = 1, every other coefficient and the coarsest gain 0). A NaN
+    gradient entry: NaN exactly where the reference has NaN, in its plane only."""
+    g = torch.randn(1, 2, 70, 65, dtype=torch.float64)
+    out = _cascade_case(tmp_path / "one", g, "db4", "symmetric", 3, [1.0] * 3, 32)
+    bad = g.clone()
+    bad[0, 1, 33, 20] = math.nan
+    scales = [0.0, 0.5]
+    out_nan = _cascade_case(tmp_path / "nan", bad, "db2", "zero", 2, scales, 32)
+    run_harness(cascade_harness, [tmp_path / "one", tmp_path / "nan"])
+    assert_close(_cascade_result(tmp_path / "one", out), g, 1e-12, "scale 1")
+    got = _cascade_result(tmp_path / "nan", out_nan)
+    expected = reference.scale_details_ref(bad, filter_bank("db2", "dec", torch.float64), "zero",
+                                           2, scales)  # fmt: skip
+    assert expected.isnan().any() and torch.isfinite(got[0, 0]).all()
+    assert torch.equal(got.isnan(), expected.isnan())
+    assert_close(got[0, 0], expected[0, 0], 1e-11, "NaN: the other plane")

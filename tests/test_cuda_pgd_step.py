@@ -15,8 +15,10 @@ profiler) for levels 1-6 in every mode, size, dtype and layout, and beyond level
 kernel or the approximation chain (tests ``test_haar_*``). Other banks run the separable kernel
 (sep_step_kernel, the same launch counts) on planes up to 64 x 64 (``test_separable_*``; the
 other wavelet tests' planes are all separable-sized), the approximation chain above
-(``test_chain_*``: per level split_kernel writing the approximation alone and chain_kernel, then
-the step), and the composition of the transforms for a bank without perfect reconstruction.
+(``test_chain_*``: on planes up to 2^18 samples, or 128 planes and more, ONE cascade_kernel launch
+for the whole filter, then the step; otherwise per level split_kernel writing the approximation
+alone and chain_kernel, then the step), and the composition of the transforms for a bank without
+perfect reconstruction.
 """
 
 from __future__ import annotations
@@ -329,38 +331,75 @@ def _chain_launches(x_adv, g, x, eps, wave, level, mode, scales, norm) -> dict:
     names = _kernel_launches(
         lambda: _quiet(wavefuse.wavelet_pgd_step, _copy(x_adv), g, *args, backend="cuda")
     )
-    kinds = ("chain_kernel", "split_kernel", "merge_kernel", "sep_step_kernel")
+    kinds = ("cascade_kernel", "chain_kernel", "split_kernel", "merge_kernel", "sep_step_kernel")
     return {k: sum(k in n for n in names) for k in kinds}
+
+
+CASCADE = {"cascade_kernel": 1, "chain_kernel": 0, "split_kernel": 0, "merge_kernel": 0,
+           "sep_step_kernel": 0}  # fmt: skip
 
 
 @pytest.mark.parametrize("norm", ["Linf", "L2"])
 def test_chain_every_mode_and_launches(norm):
-    """Planes over 64 with a perfect-reconstruction bank run _chain_pgd_step_kernel: per level
-    one split_kernel that writes the approximation alone and one chain_kernel, then the step; no
-    merge_kernel (no synthesis of four bands). db4 J=3 in every mode (float64, odd sizes, one
-    side under 64) against the reference; the levels past the last change of scale are skipped
-    ([0.5, 1, 1]: one level)."""
+    """Planes over 64 (and up to 2^18 samples) with a perfect-reconstruction bank run
+    _chain_pgd_step_kernel as the whole cascade: ONE cascade_kernel launch for the filter (no
+    split_kernel, chain_kernel or merge_kernel), then the step. db4 J=3 in every mode (float64,
+    odd sizes, one side under 64), db2 J=5, coif3 J=2 against the reference; the levels past the
+    last change of scale are skipped ([0.5, 1, 1]: one level, still one launch)."""
     x_adv, g, x = _inputs(shape=(2, 2, 131, 45), dtype=torch.float64)
     eps = 0.05 if norm == "Linf" else 0.5
     scales = [0.0, 0.5, -0.25]
     for mode in ALL_MODES:
         got, expected = _wavelet_steps(x_adv, g, x, eps, "db4", 3, mode, scales, norm)
-        assert_wavelet_step(got, expected, norm, 0.03, f"chain db4 {mode} {norm}")
+        assert_wavelet_step(got, expected, norm, 0.03, f"cascade db4 {mode} {norm}")
+    for wave, level, mode, sc in (
+        ("db2", 5, "periodization", [0.0, 0.5, -0.25, 1.0, 0.3]),
+        ("coif3", 2, "zero", [0.25, 0.0]),
+    ):
+        got, expected = _wavelet_steps(x_adv, g, x, eps, wave, level, mode, sc, norm)
+        assert_wavelet_step(got, expected, norm, 0.03, f"cascade {wave} J={level} {norm}")
+        launches = _chain_launches(x_adv, g, x, eps, wave, level, mode, sc, norm)
+        assert launches == CASCADE, (wave, launches)
     launches = _chain_launches(x_adv, g, x, eps, "db4", 3, "symmetric", scales, norm)
-    assert launches == {"chain_kernel": 3, "split_kernel": 3, "merge_kernel": 0,
-                        "sep_step_kernel": 0}, launches  # fmt: skip
+    assert launches == CASCADE, launches
+    target = _copy(x_adv)  # float64: no conversion; every kernel but the step's is the filter's
+    names = _kernel_launches(
+        lambda: _quiet(wavefuse.wavelet_pgd_step, target, g, x, eps, 0.03, "db4", 3, "symmetric",
+                       scales, norm, backend="cuda")
+    )  # fmt: skip
+    kernels = [n for n in names if not n.startswith(("Memcpy", "Memset"))]
+    assert len(kernels) == 1 + (1 if norm == "Linf" else 3), kernels
     launches = _chain_launches(x_adv, g, x, eps, "sym5", 3, "reflect", [0.5, 1.0, 1.0], norm)
-    assert launches["chain_kernel"] == launches["split_kernel"] == 1, launches
+    assert launches == CASCADE, launches
     got, expected = _wavelet_steps(x_adv, g, x, eps, "sym5", 3, "reflect", [0.5, 1.0, 1.0], norm)
-    assert_wavelet_step(got, expected, norm, 0.03, f"chain sym5 one level {norm}")
+    assert_wavelet_step(got, expected, norm, 0.03, f"cascade sym5 one level {norm}")
+
+
+@pytest.mark.parametrize("norm", ["Linf", "L2"])
+def test_chain_large_planes_choose_per_level_or_cascade(norm):
+    """cascade_body.cuh's cascade_applies: a plane over 2^18 samples with fewer than 128 planes
+    runs the per-level chain (per level one split_kernel and one chain_kernel, no cascade); the
+    same plane with 128 planes runs the cascade (one launch). Both match the reference."""
+    eps = 0.05 if norm == "Linf" else 0.5
+    scales = [0.0, 0.5]
+    for shape, expected_launches in (
+        ((1, 2, 515, 520), {"cascade_kernel": 0, "chain_kernel": 2, "split_kernel": 2}),
+        ((64, 2, 515, 520), {"cascade_kernel": 1, "chain_kernel": 0, "split_kernel": 0}),
+    ):
+        x_adv, g, x = _inputs(shape=shape, dtype=torch.float64)  # no float32 sign flips of g'
+        got, expected = _wavelet_steps(x_adv, g, x, eps, "db4", 2, "symmetric", scales, norm)
+        assert_wavelet_step(got, expected, norm, 0.03, f"chain {shape} {norm}")
+        launches = _chain_launches(x_adv, g, x, eps, "db4", 2, "symmetric", scales, norm)
+        for kind, count in expected_launches.items():
+            assert launches[kind] == count, (shape, launches)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("norm", ["Linf", "L2"])
 def test_chain_dtypes_layouts_and_bounds(norm, dtype):
-    """The chain in every dtype (half types: a float32 chain, x_adv rounded once) and layout
-    (x_adv and grad in different ones) with per-sample eps and per-channel alpha and lo; the
-    gradient is left as it was."""
+    """The chain (70 x 97 planes: the cascade) in every dtype (half types: a float32 chain, x_adv
+    rounded once) and layout (x_adv and grad in different ones; g' follows grad's) with
+    per-sample eps and per-channel alpha and lo; the gradient is left as it was."""
     n, c = 2, 3
     eps = (0.05 if norm == "Linf" else 0.5) * torch.linspace(0.5, 1.5, n).view(n, 1, 1, 1)
     alpha = torch.tensor([0.02, 0.03, 0.05]).view(1, c, 1, 1).cuda()

@@ -17,10 +17,22 @@
 // Also here, for wavelet_pgd_step's approximation chain (csrc/cuda/pgd_step.cu; declared in
 // host.h): analysis_ll (split_kernel<..., kLLOnly = true>: the approximation band alone, no
 // detail band formed) and chain_level (chain_kernel: the synthesis of an approximation band
-// alone, cropped, combined with the finer approximation, in place).
+// alone, cropped, combined with the finer approximation, in place); and chain_cascade
+// (cascade_kernel, body cascade_block in cascade_body.cuh): the whole chain, every level, in ONE
+// launch, one block per (n, c) plane sweeping its tiles with the same split (ll only) and
+// chain_thread bodies, a barrier after every phase; levels in one plane-major scratch tensor.
+// 2026-12-06 (nvcc 13.0, -Xptxas -v, sm_80 + sm_90): cascade_kernel with
+// __launch_bounds__(256, 3) (at most 80 registers): 72-80 registers, no spill, no stack frame in
+// all four variants (float/double x int32/int64). With __launch_bounds__(256) alone ptxas chose
+// 64 registers for the int32 variants and spilled 36 (float) and 100 (double) bytes on sm_80.
+// Shared memory: the split's (2L taps + 2 (30 + L) x 16 rows), e.g. 12.3 KiB for coif3 in
+// float64. Unmeasured on a GPU: one block walks all of its plane's tiles serially (2 barriers per
+// analysis tile), so the grid is only N * C blocks; cascade_applies (cascade_body.cuh) keeps
+// large planes with few channels on the per-level launches.
 //
 // Instantiations: 2 kernels x 4 dtypes x 2 index types (int32 offsets where every tensor's
-// offsets stay below 2^30, else int64), plus the two chain kernels for float and double only;
+// offsets stay below 2^30, else int64), plus the three chain kernels (the ll-only split, the
+// chain level, the cascade) for float and double only;
 // mode and filter length are run-time arguments.
 // (2026-11-23: this file, sm_80 + sm_90, 41 s of CPU on the 2-core build machine, 63 s wall under
 // load; ptxas: no spills, no stack frames, split 32-64 and merge 64-128 registers per thread.
@@ -61,6 +73,7 @@
 #include <c10/util/Half.h>
 #include <cuda_runtime.h>
 
+#include "cascade_body.cuh"
 #include "common.h"
 #include "dwt_body.cuh"
 
@@ -161,6 +174,23 @@ __global__ void __launch_bounds__(kThreads) chain_kernel(const ChainArgs<acc_t, 
   chain_thread(a, static_cast<index_t>(blockIdx.x), tid, taps);
 }
 
+// wavelet_pgd_step's approximation chain, every level in one launch: one block per (n, c) plane
+// (cascade_body.cuh's cascade_block: its phases for this thread, a barrier after each).
+// __grid_constant__: the bodies index the argument block's level tables by a run-time level and
+// take its address (const references), which would otherwise copy it into local memory.
+constexpr int kCascadeMinBlocks = 3;
+template <typename acc_t, typename index_t>
+__global__ void __launch_bounds__(kThreads, kCascadeMinBlocks)
+    cascade_kernel(const __grid_constant__ CascadeArgs<acc_t, index_t> a) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  acc_t* smem = reinterpret_cast<acc_t*>(smem_raw);
+  const int tid = static_cast<int>(threadIdx.x);
+  cascade_block(a, static_cast<index_t>(blockIdx.x), smem, [&](auto&& phase) {
+    phase(tid);
+    __syncthreads();
+  });
+}
+
 template <typename scalar_t, typename index_t>
 void split_launch(const SplitArgs<scalar_t, index_t>& a, int64_t blocks, size_t smem_bytes,
                   cudaStream_t stream) {
@@ -189,7 +219,22 @@ void chain_launch(const ChainArgs<acc_t, index_t>& a, int64_t blocks, size_t sme
       <<<static_cast<unsigned int>(blocks), kThreads, smem_bytes, stream>>>(a);
 }
 
+template <typename acc_t, typename index_t>
+void cascade_launch(const CascadeArgs<acc_t, index_t>& a, int64_t blocks, size_t smem_bytes,
+                    cudaStream_t stream) {
+  cascade_kernel<acc_t, index_t>
+      <<<static_cast<unsigned int>(blocks), kThreads, smem_bytes, stream>>>(a);
+}
+
 // The chain runs in the compute type only.
+template void cascade_launch<float, int32_t>(const CascadeArgs<float, int32_t>&, int64_t, size_t,
+                                             cudaStream_t);
+template void cascade_launch<float, int64_t>(const CascadeArgs<float, int64_t>&, int64_t, size_t,
+                                             cudaStream_t);
+template void cascade_launch<double, int32_t>(const CascadeArgs<double, int32_t>&, int64_t,
+                                              size_t, cudaStream_t);
+template void cascade_launch<double, int64_t>(const CascadeArgs<double, int64_t>&, int64_t,
+                                              size_t, cudaStream_t);
 template void chain_launch<float, int32_t>(const ChainArgs<float, int32_t>&, int64_t, size_t,
                                            cudaStream_t);
 template void chain_launch<float, int64_t>(const ChainArgs<float, int64_t>&, int64_t, size_t,
@@ -387,7 +432,66 @@ void run_chain(const Tensor& cur, const Tensor& prev, const Tensor& out, const T
   chain_launch(a, g.blocks, static_cast<size_t>(g.smem_elems) * sizeof(acc_t), stream);
 }
 
+template <typename acc_t, typename index_t>
+void run_cascade(const Tensor& g, const Tensor& out, const Tensor& levels, const Tensor& taps,
+                 Mode mode, at::ArrayRef<double> hf_scale, cudaStream_t stream) {
+  CascadeArgs<acc_t, index_t> a{};
+  const int64_t L = taps.size(1);
+  const bool planned = cascade_plan(a, g.size(2), g.size(3), static_cast<int>(L), mode,
+                                    static_cast<int>(hf_scale.size()), hf_scale.data());
+  TORCH_INTERNAL_ASSERT(planned, "wavefuse: cascade of ", hf_scale.size(), " levels");
+  a.g = static_cast<const acc_t*>(g.data_ptr());
+  a.sg = strides4<index_t>(g);
+  a.out = static_cast<acc_t*>(out.data_ptr());
+  a.so = strides4<index_t>(out);
+  a.levels_base = static_cast<acc_t*>(levels.data_ptr());
+  a.filters = static_cast<const acc_t*>(taps.data_ptr());
+  a.C = static_cast<index_t>(g.size(1));
+  const size_t smem_bytes = static_cast<size_t>(cascade_smem_elems(L)) * sizeof(acc_t);
+  cascade_launch(a, g.size(0) * g.size(1), smem_bytes, stream);
+}
+
 }  // namespace
+
+Tensor chain_cascade(const Tensor& g, const Tensor& taps, Mode mode,
+                     at::ArrayRef<double> hf_scale) {
+  const auto t = g.scalar_type();
+  TORCH_CHECK((t == at::kFloat || t == at::kDouble) && taps.scalar_type() == t &&
+                  taps.is_contiguous() && taps.device() == g.device(),
+              "wavefuse: chain_cascade takes float32 or float64 data and contiguous taps of its "
+              "dtype on its device");
+  const int64_t N = g.size(0), C = g.size(1), H = g.size(2), W = g.size(3), L = taps.size(1);
+  const int levels = static_cast<int>(hf_scale.size());
+  TORCH_CHECK(levels >= 1 && levels <= kCascadeMaxLevels, "wavefuse: the cascade takes 1 to ",
+              kCascadeMaxLevels, " levels, got ", levels);
+  const c10::cuda::CUDAGuard guard(g.device());
+  const int64_t planes = N * C, plane = H * W;
+  const int64_t per_plane = cascade_plane_elems(H, W, L, mode, levels);
+  // One allocation: g' first, in g's memory format (the step's flat path), then the levels,
+  // plane-major (cascade_body.cuh).
+  const Tensor buf = at::empty({planes * plane + planes * per_plane}, g.options());
+  const Tensor out = channels_last_like(g)
+                         ? buf.as_strided({N, C, H, W}, {C * plane, 1, W * C, C})
+                         : buf.as_strided({N, C, H, W}, {C * plane, plane, W, 1});
+  if (out.numel() == 0) return out;
+  const Tensor levels_t = buf.narrow(0, planes * plane, planes * per_plane);
+  TORCH_CHECK(planes <= INT_MAX, "wavefuse: too many planes (", planes, ") for one CUDA launch");
+  const int64_t smem_bytes = cascade_smem_elems(L) * static_cast<int64_t>(acc_size(g));
+  TORCH_CHECK(smem_bytes <= kMaxSharedBytes, "wavefuse: a ", L, "-tap filter needs ", smem_bytes,
+              " bytes of shared memory per block; the CUDA kernels support at most ",
+              kMaxSharedBytes);
+  const bool small = span_of(g) < kInt32Span && buf.numel() < kInt32Span;
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(g.device().index()).stream();
+  AT_DISPATCH_FLOATING_TYPES(t, "wavefuse_chain_cascade_cuda", [&] {
+    if (small) {
+      run_cascade<scalar_t, int32_t>(g, out, levels_t, taps, mode, hf_scale, stream);
+    } else {
+      run_cascade<scalar_t, int64_t>(g, out, levels_t, taps, mode, hf_scale, stream);
+    }
+  });
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return out;
+}
 
 Tensor analysis_ll(const Tensor& x, const Tensor& taps, Mode mode) {
   TORCH_CHECK(x.scalar_type() == taps.scalar_type() &&

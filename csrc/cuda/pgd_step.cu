@@ -55,13 +55,20 @@
 //         a_{j-1}, makes the detail bands unnecessary (derivation: kernels/pgd_step.py). g' =
 //         e_0, then the step above. 2J launches plus the step, no band formed, against the
 //         composition's 2J transforms and J band multiplies; the Python layer drops the levels
-//         past the last change of scale (separable.chain_depth). A bank without perfect
-//         reconstruction runs the COMPOSITION: per level the CUDA analysis (the registered
-//         wavefuse::_dwt2d_kernel, called through the c10 dispatcher by scale_details.h), the
-//         detail bands times hf_scale[j], then per level the synthesis (_idwt2d_kernel) cropped
-//         to the size that level analysed (as reference.scale_details_ref), all in the compute
-//         type; then the step. Either way half types step in float32 on float32 copies of x_adv
-//         and x_nat and round once (copy_ back; step_filtered), as the CPU kernel's non-Haar path.
+//         past the last change of scale (separable.chain_depth). 2026-12-06: where the plane
+//         has at most 2^18 samples or there are at least 128 planes (cascade_body.cuh's
+//         cascade_applies; BLIND thresholds, unmeasured) and J <= 16, the WHOLE CASCADE instead:
+//         ONE launch for the filter (dwt.cu's cascade_kernel, one block per (n, c) plane running
+//         the same split (ll only) and chain_thread bodies level after level over its tiles,
+//         barriers between phases, a_j / e_j in one plane-major scratch allocation that also
+//         holds g'), then the step: filter launches 2J -> 1 (issue #5, requirement 3). A bank
+//         without perfect reconstruction runs the COMPOSITION: per level the CUDA analysis
+//         (the registered wavefuse::_dwt2d_kernel, called through the c10 dispatcher by
+//         scale_details.h), the detail bands times hf_scale[j], then per level the synthesis
+//         (_idwt2d_kernel) cropped to the size that level analysed (as
+//         reference.scale_details_ref), all in the compute type; then the step. Either way
+//         half types step in float32 on float32 copies of x_adv and x_nat and round once (copy_
+//         back; step_filtered), as the CPU kernel's non-Haar path.
 //
 // Rounding: divisions and square roots correctly rounded and the update's products and sums not
 // contracted into FMAs (__fmul_rn etc. in pgd_step_body.cuh), so Linf matches the reference bit
@@ -115,6 +122,7 @@
 #include <string>
 #include <vector>
 
+#include "cascade_body.cuh"  // cascade_applies: host code only (the kernel is dwt.cu's)
 #include "host.h"
 #include "scale_details.h"
 #endif
@@ -687,7 +695,10 @@ void wavelet_pgd_step_cuda(const Tensor& x_adv, const Tensor& grad, const Tensor
 // (chain_level, one launch per level, coarsest first, written over a_{j-1}), e_J = (1 - s_J) a_J,
 // c_j = s_j - s_{j-1}, c_1 = s_1, and g' = e_0; then the step (step_filtered). 2J launches and
 // the step, against the composition's 2J transforms, J band multiplies and the step; no detail
-// band is formed. Same derivation as kernels/pgd_step.py's _chain_step.
+// band is formed. Same derivation as kernels/pgd_step.py's _chain_step. Where cascade_applies
+// (small planes, or many of them: blind thresholds), the same chain runs as ONE launch
+// (cuda_dwt::chain_cascade: dwt.cu's cascade_kernel, one block per plane), then the step. Half
+// types still convert the gradient to float32 first (one copy kernel; not part of the filter).
 void chain_pgd_step_cuda(const Tensor& x_adv, const Tensor& grad, const Tensor& x_nat, double eps,
                          double alpha, double lo, double hi,
                          const std::optional<Tensor>& eps_tensor,
@@ -705,7 +716,14 @@ void chain_pgd_step_cuda(const Tensor& x_adv, const Tensor& grad, const Tensor& 
   const Step s{eps, alpha, lo, hi, eps_tensor, alpha_tensor, lo_tensor, hi_tensor};
   const auto acc = acc_type(x_adv);
   const Tensor taps = filters.to(x_adv.device(), acc).contiguous();
-  std::vector<Tensor> chain{grad.to(acc)};  // the gradient itself when it is in the compute type
+  const Tensor g0 = grad.to(acc);  // the gradient itself when it is in the compute type
+  if (cuda_dwt::cascade_applies(x_adv.size(0) * x_adv.size(1), x_adv.size(2), x_adv.size(3),
+                                level)) {
+    // ONE launch for the whole filter (dwt.cu's cascade_kernel), then the step.
+    step_filtered(x_adv, cuda_dwt::chain_cascade(g0, taps, mode, hf_scale), x_nat, s, l2);
+    return;
+  }
+  std::vector<Tensor> chain{g0};
   for (int64_t j = 0; j < level; ++j) {
     chain.push_back(cuda_dwt::analysis_ll(chain.back(), taps, mode));
   }

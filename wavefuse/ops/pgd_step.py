@@ -58,14 +58,17 @@ yet) has pgd_step as Triton's launches and runs a two-tap bank (haar, db1) with 
 one fused kernel as Triton's (filter and step: one launch for Linf, three for L2, every mode, size,
 dtype and layout, no host sync); other wavelets (and deeper Haar levels) on planes up to 64 x 64
 run _separable_pgd_step_kernel (the filter of every level as the separable matrix pairs of
-wavefuse/ops/separable.py, which this module builds and passes: one launch for Linf, three for
-L2), larger planes _chain_pgd_step_kernel (two launches per level, then the step) or, for a bank
+wavefuse/ops/separable.py, which this module builds and passes: one launch for Linf, three for L2),
+larger planes _chain_pgd_step_kernel (by default one launch for every level, one block per plane;
+two launches per level for planes too large and too few for that; then the step) or, for a bank
 without perfect reconstruction, the CUDA transform kernels level by level, then the step. Triton
-likewise: on planes up to 64 x 64 one launch for every level (Linf steps in it, L2 adds
-pgd_step's three), larger planes the approximation chain (two launches per level, Linf stepped in
-the last) or level by level. The separable kernels spread a non-finite gradient entry (NaN,
-+-inf) over its whole plane as NaN (0 * inf in the matrix products), a superset of the reference's
-NaN positions.
+likewise: on planes up to 64 x 64 one launch for every level (Linf steps in it; L2: three launches,
+that one also summing g'^2 per plane, then pgd_step's last two), larger planes the approximation
+chain -- by default in one launch for every level (one program per plane, the same launch counts),
+two launches per level for planes too large and too few for that (kernels/pgd_step.py,
+_CASCADE_MAX_PLANE) -- or, without perfect reconstruction, level by level. The separable kernels
+spread a non-finite gradient entry (NaN, +-inf) over its whole plane as NaN (0 * inf in the matrix
+products), a superset of the reference's NaN positions.
 """
 
 from __future__ import annotations
