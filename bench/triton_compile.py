@@ -177,10 +177,12 @@ def cases(quick: bool, wide: bool = False):
     def steps(x, wave, mode, level):
         from wavefuse.kernels import pgd_step
 
+        from wavefuse.ops import separable
+
         grad, x_nat = torch.randn_like(x), x.clone()
         per_sample = torch.full((x.shape[0], 1, 1, 1), 0.03, dtype=x.dtype)
-        # above the separable kernel's planes, the chain both in one launch (the cascade) and
-        # level by level (its depth limit lowered to 0), as planes too large for the cascade take
+        # above the separable kernel's planes, the chain both in one launch (the cascade, its
+        # planes-per-SM rule off) and level by level (its depth limit lowered to 0)
         large = wave != "haar" and max(x.shape[-2:]) > pgd_step._SEPARABLE_MAX_SIDE
         cascade_depths = (pgd_step._CASCADE_MAX_DEPTH, 0) if large else (None,)
         for norm in ("Linf", "L2"):
@@ -188,14 +190,15 @@ def cases(quick: bool, wide: bool = False):
                 wavefuse.pgd_step(x.clone(), grad, x_nat, eps, 0.01, norm=norm, **t)
             for hf_scale in (0.5,) if quick else (0.5, [0.0, 0.5, 1.0][:level]):
                 kw = {"wave": wave, "level": level, "mode": mode, "hf_scale": hf_scale}
-                saved = pgd_step._CASCADE_MAX_DEPTH
+                saved = pgd_step._CASCADE_MAX_DEPTH, separable.CASCADE_PLANES_PER_SM
                 for depth in cascade_depths:
-                    pgd_step._CASCADE_MAX_DEPTH = saved if depth is None else depth
+                    pgd_step._CASCADE_MAX_DEPTH = saved[0] if depth is None else depth
+                    separable.CASCADE_PLANES_PER_SM = 0
                     try:
                         step = wavefuse.wavelet_pgd_step
                         step(x.clone(), grad, x_nat, 0.03, 0.01, norm=norm, **kw, **t)
                     finally:
-                        pgd_step._CASCADE_MAX_DEPTH = saved
+                        pgd_step._CASCADE_MAX_DEPTH, separable.CASCADE_PLANES_PER_SM = saved
 
     families = {"transforms": transforms, "hf_penalty": penalty, "steps": steps}
     work = [

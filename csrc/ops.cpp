@@ -105,12 +105,14 @@ TORCH_LIBRARY(wavefuse, m) {
   // wavelet_pgd_step through the approximation chain, for a perfect-reconstruction bank (the
   // caller checks it: wavefuse/ops/separable.py's perfect_reconstruction), level >= 1: per level
   // the approximation alone, then per level its synthesis combined with the finer approximation,
-  // then the step. CUDA only (csrc/cuda/pgd_step.cu); wavefuse/ops/pgd_step.py calls it.
+  // then the step; with cascade, all levels in one launch (one block per plane; the caller
+  // decides where: wavefuse/ops/separable.py's cascade_fits). CUDA only
+  // (csrc/cuda/pgd_step.cu); wavefuse/ops/pgd_step.py calls it.
   m.def(
       "_chain_pgd_step_kernel(Tensor(a!) x_adv, Tensor grad, Tensor x_nat, float eps, "
       "float alpha, float lo, float hi, Tensor? eps_tensor, Tensor? alpha_tensor, "
       "Tensor? lo_tensor, Tensor? hi_tensor, Tensor filters, str wave_mode, int level, "
-      "float[] hf_scale, str norm) -> ()");
+      "float[] hf_scale, str norm, bool cascade) -> ()");
   // Multilevel orthonormal Haar (contract: wavefuse/ops/haar.py), all levels in one kernel pass:
   // x (N, C, H, W) -> [ll_J (N, C, h_J, w_J), hi_J, ..., hi_1], hi_j (N, C, 3, h_j, w_j) with
   // h_j = ceil(H / 2^j), pywt.wavedec2(x, "haar", mode, level)'s coefficients in every mode; and

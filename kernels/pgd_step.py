@@ -72,20 +72,21 @@ instead (``scale_details``). The chain's tiles and warps are the merge kernel's 
 unmeasured on a GPU.
 
 Level by level, the chain is two launches per level: a level's synthesis needs the coarser levels
-finished, its analysis the finer ones, and programs of one launch cannot wait for each other. So
-by default it runs as ONE launch, the *cascade* (``_cascade_kernel``): one program per (n, c)
-plane sweeps that plane through every level -- the analyses (approximation alone) tile by tile
-into a scratch buffer (each plane's levels together, about a third of the gradient's size), then
-the synthesis levels coarsest first, the last fused with the Linf step -- with a barrier
-(tl.debug_barrier: __syncthreads, which makes a block's global writes visible to the block)
-between levels. Linf is then one launch for every level and L2 three (the cascade, which also
-sums g'^2 per plane, and pgd_step's last two), as the separable kernel. The cost is parallelism: one program per plane, so a few large planes would run
-on a few SMs. The cascade therefore runs where a plane has at most _CASCADE_MAX_PLANE elements
-(512 x 512) or there are at least _CASCADE_MIN_PLANES planes, for at most _CASCADE_MAX_DEPTH (8)
-levels (the scales are scalar arguments); otherwise the chain runs level by level. Those limits
-are chosen blind, and the cascade's tiles are the level-by-level kernels' general (tiled) paths,
-never their dense ones. ptxas's registers and spills are noted at ``_cascade_kernel``. Never
-run on a GPU.
+finished, its analysis the finer ones, and programs of one launch cannot wait for each other. So,
+where the planes fill the GPU, it runs as ONE launch, the *cascade* (``_cascade_kernel``): one program per (n, c) plane
+sweeps that plane through every level -- the analyses (approximation alone) tile by tile into a
+scratch buffer (each plane's levels together; see ``_cascade_launch`` for its size), then the
+synthesis levels coarsest first, the last fused with the Linf step -- with a barrier
+(tl.debug_barrier: __syncthreads, which makes a block's global writes visible to the block) between
+levels. Linf is then one launch for every level and L2 three (the cascade, which also sums g'^2 per
+plane, and pgd_step's last two), as the separable kernel. The cost is parallelism: one program per
+plane, which sweeps its plane's levels one tile after another, so with few planes most SMs would
+sit idle and a large plane takes long. The cascade therefore runs only where the planes fill the
+GPU and none is too large (separable.cascade_fits: at least 2 planes per SM, at most 512 x 512
+each), for at most _CASCADE_MAX_DEPTH (8) levels (the scales are scalar arguments); otherwise the
+chain runs level by level. Those limits are chosen blind, and the cascade's tiles are the
+level-by-level kernels' general (tiled) paths, never their dense ones. ptxas's registers and spills
+are noted at ``_cascade_kernel``. Never run on a GPU.
 
 Tested only under TRITON_INTERPRET=1 on a CPU, never run on a GPU; every kernel variant compiles for
 sm_90 offline (triton.compile, triton 3.8's ptxas). The PTX has div.rn/sqrt.rn as intended, and
@@ -546,15 +547,9 @@ def _chain_kernel(
 # ---- wavelet step, larger planes: the whole chain in one launch (one program per plane) ---------
 
 #: The cascade kernel takes the chain's scales as this many scalar arguments (no device tensor:
-#: nothing to copy under CUDA graph capture); deeper chains run level by level.
+#: nothing to copy under CUDA graph capture); deeper chains run level by level. Where the cascade
+#: runs otherwise: separable.cascade_fits (enough planes to fill the GPU, none too large).
 _CASCADE_MAX_DEPTH = 8
-#: One program sweeps a whole plane through every level, so the cascade runs where a plane is
-#: small enough for one program (at most _CASCADE_MAX_PLANE elements: 512 x 512) or there are
-#: planes enough to fill a GPU (at least _CASCADE_MIN_PLANES); otherwise the chain runs level by
-#: level, with every level's tiles spread over the GPU. Both numbers are chosen blind: nothing
-#: here has been timed on a GPU.
-_CASCADE_MAX_PLANE = 512 * 512
-_CASCADE_MIN_PLANES = 128
 
 
 @triton.jit
@@ -676,7 +671,10 @@ def _cascade_kernel(
 
     ptxas for sm_90a (triton 3.8's, 2026-12-06; db4 and db20 in every mode, Linf and L2, int32
     offsets, 4 warps): float32 80-166 registers per thread, float64 168-238; an 8-byte spill in
-    two float32 db20 L2 variants (symmetric, reflect), none elsewhere. Never run on a GPU."""
+    two float32 db20 L2 variants (symmetric, reflect), none elsewhere. Never run on a GPU.
+    Triton types an integer argument by its value, 0 as int32 and a float's other bit patterns as
+    int64, so each pattern of zero and non-zero coefficients compiles a variant of its own (a
+    fixed hf_scale: one; the unused c_j past DEPTH are always 0)."""
     if MODE == _dwt.PERIODIZATION:
         OFF: tl.constexpr = 1 - L // 2
     else:
@@ -967,8 +965,9 @@ def _chain_step(x_adv, grad, x_nat, bounds, filters, mode, level, hf_scale, norm
         return True
     cdtype = torch.float64 if x_adv.dtype == torch.float64 else torch.float32
     scales = [float(v) for v in hf_scale[:depth]]
-    if _cascade_fits(x_adv, depth):
-        _cascade_launch(x_adv, grad, x_nat, bounds, filters, mode, scales, norm, cdtype)
+    if _cascade_fits(x_adv, depth) and _cascade_launch(
+        x_adv, grad, x_nat, bounds, filters, mode, scales, norm, cdtype
+    ):
         return True
     chain = [grad]
     for _ in range(depth):
@@ -990,17 +989,23 @@ def _chain_step(x_adv, grad, x_nat, bounds, filters, mode, level, hf_scale, norm
 
 def _cascade_fits(x_adv: Tensor, depth: int) -> bool:
     """Whether the chain of this depth runs as one ``_cascade_kernel`` launch (one program per
-    plane) rather than level by level (see _CASCADE_MAX_PLANE)."""
-    n, c, h, w = x_adv.shape
-    many = n * c >= _CASCADE_MIN_PLANES or h * w <= _CASCADE_MAX_PLANE
-    return depth <= _CASCADE_MAX_DEPTH and many
+    plane) rather than level by level (separable.cascade_fits)."""
+    return separable.cascade_fits(x_adv, depth, _CASCADE_MAX_DEPTH)
 
 
-def _cascade_launch(x_adv, grad, x_nat, bounds, filters, mode, scales, norm, cdtype) -> None:
+def _cascade_scratch(numel: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """The cascade's level buffer (a function of its own: the tests fill it and look into it)."""
+    return torch.empty(numel, dtype=dtype, device=device)
+
+
+def _cascade_launch(x_adv, grad, x_nat, bounds, filters, mode, scales, norm, cdtype) -> bool:
     """The chain in one launch (``_cascade_kernel``), its levels in a scratch buffer of the
-    compute dtype (each plane's levels together: about a third of the gradient's elements); for
-    L2, g' and its per-plane sums of squares are written and pgd_step's last two L2 launches
-    follow."""
+    compute dtype: plane p's levels 1 .. J one after the other, each dense row-major, from p *
+    sum_j h_j w_j (for short filters on large planes about a third of the gradient's elements;
+    more for long filters on small planes, whose levels shrink slowly). For L2, g' and its
+    per-plane sums of squares are written and pgd_step's last two L2 launches follow. False,
+    launching nothing, where a plane's levels would need int64 offsets (never within
+    separable.CASCADE_MAX_PLANE)."""
     n, c, h, w = x_adv.shape
     taps = filters.shape[-1]
     depth = len(scales)
@@ -1009,7 +1014,9 @@ def _cascade_launch(x_adv, grad, x_nat, bounds, filters, mode, scales, norm, cdt
         kh, kw = analysis_length(kh, taps, mode), analysis_length(kw, taps, mode)
         sizes.append((kh, kw))
     per_plane = sum(a * b for a, b in sizes)
-    scratch = torch.empty(n * c * per_plane, dtype=cdtype, device=x_adv.device)
+    if per_plane > _dwt._INT32_LIMIT:  # the kernel's offsets inside a plane's levels are int32
+        return False
+    scratch = _cascade_scratch(n * c * per_plane, cdtype, x_adv.device)
     coefs = [scales[0]] + [scales[j] - scales[j - 1] for j in range(1, depth)]
     coefs += [0.0] * (_CASCADE_MAX_DEPTH - depth)
     linf = norm == "Linf"
@@ -1022,7 +1029,7 @@ def _cascade_launch(x_adv, grad, x_nat, bounds, filters, mode, scales, norm, cdt
     taps_block = triton.next_power_of_2(taps)
     bha, bwa = _dwt._tile(sizes[0][0], sizes[0][1], taps_block)
     bhs, bws = _dwt._tile(h, w, 4 * half_block)
-    wide = _dwt._needs_int64(grad, out, x_adv, x_nat) or per_plane > _dwt._INT32_LIMIT
+    wide = _dwt._needs_int64(grad, out, x_adv, x_nat)
     with _dwt._device_guard(x_adv):
         _cascade_kernel[(n * c,)](
             grad, filters, scratch, out, pg, x_adv, x_nat,
@@ -1039,6 +1046,7 @@ def _cascade_launch(x_adv, grad, x_nat, bounds, filters, mode, scales, norm, cdt
         )  # fmt: skip
     if not linf:
         _step(x_adv, out, x_nat, *bounds, norm, pg=_plane_sums(pg))
+    return True
 
 
 def _plane_sums(pg: Tensor) -> Tensor | None:

@@ -594,6 +594,7 @@ def test_python_dispatch_limits_match_the_cuda_constants():
 
     assert pgd_step._CUDA_HAAR_MAX_LEVELS == constant("haar_body.cuh", "kHaarMaxLevels")
     assert pgd_step._CUDA_SEPARABLE_MAX_SIDE == constant("pgd_step_body.cuh", "kSepMaxSide")
+    assert pgd_step._CUDA_CASCADE_MAX_LEVELS == constant("cascade_body.cuh", "kCascadeMaxLevels")
     assert SEP_MAX_SIDE == pgd_step._CUDA_SEPARABLE_MAX_SIDE
 
 

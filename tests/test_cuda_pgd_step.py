@@ -15,9 +15,9 @@ profiler) for levels 1-6 in every mode, size, dtype and layout, and beyond level
 kernel or the approximation chain (tests ``test_haar_*``). Other banks run the separable kernel
 (sep_step_kernel, the same launch counts) on planes up to 64 x 64 (``test_separable_*``; the
 other wavelet tests' planes are all separable-sized), the approximation chain above
-(``test_chain_*``: on planes up to 2^18 samples, or 128 planes and more, ONE cascade_kernel launch
-for the whole filter, then the step; otherwise per level split_kernel writing the approximation
-alone and chain_kernel, then the step), and the composition of the transforms for a bank without
+(``test_chain_*``: where separable.cascade_fits -- planes that fill the GPU, none over 2^18
+samples -- ONE cascade_kernel launch for the whole filter, then the step; otherwise per level
+split_kernel writing the approximation alone and chain_kernel, then the step), and the composition of the transforms for a bank without
 perfect reconstruction.
 """
 
@@ -40,6 +40,7 @@ from conftest import (
 
 import wavefuse
 from wavefuse.filters import filter_bank
+from wavefuse.ops import separable
 from wavefuse.ops.pgd_step import prepare_bounds
 
 DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
@@ -236,7 +237,7 @@ def test_separable_kernel_launches_and_sizes(norm):
     """db4 J=3 on 32 x 32 and 64 x 64 planes (float64 at 64 x 64: 64 KiB of shared memory, the
     opt-in) runs sep_step_kernel only (one launch for Linf, three for L2: no transform kernel);
     65 x 64 takes the approximation chain. All match the reference."""
-    for shape, dtype, separable in (
+    for shape, dtype, sep_sized in (
         ((4, 3, 32, 32), torch.float32, True),
         ((2, 2, 64, 64), torch.float64, True),
         ((2, 3, 33, 20), torch.bfloat16, True),
@@ -254,8 +255,8 @@ def test_separable_kernel_launches_and_sizes(norm):
         )
         kernels = [n for n in names if not n.startswith(("Memcpy", "Memset"))]
         sep = sum("sep_step_kernel" in n for n in kernels)
-        assert sep == ((1 if norm == "Linf" else 3) if separable else 0), (shape, kernels)
-        if separable:
+        assert sep == ((1 if norm == "Linf" else 3) if sep_sized else 0), (shape, kernels)
+        if sep_sized:
             assert len(kernels) == sep, kernels
         got, expected = _wavelet_steps(x_adv, g, x, eps, "db4", 3, "symmetric",
                                        [0.0, 0.5, -0.25], norm)  # fmt: skip
@@ -340,12 +341,14 @@ CASCADE = {"cascade_kernel": 1, "chain_kernel": 0, "split_kernel": 0, "merge_ker
 
 
 @pytest.mark.parametrize("norm", ["Linf", "L2"])
-def test_chain_every_mode_and_launches(norm):
-    """Planes over 64 (and up to 2^18 samples) with a perfect-reconstruction bank run
-    _chain_pgd_step_kernel as the whole cascade: ONE cascade_kernel launch for the filter (no
-    split_kernel, chain_kernel or merge_kernel), then the step. db4 J=3 in every mode (float64,
-    odd sizes, one side under 64), db2 J=5, coif3 J=2 against the reference; the levels past the
-    last change of scale are skipped ([0.5, 1, 1]: one level, still one launch)."""
+def test_chain_every_mode_and_launches(norm, monkeypatch):
+    """Planes over 64 with a perfect-reconstruction bank, where separable.cascade_fits (forced
+    here: 4 planes do not fill a GPU), run _chain_pgd_step_kernel as the whole cascade: ONE
+    cascade_kernel launch for the filter (no split_kernel, chain_kernel or merge_kernel), then the
+    step. db4 J=3 in every mode (float64, odd sizes, one side under 64), db2 J=5, coif3 J=2 against
+    the reference; the levels past the last change of scale are skipped ([0.5, 1, 1]: one level,
+    still one launch)."""
+    monkeypatch.setattr(separable, "CASCADE_PLANES_PER_SM", 0)
     x_adv, g, x = _inputs(shape=(2, 2, 131, 45), dtype=torch.float64)
     eps = 0.05 if norm == "Linf" else 0.5
     scales = [0.0, 0.5, -0.25]
@@ -376,30 +379,60 @@ def test_chain_every_mode_and_launches(norm):
 
 
 @pytest.mark.parametrize("norm", ["Linf", "L2"])
-def test_chain_large_planes_choose_per_level_or_cascade(norm):
-    """cascade_body.cuh's cascade_applies: a plane over 2^18 samples with fewer than 128 planes
-    runs the per-level chain (per level one split_kernel and one chain_kernel, no cascade); the
-    same plane with 128 planes runs the cascade (one launch). Both match the reference."""
+def test_chain_per_level_or_cascade(norm, monkeypatch):
+    """separable.cascade_fits on a GPU: 4 planes of 131 x 45 do not fill it (2 planes per SM), so
+    the chain runs level by level (per level one split_kernel and one chain_kernel, no cascade);
+    with the planes-per-SM rule off, the cascade (one launch); with it off but the plane one
+    sample over CASCADE_MAX_PLANE (lowered), level by level again. All match the reference."""
     eps = 0.05 if norm == "Linf" else 0.5
     scales = [0.0, 0.5]
-    for shape, expected_launches in (
-        ((1, 2, 515, 520), {"cascade_kernel": 0, "chain_kernel": 2, "split_kernel": 2}),
-        ((64, 2, 515, 520), {"cascade_kernel": 1, "chain_kernel": 0, "split_kernel": 0}),
+    x_adv, g, x = _inputs(shape=(2, 2, 131, 45), dtype=torch.float64)  # no float32 sign flips
+    levels = {"cascade_kernel": 0, "chain_kernel": 2, "split_kernel": 2}
+    cascade = {"cascade_kernel": 1, "chain_kernel": 0, "split_kernel": 0}
+    for per_sm, max_plane, expected_launches in (
+        (separable.CASCADE_PLANES_PER_SM, separable.CASCADE_MAX_PLANE, levels),
+        (0, separable.CASCADE_MAX_PLANE, cascade),
+        (0, 131 * 45 - 1, levels),
     ):
-        x_adv, g, x = _inputs(shape=shape, dtype=torch.float64)  # no float32 sign flips of g'
+        monkeypatch.setattr(separable, "CASCADE_PLANES_PER_SM", per_sm)
+        monkeypatch.setattr(separable, "CASCADE_MAX_PLANE", max_plane)
         got, expected = _wavelet_steps(x_adv, g, x, eps, "db4", 2, "symmetric", scales, norm)
-        assert_wavelet_step(got, expected, norm, 0.03, f"chain {shape} {norm}")
+        assert_wavelet_step(got, expected, norm, 0.03, f"chain {per_sm} {max_plane} {norm}")
         launches = _chain_launches(x_adv, g, x, eps, "db4", 2, "symmetric", scales, norm)
         for kind, count in expected_launches.items():
-            assert launches[kind] == count, (shape, launches)
+            assert launches[kind] == count, (per_sm, max_plane, launches)
+
+
+@pytest.mark.parametrize("norm", ["Linf", "L2"])
+def test_chain_cascade_many_planes_repeatable(norm):
+    """The cascade as separable.cascade_fits picks it by itself: more planes than 2 per SM (here
+    3 per SM), db4 J=4 on 96 x 80, float32. One cascade_kernel launch; the step matches the
+    reference; three calls agree bit for bit (a race between a block's tiles, or a missing
+    barrier, would most likely show as a difference)."""
+    planes = 3 * separable.sm_count(torch.device("cuda"))
+    x_adv, g, x = _inputs(shape=(planes, 1, 96, 80), dtype=torch.float32)
+    eps = 0.05 if norm == "Linf" else 0.5
+    scales = [0.0, 0.5, -0.25, 0.75]
+    launches = _chain_launches(x_adv, g, x, eps, "db4", 4, "symmetric", scales, norm)
+    assert launches == CASCADE, launches
+    results = []
+    for _ in range(3):
+        got, expected = _wavelet_steps(x_adv, g, x, eps, "db4", 4, "symmetric", scales, norm)
+        results.append(got)
+    assert_wavelet_step(results[0], expected, norm, 0.03, f"cascade {planes} planes {norm}")
+    assert all(torch.equal(results[0], r) for r in results[1:]), "repeated cascades differ"
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("norm", ["Linf", "L2"])
-def test_chain_dtypes_layouts_and_bounds(norm, dtype):
-    """The chain (70 x 97 planes: the cascade) in every dtype (half types: a float32 chain, x_adv
-    rounded once) and layout (x_adv and grad in different ones; g' follows grad's) with
-    per-sample eps and per-channel alpha and lo; the gradient is left as it was."""
+@pytest.mark.parametrize("route", ["levels", "cascade"])
+def test_chain_dtypes_layouts_and_bounds(norm, dtype, route, monkeypatch):
+    """The chain (70 x 97 planes), level by level and as the cascade (forced: 6 planes do not
+    fill a GPU), in every dtype (half types: a float32 chain, x_adv rounded once) and layout
+    (x_adv and grad in different ones; g' follows grad's) with per-sample eps and per-channel
+    alpha and lo; the gradient is left as it was."""
+    if route == "cascade":
+        monkeypatch.setattr(separable, "CASCADE_PLANES_PER_SM", 0)
     n, c = 2, 3
     eps = (0.05 if norm == "Linf" else 0.5) * torch.linspace(0.5, 1.5, n).view(n, 1, 1, 1)
     alpha = torch.tensor([0.02, 0.03, 0.05]).view(1, c, 1, 1).cuda()

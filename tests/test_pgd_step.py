@@ -667,8 +667,12 @@ def test_cuda_chain_dispatch_rule(monkeypatch):
     checked on the CPU with the kernel replaced by a recorder: a bank the fused Haar kernel does
     not take (not two taps, or deeper than its 6 levels) with perfect reconstruction gets the
     chain, cut to the levels its scales need (separable.chain_depth); Haar within 6 levels, a
-    bank without perfect reconstruction and an empty tensor do not (the composition runs)."""
+    bank without perfect reconstruction and an empty tensor do not (the composition runs). The
+    last argument asks for the one-launch cascade where separable.cascade_fits: on CPU tensors one
+    "SM", so 6 planes fit at 2 per SM, not at 7; never for a plane over CASCADE_MAX_PLANE or
+    more levels than the CUDA cascade takes."""
     from wavefuse.ops import pgd_step as ops
+    from wavefuse.ops import separable
 
     calls = []
     monkeypatch.setattr(ops, "_has_cuda_chain", lambda: True)
@@ -688,6 +692,9 @@ def test_cuda_chain_dispatch_rule(monkeypatch):
         assert used == bool(calls)
         return calls[0][1:4] if calls else None
 
+    def cascade():
+        return calls[0][-1]
+
     assert chain(db4, 3, [0.0, 0.5, -0.25]) == ("symmetric", 3, [0.0, 0.5, -0.25])
     assert chain(db4, 3, [0.5, 1.0, 1.0]) == ("symmetric", 1, [0.5])
     assert chain(db4, 3, [0.3, 0.3, 1.0]) == ("symmetric", 2, [0.3, 0.3])
@@ -695,6 +702,21 @@ def test_cuda_chain_dispatch_rule(monkeypatch):
     assert chain(haar, 6, [0.5] * 6) is None
     assert chain(bad, 2, [0.3, 0.6]) is None
     assert chain(db4, 2, [0.3, 0.6], x=x[:0]) is None
+    chain(db4, 3, [0.0, 0.5, -0.25])
+    assert cascade() is True
+    monkeypatch.setattr(separable, "CASCADE_PLANES_PER_SM", 7)
+    chain(db4, 3, [0.0, 0.5, -0.25])
+    assert cascade() is False
+    monkeypatch.setattr(separable, "CASCADE_PLANES_PER_SM", 0)
+    monkeypatch.setattr(separable, "CASCADE_MAX_PLANE", 80 * 70 - 1)
+    chain(db4, 3, [0.0, 0.5, -0.25])
+    assert cascade() is False
+    monkeypatch.setattr(separable, "CASCADE_MAX_PLANE", 80 * 70)
+    chain(db4, 3, [0.0, 0.5, -0.25])
+    assert cascade() is True
+    monkeypatch.setattr(ops, "_CUDA_CASCADE_MAX_LEVELS", 2)
+    chain(db4, 3, [0.0, 0.5, -0.25])
+    assert cascade() is False
 
 
 @pytest.mark.parametrize("backend", ["reference", "cpu", "triton"])

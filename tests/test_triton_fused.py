@@ -483,13 +483,17 @@ def _by_levels(monkeypatch) -> None:
 
 def _route(monkeypatch, route: str) -> None:
     """Routes: "levels", the chain level by level; "cascade", in one launch (both above
-    _SEPARABLE_MAX_SIDE, forced here on small planes)."""
+    _SEPARABLE_MAX_SIDE, forced here on small planes; the cascade also without its planes-per-SM
+    rule, which CPU tensors meet with 2 planes)."""
     from wavefuse.kernels import pgd_step
+
+    from wavefuse.ops import separable
 
     if route == "levels":
         _by_levels(monkeypatch)
     else:
         monkeypatch.setattr(pgd_step, "_SEPARABLE_MAX_SIDE", 0)
+        monkeypatch.setattr(separable, "CASCADE_PLANES_PER_SM", 0)
 
 
 def _chain_launches(route: str, levels: int, calls: int = 1) -> dict:
@@ -547,29 +551,96 @@ def test_wavelet_pgd_step_cascade(monkeypatch, mode, path):
 
 @needs_wavelet_step
 def test_wavelet_pgd_step_cascade_or_levels(monkeypatch):
-    """The cascade runs where a plane is at most _CASCADE_MAX_PLANE or there are at least
-    _CASCADE_MIN_PLANES planes, and for at most _CASCADE_MAX_DEPTH levels; otherwise the chain
-    runs level by level. Both give the reference's step."""
+    """separable.cascade_fits: the cascade runs where there are at least CASCADE_PLANES_PER_SM
+    planes per SM (CPU tensors: one "SM"), none over CASCADE_MAX_PLANE samples, for at most
+    _CASCADE_MAX_DEPTH levels; otherwise the chain runs level by level. Both give the
+    reference's step."""
     from wavefuse.kernels import pgd_step
+
+    from wavefuse.ops import separable
 
     monkeypatch.setattr(pgd_step, "_SEPARABLE_MAX_SIDE", 0)
     counts = _chain_counts(monkeypatch)
     x_adv, g, x = _step_inputs(shape=(2, 3, 11, 9), dtype=torch.float64)
-    settings = [  # (max plane, min planes, max depth) -> route
-        ((11 * 9, 10**9, 8), "cascade"),
-        ((11 * 9 - 1, 6, 8), "cascade"),
-        ((11 * 9 - 1, 7, 8), "levels"),
-        ((11 * 9, 10**9, 1), "levels"),
+    settings = [  # (planes per SM, max plane, max depth) -> route
+        ((6, 11 * 9, 8), "cascade"),
+        ((7, 11 * 9, 8), "levels"),
+        ((6, 11 * 9 - 1, 8), "levels"),
+        ((6, 11 * 9, 1), "levels"),
+        ((2, 512 * 512, 8), "cascade"),  # the defaults' numbers
     ]
-    for (plane, planes, depth), route in settings:
-        monkeypatch.setattr(pgd_step, "_CASCADE_MAX_PLANE", plane)
-        monkeypatch.setattr(pgd_step, "_CASCADE_MIN_PLANES", planes)
+    for (per_sm, plane, depth), route in settings:
+        monkeypatch.setattr(separable, "CASCADE_PLANES_PER_SM", per_sm)
+        monkeypatch.setattr(separable, "CASCADE_MAX_PLANE", plane)
         monkeypatch.setattr(pgd_step, "_CASCADE_MAX_DEPTH", depth)
         for counter in counts.values():
             counter.launches = 0
         got, expected = _wavelet_steps(x_adv, g, x, 0.5, "db2", 2, "reflect", [0.0, 0.5], "L2")
-        assert _launches(counts) == _chain_launches(route, 2), (plane, planes, depth)
+        assert _launches(counts) == _chain_launches(route, 2), (per_sm, plane, depth)
         assert_close(got, expected, 1e-12, route)
+
+
+def _spy_scratch(monkeypatch) -> list:
+    """The cascade's level buffers, as allocated (filled with NaN, so that a level left unwritten
+    shows)."""
+    from wavefuse.kernels import pgd_step
+
+    buffers = []
+
+    def scratch(numel, dtype, device):
+        buffers.append(torch.full((numel,), math.nan, dtype=dtype, device=device))
+        return buffers[-1]
+
+    monkeypatch.setattr(pgd_step, "_cascade_scratch", scratch)
+    return buffers
+
+
+@needs_wavelet_step
+@pytest.mark.parametrize("mode", ["symmetric", "periodization"])
+def test_wavelet_pgd_step_cascade_scratch_layout(monkeypatch, mode):
+    """The cascade's scratch after a step: plane p's levels 1 .. J one after the other from p *
+    sum_j h_j w_j, each row-major, every element written; the coarsest level, which no synthesis
+    overwrites, holds plane p's own a_J (the reference's approximation, wavedec2's first
+    coefficient). Planes that shared or overlapped each other's regions would fail this even
+    under the interpreter, which runs the programs one after another (and cannot see a missing
+    barrier: the GPU tests can)."""
+    from wavefuse.reference import analysis_length
+
+    _route(monkeypatch, "cascade")
+    _use_path(monkeypatch, "tiled")
+    buffers = _spy_scratch(monkeypatch)
+    x_adv, g, x = _step_inputs(shape=(2, 3, 19, 14), dtype=torch.float64)
+    level, scales = 3, [0.0, 0.5, -0.25]
+    got, expected = _wavelet_steps(x_adv, g, x, 0.5, "db2", level, mode, scales, "L2")
+    assert_close(got, expected, 1e-12, mode)
+    sizes, h, w = [], 19, 14
+    for _ in range(level):
+        h, w = analysis_length(h, 4, mode), analysis_length(w, 4, mode)
+        sizes.append((h, w))
+    per_plane = sum(a * b for a, b in sizes)
+    (scratch,) = buffers
+    assert scratch.numel() == 6 * per_plane
+    assert not scratch.isnan().any(), "a level element left unwritten"
+    coarsest = scratch.view(6, per_plane)[:, per_plane - h * w :].reshape(2, 3, h, w)
+    a_j = wavefuse.wavedec2(g, "db2", mode, level, backend="reference")[0]
+    assert_close(coarsest, a_j, 1e-12, f"a_J {mode}")
+
+
+@needs_wavelet_step
+def test_wavelet_pgd_step_cascade_depth_limit(monkeypatch):
+    """Eight levels, every scale different (every one of the kernel's eight coefficients used,
+    each in its place): the cascade equals the reference; nine go level by level."""
+    _route(monkeypatch, "cascade")
+    _use_path(monkeypatch, "tiled")
+    counts = _chain_counts(monkeypatch)
+    x_adv, g, x = _step_inputs(shape=(1, 2, 23, 18), dtype=torch.float64)
+    scales = [0.1, 0.9, 0.3, -0.2, 0.7, 0.4, 0.25, 0.6, 0.8]
+    for level, route in ((8, "cascade"), (9, "levels")):
+        for counter in counts.values():
+            counter.launches = 0
+        got, expected = _wavelet_steps(x_adv, g, x, 0.5, "db2", level, "zero", scales[:level], "L2")
+        assert _launches(counts) == _chain_launches(route, level), level
+        assert_close(got, expected, 1e-12, f"J={level}")
 
 
 @needs_wavelet_step
@@ -580,19 +651,10 @@ def test_wavelet_pgd_step_chain_visits_only_the_levels_it_needs(monkeypatch, nor
     scale are not visited (the cascade is told that depth: checked through its scratch buffer,
     which holds exactly the levels it visits), equal neighbouring scales skip their term, all ones
     is pgd_step."""
-    from wavefuse.kernels import pgd_step
 
     _route(monkeypatch, route)
     counts = _chain_counts(monkeypatch)
-    scratch = []
-    real_empty = pgd_step.torch.empty
-
-    def spy_empty(*args, **kwargs):
-        out = real_empty(*args, **kwargs)
-        scratch.append(out.numel())
-        return out
-
-    monkeypatch.setattr(pgd_step.torch, "empty", spy_empty)
+    scratch = _spy_scratch(monkeypatch)
     x_adv, g, x = _step_inputs(shape=(2, 2, 13, 10), dtype=torch.float64)
     sizes = [(9, 7), (7, 6), (6, 5)]  # db3 (6 taps) symmetric levels of 13 x 10
     for scales, depth in (([0.5, 1.0, 1.0], 1), ([0.3, 0.3, 1.0], 2), ([0.0, 0.5, 0.5], 3)):
@@ -602,7 +664,7 @@ def test_wavelet_pgd_step_chain_visits_only_the_levels_it_needs(monkeypatch, nor
         got, expected = _wavelet_steps(x_adv, g, x, 0.5, "db3", 3, "symmetric", scales, norm)
         assert _launches(counts) == _chain_launches(route, depth), scales
         if route == "cascade":
-            assert scratch[0] == 4 * sum(h * w for h, w in sizes[:depth]), (scales, scratch)
+            assert [t.numel() for t in scratch] == [4 * sum(h * w for h, w in sizes[:depth])]
         assert_close(got, expected, 1e-12, f"{scales} {norm}")
     for counter in counts.values():
         counter.launches = 0

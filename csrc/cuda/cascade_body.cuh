@@ -45,21 +45,13 @@
 namespace wavefuse {
 namespace cuda_dwt {
 
-// Levels the cascade's argument block holds; deeper chains take the per-level launches.
+// Levels the cascade's argument block holds; deeper chains take the per-level launches. Where
+// the cascade runs instead of the per-level chain is the caller's choice (the op's `cascade`
+// argument: wavefuse/ops/separable.py's cascade_fits, shared with the Triton cascade: planes that
+// fill the GPU, none over 512 x 512; BLIND, unmeasured). One block sweeps a whole plane level
+// after level, so few planes would leave SMs idle; the per-level chain spreads one plane over
+// many blocks.
 constexpr int kCascadeMaxLevels = 16;
-
-// When the cascade runs instead of the per-level chain (pgd_step.cu's chain_pgd_step_cuda): a
-// plane small enough for one block to sweep it level after level, or enough planes to fill the
-// GPU with one block each. BLIND thresholds, not measured on any GPU (none has run this code):
-// 2^18 samples (512 x 512) per plane, 128 planes (about one block per SM of an H100 with
-// margin). The per-level chain spreads one plane over many blocks: better for few large planes.
-constexpr int64_t kCascadeMaxPlaneElems = int64_t(1) << 18;
-constexpr int64_t kCascadeMinPlanes = 128;
-
-inline bool cascade_applies(int64_t planes, int64_t H, int64_t W, int64_t levels) {
-  return levels >= 1 && levels <= kCascadeMaxLevels &&
-         (H * W <= kCascadeMaxPlaneElems || planes >= kCascadeMinPlanes);
-}
 
 template <typename acc_t, typename index_t>
 struct CascadeArgs {

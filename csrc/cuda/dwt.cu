@@ -27,8 +27,8 @@
 // 64 registers for the int32 variants and spilled 36 (float) and 100 (double) bytes on sm_80.
 // Shared memory: the split's (2L taps + 2 (30 + L) x 16 rows), e.g. 12.3 KiB for coif3 in
 // float64. Unmeasured on a GPU: one block walks all of its plane's tiles serially (2 barriers per
-// analysis tile), so the grid is only N * C blocks; cascade_applies (cascade_body.cuh) keeps
-// large planes with few channels on the per-level launches.
+// analysis tile), so the grid is only N * C blocks; the caller (separable.cascade_fits) keeps
+// planes that do not fill the GPU, or are over 512 x 512, on the per-level launches.
 //
 // Instantiations: 2 kernels x 4 dtypes x 2 index types (int32 offsets where every tensor's
 // offsets stay below 2^30, else int64), plus the three chain kernels (the ll-only split, the

@@ -127,7 +127,7 @@ at::Tensor analysis_ll(const at::Tensor& x, const at::Tensor& taps, Mode mode);
 // cur, prev, out and the dec taps in one compute dtype; out may be prev.
 void chain_level(const at::Tensor& cur, const at::Tensor& prev, const at::Tensor& out,
                  const at::Tensor& taps, Mode mode, double coef, double gain);
-// The whole chain in ONE launch (cascade_body.cuh; cascade_applies says when): g (N, C, H, W),
+// The whole chain in ONE launch (cascade_body.cuh; the caller says when): g (N, C, H, W),
 // the gradient in the compute dtype (float32 or float64, any strides), the dec taps (2, L)
 // contiguous in that dtype, one scale per level (1 to kCascadeMaxLevels) -> g' in g's dtype and
 // memory format (a view of the one scratch allocation that also holds the levels).

@@ -55,9 +55,10 @@
 //         a_{j-1}, makes the detail bands unnecessary (derivation: kernels/pgd_step.py). g' =
 //         e_0, then the step above. 2J launches plus the step, no band formed, against the
 //         composition's 2J transforms and J band multiplies; the Python layer drops the levels
-//         past the last change of scale (separable.chain_depth). 2026-12-06: where the plane
-//         has at most 2^18 samples or there are at least 128 planes (cascade_body.cuh's
-//         cascade_applies; BLIND thresholds, unmeasured) and J <= 16, the WHOLE CASCADE instead:
+//         past the last change of scale (separable.chain_depth). 2026-12-06: where the caller
+//         asks (`cascade`: wavefuse/ops/separable.py's cascade_fits, at least 2 planes per SM
+//         of at most 2^18 samples each; BLIND thresholds, unmeasured) and J <= 16, the WHOLE
+//         CASCADE instead:
 //         ONE launch for the filter (dwt.cu's cascade_kernel, one block per (n, c) plane running
 //         the same split (ll only) and chain_thread bodies level after level over its tiles,
 //         barriers between phases, a_j / e_j in one plane-major scratch allocation that also
@@ -122,7 +123,7 @@
 #include <string>
 #include <vector>
 
-#include "cascade_body.cuh"  // cascade_applies: host code only (the kernel is dwt.cu's)
+#include "cascade_body.cuh"  // kCascadeMaxLevels: host code only (the kernel is dwt.cu's)
 #include "host.h"
 #include "scale_details.h"
 #endif
@@ -695,10 +696,11 @@ void wavelet_pgd_step_cuda(const Tensor& x_adv, const Tensor& grad, const Tensor
 // (chain_level, one launch per level, coarsest first, written over a_{j-1}), e_J = (1 - s_J) a_J,
 // c_j = s_j - s_{j-1}, c_1 = s_1, and g' = e_0; then the step (step_filtered). 2J launches and
 // the step, against the composition's 2J transforms, J band multiplies and the step; no detail
-// band is formed. Same derivation as kernels/pgd_step.py's _chain_step. Where cascade_applies
-// (small planes, or many of them: blind thresholds), the same chain runs as ONE launch
-// (cuda_dwt::chain_cascade: dwt.cu's cascade_kernel, one block per plane), then the step. Half
-// types still convert the gradient to float32 first (one copy kernel; not part of the filter).
+// band is formed. Same derivation as kernels/pgd_step.py's _chain_step. With `cascade` (the
+// caller's choice: separable.cascade_fits, planes that fill the GPU), the same chain runs as ONE
+// launch (cuda_dwt::chain_cascade: dwt.cu's cascade_kernel, one block per plane), then the
+// step. Half types still convert the gradient to float32 first (one copy kernel; not part of the
+// filter).
 void chain_pgd_step_cuda(const Tensor& x_adv, const Tensor& grad, const Tensor& x_nat, double eps,
                          double alpha, double lo, double hi,
                          const std::optional<Tensor>& eps_tensor,
@@ -706,10 +708,12 @@ void chain_pgd_step_cuda(const Tensor& x_adv, const Tensor& grad, const Tensor& 
                          const std::optional<Tensor>& lo_tensor,
                          const std::optional<Tensor>& hi_tensor, const Tensor& filters,
                          c10::string_view wave_mode, int64_t level, at::ArrayRef<double> hf_scale,
-                         c10::string_view norm) {
+                         c10::string_view norm, bool cascade) {
   const bool l2 =
       check_step(x_adv, grad, x_nat, eps_tensor, alpha_tensor, lo_tensor, hi_tensor, norm);
   check_wavelet_args(filters, level, hf_scale, 1);
+  TORCH_CHECK(!cascade || level <= cuda_dwt::kCascadeMaxLevels, "wavefuse: the cascade takes at ",
+              "most ", cuda_dwt::kCascadeMaxLevels, " levels, got ", level);
   const Mode mode = parse_mode(std::string(wave_mode));
   if (x_adv.numel() == 0) return;
   const c10::cuda::CUDAGuard guard(x_adv.device());
@@ -717,8 +721,7 @@ void chain_pgd_step_cuda(const Tensor& x_adv, const Tensor& grad, const Tensor& 
   const auto acc = acc_type(x_adv);
   const Tensor taps = filters.to(x_adv.device(), acc).contiguous();
   const Tensor g0 = grad.to(acc);  // the gradient itself when it is in the compute type
-  if (cuda_dwt::cascade_applies(x_adv.size(0) * x_adv.size(1), x_adv.size(2), x_adv.size(3),
-                                level)) {
+  if (cascade) {
     // ONE launch for the whole filter (dwt.cu's cascade_kernel), then the step.
     step_filtered(x_adv, cuda_dwt::chain_cascade(g0, taps, mode, hf_scale), x_nat, s, l2);
     return;

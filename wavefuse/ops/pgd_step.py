@@ -59,16 +59,16 @@ one fused kernel as Triton's (filter and step: one launch for Linf, three for L2
 dtype and layout, no host sync); other wavelets (and deeper Haar levels) on planes up to 64 x 64
 run _separable_pgd_step_kernel (the filter of every level as the separable matrix pairs of
 wavefuse/ops/separable.py, which this module builds and passes: one launch for Linf, three for L2),
-larger planes _chain_pgd_step_kernel (by default one launch for every level, one block per plane;
-two launches per level for planes too large and too few for that; then the step) or, for a bank
-without perfect reconstruction, the CUDA transform kernels level by level, then the step. Triton
-likewise: on planes up to 64 x 64 one launch for every level (Linf steps in it; L2: three launches,
-that one also summing g'^2 per plane, then pgd_step's last two), larger planes the approximation
-chain -- by default in one launch for every level (one program per plane, the same launch counts),
-two launches per level for planes too large and too few for that (kernels/pgd_step.py,
-_CASCADE_MAX_PLANE) -- or, without perfect reconstruction, level by level. The separable kernels
-spread a non-finite gradient entry (NaN, +-inf) over its whole plane as NaN (0 * inf in the matrix
-products), a superset of the reference's NaN positions.
+larger planes _chain_pgd_step_kernel (one launch for every level, one block per plane, where
+separable.cascade_fits; otherwise two launches per level; then the step) or, for a bank without
+perfect reconstruction, the CUDA transform kernels level by level, then the step. Triton likewise:
+on planes up to 64 x 64 one launch for every level (Linf steps in it; L2: three launches, that one
+also summing g'^2 per plane, then pgd_step's last two), larger planes the approximation chain -- in
+one launch for every level (one program per plane, the same launch counts) or two launches
+per level where the planes do not fill the GPU or one is too large (separable.cascade_fits) -- or,
+without perfect reconstruction, level by level. The separable kernels spread a non-finite gradient
+entry (NaN, +-inf) over its whole plane as NaN (0 * inf in the matrix products), a superset of the
+reference's NaN positions.
 """
 
 from __future__ import annotations
@@ -489,6 +489,8 @@ def run_wavelet_pgd_step(x_adv, grad, x_nat, bounds: Bounds, *args) -> None:
 # kernel's largest plane side (kSepMaxSide).
 _CUDA_HAAR_MAX_LEVELS = 6
 _CUDA_SEPARABLE_MAX_SIDE = 64
+# csrc/cuda/cascade_body.cuh's kCascadeMaxLevels: the most levels its one-launch chain takes.
+_CUDA_CASCADE_MAX_LEVELS = 16
 
 
 def _cuda_separable_step(x_adv, grad, x_nat, bounds, filters, mode, level, hf_scale, norm) -> bool:
@@ -526,8 +528,9 @@ def _cuda_chain_step(x_adv, grad, x_nat, bounds, filters, mode, level, hf_scale,
     matrices cannot be had), when the bank has perfect reconstruction at these sizes
     (separable.perfect_reconstruction: checked on the host once per bank, mode and size and cached;
     None, i.e. not known, for a new device bank under CUDA graph capture); only the levels the
-    filter needs (separable.chain_depth). False otherwise: _wavelet_pgd_step_kernel's composition
-    of the transforms runs then."""
+    filter needs (separable.chain_depth); in one cascade launch where separable.cascade_fits
+    (planes that fill the GPU), level by level otherwise. False otherwise:
+    _wavelet_pgd_step_kernel's composition of the transforms runs then."""
     haar = filters.shape[-1] == 2 and level <= _CUDA_HAAR_MAX_LEVELS
     if haar or x_adv.numel() == 0 or not _has_cuda_chain():
         return False
@@ -536,8 +539,9 @@ def _cuda_chain_step(x_adv, grad, x_nat, bounds, filters, mode, level, hf_scale,
     if depth == 0 or not separable.perfect_reconstruction(filters, mode, level, h, w):
         return False
     scales = [float(s) for s in hf_scale[:depth]]
+    cascade = separable.cascade_fits(x_adv, depth, _CUDA_CASCADE_MAX_LEVELS)
     torch.ops.wavefuse._chain_pgd_step_kernel(
-        x_adv, grad, x_nat, *bounds, filters, mode, depth, scales, norm
+        x_adv, grad, x_nat, *bounds, filters, mode, depth, scales, norm, cascade
     )
     return True
 

@@ -227,6 +227,44 @@ def chain_depth(level: int, hf_scale: list[float]) -> int:
     return max((j + 1 for j in range(level) if scales[j] != scales[j + 1]), default=0)
 
 
+# ---- the one-launch chain (the cascade): where it runs ---------------------------------------------
+# The cascade kernels (kernels/pgd_step.py's _cascade_kernel, csrc/cuda/dwt.cu's cascade_kernel)
+# run the whole approximation chain in one launch with one program (block) per (n, c) plane, which
+# sweeps its plane through every level alone. Their cost is parallelism: with fewer planes than
+# the GPU has SMs (times a few), SMs sit idle while each plane's levels run one tile after another;
+# a large plane takes long serially. So the cascade runs only where the planes fill the GPU
+# (at least CASCADE_PLANES_PER_SM per SM) and each is at most CASCADE_MAX_PLANE samples; elsewhere
+# the chain runs level by level (two launches per level, every level's tiles spread over the GPU).
+# BLIND: both numbers are reasoned, not measured (nothing here has run on a GPU); bench/README.md
+# says what to time first.
+CASCADE_MAX_PLANE = 512 * 512
+CASCADE_PLANES_PER_SM = 2
+_sm_counts: dict = {}  # CUDA device index -> multiprocessors
+
+
+def sm_count(device: torch.device) -> int:
+    """Multiprocessors of a CUDA device (queried once per device); 1 for any other device (CPU
+    tensors under the Triton interpreter)."""
+    if device.type != "cuda":
+        return 1
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    count = _sm_counts.get(index)
+    if count is None:
+        count = torch.cuda.get_device_properties(index).multi_processor_count
+        _sm_counts[index] = count
+    return count
+
+
+def cascade_fits(x: Tensor, depth: int, max_depth: int) -> bool:
+    """Whether the approximation chain of ``depth`` levels on x (N, C, H, W) runs as one cascade
+    launch: at most ``max_depth`` levels (the kernel's own limit), planes of at most
+    CASCADE_MAX_PLANE samples, and at least CASCADE_PLANES_PER_SM planes per SM."""
+    n, c, h, w = x.shape
+    if not 1 <= depth <= max_depth or h * w > CASCADE_MAX_PLANE:
+        return False
+    return n * c >= CASCADE_PLANES_PER_SM * sm_count(x.device)
+
+
 # perfect_reconstruction checks an axis of n samples at min(n, max(_PR_MAX_CHECK, 4 L) + n % 2)
 # samples: the round trip's rows are 2-periodic in the interior and its boundary rows depend only
 # on the L - 1 samples at each end, so beyond a few filter lengths (db20's 40 taps: 160) a longer
