@@ -401,8 +401,9 @@ def test_wavelet_pgd_step_takes_the_fused_kernel(monkeypatch, float64_dot):
     """Haar: Linf is one launch and L2 three, of the fused kernel only, in many tiles (a plane
     split 2 x 2, slots looping over several tiles when the partials are capped); the per-level
     path is taken beyond its limit (documented fallback): the separable one-plane kernel on small
-    planes, the per-level transforms on larger ones. The separable kernel needs float64 tl.dot for
-    these float64 planes (Triton 3.5): "off" is Triton before 3.5, which goes per level."""
+    planes; on larger ones the approximation chain, in one cascade launch (4 planes fill the one
+    "SM" of CPU tensors) or level by level (forced). The separable kernel needs float64 tl.dot for
+    these float64 planes (Triton 3.5): "off" is Triton before 3.5, which takes the chain."""
     from wavefuse.kernels import dwt, haar, pgd_step
 
     if float64_dot == "off":
@@ -413,7 +414,9 @@ def test_wavelet_pgd_step_takes_the_fused_kernel(monkeypatch, float64_dot):
     others = count_launches(monkeypatch, dwt, "_dwt2d_fwd_kernel", "_dwt2d_adjoint_kernel")
     others.update(
         count_launches(
-            monkeypatch, pgd_step, "_linf_kernel", "_l2_update_kernel", "_separable_kernel"
+            monkeypatch,
+            pgd_step,
+            *("_linf_kernel", "_l2_update_kernel", "_separable_kernel", "_cascade_kernel"),
         )
     )
     monkeypatch.setattr(haar, "_PGD_TILE_ELEMENTS", 16)
@@ -429,9 +432,15 @@ def test_wavelet_pgd_step_takes_the_fused_kernel(monkeypatch, float64_dot):
     got, expected = _steps(x_adv, g, x, 0.5, 0.05, "haar", 2, "zero", [0.25, 0.5], "L2")
     _assert_step(got, expected, "L2", "fallback, one plane per program", 0.05)
     assert fused.launches == 4 and others["_separable_kernel"].launches == sep
-    assert others["_dwt2d_fwd_kernel"].launches == 2 * (1 - sep)
+    assert others["_cascade_kernel"].launches == 1 - sep
     monkeypatch.setattr(pgd_step, "_SEPARABLE_MAX_SIDE", 6)
     got, expected = _steps(x_adv, g, x, 0.5, 0.05, "haar", 2, "zero", [0.25, 0.5], "L2")
-    _assert_step(got, expected, "L2", "fallback, per level", 0.05)
+    _assert_step(got, expected, "L2", "fallback, the cascade", 0.05)
     assert others["_separable_kernel"].launches == sep
-    assert others["_dwt2d_fwd_kernel"].launches == 2 * (2 - sep)
+    assert others["_cascade_kernel"].launches == 2 - sep
+    assert others["_dwt2d_fwd_kernel"].launches == 0
+    monkeypatch.setattr(pgd_step, "_CASCADE_MAX_DEPTH", 0)
+    got, expected = _steps(x_adv, g, x, 0.5, 0.05, "haar", 2, "zero", [0.25, 0.5], "L2")
+    _assert_step(got, expected, "L2", "fallback, per level", 0.05)
+    assert others["_cascade_kernel"].launches == 2 - sep
+    assert others["_dwt2d_fwd_kernel"].launches == 2
