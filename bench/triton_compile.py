@@ -167,12 +167,22 @@ def cases(quick: bool, wide: bool = False):
         torch.autograd.grad(rec.sum() + coeffs[0].sum(), xg)
 
     def penalty(x, wave, mode, level):
-        for p in (2,) if quick else (1, 2):
-            xg = x.detach().requires_grad_()
-            y = wavefuse.hf_penalty(xg, wave, level, mode, p=p, reduction="sum", **t)
-            (g,) = torch.autograd.grad(y, xg, create_graph=p == 2)
-            if p == 2 and x.dtype == torch.float64:  # the double backward
-                torch.autograd.grad(g.sum(), xg)
+        from wavefuse.ops import separable
+
+        saved = separable.CASCADE_PLANES_PER_SM
+        # both routes: every level in one launch per pass (the cascade, its planes-per-SM rule
+        # off) and level by level (the rule out of reach)
+        for per_sm in (0, 2**40):
+            separable.CASCADE_PLANES_PER_SM = per_sm
+            try:
+                for p in (2,) if quick else (1, 2):
+                    xg = x.detach().requires_grad_()
+                    y = wavefuse.hf_penalty(xg, wave, level, mode, p=p, reduction="sum", **t)
+                    (g,) = torch.autograd.grad(y, xg, create_graph=p == 2)
+                    if p == 2 and x.dtype == torch.float64:  # the double backward
+                        torch.autograd.grad(g.sum(), xg)
+            finally:
+                separable.CASCADE_PLANES_PER_SM = saved
 
     def steps(x, wave, mode, level):
         from wavefuse.kernels import pgd_step

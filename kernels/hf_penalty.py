@@ -28,6 +28,25 @@ the level's input -- at level 1 that is grad_x, written once, in x's dtype and m
 The detail-band gradients of every level are kept until their merge (about one x of the compute
 dtype in all); recomputing them inside the merge instead is future work.
 
+One launch per pass (the *cascade*). Level by level, the forward is J + 1 launches and the
+backward 2J, and at the coarse levels of many small planes (db4 J=3 on 128 x 64 x 32 x 32: 8192
+planes, levels of 19, 13 and 10 per side) each launch is mostly idle programs. So where the planes
+fill the GPU (separable.cascade_fits, the rule the wavelet step's cascades share: at least 2 planes
+per SM, none over 512 x 512; blind), one program per (n, c) plane sweeps every level with a
+barrier (tl.debug_barrier: the block's global writes become visible to the block) between them:
+``_band_cascade_kernel`` (the split of every level, the approximations a_1 .. a_{J-1} into the
+plane's scratch, each level's three sums of |d|^p accumulated over its tiles and written to
+partials[n, j, b, c]; then the row sum over the channels: 2 launches) and
+``_band_backward_cascade_kernel`` (the approximations a_1 .. a_{J-1} into scratch, their gradient
+G_J = 0, then from the coarsest level the band gradients psi(d_j) * g recomputed from a_{j-1}
+into one level's band buffer and the adjoint of (G_j, bands) into G_{j-1}, at level 1 into grad_x:
+1 launch). Scratch per plane, in the compute dtype: forward sum_{j<J} h_j w_j; backward that plus
+sum_{j<=J} h_j w_j plus three bands of the largest level (levels may grow). The cascade's tiles are
+the level kernels' general ones (the direct split, the sparse merge), never their dense paths, and
+its sums of |d|^p are added in another order than the level route's, so the two routes agree to
+rounding, not bit for bit (each is deterministic). Never run on a GPU; ptxas at
+``_band_cascade_kernel``.
+
 Accumulation: float64 for float64 (the compute dtype is the filters' dtype), float32 otherwise, also
 for the partial sums. The approximations that carry from level to level are in the compute dtype
 (as reference.band_energy_ref). Levels may grow (an axis shorter than the filter, non-periodization
@@ -43,7 +62,9 @@ import triton.language as tl
 from torch import Tensor
 from wavefuse.kernels import dwt as _dwt
 from wavefuse.kernels.dwt import PERIODIZATION, _split_tile_dense, _split_tile_direct
+from wavefuse.kernels.pgd_step import _analysis_len, _cascade_analysis, _cascade_level
 
+from wavefuse.ops import separable
 from wavefuse.ops._common import empty_4d
 from wavefuse.reference import analysis_length
 
@@ -150,6 +171,257 @@ def _reduce_rows_kernel(part_ptr, out_ptr, TMAX, ACC: tl.constexpr, BLOCK: tl.co
     tl.store(out_ptr + row, tl.sum(acc, axis=0).to(out_ptr.dtype.element_ty))
 
 
+# ---- the whole cascade in one launch (one program per plane) -------------------------------------
+
+#: The cascade kernels have no level limit of their own (the level sizes are computed in the
+#: kernel); separable.cascade_fits takes one, and no valid call on a plane of at most
+#: separable.CASCADE_MAX_PLANE samples comes near it.
+_CASCADE_MAX_LEVELS = 32
+
+
+@triton.jit
+def _cascade_split_level(
+    src, ssh, ssw, dst, f_ptr, h, w, kh, kw, sf0, sf1, write_ll,
+    L: tl.constexpr, OFF: tl.constexpr, TAPS: tl.constexpr, MODE: tl.constexpr,
+    P: tl.constexpr, ACC: tl.constexpr, WIDE: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr,
+):  # fmt: skip
+    """One analysis level of one plane, tile by tile (kernels/dwt.py's split, all four bands from
+    the same loads): the approximation to dst (kh x kw, dense row-major) where write_ll, and the
+    level's three sums of |d|^p (elementwise over the tiles, then one fixed tree each)."""
+    e_h = tl.zeros([BH, BW], dtype=ACC)
+    e_v = tl.zeros([BH, BW], dtype=ACC)
+    e_d = tl.zeros([BH, BW], dtype=ACC)
+    tiles_w = tl.cdiv(kw, BW)
+    for t in range(tl.cdiv(kh, BH) * tiles_w):
+        i = (t // tiles_w) * BH + tl.arange(0, BH)
+        k = (t % tiles_w) * BW + tl.arange(0, BW)
+        acc_ll, acc_h, acc_v, acc_d = _split_tile_direct(
+            src, f_ptr, i, k, h, w, kh, kw, ssh, ssw, sf0, sf1,
+            L, OFF, TAPS, MODE, True, ACC, WIDE, BH, BW,
+        )  # fmt: skip
+        ok = (i < kh)[:, None] & (k < kw)[None, :]
+        e_h += _power(acc_h, ok, P)
+        e_v += _power(acc_v, ok, P)
+        e_d += _power(acc_d, ok, P)
+        if WIDE:
+            i, k = i.to(tl.int64), k.to(tl.int64)
+        tl.store(dst + i[:, None] * kw + k[None, :], acc_ll, mask=ok & write_ll)
+    s_h = tl.sum(tl.sum(e_h, axis=1), axis=0)
+    s_v = tl.sum(tl.sum(e_v, axis=1), axis=0)
+    s_d = tl.sum(tl.sum(e_d, axis=1), axis=0)
+    return s_h, s_v, s_d
+
+
+@triton.jit
+def _power(d, ok, P: tl.constexpr):
+    """|d|^p on the valid lanes, 0 elsewhere."""
+    if P == 2:
+        e = d * d
+    else:
+        e = tl.abs(d)
+    return tl.where(ok, e, 0.0)
+
+
+@triton.jit
+def _store_energies(part_ptr, row, C, pc, s_h, s_v, s_d):
+    """A plane's three sums of one level into partials[n, j, b, c] (row = (n J + j) 3)."""
+    tl.store(part_ptr + row * C + pc, s_h)
+    tl.store(part_ptr + (row + 1) * C + pc, s_v)
+    tl.store(part_ptr + (row + 2) * C + pc, s_d)
+
+
+@triton.jit(do_not_specialize=["C", "H", "W", "J", "PER_PLANE"])
+def _band_cascade_kernel(
+    x_ptr, f_ptr, s_ptr, part_ptr,
+    C, H, W, J, PER_PLANE,
+    sxn, sxc, sxh, sxw, sf0, sf1,
+    L: tl.constexpr, TAPS: tl.constexpr, MODE: tl.constexpr, P: tl.constexpr,
+    ACC: tl.constexpr, WIDE: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr,
+):  # fmt: skip
+    """Every level of one (n, c) plane's band energies in one program: level 1 from x (its
+    strides and dtype), level j from a_{j-1} in the plane's scratch (PER_PLANE elements: a_1 ..
+    a_{J-1} one after the other, each dense row-major), each level's three sums of |d|^p to
+    partials[n, j, b, c]; a barrier between levels (a level's tiles read the whole of the
+    previous level, which this program's threads wrote)."""
+    if MODE == PERIODIZATION:
+        OFF: tl.constexpr = 1 - L // 2
+    else:
+        OFF: tl.constexpr = 2 - L
+    plane = tl.program_id(0)
+    pn, pc = (plane // C).to(tl.int64), (plane % C).to(tl.int64)
+    s_base = s_ptr + plane.to(tl.int64) * PER_PLANE
+    h = _analysis_len(H, L, MODE)
+    w = _analysis_len(W, L, MODE)
+    s_h, s_v, s_d = _cascade_split_level(
+        x_ptr + pn * sxn + pc * sxc, sxh, sxw, s_base, f_ptr, H, W, h, w, sf0, sf1, J > 1,
+        L, OFF, TAPS, MODE, P, ACC, WIDE, BH, BW,
+    )  # fmt: skip
+    _store_energies(part_ptr, pn * J * 3, C, pc, s_h, s_v, s_d)
+    tl.debug_barrier()
+    off = h * 0
+    for j in range(1, J):
+        kh = _analysis_len(h, L, MODE)
+        kw = _analysis_len(w, L, MODE)
+        s_h, s_v, s_d = _cascade_split_level(
+            s_base + off, w, 1, s_base + off + h * w, f_ptr, h, w, kh, kw, sf0, sf1, j + 1 < J,
+            L, OFF, TAPS, MODE, P, ACC, WIDE, BH, BW,
+        )  # fmt: skip
+        _store_energies(part_ptr, (pn * J + j) * 3, C, pc, s_h, s_v, s_d)
+        tl.debug_barrier()
+        off += h * w
+        h, w = kh, kw
+
+
+@triton.jit
+def _cascade_band_grads(
+    src, ssh, ssw, b_ptr, f_ptr, h, w, kh, kw, sf0, sf1, g_h, g_v, g_d,
+    L: tl.constexpr, OFF: tl.constexpr, TAPS: tl.constexpr, MODE: tl.constexpr,
+    P: tl.constexpr, ACC: tl.constexpr, WIDE: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr,
+):  # fmt: skip
+    """The band gradients psi(d) * g of one level of one plane into b_ptr (three kh x kw bands,
+    dense row-major, one after the other), tile by tile from the level's input src (h x w)."""
+    tiles_w = tl.cdiv(kw, BW)
+    for t in range(tl.cdiv(kh, BH) * tiles_w):
+        i = (t // tiles_w) * BH + tl.arange(0, BH)
+        k = (t % tiles_w) * BW + tl.arange(0, BW)
+        _, acc_h, acc_v, acc_d = _split_tile_direct(
+            src, f_ptr, i, k, h, w, kh, kw, ssh, ssw, sf0, sf1,
+            L, OFF, TAPS, MODE, True, ACC, WIDE, BH, BW,
+        )  # fmt: skip
+        ok = (i < kh)[:, None] & (k < kw)[None, :]
+        if WIDE:
+            i, k = i.to(tl.int64), k.to(tl.int64)
+        o = i[:, None] * kw + k[None, :]
+        tl.store(b_ptr + o, _psi(acc_h, g_h, P), mask=ok)
+        tl.store(b_ptr + kh * kw + o, _psi(acc_v, g_v, P), mask=ok)
+        tl.store(b_ptr + 2 * kh * kw + o, _psi(acc_d, g_d, P), mask=ok)
+
+
+@triton.jit
+def _cascade_adjoint_tile(
+    g_ll, b_ptr, f_ptr, r0, c0, h, w, kh, kw, sf0, sf1,
+    L: tl.constexpr, OFF: tl.constexpr, HALF_TAPS: tl.constexpr, MODE: tl.constexpr,
+    FAMILIES: tl.constexpr, ACC: tl.constexpr, WIDE: tl.constexpr,
+    BH: tl.constexpr, BW: tl.constexpr,
+):  # fmt: skip
+    """The analysis adjoint on the BH x BW tile at (r0, c0) of a level's input (h x w) from the
+    approximation's gradient g_ll and the band gradients at b_ptr (kh x kw each, dense)."""
+    r = r0 + tl.arange(0, BH)
+    cc = c0 + tl.arange(0, BW)
+    r_last = tl.minimum(r0 + BH, h) - 1
+    c_last = tl.minimum(c0 + BW, w) - 1
+    return _dwt._merge_tile_sparse(
+        g_ll, b_ptr, f_ptr, r, cc, r0, r_last, c0, c_last, h, w, kh, kw,
+        kw, 1, kh * kw, kw, 1, sf0, sf1,
+        L, OFF, HALF_TAPS, MODE, FAMILIES, True, ACC, WIDE, BH, BW, False,
+    )  # fmt: skip
+
+
+@triton.jit(do_not_specialize=["C", "H", "W", "J", "PER_PLANE", "G_OFF", "B_OFF"])
+def _band_backward_cascade_kernel(
+    g_ptr, x_ptr, f_ptr, s_ptr, y_ptr,
+    C, H, W, J, PER_PLANE, G_OFF, B_OFF,
+    sxn, sxc, sxh, sxw, sf0, sf1, syn, syc, syh, syw,
+    L: tl.constexpr, TAPS: tl.constexpr, HALF_TAPS: tl.constexpr, MODE: tl.constexpr,
+    FAMILIES: tl.constexpr, P: tl.constexpr, ACC: tl.constexpr, WIDE: tl.constexpr,
+    BHA: tl.constexpr, BWA: tl.constexpr, BHS: tl.constexpr, BWS: tl.constexpr,
+):  # fmt: skip
+    """grad_x of one (n, c) plane in one program. Its scratch (PER_PLANE elements) holds the
+    approximations a_1 .. a_{J-1} (from 0), their gradients G_1 .. G_J (from G_OFF; the same
+    layout) and one level's three band gradients (from B_OFF, sized for the largest level). The
+    analyses first (a_J is not needed; G_J = 0), then from the coarsest level: the band gradients
+    psi(d_j) * g[n, j, b] recomputed from a_{j-1}, then the adjoint of (G_j, bands) into G_{j-1}
+    -- at level 1 into grad_x, in its dtype and strides. A barrier after every pass."""
+    if MODE == PERIODIZATION:
+        OFF: tl.constexpr = 1 - L // 2
+    else:
+        OFF: tl.constexpr = 2 - L
+    plane = tl.program_id(0)
+    pn, pc = (plane // C).to(tl.int64), (plane % C).to(tl.int64)
+    x_base = x_ptr + pn * sxn + pc * sxc
+    s_base = s_ptr + plane.to(tl.int64) * PER_PLANE
+    b_base = s_base + B_OFF
+    # analyses: a_1 from x, a_j from a_{j-1}, j < J
+    h1, w1, _ = _cascade_level(H, W, 1, L, MODE)
+    if J > 1:
+        _cascade_analysis(
+            x_base, sxh, sxw, s_base, f_ptr, H, W, h1, w1, sf0, sf1,
+            L, OFF, TAPS, MODE, ACC, WIDE, BHA, BWA,
+        )  # fmt: skip
+    h, w, off = h1, w1, h1 * 0
+    for _ in range(1, J - 1):
+        kh = _analysis_len(h, L, MODE)
+        kw = _analysis_len(w, L, MODE)
+        _cascade_analysis(
+            s_base + off, w, 1, s_base + off + h * w, f_ptr, h, w, kh, kw, sf0, sf1,
+            L, OFF, TAPS, MODE, ACC, WIDE, BHA, BWA,
+        )  # fmt: skip
+        off += h * w
+        h, w = kh, kw
+    # G_J = 0
+    kh, kw, off_j = _cascade_level(H, W, J, L, MODE)
+    zero = tl.zeros([BHA, BWA], dtype=ACC)
+    tiles_w = tl.cdiv(kw, BWA)
+    for t in range(tl.cdiv(kh, BHA) * tiles_w):
+        i = (t // tiles_w) * BHA + tl.arange(0, BHA)
+        k = (t % tiles_w) * BWA + tl.arange(0, BWA)
+        ok = (i < kh)[:, None] & (k < kw)[None, :]
+        tl.store(s_base + G_OFF + off_j + i[:, None] * kw + k[None, :], zero, mask=ok)
+    tl.debug_barrier()
+    row = pn * J * 3
+    # levels J .. 2: from a_{j-1} (scratch) into G_{j-1} (scratch)
+    for step in range(J - 1):
+        j = J - step
+        kh, kw, off_j = _cascade_level(H, W, j, L, MODE)
+        h, w, off_p = _cascade_level(H, W, j - 1, L, MODE)
+        g_h = tl.load(g_ptr + row + 3 * (j - 1)).to(ACC)
+        g_v = tl.load(g_ptr + row + 3 * (j - 1) + 1).to(ACC)
+        g_d = tl.load(g_ptr + row + 3 * (j - 1) + 2).to(ACC)
+        _cascade_band_grads(
+            s_base + off_p, w, 1, b_base, f_ptr, h, w, kh, kw, sf0, sf1, g_h, g_v, g_d,
+            L, OFF, TAPS, MODE, P, ACC, WIDE, BHA, BWA,
+        )  # fmt: skip
+        tl.debug_barrier()
+        g_out = s_base + G_OFF + off_p
+        tiles_w = tl.cdiv(w, BWS)
+        for t in range(tl.cdiv(h, BHS) * tiles_w):
+            r0 = (t // tiles_w) * BHS
+            c0 = (t % tiles_w) * BWS
+            v = _cascade_adjoint_tile(
+                s_base + G_OFF + off_j, b_base, f_ptr, r0, c0, h, w, kh, kw, sf0, sf1,
+                L, OFF, HALF_TAPS, MODE, FAMILIES, ACC, WIDE, BHS, BWS,
+            )  # fmt: skip
+            r = r0 + tl.arange(0, BHS)
+            cc = c0 + tl.arange(0, BWS)
+            ok = (r < h)[:, None] & (cc < w)[None, :]
+            tl.store(g_out + r[:, None] * w + cc[None, :], v, mask=ok)
+        tl.debug_barrier()
+    # level 1: from x into grad_x
+    g_h = tl.load(g_ptr + row).to(ACC)
+    g_v = tl.load(g_ptr + row + 1).to(ACC)
+    g_d = tl.load(g_ptr + row + 2).to(ACC)
+    _cascade_band_grads(
+        x_base, sxh, sxw, b_base, f_ptr, H, W, h1, w1, sf0, sf1, g_h, g_v, g_d,
+        L, OFF, TAPS, MODE, P, ACC, WIDE, BHA, BWA,
+    )  # fmt: skip
+    tl.debug_barrier()
+    tiles_w = tl.cdiv(W, BWS)
+    for t in range(tl.cdiv(H, BHS) * tiles_w):
+        r0 = (t // tiles_w) * BHS
+        c0 = (t % tiles_w) * BWS
+        v = _cascade_adjoint_tile(
+            s_base + G_OFF, b_base, f_ptr, r0, c0, H, W, h1, w1, sf0, sf1,
+            L, OFF, HALF_TAPS, MODE, FAMILIES, ACC, WIDE, BHS, BWS,
+        )  # fmt: skip
+        r = r0 + tl.arange(0, BHS)
+        cc = c0 + tl.arange(0, BWS)
+        ok = (r < H)[:, None] & (cc < W)[None, :]
+        if WIDE:
+            r, cc = r.to(tl.int64), cc.to(tl.int64)
+        y_off = pn * syn + pc * syc + r[:, None] * syh + cc[None, :] * syw
+        tl.store(y_ptr + y_off, v.to(y_ptr.dtype.element_ty), mask=ok)
+
+
 # ---- host side -----------------------------------------------------------------------------------
 
 
@@ -224,6 +496,8 @@ def band_energy(x: Tensor, filters: Tensor, mode: str, level: int, p: int) -> Te
     energies = torch.zeros((n, level, 3), dtype=filters.dtype, device=x.device)
     if level == 0 or x.numel() == 0:
         return energies
+    if _cascade_fits(x, level) and _band_cascade(x, filters, mode, level, p, energies):
+        return energies
     levels = _levels(h, w, filters, mode, level)
     tmax = max(c * lv.tiles_h * lv.tiles_w for lv in levels)
     acc_dtype = torch.float64 if filters.dtype == torch.float64 else torch.float32
@@ -252,6 +526,10 @@ def band_energy_backward(
     if level == 0 or x.numel() == 0:
         return empty_4d(x, n, c, h, w).zero_()
     grad = grad.contiguous()
+    if _cascade_fits(x, level):
+        grad_x = _band_backward_cascade(grad, x, filters, mode, level, p)
+        if grad_x is not None:
+            return grad_x
     levels = _levels(h, w, filters, mode, level)
     a, band_grads = x, []
     for j, lv in enumerate(levels):
@@ -273,3 +551,94 @@ def band_energy_backward(
         band_grads[j] = None  # free as we go
         g_ll = out
     return g_ll
+
+
+def _cascade_fits(x: Tensor, level: int) -> bool:
+    """Whether the energies (or their gradient) run as one cascade launch, one program per plane
+    (separable.cascade_fits: enough planes to fill the GPU, none too large), not level by level."""
+    return separable.cascade_fits(x, level, _CASCADE_MAX_LEVELS)
+
+
+def _cascade_sizes(h: int, w: int, taps: int, mode: str, level: int) -> list[int]:
+    """Elements of a_1 .. a_level of an h x w plane."""
+    sizes = []
+    for _ in range(level):
+        h, w = analysis_length(h, taps, mode), analysis_length(w, taps, mode)
+        sizes.append(h * w)
+    return sizes
+
+
+def _cascade_scratch(numel: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """A cascade's per-plane buffers (a function of its own: the tests fill it and look into it).
+    At least one element: a one-level forward stores nothing, but its pointer must be valid."""
+    return torch.empty(max(numel, 1), dtype=dtype, device=device)
+
+
+def _cascade_tiles(h: int, w: int, filters: Tensor, mode: str) -> tuple[int, ...]:
+    """(BHA, BWA, BHS, BWS): the level kernels' direct split tile at level 1 and their sparse
+    merge tile over the plane (the block-size rule of kernels/dwt.py; chosen blind)."""
+    taps = filters.shape[-1]
+    kh, kw = analysis_length(h, taps, mode), analysis_length(w, taps, mode)
+    bha, bwa = _dwt._tile(kh, kw, triton.next_power_of_2(taps))
+    bhs, bws = _dwt._tile(h, w, 4 * triton.next_power_of_2(taps // 2))
+    return bha, bwa, bhs, bws
+
+
+def _band_cascade(
+    x: Tensor, filters: Tensor, mode: str, level: int, p: int, energies: Tensor
+) -> bool:
+    """The energies in two launches: ``_band_cascade_kernel`` (every level of a plane in one
+    program; scratch a_1 .. a_{J-1} per plane) writes partials[n, j, b, c], then the row sum over
+    the channels. False, launching nothing, where a plane's scratch would need int64 offsets
+    (never within separable.CASCADE_MAX_PLANE)."""
+    n, c, h, w = x.shape
+    per_plane = sum(_cascade_sizes(h, w, filters.shape[-1], mode, level)[:-1])
+    if per_plane > _dwt._INT32_LIMIT:
+        return False
+    scratch = _cascade_scratch(n * c * per_plane, filters.dtype, x.device)
+    acc_dtype = torch.float64 if filters.dtype == torch.float64 else torch.float32
+    part = torch.empty((n, level, 3, c), dtype=acc_dtype, device=x.device)
+    bha, bwa, _, _ = _cascade_tiles(h, w, filters, mode)
+    with _dwt._device_guard(x):
+        _band_cascade_kernel[(n * c,)](
+            x, filters, scratch, part, c, h, w, level, per_plane,
+            *x.stride(), *filters.stride(),
+            L=filters.shape[-1], TAPS=triton.next_power_of_2(filters.shape[-1]),
+            MODE=_dwt._MODE_CODE[mode], P=p, ACC=_acc(filters), WIDE=_dwt._needs_int64(x),
+            BH=bha, BW=bwa,
+        )  # fmt: skip
+        _reduce_rows_kernel[(n * level * 3,)](
+            part, energies, c, ACC=_acc(filters),
+            BLOCK=min(_REDUCE_BLOCK, triton.next_power_of_2(c)),
+        )  # fmt: skip
+    return True
+
+
+def _band_backward_cascade(
+    grad: Tensor, x: Tensor, filters: Tensor, mode: str, level: int, p: int
+) -> Tensor | None:
+    """grad_x in one launch (``_band_backward_cascade_kernel``, one program per plane), or None,
+    launching nothing, where a plane's scratch would need int64 offsets. Scratch per plane, in
+    the compute dtype: a_1 .. a_{J-1}, then G_1 .. G_J (their gradients), then three bands of the
+    largest level (levels may grow: short axes, non-periodization modes)."""
+    n, c, h, w = x.shape
+    taps = filters.shape[-1]
+    sizes = _cascade_sizes(h, w, taps, mode, level)
+    g_off = sum(sizes[:-1])
+    b_off = g_off + sum(sizes)
+    per_plane = b_off + 3 * max(sizes)
+    if per_plane > _dwt._INT32_LIMIT:
+        return None
+    scratch = _cascade_scratch(n * c * per_plane, filters.dtype, x.device)
+    out = empty_4d(x, n, c, h, w)
+    bha, bwa, bhs, bws = _cascade_tiles(h, w, filters, mode)
+    code = _dwt._MODE_CODE[mode]
+    with _dwt._device_guard(x):
+        _band_backward_cascade_kernel[(n * c,)](
+            grad, x, filters, scratch, out, c, h, w, level, per_plane, g_off, b_off,
+            *x.stride(), *filters.stride(), *out.stride(),
+            L=taps, TAPS=triton.next_power_of_2(taps), HALF_TAPS=triton.next_power_of_2(taps // 2),
+            MODE=code, FAMILIES=_dwt._FAMILIES[code], P=p, ACC=_acc(filters),
+            WIDE=_dwt._needs_int64(x, out), BHA=bha, BWA=bwa, BHS=bhs, BWS=bws,
+        )  # fmt: skip
+    return out

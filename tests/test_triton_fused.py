@@ -105,30 +105,53 @@ def _check_penalty(x, wave, mode, level, ps=(1, 2), grad_p=2, weights=None):
     assert_close(got, expected, tol, f"gradient p={grad_p} {what}")
 
 
+def _penalty_route(monkeypatch, route: str) -> None:
+    """Routes of band_energy and its backward: "levels", one launch per level (two per level
+    backward); "cascade", every level of a plane in one program (separable.cascade_fits, which
+    CPU tensors meet with 2 planes by default)."""
+    from wavefuse.ops import separable
+
+    monkeypatch.setattr(separable, "CASCADE_PLANES_PER_SM", 0 if route == "cascade" else 2**40)
+
+
+ROUTES = ("levels", "cascade")
+
+
 # Per wavelet: (size, level). 9 x 8 is odd x even; sym5 (10 taps) on 5 x 7 grows at every level
 # in the non-periodization modes (5 -> 7 -> 8 -> 8).
 CASES = {"haar": ((9, 8), 3), "db2": ((9, 8), 2), "db4": ((9, 8), 1), "sym5": ((5, 7), 3)}
 
 
 @needs_penalty
+@pytest.mark.parametrize("route", ROUTES)
 @pytest.mark.parametrize("mode", ALL_MODES)
 @pytest.mark.parametrize("wave", list(CASES))
-def test_band_energy_and_gradient_every_mode_and_wavelet(wave, mode):
+def test_band_energy_and_gradient_every_mode_and_wavelet(monkeypatch, wave, mode, route):
+    _penalty_route(monkeypatch, route)
     size, level = CASES[wave]
     grad_p = 1 if ALL_MODES.index(mode) % 2 else 2
     _check_penalty(_randn(1, 1, *size), wave, mode, level, grad_p=grad_p)
 
 
 @needs_penalty
-def test_band_energy_db20_on_a_signal_shorter_than_the_filter():
-    """40 taps on a 2 x 3 plane: the boundary extension wraps many times."""
-    _check_penalty(_randn(1, 1, 2, 3), "db20", "symmetric", 1, ps=(2,), grad_p=1)
+@pytest.mark.parametrize("route", ROUTES)
+def test_band_energy_db20_on_a_signal_shorter_than_the_filter(monkeypatch, route):
+    """40 taps on a 2 x 3 plane: the boundary extension wraps many times. The cascade's gradient
+    is left out here: its merge is the general (sparse) gather, which loops over every wrap (two
+    minutes under the interpreter for this one plane); the level route's small planes take the
+    dense merge. The cascade's backward wraps in test_levels_that_grow_from_one_sample."""
+    _penalty_route(monkeypatch, route)
+    grad_p = 1 if route == "levels" else None
+    _check_penalty(_randn(1, 1, 2, 3), "db20", "symmetric", 1, ps=(2,), grad_p=grad_p)
 
 
 @needs_penalty
+@pytest.mark.parametrize("route", ROUTES)
 @pytest.mark.parametrize("mode", ["symmetric", "periodic"])
-def test_levels_that_grow_from_one_sample(mode):
-    """1 x 1 with db4 grows to 4 x 4, 5 x 5, 6 x 6 (every buffer is sized per level)."""
+def test_levels_that_grow_from_one_sample(monkeypatch, mode, route):
+    """1 x 1 with db4 grows to 4 x 4, 5 x 5, 6 x 6 (every buffer is sized per level; the
+    cascade's band buffer by the largest level, not the first)."""
+    _penalty_route(monkeypatch, route)
     _check_penalty(_randn(1, 1, 1, 1), "db4", mode, 4, ps=(2,))
 
 
@@ -139,17 +162,21 @@ def test_levels_that_grow_from_one_sample(mode):
 )
 def test_general_and_tiled_paths(path, wave, mode, level, size, monkeypatch):
     """The large-plane path (one tile per plane), and many small 4 x 8 tiles per plane over two
-    channels and two levels with different tile counts (partials rows of unequal length)."""
+    channels and two levels with different tile counts (partials rows of unequal length); level
+    by level (the cascade's tiles: test_band_energy_cascade_tiles)."""
+    _penalty_route(monkeypatch, "levels")
     _use_path(monkeypatch, path)
     x = _randn(1, *size)
     _check_penalty(x, wave, mode, level, ps=(1,) if path == "tiled" else (1, 2), grad_p=2)
 
 
 @needs_penalty
+@pytest.mark.parametrize("route", ROUTES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-def test_penalty_dtypes_and_layouts(dtype, layout):
+def test_penalty_dtypes_and_layouts(monkeypatch, dtype, layout, route):
     """Half types accumulate in float32 (energies in float32); grad_x in x's dtype and layout."""
+    _penalty_route(monkeypatch, route)
     x = _randn(1, 2, 9, 8, dtype=dtype)
     if layout == "channels_last":
         x = x.contiguous(memory_format=torch.channels_last)
@@ -157,8 +184,11 @@ def test_penalty_dtypes_and_layouts(dtype, layout):
 
 
 @needs_penalty
-def test_int64_offsets(monkeypatch):
-    """Planes of 2**31 elements do not fit a test; lowering the limit takes the same code."""
+@pytest.mark.parametrize("route", ROUTES)
+def test_int64_offsets(monkeypatch, route):
+    """Planes of 2**31 elements do not fit a test; lowering the limit takes the same code (the
+    cascade, whose offsets inside a plane's scratch stay int32, then goes level by level)."""
+    _penalty_route(monkeypatch, route)
     monkeypatch.setattr("wavefuse.kernels.dwt._INT32_LIMIT", 0)
     x = _randn(1, 2, 7, 6).contiguous(memory_format=torch.channels_last)
     _check_penalty(x, "db2", "periodization", 2, ps=(2,), grad_p=2)
@@ -186,10 +216,12 @@ def test_hf_penalty_reductions_and_weights(reduction, weights, p):
 
 
 @needs_penalty
+@pytest.mark.parametrize("route", ROUTES)
 @pytest.mark.parametrize("mode, p", [("zero", 2), ("reflect", 1)])
-def test_gradcheck(mode, p):
+def test_gradcheck(monkeypatch, mode, p, route):
     """float64 gradcheck of the penalty (fast mode: random projections of the Jacobian)."""
-    x = _randn(1, 1, 5, 4).requires_grad_()
+    _penalty_route(monkeypatch, route)
+    x = _randn(1, 2, 5, 4).requires_grad_()
     w = torch.tensor([[1.0, 2.0, 0.5], [0.3, 1.0, 1.5]], dtype=torch.float64)
 
     def penalty(t):
@@ -225,7 +257,9 @@ def test_opcheck_penalty_ops():
 
 
 @needs_penalty
-def test_energies_are_deterministic_and_empty_inputs_work():
+@pytest.mark.parametrize("route", ROUTES)
+def test_energies_are_deterministic_and_empty_inputs_work(monkeypatch, route):
+    _penalty_route(monkeypatch, route)
     x = _randn(2, 3, 10, 9)
     first = wavefuse.band_energy(x, "db2", 2, "reflect", 2, backend="triton")
     assert torch.equal(first, wavefuse.band_energy(x, "db2", 2, "reflect", 2, backend="triton"))
@@ -237,6 +271,158 @@ def test_energies_are_deterministic_and_empty_inputs_work():
     level0 = wavefuse.hf_penalty(x.requires_grad_(), "haar", 0, reduction="sum", backend="triton")
     (g,) = torch.autograd.grad(level0, x)
     assert level0.item() == 0 and torch.equal(g, torch.zeros_like(g))
+
+
+def _penalty_counts(monkeypatch) -> dict:
+    from wavefuse.kernels import dwt, hf_penalty
+
+    counts = count_launches(
+        monkeypatch, hf_penalty, "_band_level_kernel", "_reduce_rows_kernel",
+        "_band_cascade_kernel", "_band_backward_cascade_kernel",
+    )  # fmt: skip
+    counts.update(count_launches(monkeypatch, dwt, "_dwt2d_adjoint_kernel"))
+    return counts
+
+
+def _energy_and_gradient(x, wave, level, mode, p):
+    """(energies, grad_x of their sum with fixed weights) on Triton."""
+    xs = x.clone().requires_grad_()
+    e = _quiet(wavefuse.band_energy, xs, wave, level, mode, p, backend="triton")
+    w = torch.arange(1.0, 1.0 + 3 * level, dtype=e.dtype, device=e.device).reshape(level, 3)
+    (g,) = torch.autograd.grad((e * w).sum(), xs)
+    return e.detach(), g
+
+
+@needs_penalty
+@pytest.mark.parametrize("route", ROUTES)
+def test_band_energy_launches(monkeypatch, route):
+    """The cascade: energies in two launches (``_band_cascade_kernel``, then the row sum over
+    the channels), grad_x in one (``_band_backward_cascade_kernel``), for every level count;
+    level by level: one per level forward (and the row sum), two per level backward."""
+    _penalty_route(monkeypatch, route)
+    counts = _penalty_counts(monkeypatch)
+    x = _randn(2, 2, 13, 11)
+    for level in (1, 3):
+        for counter in counts.values():
+            counter.launches = 0
+        _energy_and_gradient(x, "db2", level, "symmetric", 2)
+        if route == "cascade":
+            expected = {
+                "_band_cascade_kernel": 1, "_reduce_rows_kernel": 1,
+                "_band_backward_cascade_kernel": 1,
+            }  # fmt: skip
+        else:
+            expected = {
+                "_band_level_kernel": 2 * level, "_reduce_rows_kernel": 1,
+                "_dwt2d_adjoint_kernel": level,
+            }  # fmt: skip
+        assert _launches(counts) == expected, (route, level)
+
+
+@needs_penalty
+@pytest.mark.parametrize("mode", ["zero", "periodization"])
+def test_band_energy_cascade_tiles(monkeypatch, mode):
+    """The cascade on tiles of at most 8 columns and 32 outputs: a program loops over several
+    row and column tiles at every level (19 x 37 over three levels, two channels, p = 1 and 2),
+    against the reference."""
+    _penalty_route(monkeypatch, "cascade")
+    _use_path(monkeypatch, "tiled")
+    x = _randn(2, 2, 19, 37)
+    _check_penalty(x, "db2", mode, 3, ps=(1, 2), grad_p=2)
+    _check_penalty(x, "sym5", mode, 2, ps=(2,), grad_p=1)
+
+
+@needs_penalty
+def test_band_energy_cascade_or_levels(monkeypatch):
+    """separable.cascade_fits decides: at least CASCADE_PLANES_PER_SM planes per SM (CPU tensors:
+    one "SM"), none over CASCADE_MAX_PLANE samples; both routes give the reference's values."""
+    from wavefuse.ops import separable
+
+    counts = _penalty_counts(monkeypatch)
+    x = _randn(2, 3, 11, 9)
+    settings = [  # (planes per SM, max plane) -> route
+        ((6, 11 * 9), "cascade"),
+        ((7, 11 * 9), "levels"),
+        ((6, 11 * 9 - 1), "levels"),
+        ((2, 512 * 512), "cascade"),  # the defaults' numbers
+    ]
+    reference = _quiet(wavefuse.band_energy, x, "db2", 2, "reflect", 2, backend="reference")
+    for (per_sm, plane), route in settings:
+        monkeypatch.setattr(separable, "CASCADE_PLANES_PER_SM", per_sm)
+        monkeypatch.setattr(separable, "CASCADE_MAX_PLANE", plane)
+        for counter in counts.values():
+            counter.launches = 0
+        got = _quiet(wavefuse.band_energy, x, "db2", 2, "reflect", 2, backend="triton")
+        cascade = _launches(counts).get("_band_cascade_kernel", 0)
+        assert cascade == (route == "cascade"), (per_sm, plane)
+        assert_close(got, reference, 1e-12, route)
+
+
+@needs_penalty
+@pytest.mark.parametrize("route", ROUTES)
+def test_band_energy_non_finite_stays_in_its_sample(monkeypatch, route):
+    """A NaN in sample 1 makes its energies and its gradient NaN (at least at the poisoned
+    element), never sample 0's or 2's (docs/edge_policies.md), on both routes."""
+    _penalty_route(monkeypatch, route)
+    x = _randn(3, 2, 12, 11)
+    x[1, 1, 5, 6] = math.nan
+    e, g = _energy_and_gradient(x, "db2", 2, "symmetric", 2)
+    assert e[1].isnan().any() and e[0].isfinite().all() and e[2].isfinite().all()
+    assert g[1, 1, 5, 6].isnan() and g[0].isfinite().all() and g[2].isfinite().all()
+
+
+def _spy_penalty_scratch(monkeypatch) -> list:
+    """The cascades' scratch buffers, as allocated, filled with NaN (an element left unwritten,
+    or read before it is written, shows)."""
+    from wavefuse.kernels import hf_penalty
+
+    buffers = []
+
+    def scratch(numel, dtype, device):
+        buffers.append(torch.full((max(numel, 1),), math.nan, dtype=dtype, device=device))
+        return buffers[-1]
+
+    monkeypatch.setattr(hf_penalty, "_cascade_scratch", scratch)
+    return buffers
+
+
+@needs_penalty
+@pytest.mark.parametrize("mode", ["symmetric", "periodization"])
+def test_band_energy_cascade_scratch_layout(monkeypatch, mode):
+    """The cascades' scratch after a call: forward, plane p's a_1 .. a_{J-1} one after the other
+    from p * sum_{j<J} h_j w_j, each row-major and equal to the reference's approximation of that
+    plane (wavedec2 to level j); backward, every element written (approximations, their
+    gradients, and the band buffer of the largest level), its approximations plane p's own again.
+    Planes that shared or overlapped regions would fail this even under the interpreter."""
+    from wavefuse.reference import analysis_length
+
+    _penalty_route(monkeypatch, "cascade")
+    _use_path(monkeypatch, "tiled")
+    buffers = _spy_penalty_scratch(monkeypatch)
+    x = _randn(2, 3, 19, 14)
+    level = 3
+    _check_penalty(x, "db2", mode, level, ps=(2,), grad_p=2)
+    buffers.clear()
+    _energy_and_gradient(x, "db2", level, mode, 2)
+    sizes, h, w = [], 19, 14
+    for _ in range(level):
+        h, w = analysis_length(h, 4, mode), analysis_length(w, 4, mode)
+        sizes.append((h, w))
+    forward, backward = buffers
+    a_size = sum(a * b for a, b in sizes[:-1])
+    assert forward.numel() == 6 * a_size
+    assert not forward.isnan().any(), "an approximation element left unwritten"
+    per_plane = a_size + sum(a * b for a, b in sizes) + 3 * max(a * b for a, b in sizes)
+    assert backward.numel() == 6 * per_plane
+    assert not backward.isnan().any(), "a backward scratch element left unwritten"
+    for buf, stride in ((forward, a_size), (backward, per_plane)):
+        planes = buf.view(6, stride)
+        off = 0
+        for j, (kh, kw) in enumerate(sizes[:-1], start=1):
+            got = planes[:, off : off + kh * kw].reshape(2, 3, kh, kw)
+            a_j = wavefuse.wavedec2(x, "db2", mode, j, backend="reference")[0]
+            assert_close(got, a_j, 1e-12, f"a_{j} {mode}")
+            off += kh * kw
 
 
 # ---- pgd_step ------------------------------------------------------------------------------------

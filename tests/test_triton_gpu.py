@@ -352,11 +352,67 @@ def _check_penalty(x, wave, mode, level, p):
     assert_close(g, g_ref, tol, f"gradient {what}")
 
 
+def _penalty_route(monkeypatch, route: str) -> None:
+    """ "levels": one launch per level; "cascade": every level of a plane in one program
+    (separable.cascade_fits, forced here: 4 planes do not fill a GPU)."""
+    from wavefuse.ops import separable
+
+    monkeypatch.setattr(separable, "CASCADE_PLANES_PER_SM", 0 if route == "cascade" else 2**40)
+
+
 @_uses(*PENALTY)
+@pytest.mark.parametrize("route", ["levels", "cascade"])
 @pytest.mark.parametrize("p", [1, 2])
 @pytest.mark.parametrize("wave, mode, level, size", PENALTY_CASES)
-def test_band_energy_and_hf_penalty(wave, mode, level, size, p):
+def test_band_energy_and_hf_penalty(wave, mode, level, size, p, route, monkeypatch):
+    _penalty_route(monkeypatch, route)
     _check_penalty(_randn(2, 2, *size), wave, mode, level, p)
+
+
+@_uses(*PENALTY)
+def test_band_energy_cascade_many_planes_repeatable(monkeypatch):
+    """The cascade as separable.cascade_fits picks it by itself: 3 planes per SM, db4 J=3 on
+    32 x 32 (bench_gpu's small case per plane), float32. One ``_band_cascade_kernel`` and one
+    ``_band_backward_cascade_kernel`` launch per call; energies and gradient match the reference;
+    three calls agree bit for bit (a race between a program's tiles, or a dropped barrier, would
+    most likely show as a difference); the level route gives the reference's values too."""
+    from wavefuse.kernels import hf_penalty
+
+    from wavefuse.ops import separable
+
+    planes = 3 * separable.sm_count(torch.device(DEVICE))
+    names = ("_band_cascade_kernel", "_band_backward_cascade_kernel", "_band_level_kernel")
+    counts = count_launches(monkeypatch, hf_penalty, *names)
+    x = _randn(planes // 3, 3, 32, 32)
+    expected = _quiet(wavefuse.band_energy, _cpu64(x), "db4", 3, "symmetric", 2,
+                      backend="reference")  # fmt: skip
+    xr = _cpu64(x).requires_grad_()
+    w = torch.rand(3, 3, dtype=torch.float64)
+    (g_ref,) = torch.autograd.grad(
+        wavefuse.hf_penalty(xr, "db4", 3, "symmetric", 2, w, "sum", backend="reference"), xr
+    )
+
+    def run():
+        xs = x.detach().clone().requires_grad_()
+        e = _quiet(wavefuse.band_energy, xs, "db4", 3, "symmetric", 2, backend="triton")
+        pen = _quiet(wavefuse.hf_penalty, xs, "db4", 3, "symmetric", 2, w.to(DEVICE), "sum",
+                     backend="triton")  # fmt: skip
+        (g,) = torch.autograd.grad(pen, xs)
+        return e.detach(), g
+
+    results = [run() for _ in range(3)]
+    assert counts["_band_cascade_kernel"].launches == 6, "two forwards per call"
+    assert counts["_band_backward_cascade_kernel"].launches == 3
+    assert counts["_band_level_kernel"].launches == 0
+    assert_close(results[0][0], expected, TOL[torch.float32], f"cascade energies {planes} planes")
+    assert_close(results[0][1], g_ref, TOL[torch.float32], f"cascade gradient {planes} planes")
+    for e, g in results[1:]:
+        assert torch.equal(e, results[0][0]) and torch.equal(g, results[0][1]), "cascades differ"
+    _penalty_route(monkeypatch, "levels")
+    e, g = run()
+    assert counts["_band_level_kernel"].launches == 2 * 3 + 3
+    assert_close(e, expected, TOL[torch.float32], f"levels energies {planes} planes")
+    assert_close(g, g_ref, TOL[torch.float32], f"levels gradient {planes} planes")
 
 
 @_uses(*PENALTY)
