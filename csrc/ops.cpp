@@ -84,6 +84,15 @@ TORCH_LIBRARY(wavefuse, m) {
   m.def(
       "_band_energy_backward_kernel(Tensor grad, Tensor x, Tensor filters, str mode, int level, "
       "int p) -> Tensor");
+  // The same two as ONE launch each, one block per (n, c) plane through every level
+  // (csrc/cuda/hf_cascade_body.cuh; 1 <= level <= 16 where anything is computed). CUDA only;
+  // wavefuse/ops/hf_penalty.py decides where (separable.cascade_fits).
+  m.def(
+      "_band_energy_cascade_kernel(Tensor x, Tensor filters, str mode, int level, int p) "
+      "-> Tensor");
+  m.def(
+      "_band_energy_backward_cascade_kernel(Tensor grad, Tensor x, Tensor filters, str mode, "
+      "int level, int p) -> Tensor");
   // The PGD update in place on x_adv (contract: wavefuse/ops/pgd_step.py).
   m.def(
       "_pgd_step_kernel(Tensor(a!) x_adv, Tensor grad, Tensor x_nat, float eps, float alpha, "

@@ -4,7 +4,9 @@ and PyWavelets: band_energy, band_energy_backward and hf_penalty with backend="c
 Marked ``gpu``: every test skips with a reason where no CUDA device is visible or this build of
 wavefuse._C has no CUDA kernel for the ops (``backends.why_not``). Nothing touches the GPU at
 collection time. Where no GPU is lent, tests/test_cuda_hf_emulation.py runs the same kernel bodies
-on the CPU (float64 only); the dtypes, the host wrappers and the launches are checked here.
+on the CPU; the dtypes, the host wrappers and the launches are checked here. band_energy and its
+backward have two CUDA routes, level by level and the one-launch cascade (one block per plane);
+tests force one by monkeypatching separable.CASCADE_PLANES_PER_SM (``_route``).
 """
 
 from __future__ import annotations
@@ -225,11 +227,13 @@ def test_double_backward_is_the_hessian_vector_product():
     assert_close(hv, g2 - g.detach(), 1e-12)
 
 
+@pytest.mark.parametrize("route", ["levels", "cascade"])
 @pytest.mark.parametrize(
     "mode, p, requires_grad",
     [("zero", 1, True), ("periodization", 2, True), ("symmetric", 2, False)],
 )
-def test_opcheck(mode, p, requires_grad):
+def test_opcheck(monkeypatch, mode, p, requires_grad, route):
+    _route(monkeypatch, route)
     x = torch.randn(2, 3, 9, 6, dtype=torch.float64, device="cuda")
     x = x.contiguous(memory_format=torch.channels_last).requires_grad_(requires_grad)
     filters = filter_bank("db2", "dec", torch.float64, "cuda")
@@ -319,16 +323,143 @@ def test_empty_batch_level_zero_and_bad_inputs():
                                          2, 2)  # fmt: skip
 
 
-def test_one_level_kernel_per_level_and_one_reduction():
+def test_one_level_kernel_per_level_and_one_reduction(monkeypatch):
     """band_energy: J energy kernels and one row reduction; its backward: J split and J adjoint
-    kernels (torch.profiler's CUDA activity)."""
+    kernels (torch.profiler's CUDA activity), on the level route."""
+    _route(monkeypatch, "levels")
     x = torch.randn(2, 3, 67, 90, device="cuda", requires_grad=True)
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-        value = wavefuse.hf_penalty(x, "db4", 3, "symmetric", backend="cuda")
-        value.backward()
-        torch.cuda.synchronize()
-    names = [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    names = _cuda_kernels(
+        lambda: wavefuse.hf_penalty(x, "db4", 3, "symmetric", backend="cuda").backward()
+    )
+    assert not any("cascade" in n for n in names), names
     assert sum("energy_kernel" in n for n in names) == 3, names
     assert sum("rows_kernel" in n for n in names) == 1, names
     assert sum("grad_split_kernel" in n for n in names) == 3, names
     assert sum("adjoint_kernel" in n for n in names) == 3, names
+
+
+# ----- the one-launch cascade (csrc/cuda/hf_cascade_body.cuh) -------------------------------------
+
+
+def _route(monkeypatch, route: str) -> None:
+    """ "cascade": the CUDA band energies run as the one-launch cascade for any number of planes
+    (separable.cascade_fits's planes-per-SM rule off); "levels": level by level (rule never met)."""
+    from wavefuse.ops import separable
+
+    monkeypatch.setattr(separable, "CASCADE_PLANES_PER_SM", 0 if route == "cascade" else 10**9)
+
+
+def _cuda_kernels(fn) -> list:
+    """Names of the CUDA kernels fn launches (torch.profiler's CUDA activity)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        fn()
+        torch.cuda.synchronize()
+    return [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+
+
+# (N, C, H, W): 512 planes of 32 x 32 (what the cascade is for), and 6 planes with several tiles
+ROUTE_SHAPES = {"many-planes": (64, 8, 32, 32), "few-planes": (2, 3, 37, 70)}
+ROUTE_CASES = [("db4", "symmetric", 3), ("haar", "periodization", 2), ("coif3", "reflect", 3),
+               ("sym5", "zero", 1), ("db2", "periodic", 5)]  # fmt: skip
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16])
+@pytest.mark.parametrize("shape", list(ROUTE_SHAPES), ids=list(ROUTE_SHAPES))
+@pytest.mark.parametrize("route", ["cascade", "levels"])
+def test_routes_match_reference(monkeypatch, route, shape, dtype):
+    """Both routes: energies (p 1 and 2) and grad_x against the reference in float64 on the same
+    (rounded) input; grad_x in x's dtype and memory format."""
+    _route(monkeypatch, route)
+    tol = 1e-12 if dtype == torch.float64 else TOL[dtype]
+    for k, (wave, mode, level) in enumerate(ROUTE_CASES):
+        layout = "channels_last" if k % 2 else "contiguous"
+        x = _tensor(ROUTE_SHAPES[shape], layout, dtype)
+        what = f"{route} {shape} {wave} {mode} J={level} {dtype} {layout}"
+        for p in (1, 2):
+            got = _energies(x, wave, mode, level, p, "cuda")
+            assert got.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
+            expected = _energies(x.double(), wave, mode, level, p, "reference")
+            assert_close(got, expected, tol, f"{what} p={p}")
+        grad = torch.rand(x.shape[0], level, 3, dtype=torch.float64, device="cuda")
+        p = 1 if dtype == torch.float64 else 2  # a float32 d at rounding level flips sign(d)
+        gx = _grad_x(x, wave, mode, level, p, grad.to(got.dtype), "cuda")
+        ref = _grad_x(x.double(), wave, mode, level, p, grad, "reference")
+        assert gx.dtype == dtype and gx.stride() == x.stride(), what
+        assert_close(gx, ref, tol, f"{what} grad p={p}")
+
+
+def test_cascade_is_deterministic_and_matches_the_levels(monkeypatch):
+    """Repeated cascade calls are bitwise equal; both routes agree to float32 rounding."""
+    x = _tensor((64, 8, 32, 32), "channels_last", torch.float32)
+    grad = torch.rand(64, 3, 3, device="cuda")
+    results = {}
+    for route in ("levels", "cascade"):
+        _route(monkeypatch, route)
+        e = _energies(x, "db4", "symmetric", 3, 2, "cuda")
+        g = _grad_x(x, "db4", "symmetric", 3, 1, grad, "cuda")
+        for _ in range(3):
+            assert torch.equal(_energies(x, "db4", "symmetric", 3, 2, "cuda"), e), route
+            assert torch.equal(_grad_x(x, "db4", "symmetric", 3, 1, grad, "cuda"), g), route
+        results[route] = (e, g)
+    assert_close(results["cascade"][0], results["levels"][0], TOL[torch.float32], "energies")
+    assert_close(results["cascade"][1], results["levels"][1], TOL[torch.float32], "grad_x")
+
+
+def test_cascade_launches_one_kernel_each_way(monkeypatch):
+    """The cascade route: band_energy is ONE energy_cascade_kernel and one rows_kernel, its
+    backward ONE grad_cascade_kernel; no per-level kernel runs."""
+    _route(monkeypatch, "cascade")
+    x = torch.randn(4, 3, 67, 90, device="cuda", requires_grad=True)
+    names = _cuda_kernels(
+        lambda: wavefuse.hf_penalty(x, "db4", 3, "symmetric", backend="cuda").backward()
+    )
+    assert sum("energy_cascade_kernel" in n for n in names) == 1, names
+    assert sum("rows_kernel" in n for n in names) == 1, names
+    assert sum("grad_cascade_kernel" in n for n in names) == 1, names
+    for level_kernel in ("energy_kernel", "grad_split_kernel", "adjoint_kernel"):
+        assert not any(level_kernel in n for n in names), names
+
+
+def test_default_route_follows_cascade_fits():
+    """Without forcing: the cascade exactly where separable.cascade_fits says so."""
+    from wavefuse.ops import hf_penalty, separable
+
+    for shape in ROUTE_SHAPES.values():
+        x = _tensor(shape, dtype=torch.float32)
+        fits = separable.cascade_fits(x, 3, hf_penalty._CUDA_CASCADE_MAX_LEVELS)
+        names = _cuda_kernels(lambda x=x: _energies(x, "db4", "symmetric", 3, 2, "cuda"))
+        assert any("energy_cascade_kernel" in n for n in names) == fits, (shape, names)
+
+
+def test_cascade_gradcheck(monkeypatch):
+    _route(monkeypatch, "cascade")
+    x = torch.randn(2, 2, 7, 6, dtype=torch.float64, device="cuda", requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: _energies(t, "db2", "symmetric", 2, 2, "cuda"), (x,))
+
+
+def test_cascade_ops_edge_cases_and_bad_inputs():
+    """The cascade ops' own contract: as the level ops' (shared checks), plus their level limit."""
+    from wavefuse.ops import hf_penalty
+
+    filters = filter_bank("db2", "dec", torch.float32, "cuda")
+    fwd, bwd = OPS._band_energy_cascade_kernel, OPS._band_energy_backward_cascade_kernel
+    empty = torch.randn(0, 3, 8, 8, device="cuda")
+    assert fwd(empty, filters, "zero", 2, 2).shape == (0, 2, 3)
+    no_channels = torch.randn(2, 0, 8, 8, device="cuda")
+    assert torch.equal(fwd(no_channels, filters, "zero", 2, 2), torch.zeros(2, 2, 3, device="cuda"))
+    assert (
+        bwd(torch.rand(0, 2, 3, device="cuda"), empty, filters, "zero", 2, 2).shape == empty.shape
+    )
+    x = torch.randn(2, 3, 8, 8, device="cuda")
+    assert fwd(x, filters, "zero", 0, 2).shape == (2, 0, 3)
+    assert torch.equal(bwd(torch.rand(2, 0, 3, device="cuda"), x, filters, "zero", 0, 2),
+                       torch.zeros_like(x))  # fmt: skip
+    with pytest.raises(RuntimeError, match="mode must be one of"):
+        fwd(x, filters, "wrap", 1, 2)
+    with pytest.raises(RuntimeError, match="p must be 1 or 2"):
+        fwd(x, filters, "zero", 1, 3)
+    with pytest.raises(RuntimeError, match="grad must be"):
+        bwd(torch.rand(2, 1, 3, device="cuda"), x, filters, "zero", 2, 2)
+    deep = hf_penalty._CUDA_CASCADE_MAX_LEVELS + 1
+    with pytest.raises(RuntimeError, match="at most"):
+        fwd(x, filters, "zero", deep, 2)

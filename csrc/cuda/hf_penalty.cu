@@ -4,6 +4,27 @@
 //   _band_energy_kernel           per level energy_kernel, then one rows_kernel
 //   _band_energy_backward_kernel  per level grad_split_kernel, then per level (coarsest first)
 //                                 adjoint_kernel
+//   _band_energy_cascade_kernel           ONE energy_cascade_kernel, then one rows_kernel
+//   _band_energy_backward_cascade_kernel  ONE grad_cascade_kernel
+//
+// The cascades (body: hf_cascade_body.cuh, whose header has the phases, barriers and scratch
+// layout) run one block per (n, c) plane through every level with the same thread bodies as the
+// level kernels: 2 launches forward and 1 backward instead of J + 1 and 2J (+ memsets), for
+// grids of many small planes whose coarse levels leave the level kernels' launches mostly idle
+// (db4, J = 3 on 128 x 64 x 32 x 32: 8192 planes). The forward's partials are (N, J, 3, C) --
+// the level layout with tmax = C, one partial per plane summed over its tiles in tile order -- so
+// the same rows_kernel sums them over channels; every entry is written (no memset). The caller
+// picks the route (wavefuse/ops/hf_penalty.py's _kernel_name: separable.cascade_fits, BLIND).
+// Scratch, one allocation each, in the compute dtype: the forward's a_1 .. a_{J-1} (about a
+// third of x's elements on large planes), the backward's a_1 .. a_{J-1}, G_J and one level's
+// band gradients (about 1.1 x's elements on large planes; 1.7 x for db4 J = 3 on 32 x 32).
+// ptxas (CUDA 13.0, 2026-12-06, -Xptxas -v, sm_80 and sm_90): with __launch_bounds__(256, 3)
+// (int32 offsets) every cascade kernel uses 80 registers, no spill, no stack frame; the int64
+// variants take __launch_bounds__(256, 2): 108-128 registers, no spill (with 3 blocks their
+// backward spilled 136-512 bytes). Shared memory: forward the level kernel's + 3 sums (24,728
+// bytes for db20 in float64), backward the split's (18,560 bytes). The level kernels' numbers
+// below are unchanged. Compile time: the device code alone (nvcc -cubin) took 24 s of CPU per
+// architecture on the 2-core machine (2026-12-06).
 //
 // Design (mirrors kernels/hf_penalty.py; the per-thread work reuses dwt_body.cuh's split row pass,
 // column coefficients, merge and launch geometry):
@@ -55,6 +76,7 @@
 
 #include "common.h"
 #include "dwt_body.cuh"
+#include "hf_cascade_body.cuh"
 #include "hf_penalty_body.cuh"
 
 #ifndef __CUDA_ARCH__  // host pass only (see dwt.cu)
@@ -150,6 +172,44 @@ __global__ void __launch_bounds__(kThreads) rows_kernel(const RowsArgs<acc_t> a)
   rows_store(a, row, tid, red);
 }
 
+// The one-launch cascades (hf_cascade_body.cuh): one block per (n, c) plane, every level, the
+// phases of energy_cascade_block / grad_cascade_block with a barrier after each. At least 3
+// resident blocks per SM (<= 80 registers per thread) with int32 offsets, as dwt.cu's
+// cascade_kernel; 2 (<= 128 registers) with int64 offsets (tensors of 2^30 elements and more),
+// where 3 made the backward spill. __grid_constant__: the bodies index the level tables by a
+// run-time level and take the argument block's address, which would otherwise copy it into
+// local memory.
+template <typename index_t>
+constexpr int cascade_min_blocks() {
+  return sizeof(index_t) == 4 ? 3 : 2;
+}
+
+template <typename in_t, typename index_t>
+__global__ void __launch_bounds__(kThreads, cascade_min_blocks<index_t>())
+    energy_cascade_kernel(const __grid_constant__ CascadeArgs<in_t, index_t> a) {
+  using acc_t = typename AccType<in_t>::type;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  acc_t* smem = reinterpret_cast<acc_t*>(smem_raw);
+  const int tid = static_cast<int>(threadIdx.x);
+  energy_cascade_block(a, static_cast<index_t>(blockIdx.x), smem, [&](auto&& phase) {
+    phase(tid);
+    __syncthreads();
+  });
+}
+
+template <typename in_t, typename index_t>
+__global__ void __launch_bounds__(kThreads, cascade_min_blocks<index_t>())
+    grad_cascade_kernel(const __grid_constant__ CascadeArgs<in_t, index_t> a) {
+  using acc_t = typename AccType<in_t>::type;
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  acc_t* smem = reinterpret_cast<acc_t*>(smem_raw);
+  const int tid = static_cast<int>(threadIdx.x);
+  grad_cascade_block(a, static_cast<index_t>(blockIdx.x), smem, [&](auto&& phase) {
+    phase(tid);
+    __syncthreads();
+  });
+}
+
 // Raw-argument launchers, explicitly instantiated below (see dwt.cu's header).
 template <typename in_t, typename index_t>
 void energy_launch(const LevelArgs<in_t, index_t>& a, int64_t blocks, size_t smem_bytes,
@@ -177,9 +237,26 @@ void rows_launch(const RowsArgs<acc_t>& a, int64_t rows, cudaStream_t stream) {
   rows_kernel<acc_t><<<static_cast<unsigned int>(rows), kThreads, 0, stream>>>(a);
 }
 
-#define WAVEFUSE_INSTANTIATE_LEVEL(T, I)                                                   \
-  template void energy_launch<T, I>(const LevelArgs<T, I>&, int64_t, size_t, cudaStream_t); \
-  template void grad_split_launch<T, I>(const LevelArgs<T, I>&, int64_t, size_t, cudaStream_t);
+template <typename in_t, typename index_t>
+void energy_cascade_launch(const CascadeArgs<in_t, index_t>& a, int64_t blocks, size_t smem_bytes,
+                           cudaStream_t stream) {
+  energy_cascade_kernel<in_t, index_t>
+      <<<static_cast<unsigned int>(blocks), kThreads, smem_bytes, stream>>>(a);
+}
+
+template <typename in_t, typename index_t>
+void grad_cascade_launch(const CascadeArgs<in_t, index_t>& a, int64_t blocks, size_t smem_bytes,
+                         cudaStream_t stream) {
+  grad_cascade_kernel<in_t, index_t>
+      <<<static_cast<unsigned int>(blocks), kThreads, smem_bytes, stream>>>(a);
+}
+
+#define WAVEFUSE_INSTANTIATE_LEVEL(T, I)                                                        \
+  template void energy_launch<T, I>(const LevelArgs<T, I>&, int64_t, size_t, cudaStream_t);      \
+  template void grad_split_launch<T, I>(const LevelArgs<T, I>&, int64_t, size_t, cudaStream_t);  \
+  template void energy_cascade_launch<T, I>(const CascadeArgs<T, I>&, int64_t, size_t,           \
+                                            cudaStream_t);                                       \
+  template void grad_cascade_launch<T, I>(const CascadeArgs<T, I>&, int64_t, size_t, cudaStream_t);
 #define WAVEFUSE_INSTANTIATE_ADJOINT(A, I, O) \
   template void adjoint_launch<A, I, O>(const MergeArgs<A, I, O>&, int64_t, size_t, cudaStream_t);
 #define WAVEFUSE_INSTANTIATE_BOTH(T, A)      \
@@ -430,8 +507,8 @@ void run_backward(const Plan& pl, const Tensor& grad, const Tensor& x, const Ten
   }
 }
 
-Tensor band_energy_backward_cuda(const Tensor& grad, const Tensor& x, const Tensor& filters,
-                                 c10::string_view mode_name, int64_t level, int64_t p) {
+void check_backward_args(const Tensor& grad, const Tensor& x, const Tensor& filters, int64_t level,
+                         int64_t p) {
   check_args(x, filters, level, p);
   TORCH_CHECK(grad.dim() == 3 && grad.size(0) == x.size(0) && grad.size(1) == level &&
                   grad.size(2) == kBands,
@@ -439,6 +516,11 @@ Tensor band_energy_backward_cuda(const Tensor& grad, const Tensor& x, const Tens
               grad.sizes());
   TORCH_CHECK(grad.device() == x.device(), "wavefuse: grad is on ", grad.device(), ", x on ",
               x.device());
+}
+
+Tensor band_energy_backward_cuda(const Tensor& grad, const Tensor& x, const Tensor& filters,
+                                 c10::string_view mode_name, int64_t level, int64_t p) {
+  check_backward_args(grad, x, filters, level, p);
   parse_mode(std::string(mode_name));  // a bad mode is refused even where nothing is computed
   const c10::cuda::CUDAGuard guard(x.device());
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
@@ -463,6 +545,141 @@ Tensor band_energy_backward_cuda(const Tensor& grad, const Tensor& x, const Tens
   return grad_x;
 }
 
+// ---- the one-launch cascades (hf_cascade_body.cuh) ----------------------------------------------
+// The same contract and checks as the level ops above; one block per (n, c) plane. Where they run
+// instead of the level ops is the caller's choice (wavefuse/ops/hf_penalty.py's _kernel_name).
+
+struct CascadePlan {
+  CascadeLayout layout;
+  Tensor taps;
+  int64_t N, C, L, planes;
+  Mode mode;
+  size_t smem_bytes;
+  cudaStream_t stream;
+  bool small;  // int32 offsets: the scratch and every level's coefficients of all planes fit
+};
+
+CascadePlan make_cascade_plan(const Tensor& x, const Tensor& filters, Mode mode, int64_t level,
+                              bool backward) {
+  TORCH_CHECK(level <= kHfCascadeMaxLevels, "wavefuse: the CUDA cascade takes at most ",
+              kHfCascadeMaxLevels, " levels, got ", level, " (the level kernels take any)");
+  CascadePlan pl;
+  pl.mode = mode;
+  pl.N = x.size(0);
+  pl.C = x.size(1);
+  pl.planes = pl.N * pl.C;
+  pl.taps = taps_for(filters, x);
+  pl.L = pl.taps.size(1);
+  cascade_layout(pl.layout, x.size(2), x.size(3), pl.L, mode, static_cast<int>(level), backward);
+  const int64_t acc_bytes = x.scalar_type() == at::kDouble ? 8 : 4;
+  const int64_t smem = cascade_smem_elems(pl.L, backward) * acc_bytes;
+  check_launch(pl.planes, smem, pl.L);
+  pl.smem_bytes = static_cast<size_t>(smem);
+  pl.stream = c10::cuda::getCurrentCUDAStream(x.device().index()).stream();
+  pl.small = span_of(x) < kInt32Span && pl.planes * pl.layout.plane_elems < kInt32Span;
+  for (int j = 1; j <= pl.layout.levels; ++j) {
+    pl.small = pl.small && pl.planes * pl.layout.h[j] * pl.layout.w[j] < kInt32Span;
+  }
+  return pl;
+}
+
+template <typename in_t, typename index_t>
+CascadeArgs<in_t, index_t> cascade_args(const CascadePlan& pl, const Tensor& x,
+                                        const Tensor& scratch, int64_t p) {
+  using acc_t = typename AccType<in_t>::type;
+  CascadeArgs<in_t, index_t> a{};
+  set_layout(a, pl.layout);
+  a.x = static_cast<const in_t*>(x.data_ptr());
+  a.sx = strides4<index_t>(x);
+  a.filters = static_cast<const acc_t*>(pl.taps.data_ptr());
+  a.scratch = static_cast<acc_t*>(scratch.data_ptr());
+  a.C = static_cast<index_t>(pl.C);
+  a.L = static_cast<int>(pl.L);
+  a.p = static_cast<int>(p);
+  a.mode = pl.mode;
+  a.partials = nullptr;
+  a.grad = nullptr;
+  a.grad_x = nullptr;
+  return a;
+}
+
+template <typename scalar_t, typename index_t>
+void run_forward_cascade(const CascadePlan& pl, const Tensor& x, const Tensor& scratch,
+                         const Tensor& partials, const Tensor& energies, int64_t p) {
+  using acc_t = typename AccType<scalar_t>::type;
+  auto a = cascade_args<scalar_t, index_t>(pl, x, scratch, p);
+  a.partials = static_cast<acc_t*>(partials.data_ptr());
+  energy_cascade_launch(a, pl.planes, pl.smem_bytes, pl.stream);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  RowsArgs<acc_t> r{static_cast<const acc_t*>(partials.data_ptr()),
+                    static_cast<acc_t*>(energies.data_ptr()), pl.C};
+  rows_launch(r, energies.numel(), pl.stream);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+Tensor band_energy_cascade_cuda(const Tensor& x, const Tensor& filters,
+                                c10::string_view mode_name, int64_t level, int64_t p) {
+  check_args(x, filters, level, p);
+  const Mode mode = parse_mode(std::string(mode_name));
+  const c10::cuda::CUDAGuard guard(x.device());
+  const int64_t N = x.size(0);
+  const auto acc_opts = x.options().dtype(acc_type(x));  // contiguous
+  if (level == 0 || x.numel() == 0) return at::zeros({N, level, 3}, acc_opts);
+  const CascadePlan pl = make_cascade_plan(x, filters, mode, level, /*backward=*/false);
+  TORCH_CHECK(N * level * kBands <= INT_MAX, "wavefuse: too many energies for one CUDA launch");
+  // a_1 .. a_{J-1} per plane; every partial is written (tmax = C: no memset)
+  const Tensor scratch = at::empty({pl.planes * pl.layout.plane_elems}, acc_opts);
+  const Tensor partials = at::empty({N, level, kBands, pl.C}, acc_opts);
+  Tensor energies = at::empty({N, level, kBands}, acc_opts);
+  const bool small = pl.small && partials.numel() < kInt32Span;
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, x.scalar_type(), "wavefuse_energy_cascade_cuda", [&] {
+        if (small) {
+          run_forward_cascade<scalar_t, int32_t>(pl, x, scratch, partials, energies, p);
+        } else {
+          run_forward_cascade<scalar_t, int64_t>(pl, x, scratch, partials, energies, p);
+        }
+      });
+  return energies;
+}
+
+template <typename scalar_t, typename index_t>
+void run_backward_cascade(const CascadePlan& pl, const Tensor& grad, const Tensor& x,
+                          const Tensor& grad_x, const Tensor& scratch, int64_t p) {
+  using acc_t = typename AccType<scalar_t>::type;
+  auto a = cascade_args<scalar_t, index_t>(pl, x, scratch, p);
+  a.grad = static_cast<const acc_t*>(grad.data_ptr());
+  a.grad_x = static_cast<scalar_t*>(grad_x.data_ptr());
+  a.sgx = strides4<index_t>(grad_x);
+  grad_cascade_launch(a, pl.planes, pl.smem_bytes, pl.stream);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+Tensor band_energy_backward_cascade_cuda(const Tensor& grad, const Tensor& x,
+                                         const Tensor& filters, c10::string_view mode_name,
+                                         int64_t level, int64_t p) {
+  check_backward_args(grad, x, filters, level, p);
+  const Mode mode = parse_mode(std::string(mode_name));
+  const c10::cuda::CUDAGuard guard(x.device());
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
+  Tensor grad_x = empty_4d(x, N, C, H, W);
+  if (x.numel() == 0) return grad_x;
+  if (level == 0) return grad_x.zero_();
+  const CascadePlan pl = make_cascade_plan(x, filters, mode, level, /*backward=*/true);
+  const Tensor g = grad.to(acc_type(x)).contiguous();
+  // a_1 .. a_{J-1}, G_J, the three band gradients per plane (hf_cascade_body.cuh)
+  const Tensor scratch = at::empty({pl.planes * pl.layout.plane_elems}, g.options());
+  const bool small = pl.small && span_of(grad_x) < kInt32Span && g.numel() < kInt32Span;
+  AT_DISPATCH_FLOATING_TYPES_AND2(
+      at::kHalf, at::kBFloat16, x.scalar_type(), "wavefuse_energy_backward_cascade_cuda", [&] {
+        if (small) {
+          run_backward_cascade<scalar_t, int32_t>(pl, g, x, grad_x, scratch, p);
+        } else {
+          run_backward_cascade<scalar_t, int64_t>(pl, g, x, grad_x, scratch, p);
+        }
+      });
+  return grad_x;
+}
 }  // namespace
 }  // namespace cuda_hf
 }  // namespace wavefuse
@@ -470,5 +687,8 @@ Tensor band_energy_backward_cuda(const Tensor& grad, const Tensor& x, const Tens
 TORCH_LIBRARY_IMPL(wavefuse, CUDA, m) {
   m.impl("_band_energy_kernel", &wavefuse::cuda_hf::band_energy_cuda);
   m.impl("_band_energy_backward_kernel", &wavefuse::cuda_hf::band_energy_backward_cuda);
+  m.impl("_band_energy_cascade_kernel", &wavefuse::cuda_hf::band_energy_cascade_cuda);
+  m.impl("_band_energy_backward_cascade_kernel",
+         &wavefuse::cuda_hf::band_energy_backward_cascade_cuda);
 }
 #endif  // __CUDA_ARCH__

@@ -25,6 +25,10 @@ CUDA: csrc/cuda/hf_penalty.cu, never run on a GPU yet):
     _band_energy_backward_kernel(Tensor grad, Tensor x, Tensor filters, str mode, int level,
                                  int p) -> Tensor
 
+and, CUDA only, ``_band_energy_cascade_kernel`` and ``_band_energy_backward_cascade_kernel`` with
+the same signatures: one launch, one block per plane through every level (``_kernel_name`` says
+where they run).
+
 with the shapes, dtypes and layouts above (grad contiguous); Triton: ``band_energy`` and
 ``band_energy_backward`` in ``wavefuse.kernels.hf_penalty`` (``backends.TRITON_MODULES``).
 The forward should keep only the approximation that the next level needs (in the compute dtype),
@@ -42,6 +46,7 @@ import torch
 from torch import Tensor
 
 from wavefuse import backends, reference
+from wavefuse.ops import separable
 from wavefuse.ops._common import DirectOp, check_spatial, empty_4d
 from wavefuse.ops.dwt import run_dwt2d
 from wavefuse.reference import analysis_length
@@ -50,12 +55,32 @@ REDUCTIONS = ("none", "sum", "mean")
 POWERS = (1, 2)
 
 
+# csrc/cuda/hf_cascade_body.cuh's kHfCascadeMaxLevels: the most levels the CUDA one-launch
+# cascade takes (its argument block's level tables); deeper cascades run level by level.
+_CUDA_CASCADE_MAX_LEVELS = 16
+# Where x and level sit in the arguments of the ops that have a CUDA cascade.
+_CASCADE_ARGS = {"band_energy": (0, 3), "band_energy_backward": (1, 4)}
+
+
+def _kernel_name(backend: str, name: str, args) -> str:
+    """The compiled op that runs ``name`` on backend "cpu" or "cuda". On CUDA, band_energy and its
+    backward run as ONE launch with one block per (n, c) plane sweeping every level
+    (``_<name>_cascade_kernel``) where separable.cascade_fits says the planes fill the GPU (the
+    rule the wavelet step's cascades share; BLIND, unmeasured), else with one or two launches per
+    level (``_<name>_kernel``, every level's tiles spread over the GPU)."""
+    if backend == "cuda" and name in _CASCADE_ARGS:
+        x_at, level_at = _CASCADE_ARGS[name]
+        if separable.cascade_fits(args[x_at], args[level_at], _CUDA_CASCADE_MAX_LEVELS):
+            return f"_{name}_cascade_kernel"
+    return f"_{name}_kernel"
+
+
 def _run(backend: str, name: str, *args):
     """The op on a concrete backend (see ``ops.dwt._run``)."""
     if backend == "reference":
         return getattr(reference, f"{name}_ref")(*args)
     if backend in ("cpu", "cuda"):
-        return getattr(torch.ops.wavefuse, f"_{name}_kernel")(*args)
+        return getattr(torch.ops.wavefuse, _kernel_name(backend, name, args))(*args)
     if backend == "triton":
         module = importlib.import_module(f"wavefuse.kernels.{backends.TRITON_MODULES[name]}")
         return getattr(module, name)(*args)
