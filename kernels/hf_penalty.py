@@ -187,10 +187,10 @@ def _cascade_split_level(
 ):  # fmt: skip
     """One analysis level of one plane, tile by tile (kernels/dwt.py's split, all four bands from
     the same loads): the approximation to dst (kh x kw, dense row-major) where write_ll, and the
-    level's three sums of |d|^p (elementwise over the tiles, then one fixed tree each)."""
-    e_h = tl.zeros([BH, BW], dtype=ACC)
-    e_v = tl.zeros([BH, BW], dtype=ACC)
-    e_d = tl.zeros([BH, BW], dtype=ACC)
+    level's three sums of |d|^p (each tile's fixed tree, added in tile order)."""
+    s_h = tl.full([], 0.0, ACC)
+    s_v = tl.full([], 0.0, ACC)
+    s_d = tl.full([], 0.0, ACC)
     tiles_w = tl.cdiv(kw, BW)
     for t in range(tl.cdiv(kh, BH) * tiles_w):
         i = (t // tiles_w) * BH + tl.arange(0, BH)
@@ -200,26 +200,13 @@ def _cascade_split_level(
             L, OFF, TAPS, MODE, True, ACC, WIDE, BH, BW,
         )  # fmt: skip
         ok = (i < kh)[:, None] & (k < kw)[None, :]
-        e_h += _power(acc_h, ok, P)
-        e_v += _power(acc_v, ok, P)
-        e_d += _power(acc_d, ok, P)
+        s_h += _tile_energy(acc_h, ok, P)
+        s_v += _tile_energy(acc_v, ok, P)
+        s_d += _tile_energy(acc_d, ok, P)
         if WIDE:
             i, k = i.to(tl.int64), k.to(tl.int64)
         tl.store(dst + i[:, None] * kw + k[None, :], acc_ll, mask=ok & write_ll)
-    s_h = tl.sum(tl.sum(e_h, axis=1), axis=0)
-    s_v = tl.sum(tl.sum(e_v, axis=1), axis=0)
-    s_d = tl.sum(tl.sum(e_d, axis=1), axis=0)
     return s_h, s_v, s_d
-
-
-@triton.jit
-def _power(d, ok, P: tl.constexpr):
-    """|d|^p on the valid lanes, 0 elsewhere."""
-    if P == 2:
-        e = d * d
-    else:
-        e = tl.abs(d)
-    return tl.where(ok, e, 0.0)
 
 
 @triton.jit
@@ -242,7 +229,12 @@ def _band_cascade_kernel(
     strides and dtype), level j from a_{j-1} in the plane's scratch (PER_PLANE elements: a_1 ..
     a_{J-1} one after the other, each dense row-major), each level's three sums of |d|^p to
     partials[n, j, b, c]; a barrier between levels (a level's tiles read the whole of the
-    previous level, which this program's threads wrote)."""
+    previous level, which this program's threads wrote).
+
+    ptxas for sm_90a (triton 3.8's, 2026-12-06; haar, db4 and db20 at 32 x 32, p = 1 and 2, int32
+    offsets, 4 warps), this kernel and ``_band_backward_cascade_kernel``: float32 56-168
+    registers, float64 96-255, no spill except the float32 db20 backward (236-244 bytes, its
+    one-row merge tiles). Never run on a GPU."""
     if MODE == PERIODIZATION:
         OFF: tl.constexpr = 1 - L // 2
     else:
@@ -575,11 +567,14 @@ def _cascade_scratch(numel: int, dtype: torch.dtype, device: torch.device) -> Te
 
 
 def _cascade_tiles(h: int, w: int, filters: Tensor, mode: str) -> tuple[int, ...]:
-    """(BHA, BWA, BHS, BWS): the level kernels' direct split tile at level 1 and their sparse
-    merge tile over the plane (the block-size rule of kernels/dwt.py; chosen blind)."""
+    """(BHA, BWA, BHS, BWS): the split tile at level 1 and the merge tile over the plane, by the
+    block-size rule of kernels/dwt.py, the split's at half the level kernels' outputs per tile:
+    with theirs, ptxas for sm_90a (triton 3.8) gave db4 float32 239 registers and float64 a
+    1.5-2.7 KB spill; the cascade's few programs per SM gain more from occupancy than from wide
+    tiles (blind: never timed)."""
     taps = filters.shape[-1]
     kh, kw = analysis_length(h, taps, mode), analysis_length(w, taps, mode)
-    bha, bwa = _dwt._tile(kh, kw, triton.next_power_of_2(taps))
+    bha, bwa = _dwt._tile(kh, kw, 2 * triton.next_power_of_2(taps))
     bhs, bws = _dwt._tile(h, w, 4 * triton.next_power_of_2(taps // 2))
     return bha, bwa, bhs, bws
 
