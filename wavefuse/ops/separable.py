@@ -256,9 +256,11 @@ def sm_count(device: torch.device) -> int:
 
 
 def cascade_fits(x: Tensor, depth: int, max_depth: int) -> bool:
-    """Whether the approximation chain of ``depth`` levels on x (N, C, H, W) runs as one cascade
-    launch: at most ``max_depth`` levels (the kernel's own limit), planes of at most
-    CASCADE_MAX_PLANE samples, and at least CASCADE_PLANES_PER_SM planes per SM."""
+    """Whether ``depth`` levels on x (N, C, H, W) run as one cascade launch (one program or block
+    per plane through every level): at most ``max_depth`` levels (the kernel's own limit), planes
+    of at most CASCADE_MAX_PLANE samples, and at least CASCADE_PLANES_PER_SM planes per SM. The
+    rule of every cascade, on both GPU backends: wavelet_pgd_step's approximation chain and
+    band_energy's forward and backward (hence hf_penalty's)."""
     n, c, h, w = x.shape
     if not 1 <= depth <= max_depth or h * w > CASCADE_MAX_PLANE:
         return False
