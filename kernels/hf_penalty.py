@@ -174,8 +174,8 @@ def _reduce_rows_kernel(part_ptr, out_ptr, TMAX, ACC: tl.constexpr, BLOCK: tl.co
 # ---- the whole cascade in one launch (one program per plane) -------------------------------------
 
 #: The cascade kernels have no level limit of their own (the level sizes are computed in the
-#: kernel); separable.cascade_fits takes one, and no valid call on a plane of at most
-#: separable.CASCADE_MAX_PLANE samples comes near it.
+#: kernel); separable.cascade_fits takes one. Deeper calls (possible outside periodization, where
+#: the levels stop shrinking near the filter's length) go level by level.
 _CASCADE_MAX_LEVELS = 32
 
 
