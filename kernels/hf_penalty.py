@@ -340,6 +340,7 @@ def _band_backward_cascade_kernel(
             x_base, sxh, sxw, s_base, f_ptr, H, W, h1, w1, sf0, sf1,
             L, OFF, TAPS, MODE, ACC, WIDE, BHA, BWA,
         )  # fmt: skip
+        tl.debug_barrier()
     h, w, off = h1, w1, h1 * 0
     for _ in range(1, J - 1):
         kh = _analysis_len(h, L, MODE)
@@ -348,6 +349,7 @@ def _band_backward_cascade_kernel(
             s_base + off, w, 1, s_base + off + h * w, f_ptr, h, w, kh, kw, sf0, sf1,
             L, OFF, TAPS, MODE, ACC, WIDE, BHA, BWA,
         )  # fmt: skip
+        tl.debug_barrier()
         off += h * w
         h, w = kh, kw
     # G_J = 0
@@ -483,13 +485,16 @@ def _approximation(a: Tensor, lv: _Level, filters: Tensor) -> Tensor:
 def band_energy(x: Tensor, filters: Tensor, mode: str, level: int, p: int) -> Tensor:
     """x: (N, C, H, W), filters: (2, L) dec [lo; hi] in the compute dtype -> (N, J, 3) energies in
     the compute dtype (J = level; level 1 first; bands cH, cV, cD). One pass per level (only the
-    next approximation is stored), plus one reduction of the per-tile partial sums."""
+    next approximation is stored), plus one reduction of the per-tile partial sums; or, where
+    the planes fill the GPU, one pass for every level (the cascade) plus the reduction."""
     n, c, h, w = x.shape
-    energies = torch.zeros((n, level, 3), dtype=filters.dtype, device=x.device)
     if level == 0 or x.numel() == 0:
-        return energies
-    if _cascade_fits(x, level) and _band_cascade(x, filters, mode, level, p, energies):
-        return energies
+        return torch.zeros((n, level, 3), dtype=filters.dtype, device=x.device)
+    if _cascade_fits(x, level):
+        energies = torch.empty((n, level, 3), dtype=filters.dtype, device=x.device)
+        if _band_cascade(x, filters, mode, level, p, energies):
+            return energies
+    energies = torch.zeros((n, level, 3), dtype=filters.dtype, device=x.device)
     levels = _levels(h, w, filters, mode, level)
     tmax = max(c * lv.tiles_h * lv.tiles_w for lv in levels)
     acc_dtype = torch.float64 if filters.dtype == torch.float64 else torch.float32

@@ -363,7 +363,7 @@ ROUTE_CASES = [("db4", "symmetric", 3), ("haar", "periodization", 2), ("coif3", 
                ("sym5", "zero", 1), ("db2", "periodic", 5)]  # fmt: skip
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("shape", list(ROUTE_SHAPES), ids=list(ROUTE_SHAPES))
 @pytest.mark.parametrize("route", ["cascade", "levels"])
 def test_routes_match_reference(monkeypatch, route, shape, dtype):

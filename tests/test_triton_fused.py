@@ -10,9 +10,11 @@ channels_last, gradcheck, opcheck. The whole file takes about a minute on 2 core
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from conftest import (
@@ -186,12 +188,20 @@ def test_penalty_dtypes_and_layouts(monkeypatch, dtype, layout, route):
 @needs_penalty
 @pytest.mark.parametrize("route", ROUTES)
 def test_int64_offsets(monkeypatch, route):
-    """Planes of 2**31 elements do not fit a test; lowering the limit takes the same code (the
-    cascade, whose offsets inside a plane's scratch stay int32, then goes level by level)."""
+    """Planes of 2**31 elements do not fit a test; lowering the limit takes the same code. The
+    cascade's offsets inside a plane's scratch stay int32 (under that limit it would go level by
+    level), so there the kernels are told to use int64 offsets for x and grad_x directly."""
     _penalty_route(monkeypatch, route)
-    monkeypatch.setattr("wavefuse.kernels.dwt._INT32_LIMIT", 0)
+    if route == "cascade":
+        counts = _penalty_counts(monkeypatch)
+        monkeypatch.setattr("wavefuse.kernels.dwt._needs_int64", lambda *tensors: True)
+    else:
+        monkeypatch.setattr("wavefuse.kernels.dwt._INT32_LIMIT", 0)
     x = _randn(1, 2, 7, 6).contiguous(memory_format=torch.channels_last)
     _check_penalty(x, "db2", "periodization", 2, ps=(2,), grad_p=2)
+    if route == "cascade":
+        launched = _launches(counts)
+        assert launched["_band_cascade_kernel"] == 2 and launched["_band_backward_cascade_kernel"]
 
 
 @needs_penalty
@@ -369,6 +379,83 @@ def test_band_energy_non_finite_stays_in_its_sample(monkeypatch, route):
     e, g = _energy_and_gradient(x, "db2", 2, "symmetric", 2)
     assert e[1].isnan().any() and e[0].isfinite().all() and e[2].isfinite().all()
     assert g[1, 1, 5, 6].isnan() and g[0].isfinite().all() and g[2].isfinite().all()
+
+
+@contextlib.contextmanager
+def _barrier_checker():
+    """Under the interpreter, records every masked load of an address that the same program
+    stored to since its last barrier (tl.debug_barrier): a read-after-write that, on a GPU, may
+    read what another thread of the block has not written yet. The interpreter runs each program
+    in order and treats a barrier as a no-op, so without this a dropped barrier passes every test.
+    Yields the list of (kernel program, number of such addresses)."""
+    from triton.runtime import interpreter
+
+    builder = getattr(interpreter, "InterpreterBuilder", None)
+    hooks = ("create_masked_load", "create_masked_store", "create_barrier")
+    if builder is None or not all(hasattr(builder, name) for name in hooks):
+        pytest.skip("this Triton's interpreter has none of the hooks the barrier check patches")
+    load, store, barrier = (getattr(builder, name) for name in hooks)
+    hits, dirty, current = [], set(), [None]
+
+    def addresses(self, ptrs, mask):
+        program = tuple(getattr(self, "grid_idx", None) or ())
+        if program != current[0]:
+            current[0] = program
+            dirty.clear()
+        if np.ndim(ptrs.data) == 0:
+            return program, {int(ptrs.data)} if mask is None or bool(mask.data) else set()
+        live = np.ones(ptrs.data.shape, bool) if mask is None else mask.data.astype(bool)
+        return program, set(ptrs.data[np.broadcast_to(live, ptrs.data.shape)].ravel().tolist())
+
+    def checked_load(self, ptrs, mask, *args, **kwargs):
+        program, seen = addresses(self, ptrs, mask)
+        if seen & dirty:
+            hits.append((program, len(seen & dirty)))
+        return load(self, ptrs, mask, *args, **kwargs)
+
+    def checked_store(self, ptrs, value, mask, *args, **kwargs):
+        dirty.update(addresses(self, ptrs, mask)[1])
+        return store(self, ptrs, value, mask, *args, **kwargs)
+
+    def checked_barrier(self, *args, **kwargs):
+        dirty.clear()
+        return barrier(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(builder, "create_masked_load", checked_load)
+        mp.setattr(builder, "create_masked_store", checked_store)
+        mp.setattr(builder, "create_barrier", checked_barrier)
+        yield hits
+
+
+@needs_penalty
+@pytest.mark.skipif(DEVICE.type != "cpu", reason="checks the interpreter's record of a run")
+@pytest.mark.parametrize("mode", ["periodization", "symmetric"])
+def test_cascades_read_nothing_written_since_the_last_barrier(monkeypatch, mode):
+    """Every one-launch cascade (the band energies, their backward, the wavelet step's chain),
+    three levels and several tiles per level: no program loads what it stored since its last
+    barrier. A barrier dropped between two levels fails this (seen: the backward's analyses
+    without their barriers)."""
+    from wavefuse.kernels import pgd_step
+
+    from wavefuse.ops import separable
+
+    monkeypatch.setattr(separable, "CASCADE_PLANES_PER_SM", 0)
+    monkeypatch.setattr(pgd_step, "_SEPARABLE_MAX_SIDE", 0)
+    _use_path(monkeypatch, "tiled")
+    counts = _penalty_counts(monkeypatch)
+    counts.update(count_launches(monkeypatch, pgd_step, "_cascade_kernel"))
+    x = _randn(1, 2, 19, 14)
+    x_adv, g, x_nat = _step_inputs(shape=(1, 2, 19, 14), dtype=torch.float64)
+    with _barrier_checker() as hits:
+        _energy_and_gradient(x, "db2", 3, mode, 2)
+        assert not hits, f"band energies: {hits[:3]}"
+        wavefuse.wavelet_pgd_step(x_adv, g, x_nat, 0.03, 0.01, "db2", 3, mode, [0.0, 0.5, 0.25],
+                                  backend="triton")  # fmt: skip
+        assert not hits, f"wavelet step: {hits[:3]}"
+    launched = _launches(counts)
+    assert launched["_band_cascade_kernel"] == launched["_band_backward_cascade_kernel"] == 1
+    assert launched["_cascade_kernel"] == 1
 
 
 def _spy_penalty_scratch(monkeypatch) -> list:

@@ -235,6 +235,8 @@ def chain_depth(level: int, hf_scale: list[float]) -> int:
 # a large plane takes long serially. So the cascade runs only where the planes fill the GPU
 # (at least CASCADE_PLANES_PER_SM per SM) and each is at most CASCADE_MAX_PLANE samples; elsewhere
 # the chain runs level by level (two launches per level, every level's tiles spread over the GPU).
+# The band energies' cascades (kernels/hf_penalty.py, csrc/cuda/hf_cascade_body.cuh: one launch
+# per pass, every level of a plane in one program or block) follow the same rule.
 # BLIND: both numbers are reasoned, not measured (nothing here has run on a GPU); bench/README.md
 # says what to time first.
 CASCADE_MAX_PLANE = 512 * 512
