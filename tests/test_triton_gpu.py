@@ -374,8 +374,9 @@ def test_band_energy_cascade_many_planes_repeatable(monkeypatch):
     """The cascade as separable.cascade_fits picks it by itself: 3 planes per SM, db4 J=3 on
     32 x 32 (bench_gpu's small case per plane), float32. One ``_band_cascade_kernel`` and one
     ``_band_backward_cascade_kernel`` launch per call; energies and gradient match the reference;
-    three calls agree bit for bit (a race between a program's tiles, or a dropped barrier, would
-    most likely show as a difference); the level route gives the reference's values too."""
+    three calls agree bit for bit (a race between a program's tiles might show as a difference;
+    test_triton_fused's interpreter barrier check is the sure test of a dropped barrier); the
+    level route gives the reference's values too."""
     from wavefuse.kernels import hf_penalty
 
     from wavefuse.ops import separable
