@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -22,6 +23,26 @@ REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INSTALL = 'pip install -r requirements.txt && pip install --no-build-isolation -e ".[test]"'
 
 # name -> ([(argument name, type)], number of returns); the contract is documented in csrc/ops.cpp.
+_STEP_ARGS = [
+    ("x_adv", "Tensor"),
+    ("grad", "Tensor"),
+    ("x_nat", "Tensor"),
+    ("eps", "float"),
+    ("alpha", "float"),
+    ("lo", "float"),
+    ("hi", "float"),
+    ("eps_tensor", "Optional[Tensor]"),
+    ("alpha_tensor", "Optional[Tensor]"),
+    ("lo_tensor", "Optional[Tensor]"),
+    ("hi_tensor", "Optional[Tensor]"),
+]
+_ENERGY_ARGS = [
+    ("x", "Tensor"),
+    ("filters", "Tensor"),
+    ("mode", "str"),
+    ("level", "int"),
+    ("p", "int"),
+]
 KERNEL_SCHEMAS = {
     "_dwt2d_kernel": ([("x", "Tensor"), ("filters", "Tensor"), ("mode", "str")], 2),
     "_dwt2d_adjoint_kernel": (
@@ -50,7 +71,69 @@ KERNEL_SCHEMAS = {
         ],
         1,
     ),
+    # the fused ops (wavefuse/ops/hf_penalty.py, wavefuse/ops/pgd_step.py)
+    "_band_energy_kernel": (_ENERGY_ARGS, 1),
+    "_band_energy_backward_kernel": ([("grad", "Tensor"), *_ENERGY_ARGS], 1),
+    "_band_energy_cascade_kernel": (_ENERGY_ARGS, 1),
+    "_band_energy_backward_cascade_kernel": ([("grad", "Tensor"), *_ENERGY_ARGS], 1),
+    "_pgd_step_kernel": ([*_STEP_ARGS, ("norm", "str")], 0),
+    "_wavelet_pgd_step_kernel": (
+        [
+            *_STEP_ARGS,
+            ("filters", "Tensor"),
+            ("wave_mode", "str"),
+            ("level", "int"),
+            ("hf_scale", "List[float]"),
+            ("norm", "str"),
+        ],
+        0,
+    ),
+    "_separable_pgd_step_kernel": (
+        [
+            *_STEP_ARGS,
+            ("left", "Tensor"),
+            ("right_t", "Tensor"),
+            ("identity", "float"),
+            ("norm", "str"),
+        ],
+        0,
+    ),
+    "_chain_pgd_step_kernel": (
+        [
+            *_STEP_ARGS,
+            ("filters", "Tensor"),
+            ("wave_mode", "str"),
+            ("level", "int"),
+            ("hf_scale", "List[float]"),
+            ("norm", "str"),
+            ("cascade", "bool"),
+        ],
+        0,
+    ),
+    # wavelet pooling (wavefuse/ops/pool.py)
+    "_wavelet_pool2d_kernel": ([("x", "Tensor"), ("kernel", "Tensor"), ("mode", "str")], 1),
+    "_wavelet_pool2d_adjoint_kernel": (
+        [("grad", "Tensor"), ("kernel", "Tensor"), ("mode", "str"), ("input_size", "List[int]")],
+        1,
+    ),
+    "_wavelet_pool2d_kernel_grad_kernel": (
+        [("grad", "Tensor"), ("x", "Tensor"), ("taps", "int"), ("mode", "str")],
+        1,
+    ),
 }
+# The step ops update x_adv in place (declared Tensor(a!)); no other kernel op writes an argument.
+MUTATED = {
+    name: {"x_adv"}
+    for name in (
+        "_pgd_step_kernel",
+        "_wavelet_pgd_step_kernel",
+        "_separable_pgd_step_kernel",
+        "_chain_pgd_step_kernel",
+    )
+}
+# The ops that are not kernels: build facts, no tensor arguments.
+BUILD_INFO_OPS = {"_built_with_cuda", "_cuda_kernel_image"}
+
 RETURN_TYPES = {"_haar_wavedec2_kernel": "List[Tensor]"}  # else every return is a Tensor
 
 
@@ -107,11 +190,32 @@ def test_kernel_schema(name):
     assert [(a.name, str(a.type)) for a in schema.arguments] == expected_args
     assert len(schema.returns) == n_returns
     assert all(str(r.type) == RETURN_TYPES.get(name, "Tensor") for r in schema.returns)
-    assert not any(a.alias_info is not None and a.alias_info.is_write for a in schema.arguments), (
-        f"{name} must not mutate its arguments"
-    )
+    written = {
+        a.name for a in schema.arguments if a.alias_info is not None and a.alias_info.is_write
+    }
+    assert written == MUTATED.get(name, set()), f"{name} writes {written or 'nothing'}"
     # The text form parses back to the same schema.
     assert str(torch._C.parse_schema(str(schema))) == str(schema)
+
+
+def _defined_in_ops_cpp() -> set[str]:
+    """The op names csrc/ops.cpp's TORCH_LIBRARY block defines (each def's text starts "_name(")."""
+    with open(os.path.join(REPO_ROOT, "csrc", "ops.cpp"), encoding="utf-8") as f:
+        source = f.read()
+    block = source[source.index("TORCH_LIBRARY(wavefuse, m)") :]
+    block = block[: block.index("\n}\n")]
+    return set(re.findall(r'm\.def\(\s*"(\w+)\(', block))
+
+
+def test_every_defined_op_has_its_schema_pinned():
+    """A new op in csrc/ops.cpp needs its row above (or a place among the build-info ops)."""
+    defined = _defined_in_ops_cpp()
+    assert len(defined) >= len(KERNEL_SCHEMAS)  # the parse found the block
+    assert defined - BUILD_INFO_OPS == set(KERNEL_SCHEMAS), (
+        f"unpinned: {sorted(defined - BUILD_INFO_OPS - set(KERNEL_SCHEMAS))}; "
+        f"pinned but not defined: {sorted(set(KERNEL_SCHEMAS) - defined)}"
+    )
+    assert BUILD_INFO_OPS <= defined
 
 
 _LAYOUT_PROBE = """

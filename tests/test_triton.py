@@ -243,10 +243,14 @@ def test_every_dot_names_its_out_dtype():
     for path in files:
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             func = getattr(node, "func", None)
-            if isinstance(func, ast.Attribute) and func.attr == "dot":
-                if isinstance(func.value, ast.Name) and func.value.id == "tl":
-                    named = {k.arg for k in node.keywords}
-                    dots.append((f"{path.name}:{node.lineno}", "out_dtype" in named))
+            if (
+                isinstance(func, ast.Attribute)
+                and func.attr == "dot"
+                and isinstance(func.value, ast.Name)
+                and func.value.id == "tl"
+            ):
+                named = {k.arg for k in node.keywords}
+                dots.append((f"{path.name}:{node.lineno}", "out_dtype" in named))
     assert len(dots) >= 14, dots  # kernels/dwt.py's dense paths and pgd_step's separable kernel
     assert all(ok for _, ok in dots), [where for where, ok in dots if not ok]
 
