@@ -4,6 +4,7 @@ model's mode and parameters left as they were, no host sync in the loop, bad inp
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 
@@ -802,6 +803,80 @@ def test_repr():
     assert repr(FGSM_RS(_model())).startswith("FGSM_RS(")
 
 
+# ----- CUDA-graph bookkeeping that runs anywhere -----------------------------------------------------
+
+
+def test_graph_autocast_turns_the_weight_cast_cache_off():
+    """With cuda_graph=True the forward runs with autocast's weight-cast cache off: under the
+    attack's own autocast and under an enclosing one (a graph would otherwise replay the
+    warm-up's cast weights); the eager path leaves an enclosing autocast as it is."""
+    x = torch.zeros(1, 3, 4, 4)
+    for cuda_graph in (False, True):
+        ours = PGD(_model(), autocast="bf16", cuda_graph=cuda_graph)
+        with ours._autocast(ours._config(), x):
+            assert torch.is_autocast_enabled("cpu")
+            assert torch.get_autocast_dtype("cpu") == torch.bfloat16
+            assert torch.is_autocast_cache_enabled() is not cuda_graph
+        plain = PGD(_model(), cuda_graph=cuda_graph)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            with plain._autocast(plain._config(), x):
+                assert torch.is_autocast_enabled("cpu")
+                assert torch.get_autocast_dtype("cpu") == torch.bfloat16
+                assert torch.is_autocast_cache_enabled() is not cuda_graph
+            assert torch.is_autocast_cache_enabled()  # restored on exit
+        with plain._autocast(plain._config(), x):
+            assert not torch.is_autocast_enabled("cpu")
+
+
+def test_graph_cache_keeps_the_most_recently_used(monkeypatch):
+    """PGD._graphed's bookkeeping, with a stand-in for the capture: one graph per key (settings,
+    shapes, model modes, enclosing autocast), reused while the parameters' storage holds, captured
+    again (replacing, not adding) when it changes, and at most CUDA_GRAPH_CACHE_SIZE kept, the
+    least recently used dropped first."""
+    from wavefuse import attacks
+
+    captured = []
+
+    class Capture:
+        def __init__(self, attack, cfg, *args):
+            captured.append(cfg.eps)
+
+        def __call__(self, x_adv, *args):
+            return x_adv
+
+    monkeypatch.setattr(attacks, "_GraphedSteps", Capture)
+    model = _model()
+    atk = PGD(model, cuda_graph=True)
+    x, y = _data()
+    size = attacks.CUDA_GRAPH_CACHE_SIZE
+
+    def call(eps):
+        atk.eps = eps
+        return atk._graphed(atk._config(), None, x.clone(), x, y, None)
+
+    for eps in range(size):
+        call(eps / 255)
+    assert len(atk._graphs) == size and len(captured) == size
+    call(0.0)  # a hit: now the most recently used
+    assert len(captured) == size
+    call(size / 255)  # a miss with a full cache: 1 / 255, the least recently used, goes
+    assert len(atk._graphs) == size and captured[-1] == size / 255
+    call(0.0)
+    call(2 / 255)
+    assert len(captured) == size + 1
+    call(1 / 255)
+    assert len(captured) == size + 2 and len(atk._graphs) == size
+    with torch.no_grad():
+        model.fc.weight.data = model.fc.weight.data.clone()  # a replaced tensor: capture again
+    call(1 / 255)
+    assert len(captured) == size + 3 and len(atk._graphs) == size
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # an enclosing autocast: another key
+        call(1 / 255)
+    assert len(captured) == size + 4 and len(atk._graphs) == size
+    atk.clear_cuda_graphs()
+    assert not atk._graphs
+
+
 # ----- GPU: no sync, CUDA graphs (run wherever a GPU is lent) --------------------------------------
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -848,6 +923,31 @@ def test_cuda_graph_matches_eager(kw, monkeypatch):
     graphed(*(t.cuda() for t in _data((4, 3, 8, 8))))
     assert len(graphed._graphs) == 2
     assert all(p.grad is None for p in model.parameters()) and all(_modes(model))
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("enclosing", [None, torch.bfloat16])
+def test_cuda_graph_follows_in_place_updates_under_an_enclosing_autocast(enclosing, monkeypatch):
+    """AMP training's pattern: the attack inside the caller's autocast, parameters updated in
+    place between calls. The replay reads the updated weights (the capture ran with autocast's
+    weight-cast cache off, so the casts are in the graph), as the eager path does."""
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)
+    model = _model().cuda()
+    x, y = (t.cuda() for t in _data())
+    eager = PGD(model, steps=3, **LINF)
+    graphed = PGD(model, steps=3, cuda_graph=True, **LINF)
+    amp = torch.autocast("cuda", dtype=enclosing) if enclosing else contextlib.nullcontext()
+    for seed in (0, 1):
+        with amp:
+            expected = _seeded(seed, eager, x, y)
+            got = _seeded(seed, graphed, x, y)
+        off = (got - expected).abs().gt(1e-6).float().mean().item()
+        assert off <= (0.01 if enclosing else 0.0), (seed, off)  # bf16: a rare flipped sign
+        with torch.no_grad():
+            for p in model.parameters():
+                p.mul_(1.5)  # in place: the same storage, so the graph is replayed, not recaptured
+    assert len(graphed._graphs) == 1
 
 
 # ---- torchattacks' Attack API and settings a porting codebase uses -----------------------------------

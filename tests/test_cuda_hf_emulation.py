@@ -422,8 +422,10 @@ def test_cascade_level_limit_matches_the_cuda_constant():
 @pytest.mark.parametrize("name", ["band_energy", "band_energy_backward"])
 def test_cascade_op_schema_is_the_level_ops(name):
     """_<name>_cascade_kernel takes exactly the level op's arguments and returns one Tensor; it
-    has a CUDA kernel in a CUDA build and no CPU kernel."""
+    has a CUDA kernel in a CUDA build (which the route's check sees) and no CPU kernel."""
     pytest.importorskip("wavefuse._C")
+    from wavefuse.ops import hf_penalty
+
     level = getattr(torch.ops.wavefuse, f"_{name}_kernel").default._schema
     cascade = getattr(torch.ops.wavefuse, f"_{name}_cascade_kernel").default._schema
     assert cascade.name == f"wavefuse::_{name}_cascade_kernel"
@@ -434,16 +436,21 @@ def test_cascade_op_schema_is_the_level_ops(name):
     has = torch._C._dispatch_has_kernel_for_dispatch_key
     assert not has(cascade.name, "CPU")
     assert has(cascade.name, "CUDA") == torch.ops.wavefuse._built_with_cuda()
+    assert hf_penalty._has_cuda_cascade(name) == torch.ops.wavefuse._built_with_cuda()
 
 
-@pytest.mark.parametrize("per_sm, expected", [(0, "_cascade_kernel"), (10**9, "_kernel")])
-def test_cuda_route_follows_cascade_fits(monkeypatch, per_sm, expected):
+@pytest.mark.parametrize(
+    "per_sm, built, expected",
+    [(0, True, "_cascade_kernel"), (10**9, True, "_kernel"), (0, False, "_kernel")],
+)
+def test_cuda_route_follows_cascade_fits(monkeypatch, per_sm, built, expected):
     """hf_penalty._kernel_name: the cascade op where separable.cascade_fits (CPU tensors count
-    one SM), the level ops otherwise, for level 0 and beyond the cascade's limit, and for every
-    backend but cuda."""
+    one SM) and the extension has it (an older build: the level ops), the level ops otherwise,
+    for level 0 and beyond the cascade's limit, and for every backend but cuda."""
     from wavefuse.ops import hf_penalty, separable
 
     monkeypatch.setattr(separable, "CASCADE_PLANES_PER_SM", per_sm)
+    monkeypatch.setattr(hf_penalty, "_has_cuda_cascade", lambda name: built)
     x = torch.zeros(2, 3, 8, 8)
     f = filter_bank("db2", "dec", torch.float32)
     grad = torch.zeros(2, 2, 3)

@@ -73,6 +73,9 @@ TRADES_START_STD = 0.001
 CW_KAPPA = 50.0
 #: Step iterations run on a side stream before a CUDA graph is captured (the PyTorch docs' three).
 CUDA_GRAPH_WARMUP_STEPS = 3
+#: The most captured step loops an attack keeps (each holds its own memory pool); the least
+#: recently used goes first. Settings (eps, alpha, steps, ...), shapes and model modes each key one.
+CUDA_GRAPH_CACHE_SIZE = 4
 #: What the range check allows outside [lo, hi] after ``set_normalization_used``, for the rounding
 #: of ``((x - mean) / std) * std + mean``: this, or 4 ulps of the images' dtype if more (float16),
 #: times the larger finite bound's magnitude (at least 1).
@@ -243,10 +246,14 @@ class PGD:
         once per input shape, dtype and memory layout, and replay it (the random start stays
         outside the graph). The first call per shape runs 3 warm-up steps on a side stream, then
         the capture (with BatchNorm in training mode during the attack, these update its running
-        statistics too). CUDA tensors only. The graph holds the model's parameter tensors: an
-        in-place update (``optimizer.step()``, ``load_state_dict``) is seen; a replaced tensor,
-        changed settings or another model mode make the attack capture again.
-        ``clear_cuda_graphs()`` frees the graphs' memory. Untested on a GPU so far.
+        statistics too, and dropout draws advance the CUDA generator, so a seeded run's later
+        draws differ from an eager run's). CUDA tensors only. The graph holds the model's
+        parameter tensors: an in-place update (``optimizer.step()``, ``load_state_dict``) is
+        seen; a replaced tensor, changed settings (eps included: a schedule that changes eps
+        every call captures every call), an enclosing autocast turned on or off, or another
+        model mode make the attack capture again. At most ``CUDA_GRAPH_CACHE_SIZE`` (4) graphs
+        are kept, the least recently used dropped first; ``clear_cuda_graphs()`` frees them all.
+        An enclosing autocast runs in the graph with its weight-cast cache off.
     lo, hi : float
         The valid input range, lo < hi (+-inf for none): the start and every step are clamped to
         it, and the images must lie in it.
@@ -793,10 +800,16 @@ class PGD:
         return torch.clamp(x_adv, min=cfg.lo, max=cfg.hi)
 
     def _autocast(self, cfg: _Config, x: Tensor):
-        if cfg.autocast is None:
-            return contextlib.nullcontext()
-        # Autocast's weight-cast cache must be off while a CUDA graph is captured (PyTorch docs).
-        return torch.autocast(x.device.type, dtype=cfg.autocast, cache_enabled=not cfg.cuda_graph)
+        # Autocast's weight-cast cache must be off while a CUDA graph is captured (PyTorch docs):
+        # the capture would find the warm-up's casts in it and record no cast, so replays would
+        # read weights cast before the next optimizer.step(), or freed with the cache.
+        dev = x.device.type
+        if cfg.autocast is not None:
+            return torch.autocast(dev, dtype=cfg.autocast, cache_enabled=not cfg.cuda_graph)
+        if cfg.cuda_graph and torch.is_autocast_enabled(dev):
+            # the caller's enclosing autocast (AMP training), with its cache off for the graph
+            return torch.autocast(dev, dtype=torch.get_autocast_dtype(dev), cache_enabled=False)
+        return contextlib.nullcontext()
 
     def get_logits(self, inputs: Tensor, labels: Tensor | None = None, *args, **kwargs) -> Tensor:
         """torchattacks' hook: the model's logits of ``inputs`` (images in [lo, hi]), normalised
@@ -864,18 +877,25 @@ class PGD:
 
     def _graphed(self, cfg, wave_kw, x_adv, x_nat, labels, target) -> Tensor:
         tensors = (x_nat, labels) + ((target,) if target is not None else ())
+        dev = x_nat.device.type
         key = (  # wave_kw follows from cfg and the shape
             cfg,
             tuple((tuple(t.shape), t.stride(), t.dtype, t.device) for t in tensors),
             tuple(m.training for m in self.model.modules()),
+            # an enclosing autocast is recorded into the graph (cfg.autocast is in cfg)
+            (torch.is_autocast_enabled(dev), torch.get_autocast_dtype(dev)),
         )
         storage = tuple(t.data_ptr() for t in self.model.parameters()) + tuple(
             t.data_ptr() for t in self.model.buffers()
         )
-        cached = self._graphs.get(key)
+        cached = self._graphs.pop(key, None)  # re-inserted below: the newest last
         if cached is None or cached[0] != storage:
+            cached = None  # the stale graph's memory goes before the new capture
+            while len(self._graphs) >= CUDA_GRAPH_CACHE_SIZE:  # the least recently used goes
+                self._graphs.pop(next(iter(self._graphs)))
             graph = _GraphedSteps(self, cfg, wave_kw, x_adv, x_nat, labels, target)
-            self._graphs[key] = cached = (storage, graph)
+            cached = (storage, graph)
+        self._graphs[key] = cached
         return cached[1](x_adv, x_nat, labels, target)
 
 
@@ -897,7 +917,14 @@ class _GraphedSteps:
         torch.cuda.current_stream(device).wait_stream(side)
         del scratch
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):  # any host sync in the loop would fail the capture
+        # On the images' device and the warm-up stream (torch's own capture stream belongs to
+        # whichever device was current at the process's first capture); "thread_local": a
+        # DataLoader's pin-memory thread may use CUDA meanwhile. Any host sync in the loop
+        # would still fail the capture.
+        with (
+            torch.cuda.device(device),
+            torch.cuda.graph(self.graph, stream=side, capture_error_mode="thread_local"),
+        ):
             attack._run_steps(cfg, wave_kw, self.x_adv, *statics, cfg.steps)
 
     def __call__(self, x_adv: Tensor, x_nat: Tensor, labels: Tensor, target: Tensor | None):

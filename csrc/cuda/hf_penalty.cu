@@ -570,7 +570,9 @@ CascadePlan make_cascade_plan(const Tensor& x, const Tensor& filters, Mode mode,
   pl.planes = pl.N * pl.C;
   pl.taps = taps_for(filters, x);
   pl.L = pl.taps.size(1);
-  cascade_layout(pl.layout, x.size(2), x.size(3), pl.L, mode, static_cast<int>(level), backward);
+  const bool planned =
+      cascade_layout(pl.layout, x.size(2), x.size(3), pl.L, mode, static_cast<int>(level), backward);
+  TORCH_INTERNAL_ASSERT(planned, "wavefuse: band-energy cascade of ", level, " levels");
   const int64_t acc_bytes = x.scalar_type() == at::kDouble ? 8 : 4;
   const int64_t smem = cascade_smem_elems(pl.L, backward) * acc_bytes;
   check_launch(pl.planes, smem, pl.L);

@@ -68,11 +68,20 @@ def _kernel_name(backend: str, name: str, args) -> str:
     (``_<name>_cascade_kernel``) where separable.cascade_fits says the planes fill the GPU (the
     rule the wavelet step's cascades share; BLIND, unmeasured), else with one or two launches per
     level (``_<name>_kernel``, every level's tiles spread over the GPU)."""
-    if backend == "cuda" and name in _CASCADE_ARGS:
+    if backend == "cuda" and name in _CASCADE_ARGS and _has_cuda_cascade(name):
         x_at, level_at = _CASCADE_ARGS[name]
         if separable.cascade_fits(args[x_at], args[level_at], _CUDA_CASCADE_MAX_LEVELS):
             return f"_{name}_cascade_kernel"
     return f"_{name}_kernel"
+
+
+@functools.cache
+def _has_cuda_cascade(name: str) -> bool:
+    """Whether this build of wavefuse._C has ``_<name>_cascade_kernel`` for CUDA (an extension
+    built before the cascades, loaded by this Python, still runs the level ops)."""
+    return torch._C._dispatch_has_kernel_for_dispatch_key(
+        f"wavefuse::_{name}_cascade_kernel", "CUDA"
+    )
 
 
 def _run(backend: str, name: str, *args):
