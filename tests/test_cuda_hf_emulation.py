@@ -424,6 +424,7 @@ def test_cascade_op_schema_is_the_level_ops(name):
     """_<name>_cascade_kernel takes exactly the level op's arguments and returns one Tensor; it
     has a CUDA kernel in a CUDA build (which the route's check sees) and no CPU kernel."""
     pytest.importorskip("wavefuse._C")
+    from wavefuse import backends
     from wavefuse.ops import hf_penalty
 
     level = getattr(torch.ops.wavefuse, f"_{name}_kernel").default._schema
@@ -437,6 +438,8 @@ def test_cascade_op_schema_is_the_level_ops(name):
     assert not has(cascade.name, "CPU")
     assert has(cascade.name, "CUDA") == torch.ops.wavefuse._built_with_cuda()
     assert hf_penalty._has_cuda_cascade(name) == torch.ops.wavefuse._built_with_cuda()
+    # an extension without the op's schema at all (built before it): no kernel, no error
+    assert not backends._has_kernel(f"{name}_no_such_route", "CUDA")
 
 
 @pytest.mark.parametrize(

@@ -79,9 +79,7 @@ def _kernel_name(backend: str, name: str, args) -> str:
 def _has_cuda_cascade(name: str) -> bool:
     """Whether this build of wavefuse._C has ``_<name>_cascade_kernel`` for CUDA (an extension
     built before the cascades, loaded by this Python, still runs the level ops)."""
-    return torch._C._dispatch_has_kernel_for_dispatch_key(
-        f"wavefuse::_{name}_cascade_kernel", "CUDA"
-    )
+    return backends._has_kernel(f"{name}_cascade", "CUDA")
 
 
 def _run(backend: str, name: str, *args):

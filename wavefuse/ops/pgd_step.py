@@ -549,18 +549,14 @@ def _cuda_chain_step(x_adv, grad, x_nat, bounds, filters, mode, level, hf_scale,
 @functools.cache
 def _has_cuda_chain() -> bool:
     """Whether this build of wavefuse._C has the CUDA approximation chain."""
-    return torch._C._dispatch_has_kernel_for_dispatch_key(
-        "wavefuse::_chain_pgd_step_kernel", "CUDA"
-    )
+    return backends._has_kernel("chain_pgd_step", "CUDA")
 
 
 @functools.cache
 def _has_cuda_separable() -> bool:
     """Whether this build of wavefuse._C has the separable CUDA kernel (an extension built before
     it still runs the per-level composition)."""
-    return torch._C._dispatch_has_kernel_for_dispatch_key(
-        "wavefuse::_separable_pgd_step_kernel", "CUDA"
-    )
+    return backends._has_kernel("separable_pgd_step", "CUDA")
 
 
 @wavelet_pgd_step.register_fake
