@@ -384,7 +384,7 @@ def test_band_energy_cascade_many_planes_repeatable(monkeypatch):
     planes = 3 * separable.sm_count(torch.device(DEVICE))
     names = ("_band_cascade_kernel", "_band_backward_cascade_kernel", "_band_level_kernel")
     counts = count_launches(monkeypatch, hf_penalty, *names)
-    x = _randn(planes // 3, 3, 32, 32)
+    x = _randn(planes // 3, 3, 32, 32, dtype=torch.float32)
     expected = _quiet(wavefuse.band_energy, _cpu64(x), "db4", 3, "symmetric", 2,
                       backend="reference")  # fmt: skip
     xr = _cpu64(x).requires_grad_()
