@@ -191,24 +191,35 @@ def cases(quick: bool, wide: bool = False):
 
         grad, x_nat = torch.randn_like(x), x.clone()
         per_sample = torch.full((x.shape[0], 1, 1, 1), 0.03, dtype=x.dtype)
-        # above the separable kernel's planes, the chain both in one launch (the cascade, its
-        # planes-per-SM rule off) and level by level (its depth limit lowered to 0)
+        # above the separable kernel's planes, the chain in one launch (the cascade, its
+        # planes-per-SM rule off), in pairs of stages and level by level (the cascade's depth
+        # limit lowered to 0; _PAIR_ROUTE on, then off)
         large = wave != "haar" and max(x.shape[-2:]) > pgd_step._SEPARABLE_MAX_SIDE
-        cascade_depths = (pgd_step._CASCADE_MAX_DEPTH, 0) if large else (None,)
+        routes = ("cascade", "pairs", "levels") if large else (None,)
         for norm in ("Linf", "L2"):
             for eps in (0.03,) if quick else (0.03, per_sample):
                 wavefuse.pgd_step(x.clone(), grad, x_nat, eps, 0.01, norm=norm, **t)
             for hf_scale in (0.5,) if quick else (0.5, [0.0, 0.5, 1.0][:level]):
                 kw = {"wave": wave, "level": level, "mode": mode, "hf_scale": hf_scale}
-                saved = pgd_step._CASCADE_MAX_DEPTH, separable.CASCADE_PLANES_PER_SM
-                for depth in cascade_depths:
-                    pgd_step._CASCADE_MAX_DEPTH = saved[0] if depth is None else depth
+                saved = (
+                    pgd_step._CASCADE_MAX_DEPTH,
+                    separable.CASCADE_PLANES_PER_SM,
+                    pgd_step._PAIR_ROUTE,
+                )
+                for route in routes:
+                    if route not in (None, "cascade"):
+                        pgd_step._CASCADE_MAX_DEPTH = 0
+                    pgd_step._PAIR_ROUTE = route != "levels"
                     separable.CASCADE_PLANES_PER_SM = 0
                     try:
                         step = wavefuse.wavelet_pgd_step
                         step(x.clone(), grad, x_nat, 0.03, 0.01, norm=norm, **kw, **t)
                     finally:
-                        pgd_step._CASCADE_MAX_DEPTH, separable.CASCADE_PLANES_PER_SM = saved
+                        (
+                            pgd_step._CASCADE_MAX_DEPTH,
+                            separable.CASCADE_PLANES_PER_SM,
+                            pgd_step._PAIR_ROUTE,
+                        ) = saved
 
     families = {"transforms": transforms, "hf_penalty": penalty, "steps": steps}
     work = [

@@ -83,10 +83,21 @@ plane, and pgd_step's last two), as the separable kernel. The cost is parallelis
 plane, which sweeps its plane's levels one tile after another, so with few planes most SMs would
 sit idle and a large plane takes long. The cascade therefore runs only where the planes fill the
 GPU and none is too large (separable.cascade_fits: at least 2 planes per SM, at most 512 x 512
-each), for at most _CASCADE_MAX_DEPTH (8) levels (the scales are scalar arguments); otherwise the
-chain runs level by level. Those limits are chosen blind, and the cascade's tiles are the
-level-by-level kernels' general (tiled) paths, never their dense ones. ptxas's registers and spills
-are noted at ``_cascade_kernel``. Never run on a GPU.
+each), for at most _CASCADE_MAX_DEPTH (8) levels (the scales are scalar arguments). Those limits
+are chosen blind, and the cascade's tiles are the level-by-level kernels' general (tiled) paths,
+never their dense ones. ptxas's registers and spills are noted at ``_cascade_kernel``.
+
+Otherwise -- few planes, a large plane, or a deep chain -- the chain runs in PAIRS of stages
+(``_pair_chain``, ``_pair_kernel``): its 2J stages (A_1 .. A_J, then S_J .. S_1) two per launch,
+so J launches for J levels (issue #5's "one per level at most"), the last pair fused with the Linf
+step (L2: it writes g' and one sum of g'^2 per tile; pgd_step's last two L2 launches follow).
+Each program computes its tile of the second stage from a window of the first stage's plane
+that it computes itself, halo included and the boundary rule folded into the window's indices,
+through a scratch buffer of its own and a barrier; neighbouring tiles compute the halo twice.
+Every tile of every level spreads over the GPU. The level-by-level route (2J launches: per level
+``dwt2d_ll`` and ``_chain_kernel``) remains behind ``_PAIR_ROUTE = False`` and for an odd filter
+length. The pairs' window and tile sides are chosen blind (see ``_PAIR_MIN_TILE``). Never run on a
+GPU.
 
 Tested only under TRITON_INTERPRET=1 on a CPU, never run on a GPU; every kernel variant compiles for
 sm_90 offline (triton.compile, triton 3.8's ptxas). The PTX has div.rn/sqrt.rn as intended, and
@@ -544,6 +555,218 @@ def _chain_kernel(
         tl.store(out_ptr + o_out, v.to(out_ptr.dtype.element_ty), mask=ok)
 
 
+# ---- wavelet step, larger planes: the chain in pairs of stages (J launches for J levels) ---------
+# The chain's 2J stages -- analyses A_1 .. A_J (a_j = lo(a_{j-1})), then syntheses S_J .. S_1
+# (e_{j-1} = c_j a_{j-1} + gain_j S_lo e_j) -- run two per launch: J launches for J levels, the
+# last fused with the Linf step. A program computes its stage-2 tile from a window of the stage-1
+# plane that it computes itself, halo included (a neighbour computes the overlap again), in a
+# scratch buffer of its own, with a barrier between the stages. The window holds the stage-1
+# plane as stage 2 reads it, boundary rule applied: an analysis reads extended position e at
+# _extend(e) (zero where the extension is zero), a synthesis reads coefficient k at k mod K
+# (periodization) or zero outside [0, K) -- so the window's entries are computed at those mapped
+# indices and stage 2 reads the window without any boundary logic.
+#
+# Geometry (per axis; the window side R is a power of two): an analysis stage 2 reads window slots
+# 2t + m for outputs t < T_A and taps m < L, so T_A = (R - L) // 2 + 1; a synthesis stage 2 reads
+# coefficient (r - m - OFF) / 2 (taps m of r - OFF's parity) for outputs r in [r0, r0 + T_S), r0
+# even, which spans T_S / 2 + L / 2 slots from floor((r0 - L + 1 - OFF) / 2), so T_S = 2R - L.
+# BLIND: R is the smallest power of two that gives T_A >= _PAIR_MIN_TILE and T_S >= 2 x that;
+# nothing here has run on a GPU.
+_PAIR_MIN_TILE = 8
+#: The chain off the cascade runs in pairs of stages (J launches); False: level by level (2J).
+_PAIR_ROUTE = True
+
+
+@triton.jit
+def _coef_index(k, k0, K, IDX: tl.constexpr):
+    """Where a synthesis reads coefficient k, -1 for zero: IDX 0, a window of K slots from k0 (k -
+    k0; outside only for the lanes past a tile's last output); 1, the plane, zero outside [0, K);
+    2, the plane, periodic (k mod K)."""
+    if IDX == 0:
+        idx = tl.where((k >= k0) & (k < k0 + K), k - k0, -1)
+    elif IDX == 1:
+        idx = tl.where((k >= 0) & (k < K), k, -1)
+    else:
+        idx = _dwt._floor_mod(k, K)
+    return idx
+
+
+@triton.jit
+def _synthesize(
+    base, sh, sw, f_ptr, sf1, r, cc, k0h, k0w, Kh, Kw,
+    L: tl.constexpr, OFF: tl.constexpr, HALF_TAPS: tl.constexpr, IDX: tl.constexpr,
+    ACC: tl.constexpr, WIDE: tl.constexpr, BR: tl.constexpr, BC: tl.constexpr,
+):  # fmt: skip
+    """S_lo c S_lo^T at output rows r and columns cc (any index vectors): y[r, c] = sum t[m] t[n]
+    c[(r - m - OFF) / 2, (c - n - OFF) / 2] over the taps m, n of r - OFF's and c - OFF's parity,
+    t[m] = dec_lo[L - 1 - m] (the synthesis taps); coefficients read through _coef_index. The
+    same sum as kernels/dwt.py's merge of an approximation band alone, gathered per output."""
+    b = tl.arange(0, HALF_TAPS)
+    b_ok = b < L // 2
+    mw = _dwt._floor_mod(cc - OFF, 2)[:, None] + 2 * b[None, :]  # [BC, HALF_TAPS]
+    col = _coef_index((cc[:, None] - mw - OFF) // 2, k0w, Kw, IDX)
+    col_ok = (col >= 0) & b_ok[None, :]
+    col = tl.maximum(col, 0)
+    col_off = col.to(tl.int64) * sw if WIDE else col * sw
+    tw = tl.load(f_ptr + (L - 1 - mw) * sf1, mask=b_ok[None, :], other=0.0).to(ACC)
+    ph = _dwt._floor_mod(r - OFF, 2)
+    acc = tl.zeros([BR, BC], dtype=ACC)
+    for a in range(L // 2):
+        mh = ph + 2 * a
+        row = _coef_index((r - mh - OFF) // 2, k0h, Kh, IDX)
+        row_ok = row >= 0
+        row = tl.maximum(row, 0)
+        row_off = row.to(tl.int64) * sh if WIDE else row * sh
+        th = tl.load(f_ptr + (L - 1 - mh) * sf1).to(ACC)
+        mask = row_ok[:, None, None] & col_ok[None, :, :]
+        v = tl.load(base + row_off[:, None, None] + col_off[None, :, :], mask=mask, other=0.0)
+        acc += th[:, None] * tl.sum(v.to(ACC) * tw[None, :, :], axis=2)
+    return acc
+
+
+@triton.jit
+def _window_index(p, n, MODE: tl.constexpr, SYN_MODE: tl.constexpr, TO_ANALYSIS: tl.constexpr):
+    """The stage-1 plane index (n samples) that window position p stands for, -1 for zero: an
+    extended position read by an analysis (TO_ANALYSIS), else a coefficient read by a synthesis."""
+    if TO_ANALYSIS:
+        idx = _dwt._extend(p, n, MODE)
+    elif SYN_MODE == _dwt.PERIODIZATION:
+        idx = _coef_index(p, 0, n, 2)
+    else:
+        idx = _coef_index(p, 0, n, 1)
+    return idx
+
+
+@triton.jit(
+    do_not_specialize=[
+        "c1_bits", "g1_bits", "c2_bits", "g2_bits", "eps_bits", "alpha_bits", "lo_bits", "hi_bits",
+    ]
+)  # fmt: skip
+def _pair_kernel(
+    src_ptr, p1_ptr, p2_ptr, f_ptr, s_ptr, first_ptr, out_ptr, pg_ptr, xa_ptr, x_ptr,
+    c1_bits, g1_bits, c2_bits, g2_bits,
+    eps_bits, alpha_bits, lo_bits, hi_bits, eps_t, alpha_t, lo_t, hi_t,
+    se_n, se_c, sa_n, sa_c, sl_n, sl_c, sh_n, sh_c,
+    C, Hs, Ws, Hm, Wm, Ho, Wo, tiles_h, tiles_w, PG,
+    s_sn, s_sc, s_sh, s_sw, sf0, sf1, p1_sn, p1_sc, p1_sh, p1_sw, p2_sn, p2_sc, p2_sh, p2_sw,
+    fs_n, fs_c, fs_h, fs_w, so_n, so_c, so_h, so_w,
+    xa_sn, xa_sc, xa_sh, xa_sw, x_sn, x_sc, x_sh, x_sw,
+    L: tl.constexpr, TAPS: tl.constexpr, HALF_TAPS: tl.constexpr, MODE: tl.constexpr,
+    SYN_MODE: tl.constexpr, FIRST_A: tl.constexpr, SECOND_A: tl.constexpr,
+    HAS_C1: tl.constexpr, HAS_C2: tl.constexpr, STORE_FIRST: tl.constexpr, LINF: tl.constexpr,
+    SUMS: tl.constexpr,
+    HAS_EPS: tl.constexpr, HAS_ALPHA: tl.constexpr, HAS_LO: tl.constexpr, HAS_HI: tl.constexpr,
+    ACC: tl.constexpr, WIDE: tl.constexpr, R: tl.constexpr, B: tl.constexpr, T: tl.constexpr,
+):  # fmt: skip
+    """Two stages of the chain on one T x T output tile of one (n, c) plane (see above).
+
+    Stage 1 (FIRST_A: an analysis of src, Hs x Ws, into the Hm x Wm plane a_j; else a synthesis
+    g1 * S_lo src, src the Ks = Hs x Ws coefficients e_j, into e_{j-1}, Hm x Wm, plus c1 * p1,
+    p1 = a_{j-1}) over this tile's R x R window, into the program's scratch; with STORE_FIRST
+    also the window's own rows and columns (those of the stage-1 plane that this tile's
+    outputs start from) into first. Stage 2 (SECOND_A: an analysis of the window into Ho x Wo;
+    else g2 * S_lo window plus c2 * p2 into Ho x Wo) written to out, or, with LINF, stepped into
+    x_adv; with SUMS (L2, g' itself) the tile's sum of g'^2 to pg[n, (c, tile)]."""
+    if MODE == _dwt.PERIODIZATION:
+        OFF: tl.constexpr = 1 - L // 2
+    else:
+        OFF: tl.constexpr = 2 - L
+    plane = tl.program_id(0)
+    th = tl.program_id(1)
+    tw = tl.program_id(2)
+    pn, pc = (plane // C).to(tl.int64), (plane % C).to(tl.int64)
+    i0 = th * T
+    j0 = tw * T
+    if SECOND_A:  # the window holds extended positions 2 i0 + OFF + s
+        w0h = 2 * i0 + OFF
+        w0w = 2 * j0 + OFF
+    else:  # coefficients floor((r0 - L + 1 - OFF) / 2) + s
+        w0h = _dwt._floor_div(i0 - L + 1 - OFF, 2)
+        w0w = _dwt._floor_div(j0 - L + 1 - OFF, 2)
+    s = tl.arange(0, R)
+    rows = _window_index(w0h + s, Hm, MODE, SYN_MODE, SECOND_A)
+    cols = _window_index(w0w + s, Wm, MODE, SYN_MODE, SECOND_A)
+    ok1 = (rows >= 0)[:, None] & (cols >= 0)[None, :]
+    rows = tl.maximum(rows, 0)
+    cols = tl.maximum(cols, 0)
+    # ---- stage 1: the stage-1 plane at the window's indices
+    src = src_ptr + pn * s_sn + pc * s_sc
+    if FIRST_A:
+        v1, _, _, _ = _dwt._split_tile_direct(
+            src, f_ptr, rows, cols, Hs, Ws, Hm, Wm, s_sh, s_sw, sf0, sf1,
+            L, OFF, TAPS, MODE, True, ACC, WIDE, R, R,
+        )  # fmt: skip
+    else:
+        gain1 = g1_bits.to(tl.int64).to(tl.float64, bitcast=True).to(ACC)
+        if SYN_MODE == _dwt.PERIODIZATION:
+            IDX: tl.constexpr = 2
+        else:
+            IDX: tl.constexpr = 1
+        v1 = gain1 * _synthesize(
+            src, s_sh, s_sw, f_ptr, sf1, rows, cols, 0, 0, Hs, Ws,
+            L, OFF, HALF_TAPS, IDX, ACC, WIDE, R, R,
+        )  # fmt: skip
+        if HAS_C1:
+            coef1 = c1_bits.to(tl.int64).to(tl.float64, bitcast=True).to(ACC)
+            if WIDE:
+                o1 = pn * p1_sn + pc * p1_sc + rows.to(tl.int64)[:, None] * p1_sh
+                o1 += cols.to(tl.int64)[None, :] * p1_sw
+            else:
+                o1 = pn * p1_sn + pc * p1_sc + rows[:, None] * p1_sh + cols[None, :] * p1_sw
+            v1 = coef1 * tl.load(p1_ptr + o1, mask=ok1, other=0.0).to(ACC) + v1
+    v1 = tl.where(ok1, v1, 0.0)
+    if STORE_FIRST:  # positions 2 i0 .. 2 (i0 + T) - 1 of the stage-1 plane are this tile's own
+        e_r = w0h + s
+        e_c = w0w + s
+        own = ((e_r >= 2 * i0) & (e_r < 2 * (i0 + T)) & (e_r < Hm))[:, None]
+        own = own & ((e_c >= 2 * j0) & (e_c < 2 * (j0 + T)) & (e_c < Wm))[None, :]
+        if WIDE:
+            e_r, e_c = e_r.to(tl.int64), e_c.to(tl.int64)
+        o_f = pn * fs_n + pc * fs_c + e_r[:, None] * fs_h + e_c[None, :] * fs_w
+        tl.store(first_ptr + o_f, v1.to(first_ptr.dtype.element_ty), mask=own)
+    pid = (plane.to(tl.int64) * tiles_h + th) * tiles_w + tw
+    scratch = s_ptr + pid * (R * R)
+    tl.store(scratch + s[:, None] * R + s[None, :], v1)
+    tl.debug_barrier()
+    # ---- stage 2: the T x T tile from the window
+    t = tl.arange(0, B)
+    r = i0 + t
+    cc = j0 + t
+    ok = ((t < T) & (r < Ho))[:, None] & ((t < T) & (cc < Wo))[None, :]
+    if SECOND_A:
+        v, _, _, _ = _dwt._split_tile_direct(
+            scratch, f_ptr, t, t, R, R, T, T, R, 1, sf0, sf1,
+            L, 0, TAPS, _dwt.ZERO, True, ACC, False, B, B,
+        )  # fmt: skip
+    else:
+        gain2 = g2_bits.to(tl.int64).to(tl.float64, bitcast=True).to(ACC)
+        v = gain2 * _synthesize(
+            scratch, R, 1, f_ptr, sf1, r, cc, w0h, w0w, R, R,
+            L, OFF, HALF_TAPS, 0, ACC, False, B, B,
+        )  # fmt: skip
+    if WIDE:
+        r, cc = r.to(tl.int64), cc.to(tl.int64)
+    if HAS_C2:
+        coef2 = c2_bits.to(tl.int64).to(tl.float64, bitcast=True).to(ACC)
+        o2 = pn * p2_sn + pc * p2_sc + r[:, None] * p2_sh + cc[None, :] * p2_sw
+        v = coef2 * tl.load(p2_ptr + o2, mask=ok, other=0.0).to(ACC) + v
+    if LINF:
+        _linf_tile(
+            xa_ptr, x_ptr, v, pn, pc, r, cc, ok,
+            eps_bits, alpha_bits, lo_bits, hi_bits, eps_t, alpha_t, lo_t, hi_t,
+            se_n, se_c, sa_n, sa_c, sl_n, sl_c, sh_n, sh_c,
+            xa_sn, xa_sc, xa_sh, xa_sw, x_sn, x_sc, x_sh, x_sw,
+            HAS_EPS, HAS_ALPHA, HAS_LO, HAS_HI, ACC,
+        )  # fmt: skip
+    else:
+        o_out = pn * so_n + pc * so_c + r[:, None] * so_h + cc[None, :] * so_w
+        tl.store(out_ptr + o_out, v.to(out_ptr.dtype.element_ty), mask=ok)
+        if SUMS:
+            sq = tl.where(ok, v * v, 0.0)
+            part = (pc * tiles_h + th) * tiles_w + tw
+            tl.store(pg_ptr + pn * PG + part, tl.sum(tl.sum(sq, axis=1), axis=0))
+
+
 # ---- wavelet step, larger planes: the whole chain in one launch (one program per plane) ---------
 
 #: The cascade kernel takes the chain's scales as this many scalar arguments (no device tensor:
@@ -969,6 +1192,9 @@ def _chain_step(x_adv, grad, x_nat, bounds, filters, mode, level, hf_scale, norm
         x_adv, grad, x_nat, bounds, filters, mode, scales, norm, cdtype
     ):
         return True
+    if _PAIR_ROUTE and filters.shape[-1] % 2 == 0:
+        _pair_chain(x_adv, grad, x_nat, bounds, filters, mode, scales, norm, cdtype)
+        return True
     chain = [grad]
     for _ in range(depth):
         chain.append(_dwt.dwt2d_ll(chain[-1], filters, mode, cdtype))
@@ -985,6 +1211,98 @@ def _chain_step(x_adv, grad, x_nat, bounds, filters, mode, level, hf_scale, norm
     if not linf:
         _step(x_adv, g_out, x_nat, *bounds[:4], *bounds[4:], norm)
     return True
+
+
+def _pair_geometry(taps: int) -> tuple[int, int, int, int, int, int]:
+    """(R, T, B) of a pair whose stage 2 is an analysis, then of one whose stage 2 is a synthesis:
+    the window side R (a power of two), the outputs per tile side T and its power-of-two lanes B
+    (see the geometry above _PAIR_MIN_TILE)."""
+    r_a = triton.next_power_of_2(2 * _PAIR_MIN_TILE + taps - 2)
+    t_a = (r_a - taps) // 2 + 1
+    r_s = triton.next_power_of_2((2 * _PAIR_MIN_TILE + taps + 1) // 2)
+    t_s = 2 * r_s - taps
+    return r_a, t_a, triton.next_power_of_2(t_a), r_s, t_s, triton.next_power_of_2(t_s)
+
+
+def _pair_chain(x_adv, grad, x_nat, bounds, filters, mode, scales, norm, cdtype) -> None:
+    """The chain in J launches (``_pair_kernel``): its stages A_1 .. A_J, S_J .. S_1 two per
+    launch, the last pair fused with the Linf step (L2: g' and its partial sums of squares per
+    tile are written, and pgd_step's last two L2 launches follow). a_j is kept in memory where a
+    later launch reads it: as the first stage of the next pair, or as c_{j+1} a_j (c_{j+1} != 0)."""
+    n, c, h, w = x_adv.shape
+    taps = filters.shape[-1]
+    depth = len(scales)
+    sizes = [(h, w)]
+    for _ in range(depth):
+        sizes.append(tuple(analysis_length(s, taps, mode) for s in sizes[-1]))
+    coefs = [scales[0]] + [scales[j] - scales[j - 1] for j in range(1, depth)]
+    stages = [("A", j) for j in range(1, depth + 1)] + [("S", j) for j in range(depth, 0, -1)]
+    r_a, t_a, b_a, r_s, t_s, b_s = _pair_geometry(taps)
+    linf = norm == "Linf"
+    e, a, lw, hg = (_bound(v, t, x_adv) for v, t in zip(bounds[:4], bounds[4:]))
+    code = _dwt._MODE_CODE[mode]
+    syn = _dwt._synthesis_code(mode)
+    acc = tl.float64 if cdtype == torch.float64 else tl.float32
+    approx = {0: grad}  # a_j in memory
+    detail = {}  # e_j in memory
+    g_out, pg = None, None
+    for p in range(0, 2 * depth, 2):
+        (k1, j1), (k2, j2) = stages[p], stages[p + 1]
+        if k1 == "A":
+            src, (hs, ws), (hm, wm) = approx[j1 - 1], sizes[j1 - 1], sizes[j1]
+        else:
+            src, (hs, ws), (hm, wm) = detail.get(j1, approx.get(j1)), sizes[j1], sizes[j1 - 1]
+        c1 = coefs[j1 - 1] if k1 == "S" else 0.0
+        g1 = 1.0 - scales[-1] if j1 == depth else 1.0
+        p1 = approx[j1 - 1] if c1 != 0.0 else src
+        c2 = coefs[j2 - 1] if k2 == "S" else 0.0
+        g2 = 1.0 - scales[-1] if j2 == depth else 1.0
+        p2 = approx[j2 - 1] if c2 != 0.0 else src
+        ho, wo = sizes[j2] if k2 == "A" else sizes[j2 - 1]
+        final = k2 == "S" and j2 == 1
+        store_first = k1 == "A" and k2 == "A" and j1 < depth and coefs[j1] != 0.0
+        first = src  # unused unless store_first
+        if store_first:
+            first = torch.empty((n, c, hm, wm), dtype=cdtype, device=x_adv.device)
+        if final:
+            out = x_adv if linf else torch.empty_like(x_adv, dtype=cdtype)
+        else:
+            out = torch.empty((n, c, ho, wo), dtype=cdtype, device=x_adv.device)
+        r, t, b = (r_a, t_a, b_a) if k2 == "A" else (r_s, t_s, b_s)
+        tiles_h, tiles_w = triton.cdiv(ho, t), triton.cdiv(wo, t)
+        grid = _dwt.checked_grid((n * c, tiles_h, tiles_w), "the wavelet step", x_adv.shape)
+        sums = final and not linf and c * tiles_h * tiles_w <= _MAX_PARTIALS
+        if sums:
+            pg = torch.empty((n, c * tiles_h * tiles_w), dtype=cdtype, device=x_adv.device)
+        scratch = torch.empty(n * c * tiles_h * tiles_w * r * r, dtype=cdtype, device=x_adv.device)
+        wide = _dwt._needs_int64(src, p1, p2, first, out, x_adv, x_nat)
+        with _dwt._device_guard(x_adv):
+            _pair_kernel[grid](
+                src, p1, p2, filters, scratch, first, out, pg if sums else out, x_adv, x_nat,
+                _bits(c1), _bits(g1), _bits(c2), _bits(g2),
+                e[0], a[0], lw[0], hg[0], e[1], a[1], lw[1], hg[1],
+                e[2], e[3], a[2], a[3], lw[2], lw[3], hg[2], hg[3],
+                c, hs, ws, hm, wm, ho, wo, tiles_h, tiles_w, c * tiles_h * tiles_w,
+                *src.stride(), *filters.stride(), *p1.stride(), *p2.stride(), *first.stride(),
+                *out.stride(), *x_adv.stride(), *x_nat.stride(),
+                L=taps, TAPS=triton.next_power_of_2(taps),
+                HALF_TAPS=triton.next_power_of_2(taps // 2), MODE=code, SYN_MODE=syn,
+                FIRST_A=k1 == "A", SECOND_A=k2 == "A", HAS_C1=c1 != 0.0, HAS_C2=c2 != 0.0,
+                STORE_FIRST=store_first, LINF=final and linf, SUMS=sums,
+                HAS_EPS=bounds[4] is not None, HAS_ALPHA=bounds[5] is not None,
+                HAS_LO=bounds[6] is not None, HAS_HI=bounds[7] is not None,
+                ACC=acc, WIDE=wide, R=r, B=b, T=t,
+            )  # fmt: skip
+        if store_first:
+            approx[j1] = first
+        if k2 == "A":
+            approx[j2] = out
+        elif not final:
+            detail[j2 - 1] = out
+        else:
+            g_out = out
+    if not linf:
+        _step(x_adv, g_out, x_nat, *bounds, norm, pg=pg)
 
 
 def _cascade_fits(x_adv: Tensor, depth: int) -> bool:

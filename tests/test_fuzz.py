@@ -1227,9 +1227,10 @@ def _on_wavelet_step_path(check):
     or, for other wavelets, the separable one-plane kernel); the rest turns the separable kernel
     off (_SEPARABLE_MAX_SIDE 0) on the two tiled variants of the general path: other wavelets then
     take the approximation chain (their banks have perfect reconstruction) -- in one cascade
-    launch on "general", level by level on "tiled" -- or, for an odd batch, the per-level
-    transforms (perfect_reconstruction answering False, as for a bank without it). Haar keeps its
-    fused kernel."""
+    launch on "general"; on "tiled", in pairs of stages (tiles of at least 2 outputs: several
+    per level) for an even width and level by level for an odd one -- or, for an odd batch, the
+    per-level transforms (perfect_reconstruction answering False, as for a bank without it).
+    Haar keeps its fused kernel."""
 
     def run(case):
         from wavefuse.kernels import pgd_step as kernels
@@ -1239,8 +1240,10 @@ def _on_wavelet_step_path(check):
         with triton_path(case["path"]), pytest.MonkeyPatch.context() as mp:
             if case["path"] != "dense":
                 mp.setattr(kernels, "_SEPARABLE_MAX_SIDE", 0)
-                if case["path"] == "tiled":  # the chain level by level, not in one launch
+                if case["path"] == "tiled":  # the chain in pairs or level by level
                     mp.setattr(kernels, "_CASCADE_MAX_DEPTH", 0)
+                    mp.setattr(kernels, "_PAIR_MIN_TILE", 2)
+                    mp.setattr(kernels, "_PAIR_ROUTE", case["shape"][-1] % 2 == 0)
                 if case["shape"][0] % 2:
                     mp.setattr(separable, "perfect_reconstruction", lambda *args: False)
             check(case, "triton")

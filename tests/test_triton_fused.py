@@ -743,30 +743,33 @@ def _chain_counts(monkeypatch) -> dict:
     from wavefuse.kernels import dwt, pgd_step
 
     counts = count_launches(monkeypatch, dwt, "_dwt2d_fwd_kernel", "_dwt2d_adjoint_kernel")
-    names = ("_chain_kernel", "_cascade_kernel", "_separable_kernel")
+    names = ("_chain_kernel", "_pair_kernel", "_cascade_kernel", "_separable_kernel")
     counts.update(count_launches(monkeypatch, pgd_step, *names))
     return counts
 
 
-def _by_levels(monkeypatch) -> None:
+def _by_levels(monkeypatch, pairs: bool = False) -> None:
     """Planes above _SEPARABLE_MAX_SIDE (forced here on small planes) and the chain level by
-    level, not in one ``_cascade_kernel`` launch."""
+    level (two launches per level), or in pairs of stages (one launch per level), not in one
+    ``_cascade_kernel`` launch."""
     from wavefuse.kernels import pgd_step
 
     monkeypatch.setattr(pgd_step, "_SEPARABLE_MAX_SIDE", 0)
     monkeypatch.setattr(pgd_step, "_CASCADE_MAX_DEPTH", 0)
+    monkeypatch.setattr(pgd_step, "_PAIR_ROUTE", pairs)
 
 
 def _route(monkeypatch, route: str) -> None:
-    """Routes: "levels", the chain level by level; "cascade", in one launch (both above
-    _SEPARABLE_MAX_SIDE, forced here on small planes; the cascade also without its planes-per-SM
-    rule, which CPU tensors meet with 2 planes)."""
+    """Routes: "levels", the chain level by level; "pairs", two stages per launch (where the
+    cascade does not run, by default); "cascade", in one launch (all above _SEPARABLE_MAX_SIDE,
+    forced here on small planes; the cascade also without its planes-per-SM rule, which CPU
+    tensors meet with 2 planes)."""
     from wavefuse.kernels import pgd_step
 
     from wavefuse.ops import separable
 
-    if route == "levels":
-        _by_levels(monkeypatch)
+    if route in ("levels", "pairs"):
+        _by_levels(monkeypatch, pairs=route == "pairs")
     else:
         monkeypatch.setattr(pgd_step, "_SEPARABLE_MAX_SIDE", 0)
         monkeypatch.setattr(separable, "CASCADE_PLANES_PER_SM", 0)
@@ -776,6 +779,8 @@ def _chain_launches(route: str, levels: int, calls: int = 1) -> dict:
     """The launches of ``calls`` chains of ``levels`` levels in all, by route."""
     if route == "cascade":
         return {"_cascade_kernel": calls}
+    if route == "pairs":
+        return {"_pair_kernel": levels}
     return {"_dwt2d_fwd_kernel": levels, "_chain_kernel": levels}
 
 
@@ -826,11 +831,119 @@ def test_wavelet_pgd_step_cascade(monkeypatch, mode, path):
 
 
 @needs_wavelet_step
+def test_pair_geometry_keeps_every_read_inside_the_window(monkeypatch):
+    """_pair_geometry for every even filter length up to 40 and minimum tiles 1 .. 16: the tiles
+    reach the minimum; an analysis stage 2 reads window slots 2t + m (t < T_A, m < L) inside
+    R_A, and the stage-1 positions a tile keeps ([2 i0, 2 i0 + 2 T_A)) lie in its window for
+    both offsets; a synthesis stage 2 reads coefficients (r - m - OFF) / 2 (r in [r0, r0 + T_S),
+    m of r - OFF's parity) inside [k0, k0 + R_S) for several tiles r0 and both offsets."""
+    from wavefuse.kernels import pgd_step
+
+    for min_tile in (1, 2, 8, 16):
+        monkeypatch.setattr(pgd_step, "_PAIR_MIN_TILE", min_tile)
+        for taps in range(2, 42, 2):
+            r_a, t_a, b_a, r_s, t_s, b_s = pgd_step._pair_geometry(taps)
+            what = f"L={taps} min tile {min_tile}"
+            assert t_a >= min_tile and t_s >= 2 * min_tile and t_s % 2 == 0, what
+            for side, lanes in ((r_a, b_a), (r_s, b_s), (b_a, b_a), (b_s, b_s)):
+                assert side & (side - 1) == 0, what  # powers of two (tl.arange)
+            assert b_a >= t_a and b_s >= t_s, what
+            assert 2 * (t_a - 1) + taps - 1 < r_a, what
+            for off in (2 - taps, 1 - taps // 2):  # the other modes', periodization's
+                assert 2 * t_a <= r_a + off, what
+                for r0 in (0, t_s, 2 * t_s, 7 * t_s):
+                    k0 = (r0 - taps + 1 - off) // 2
+                    slots = [
+                        (r - m - off) // 2 - k0
+                        for r in range(r0, r0 + t_s)
+                        for m in range(taps)
+                        if (r - m - off) % 2 == 0
+                    ]
+                    assert 0 <= min(slots) and max(slots) < r_s, (what, off, r0)
+
+
+@needs_wavelet_step
+@pytest.mark.parametrize("mode", ALL_MODES)
+def test_wavelet_pgd_step_pairs(monkeypatch, mode):
+    """Where the cascade does not run (forced here on small planes), the chain in pairs of
+    stages: one ``_pair_kernel`` launch per level, the last fused with the Linf step, nothing else
+    launched for the filter. The cases of test_wavelet_pgd_step_matches_the_reference (7 x 6,
+    float64) with the default tiles; then, with tiles of at least 2 outputs (several tiles per
+    level, windows reaching over the plane's edges), db2 J=4 and J=3 and sym5 J=2 with every
+    scale different (each a_j that a synthesis needs is kept from its pair's first stage),
+    against the reference."""
+    from wavefuse.kernels import pgd_step
+
+    _route(monkeypatch, "pairs")
+    counts = _chain_counts(monkeypatch)
+    _check_wavelet_cases(mode, WAVELET_CASES[1:])
+    assert _launches(counts) == {"_pair_kernel": 2 + 3 + 2}
+    monkeypatch.setattr(pgd_step, "_PAIR_MIN_TILE", 2)
+    cases = [("db2", 4, (1, 1, 23, 19), "L2"), ("db2", 3, (1, 2, 17, 22), "Linf")]
+    cases.append(("sym5", 2, (1, 1, 20, 17), "L2"))
+    for wave, level, shape, norm in cases:
+        for counter in counts.values():
+            counter.launches = 0
+        x_adv, g, x = _step_inputs(shape=shape, dtype=torch.float64)
+        scales = [0.0, 0.5, -0.25, 0.3][:level]
+        eps = 0.5 if norm == "L2" else 0.05
+        got, expected = _wavelet_steps(x_adv, g, x, eps, wave, level, mode, scales, norm)
+        what = f"{wave} J={level} {shape} {mode} {norm}"
+        assert _launches(counts) == {"_pair_kernel": level}, what
+        if norm == "L2":
+            assert_close(got, expected, 1e-12, what)
+        else:
+            assert_linf_wavelet_step(got, expected, g, wave, level, mode, scales, 0.03, 1e-12, what)
+
+
+@needs_wavelet_step
+def test_wavelet_pgd_step_pairs_partial_sums(monkeypatch):
+    """L2 in pairs: the last pair writes g' and one sum of g'^2 per tile (27 per sample here: 3
+    planes of 3 x 3 tiles), so pgd_step's grad-partials launch does not run -- except where a
+    sample has more than _MAX_PARTIALS of them (lowered to 16)."""
+    from wavefuse.kernels import pgd_step
+
+    _route(monkeypatch, "pairs")
+    monkeypatch.setattr(pgd_step, "_PAIR_MIN_TILE", 2)  # db4's synthesis tiles: 8 x 8
+    counts = count_launches(monkeypatch, pgd_step, "_pair_kernel", "_l2_grad_partials_kernel")
+    x_adv, g, x = _step_inputs(shape=(2, 3, 21, 18), dtype=torch.float64)
+    for limit, grad_partials in ((256, 0), (16, 1)):
+        monkeypatch.setattr(pgd_step, "_MAX_PARTIALS", limit)
+        for counter in counts.values():
+            counter.launches = 0
+        got, expected = _wavelet_steps(x_adv, g, x, 0.5, "db4", 2, "symmetric", [0.2, 0.6], "L2")
+        assert counts["_pair_kernel"].launches == 2
+        assert counts["_l2_grad_partials_kernel"].launches == grad_partials, limit
+        assert_close(got, expected, 1e-12, f"partials limit {limit}")
+
+
+@needs_wavelet_step
+@pytest.mark.skipif(DEVICE.type != "cpu", reason="checks the interpreter's record of a run")
+@pytest.mark.parametrize("level", [2, 3])
+def test_pairs_read_nothing_written_since_the_last_barrier(monkeypatch, level):
+    """Each pair's program reads its window (stage 2) only after a barrier that follows its
+    writes (stage 1), over several tiles per level: J=2 (an analysis pair, a synthesis pair) and
+    J=3 (the middle pair analysis then synthesis). Dropping the barrier fails this."""
+    from wavefuse.kernels import pgd_step
+
+    _route(monkeypatch, "pairs")
+    monkeypatch.setattr(pgd_step, "_PAIR_MIN_TILE", 2)
+    counts = count_launches(monkeypatch, pgd_step, "_pair_kernel")
+    x_adv, g, x_nat = _step_inputs(shape=(1, 2, 19, 14), dtype=torch.float64)
+    scales = [0.0, 0.5, 0.25][:level]
+    with _barrier_checker() as hits:
+        wavefuse.wavelet_pgd_step(x_adv, g, x_nat, 0.03, 0.01, "db2", level, "periodization",
+                                  scales, backend="triton")  # fmt: skip
+        assert not hits, f"pairs: {hits[:3]}"
+    assert counts["_pair_kernel"].launches == level
+
+
+@needs_wavelet_step
 def test_wavelet_pgd_step_cascade_or_levels(monkeypatch):
     """separable.cascade_fits: the cascade runs where there are at least CASCADE_PLANES_PER_SM
     planes per SM (CPU tensors: one "SM"), none over CASCADE_MAX_PLANE samples, for at most
-    _CASCADE_MAX_DEPTH levels; otherwise the chain runs level by level. Both give the
-    reference's step."""
+    _CASCADE_MAX_DEPTH levels; otherwise the chain runs in pairs of stages (one launch per
+    level). Both give the reference's step."""
     from wavefuse.kernels import pgd_step
 
     from wavefuse.ops import separable
@@ -840,9 +953,9 @@ def test_wavelet_pgd_step_cascade_or_levels(monkeypatch):
     x_adv, g, x = _step_inputs(shape=(2, 3, 11, 9), dtype=torch.float64)
     settings = [  # (planes per SM, max plane, max depth) -> route
         ((6, 11 * 9, 8), "cascade"),
-        ((7, 11 * 9, 8), "levels"),
-        ((6, 11 * 9 - 1, 8), "levels"),
-        ((6, 11 * 9, 1), "levels"),
+        ((7, 11 * 9, 8), "pairs"),
+        ((6, 11 * 9 - 1, 8), "pairs"),
+        ((6, 11 * 9, 1), "pairs"),
         ((2, 512 * 512, 8), "cascade"),  # the defaults' numbers
     ]
     for (per_sm, plane, depth), route in settings:
@@ -905,13 +1018,13 @@ def test_wavelet_pgd_step_cascade_scratch_layout(monkeypatch, mode):
 @needs_wavelet_step
 def test_wavelet_pgd_step_cascade_depth_limit(monkeypatch):
     """Eight levels, every scale different (every one of the kernel's eight coefficients used,
-    each in its place): the cascade equals the reference; nine go level by level."""
+    each in its place): the cascade equals the reference; nine go in pairs of stages."""
     _route(monkeypatch, "cascade")
     _use_path(monkeypatch, "tiled")
     counts = _chain_counts(monkeypatch)
     x_adv, g, x = _step_inputs(shape=(1, 2, 23, 18), dtype=torch.float64)
     scales = [0.1, 0.9, 0.3, -0.2, 0.7, 0.4, 0.25, 0.6, 0.8]
-    for level, route in ((8, "cascade"), (9, "levels")):
+    for level, route in ((8, "cascade"), (9, "pairs")):
         for counter in counts.values():
             counter.launches = 0
         got, expected = _wavelet_steps(x_adv, g, x, 0.5, "db2", level, "zero", scales[:level], "L2")
@@ -920,7 +1033,7 @@ def test_wavelet_pgd_step_cascade_depth_limit(monkeypatch):
 
 
 @needs_wavelet_step
-@pytest.mark.parametrize("route", ["levels", "cascade"])
+@pytest.mark.parametrize("route", ["levels", "pairs", "cascade"])
 @pytest.mark.parametrize("norm", ["Linf", "L2"])
 def test_wavelet_pgd_step_chain_visits_only_the_levels_it_needs(monkeypatch, norm, route):
     """g' = s_1 g + sum_j (s_{j+1} - s_j) P_j g (s_{J+1} = 1): levels past the last change of
@@ -951,7 +1064,7 @@ def test_wavelet_pgd_step_chain_visits_only_the_levels_it_needs(monkeypatch, nor
 
 
 @needs_wavelet_step
-@pytest.mark.parametrize("route", ["levels", "cascade"])
+@pytest.mark.parametrize("route", ["levels", "pairs", "cascade"])
 @pytest.mark.parametrize(
     "dtype, layout, norm",
     [
@@ -994,10 +1107,10 @@ def test_wavelet_pgd_step_chain_dtypes_layouts_and_bounds(monkeypatch, dtype, la
 
 
 @needs_wavelet_step
-@pytest.mark.parametrize("path", ["levels-dense", "levels-tiled", "cascade"])
+@pytest.mark.parametrize("path", ["levels-dense", "levels-tiled", "pairs", "cascade"])
 def test_wavelet_pgd_step_chain_int64_offsets(monkeypatch, path):
     """Every offset of the chain's kernels in int64 (the int32 limit lowered to 0), on the dense
-    and the tiled merge level by level, and in the cascade."""
+    and the tiled merge level by level, in pairs of stages, and in the cascade."""
     from wavefuse.kernels import dwt
 
     _route(monkeypatch, path.split("-")[0])
@@ -1012,12 +1125,12 @@ def test_wavelet_pgd_step_chain_int64_offsets(monkeypatch, path):
 
 @needs_wavelet_step
 @pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # the interpreter's inf - inf
-@pytest.mark.parametrize("route", ["levels", "cascade"])
+@pytest.mark.parametrize("route", ["levels", "pairs", "cascade"])
 @pytest.mark.parametrize("mode", ["zero", "symmetric", "periodization"])
 def test_wavelet_pgd_step_chain_non_finite_gradients(monkeypatch, mode, route):
-    """The chain's tiled merges (docs/edge_policies.md), level by level and in the cascade: a
-    NaN gradient entry gives exactly the reference's NaN (Linf: those elements; L2: the sample);
-    an infinite one, with scales that never decrease and stay in [0, 1], never makes NaN where
+    """The chain's tiled merges (docs/edge_policies.md), level by level, in pairs and in the
+    cascade: a NaN gradient entry gives exactly the reference's NaN (Linf: those elements; L2:
+    the sample); an infinite one, with scales that never decrease and stay in [0, 1], never makes NaN where
     the reference has none (it may step where the reference's 0 * inf is NaN) and gives the
     reference's steps elsewhere."""
     _route(monkeypatch, route)
