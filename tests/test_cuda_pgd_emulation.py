@@ -39,6 +39,14 @@ g' compared with ``reference.scale_details_ref``: db2/db4/sym5/coif3 x every mod
 3, 5 x odd and even planes over 64, float64 (1e-12) and float32 (2e-6), three layouts of g, int32
 and int64 offsets; scale 1 (g' = g) and a NaN gradient entry.
 
+The chain in pairs of stages (csrc/cuda/pair_body.cuh's ``pair_block``, J launches where the
+cascade does not run) runs in tests/cuda_pair_emulation_harness.cpp: the launches of
+``pair_plan`` in order, each over its grid of tiles, each block's phases for every thread before
+the next; every level buffer, g' and shared memory start as NaN. g' compared with
+``reference.scale_details_ref``: the cascade's wavelets and modes x levels 1-5 x a plane of one
+tile and of several per level, float64 and float32, three layouts, int32 and int64 offsets;
+scale 1, db20 (a plane narrower than the filter, and several tiles) and a NaN entry.
+
 What this does not cover: the CUDA compiler and hardware (device code generation, the ``__*_rn``
 intrinsics themselves, half-type conversions, launch limits, dynamic shared memory), the host
 wrappers' ATen code (layout, index-type and fused-path choice are recomputed here by the same
@@ -686,6 +694,85 @@ def test_cascade_scale_one_and_nan(cascade_harness, tmp_path):
     out_nan = _cascade_case(tmp_path / "nan", bad, "db2", "zero", 2, scales, 32)
     run_harness(cascade_harness, [tmp_path / "one", tmp_path / "nan"])
     assert_close(_cascade_result(tmp_path / "one", out), g, 1e-12, "scale 1")
+    got = _cascade_result(tmp_path / "nan", out_nan)
+    expected = reference.scale_details_ref(bad, filter_bank("db2", "dec", torch.float64), "zero",
+                                           2, scales)  # fmt: skip
+    assert expected.isnan().any() and torch.isfinite(got[0, 0]).all()
+    assert torch.equal(got.isnan(), expected.isnan())
+    assert_close(got[0, 0], expected[0, 0], 1e-11, "NaN: the other plane")
+
+
+# ---- the chain in pairs of stages (J launches: csrc/cuda/pair_body.cuh's pair_block) -------------
+
+
+@pytest.fixture(scope="module")
+def pair_harness(tmp_path_factory) -> Path:
+    return compile_harness(tmp_path_factory, "cuda_pair_emulation_harness.cpp")
+
+
+# one level of tiles or several (analysis tiles 16, synthesis tiles 32 per side)
+PAIR_SHAPES = [(1, 2, 67, 65), (2, 1, 30, 72)]
+PAIR_LEVELS = [1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mode", list(MODE_CODE))
+def test_pairs_are_the_wavelet_filter(pair_harness, tmp_path, mode, dtype):
+    """The chain in pairs of stages, launch after launch of pair_plan, each block's window then
+    its tile (barriers between phases), equals reference.scale_details_ref (every band formed)
+    in float64 on g's values: db2, db4, sym5, coif3 x levels 1-5 (odd ones have the middle pair,
+    an analysis then a synthesis) x planes of one tile and of several per level; scales (every
+    level different, so each kept a_j is read), g's layout (g' follows it) and int32 / int64
+    offsets rotate. Every output written (no NaN: g', every level buffer and shared memory
+    start as NaN)."""
+    cases = []
+    for wave in CASCADE_WAVES:
+        for level in PAIR_LEVELS:
+            for shape in PAIR_SHAPES:
+                k = len(cases)
+                gen = torch.Generator().manual_seed(k)
+                g = torch.randn(*shape, dtype=torch.float64, generator=gen).to(dtype)
+                g = _layout(g, CASCADE_LAYOUTS[k % len(CASCADE_LAYOUTS)])
+                scales = CASCADE_SCALES[k % len(CASCADE_SCALES)][:level]
+                d = tmp_path / f"p{k}"
+                out = _cascade_case(d, g, wave, mode, level, scales, (32, 64)[k % 2])
+                what = f"pairs {wave} {mode} J={level} {shape} {dtype} {scales} {g.stride()}"
+                cases.append((d, g, out, wave, level, scales, what))
+    run_harness(pair_harness, [c[0] for c in cases])
+    for d, g, out, wave, level, scales, what in cases:
+        got = _cascade_result(d, out)
+        assert torch.isfinite(got).all(), f"{what}: an output was never written (NaN)"
+        filters = filter_bank(wave, "dec", torch.float64)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # levels above dwt_max_level, as PyWavelets warns
+            expected = reference.scale_details_ref(g.double(), filters, mode, level, scales)
+        assert_close(got, expected, CASCADE_TOL[dtype], what)
+
+
+def test_pairs_scale_one_long_filter_and_nan(pair_harness, tmp_path):
+    """Every scale 1: g' = g. db20 (40 taps, windows of 70 and 36) on a plane narrower than the
+    filter and on one of several tiles. A NaN gradient entry: NaN exactly where the reference
+    has NaN, in its plane only."""
+    g = torch.randn(1, 2, 70, 65, dtype=torch.float64)
+    out = _cascade_case(tmp_path / "one", g, "db4", "symmetric", 3, [1.0] * 3, 32)
+    small = torch.randn(1, 1, 9, 14, dtype=torch.float64)
+    long_cases = [(tmp_path / f"db20{k}", x) for k, x in enumerate((small, g))]
+    long_outs = [
+        _cascade_case(d, x, "db20", mode, 2, [0.25, 0.5], 32)
+        for (d, x), mode in zip(long_cases, ("reflect", "periodization"))
+    ]
+    bad = g.clone()
+    bad[0, 1, 33, 20] = math.nan
+    scales = [0.0, 0.5]
+    out_nan = _cascade_case(tmp_path / "nan", bad, "db2", "zero", 2, scales, 32)
+    run_harness(pair_harness, [tmp_path / "one", *(d for d, _ in long_cases), tmp_path / "nan"])
+    assert_close(_cascade_result(tmp_path / "one", out), g, 1e-12, "scale 1")
+    db20 = filter_bank("db20", "dec", torch.float64)
+    for ((d, x), mode), o in zip(zip(long_cases, ("reflect", "periodization")), long_outs):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            expected = reference.scale_details_ref(x, db20, mode, 2, [0.25, 0.5])
+        assert_close(_cascade_result(d, o), expected, 1e-12, f"db20 {mode} {tuple(x.shape)}")
     got = _cascade_result(tmp_path / "nan", out_nan)
     expected = reference.scale_details_ref(bad, filter_bank("db2", "dec", torch.float64), "zero",
                                            2, scales)  # fmt: skip

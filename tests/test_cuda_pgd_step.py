@@ -332,12 +332,13 @@ def _chain_launches(x_adv, g, x, eps, wave, level, mode, scales, norm) -> dict:
     names = _kernel_launches(
         lambda: _quiet(wavefuse.wavelet_pgd_step, _copy(x_adv), g, *args, backend="cuda")
     )
-    kinds = ("cascade_kernel", "chain_kernel", "split_kernel", "merge_kernel", "sep_step_kernel")
+    kinds = ("cascade_kernel", "pair_kernel", "chain_kernel", "split_kernel", "merge_kernel")
+    kinds += ("sep_step_kernel",)
     return {k: sum(k in n for n in names) for k in kinds}
 
 
-CASCADE = {"cascade_kernel": 1, "chain_kernel": 0, "split_kernel": 0, "merge_kernel": 0,
-           "sep_step_kernel": 0}  # fmt: skip
+CASCADE = {"cascade_kernel": 1, "pair_kernel": 0, "chain_kernel": 0, "split_kernel": 0,
+           "merge_kernel": 0, "sep_step_kernel": 0}  # fmt: skip
 
 
 @pytest.mark.parametrize("norm", ["Linf", "L2"])
@@ -381,14 +382,16 @@ def test_chain_every_mode_and_launches(norm, monkeypatch):
 @pytest.mark.parametrize("norm", ["Linf", "L2"])
 def test_chain_per_level_or_cascade(norm, monkeypatch):
     """separable.cascade_fits on a GPU: 4 planes of 131 x 45 do not fill it (2 planes per SM), so
-    the chain runs level by level (per level one split_kernel and one chain_kernel, no cascade);
-    with the planes-per-SM rule off, the cascade (one launch); with it off but the plane one
-    sample over CASCADE_MAX_PLANE (lowered), level by level again. All match the reference."""
+    the chain runs in pairs of stages (one pair_kernel per level, no cascade, split or
+    chain_kernel); with the planes-per-SM rule off, the cascade (one launch); with it off but the
+    plane one sample over CASCADE_MAX_PLANE (lowered), in pairs again. All match the reference.
+    A filter whose pair window does not fit in shared memory (coif10, 60 taps, float64) runs
+    level by level (per level one split_kernel and one chain_kernel)."""
     eps = 0.05 if norm == "Linf" else 0.5
     scales = [0.0, 0.5]
     x_adv, g, x = _inputs(shape=(2, 2, 131, 45), dtype=torch.float64)  # no float32 sign flips
-    levels = {"cascade_kernel": 0, "chain_kernel": 2, "split_kernel": 2}
-    cascade = {"cascade_kernel": 1, "chain_kernel": 0, "split_kernel": 0}
+    levels = {"cascade_kernel": 0, "pair_kernel": 2, "chain_kernel": 0, "split_kernel": 0}
+    cascade = {"cascade_kernel": 1, "pair_kernel": 0, "chain_kernel": 0, "split_kernel": 0}
     for per_sm, max_plane, expected_launches in (
         (separable.CASCADE_PLANES_PER_SM, separable.CASCADE_MAX_PLANE, levels),
         (0, separable.CASCADE_MAX_PLANE, cascade),
@@ -401,6 +404,12 @@ def test_chain_per_level_or_cascade(norm, monkeypatch):
         launches = _chain_launches(x_adv, g, x, eps, "db4", 2, "symmetric", scales, norm)
         for kind, count in expected_launches.items():
             assert launches[kind] == count, (per_sm, max_plane, launches)
+    monkeypatch.setattr(separable, "CASCADE_MAX_PLANE", 131 * 45 - 1)
+    got, expected = _wavelet_steps(x_adv, g, x, eps, "coif10", 2, "symmetric", scales, norm)
+    assert_wavelet_step(got, expected, norm, 0.03, f"chain coif10 levels {norm}")
+    launches = _chain_launches(x_adv, g, x, eps, "coif10", 2, "symmetric", scales, norm)
+    assert launches["chain_kernel"] == launches["split_kernel"] == 2, launches
+    assert launches["pair_kernel"] == launches["cascade_kernel"] == 0, launches
 
 
 @pytest.mark.parametrize("norm", ["Linf", "L2"])
@@ -408,7 +417,8 @@ def test_chain_cascade_many_planes_repeatable(norm):
     """The cascade as separable.cascade_fits picks it by itself: more planes than 2 per SM (here
     3 per SM), db4 J=4 on 96 x 80, float32. One cascade_kernel launch; the step matches the
     reference; three calls agree bit for bit (a race between a block's tiles, or a missing
-    barrier, would most likely show as a difference)."""
+    barrier, would most likely show as a difference). The same planes in pairs of stages (the
+    cascade's rule lowered out of reach): four pair_kernel launches, three calls bit for bit."""
     planes = 3 * separable.sm_count(torch.device("cuda"))
     x_adv, g, x = _inputs(shape=(planes, 1, 96, 80), dtype=torch.float32)
     eps = 0.05 if norm == "Linf" else 0.5
@@ -421,13 +431,23 @@ def test_chain_cascade_many_planes_repeatable(norm):
         results.append(got)
     assert_wavelet_step(results[0], expected, norm, 0.03, f"cascade {planes} planes {norm}")
     assert all(torch.equal(results[0], r) for r in results[1:]), "repeated cascades differ"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(separable, "CASCADE_PLANES_PER_SM", 2**40)
+        launches = _chain_launches(x_adv, g, x, eps, "db4", 4, "symmetric", scales, norm)
+        assert launches["pair_kernel"] == 4 and launches["cascade_kernel"] == 0, launches
+        results = []
+        for _ in range(3):
+            got, expected = _wavelet_steps(x_adv, g, x, eps, "db4", 4, "symmetric", scales, norm)
+            results.append(got)
+    assert_wavelet_step(results[0], expected, norm, 0.03, f"pairs {planes} planes {norm}")
+    assert all(torch.equal(results[0], r) for r in results[1:]), "repeated pairs differ"
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("norm", ["Linf", "L2"])
-@pytest.mark.parametrize("route", ["levels", "cascade"])
+@pytest.mark.parametrize("route", ["pairs", "cascade"])
 def test_chain_dtypes_layouts_and_bounds(norm, dtype, route, monkeypatch):
-    """The chain (70 x 97 planes), level by level and as the cascade (forced: 6 planes do not
+    """The chain (70 x 97 planes), in pairs of stages and as the cascade (forced: 6 planes do not
     fill a GPU), in every dtype (half types: a float32 chain, x_adv rounded once) and layout
     (x_adv and grad in different ones; g' follows grad's) with per-sample eps and per-channel
     alpha and lo; the gradient is left as it was."""

@@ -562,28 +562,31 @@ def test_wavelet_pgd_step_haar(norm, level, monkeypatch):
 @_uses(*WAVELET_STEPS)
 @pytest.mark.parametrize(
     "path, size",
-    [("separable", (33, 20)), ("cascade", (140, 20)), ("chain", (140, 20))],
-    ids=["separable", "cascade", "chain"],
+    [("separable", (33, 20)), ("cascade", (140, 20)), ("pairs", (140, 20)), ("chain", (140, 20))],
+    ids=["separable", "cascade", "pairs", "chain"],
 )
 @pytest.mark.parametrize("norm", ["Linf", "L2"])
 def test_wavelet_pgd_step_db4_level_2(norm, path, size, monkeypatch):
     """db4, level 2: planes of at most 64 x 64 run the separable one-launch kernel (dense matrix
     products with tl.dot), larger ones (140 > 64 rows) the approximation chain: in one
     ``_cascade_kernel`` launch (one program per plane, every level: forced here, "cascade", as 4
-    planes do not fill a GPU), or, where the cascade does not fit ("chain"), per level an analysis of the approximation alone and a
-    ``_chain_kernel`` synthesis (the first level's 73 coefficient rows take its tiled merge, the
-    second level's its dense one). float64 in every mode (separable: the mode is in the host-built
+    planes do not fill a GPU), or, where the cascade does not fit, in pairs of stages ("pairs",
+    the default there: one ``_pair_kernel`` launch per level) or, with _PAIR_ROUTE off
+    ("chain"), per level an analysis of the approximation alone and a ``_chain_kernel``
+    synthesis (the first level's 73 coefficient rows take its tiled merge, the second level's
+    its dense one). float64 in every mode (separable: the mode is in the host-built
     matrices, one compiled kernel) or in two (chain and cascade: each mode compiles kernels), then
     reflect in float32 channels_last with tensor bounds and in bfloat16."""
     from wavefuse.kernels import dwt, pgd_step
 
     from wavefuse.ops import separable as separable_ops
 
-    if path == "chain":
+    if path in ("pairs", "chain"):
         monkeypatch.setattr(pgd_step, "_CASCADE_MAX_DEPTH", 0)
+        monkeypatch.setattr(pgd_step, "_PAIR_ROUTE", path == "pairs")
     if path == "cascade":
         monkeypatch.setattr(separable_ops, "CASCADE_PLANES_PER_SM", 0)
-    names = ("_separable_kernel", "_chain_kernel", "_cascade_kernel")
+    names = ("_separable_kernel", "_chain_kernel", "_cascade_kernel", "_pair_kernel")
     counts = count_launches(monkeypatch, pgd_step, *names)
     counts.update(count_launches(monkeypatch, dwt, "_dwt2d_fwd_kernel"))
     eps = 0.05 if norm == "Linf" else 0.5
@@ -609,16 +612,19 @@ def test_wavelet_pgd_step_db4_level_2(norm, path, size, monkeypatch):
     per_level = counts["_dwt2d_fwd_kernel"].launches
     chain = counts["_chain_kernel"].launches
     cascade = counts["_cascade_kernel"].launches
+    pairs = counts["_pair_kernel"].launches
     if path == "separable":
         # float64 (all calls but the last 2) needs float64 tl.dot (Triton 3.5): before, the chain
-        # (level by level: 4 planes do not fill a GPU)
+        # (in pairs: 4 planes do not fill a GPU)
         f64 = calls - 2 if not dwt._DOT_FLOAT64 else 0
-        assert separable == calls - f64 and per_level == chain == 2 * f64, (separable, chain)
-        assert cascade == 0, cascade
+        assert separable == calls - f64 and pairs == 2 * f64, (separable, pairs)
+        assert cascade == per_level == chain == 0, (cascade, per_level, chain)
     elif path == "cascade":
-        assert cascade == calls and separable == per_level == chain == 0, (cascade, per_level)
+        assert cascade == calls and separable == per_level == chain == pairs == 0, cascade
+    elif path == "pairs":
+        assert pairs == 2 * calls and separable == cascade == per_level == chain == 0, pairs
     else:
-        assert separable == cascade == 0 and per_level == chain == 2 * calls, (per_level, chain)
+        assert separable == cascade == pairs == 0 and per_level == chain == 2 * calls, chain
 
 
 @_uses(*WAVELET_STEPS)
@@ -627,14 +633,15 @@ def test_wavelet_pgd_step_cascade_many_planes_repeatable(norm, monkeypatch):
     """The cascade as separable.cascade_fits picks it by itself: more planes than 2 per SM (here
     3 per SM), db4 J=4 on 96 x 80, float32. One _cascade_kernel launch per call; the step
     matches the reference; three calls agree bit for bit (a race between a program's tiles, or
-    a barrier the compiler dropped, would most likely show as a difference); the level-by-level
-    chain gives the reference's step too."""
+    a barrier the compiler dropped, would most likely show as a difference); the chain in pairs
+    of stages (its route where the cascade does not run) gives the reference's step too, three
+    calls bit for bit."""
     from wavefuse.kernels import pgd_step
 
     from wavefuse.ops import separable
 
     planes = 3 * separable.sm_count(torch.device(DEVICE))
-    counts = count_launches(monkeypatch, pgd_step, "_cascade_kernel", "_chain_kernel")
+    counts = count_launches(monkeypatch, pgd_step, "_cascade_kernel", "_pair_kernel")
     x_adv, g, x = _step_inputs((planes, 1, 96, 80), torch.float32)
     eps = 0.05 if norm == "Linf" else 0.5
     scales = [0.0, 0.5, -0.25, 0.75]
@@ -642,10 +649,14 @@ def test_wavelet_pgd_step_cascade_many_planes_repeatable(norm, monkeypatch):
     for _ in range(3):
         got, expected = _wavelet_step(x_adv, g, x, eps, 0.03, "db4", 4, "symmetric", scales, norm)
         results.append(got)
-    assert counts["_cascade_kernel"].launches == 3 and counts["_chain_kernel"].launches == 0
+    assert counts["_cascade_kernel"].launches == 3 and counts["_pair_kernel"].launches == 0
     assert_wavelet_step(results[0], expected, norm, 0.03, f"cascade {planes} planes {norm}")
     assert all(torch.equal(results[0], r) for r in results[1:]), "repeated cascades differ"
     monkeypatch.setattr(pgd_step, "_CASCADE_MAX_DEPTH", 0)
-    got, expected = _wavelet_step(x_adv, g, x, eps, 0.03, "db4", 4, "symmetric", scales, norm)
-    assert counts["_chain_kernel"].launches == 4
-    assert_wavelet_step(got, expected, norm, 0.03, f"levels {planes} planes {norm}")
+    results = []
+    for _ in range(3):
+        got, expected = _wavelet_step(x_adv, g, x, eps, 0.03, "db4", 4, "symmetric", scales, norm)
+        results.append(got)
+    assert counts["_pair_kernel"].launches == 3 * 4
+    assert_wavelet_step(results[0], expected, norm, 0.03, f"pairs {planes} planes {norm}")
+    assert all(torch.equal(results[0], r) for r in results[1:]), "repeated pairs differ"

@@ -30,6 +30,13 @@
 // analysis tile), so the grid is only N * C blocks; the caller (separable.cascade_fits) keeps
 // planes that do not fill the GPU, or are over 512 x 512, on the per-level launches.
 //
+// Also: chain_pairs (pair_kernel, body pair_block in pair_body.cuh), the chain in pairs of stages
+// where the cascade does not run: J launches, one block per output tile of a stage, its window of
+// the previous stage (halo recomputed) in shared memory. 2026-12-06 (nvcc 13.0, -Xptxas -v):
+// int32 variants 40-48 registers, no spill; int64 variants 64 (sm_90) / 64-80 (sm_80) registers
+// with 44-68 bytes of spills (float and double on sm_90, float on sm_80), and the double int32
+// variant 28 bytes on sm_80. Never run on a GPU; its tile sides (pair_body.cuh) are blind.
+//
 // Instantiations: 2 kernels x 4 dtypes x 2 index types (int32 offsets where every tensor's
 // offsets stay below 2^30, else int64), plus the three chain kernels (the ll-only split, the
 // chain level, the cascade) for float and double only;
@@ -76,6 +83,7 @@
 #include "cascade_body.cuh"
 #include "common.h"
 #include "dwt_body.cuh"
+#include "pair_body.cuh"
 
 #ifndef __CUDA_ARCH__  // host pass only (see above)
 #include <ATen/Dispatch.h>
@@ -89,6 +97,8 @@
 #include <climits>
 #include <string>
 #include <tuple>
+#include <utility>
+#include <vector>
 
 #include "host.h"
 #endif
@@ -191,6 +201,19 @@ __global__ void __launch_bounds__(kThreads, kCascadeMinBlocks)
   });
 }
 
+// wavelet_pgd_step's chain in pairs of stages: one output tile of the second stage per block
+// (pair_body.cuh's pair_block: its phases for this thread, a barrier after each).
+template <typename acc_t, typename index_t>
+__global__ void __launch_bounds__(kThreads) pair_kernel(const PairArgs<acc_t, index_t> a) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  acc_t* smem = reinterpret_cast<acc_t*>(smem_raw);
+  const int tid = static_cast<int>(threadIdx.x);
+  pair_block(a, static_cast<index_t>(blockIdx.x), smem, [&](auto&& phase) {
+    phase(tid);
+    __syncthreads();
+  });
+}
+
 template <typename scalar_t, typename index_t>
 void split_launch(const SplitArgs<scalar_t, index_t>& a, int64_t blocks, size_t smem_bytes,
                   cudaStream_t stream) {
@@ -226,7 +249,22 @@ void cascade_launch(const CascadeArgs<acc_t, index_t>& a, int64_t blocks, size_t
       <<<static_cast<unsigned int>(blocks), kThreads, smem_bytes, stream>>>(a);
 }
 
+template <typename acc_t, typename index_t>
+void pair_launch(const PairArgs<acc_t, index_t>& a, int64_t blocks, size_t smem_bytes,
+                 cudaStream_t stream) {
+  pair_kernel<acc_t, index_t>
+      <<<static_cast<unsigned int>(blocks), kThreads, smem_bytes, stream>>>(a);
+}
+
 // The chain runs in the compute type only.
+template void pair_launch<float, int32_t>(const PairArgs<float, int32_t>&, int64_t, size_t,
+                                          cudaStream_t);
+template void pair_launch<float, int64_t>(const PairArgs<float, int64_t>&, int64_t, size_t,
+                                          cudaStream_t);
+template void pair_launch<double, int32_t>(const PairArgs<double, int32_t>&, int64_t, size_t,
+                                           cudaStream_t);
+template void pair_launch<double, int64_t>(const PairArgs<double, int64_t>&, int64_t, size_t,
+                                           cudaStream_t);
 template void cascade_launch<float, int32_t>(const CascadeArgs<float, int32_t>&, int64_t, size_t,
                                              cudaStream_t);
 template void cascade_launch<float, int64_t>(const CascadeArgs<float, int64_t>&, int64_t, size_t,
@@ -490,6 +528,112 @@ Tensor chain_cascade(const Tensor& g, const Tensor& taps, Mode mode,
     }
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
+  return out;
+}
+
+bool pairs_fit(int64_t L, const Tensor& like) {
+  return L % 2 == 0 && pair_smem_elems(L) * static_cast<int64_t>(acc_size(like)) <= kMaxSharedBytes;
+}
+
+Tensor chain_pairs(const Tensor& g, const Tensor& taps, Mode mode, at::ArrayRef<double> hf_scale) {
+  const auto t = g.scalar_type();
+  TORCH_CHECK((t == at::kFloat || t == at::kDouble) && taps.scalar_type() == t &&
+                  taps.is_contiguous() && taps.device() == g.device(),
+              "wavefuse: chain_pairs takes float32 or float64 data and contiguous taps of its "
+              "dtype on its device");
+  const int64_t N = g.size(0), C = g.size(1), L = taps.size(1);
+  const int depth = static_cast<int>(hf_scale.size());
+  TORCH_CHECK(depth >= 1 && pairs_fit(L, g), "wavefuse: chain_pairs takes at least one level and ",
+              "an even filter whose window fits in shared memory, got ", depth, " levels, ", L,
+              " taps");
+  const c10::cuda::CUDAGuard guard(g.device());
+  Tensor out = empty_4d(g, N, C, g.size(2), g.size(3));  // g' in g's memory format
+  if (out.numel() == 0) return out;
+  // sizes[j] of a_j
+  std::vector<std::pair<int64_t, int64_t>> sizes{{g.size(2), g.size(3)}};
+  for (int j = 1; j <= depth; ++j) {
+    sizes.push_back({analysis_length<int64_t>(sizes.back().first, L, mode),
+                     analysis_length<int64_t>(sizes.back().second, L, mode)});
+  }
+  std::vector<Tensor> approx(depth + 1), detail(depth + 1);  // a_j, e_j in memory
+  approx[0] = g;
+  const size_t smem_bytes = static_cast<size_t>(pair_smem_elems(L)) * acc_size(g);
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(g.device().index()).stream();
+  for (const PairStep& st : pair_plan(depth, hf_scale.data())) {
+    const bool first_a = st.first_analysis, second_a = st.second_analysis;
+    const int j1 = st.j1, j2 = st.j2;
+    const Tensor& src = first_a ? approx[j1 - 1] : (j1 < depth ? detail[j1] : approx[j1]);
+    const auto src_size = first_a ? sizes[j1 - 1] : sizes[j1];
+    const auto mid_size = first_a ? sizes[j1] : sizes[j1 - 1];
+    const auto out_size = second_a ? sizes[j2] : sizes[j2 - 1];
+    const double c1 = st.c1, c2 = st.c2;
+    const bool final = st.final, store_first = st.store_first;
+    const Tensor& p1 = c1 != 0.0 ? approx[j1 - 1] : src;
+    const Tensor& p2 = c2 != 0.0 ? approx[j2 - 1] : src;
+    TORCH_INTERNAL_ASSERT(p1.defined() && p2.defined() && src.defined(),
+                          "wavefuse: chain_pairs lost a level");
+    const Tensor first =
+        store_first ? empty_4d(g, N, C, mid_size.first, mid_size.second) : Tensor();
+    const Tensor dst = final ? out : empty_4d(g, N, C, out_size.first, out_size.second);
+    const int T = second_a ? kPairTileA : kPairTileS;
+    const int64_t tiles_h = (out_size.first + T - 1) / T, tiles_w = (out_size.second + T - 1) / T;
+    const int64_t blocks = N * C * tiles_h * tiles_w;
+    TORCH_CHECK(blocks <= INT_MAX, "wavefuse: too many output tiles (", blocks,
+                ") for one CUDA launch");
+    const bool small = int32_offsets({&src, &p1, &p2, &dst}) &&
+                       (!first.defined() || int32_offsets({&first}));
+    AT_DISPATCH_FLOATING_TYPES(t, "wavefuse_chain_pairs_cuda", [&] {
+      auto fill = [&](auto index_tag) {
+        using index_t = decltype(index_tag);
+        PairArgs<scalar_t, index_t> a{};
+        a.src = static_cast<const scalar_t*>(src.data_ptr());
+        a.ss = strides4<index_t>(src);
+        a.p1 = static_cast<const scalar_t*>(p1.data_ptr());
+        a.s1 = strides4<index_t>(p1);
+        a.p2 = static_cast<const scalar_t*>(p2.data_ptr());
+        a.s2 = strides4<index_t>(p2);
+        a.first = first.defined() ? static_cast<scalar_t*>(first.data_ptr()) : nullptr;
+        a.sf = first.defined() ? strides4<index_t>(first) : Strides4<index_t>{0, 0, 0, 0};
+        a.out = static_cast<scalar_t*>(dst.data_ptr());
+        a.so = strides4<index_t>(dst);
+        a.filters = static_cast<const scalar_t*>(taps.data_ptr());
+        a.c1 = static_cast<scalar_t>(c1);
+        a.g1 = static_cast<scalar_t>(st.g1);
+        a.c2 = static_cast<scalar_t>(c2);
+        a.g2 = static_cast<scalar_t>(st.g2);
+        a.has_c1 = c1 != 0.0;
+        a.has_c2 = c2 != 0.0;
+        a.first_analysis = first_a;
+        a.second_analysis = second_a;
+        a.C = static_cast<index_t>(C);
+        a.Hs = static_cast<index_t>(src_size.first);
+        a.Ws = static_cast<index_t>(src_size.second);
+        a.Hm = static_cast<index_t>(mid_size.first);
+        a.Wm = static_cast<index_t>(mid_size.second);
+        a.Ho = static_cast<index_t>(out_size.first);
+        a.Wo = static_cast<index_t>(out_size.second);
+        a.tiles_h = static_cast<index_t>(tiles_h);
+        a.tiles_w = static_cast<index_t>(tiles_w);
+        a.L = static_cast<int>(L);
+        a.R = static_cast<int>(pair_window(second_a, L));
+        a.T = T;
+        a.mode = mode;
+        pair_launch(a, blocks, smem_bytes, stream);
+      };
+      if (small) {
+        fill(int32_t{});
+      } else {
+        fill(int64_t{});
+      }
+    });
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    if (store_first) approx[j1] = first;
+    if (second_a) {
+      approx[j2] = dst;
+    } else if (!final) {
+      detail[j2 - 1] = dst;
+    }
+  }
   return out;
 }
 

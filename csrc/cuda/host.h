@@ -133,5 +133,12 @@ void chain_level(const at::Tensor& cur, const at::Tensor& prev, const at::Tensor
 // memory format (a view of the one scratch allocation that also holds the levels).
 at::Tensor chain_cascade(const at::Tensor& g, const at::Tensor& taps, Mode mode,
                          at::ArrayRef<double> hf_scale);
+// The chain in pairs of stages (pair_body.cuh): J launches for J levels, every level's tiles
+// spread over the GPU. Arguments and result as chain_cascade's (g' in g's memory format, its own
+// allocation); pairs_fit says whether a bank of L taps runs it (an even L whose window fits in
+// shared memory in like's compute dtype).
+at::Tensor chain_pairs(const at::Tensor& g, const at::Tensor& taps, Mode mode,
+                       at::ArrayRef<double> hf_scale);
+bool pairs_fit(int64_t L, const at::Tensor& like);
 }  // namespace cuda_dwt
 }  // namespace wavefuse

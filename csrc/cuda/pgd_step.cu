@@ -62,7 +62,13 @@
 //         ONE launch for the filter (dwt.cu's cascade_kernel, one block per (n, c) plane running
 //         the same split (ll only) and chain_thread bodies level after level over its tiles,
 //         barriers between phases, a_j / e_j in one plane-major scratch allocation that also
-//         holds g'), then the step: filter launches 2J -> 1 (issue #5, requirement 3). A bank
+//         holds g'), then the step: filter launches 2J -> 1 (issue #5, requirement 3). Where the
+//         cascade does not run, the chain IN PAIRS OF STAGES (dwt.cu's chain_pairs, body
+//         pair_body.cuh: each launch runs two consecutive stages of A_1 .. A_J, S_J .. S_1, a
+//         block computing its tile's window of the first stage -- halo recomputed -- in shared
+//         memory, then its tile): J launches for the filter, then the step; the per-level
+//         launches above remain for a filter whose window does not fit in shared memory
+//         (dwt.cu's pairs_fit: 48 taps and more in float64, 82 in float32). A bank
 //         without perfect reconstruction runs the COMPOSITION: per level the CUDA analysis
 //         (the registered wavefuse::_dwt2d_kernel, called through the c10 dispatcher by
 //         scale_details.h), the detail bands times hf_scale[j], then per level the synthesis
@@ -699,8 +705,9 @@ void wavelet_pgd_step_cuda(const Tensor& x_adv, const Tensor& grad, const Tensor
 // band is formed. Same derivation as kernels/pgd_step.py's _chain_step. With `cascade` (the
 // caller's choice: separable.cascade_fits, planes that fill the GPU), the same chain runs as ONE
 // launch (cuda_dwt::chain_cascade: dwt.cu's cascade_kernel, one block per plane), then the
-// step. Half types still convert the gradient to float32 first (one copy kernel; not part of the
-// filter).
+// step. Otherwise, where dwt.cu's pairs_fit allows, in pairs of stages (chain_pairs: J launches),
+// then the step. Half types still convert the gradient to float32 first (one copy kernel; not
+// part of the filter).
 void chain_pgd_step_cuda(const Tensor& x_adv, const Tensor& grad, const Tensor& x_nat, double eps,
                          double alpha, double lo, double hi,
                          const std::optional<Tensor>& eps_tensor,
@@ -724,6 +731,11 @@ void chain_pgd_step_cuda(const Tensor& x_adv, const Tensor& grad, const Tensor& 
   if (cascade) {
     // ONE launch for the whole filter (dwt.cu's cascade_kernel), then the step.
     step_filtered(x_adv, cuda_dwt::chain_cascade(g0, taps, mode, hf_scale), x_nat, s, l2);
+    return;
+  }
+  if (cuda_dwt::pairs_fit(taps.size(1), g0)) {
+    // J launches for the filter (dwt.cu's pair_kernel: two stages each), then the step.
+    step_filtered(x_adv, cuda_dwt::chain_pairs(g0, taps, mode, hf_scale), x_nat, s, l2);
     return;
   }
   std::vector<Tensor> chain{g0};

@@ -60,7 +60,9 @@ dtype and layout, no host sync); other wavelets (and deeper Haar levels) on plan
 run _separable_pgd_step_kernel (the filter of every level as the separable matrix pairs of
 wavefuse/ops/separable.py, which this module builds and passes: one launch for Linf, three for L2),
 larger planes _chain_pgd_step_kernel (one launch for every level, one block per plane, where
-separable.cascade_fits; otherwise two launches per level; then the step) or, for a bank without
+separable.cascade_fits; otherwise one launch per level, the chain's stages two per launch, or two
+per level for a filter whose window does not fit in shared memory; then the step) or, for a bank
+without
 perfect reconstruction, the CUDA transform kernels level by level, then the step. Triton likewise:
 on planes up to 64 x 64 one launch for every level (Linf steps in it; L2: three launches, that one
 also summing g'^2 per plane, then pgd_step's last two), larger planes the approximation chain -- in

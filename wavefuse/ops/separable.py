@@ -234,8 +234,8 @@ def chain_depth(level: int, hf_scale: list[float]) -> int:
 # the GPU has SMs (times a few), SMs sit idle while each plane's levels run one tile after another;
 # a large plane takes long serially. So the cascade runs only where the planes fill the GPU
 # (at least CASCADE_PLANES_PER_SM per SM) and each is at most CASCADE_MAX_PLANE samples; elsewhere
-# the chain runs with every level's tiles spread over the GPU: Triton in pairs of stages (one
-# launch per level, kernels/pgd_step.py's _pair_kernel), CUDA level by level (two per level).
+# the chain runs with every level's tiles spread over the GPU, in pairs of stages: one launch per
+# level (kernels/pgd_step.py's _pair_kernel, csrc/cuda/pair_body.cuh).
 # The band energies' cascades (kernels/hf_penalty.py, csrc/cuda/hf_cascade_body.cuh: one launch
 # per pass, every level of a plane in one program or block) follow the same rule.
 # BLIND: both numbers are reasoned, not measured (nothing here has run on a GPU); bench/README.md
