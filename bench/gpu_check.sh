@@ -13,6 +13,9 @@
 #                  --only wavelet_pgd_step                                       then plot.py
 #       bench      bench_dwt + bench_ops
 #       at_step    bench_at_step.py (PGD-10 AT step, two models, agreement check) then plot.py
+#       routes     bench_routes.py: the blind route choices (cascade / pairs / levels of
+#                  wavelet_pgd_step's chain, cascade / levels of hf_penalty) timed side by side
+#                  (results/gpu-<slug>-routes.csv)
 #       sanitize   compute-sanitizer memcheck + racecheck of the CUDA kernels and memcheck of the
 #                  Triton kernels, driven by bench/sanitize.py (full reports: gpu-<slug>-sanitize-*.txt)
 #       all        tests bench at_step (about 25 min on one H100)
@@ -51,7 +54,7 @@ STATE=/tmp/wavefuse-gpu-results  # survives between commands while the machine s
 export PYTHONUNBUFFERED=1
 # wavefuse imports from the checkout (bench/*.py run from bench/), installed or not
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
-USAGE="usage: bench/gpu_check.sh setup|tests|tests_gpu|bench_dwt|bench_ops|bench|at_step|sanitize|all ... | unpack DIR"
+USAGE="usage: bench/gpu_check.sh setup|tests|tests_gpu|bench_dwt|bench_ops|bench|at_step|routes|sanitize|all ... | unpack DIR"
 
 # ---------------------------------------------------------------------------------------- unpack
 
@@ -63,7 +66,7 @@ if [ "${1:-}" = unpack ]; then
         tar -xzf "$tarball" -C "$tmp" || exit 1
         for f in "$tmp"/*; do
             name=$(basename "$f")
-            if [[ $name == gpu-*.csv ]]; then  # rows by case: the returned cases replace ours
+            if [[ $name == gpu-*.csv && $name != *-routes.csv ]]; then  # rows by case: the returned cases replace ours
                 "$PY" "$ROOT/bench/_gpu.py" merge "$f" "$RESULTS/$name" || exit 1
             else
                 cp "$f" "$RESULTS/$name"
@@ -86,7 +89,7 @@ PHASES=("$@")
 [ ${#PHASES[@]} -eq 0 ] && PHASES=(all)
 for p in "${PHASES[@]}"; do
     case $p in
-        setup | tests | tests_gpu | bench_dwt | bench_ops | bench | at_step | sanitize | all | _install_wheels | _build_extension) ;;
+        setup | tests | tests_gpu | bench_dwt | bench_ops | bench | at_step | routes | sanitize | all | _install_wheels | _build_extension) ;;
         *) echo "$USAGE" >&2; exit 2 ;;
     esac
 done
@@ -226,6 +229,7 @@ restore_state() {
     shopt -s nullglob
     for f in "$STATE"/gpu-"$SLUG"*; do
         case $f in
+            *-routes.csv) cp "$f" "$RESULTS/" ;;  # one table, rewritten by every routes run
             *.csv) "$PY" bench/_gpu.py merge "$f" "$RESULTS/$(basename "$f")" ;;
             *) [ -e "$RESULTS/$(basename "$f")" ] || cp "$f" "$RESULTS/" ;;
         esac
@@ -324,6 +328,7 @@ for p in "${PHASES[@]}"; do
             bench_family dwt 60; bench_family hf_penalty 45; bench_family pgd_step 40
             bench_family wavelet_pgd_step 100; plots=1 ;;
         at_step) step bench_at_step "${GPU_CHECK_AT_STEP_S:-480}" "$PY" bench/bench_at_step.py; plots=1 ;;
+        routes) step bench_routes 300 "$PY" bench/bench_routes.py ;;
         sanitize) run_sanitize ;;
         all)
             run_tests

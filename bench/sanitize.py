@@ -103,12 +103,27 @@ def _multilevel(backend: str, failures: list) -> int:
 
 
 def _steps(backend: str, failures: list) -> int:
+    from wavefuse.ops import separable
+
+    n = 0
+    saved = separable.CASCADE_PLANES_PER_SM
+    try:  # the chain of the 70 x 33 planes: in pairs of stages (2 planes), then as the cascade
+        for per_sm in (saved, 0):
+            separable.CASCADE_PLANES_PER_SM = per_sm
+            n += _steps_once(backend, failures, chain_only=per_sm == 0)
+    finally:
+        separable.CASCADE_PLANES_PER_SM = saved
+    return n
+
+
+def _steps_once(backend: str, failures: list, chain_only: bool) -> int:
     n = 0
     # wavelet_pgd_step: haar (the fused kernels) shallow and deep, and a longer filter in a mode
-    # that reflects: the separable kernel on planes up to 64 x 64, the per-level transforms and
-    # then the step on the 70 x 33 one.
+    # that reflects: the separable kernel on planes up to 64 x 64, the approximation chain on the
+    # 70 x 33 one (its route: _steps).
     filters = (("haar", "periodization", 1), ("haar", "symmetric", 3), ("db4", "reflect", 2))
-    for shape in ((2, 3, 17, 24), (1, 1, 1, 1), (3, 3, 64, 64), (1, 2, 70, 33)):
+    shapes = ((2, 3, 17, 24), (1, 1, 1, 1), (3, 3, 64, 64), (1, 2, 70, 33))
+    for shape in shapes[-1:] if chain_only else shapes:
         for norm in ("Linf", "L2"):
             for op, (wave, mode, level) in [("pgd_step", filters[0])] + [
                 ("wavelet_pgd_step", f) for f in filters
