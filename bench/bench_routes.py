@@ -58,6 +58,7 @@ CASES = [
     ("wavelet_pgd_step", "db4", 3, "Linf", (128, 3, 224, 224)),
     ("wavelet_pgd_step", "db4", 3, "Linf", (4, 3, 768, 768)),
     ("wavelet_pgd_step", "sym8", 2, "Linf", (16, 3, 224, 224)),
+    ("wavelet_pgd_step", "db20", 2, "Linf", (16, 3, 224, 224)),
     ("hf_penalty", "db4", 3, None, (128, 64, 32, 32)),
     ("hf_penalty", "db4", 3, None, (16, 3, 224, 224)),
 ]

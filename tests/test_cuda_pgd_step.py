@@ -16,9 +16,11 @@ kernel or the approximation chain (tests ``test_haar_*``). Other banks run the s
 (sep_step_kernel, the same launch counts) on planes up to 64 x 64 (``test_separable_*``; the
 other wavelet tests' planes are all separable-sized), the approximation chain above
 (``test_chain_*``: where separable.cascade_fits -- planes that fill the GPU, none over 2^18
-samples -- ONE cascade_kernel launch for the whole filter, then the step; otherwise per level
-split_kernel writing the approximation alone and chain_kernel, then the step), and the composition of the transforms for a bank without
-perfect reconstruction.
+samples -- ONE cascade_kernel launch for the whole filter, then the step; otherwise one
+pair_kernel launch per level (the chain's stages two per launch), then the step; per level
+split_kernel writing the approximation alone and chain_kernel only for a bank too long for the
+pairs' shared memory), and the composition of the transforms for a bank without perfect
+reconstruction.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import math
 import warnings
 
 import pytest
+import pywt
 import torch
 from conftest import (
     ALL_MODES,
@@ -385,17 +388,18 @@ def test_chain_per_level_or_cascade(norm, monkeypatch):
     the chain runs in pairs of stages (one pair_kernel per level, no cascade, split or
     chain_kernel); with the planes-per-SM rule off, the cascade (one launch); with it off but the
     plane one sample over CASCADE_MAX_PLANE (lowered), in pairs again. All match the reference.
-    A filter whose pair window does not fit in shared memory (coif10, 60 taps, float64) runs
-    level by level (per level one split_kernel and one chain_kernel)."""
+    A bank whose pair window does not fit in shared memory (PyWavelets' db24, 48 taps, float64,
+    through the op: wavefuse names no wavelet that long) runs level by level (per level one
+    split_kernel and one chain_kernel)."""
     eps = 0.05 if norm == "Linf" else 0.5
     scales = [0.0, 0.5]
     x_adv, g, x = _inputs(shape=(2, 2, 131, 45), dtype=torch.float64)  # no float32 sign flips
-    levels = {"cascade_kernel": 0, "pair_kernel": 2, "chain_kernel": 0, "split_kernel": 0}
+    pairs = {"cascade_kernel": 0, "pair_kernel": 2, "chain_kernel": 0, "split_kernel": 0}
     cascade = {"cascade_kernel": 1, "pair_kernel": 0, "chain_kernel": 0, "split_kernel": 0}
     for per_sm, max_plane, expected_launches in (
-        (separable.CASCADE_PLANES_PER_SM, separable.CASCADE_MAX_PLANE, levels),
+        (separable.CASCADE_PLANES_PER_SM, separable.CASCADE_MAX_PLANE, pairs),
         (0, separable.CASCADE_MAX_PLANE, cascade),
-        (0, 131 * 45 - 1, levels),
+        (0, 131 * 45 - 1, pairs),
     ):
         monkeypatch.setattr(separable, "CASCADE_PLANES_PER_SM", per_sm)
         monkeypatch.setattr(separable, "CASCADE_MAX_PLANE", max_plane)
@@ -404,12 +408,21 @@ def test_chain_per_level_or_cascade(norm, monkeypatch):
         launches = _chain_launches(x_adv, g, x, eps, "db4", 2, "symmetric", scales, norm)
         for kind, count in expected_launches.items():
             assert launches[kind] == count, (per_sm, max_plane, launches)
-    monkeypatch.setattr(separable, "CASCADE_MAX_PLANE", 131 * 45 - 1)
-    got, expected = _wavelet_steps(x_adv, g, x, eps, "coif10", 2, "symmetric", scales, norm)
-    assert_wavelet_step(got, expected, norm, 0.03, f"chain coif10 levels {norm}")
-    launches = _chain_launches(x_adv, g, x, eps, "coif10", 2, "symmetric", scales, norm)
-    assert launches["chain_kernel"] == launches["split_kernel"] == 2, launches
-    assert launches["pair_kernel"] == launches["cascade_kernel"] == 0, launches
+    db24 = pywt.Wavelet("db24")
+    bank = torch.tensor([db24.dec_lo, db24.dec_hi], dtype=torch.float64, device=x.device)
+    bounds = prepare_bounds(x, eps, 0.03, 0.0, 1.0, norm)
+    results = {}
+    for backend in ("cuda", "reference"):
+        out = _copy(x_adv)
+        args = (*bounds, bank, "symmetric", 2, scales, norm, backend)
+        names = _kernel_launches(lambda out=out, args=args: torch.ops.wavefuse.wavelet_pgd_step(
+            out, g, x, *args))  # fmt: skip
+        if backend == "cuda":
+            launches = {k: sum(k in n for n in names) for k in pairs}
+            assert launches["chain_kernel"] == launches["split_kernel"] == 2, launches
+            assert launches["pair_kernel"] == launches["cascade_kernel"] == 0, launches
+        results[backend] = out
+    assert_wavelet_step(results["cuda"], results["reference"], norm, 0.03, f"db24 levels {norm}")
 
 
 @pytest.mark.parametrize("norm", ["Linf", "L2"])

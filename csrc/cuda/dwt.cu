@@ -38,8 +38,8 @@
 // variant 28 bytes on sm_80. Never run on a GPU; its tile sides (pair_body.cuh) are blind.
 //
 // Instantiations: 2 kernels x 4 dtypes x 2 index types (int32 offsets where every tensor's
-// offsets stay below 2^30, else int64), plus the three chain kernels (the ll-only split, the
-// chain level, the cascade) for float and double only;
+// offsets stay below 2^30, else int64), plus the four chain kernels (the ll-only split, the
+// chain level, the cascade, the pair) for float and double only;
 // mode and filter length are run-time arguments.
 // (2026-11-23: this file, sm_80 + sm_90, 41 s of CPU on the 2-core build machine, 63 s wall under
 // load; ptxas: no spills, no stack frames, split 32-64 and merge 64-128 registers per thread.

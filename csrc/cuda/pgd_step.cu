@@ -68,7 +68,10 @@
 //         block computing its tile's window of the first stage -- halo recomputed -- in shared
 //         memory, then its tile): J launches for the filter, then the step; the per-level
 //         launches above remain for a filter whose window does not fit in shared memory
-//         (dwt.cu's pairs_fit: 48 taps and more in float64, 82 in float32). A bank
+//         (dwt.cu's pairs_fit: 48 taps and more in float64, 82 in float32 -- longer than any
+//         wavelet wavefuse names, so only a bank passed to the op directly). Stage 1 is a direct
+//         2-D gather (L^2 taps per window sample): for long filters the pairs may cost more
+//         arithmetic than the level route saves in launches (bench/bench_routes.py). A bank
 //         without perfect reconstruction runs the COMPOSITION: per level the CUDA analysis
 //         (the registered wavefuse::_dwt2d_kernel, called through the c10 dispatcher by
 //         scale_details.h), the detail bands times hf_scale[j], then per level the synthesis

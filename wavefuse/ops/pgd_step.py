@@ -532,7 +532,9 @@ def _cuda_chain_step(x_adv, grad, x_nat, bounds, filters, mode, level, hf_scale,
     (separable.perfect_reconstruction: checked on the host once per bank, mode and size and cached;
     None, i.e. not known, for a new device bank under CUDA graph capture); only the levels the
     filter needs (separable.chain_depth); in one cascade launch where separable.cascade_fits
-    (planes that fill the GPU), level by level otherwise. False otherwise:
+    (planes that fill the GPU), otherwise in pairs of stages (one launch per level; level by level
+    for a bank over 46 taps in float64 or 80 in float32, whose window does not fit in shared
+    memory: no named wavelet). False otherwise:
     _wavelet_pgd_step_kernel's composition of the transforms runs then."""
     haar = filters.shape[-1] == 2 and level <= _CUDA_HAAR_MAX_LEVELS
     if haar or x_adv.numel() == 0 or not _has_cuda_chain():
