@@ -82,6 +82,8 @@ std::vector<double> run(const Params& p, const std::vector<double>& filters64,
   auto strides = [&](int j) {
     return j == 0 ? strides4<index_t>(p.g) : dense<index_t>(p.C, hs[j], ws[j]);
   };
+  // as chain_pairs: the band where it fits in the 48 KiB that host.h's kMaxSharedBytes allows
+  const bool band = pair_band_fits(p.L, static_cast<int64_t>(sizeof(acc_t)), 48 * 1024);
   std::vector<acc_t> smem;
   auto all_threads = [](auto&& f) {
     for (int tid = 0; tid < kThreads; ++tid) f(tid);
@@ -128,6 +130,7 @@ std::vector<double> run(const Params& p, const std::vector<double>& filters64,
     a.g2 = static_cast<acc_t>(st.g2);
     a.first_analysis = st.first_analysis;
     a.second_analysis = st.second_analysis;
+    a.band = band;
     a.C = static_cast<index_t>(p.C);
     a.L = p.L;
     a.R = static_cast<int>(pair_window(st.second_analysis, p.L));
@@ -137,7 +140,7 @@ std::vector<double> run(const Params& p, const std::vector<double>& filters64,
     a.tiles_h = static_cast<index_t>(th);
     a.tiles_w = static_cast<index_t>(tw);
     for (int64_t b = 0; b < p.N * p.C * th * tw; ++b) {  // the grid
-      smem.assign(pair_smem_elems(p.L), nan);
+      smem.assign(pair_smem_elems(p.L, band), nan);
       pair_block(a, static_cast<index_t>(b), smem.data(), all_threads);
     }
   }

@@ -32,10 +32,11 @@
 //
 // Also: chain_pairs (pair_kernel, body pair_block in pair_body.cuh), the chain in pairs of stages
 // where the cascade does not run: J launches, one block per output tile of a stage, its window of
-// the previous stage (halo recomputed) in shared memory. 2026-12-06 (nvcc 13.0, -Xptxas -v):
-// int32 variants 40-48 registers, no spill; int64 variants 64 (sm_90) / 64-80 (sm_80) registers
-// with 44-68 bytes of spills (float and double on sm_90, float on sm_80), and the double int32
-// variant 28 bytes on sm_80. Never run on a GPU; its tile sides (pair_body.cuh) are blind.
+// the previous stage (halo recomputed) in shared memory; a first-stage analysis through a
+// row-pass band in shared memory where it fits (pair_band_fits). 2026-12-06 (nvcc 13.0, -Xptxas
+// -v, sm_80 + sm_90): int32 variants 40-48 registers, no spill; <double, int64_t> 80, no spill;
+// <float, int64_t> 64 registers and 56 bytes of spill on both. Never run on a GPU; its tile
+// sides (pair_body.cuh) are blind.
 //
 // Instantiations: 2 kernels x 4 dtypes x 2 index types (int32 offsets where every tensor's
 // offsets stay below 2^30, else int64), plus the four chain kernels (the ll-only split, the
@@ -557,7 +558,8 @@ Tensor chain_pairs(const Tensor& g, const Tensor& taps, Mode mode, at::ArrayRef<
   }
   std::vector<Tensor> approx(depth + 1), detail(depth + 1);  // a_j, e_j in memory
   approx[0] = g;
-  const size_t smem_bytes = static_cast<size_t>(pair_smem_elems(L)) * acc_size(g);
+  const bool band = pair_band_fits(L, static_cast<int64_t>(acc_size(g)), kMaxSharedBytes);
+  const size_t smem_bytes = static_cast<size_t>(pair_smem_elems(L, band)) * acc_size(g);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(g.device().index()).stream();
   for (const PairStep& st : pair_plan(depth, hf_scale.data())) {
     const bool first_a = st.first_analysis, second_a = st.second_analysis;
@@ -605,6 +607,7 @@ Tensor chain_pairs(const Tensor& g, const Tensor& taps, Mode mode, at::ArrayRef<
         a.has_c2 = c2 != 0.0;
         a.first_analysis = first_a;
         a.second_analysis = second_a;
+        a.band = band;
         a.C = static_cast<index_t>(C);
         a.Hs = static_cast<index_t>(src_size.first);
         a.Ws = static_cast<index_t>(src_size.second);

@@ -15,7 +15,10 @@
 //     the plane at (w0 + s) mod n (periodization) or zero outside [0, n);
 // so the second stage reads the window with no boundary logic. A first-stage value at a mapped
 // index is computed straight from global memory (a direct 2-D gather: L^2 taps for an analysis,
-// (L/2)^2 for a synthesis, zero padding skipped, never multiplied).
+// (L/2)^2 for a synthesis, zero padding skipped, never multiplied) -- except, for an analysis
+// whose band fits in shared memory (pair_band_fits: up to 28 taps in float32, 12 in float64 --
+// the common short filters), at window rows under no boundary rule: there a row pass into a
+// shared band (phase 1a) and the column taps, about 3L per sample, as dwt_body.cuh's split.
 //
 // Geometry: an analysis tile of T_A = kPairTileA outputs per side reads slots 2t + m < 2 T_A + L - 2
 // = R_A; a synthesis tile of T_S = kPairTileS (even) outputs from an even r0 reads T_S / 2 + L / 2
@@ -47,11 +50,21 @@ inline int64_t pair_window(bool second_analysis, int64_t L) {
   return second_analysis ? 2 * kPairTileA + L - 2 : kPairTileS / 2 + L / 2;
 }
 
-// Shared memory of a pair block, in acc_t elements: the taps (2L) and the larger window.
-inline int64_t pair_smem_elems(int64_t L) {
+// Rows of the band of a first-stage analysis (R window rows read 2s + m, m < L, of it).
+inline int64_t pair_band_rows(int64_t R, int64_t L) { return 2 * R + L - 2; }
+
+// Shared memory of a pair block, in acc_t elements: the taps (2L) and the larger window; with
+// `band`, also the row-pass band of the larger window (a first-stage analysis made separable).
+inline int64_t pair_smem_elems(int64_t L, bool band = false) {
   const int64_t r = pair_window(true, L) > pair_window(false, L) ? pair_window(true, L)
                                                                  : pair_window(false, L);
-  return 2 * L + r * r;
+  return 2 * L + r * r + (band ? pair_band_rows(r, L) * r : 0);
+}
+
+// Whether the band fits in `limit_bytes` of shared memory (acc_bytes per element): then a
+// first-stage analysis costs about 3L multiply-adds per window sample instead of L^2.
+inline bool pair_band_fits(int64_t L, int64_t acc_bytes, int64_t limit_bytes) {
+  return pair_smem_elems(L, true) * acc_bytes <= limit_bytes;
 }
 
 // One launch of the chain (host; the harness too): stages (first_analysis, j1) and
@@ -109,6 +122,7 @@ struct PairArgs {
   acc_t c1, g1, c2, g2;  // coefficients and gains (a synthesis: c * p + g * S_lo ...)
   bool has_c1, has_c2;
   bool first_analysis, second_analysis;
+  bool band;  // a first-stage analysis through the row-pass band (pair_band_fits)
   index_t C, Hs, Ws, Hm, Wm, Ho, Wo;
   index_t tiles_h, tiles_w;  // of the second stage's output
   int L, R, T;               // taps, window side, outputs per tile side
@@ -207,6 +221,42 @@ WAVEFUSE_HD_INLINE index_t pair_w0(bool second_analysis, index_t t0, int L, int 
   return second_analysis ? 2 * t0 + off : floor_div<index_t>(t0 - L + 1 - off, 2);
 }
 
+// Phase 1a (a first-stage analysis with `band`): the row pass of the window's rows, thread tid's
+// entries. Band row u stands for the source's extended row 2 w0h + off + u: window row s whose
+// plane index is its own position (w0h + s inside [0, Hm): no boundary rule) reads rows 2s + m.
+// band[u][t] = sum_n t[n] src[e(2 w0h + off + u), e(2 k_t + n + off)], k_t the window column's
+// plane index (zero where that is -1).
+template <typename acc_t, typename index_t>
+WAVEFUSE_HOST_DEVICE void pair_stage1_band(const PairArgs<acc_t, index_t>& a, index_t block,
+                                           int tid, acc_t* smem) {
+  if (!a.first_analysis || !a.band) return;
+  const acc_t* taps = smem;
+  acc_t* band = smem + 2 * a.L + a.R * a.R;
+  const int off = pair_off(a.mode, a.L);
+  index_t plane, i0, j0;
+  pair_origin(block, a.tiles_h, a.tiles_w, a.T, plane, i0, j0);
+  const index_t pn = plane / a.C, pc = plane % a.C;
+  const index_t w0h = pair_w0<index_t>(a.second_analysis, i0, a.L, off);
+  const index_t w0w = pair_w0<index_t>(a.second_analysis, j0, a.L, off);
+  const acc_t* src = a.src + pn * a.ss.n + pc * a.ss.c;
+  const int rows = static_cast<int>(pair_band_rows(a.R, a.L));
+  for (int e = tid; e < rows * a.R; e += kThreads) {
+    const int u = e / a.R, t = e % a.R;
+    const index_t row = extend_index<index_t>(a.mode, 2 * w0h + off + u, a.Hs);
+    const index_t k = pair_window_index<index_t>(a.second_analysis, a.mode, w0w + t, a.Wm);
+    acc_t v = acc_t(0);
+    if (row >= 0 && k >= 0) {
+      const acc_t* line = src + row * a.ss.h;
+      for (int n = 0; n < a.L; ++n) {
+        const index_t col = extend_index<index_t>(a.mode, 2 * k + n + off, a.Ws);
+        if (col < 0) continue;  // zero padding skipped, as pair_analysis
+        v += taps[n] * line[col * a.ss.w];
+      }
+    }
+    band[e] = v;
+  }
+}
+
 // Phase 1: the window (R x R, after the taps in shared memory), thread tid's entries.
 template <typename acc_t, typename index_t>
 WAVEFUSE_HOST_DEVICE void pair_stage1(const PairArgs<acc_t, index_t>& a, index_t block, int tid,
@@ -227,7 +277,10 @@ WAVEFUSE_HOST_DEVICE void pair_stage1(const PairArgs<acc_t, index_t>& a, index_t
     const index_t col = pair_window_index<index_t>(a.second_analysis, a.mode, pw, a.Wm);
     acc_t v = acc_t(0);
     if (row >= 0 && col >= 0) {
-      if (a.first_analysis) {
+      if (a.first_analysis && a.band && row == ph) {  // the band's rows 2s + m (phase 1a)
+        const acc_t* band = window + a.R * a.R + (2 * (e / a.R)) * a.R + e % a.R;
+        for (int m = 0; m < a.L; ++m) v += taps[m] * band[m * a.R];
+      } else if (a.first_analysis) {  // a row under the boundary rule: the direct gather
         v = pair_analysis<acc_t, index_t>(src, a.ss, row, col, a.Hs, a.Ws, a.L, off, a.mode,
                                           taps);
       } else {
@@ -285,6 +338,7 @@ template <typename acc_t, typename index_t, typename Phase>
 WAVEFUSE_HD_INLINE void pair_block(const PairArgs<acc_t, index_t>& a, index_t block, acc_t* smem,
                                    Phase&& phase) {
   phase([&](int tid) { load_taps(a.filters, a.L, /*reverse=*/true, tid, smem); });
+  phase([&](int tid) { pair_stage1_band(a, block, tid, smem); });
   phase([&](int tid) { pair_stage1(a, block, tid, smem); });
   phase([&](int tid) { pair_stage2(a, block, tid, smem); });
 }
