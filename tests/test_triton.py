@@ -485,8 +485,10 @@ def test_kernels_refused_for_shared_memory_fall_back(monkeypatch, float64_dot):
     haar = wavefuse.wavedec2(x.detach(), "haar", "zero", level=2, backend="triton")
     for got, want in zip(_flat(haar), _flat(wavefuse.wavedec2(x.detach(), "haar", "zero", 2))):
         assert_close(got, want, tol)
-    for depth in (step_kernels._CASCADE_MAX_DEPTH, 0):  # the chain in one launch, then by levels
+    # the chain in one launch, in pairs of stages (no dense path to refuse), then by levels
+    for depth, pairs in ((step_kernels._CASCADE_MAX_DEPTH, True), (0, True), (0, False)):
         monkeypatch.setattr(step_kernels, "_CASCADE_MAX_DEPTH", depth)
+        monkeypatch.setattr(step_kernels, "_PAIR_ROUTE", pairs)
         stepped = [x.detach().clone() for _ in range(2)]
         for t, backend in zip(stepped, ("triton", "reference")):
             wavefuse.wavelet_pgd_step(t, g, x.detach(), 0.1, 0.01, "db2", 2, "zero", 0.5, "L2",

@@ -402,7 +402,7 @@ def test_wavelet_pgd_step_takes_the_fused_kernel(monkeypatch, float64_dot):
     split 2 x 2, slots looping over several tiles when the partials are capped); the per-level
     path is taken beyond its limit (documented fallback): the separable one-plane kernel on small
     planes; on larger ones the approximation chain, in one cascade launch (4 planes fill the one
-    "SM" of CPU tensors) or level by level (forced). The separable kernel needs float64 tl.dot for
+    "SM" of CPU tensors), in pairs of stages or level by level (both forced). The separable kernel needs float64 tl.dot for
     these float64 planes (Triton 3.5): "off" is Triton before 3.5, which takes the chain."""
     from wavefuse.kernels import dwt, haar, pgd_step
 
@@ -417,6 +417,7 @@ def test_wavelet_pgd_step_takes_the_fused_kernel(monkeypatch, float64_dot):
             monkeypatch,
             pgd_step,
             *("_linf_kernel", "_l2_update_kernel", "_separable_kernel", "_cascade_kernel"),
+            "_pair_kernel",
         )
     )
     monkeypatch.setattr(haar, "_PGD_TILE_ELEMENTS", 16)
@@ -441,6 +442,11 @@ def test_wavelet_pgd_step_takes_the_fused_kernel(monkeypatch, float64_dot):
     assert others["_dwt2d_fwd_kernel"].launches == 0
     monkeypatch.setattr(pgd_step, "_CASCADE_MAX_DEPTH", 0)
     got, expected = _steps(x_adv, g, x, 0.5, 0.05, "haar", 2, "zero", [0.25, 0.5], "L2")
-    _assert_step(got, expected, "L2", "fallback, per level", 0.05)
+    _assert_step(got, expected, "L2", "fallback, in pairs", 0.05)
     assert others["_cascade_kernel"].launches == 2 - sep
+    assert others["_pair_kernel"].launches == 2 and others["_dwt2d_fwd_kernel"].launches == 0
+    monkeypatch.setattr(pgd_step, "_PAIR_ROUTE", False)
+    got, expected = _steps(x_adv, g, x, 0.5, 0.05, "haar", 2, "zero", [0.25, 0.5], "L2")
+    _assert_step(got, expected, "L2", "fallback, per level", 0.05)
+    assert others["_pair_kernel"].launches == 2
     assert others["_dwt2d_fwd_kernel"].launches == 2
