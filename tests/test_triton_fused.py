@@ -898,16 +898,16 @@ def test_wavelet_pgd_step_pairs(monkeypatch, mode):
 
 @needs_wavelet_step
 def test_wavelet_pgd_step_pairs_partial_sums(monkeypatch):
-    """L2 in pairs: the last pair writes g' and one sum of g'^2 per tile (27 per sample here: 3
-    planes of 3 x 3 tiles), so pgd_step's grad-partials launch does not run -- except where a
-    sample has more than _MAX_PARTIALS of them (lowered to 16)."""
+    """L2 in pairs: the last pair writes g' and one sum of g'^2 per tile (12 per sample here: 3
+    planes of 2 x 2 tiles), so pgd_step's grad-partials launch does not run -- except where a
+    sample has more than _MAX_PARTIALS of them (lowered to 8)."""
     from wavefuse.kernels import pgd_step
 
     _route(monkeypatch, "pairs")
     monkeypatch.setattr(pgd_step, "_PAIR_MIN_TILE", 2)  # db4's synthesis tiles: 8 x 8
     counts = count_launches(monkeypatch, pgd_step, "_pair_kernel", "_l2_grad_partials_kernel")
-    x_adv, g, x = _step_inputs(shape=(2, 3, 21, 18), dtype=torch.float64)
-    for limit, grad_partials in ((256, 0), (16, 1)):
+    x_adv, g, x = _step_inputs(shape=(2, 3, 13, 10), dtype=torch.float64)
+    for limit, grad_partials in ((256, 0), (8, 1)):
         monkeypatch.setattr(pgd_step, "_MAX_PARTIALS", limit)
         for counter in counts.values():
             counter.launches = 0
