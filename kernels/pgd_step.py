@@ -657,8 +657,15 @@ def _pair_kernel(
     SUMS: tl.constexpr,
     HAS_EPS: tl.constexpr, HAS_ALPHA: tl.constexpr, HAS_LO: tl.constexpr, HAS_HI: tl.constexpr,
     ACC: tl.constexpr, WIDE: tl.constexpr, R: tl.constexpr, B: tl.constexpr, T: tl.constexpr,
+    RC: tl.constexpr, OC: tl.constexpr,
 ):  # fmt: skip
-    """Two stages of the chain on one T x T output tile of one (n, c) plane (see above).
+    """Two stages of the chain on one T x T output tile of one (n, c) plane (see above), stage 1
+    RC window rows and stage 2 OC output rows at a time (_pair_chunks).
+
+    ptxas for sm_90a (triton 3.8's, 2026-12-06; db4, db8, sym10, db20 x float32, float64 x
+    every pair kind, symmetric, 4 warps): 56-244 registers per thread, no spill but 4 bytes in
+    float64 db20's synthesis pair; each variant compiles in about 2 s. (Before the row chunks, a
+    review measured float64 db20's analysis pair at 354 KB of spills and 55 min of ptxas.)
 
     Stage 1 (FIRST_A: an analysis of src, Hs x Ws, into the Hm x Wm plane a_j; else a synthesis
     g1 * S_lo src, src the Ks = Hs x Ws coefficients e_j, into e_{j-1}, Hm x Wm, plus c1 * p1,
@@ -684,87 +691,98 @@ def _pair_kernel(
         w0h = _dwt._floor_div(i0 - L + 1 - OFF, 2)
         w0w = _dwt._floor_div(j0 - L + 1 - OFF, 2)
     s = tl.arange(0, R)
-    rows = _window_index(w0h + s, Hm, MODE, SYN_MODE, SECOND_A)
     cols = _window_index(w0w + s, Wm, MODE, SYN_MODE, SECOND_A)
-    ok1 = (rows >= 0)[:, None] & (cols >= 0)[None, :]
-    rows = tl.maximum(rows, 0)
+    cols_ok = cols >= 0
     cols = tl.maximum(cols, 0)
-    # ---- stage 1: the stage-1 plane at the window's indices
     src = src_ptr + pn * s_sn + pc * s_sc
-    if FIRST_A:
-        v1, _, _, _ = _dwt._split_tile_direct(
-            src, f_ptr, rows, cols, Hs, Ws, Hm, Wm, s_sh, s_sw, sf0, sf1,
-            L, OFF, TAPS, MODE, True, ACC, WIDE, R, R,
-        )  # fmt: skip
-    else:
-        gain1 = g1_bits.to(tl.int64).to(tl.float64, bitcast=True).to(ACC)
-        if SYN_MODE == _dwt.PERIODIZATION:
-            IDX: tl.constexpr = 2
-        else:
-            IDX: tl.constexpr = 1
-        v1 = gain1 * _synthesize(
-            src, s_sh, s_sw, f_ptr, sf1, rows, cols, 0, 0, Hs, Ws,
-            L, OFF, HALF_TAPS, IDX, ACC, WIDE, R, R,
-        )  # fmt: skip
-        if HAS_C1:
-            coef1 = c1_bits.to(tl.int64).to(tl.float64, bitcast=True).to(ACC)
-            if WIDE:
-                o1 = pn * p1_sn + pc * p1_sc + rows.to(tl.int64)[:, None] * p1_sh
-                o1 += cols.to(tl.int64)[None, :] * p1_sw
-            else:
-                o1 = pn * p1_sn + pc * p1_sc + rows[:, None] * p1_sh + cols[None, :] * p1_sw
-            v1 = coef1 * tl.load(p1_ptr + o1, mask=ok1, other=0.0).to(ACC) + v1
-    v1 = tl.where(ok1, v1, 0.0)
-    if STORE_FIRST:  # positions 2 i0 .. 2 (i0 + T) - 1 of the stage-1 plane are this tile's own
-        e_r = w0h + s
-        e_c = w0w + s
-        own = ((e_r >= 2 * i0) & (e_r < 2 * (i0 + T)) & (e_r < Hm))[:, None]
-        own = own & ((e_c >= 2 * j0) & (e_c < 2 * (j0 + T)) & (e_c < Wm))[None, :]
-        if WIDE:
-            e_r, e_c = e_r.to(tl.int64), e_c.to(tl.int64)
-        o_f = pn * fs_n + pc * fs_c + e_r[:, None] * fs_h + e_c[None, :] * fs_w
-        tl.store(first_ptr + o_f, v1.to(first_ptr.dtype.element_ty), mask=own)
     pid = (plane.to(tl.int64) * tiles_h + th) * tiles_w + tw
     scratch = s_ptr + pid * (R * R)
-    tl.store(scratch + s[:, None] * R + s[None, :], v1)
+    # ---- stage 1: the stage-1 plane at the window's indices, RC window rows at a time (a
+    # gather of RC x R x taps elements per pass: _dwt._BLOCK_ELEMENTS)
+    for c0 in range(0, R, RC):
+        sr = c0 + tl.arange(0, RC)
+        rows = _window_index(w0h + sr, Hm, MODE, SYN_MODE, SECOND_A)
+        ok1 = (rows >= 0)[:, None] & cols_ok[None, :]
+        rows = tl.maximum(rows, 0)
+        if FIRST_A:
+            v1, _, _, _ = _dwt._split_tile_direct(
+                src, f_ptr, rows, cols, Hs, Ws, Hm, Wm, s_sh, s_sw, sf0, sf1,
+                L, OFF, TAPS, MODE, True, ACC, WIDE, RC, R,
+            )  # fmt: skip
+        else:
+            gain1 = g1_bits.to(tl.int64).to(tl.float64, bitcast=True).to(ACC)
+            if SYN_MODE == _dwt.PERIODIZATION:
+                IDX: tl.constexpr = 2
+            else:
+                IDX: tl.constexpr = 1
+            v1 = gain1 * _synthesize(
+                src, s_sh, s_sw, f_ptr, sf1, rows, cols, 0, 0, Hs, Ws,
+                L, OFF, HALF_TAPS, IDX, ACC, WIDE, RC, R,
+            )  # fmt: skip
+            if HAS_C1:
+                coef1 = c1_bits.to(tl.int64).to(tl.float64, bitcast=True).to(ACC)
+                if WIDE:
+                    o1 = pn * p1_sn + pc * p1_sc + rows.to(tl.int64)[:, None] * p1_sh
+                    o1 += cols.to(tl.int64)[None, :] * p1_sw
+                else:
+                    o1 = pn * p1_sn + pc * p1_sc + rows[:, None] * p1_sh + cols[None, :] * p1_sw
+                v1 = coef1 * tl.load(p1_ptr + o1, mask=ok1, other=0.0).to(ACC) + v1
+        v1 = tl.where(ok1, v1, 0.0)
+        if STORE_FIRST:  # positions 2 i0 .. 2 (i0 + T) - 1 of the stage-1 plane: this tile's own
+            e_r = w0h + sr
+            e_c = w0w + s
+            own = ((e_r >= 2 * i0) & (e_r < 2 * (i0 + T)) & (e_r < Hm))[:, None]
+            own = own & ((e_c >= 2 * j0) & (e_c < 2 * (j0 + T)) & (e_c < Wm))[None, :]
+            if WIDE:
+                e_r, e_c = e_r.to(tl.int64), e_c.to(tl.int64)
+            o_f = pn * fs_n + pc * fs_c + e_r[:, None] * fs_h + e_c[None, :] * fs_w
+            tl.store(first_ptr + o_f, v1.to(first_ptr.dtype.element_ty), mask=own)
+        tl.store(scratch + sr[:, None] * R + s[None, :], v1)
     tl.debug_barrier()
-    # ---- stage 2: the T x T tile from the window
-    t = tl.arange(0, B)
-    r = i0 + t
-    cc = j0 + t
-    ok = ((t < T) & (r < Ho))[:, None] & ((t < T) & (cc < Wo))[None, :]
-    if SECOND_A:
-        v, _, _, _ = _dwt._split_tile_direct(
-            scratch, f_ptr, t, t, R, R, T, T, R, 1, sf0, sf1,
-            L, 0, TAPS, _dwt.ZERO, True, ACC, False, B, B,
-        )  # fmt: skip
-    else:
-        gain2 = g2_bits.to(tl.int64).to(tl.float64, bitcast=True).to(ACC)
-        v = gain2 * _synthesize(
-            scratch, R, 1, f_ptr, sf1, r, cc, w0h, w0w, R, R,
-            L, OFF, HALF_TAPS, 0, ACC, False, B, B,
-        )  # fmt: skip
+    # ---- stage 2: the T x T tile from the window, OC output rows at a time
+    tc = tl.arange(0, B)
+    cc = j0 + tc
+    col_ok = (tc < T) & (cc < Wo)
     if WIDE:
-        r, cc = r.to(tl.int64), cc.to(tl.int64)
-    if HAS_C2:
-        coef2 = c2_bits.to(tl.int64).to(tl.float64, bitcast=True).to(ACC)
-        o2 = pn * p2_sn + pc * p2_sc + r[:, None] * p2_sh + cc[None, :] * p2_sw
-        v = coef2 * tl.load(p2_ptr + o2, mask=ok, other=0.0).to(ACC) + v
-    if LINF:
-        _linf_tile(
-            xa_ptr, x_ptr, v, pn, pc, r, cc, ok,
-            eps_bits, alpha_bits, lo_bits, hi_bits, eps_t, alpha_t, lo_t, hi_t,
-            se_n, se_c, sa_n, sa_c, sl_n, sl_c, sh_n, sh_c,
-            xa_sn, xa_sc, xa_sh, xa_sw, x_sn, x_sc, x_sh, x_sw,
-            HAS_EPS, HAS_ALPHA, HAS_LO, HAS_HI, ACC,
-        )  # fmt: skip
-    else:
-        o_out = pn * so_n + pc * so_c + r[:, None] * so_h + cc[None, :] * so_w
-        tl.store(out_ptr + o_out, v.to(out_ptr.dtype.element_ty), mask=ok)
-        if SUMS:
-            sq = tl.where(ok, v * v, 0.0)
-            part = (pc * tiles_h + th) * tiles_w + tw
-            tl.store(pg_ptr + pn * PG + part, tl.sum(tl.sum(sq, axis=1), axis=0))
+        cc = cc.to(tl.int64)
+    sq = tl.zeros([], dtype=ACC)
+    for o0 in range(0, T, OC):
+        t = o0 + tl.arange(0, OC)
+        r = i0 + t
+        ok = ((t < T) & (r < Ho))[:, None] & col_ok[None, :]
+        if SECOND_A:
+            v, _, _, _ = _dwt._split_tile_direct(
+                scratch, f_ptr, t, tc, R, R, T, T, R, 1, sf0, sf1,
+                L, 0, TAPS, _dwt.ZERO, True, ACC, False, OC, B,
+            )  # fmt: skip
+        else:
+            gain2 = g2_bits.to(tl.int64).to(tl.float64, bitcast=True).to(ACC)
+            v = gain2 * _synthesize(
+                scratch, R, 1, f_ptr, sf1, r, j0 + tc, w0h, w0w, R, R,
+                L, OFF, HALF_TAPS, 0, ACC, False, OC, B,
+            )  # fmt: skip
+        if WIDE:
+            r = r.to(tl.int64)
+        if HAS_C2:
+            coef2 = c2_bits.to(tl.int64).to(tl.float64, bitcast=True).to(ACC)
+            o2 = pn * p2_sn + pc * p2_sc + r[:, None] * p2_sh + cc[None, :] * p2_sw
+            v = coef2 * tl.load(p2_ptr + o2, mask=ok, other=0.0).to(ACC) + v
+        if LINF:
+            _linf_tile(
+                xa_ptr, x_ptr, v, pn, pc, r, cc, ok,
+                eps_bits, alpha_bits, lo_bits, hi_bits, eps_t, alpha_t, lo_t, hi_t,
+                se_n, se_c, sa_n, sa_c, sl_n, sl_c, sh_n, sh_c,
+                xa_sn, xa_sc, xa_sh, xa_sw, x_sn, x_sc, x_sh, x_sw,
+                HAS_EPS, HAS_ALPHA, HAS_LO, HAS_HI, ACC,
+            )  # fmt: skip
+        else:
+            o_out = pn * so_n + pc * so_c + r[:, None] * so_h + cc[None, :] * so_w
+            tl.store(out_ptr + o_out, v.to(out_ptr.dtype.element_ty), mask=ok)
+            if SUMS:
+                sq += tl.sum(tl.sum(tl.where(ok, v * v, 0.0), axis=1), axis=0)
+    if SUMS:
+        part = (pc * tiles_h + th) * tiles_w + tw
+        tl.store(pg_ptr + pn * PG + part, sq)
 
 
 # ---- wavelet step, larger planes: the whole chain in one launch (one program per plane) ---------
@@ -1224,6 +1242,17 @@ def _pair_geometry(taps: int) -> tuple[int, int, int, int, int, int]:
     return r_a, t_a, triton.next_power_of_2(t_a), r_s, t_s, triton.next_power_of_2(t_s)
 
 
+def _pair_chunks(taps: int, r: int, b: int, first_analysis: bool, second_analysis: bool):
+    """(RC, OC): window rows per stage-1 pass and output rows per stage-2 pass, so that each
+    pass gathers at most _dwt._BLOCK_ELEMENTS values (rows x side x taps: all L taps of an
+    analysis, the next power of two of L / 2 of a synthesis), as the level kernels' tiles."""
+    full = triton.next_power_of_2(taps)
+    half = triton.next_power_of_2(taps // 2)
+    rc = _dwt._BLOCK_ELEMENTS // (r * (full if first_analysis else half))
+    oc = _dwt._BLOCK_ELEMENTS // (b * (full if second_analysis else half))
+    return max(1, min(r, rc)), max(1, min(b, oc))
+
+
 def _pair_chain(x_adv, grad, x_nat, bounds, filters, mode, scales, norm, cdtype) -> None:
     """The chain in J launches (``_pair_kernel``): its stages A_1 .. A_J, S_J .. S_1 two per
     launch, the last pair fused with the Linf step (L2: g' and its partial sums of squares per
@@ -1269,6 +1298,7 @@ def _pair_chain(x_adv, grad, x_nat, bounds, filters, mode, scales, norm, cdtype)
         else:
             out = torch.empty((n, c, ho, wo), dtype=cdtype, device=x_adv.device)
         r, t, b = (r_a, t_a, b_a) if k2 == "A" else (r_s, t_s, b_s)
+        rc, oc = _pair_chunks(taps, r, b, k1 == "A", k2 == "A")
         tiles_h, tiles_w = triton.cdiv(ho, t), triton.cdiv(wo, t)
         grid = _dwt.checked_grid((n * c, tiles_h, tiles_w), "the wavelet step", x_adv.shape)
         sums = final and not linf and c * tiles_h * tiles_w <= _MAX_PARTIALS
@@ -1291,7 +1321,7 @@ def _pair_chain(x_adv, grad, x_nat, bounds, filters, mode, scales, norm, cdtype)
                 STORE_FIRST=store_first, LINF=final and linf, SUMS=sums,
                 HAS_EPS=bounds[4] is not None, HAS_ALPHA=bounds[5] is not None,
                 HAS_LO=bounds[6] is not None, HAS_HI=bounds[7] is not None,
-                ACC=acc, WIDE=wide, R=r, B=b, T=t,
+                ACC=acc, WIDE=wide, R=r, B=b, T=t, RC=rc, OC=oc,
             )  # fmt: skip
         if store_first:
             approx[j1] = first

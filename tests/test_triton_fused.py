@@ -871,8 +871,9 @@ def test_wavelet_pgd_step_pairs(monkeypatch, mode):
     float64) with the default tiles; then, with tiles of at least 2 outputs (several tiles per
     level, windows reaching over the plane's edges), db2 J=4 and J=3 and sym5 J=2 with every
     scale different (each a_j that a synthesis needs is kept from its pair's first stage),
-    against the reference."""
-    from wavefuse.kernels import pgd_step
+    against the reference; the last case also with gathers of at most 16 values per pass, so
+    that both stages loop over several row chunks (_pair_chunks)."""
+    from wavefuse.kernels import dwt, pgd_step
 
     _route(monkeypatch, "pairs")
     counts = _chain_counts(monkeypatch)
@@ -880,8 +881,10 @@ def test_wavelet_pgd_step_pairs(monkeypatch, mode):
     assert _launches(counts) == {"_pair_kernel": 2 + 3 + 2}
     monkeypatch.setattr(pgd_step, "_PAIR_MIN_TILE", 2)
     cases = [("db2", 4, (1, 1, 23, 19), "L2"), ("db2", 3, (1, 2, 17, 22), "Linf")]
-    cases.append(("sym5", 2, (1, 1, 20, 17), "L2"))
-    for wave, level, shape, norm in cases:
+    cases += [("sym5", 2, (1, 1, 20, 17), "L2"), ("db2", 3, (1, 1, 17, 22), "L2")]
+    for k, (wave, level, shape, norm) in enumerate(cases):
+        if k == len(cases) - 1:
+            monkeypatch.setattr(dwt, "_BLOCK_ELEMENTS", 16)
         for counter in counts.values():
             counter.launches = 0
         x_adv, g, x = _step_inputs(shape=shape, dtype=torch.float64)
