@@ -659,28 +659,36 @@ def test_cascade_is_the_wavelet_filter(cascade_harness, tmp_path, mode, dtype):
     db2, db4, sym5, coif3 x levels 1, 2, 3, 5 x odd and even planes over 64 per side; scales,
     g's layout (g' follows it) and int32 / int64 offsets rotate. Every output written (no NaN:
     the output, the level scratch and shared memory start as NaN)."""
+    _check_filter_cases(cascade_harness, tmp_path / "c", "cascade", mode, dtype, CASCADE_LEVELS,
+                        CASCADE_SHAPES)  # fmt: skip
+
+
+def _check_filter_cases(harness, root: Path, what: str, mode, dtype, levels, shapes) -> None:
+    """CASCADE_WAVES x levels x shapes through a harness that reads _cascade_case's directories,
+    against reference.scale_details_ref; scales, g's layout and int32 / int64 offsets rotate.
+    Every output must have been written (no NaN)."""
     cases = []
     for wave in CASCADE_WAVES:
-        for level in CASCADE_LEVELS:
-            for shape in CASCADE_SHAPES:
+        for level in levels:
+            for shape in shapes:
                 k = len(cases)
                 gen = torch.Generator().manual_seed(k)
                 g = torch.randn(*shape, dtype=torch.float64, generator=gen).to(dtype)
                 g = _layout(g, CASCADE_LAYOUTS[k % len(CASCADE_LAYOUTS)])
                 scales = CASCADE_SCALES[k % len(CASCADE_SCALES)][:level]
-                d = tmp_path / f"c{k}"
+                d = root / str(k)
                 out = _cascade_case(d, g, wave, mode, level, scales, (32, 64)[k % 2])
-                what = f"cascade {wave} {mode} J={level} {shape} {dtype} {scales} {g.stride()}"
-                cases.append((d, g, out, wave, level, scales, what))
-    run_harness(cascade_harness, [c[0] for c in cases])
-    for d, g, out, wave, level, scales, what in cases:
+                label = f"{what} {wave} {mode} J={level} {shape} {dtype} {scales} {g.stride()}"
+                cases.append((d, g, out, wave, level, scales, label))
+    run_harness(harness, [c[0] for c in cases])
+    for d, g, out, wave, level, scales, label in cases:
         got = _cascade_result(d, out)
-        assert torch.isfinite(got).all(), f"{what}: an output was never written (NaN)"
+        assert torch.isfinite(got).all(), f"{label}: an output was never written (NaN)"
         filters = filter_bank(wave, "dec", torch.float64)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # levels above dwt_max_level, as PyWavelets warns
             expected = reference.scale_details_ref(g.double(), filters, mode, level, scales)
-        assert_close(got, expected, CASCADE_TOL[dtype], what)
+        assert_close(got, expected, CASCADE_TOL[dtype], label)
 
 
 def test_cascade_scale_one_and_nan(cascade_harness, tmp_path):
@@ -725,28 +733,8 @@ def test_pairs_are_the_wavelet_filter(pair_harness, tmp_path, mode, dtype):
     level different, so each kept a_j is read), g's layout (g' follows it) and int32 / int64
     offsets rotate. Every output written (no NaN: g', every level buffer and shared memory
     start as NaN)."""
-    cases = []
-    for wave in CASCADE_WAVES:
-        for level in PAIR_LEVELS:
-            for shape in PAIR_SHAPES:
-                k = len(cases)
-                gen = torch.Generator().manual_seed(k)
-                g = torch.randn(*shape, dtype=torch.float64, generator=gen).to(dtype)
-                g = _layout(g, CASCADE_LAYOUTS[k % len(CASCADE_LAYOUTS)])
-                scales = CASCADE_SCALES[k % len(CASCADE_SCALES)][:level]
-                d = tmp_path / f"p{k}"
-                out = _cascade_case(d, g, wave, mode, level, scales, (32, 64)[k % 2])
-                what = f"pairs {wave} {mode} J={level} {shape} {dtype} {scales} {g.stride()}"
-                cases.append((d, g, out, wave, level, scales, what))
-    run_harness(pair_harness, [c[0] for c in cases])
-    for d, g, out, wave, level, scales, what in cases:
-        got = _cascade_result(d, out)
-        assert torch.isfinite(got).all(), f"{what}: an output was never written (NaN)"
-        filters = filter_bank(wave, "dec", torch.float64)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # levels above dwt_max_level, as PyWavelets warns
-            expected = reference.scale_details_ref(g.double(), filters, mode, level, scales)
-        assert_close(got, expected, CASCADE_TOL[dtype], what)
+    _check_filter_cases(pair_harness, tmp_path / "p", "pairs", mode, dtype, PAIR_LEVELS,
+                        PAIR_SHAPES)  # fmt: skip
 
 
 def test_pairs_scale_one_long_filter_and_nan(pair_harness, tmp_path):
