@@ -571,7 +571,8 @@ def _chain_kernel(
 # coefficient (r - m - OFF) / 2 (taps m of r - OFF's parity) for outputs r in [r0, r0 + T_S), r0
 # even, which spans T_S / 2 + L / 2 slots from floor((r0 - L + 1 - OFF) / 2), so T_S = 2R - L.
 # BLIND: R is the smallest power of two that gives T_A >= _PAIR_MIN_TILE and T_S >= 2 x that;
-# nothing here has run on a GPU.
+# nothing here has run on a GPU. Both stages work in row chunks whose gathers hold at most
+# _dwt._BLOCK_ELEMENTS values (_pair_chunks), as the level kernels' tiles do.
 _PAIR_MIN_TILE = 8
 #: The chain off the cascade runs in pairs of stages (J launches); False: level by level (2J).
 _PAIR_ROUTE = True
