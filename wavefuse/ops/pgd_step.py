@@ -62,15 +62,15 @@ wavefuse/ops/separable.py, which this module builds and passes: one launch for L
 larger planes _chain_pgd_step_kernel (one launch for every level, one block per plane, where
 separable.cascade_fits; otherwise one launch per level, the chain's stages two per launch, or two
 per level for a filter whose window does not fit in shared memory; then the step) or, for a bank
-without
-perfect reconstruction, the CUDA transform kernels level by level, then the step. Triton likewise:
-on planes up to 64 x 64 one launch for every level (Linf steps in it; L2: three launches, that one
-also summing g'^2 per plane, then pgd_step's last two), larger planes the approximation chain -- in
-one launch for every level (one program per plane, the same launch counts) or, where the
-planes do not fill the GPU or one is too large (separable.cascade_fits), one launch per level
-(the chain's analysis and synthesis stages two per launch, each program recomputing its tile's
-halo; Linf steps in the last) -- or, without perfect reconstruction, level by level. The separable kernels spread a non-finite gradient
-entry (NaN, +-inf) over its whole plane as NaN (0 * inf in the matrix products), a superset of the
+without perfect reconstruction, the CUDA transform kernels level by level, then the step. Triton
+likewise: on planes up to 64 x 64 one launch for every level (Linf steps in it; L2: three
+launches, that one also summing g'^2 per plane, then pgd_step's last two), larger planes the
+approximation chain -- in one launch for every level (one program per plane, the same launch
+counts) or, where the planes do not fill the GPU or one is too large (separable.cascade_fits), one
+launch per level (the chain's analysis and synthesis stages two per launch, each program
+recomputing its tile's halo; Linf steps in the last) -- or, without perfect reconstruction, level
+by level. The separable kernels spread a non-finite gradient entry (NaN, +-inf) over its whole
+plane as NaN (0 * inf in the matrix products), a superset of the
 reference's NaN positions.
 """
 
