@@ -152,7 +152,7 @@ std::vector<double> forward(const Params& p, const std::vector<double>& x,
   return energies;
 }
 
-// One adjoint (merge) launch: dwt_body.cuh's merge_thread over merge_geometry's grid.
+// One adjoint (merge) launch: dwt_body.cuh's merge phases over merge_geometry's grid.
 template <typename index_t>
 void run_adjoint(const Params& p, const double* taps, const double* g_ll, int64_t kh, int64_t kw,
                  const double* g_hi, double* out, Strides4<index_t> sout, int64_t h, int64_t w) {
@@ -182,7 +182,10 @@ void run_adjoint(const Params& p, const double* taps, const double* g_ll, int64_
     for (int t = 0; t < kThreads; ++t) cuda_dwt::load_taps(a.filters, a.L, a.tr.reverse, t,
                                                            smem.data());
     for (int t = 0; t < kThreads; ++t) {
-      cuda_dwt::merge_thread(a, static_cast<index_t>(b), t, smem.data());
+      cuda_dwt::merge_col_pass(a, static_cast<index_t>(b), t, smem.data());
+    }
+    for (int t = 0; t < kThreads; ++t) {
+      cuda_dwt::merge_row_pass(a, static_cast<index_t>(b), t, smem.data());
     }
   }
 }

@@ -7,7 +7,7 @@
 //
 // (The multilevel Haar analysis and its adjoint, all levels in one launch each, live in haar.cu.)
 //
-// The per-thread work (thread mapping, boundary maps, the gather adjoint) lives in dwt_body.cuh
+// The per-thread work (thread mapping, boundary maps, the separable merge) lives in dwt_body.cuh
 // as __host__ __device__ functions; the kernels here only read blockIdx/threadIdx, call them
 // phase by phase with __syncthreads() between, and the host wrappers validate, allocate the
 // outputs in the input's memory format and launch on the current stream. The same bodies run on
@@ -56,9 +56,18 @@
 // split_kernel<double, int32_t> sm_90 (as before this change) and the float ll-only split on
 // sm_80; registers: split 40-60, merge 48-162, chain 40-108.
 //
-// Not measured: none of this has run on a GPU yet. Known costs: merge is a direct 2-D gather,
-// 4 (L/2)^2 loads per output sample (from L1/L2 after the first), not a separable two-stage pass;
-// the tiles run along (H, W), so channels_last tensors (C innermost) are read with stride C.
+// 2026-12-07: merge_kernel is SEPARABLE (dwt_body.cuh's merge_col_pass / merge_row_pass: the H
+// half of the sum into shared memory for the tile's rows and a window of kTileW / 2 + L / 2
+// coefficient columns, then the W half per output), about 2L loads and multiply-adds per output
+// instead of the 2-D gather's L^2; the gather stays for outputs within L of a plane's ends whose
+// periodic or mirrored preimages leave the window. NEVER RUN ON A GPU (the gather it replaces ran
+// on the H200 on 2026-12-04): values checked by the host emulation only, speed unmeasured.
+// ptxas (nvcc 13.0, -Xptxas -v): float/half/bf16 int32 64-70 registers, int64 126-128, no spill
+// on sm_80 or sm_90; <double, int32_t> 64 registers and 64 (sm_80) / 76 (sm_90) bytes of spill,
+// <double, int64_t> 127 / 161, no spill.
+//
+// Known costs: the tiles run along (H, W), so channels_last tensors (C innermost) are read with
+// stride C.
 //
 // Compile time: nvcc parses this file once for the host and once more per GPU architecture in
 // TORCH_CUDA_ARCH_LIST, so it includes only what it uses -- never <torch/extension.h>, nor
@@ -165,11 +174,14 @@ template <typename scalar_t, typename index_t>
 __global__ void __launch_bounds__(kThreads) merge_kernel(const MergeArgs<scalar_t, index_t> a) {
   using acc_t = typename AccType<scalar_t>::type;
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  acc_t* taps = reinterpret_cast<acc_t*>(smem_raw);
+  acc_t* smem = reinterpret_cast<acc_t*>(smem_raw);
+  const index_t block = static_cast<index_t>(blockIdx.x);
   const int tid = static_cast<int>(threadIdx.x);
-  load_taps(a.filters, a.L, a.tr.reverse, tid, taps);
+  load_taps(a.filters, a.L, a.tr.reverse, tid, smem);
   __syncthreads();
-  merge_thread(a, static_cast<index_t>(blockIdx.x), tid, taps);
+  merge_col_pass(a, block, tid, smem);
+  __syncthreads();
+  merge_row_pass(a, block, tid, smem);
 }
 
 // Raw-argument launchers, explicitly instantiated below for every (dtype, index type) so that the

@@ -1,9 +1,10 @@
 // Body of the ONE-LAUNCH band energies and their backward (csrc/cuda/hf_penalty.cu's
 // energy_cascade_kernel and grad_cascade_kernel): one block per (n, c) plane sweeps every level of
 // its plane, calling the SAME thread bodies as the per-level kernels (dwt_body.cuh's
-// split_row_pass and merge_thread, hf_penalty_body.cuh's energy_col_pass, reduce_step and
-// grad_col_pass), each seeing a one-plane problem (C = 1, plane 0: tile_origin's block index is
-// the tile index), with a barrier after every phase. The maths is hf_penalty_body.cuh's.
+// split_row_pass, merge_col_pass and merge_row_pass, hf_penalty_body.cuh's energy_col_pass,
+// reduce_step and grad_col_pass), each seeing a one-plane problem (C = 1, plane 0: tile_origin's
+// block index is the tile index), with a barrier after every phase. The maths is
+// hf_penalty_body.cuh's.
 //
 // Forward (then hf_penalty.cu's rows_kernel sums partials[n, j, b, :] over the channels):
 //   taps (the dec bank reversed)                                                    | barrier
@@ -19,13 +20,13 @@
 //   for j = J .. 1:
 //     each tile of level j: split_row_pass (a_{j-1}, x at j = 1)                    | barrier
 //                           grad_col_pass: psi(d_jb) * grad[n, j, b] into B         | barrier
-//     every tile of a_{j-1}: merge_thread of (G_j, B) into G_{j-1}, over a_{j-1}'s scratch
-//       (j > 1; a_{j-1} was last read by the split above), or into grad_x (j = 1, x's dtype and
-//       memory format, each element written once)                                   | barrier
+//     each tile of a_{j-1}: merge_col_pass of (G_j, B)                             | barrier
+//                           merge_row_pass into G_{j-1}, over a_{j-1}'s scratch (j > 1;
+//                           a_{j-1} was last read by the split above), or into grad_x (j = 1,
+//                           x's dtype and memory format, each element written once)  | barrier
 // Every barrier orders one phase's global and shared writes before the next phase's reads within
 // the block; the trip counts depend only on the plane's sizes, so the whole block reaches every
-// barrier. Merge tiles need no barrier between them (shared memory holds only the taps; each
-// thread writes its own outputs).
+// barrier. The merge reads only G_j and B, never the G_{j-1} it writes.
 //
 // The loop structure is written ONCE, in energy_cascade_block and grad_cascade_block, over a
 // `phase` callable: the kernels pass one that runs the phase for their own thread and then
@@ -93,7 +94,11 @@ inline bool cascade_layout(CascadeLayout& c, int64_t H, int64_t W, int64_t L, Mo
 
 // Shared memory of a cascade block, in compute-dtype elements.
 inline int64_t cascade_smem_elems(int64_t L, bool backward) {
-  return split_smem_elems(L) + (backward ? 0 : kBands * kThreads + kBands);
+  if (backward) {  // the split's rows or the merge's columns (the split's, for every L)
+    const int64_t merge = cuda_dwt::merge_smem_elems(L);
+    return split_smem_elems(L) > merge ? split_smem_elems(L) : merge;
+  }
+  return split_smem_elems(L) + kBands * kThreads + kBands;
 }
 
 template <typename in_t, typename index_t>
@@ -307,9 +312,10 @@ WAVEFUSE_HD_INLINE void grad_cascade_block(const CascadeArgs<in_t, index_t>& a, 
     });
     auto merge = [&](const auto& m) {
       const index_t tiles = m.tiles_h * m.tiles_w;
-      phase([&](int tid) {
-        for (index_t t = 0; t < tiles; ++t) cuda_dwt::merge_thread(m, t, tid, smem);
-      });
+      for (index_t t = 0; t < tiles; ++t) {
+        phase([&](int tid) { cuda_dwt::merge_col_pass(m, t, tid, smem); });
+        phase([&](int tid) { cuda_dwt::merge_row_pass(m, t, tid, smem); });
+      }
     };
     if (j > 1) {
       merge(cascade_merge(a, plane, j, base + a.off[j - 1],

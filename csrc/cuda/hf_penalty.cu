@@ -40,8 +40,8 @@
 //     are bitwise identical.
 //   backward, two launches per level: grad_split_kernel recomputes the level's bands and stores
 //     the next approximation and the three band gradients psi(d) * grad[n, j, b] (compute
-//     dtype); then, from the coarsest level, adjoint_kernel (dwt_body.cuh's merge, a
-//     deterministic gather) merges the gradient of the approximation (zeros at level J: one
+//     dtype); then, from the coarsest level, adjoint_kernel (dwt_body.cuh's separable merge,
+//     deterministic, no atomics) merges the gradient of the approximation (zeros at level J: one
 //     memset) with those band gradients into the gradient of the level's input. Level 1 writes
 //     grad_x once, in x's dtype and memory format. The band gradients of every level live until
 //     their merge (about one x in the compute dtype in all), as in the Triton backward.
@@ -62,11 +62,10 @@
 // NEVER RUN ON A GPU: compiled for sm_80 and sm_90 only; speed unmeasured. The bodies run on the
 // CPU in tests/test_cuda_hf_emulation.py (float64). ptxas (CUDA 13.0, 2026-11-24, 44 s on the
 // 2-core machine): energy_kernel and grad_split_kernel 60-64 registers, rows_kernel 29-31, no
-// spills; adjoint_kernel 62-64 registers (int32 offsets) and 128 (int64), which on sm_80 spills
-// 68 bytes for <float, int64> -- exactly as dwt.cu's merge_kernel<float, int64> (the same
-// merge_thread), and only on the int64 path (tensors of 2^30 elements and more).
+// spills. adjoint_kernel: dwt.cu's merge_kernel body (the separable merge phases of
+// dwt_body.cuh; ptxas figures there).
 // Known costs: the tree reduction uses shared memory and barriers only (no warp shuffles, so the
-// emulation runs the exact device order); the merge is dwt.cu's direct 2-D gather.
+// emulation runs the exact device order).
 
 #include <cstdint>
 
@@ -101,7 +100,8 @@ namespace cuda_hf {
 namespace {
 
 using cuda_dwt::load_taps;
-using cuda_dwt::merge_thread;
+using cuda_dwt::merge_col_pass;
+using cuda_dwt::merge_row_pass;
 using cuda_dwt::MergeArgs;
 using cuda_dwt::split_row_pass;
 
@@ -152,11 +152,14 @@ template <typename acc_t, typename index_t, typename out_t>
 __global__ void __launch_bounds__(kThreads)
     adjoint_kernel(const MergeArgs<acc_t, index_t, out_t> a) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
-  acc_t* taps = reinterpret_cast<acc_t*>(smem_raw);
+  acc_t* smem = reinterpret_cast<acc_t*>(smem_raw);
+  const index_t block = static_cast<index_t>(blockIdx.x);
   const int tid = static_cast<int>(threadIdx.x);
-  load_taps(a.filters, a.L, a.tr.reverse, tid, taps);
+  load_taps(a.filters, a.L, a.tr.reverse, tid, smem);
   __syncthreads();
-  merge_thread(a, static_cast<index_t>(blockIdx.x), tid, taps);
+  merge_col_pass(a, block, tid, smem);
+  __syncthreads();
+  merge_row_pass(a, block, tid, smem);
 }
 
 template <typename acc_t>

@@ -31,8 +31,8 @@
 //
 // Backward split kernel (one per level): phases 0 and 1 as above, then grad_col_pass stores the
 // next approximation and the three band gradients (compute dtype). The adjoint merges are
-// dwt_body.cuh's merge_thread with MergeArgs<acc_t, index_t, out_t> (out_t = x's dtype at the
-// first level, acc_t elsewhere).
+// dwt_body.cuh's merge phases (merge_col_pass, merge_row_pass) with MergeArgs<acc_t, index_t,
+// out_t> (out_t = x's dtype at the first level, acc_t elsewhere).
 
 #pragma once
 
