@@ -18,11 +18,9 @@
 // DIR/filters.bin holds the (2, L) taps as float64, row-major. Inputs are raw float64 storage
 // (span elements, addressed by the strides): split reads signal.bin, merge ll.bin and hi.bin.
 // Outputs go to out_ll.bin and out_hi.bin (split) or out_signal.bin (merge), storage pre-filled
-// with NaN so that an element no thread writes shows up; a merge also writes out_window.bin, per
-// output column 1 where merge_row_pass takes its separable sum and 0 where the 2-D gather.
-// Shared memory is also NaN-filled before each block: a value read in a later phase that no
-// thread of an earlier phase wrote poisons the result. Barriers are emulated by running each
-// phase for all threads of a block before the next.
+// with NaN so that an element no thread writes shows up. Shared memory is also NaN-filled before
+// each block: a value read in a later phase that no thread of an earlier phase wrote poisons the
+// result. Barriers are emulated by running each phase for all threads of a block before the next.
 
 #include <cmath>
 #include <cstdint>
@@ -242,16 +240,6 @@ void run_case(const std::string& dir) {
       run_merge<int64_t>(p, filters);
     }
     write_doubles(dir + "/out_signal.bin", p.signal.data);
-    // Per output column: 1 where the row pass takes its separable sum, 0 where the 2-D gather.
-    const Transform tr = transform_of(p.synthesis != 0, static_cast<Mode>(p.mode), p.L);
-    std::vector<double> window(p.W);
-    for (int64_t c = 0; c < p.W; ++c) {
-      window[c] = merge_columns<int64_t>(tr.map, tr.off, p.L, p.W, p.Kw, c - c % kTileW, c)
-                          .in_window
-                      ? 1.0
-                      : 0.0;
-    }
-    write_doubles(dir + "/out_window.bin", window);
   }
 }
 

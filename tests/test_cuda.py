@@ -176,7 +176,7 @@ def test_outputs_keep_the_memory_format_and_are_deterministic():
     assert hi[:, :, 1].is_contiguous(memory_format=torch.channels_last)
     g = ops.dwt2d_adjoint(ll, hi, dec, "symmetric", [19, 24], "cuda")
     assert g.is_contiguous(memory_format=torch.channels_last)
-    for _ in range(3):  # gather, no atomics: bitwise identical
+    for _ in range(3):  # no atomics (one fixed order of sums): bitwise identical
         assert torch.equal(ops.dwt2d_adjoint(ll, hi, dec, "symmetric", [19, 24], "cuda"), g)
         assert torch.equal(ops.dwt2d(x, dec, "symmetric", "cuda")[1], hi)
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from conftest import ALL_MODES, assert_chain_non_finite_policy, assert_close
@@ -182,12 +181,10 @@ def test_emulated_adjoints_are_transposes(harness, tmp_path, pair, mode):
 
 
 @pytest.mark.parametrize("pair", ["analysis", "synthesis"])
-def test_emulated_merge_gathers_only_near_the_ends(harness, tmp_path, pair):
-    """The merge's row pass takes its separable sum (shared-memory columns, about 2L loads per
-    output) everywhere but within L of a plane's ends, where a periodic or mirrored extension
-    reaches columns outside its tile's window and the 2-D gather (L^2 loads) runs; a zero map
-    (zero mode; synthesis outside periodization) never gathers. Values against the reference on
-    the same wide planes (several tiles, the window's edges inside them)."""
+def test_emulated_merge_on_wide_planes(harness, tmp_path, pair):
+    """The separable merge on planes of 9 tiles per row: interior tiles (their window of
+    coefficient columns alone) between end tiles (the window and both end segments), every mode
+    and wavelet up to db20, against the reference. A slot read that no thread wrote is NaN."""
     synthesis = pair == "synthesis"
     pending = []
     for mode in ALL_MODES:
@@ -199,28 +196,20 @@ def test_emulated_merge_gathers_only_near_the_ends(harness, tmp_path, pair):
                 h, w = (3, width)
                 if synthesis:
                     h, w = synthesis_length(kh, taps, mode), synthesis_length(kw, taps, mode)
-                ll, hi = (
-                    tensor_in((1, 2, kh, kw), "contiguous"),
-                    tensor_in((1, 2, 3, kh, kw), "strided"),
-                )
+                ll = tensor_in((1, 2, kh, kw), "contiguous")
+                hi = tensor_in((1, 2, 3, kh, kw), "strided")
                 d = tmp_path / f"case{len(pending)}"
                 fetch = emulate_merge(harness, d, ll, hi, filters, mode, synthesis, [h, w])
                 if synthesis:
                     expected = reference.idwt2d_ref(ll, hi, filters, mode)
                 else:
                     expected = reference.dwt2d_adjoint_ref(ll, hi, filters, mode, [h, w])
-                zero_map = mode == "zero" or (synthesis and mode != "periodization")
-                pending.append((d, fetch, expected, taps, w, zero_map, f"{pair} {mode} {wave} {w}"))
-    run_harness(harness, [d for d, *_ in pending])
-    for d, fetch, expected, taps, w, zero_map, what in pending:
-        assert_close(fetch(), expected, TOL, what)
-        window = np.fromfile(d / "out_window.bin")
-        assert window.shape == (w,) and set(window.tolist()) <= {0.0, 1.0}, what
-        gathered = [c for c in range(w) if window[c] == 0]
-        if zero_map:
-            assert not gathered, f"{what}: columns {gathered} gather under a zero map"
-        far = [c for c in gathered if taps - 1 <= c < w - taps]
-        assert not far, f"{what}: columns {far}, away from the ends, take the 2-D gather"
+                pending.append((fetch, expected, f"{pair} {mode} {wave} {w}"))
+    run_harness(harness, [tmp_path / f"case{i}" for i in range(len(pending))])
+    for fetch, expected, what in pending:
+        got = fetch()
+        assert torch.isfinite(got).all(), f"{what}: an output was never written or read NaN"
+        assert_close(got, expected, TOL, what)
 
 
 # ---- wavelet_pgd_step's approximation chain (dwt.cu's analysis_ll and chain_level) ---------------

@@ -57,14 +57,13 @@
 // sm_80; registers: split 40-60, merge 48-162, chain 40-108.
 //
 // 2026-12-07: merge_kernel is SEPARABLE (dwt_body.cuh's merge_col_pass / merge_row_pass: the H
-// half of the sum into shared memory for the tile's rows and a window of kTileW / 2 + L / 2
-// coefficient columns, then the W half per output), about 2L loads and multiply-adds per output
-// instead of the 2-D gather's L^2; the gather stays for outputs within L of a plane's ends whose
-// periodic or mirrored preimages leave the window. NEVER RUN ON A GPU (the gather it replaces ran
-// on the H200 on 2026-12-04): values checked by the host emulation only, speed unmeasured.
-// ptxas (nvcc 13.0, -Xptxas -v): float/half/bf16 int32 64-70 registers, int64 126-128, no spill
-// on sm_80 or sm_90; <double, int32_t> 64 registers and 64 (sm_80) / 76 (sm_90) bytes of spill,
-// <double, int64_t> 127 / 161, no spill.
+// half of the sum into shared memory for the tile's rows and the coefficient columns they read
+// -- a window of kTileW / 2 + L / 2, plus the end segments [0, L/2) and [Kw - L/2, Kw) in tiles
+// within L of a plane's end -- then the W half per output), about 2L loads and multiply-adds per
+// output instead of the 2-D gather's L^2, with no per-output fallback (every warp takes the same
+// path). NEVER RUN ON A GPU (the gather it replaces ran on the H200 on 2026-12-04): values
+// checked by the host emulation only, speed unmeasured. ptxas (nvcc 13.0, -Xptxas -v, sm_80 and
+// sm_90): int32 variants 61-64 registers, int64 119-128, no spill, no stack frame.
 //
 // Known costs: the tiles run along (H, W), so channels_last tensors (C innermost) are read with
 // stride C.
@@ -692,7 +691,8 @@ void chain_level(const Tensor& cur, const Tensor& prev, const Tensor& out, const
   const c10::cuda::CUDAGuard guard(out.device());
   if (out.numel() == 0) return;
   const int64_t L = taps.size(1);
-  const Geometry g = merge_geometry(prev.size(0) * prev.size(1), prev.size(2), prev.size(3), L);
+  Geometry g = merge_geometry(prev.size(0) * prev.size(1), prev.size(2), prev.size(3), L);
+  g.smem_elems = 2 * L;  // the merge's tiling, but chain_thread gathers: the taps alone
   check_launch(g, g.smem_elems * static_cast<int64_t>(acc_size(cur)), L);
   const bool small = int32_offsets({&cur, &prev, &out});
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(out.device().index()).stream();

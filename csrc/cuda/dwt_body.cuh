@@ -42,18 +42,20 @@
 //     two arithmetic progressions of the map's period (preimage_family) -- along H and along W,
 //     and for each the L/2 taps of p's parity, of t_a[mh] t_b[mw] g_ab[ih, kw]. Phases:
 //     0. the taps (as split);
-//     1. column pass (merge_col_pass): for the tile's rows r and a window of kMergeWindow(L) =
-//        kTileW / 2 + L / 2 coefficient columns kw, the H half of the sum, both W bands from the
-//        same loads of the four bands at (ih, kw): u_lo[r, kw] = sum t_lo ll + t_hi cH,
-//        u_hi[r, kw] = sum t_lo cV + t_hi cD (merge_column);
+//     1. column pass (merge_col_pass): for the tile's rows r and the coefficient columns kw its
+//        outputs read, the H half of the sum, both W bands from the same loads of the four
+//        bands at (ih, kw): u_lo[r, kw] = sum t_lo ll + t_hi cH, u_hi[r, kw] = sum t_lo cV +
+//        t_hi cD (merge_column);
 //     2. row pass (merge_row_pass): the thread of output (r, c) sums t_lo u_lo + t_hi u_hi over
-//        c's preimages along W. The window holds every column that the tile's outputs read
-//        through their identity preimage p = c; an output with a preimage whose columns fall
-//        outside it (the far end of a periodic or mirrored extension, signals shorter than the
-//        filter, where the extension wraps several times) takes the 2-D gather from global
-//        memory instead (merge_gather: the same products, L^2 loads per output).
-//     About 2L loads and multiply-adds per output instead of the gather's L^2 (db4: 12 + 8 vs
-//     64); nothing is special-cased but the window test.
+//        c's preimages along W.
+//     The columns (merge_slot): the identity preimage p = c of the tile's kTileW outputs reads
+//     the window kw0 .. kw0 + merge_window(L) - 1 (kTileW / 2 + L / 2 columns); every other
+//     preimage lies outside [0, W) -- in [OFF, 0), which reads columns below L/2, or in
+//     [W, end), columns from Kw - L/2 up -- and only outputs within L of a plane's ends have
+//     one, so a tile that reaches that near an end also computes the two end segments
+//     [0, L/2) and [Kw - L/2, Kw). Signals shorter than the filter (the extension wraps several
+//     times) need nothing else. About 2L loads and multiply-adds per output instead of a 2-D
+//     gather's L^2 (db4: 12 + 8 vs 64; an end tile 20 + 8).
 //
 // Strides: every tensor is addressed through its own (n, c, h, w) strides (and the band stride of
 // hi), so contiguous, channels_last and arbitrary strided views are read and written in place.
@@ -134,10 +136,13 @@ inline Geometry split_geometry(int64_t planes, int64_t Kh, int64_t Kw, int64_t L
 // kTileW / 2 + 1 values of top over the tile.
 WAVEFUSE_HD_INLINE int merge_window(int L) { return kTileW / 2 + L / 2; }
 
+// Shared columns per tile row: the window, then the end segments [0, L/2) and [Kw - L/2, Kw).
+WAVEFUSE_HD_INLINE int merge_columns_per_row(int L) { return merge_window(L) + L; }
+
 // Shared memory of a merge block, in acc_t elements: the taps, then u_lo and u_hi
-// (kTileH x merge_window(L) each).
+// (kTileH x merge_columns_per_row(L) each).
 WAVEFUSE_HD_INLINE int64_t merge_smem_elems(int64_t L) {
-  return 2 * L + 2 * kTileH * static_cast<int64_t>(merge_window(static_cast<int>(L)));
+  return 2 * L + 2 * kTileH * static_cast<int64_t>(merge_columns_per_row(static_cast<int>(L)));
 }
 
 // merge tiles its output (H, W).
@@ -374,7 +379,8 @@ WAVEFUSE_HD_INLINE Family<index_t> preimage_family(Mode mode, int f, index_t r, 
 // The gather of output sample (r, c) from the bands at gl (ll), gh (cH), gv (cV), gd (cD) (after
 // phase 0 loaded the taps): sum over the preimages of r and c of t_a[mh] t_b[mw] g_ab[ih, kw], the
 // maps over n_h x n_w. kLLOnly: from the ll band alone (gh, gv, gd unused), i.e. the synthesis of
-// an approximation band with zero details.
+// an approximation band with zero details -- the only form in use since the merge kernels became
+// separable (2026-12-07): the chain's chain_thread and pair_body.cuh's syntheses.
 template <bool kLLOnly, typename src_t, typename index_t, typename acc_t>
 WAVEFUSE_HOST_DEVICE acc_t merge_gather(const src_t* gl, const Strides4<index_t>& sl,
                                         const src_t* gh, const src_t* gv, const src_t* gd,
@@ -445,9 +451,38 @@ WAVEFUSE_HD_INLINE index_t merge_window_start(index_t c0, int off, int L) {
   return ((c0 - off) >> 1) - L / 2 + 1;
 }
 
+// Whether the merge tile whose first output column is c0 computes the end segments: one of its
+// columns lies within L of either end of the W samples (only those have preimages outside
+// [0, W), dwt_body.cuh's header).
+template <typename index_t>
+WAVEFUSE_HD_INLINE bool merge_tile_ends(index_t c0, index_t W, int L) {
+  return c0 < L || c0 + kTileW > W - L;
+}
+
+// The shared column slot of coefficient column kw in a tile row: the window's kw - kw0 where it
+// holds kw, else the end segment's (kw < L/2: the low segment; otherwise kw >= Kw - L/2, the high
+// one -- the only columns a preimage outside [0, W) reads).
+template <typename index_t>
+WAVEFUSE_HD_INLINE int merge_slot(index_t kw, index_t kw0, index_t Kw, int L) {
+  const int nw = merge_window(L), half = L / 2;
+  const index_t s = kw - kw0;
+  if (s >= 0 && s < nw) return static_cast<int>(s);
+  if (kw < half) return nw + static_cast<int>(kw);
+  return nw + half + static_cast<int>(kw - (Kw - half));
+}
+
+// The coefficient column of slot i (the inverse of merge_slot; may lie outside [0, Kw)).
+template <typename index_t>
+WAVEFUSE_HD_INLINE index_t merge_slot_column(int i, index_t kw0, index_t Kw, int L) {
+  const int nw = merge_window(L), half = L / 2;
+  if (i < nw) return kw0 + i;
+  if (i < nw + half) return index_t(i - nw);
+  return Kw - half + (i - nw - half);
+}
+
 // The H half of the merge at output row r and coefficient column kw (after phase 0 loaded the
 // taps): z_lo += sum t_a[mh] g_a,lo[ih, kw] over the preimages of r along H (ll with t_lo, cH
-// with t_hi), z_hi likewise from cV and cD -- merge_gather's sum with the W half left out.
+// with t_hi), z_hi likewise from cV and cD.
 template <typename src_t, typename index_t, typename acc_t>
 WAVEFUSE_HOST_DEVICE void merge_column(const src_t* gl, const Strides4<index_t>& sl,
                                        const src_t* gh, const src_t* gv, const src_t* gd,
@@ -478,9 +513,10 @@ WAVEFUSE_HOST_DEVICE void merge_column(const src_t* gl, const Strides4<index_t>&
   h_family(preimage_family<index_t>(tr.map, 1, r, n_h, off, end_h));
 }
 
-// Phase 1: column pass. Shared layout after the taps: u_lo [kTileH][merge_window(L)], then u_hi.
-// Entries whose row is past the plane or whose column is outside [0, Kw) are not written (no
-// output reads them: the row pass's tap ranges stop at the plane's coefficients).
+// Phase 1: column pass. Shared layout after the taps: u_lo [kTileH][merge_columns_per_row(L)],
+// then u_hi; an interior tile fills the first merge_window(L) slots of each row, an end tile
+// all. Entries whose row is past the plane or whose column is outside [0, Kw) are not written
+// (no output reads them: the row pass's tap ranges stop at the plane's coefficients).
 template <typename scalar_t, typename index_t, typename out_t>
 WAVEFUSE_HOST_DEVICE void merge_col_pass(const MergeArgs<scalar_t, index_t, out_t>& a,
                                          index_t block, int tid,
@@ -488,62 +524,25 @@ WAVEFUSE_HOST_DEVICE void merge_col_pass(const MergeArgs<scalar_t, index_t, out_
   using acc_t = typename AccType<scalar_t>::type;
   index_t plane, r0, c0;
   tile_origin(block, a.tiles_h, a.tiles_w, plane, r0, c0);
-  const int nw = merge_window(a.L);
+  const int row = merge_columns_per_row(a.L);
+  const int cols = merge_tile_ends(c0, a.W, a.L) ? row : merge_window(a.L);
   acc_t* u_lo = smem + 2 * a.L;
-  acc_t* u_hi = u_lo + kTileH * nw;
+  acc_t* u_hi = u_lo + kTileH * row;
   const index_t kw0 = merge_window_start<index_t>(c0, a.tr.off, a.L);
   const index_t pn = plane / a.C, pc = plane % a.C;
   const scalar_t* gl = a.ll + pn * a.sl.n + pc * a.sl.c;
   const scalar_t* gh = a.hi + pn * a.sh.n + pc * a.sh.c;  // cH
   const scalar_t* gv = gh + a.shb;                       // cV
   const scalar_t* gd = gv + a.shb;                       // cD
-  for (int e = tid; e < kTileH * nw; e += kThreads) {
-    const index_t r = r0 + e / nw, kw = kw0 + e % nw;
+  for (int e = tid; e < kTileH * cols; e += kThreads) {
+    const int lr = e / cols, i = e % cols;
+    const index_t r = r0 + lr, kw = merge_slot_column<index_t>(i, kw0, a.Kw, a.L);
     if (r >= a.H || kw < 0 || kw >= a.Kw) continue;
     acc_t z_lo = acc_t(0), z_hi = acc_t(0);
     merge_column(gl, a.sl, gh, gv, gd, a.sh, r, kw, a.H, a.Kh, a.L, a.tr, smem, z_lo, z_hi);
-    u_lo[e] = z_lo;
-    u_hi[e] = z_hi;
+    u_lo[lr * row + i] = z_lo;
+    u_hi[lr * row + i] = z_hi;
   }
-}
-
-// Whether every coefficient column that family fw reads lies in the window [kw0, kw0 + nw).
-template <typename index_t>
-WAVEFUSE_HD_INLINE bool family_in_window(const Family<index_t>& fw, index_t off, index_t Kw,
-                                         int half, index_t kw0, int nw) {
-  for (index_t q = 0; q < fw.count; ++q) {
-    const index_t top = (fw.first + q * fw.step - off) >> 1;
-    const index_t hi = top < Kw ? top : Kw - 1;                     // kw at the first tap
-    const index_t lo = top - (half - 1) > 0 ? top - (half - 1) : index_t(0);  // at the last
-    if (lo > hi) continue;  // no tap of this preimage meets a coefficient
-    if (lo < kw0 || hi >= kw0 + nw) return false;
-  }
-  return true;
-}
-
-// The preimage families of output column c along W, the merge tile's window start (c0: the tile's
-// first column) and whether c reads only the window's columns, i.e. takes the row pass's
-// separable sum rather than the 2-D gather. Depends on c alone (c0 = c - c % kTileW); the
-// emulation harness reports in_window per column.
-template <typename index_t>
-struct MergeColumns {
-  Family<index_t> f0, f1;
-  index_t kw0;
-  bool in_window;
-};
-
-template <typename index_t>
-WAVEFUSE_HD_INLINE MergeColumns<index_t> merge_columns(Mode map, int off, int L, index_t n_w,
-                                                       index_t Kw, index_t c0, index_t c) {
-  const index_t end_w = off + 2 * Kw + L - 2;
-  MergeColumns<index_t> m;
-  m.f0 = preimage_family<index_t>(map, 0, c, n_w, off, end_w);
-  m.f1 = preimage_family<index_t>(map, 1, c, n_w, off, end_w);
-  m.kw0 = merge_window_start<index_t>(c0, off, L);
-  const int half = L / 2, nw = merge_window(L);
-  m.in_window = family_in_window(m.f0, index_t(off), Kw, half, m.kw0, nw) &&
-                family_in_window(m.f1, index_t(off), Kw, half, m.kw0, nw);
-  return m;
 }
 
 // Phase 2: row pass; the thread of output y[r, c] (phase 1 done).
@@ -557,37 +556,30 @@ WAVEFUSE_HOST_DEVICE void merge_row_pass(const MergeArgs<scalar_t, index_t, out_
   const int lr = tid / kTileW;
   const index_t r = r0 + lr, c = c0 + tid % kTileW;
   if (r >= a.H || c >= a.W) return;
-  const int L = a.L, half = L / 2, nw = merge_window(L);
+  const int L = a.L, half = L / 2, row = merge_columns_per_row(L);
   const acc_t* taps = smem;
+  const acc_t* u_lo = smem + 2 * L + lr * row;  // u_lo[merge_slot(kw)]: column kw of row r
+  const acc_t* u_hi = u_lo + kTileH * row;
   const index_t off = a.tr.off;
-  const MergeColumns<index_t> mc = merge_columns<index_t>(a.tr.map, a.tr.off, L, a.W, a.Kw, c0, c);
-  const index_t pn = plane / a.C, pc = plane % a.C;
+  const index_t end_w = off + 2 * a.Kw + L - 2;
+  const index_t kw0 = merge_window_start<index_t>(c0, a.tr.off, L);
   acc_t acc = acc_t(0);
-  if (mc.in_window) {
-    const acc_t* u_lo = smem + 2 * L + lr * nw;  // u_lo[kw - kw0]: column kw of row r
-    const acc_t* u_hi = u_lo + kTileH * nw;
-    auto w_family = [&](const Family<index_t>& fw) {
-      for (index_t qw = 0; qw < fw.count; ++qw) {
-        const index_t u_w = fw.first + qw * fw.step - off;
-        const int par_w = static_cast<int>(u_w & 1);
-        const index_t top_w = u_w >> 1;
-        const index_t jj_lo = top_w >= a.Kw ? top_w - a.Kw + 1 : index_t(0);
-        const index_t jj_hi = top_w < half - 1 ? top_w : index_t(half - 1);
-        for (index_t jj = jj_lo; jj <= jj_hi; ++jj) {
-          const index_t s = top_w - jj - mc.kw0;
-          acc += taps[par_w + 2 * jj] * u_lo[s] + taps[L + par_w + 2 * jj] * u_hi[s];
-        }
+  auto w_family = [&](const Family<index_t>& fw) {
+    for (index_t qw = 0; qw < fw.count; ++qw) {
+      const index_t u_w = fw.first + qw * fw.step - off;
+      const int par_w = static_cast<int>(u_w & 1);
+      const index_t top_w = u_w >> 1;
+      const index_t jj_lo = top_w >= a.Kw ? top_w - a.Kw + 1 : index_t(0);
+      const index_t jj_hi = top_w < half - 1 ? top_w : index_t(half - 1);
+      for (index_t jj = jj_lo; jj <= jj_hi; ++jj) {
+        const int s = merge_slot<index_t>(top_w - jj, kw0, a.Kw, L);
+        acc += taps[par_w + 2 * jj] * u_lo[s] + taps[L + par_w + 2 * jj] * u_hi[s];
       }
-    };
-    w_family(mc.f0);
-    w_family(mc.f1);
-  } else {
-    const scalar_t* gl = a.ll + pn * a.sl.n + pc * a.sl.c;
-    const scalar_t* gh = a.hi + pn * a.sh.n + pc * a.sh.c;  // cH
-    const scalar_t* gv = gh + a.shb;                       // cV (chained: see split_col_pass)
-    acc = merge_gather<false>(gl, a.sl, gh, gv, gv + a.shb, a.sh, r, c, a.H, a.W, a.Kh, a.Kw, L,
-                              a.tr, taps);
-  }
+    }
+  };
+  w_family(preimage_family<index_t>(a.tr.map, 0, c, a.W, off, end_w));
+  w_family(preimage_family<index_t>(a.tr.map, 1, c, a.W, off, end_w));
+  const index_t pn = plane / a.C, pc = plane % a.C;
   a.y[pn * a.sy.n + pc * a.sy.c + r * a.sy.h + c * a.sy.w] = static_cast<out_t>(acc);
 }
 
