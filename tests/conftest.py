@@ -22,6 +22,20 @@ from wavefuse.filters import MODES, WAVELETS
 
 backends.refresh()  # in case something imported wavefuse before the variable was set
 
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto`` (README's test command): one pytest-xdist worker per core this process may
+    use, at most 4 -- each worker imports torch and runs Triton's interpreter in its own process
+    (about 1 GiB each), and the suite is mostly single-threaded Python (the interpreter), so two
+    cores run it in about half the time. Without pytest-xdist installed the hook is ignored."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(4, cores))
+
+
 # Tolerances relative to max |expected| (float64: absolute, pywt agreement contract). The half types
 # are compared against a float64 transform of the *rounded* input, so only the output rounding and
 # the float32 accumulation count: a few ulps of the output format.
