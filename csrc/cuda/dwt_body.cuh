@@ -376,17 +376,16 @@ WAVEFUSE_HD_INLINE Family<index_t> preimage_family(Mode mode, int f, index_t r, 
   return {p0 + q_lo * per, per, q_hi - q_lo + 1};
 }
 
-// The gather of output sample (r, c) from the bands at gl (ll), gh (cH), gv (cV), gd (cD) (after
-// phase 0 loaded the taps): sum over the preimages of r and c of t_a[mh] t_b[mw] g_ab[ih, kw], the
-// maps over n_h x n_w. kLLOnly: from the ll band alone (gh, gv, gd unused), i.e. the synthesis of
-// an approximation band with zero details -- the only form in use since the merge kernels became
-// separable (2026-12-07): the chain's chain_thread and pair_body.cuh's syntheses.
-template <bool kLLOnly, typename src_t, typename index_t, typename acc_t>
-WAVEFUSE_HOST_DEVICE acc_t merge_gather(const src_t* gl, const Strides4<index_t>& sl,
-                                        const src_t* gh, const src_t* gv, const src_t* gd,
-                                        const Strides4<index_t>& sh, index_t r, index_t c,
-                                        index_t n_h, index_t n_w, index_t Kh, index_t Kw, int L,
-                                        const Transform& tr, const acc_t* taps) {
+// The synthesis of an approximation band alone at output sample (r, c), as a gather (after phase
+// 0 loaded the taps): sum over the preimages of r and c of t_lo[mh] t_lo[mw] gl[ih, kw], the maps
+// over n_h x n_w -- the merge of gl with zero details. wavelet_pgd_step's chain (chain_thread
+// below) uses it; the merge kernels' four-band sum is separable (merge_col_pass /
+// merge_row_pass, since 2026-12-07; this was their gather before).
+template <typename src_t, typename index_t, typename acc_t>
+WAVEFUSE_HOST_DEVICE acc_t approx_gather(const src_t* gl, const Strides4<index_t>& sl, index_t r,
+                                         index_t c, index_t n_h, index_t n_w, index_t Kh,
+                                         index_t Kw, int L, const Transform& tr,
+                                         const acc_t* taps) {
   const int half = L / 2;
   const Mode map = tr.map;
   const index_t off = tr.off;
@@ -395,8 +394,8 @@ WAVEFUSE_HOST_DEVICE acc_t merge_gather(const src_t* gl, const Strides4<index_t>
   // a loop goes to local memory (ptxas reported its stack frame as spills).
   const Family<index_t> fw0 = preimage_family<index_t>(map, 0, c, n_w, off, end_w);
   const Family<index_t> fw1 = preimage_family<index_t>(map, 1, c, n_w, off, end_w);
-  // H band lo: ll, cV (z_lo); H band hi: cH, cD (z_hi), from coefficient row ih
-  auto w_family = [&](const Family<index_t>& fw, index_t ih, acc_t& z_lo, acc_t& z_hi) {
+  // the W half at coefficient row ih
+  auto w_family = [&](const Family<index_t>& fw, index_t ih, acc_t& z) {
     for (index_t qw = 0; qw < fw.count; ++qw) {
       const index_t u_w = fw.first + qw * fw.step - off;
       const int par_w = static_cast<int>(u_w & 1);
@@ -404,17 +403,7 @@ WAVEFUSE_HOST_DEVICE acc_t merge_gather(const src_t* gl, const Strides4<index_t>
       const index_t jj_lo = top_w >= Kw ? top_w - Kw + 1 : index_t(0);
       const index_t jj_hi = top_w < half - 1 ? top_w : index_t(half - 1);
       for (index_t jj = jj_lo; jj <= jj_hi; ++jj) {
-        const index_t kw = top_w - jj;
-        const acc_t tw0 = taps[par_w + 2 * jj];
-        const index_t ol = ih * sl.h + kw * sl.w;
-        if (kLLOnly) {
-          z_lo += tw0 * static_cast<acc_t>(gl[ol]);
-        } else {
-          const acc_t tw1 = taps[L + par_w + 2 * jj];
-          const index_t ob = ih * sh.h + kw * sh.w;
-          z_lo += tw0 * static_cast<acc_t>(gl[ol]) + tw1 * static_cast<acc_t>(gv[ob]);
-          z_hi += tw0 * static_cast<acc_t>(gh[ob]) + tw1 * static_cast<acc_t>(gd[ob]);
-        }
+        z += taps[par_w + 2 * jj] * static_cast<acc_t>(gl[ih * sl.h + (top_w - jj) * sl.w]);
       }
     }
   };
@@ -428,15 +417,10 @@ WAVEFUSE_HOST_DEVICE acc_t merge_gather(const src_t* gl, const Strides4<index_t>
       const index_t j_hi = top_h < half - 1 ? top_h : index_t(half - 1);
       for (index_t j = j_lo; j <= j_hi; ++j) {
         const index_t ih = top_h - j;
-        acc_t z_lo = acc_t(0), z_hi = acc_t(0);
-        w_family(fw0, ih, z_lo, z_hi);
-        w_family(fw1, ih, z_lo, z_hi);
-        const acc_t th0 = taps[par_h + 2 * j];
-        if (kLLOnly) {
-          acc += th0 * z_lo;
-        } else {
-          acc += th0 * z_lo + taps[L + par_h + 2 * j] * z_hi;
-        }
+        acc_t z = acc_t(0);
+        w_family(fw0, ih, z);
+        w_family(fw1, ih, z);
+        acc += taps[par_h + 2 * j] * z;
       }
     }
   };
@@ -616,8 +600,7 @@ WAVEFUSE_HOST_DEVICE void chain_thread(const ChainArgs<acc_t, index_t>& a, index
   if (r >= a.H || c >= a.W) return;
   const index_t pn = plane / a.C, pc = plane % a.C;
   const acc_t* gl = a.cur + pn * a.sc.n + pc * a.sc.c;
-  acc_t v = a.gain * merge_gather<true>(gl, a.sc, gl, gl, gl, a.sc, r, c, a.Hs, a.Ws, a.Kh, a.Kw,
-                                          a.L, a.tr, taps);
+  acc_t v = a.gain * approx_gather(gl, a.sc, r, c, a.Hs, a.Ws, a.Kh, a.Kw, a.L, a.tr, taps);
   if (a.coef != acc_t(0)) v += a.coef * a.prev[pn * a.sp.n + pc * a.sp.c + r * a.sp.h + c * a.sp.w];
   a.out[pn * a.so.n + pc * a.so.c + r * a.so.h + c * a.so.w] = v;
 }

@@ -189,7 +189,7 @@ WAVEFUSE_HD_INLINE index_t pair_coef(CoefRead how, index_t k, index_t w0, index_
 
 // Synthesis of an approximation band alone at output (r, c): sum over the taps m, n of r - off's
 // and c - off's parity of t[m] t[n] coef[(r - m - off) / 2, (c - n - off) / 2] (the same sum as
-// merge_gather<true>), coefficients read through pair_coef.
+// dwt_body.cuh's approx_gather), coefficients read through pair_coef.
 template <typename acc_t, typename index_t>
 WAVEFUSE_HD_INLINE acc_t pair_synthesis(const acc_t* cf, index_t sh, index_t sw, index_t r,
                                         index_t c, index_t w0h, index_t w0w, index_t Kh,
