@@ -28,8 +28,8 @@ def pytest_xdist_auto_num_workers(config):
     """``-n auto`` (README's test command): one pytest-xdist worker per core this process may
     use, at most 4 -- each worker imports torch and runs Triton's interpreter in its own process
     (about 1 GiB each), and the suite is mostly single-threaded Python (the interpreter): on 2
-    cores two workers took 13.3 minutes where one process took 22.6 (fresh-clone CI runs,
-    2026-12-07). Without pytest-xdist installed the hook is ignored."""
+    cores two workers took 13.3 and 16.4 minutes where one process took 22.6 (fresh-clone CI
+    runs, 2026-12-07). Without pytest-xdist installed the hook is ignored."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
