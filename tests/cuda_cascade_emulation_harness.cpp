@@ -13,7 +13,9 @@
 // float32 cases hold float32 values, converted exactly). Output: DIR/out.bin, g''s raw storage as
 // float64. The output storage, the level scratch and shared memory (before every block) are
 // NaN-filled, so a value read before any earlier phase wrote it, or an output no thread writes,
-// shows up as NaN.
+// shows up as NaN. Then the step flag and, with a step, its section (tests/emulation_step.h):
+// the cascade applies the Linf step to x_adv at level 1 instead of storing g' (out.bin then stays
+// NaN, out_xa.bin holds x_adv).
 
 #include <cmath>
 #include <cstdint>
@@ -25,6 +27,7 @@
 
 #include "cuda/cascade_body.cuh"
 #include "emulation_io.h"
+#include "emulation_step.h"
 
 using namespace wavefuse;
 using namespace wavefuse::cuda_dwt;
@@ -41,6 +44,7 @@ struct Params {
   int64_t N, C, H, W;
   Raw g, out;
   std::vector<double> hf_scale;
+  emulation::StepCase step;
 };
 
 template <typename index_t>
@@ -51,7 +55,7 @@ Strides4<index_t> strides4(const Raw& r) {
 
 template <typename acc_t, typename index_t>
 std::vector<double> run(const Params& p, const std::vector<double>& filters64,
-                        const std::vector<double>& g64) {
+                        const std::vector<double>& g64, const std::string& dir) {
   const std::vector<acc_t> filters(filters64.begin(), filters64.end());
   const std::vector<acc_t> g(g64.begin(), g64.end());
   std::vector<acc_t> out(p.out.span, static_cast<acc_t>(emulation::kNaN));
@@ -67,8 +71,12 @@ std::vector<double> run(const Params& p, const std::vector<double>& filters64,
                             static_cast<acc_t>(emulation::kNaN));
   a.g = g.data();
   a.sg = strides4<index_t>(p.g);
-  a.out = out.data();
-  a.so = strides4<index_t>(p.out);
+  emulation::StepBuffers<acc_t, index_t> step(p.step);
+  if (!p.step.on) {  // as dwt.cu's run_cascade: no g' with the step
+    a.out = out.data();
+    a.so = strides4<index_t>(p.out);
+  }
+  a.step = step.arg;
   a.levels_base = levels.data();
   a.filters = filters.data();
   a.C = static_cast<index_t>(p.C);
@@ -80,6 +88,7 @@ std::vector<double> run(const Params& p, const std::vector<double>& filters64,
     smem.assign(cascade_smem_elems(p.L), static_cast<acc_t>(emulation::kNaN));
     cascade_block(a, static_cast<index_t>(b), smem.data(), all_threads);
   }
+  step.write(dir);
   return std::vector<double>(out.begin(), out.end());
 }
 
@@ -98,15 +107,16 @@ void run_dir(const std::string& dir) {
   p.hf_scale.resize(p.levels > 0 ? p.levels : 0);
   for (auto& s : p.hf_scale) in >> s;
   if (!in) throw std::runtime_error("malformed " + dir + "/params.txt");
+  p.step = emulation::read_step(in, dir);
   const std::vector<double> filters = emulation::read_doubles(dir + "/filters.bin", 2 * p.L);
   const std::vector<double> g = emulation::read_doubles(dir + "/g.bin", p.g.span);
   std::vector<double> out;
   if (p.dtype == 0) {
-    out = p.index_bits == 32 ? run<double, int32_t>(p, filters, g)
-                             : run<double, int64_t>(p, filters, g);
+    out = p.index_bits == 32 ? run<double, int32_t>(p, filters, g, dir)
+                             : run<double, int64_t>(p, filters, g, dir);
   } else {
-    out = p.index_bits == 32 ? run<float, int32_t>(p, filters, g)
-                             : run<float, int64_t>(p, filters, g);
+    out = p.index_bits == 32 ? run<float, int32_t>(p, filters, g, dir)
+                             : run<float, int64_t>(p, filters, g, dir);
   }
   emulation::write_doubles(dir + "/out.bin", out);
 }

@@ -14,7 +14,11 @@
 // float32 cases hold float32 values, converted exactly). Output: DIR/out.bin, g''s raw storage as
 // float64. Every buffer (g', the levels chain_pairs allocates, dense row-major here) and shared
 // memory (before every block) starts as NaN, so a value read before any earlier phase or launch
-// wrote it, or an output no thread writes, shows up as NaN.
+// wrote it, or an output no thread writes, shows up as NaN; and a level buffer is NaN-filled
+// again right after the launch that chain_pairs releases it after (pair_last_reads), so a later
+// read of a released buffer shows up too. Then the step flag and, with a step, its section
+// (tests/emulation_step.h): the last launch applies the Linf step to x_adv instead of storing g'
+// (out.bin then stays NaN, out_xa.bin holds x_adv).
 
 #include <cmath>
 #include <cstdint>
@@ -26,6 +30,7 @@
 
 #include "cuda/pair_body.cuh"
 #include "emulation_io.h"
+#include "emulation_step.h"
 
 using namespace wavefuse;
 using namespace wavefuse::cuda_dwt;
@@ -42,6 +47,7 @@ struct Params {
   int64_t N, C, H, W;
   Raw g, out;
   std::vector<double> hf_scale;
+  emulation::StepCase step;
 };
 
 template <typename index_t>
@@ -58,7 +64,7 @@ Strides4<index_t> dense(int64_t c, int64_t h, int64_t w) {
 
 template <typename acc_t, typename index_t>
 std::vector<double> run(const Params& p, const std::vector<double>& filters64,
-                        const std::vector<double>& g64) {
+                        const std::vector<double>& g64, const std::string& dir) {
   const std::vector<acc_t> filters(filters64.begin(), filters64.end());
   const std::vector<acc_t> g(g64.begin(), g64.end());
   const acc_t nan = static_cast<acc_t>(emulation::kNaN);
@@ -88,7 +94,11 @@ std::vector<double> run(const Params& p, const std::vector<double>& filters64,
   auto all_threads = [](auto&& f) {
     for (int tid = 0; tid < kThreads; ++tid) f(tid);
   };
-  for (const PairStep& st : pair_plan(depth, p.hf_scale.data())) {
+  emulation::StepBuffers<acc_t, index_t> step(p.step);
+  const std::vector<PairStep> plan = pair_plan(depth, p.hf_scale.data());
+  const std::vector<std::vector<int>> last_read = pair_last_reads(plan, depth);
+  for (size_t launch = 0; launch < plan.size(); ++launch) {
+    const PairStep& st = plan[launch];
     const int j1 = st.j1, j2 = st.j2;
     PairArgs<acc_t, index_t> a{};
     const bool src_detail = !st.first_analysis && j1 < depth;
@@ -114,7 +124,10 @@ std::vector<double> run(const Params& p, const std::vector<double>& filters64,
       a.first = approx[j1].data();
       a.sf = dense<index_t>(p.C, hs[j1], ws[j1]);
     }
-    if (st.final) {
+    if (st.final && p.step.on) {  // the step instead of g' (chain_pairs passes x_adv as out)
+      a.out = nullptr;
+      a.step = step.arg;
+    } else if (st.final) {
       a.out = out.data();
       a.so = strides4<index_t>(p.out);
     } else {
@@ -143,7 +156,12 @@ std::vector<double> run(const Params& p, const std::vector<double>& filters64,
       smem.assign(pair_smem_elems(p.L, band), nan);
       pair_block(a, static_cast<index_t>(b), smem.data(), all_threads);
     }
+    for (int j = 1; j <= depth; ++j) {  // released by chain_pairs: poisoned here
+      if (last_read[0][j] == static_cast<int>(launch)) approx[j].assign(approx[j].size(), nan);
+      if (last_read[1][j] == static_cast<int>(launch)) detail[j].assign(detail[j].size(), nan);
+    }
   }
+  step.write(dir);
   return std::vector<double>(out.begin(), out.end());
 }
 
@@ -162,15 +180,16 @@ void run_dir(const std::string& dir) {
   p.hf_scale.resize(p.levels > 0 ? p.levels : 0);
   for (auto& s : p.hf_scale) in >> s;
   if (!in) throw std::runtime_error("malformed " + dir + "/params.txt");
+  p.step = emulation::read_step(in, dir);
   const std::vector<double> filters = emulation::read_doubles(dir + "/filters.bin", 2 * p.L);
   const std::vector<double> g = emulation::read_doubles(dir + "/g.bin", p.g.span);
   std::vector<double> out;
   if (p.dtype == 0) {
-    out = p.index_bits == 32 ? run<double, int32_t>(p, filters, g)
-                             : run<double, int64_t>(p, filters, g);
+    out = p.index_bits == 32 ? run<double, int32_t>(p, filters, g, dir)
+                             : run<double, int64_t>(p, filters, g, dir);
   } else {
-    out = p.index_bits == 32 ? run<float, int32_t>(p, filters, g)
-                             : run<float, int64_t>(p, filters, g);
+    out = p.index_bits == 32 ? run<float, int32_t>(p, filters, g, dir)
+                             : run<float, int64_t>(p, filters, g, dir);
   }
   emulation::write_doubles(dir + "/out.bin", out);
 }

@@ -625,11 +625,16 @@ CASCADE_SCALES = [
 
 @pytest.fixture(scope="module")
 def cascade_harness(tmp_path_factory) -> Path:
-    return compile_harness(tmp_path_factory, "cuda_cascade_emulation_harness.cpp")
+    # -ffp-contract=off: the fused Linf step's *_rn helpers are plain operations on the host
+    return compile_harness(
+        tmp_path_factory, "cuda_cascade_emulation_harness.cpp", ["-ffp-contract=off"]
+    )
 
 
-def _cascade_case(d: Path, g, wave: str, mode: str, level: int, scales, index_bits: int):
-    """One case; returns g' allocated as dwt.cu's chain_cascade does (g's memory format)."""
+def _cascade_case(d: Path, g, wave: str, mode: str, level: int, scales, index_bits: int, step=None):
+    """One case; returns g' allocated as dwt.cu's chain_cascade does (g's memory format).
+    step = (x_adv, x_nat, (eps, alpha, lo, hi)): the Linf step fused into the chain's last
+    launch (tests/emulation_step.h; bounds floats or tensors in g's dtype)."""
     from wavefuse.ops._common import empty_4d
 
     d.mkdir(parents=True)
@@ -639,6 +644,20 @@ def _cascade_case(d: Path, g, wave: str, mode: str, level: int, scales, index_bi
     dtype_code = {torch.float64: 0, torch.float32: 1}[g.dtype]
     fields = [dtype_code, index_bits, MODE_CODE[mode], filters.shape[-1], level, n, c, h, w]
     fields += [*g.stride(), span(g), *out.stride(), span(out), *map(repr, scales)]
+    fields.append(int(step is not None))
+    if step is not None:
+        x_adv, x_nat, bounds = step
+        fields += [*x_adv.stride(), span(x_adv), *x_nat.stride(), span(x_nat)]
+        _raw(x_adv).double().numpy().tofile(d / "xa.bin")
+        _raw(x_nat).double().numpy().tofile(d / "xn.bin")
+        for k, b in enumerate(bounds):
+            if isinstance(b, torch.Tensor):
+                sn = b.stride(0) if b.shape[0] > 1 else 0
+                sc = b.stride(1) if b.shape[1] > 1 else 0
+                fields += [0.0, 1, sn, sc, span(b)]
+                _raw(b).double().numpy().tofile(d / f"bound{k}.bin")
+            else:
+                fields += [repr(float(b)), 0, 0, 0, 0]
     (d / "params.txt").write_text(" ".join(map(str, fields)) + "\n")
     filters.double().contiguous().numpy().tofile(d / "filters.bin")
     _raw(g).double().numpy().tofile(d / "g.bin")
@@ -715,7 +734,10 @@ def test_cascade_scale_one_and_nan(cascade_harness, tmp_path):
 
 @pytest.fixture(scope="module")
 def pair_harness(tmp_path_factory) -> Path:
-    return compile_harness(tmp_path_factory, "cuda_pair_emulation_harness.cpp")
+    # -ffp-contract=off: the fused Linf step's *_rn helpers are plain operations on the host
+    return compile_harness(
+        tmp_path_factory, "cuda_pair_emulation_harness.cpp", ["-ffp-contract=off"]
+    )
 
 
 # one level of tiles or several (analysis tiles 16, synthesis tiles 32 per side)
@@ -767,3 +789,57 @@ def test_pairs_scale_one_long_filter_and_nan(pair_harness, tmp_path):
     assert expected.isnan().any() and torch.isfinite(got[0, 0]).all()
     assert torch.equal(got.isnan(), expected.isnan())
     assert_close(got[0, 0], expected[0, 0], 1e-11, "NaN: the other plane")
+
+
+# ---- the Linf step fused into the chain's last launch (step_math.cuh's FusedLinf) ----------------
+
+FUSED_CASES = [  # (wave, mode, level, dtype, bound kind, layouts of x_adv / g / x_nat, bits)
+    ("db4", "symmetric", 3, torch.float32, "floats", ("contiguous",) * 3, 32),
+    ("db2", "zero", 2, torch.float64, "per_sample", ("channels_last", "contiguous", "strided"), 64),
+    ("sym5", "periodization", 1, torch.float32, "per_channel", ("strided",) * 3, 32),
+    ("coif3", "reflect", 2, torch.float64, "per_sample_channel", ("contiguous", "strided",
+                                                                   "channels_last"), 32),
+    ("db4", "periodic", 4, torch.float32, "per_sample_channel", ("channels_last",) * 3, 64),
+    ("db2", "zero", 5, torch.float32, "per_sample", ("contiguous",) * 3, 32),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("what", ["cascade", "pairs"])
+def test_chain_fused_linf_step(cascade_harness, pair_harness, tmp_path, what):
+    """The Linf step fused into the chain's last launch (dwt.cu's chain_cascade / chain_pairs
+    given a LinfStep: where the launch would store g', x_adv gets linf_value) is the separate
+    step on the unfused chain's g', bit for bit: reference.pgd_step_ref (op for op as the step
+    kernel's linf_thread) on the g' the same harness computes without the step. Bounds as floats
+    and as per-sample / per-channel / per-(sample, channel) tensors, mixed layouts of x_adv, g
+    and x_nat, int32 and int64 offsets, float64 and float32, levels 1-5 (the pairs' last launch
+    is (A_1, S_1), (S_2, S_1) or (A_J, S_J)'s successor). g' itself is never written (out.bin
+    stays NaN). A NaN gradient entry: x_adv is NaN exactly where g' is."""
+    harness = cascade_harness if what == "cascade" else pair_harness
+    cases = []
+    for k, case in enumerate([*FUSED_CASES, FUSED_CASES[0]]):
+        wave, mode, level, dtype, kind, layouts, bits = case
+        nan = k == len(FUSED_CASES)  # the first case again, with a NaN gradient entry
+        if nan:
+            wave, mode, level, dtype, kind, layouts, bits = FUSED_CASES[0]
+        shape = (2, 3, 67, 65) if k % 2 == 0 else (1, 2, 70, 66)
+        x_adv, g, x = _inputs(shape, dtype, seed=k)
+        if nan:
+            g[1, 2, 30, 40] = math.nan
+        x_adv, g, x = (_layout(t, lay) for t, lay in zip((x_adv, g, x), layouts, strict=True))
+        bounds = _bounds(kind, "Linf", shape[0], shape[1], dtype)
+        scales = CASCADE_SCALES[k % len(CASCADE_SCALES)][:level]
+        plain = _cascade_case(tmp_path / f"{k}g", g, wave, mode, level, scales, bits)
+        fused = _cascade_case(tmp_path / f"{k}s", g, wave, mode, level, scales, bits,
+                              step=(x_adv, x, bounds))  # fmt: skip
+        cases.append((k, x_adv, x, bounds, plain, fused, nan))
+    run_harness(harness, [tmp_path / f"{c[0]}{s}" for c in cases for s in "gs"])
+    for k, x_adv, x, bounds, plain, fused, nan in cases:
+        label = f"{what} case {k}"
+        g_prime = _cascade_result(tmp_path / f"{k}g", plain).to(x_adv.dtype)
+        assert bool(g_prime.isnan().any()) == bool(nan), label
+        assert _cascade_result(tmp_path / f"{k}s", fused).isnan().all(), f"{label}: g' written"
+        got = _result(tmp_path / f"{k}s", x_adv)
+        expected = reference.pgd_step_ref(x_adv, g_prime, x, *bounds, "Linf")
+        assert torch.equal(got.isnan(), expected.isnan()), label
+        assert torch.equal(got.nan_to_num(7.0), expected.nan_to_num(7.0)), label
+        assert not torch.equal(got, x_adv), f"{label}: no step taken"

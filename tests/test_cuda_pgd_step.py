@@ -20,7 +20,8 @@ samples -- ONE cascade_kernel launch for the whole filter, then the step; otherw
 pair_kernel launch per level (the chain's stages two per launch), then the step; per level
 split_kernel writing the approximation alone and chain_kernel only for a bank too long for the
 pairs' shared memory), and the composition of the transforms for a bank without perfect
-reconstruction.
+reconstruction. On the cascade and the pairs, a Linf step on a float32 or float64 x_adv runs inside
+the filter's last launch (no linf_kernel launch); L2 and the half types keep the step kernels.
 """
 
 from __future__ import annotations
@@ -336,12 +337,16 @@ def _chain_launches(x_adv, g, x, eps, wave, level, mode, scales, norm) -> dict:
         lambda: _quiet(wavefuse.wavelet_pgd_step, _copy(x_adv), g, *args, backend="cuda")
     )
     kinds = ("cascade_kernel", "pair_kernel", "chain_kernel", "split_kernel", "merge_kernel")
-    kinds += ("sep_step_kernel",)
+    kinds += ("sep_step_kernel", "linf_kernel", "l2_")
     return {k: sum(k in n for n in names) for k in kinds}
 
 
-CASCADE = {"cascade_kernel": 1, "pair_kernel": 0, "chain_kernel": 0, "split_kernel": 0,
-           "merge_kernel": 0, "sep_step_kernel": 0}  # fmt: skip
+def _cascade(norm: str) -> dict:
+    """The launches of the cascade route on a float32 / float64 x_adv: one cascade_kernel, with
+    the Linf step inside it; L2's three step launches after it."""
+    return {"cascade_kernel": 1, "pair_kernel": 0, "chain_kernel": 0, "split_kernel": 0,
+            "merge_kernel": 0, "sep_step_kernel": 0, "linf_kernel": 0,
+            "l2_": 0 if norm == "Linf" else 3}  # fmt: skip
 
 
 @pytest.mark.parametrize("norm", ["Linf", "L2"])
@@ -349,7 +354,7 @@ def test_chain_every_mode_and_launches(norm, monkeypatch):
     """Planes over 64 with a perfect-reconstruction bank, where separable.cascade_fits (forced
     here: 4 planes do not fill a GPU), run _chain_pgd_step_kernel as the whole cascade: ONE
     cascade_kernel launch for the filter (no split_kernel, chain_kernel or merge_kernel), then the
-    step. db4 J=3 in every mode (float64, odd sizes, one side under 64), db2 J=5, coif3 J=2 against
+    step (Linf: inside it). db4 J=3 in every mode (float64, odd sizes, one side under 64), db2 J=5, coif3 J=2 against
     the reference; the levels past the last change of scale are skipped ([0.5, 1, 1]: one level,
     still one launch)."""
     monkeypatch.setattr(separable, "CASCADE_PLANES_PER_SM", 0)
@@ -366,18 +371,18 @@ def test_chain_every_mode_and_launches(norm, monkeypatch):
         got, expected = _wavelet_steps(x_adv, g, x, eps, wave, level, mode, sc, norm)
         assert_wavelet_step(got, expected, norm, 0.03, f"cascade {wave} J={level} {norm}")
         launches = _chain_launches(x_adv, g, x, eps, wave, level, mode, sc, norm)
-        assert launches == CASCADE, (wave, launches)
+        assert launches == _cascade(norm), (wave, launches)
     launches = _chain_launches(x_adv, g, x, eps, "db4", 3, "symmetric", scales, norm)
-    assert launches == CASCADE, launches
+    assert launches == _cascade(norm), launches
     target = _copy(x_adv)  # float64: no conversion; every kernel but the step's is the filter's
     names = _kernel_launches(
         lambda: _quiet(wavefuse.wavelet_pgd_step, target, g, x, eps, 0.03, "db4", 3, "symmetric",
                        scales, norm, backend="cuda")
     )  # fmt: skip
     kernels = [n for n in names if not n.startswith(("Memcpy", "Memset"))]
-    assert len(kernels) == 1 + (1 if norm == "Linf" else 3), kernels
+    assert len(kernels) == 1 + (0 if norm == "Linf" else 3), kernels  # Linf: fused
     launches = _chain_launches(x_adv, g, x, eps, "sym5", 3, "reflect", [0.5, 1.0, 1.0], norm)
-    assert launches == CASCADE, launches
+    assert launches == _cascade(norm), launches
     got, expected = _wavelet_steps(x_adv, g, x, eps, "sym5", 3, "reflect", [0.5, 1.0, 1.0], norm)
     assert_wavelet_step(got, expected, norm, 0.03, f"cascade sym5 one level {norm}")
 
@@ -394,8 +399,9 @@ def test_chain_per_level_or_cascade(norm, monkeypatch):
     eps = 0.05 if norm == "Linf" else 0.5
     scales = [0.0, 0.5]
     x_adv, g, x = _inputs(shape=(2, 2, 131, 45), dtype=torch.float64)  # no float32 sign flips
-    pairs = {"cascade_kernel": 0, "pair_kernel": 2, "chain_kernel": 0, "split_kernel": 0}
-    cascade = {"cascade_kernel": 1, "pair_kernel": 0, "chain_kernel": 0, "split_kernel": 0}
+    step = {"linf_kernel": 0, "l2_": 0 if norm == "Linf" else 3}  # Linf: in the last launch
+    pairs = {"cascade_kernel": 0, "pair_kernel": 2, "chain_kernel": 0, "split_kernel": 0, **step}
+    cascade = {"cascade_kernel": 1, "pair_kernel": 0, "chain_kernel": 0, "split_kernel": 0, **step}
     for per_sm, max_plane, expected_launches in (
         (separable.CASCADE_PLANES_PER_SM, separable.CASCADE_MAX_PLANE, pairs),
         (0, separable.CASCADE_MAX_PLANE, cascade),
@@ -421,6 +427,8 @@ def test_chain_per_level_or_cascade(norm, monkeypatch):
             launches = {k: sum(k in n for n in names) for k in pairs}
             assert launches["chain_kernel"] == launches["split_kernel"] == 2, launches
             assert launches["pair_kernel"] == launches["cascade_kernel"] == 0, launches
+            # the level route keeps the step kernels
+            assert sum("linf_kernel" in n for n in names) == (norm == "Linf"), names
         results[backend] = out
     assert_wavelet_step(results["cuda"], results["reference"], norm, 0.03, f"db24 levels {norm}")
 
@@ -437,7 +445,7 @@ def test_chain_cascade_many_planes_repeatable(norm):
     eps = 0.05 if norm == "Linf" else 0.5
     scales = [0.0, 0.5, -0.25, 0.75]
     launches = _chain_launches(x_adv, g, x, eps, "db4", 4, "symmetric", scales, norm)
-    assert launches == CASCADE, launches
+    assert launches == _cascade(norm), launches
     results = []
     for _ in range(3):
         got, expected = _wavelet_steps(x_adv, g, x, eps, "db4", 4, "symmetric", scales, norm)
@@ -448,6 +456,7 @@ def test_chain_cascade_many_planes_repeatable(norm):
         mp.setattr(separable, "CASCADE_PLANES_PER_SM", 2**40)
         launches = _chain_launches(x_adv, g, x, eps, "db4", 4, "symmetric", scales, norm)
         assert launches["pair_kernel"] == 4 and launches["cascade_kernel"] == 0, launches
+        assert launches["linf_kernel"] == 0, launches  # Linf: in the last pair
         results = []
         for _ in range(3):
             got, expected = _wavelet_steps(x_adv, g, x, eps, "db4", 4, "symmetric", scales, norm)
@@ -478,6 +487,14 @@ def test_chain_dtypes_layouts_and_bounds(norm, dtype, route, monkeypatch):
         got, expected = _steps_of(wavefuse.wavelet_pgd_step, x_adv, g, *args)
         assert torch.equal(g, before)
         assert_wavelet_step(got, expected, norm, 0.05, f"chain {dtype} {layout} {norm}")
+        names = _kernel_launches(
+            lambda x_adv=x_adv, g=g, args=args: _quiet(
+                wavefuse.wavelet_pgd_step, _copy(x_adv), g, *args, backend="cuda"
+            )
+        )
+        # Linf on a compute-type x_adv: the step inside the last launch; half types convert
+        fused = norm == "Linf" and dtype in (torch.float32, torch.float64)
+        assert sum("linf_kernel" in n for n in names) == (norm == "Linf" and not fused), names
 
 
 def _steps_of(fn, x_adv, g, *args):

@@ -18,6 +18,9 @@
 //   for j = J .. 1:
 //     every 16 x 16 tile of e_{j-1}: chain_thread (over a_{j-1}, or into g' at j = 1) | barrier
 //
+// With `step` on (Linf, x_adv in the compute type; step_math.cuh's FusedLinf), level 1 applies
+// the Linf step to x_adv where it would store g' (no g' is written): filter and step in ONE launch.
+//
 // Each body sees a one-plane problem (C = 1, plane 0: cascade_split_args / cascade_chain_args),
 // so tile_origin's block index is the tile index. A barrier orders the global writes of one
 // level before the next level's reads within the block (__syncthreads makes a block's global
@@ -68,6 +71,7 @@ struct CascadeArgs {
   index_t h[kCascadeMaxLevels + 1], w[kCascadeMaxLevels + 1];  // h[0] x w[0] = H x W
   index_t off[kCascadeMaxLevels + 1];                          // off[0] unused
   acc_t coef[kCascadeMaxLevels + 1], gain[kCascadeMaxLevels + 1];  // chain level j's, j >= 1
+  cuda_pgd::FusedLinf<acc_t, index_t> step;  // on: the Linf step at level 1 instead of storing g'
 };
 
 // The level sizes, offsets and chain coefficients of a (H, W) plane (host; the harness too).
@@ -159,7 +163,8 @@ WAVEFUSE_HD_INLINE ChainArgs<acc_t, index_t> cascade_chain_args(
   if (j == 1) {
     c.prev = a.g + pn * a.sg.n + pc * a.sg.c;
     c.sp = Strides4<index_t>{0, 0, a.sg.h, a.sg.w};
-    c.out = a.out + pn * a.so.n + pc * a.so.c;
+    c.step = a.step.plane(pn, pc);  // off stays off
+    c.out = c.step.on() ? nullptr : a.out + pn * a.so.n + pc * a.so.c;  // no g' with the step
     c.so = Strides4<index_t>{0, 0, a.so.h, a.so.w};
   } else {
     c.out = base + a.off[j - 1];

@@ -65,6 +65,15 @@
 // checked by the host emulation only, speed unmeasured. ptxas (nvcc 13.0, -Xptxas -v, sm_80 and
 // sm_90): int32 variants 61-64 registers, int64 119-128, no spill, no stack frame.
 //
+// 2026-12-07 (twelfth session): the Linf step fused into the chain's last launch (cascade_kernel,
+// pair_kernel: step_math.cuh's FusedLinf in CascadeArgs / PairArgs / ChainArgs), pair_kernel's
+// argument __grid_constant__, pair_band_rows __host__ __device__ (nvcc had warned that the band
+// phase called it as a host function). ptxas (nvcc 13.0, sm_80 and sm_90): pair_kernel int32
+// variants 40-48 registers, no spill in float32, 36 bytes in float64 (new); int64 80, no spill
+// (the 56 bytes of <float, int64_t> gone); cascade_kernel int32 72-80, no spill; its int64
+// variants (tensors of 2^30 elements or more) now spill 208-272 bytes under the 80-register cap
+// of __launch_bounds__(256, 3); chain_kernel unchanged or better. Never run on a GPU.
+//
 // Known costs: the tiles run along (H, W), so channels_last tensors (C innermost) are read with
 // stride C.
 //
@@ -216,7 +225,8 @@ __global__ void __launch_bounds__(kThreads, kCascadeMinBlocks)
 // wavelet_pgd_step's chain in pairs of stages: one output tile of the second stage per block
 // (pair_body.cuh's pair_block: its phases for this thread, a barrier after each).
 template <typename acc_t, typename index_t>
-__global__ void __launch_bounds__(kThreads) pair_kernel(const PairArgs<acc_t, index_t> a) {
+__global__ void __launch_bounds__(kThreads)
+    pair_kernel(const __grid_constant__ PairArgs<acc_t, index_t> a) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   acc_t* smem = reinterpret_cast<acc_t*>(smem_raw);
   const int tid = static_cast<int>(threadIdx.x);
@@ -484,7 +494,8 @@ void run_chain(const Tensor& cur, const Tensor& prev, const Tensor& out, const T
 
 template <typename acc_t, typename index_t>
 void run_cascade(const Tensor& g, const Tensor& out, const Tensor& levels, const Tensor& taps,
-                 Mode mode, at::ArrayRef<double> hf_scale, cudaStream_t stream) {
+                 Mode mode, at::ArrayRef<double> hf_scale, const LinfStep* step,
+                 cudaStream_t stream) {
   CascadeArgs<acc_t, index_t> a{};
   const int64_t L = taps.size(1);
   const bool planned = cascade_plan(a, g.size(2), g.size(3), static_cast<int>(L), mode,
@@ -492,8 +503,11 @@ void run_cascade(const Tensor& g, const Tensor& out, const Tensor& levels, const
   TORCH_INTERNAL_ASSERT(planned, "wavefuse: cascade of ", hf_scale.size(), " levels");
   a.g = static_cast<const acc_t*>(g.data_ptr());
   a.sg = strides4<index_t>(g);
-  a.out = static_cast<acc_t*>(out.data_ptr());
-  a.so = strides4<index_t>(out);
+  if (step == nullptr) {
+    a.out = static_cast<acc_t*>(out.data_ptr());
+    a.so = strides4<index_t>(out);
+  }
+  a.step = fused_linf<acc_t, index_t>(step);
   a.levels_base = static_cast<acc_t*>(levels.data_ptr());
   a.filters = static_cast<const acc_t*>(taps.data_ptr());
   a.C = static_cast<index_t>(g.size(1));
@@ -504,7 +518,7 @@ void run_cascade(const Tensor& g, const Tensor& out, const Tensor& levels, const
 }  // namespace
 
 Tensor chain_cascade(const Tensor& g, const Tensor& taps, Mode mode,
-                     at::ArrayRef<double> hf_scale) {
+                     at::ArrayRef<double> hf_scale, const LinfStep* step) {
   const auto t = g.scalar_type();
   TORCH_CHECK((t == at::kFloat || t == at::kDouble) && taps.scalar_type() == t &&
                   taps.is_contiguous() && taps.device() == g.device(),
@@ -514,29 +528,34 @@ Tensor chain_cascade(const Tensor& g, const Tensor& taps, Mode mode,
   const int levels = static_cast<int>(hf_scale.size());
   TORCH_CHECK(levels >= 1 && levels <= kCascadeMaxLevels, "wavefuse: the cascade takes 1 to ",
               kCascadeMaxLevels, " levels, got ", levels);
+  TORCH_CHECK(step == nullptr ||
+                  (step->x_adv.scalar_type() == t && step->x_nat.scalar_type() == t),
+              "wavefuse: chain_cascade fuses the step for x_adv and x_nat in g's dtype only");
   const c10::cuda::CUDAGuard guard(g.device());
   const int64_t planes = N * C, plane = H * W;
   const int64_t per_plane = cascade_plane_elems(H, W, L, mode, levels);
   // One allocation: g' first, in g's memory format (the step's flat path), then the levels,
-  // plane-major (cascade_body.cuh).
-  const Tensor buf = at::empty({planes * plane + planes * per_plane}, g.options());
-  const Tensor out = channels_last_like(g)
-                         ? buf.as_strided({N, C, H, W}, {C * plane, 1, W * C, C})
-                         : buf.as_strided({N, C, H, W}, {C * plane, plane, W, 1});
-  if (out.numel() == 0) return out;
-  const Tensor levels_t = buf.narrow(0, planes * plane, planes * per_plane);
+  // plane-major (cascade_body.cuh). With the fused step, the levels alone.
+  const int64_t g_elems = step == nullptr ? planes * plane : 0;
+  const Tensor buf = at::empty({g_elems + planes * per_plane}, g.options());
+  const Tensor out = step != nullptr         ? Tensor()
+                     : channels_last_like(g) ? buf.as_strided({N, C, H, W}, {C * plane, 1, W * C, C})
+                                             : buf.as_strided({N, C, H, W}, {C * plane, plane, W, 1});
+  if (planes * plane == 0) return out;
+  const Tensor levels_t = buf.narrow(0, g_elems, planes * per_plane);
   TORCH_CHECK(planes <= INT_MAX, "wavefuse: too many planes (", planes, ") for one CUDA launch");
   const int64_t smem_bytes = cascade_smem_elems(L) * static_cast<int64_t>(acc_size(g));
   TORCH_CHECK(smem_bytes <= kMaxSharedBytes, "wavefuse: a ", L, "-tap filter needs ", smem_bytes,
               " bytes of shared memory per block; the CUDA kernels support at most ",
               kMaxSharedBytes);
-  const bool small = span_of(g) < kInt32Span && buf.numel() < kInt32Span;
+  const bool small =
+      span_of(g) < kInt32Span && buf.numel() < kInt32Span && int32_linf(step);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(g.device().index()).stream();
   AT_DISPATCH_FLOATING_TYPES(t, "wavefuse_chain_cascade_cuda", [&] {
     if (small) {
-      run_cascade<scalar_t, int32_t>(g, out, levels_t, taps, mode, hf_scale, stream);
+      run_cascade<scalar_t, int32_t>(g, out, levels_t, taps, mode, hf_scale, step, stream);
     } else {
-      run_cascade<scalar_t, int64_t>(g, out, levels_t, taps, mode, hf_scale, stream);
+      run_cascade<scalar_t, int64_t>(g, out, levels_t, taps, mode, hf_scale, step, stream);
     }
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -547,7 +566,8 @@ bool pairs_fit(int64_t L, const Tensor& like) {
   return L % 2 == 0 && pair_smem_elems(L) * static_cast<int64_t>(acc_size(like)) <= kMaxSharedBytes;
 }
 
-Tensor chain_pairs(const Tensor& g, const Tensor& taps, Mode mode, at::ArrayRef<double> hf_scale) {
+Tensor chain_pairs(const Tensor& g, const Tensor& taps, Mode mode, at::ArrayRef<double> hf_scale,
+                   const LinfStep* step) {
   const auto t = g.scalar_type();
   TORCH_CHECK((t == at::kFloat || t == at::kDouble) && taps.scalar_type() == t &&
                   taps.is_contiguous() && taps.device() == g.device(),
@@ -558,9 +578,13 @@ Tensor chain_pairs(const Tensor& g, const Tensor& taps, Mode mode, at::ArrayRef<
   TORCH_CHECK(depth >= 1 && pairs_fit(L, g), "wavefuse: chain_pairs takes at least one level and ",
               "an even filter whose window fits in shared memory, got ", depth, " levels, ", L,
               " taps");
+  TORCH_CHECK(step == nullptr ||
+                  (step->x_adv.scalar_type() == t && step->x_nat.scalar_type() == t),
+              "wavefuse: chain_pairs fuses the step for x_adv and x_nat in g's dtype only");
   const c10::cuda::CUDAGuard guard(g.device());
-  Tensor out = empty_4d(g, N, C, g.size(2), g.size(3));  // g' in g's memory format
-  if (out.numel() == 0) return out;
+  // g' in g's memory format; none with the fused step
+  Tensor out = step != nullptr ? Tensor() : empty_4d(g, N, C, g.size(2), g.size(3));
+  if (g.numel() == 0) return out;
   // sizes[j] of a_j
   std::vector<std::pair<int64_t, int64_t>> sizes{{g.size(2), g.size(3)}};
   for (int j = 1; j <= depth; ++j) {
@@ -572,7 +596,10 @@ Tensor chain_pairs(const Tensor& g, const Tensor& taps, Mode mode, at::ArrayRef<
   const bool band = pair_band_fits(L, static_cast<int64_t>(acc_size(g)), kMaxSharedBytes);
   const size_t smem_bytes = static_cast<size_t>(pair_smem_elems(L, band)) * acc_size(g);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream(g.device().index()).stream();
-  for (const PairStep& st : pair_plan(depth, hf_scale.data())) {
+  const std::vector<PairStep> plan = pair_plan(depth, hf_scale.data());
+  const std::vector<std::vector<int>> last_read = pair_last_reads(plan, depth);
+  for (size_t p = 0; p < plan.size(); ++p) {
+    const PairStep& st = plan[p];
     const bool first_a = st.first_analysis, second_a = st.second_analysis;
     const int j1 = st.j1, j2 = st.j2;
     const Tensor& src = first_a ? approx[j1 - 1] : (j1 < depth ? detail[j1] : approx[j1]);
@@ -587,14 +614,17 @@ Tensor chain_pairs(const Tensor& g, const Tensor& taps, Mode mode, at::ArrayRef<
                           "wavefuse: chain_pairs lost a level");
     const Tensor first =
         store_first ? empty_4d(g, N, C, mid_size.first, mid_size.second) : Tensor();
-    const Tensor dst = final ? out : empty_4d(g, N, C, out_size.first, out_size.second);
+    const LinfStep* fused = final ? step : nullptr;  // the step: in the last launch only
+    const Tensor dst = fused != nullptr ? step->x_adv
+                       : final          ? out
+                                        : empty_4d(g, N, C, out_size.first, out_size.second);
     const int T = second_a ? kPairTileA : kPairTileS;
     const int64_t tiles_h = (out_size.first + T - 1) / T, tiles_w = (out_size.second + T - 1) / T;
     const int64_t blocks = N * C * tiles_h * tiles_w;
     TORCH_CHECK(blocks <= INT_MAX, "wavefuse: too many output tiles (", blocks,
                 ") for one CUDA launch");
     const bool small = int32_offsets({&src, &p1, &p2, &dst}) &&
-                       (!first.defined() || int32_offsets({&first}));
+                       (!first.defined() || int32_offsets({&first})) && int32_linf(fused);
     AT_DISPATCH_FLOATING_TYPES(t, "wavefuse_chain_pairs_cuda", [&] {
       auto fill = [&](auto index_tag) {
         using index_t = decltype(index_tag);
@@ -632,6 +662,7 @@ Tensor chain_pairs(const Tensor& g, const Tensor& taps, Mode mode, at::ArrayRef<
         a.R = static_cast<int>(pair_window(second_a, L));
         a.T = T;
         a.mode = mode;
+        a.step = fused_linf<scalar_t, index_t>(fused);
         pair_launch(a, blocks, smem_bytes, stream);
       };
       if (small) {
@@ -646,6 +677,10 @@ Tensor chain_pairs(const Tensor& g, const Tensor& taps, Mode mode, at::ArrayRef<
       approx[j2] = dst;
     } else if (!final) {
       detail[j2 - 1] = dst;
+    }
+    for (int j = 0; j <= depth; ++j) {  // what no later launch reads (a_0: the caller's g)
+      if (last_read[0][j] == static_cast<int>(p)) approx[j] = Tensor();
+      if (last_read[1][j] == static_cast<int>(p)) detail[j] = Tensor();
     }
   }
   return out;

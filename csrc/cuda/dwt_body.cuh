@@ -66,6 +66,7 @@
 #include <cstdint>
 
 #include "common.h"
+#include "step_math.cuh"  // FusedLinf: the Linf step as chain_thread's store
 
 #ifdef __CUDACC__
 #define WAVEFUSE_HD_INLINE __host__ __device__ __forceinline__
@@ -589,6 +590,7 @@ struct ChainArgs {
   int L;
   Transform tr;
   index_t tiles_h, tiles_w;  // merge_geometry over (H, W)
+  cuda_pgd::FusedLinf<acc_t, index_t> step;  // on: the Linf step instead of storing out
 };
 
 template <typename acc_t, typename index_t>
@@ -602,7 +604,11 @@ WAVEFUSE_HOST_DEVICE void chain_thread(const ChainArgs<acc_t, index_t>& a, index
   const acc_t* gl = a.cur + pn * a.sc.n + pc * a.sc.c;
   acc_t v = a.gain * approx_gather(gl, a.sc, r, c, a.Hs, a.Ws, a.Kh, a.Kw, a.L, a.tr, taps);
   if (a.coef != acc_t(0)) v += a.coef * a.prev[pn * a.sp.n + pc * a.sp.c + r * a.sp.h + c * a.sp.w];
-  a.out[pn * a.so.n + pc * a.so.c + r * a.so.h + c * a.so.w] = v;
+  if (a.step.on()) {
+    a.step.store(pn, pc, r, c, v);
+  } else {
+    a.out[pn * a.so.n + pc * a.so.c + r * a.so.h + c * a.so.w] = v;
+  }
 }
 
 }  // namespace cuda_dwt

@@ -10,9 +10,11 @@
 
 #include <cstdint>
 #include <initializer_list>
+#include <optional>
 #include <vector>
 
 #include "common.h"
+#include "step_math.cuh"  // cuda_pgd::Bound, FusedLinf
 
 namespace wavefuse {
 namespace cuda_host {
@@ -114,6 +116,65 @@ inline Tensor taps_for(const Tensor& filters, const Tensor& like) {
   return filters.to(like.device(), acc_type(like)).contiguous();
 }
 
+// ---- the PGD step's bounds (pgd_step.cu; and the chain's fused Linf step in dwt.cu) -----------
+
+// eps, alpha, lo, hi as the ops receive them: a Python float each, or a (N or 1, C or 1, 1, 1)
+// tensor in the compute dtype on x_adv's device (the op's checks), which then wins.
+struct Step {
+  double eps, alpha, lo, hi;
+  const std::optional<Tensor>&eps_t, &alpha_t, &lo_t, &hi_t;
+};
+
+template <typename acc_t, typename index_t>
+cuda_pgd::Bound<acc_t, index_t> bound_arg(double value, const std::optional<Tensor>& t) {
+  if (!t.has_value()) return {static_cast<acc_t>(value), nullptr, 0, 0};
+  return {acc_t(0), static_cast<const acc_t*>(t->data_ptr()),
+          static_cast<index_t>(t->size(0) > 1 ? t->stride(0) : 0),
+          static_cast<index_t>(t->size(1) > 1 ? t->stride(1) : 0)};
+}
+
+// int32 offsets where every offset the kernels form fits: x_adv, grad, x_nat, N * M, and the
+// bound tensors (Bound::at forms n * sn + c * sc in index_t).
+inline bool int32_step(const Tensor& x_adv, const Tensor& grad, const Tensor& x_nat,
+                       const Step& s) {
+  bool small = x_adv.numel() < kInt32Span && span_of(x_adv) < kInt32Span &&
+               span_of(grad) < kInt32Span && span_of(x_nat) < kInt32Span;
+  for (const std::optional<Tensor>* t : {&s.eps_t, &s.alpha_t, &s.lo_t, &s.hi_t}) {
+    if (t->has_value()) small = small && span_of(**t) < kInt32Span;
+  }
+  return small;
+}
+
+// The Linf step that the approximation chain's last launch applies itself (dwt.cu's
+// chain_cascade and chain_pairs; step_math.cuh's FusedLinf): x_adv and x_nat in the compute
+// dtype, x_adv overlapping nothing the chain reads (pgd_step.cu's check_step has checked both).
+struct LinfStep {
+  const Tensor& x_adv;
+  const Tensor& x_nat;
+  const Step& s;
+};
+
+// Whether the fused step's offsets fit int32 (as int32_step).
+inline bool int32_linf(const LinfStep* f) {
+  return f == nullptr || int32_step(f->x_adv, f->x_nat, f->x_nat, f->s);
+}
+
+// The kernel argument: off (xa == nullptr) without a step.
+template <typename acc_t, typename index_t>
+cuda_pgd::FusedLinf<acc_t, index_t> fused_linf(const LinfStep* f) {
+  cuda_pgd::FusedLinf<acc_t, index_t> a{};
+  if (f == nullptr) return a;
+  a.xa = static_cast<acc_t*>(f->x_adv.data_ptr());
+  a.sa = strides4<index_t>(f->x_adv);
+  a.x = static_cast<const acc_t*>(f->x_nat.data_ptr());
+  a.sx = strides4<index_t>(f->x_nat);
+  a.eps = bound_arg<acc_t, index_t>(f->s.eps, f->s.eps_t);
+  a.alpha = bound_arg<acc_t, index_t>(f->s.alpha, f->s.alpha_t);
+  a.lo = bound_arg<acc_t, index_t>(f->s.lo, f->s.lo_t);
+  a.hi = bound_arg<acc_t, index_t>(f->s.hi, f->s.hi_t);
+  return a;
+}
+
 }  // namespace cuda_host
 
 // wavelet_pgd_step's approximation chain (kernels in dwt.cu, composed by pgd_step.cu).
@@ -130,15 +191,20 @@ void chain_level(const at::Tensor& cur, const at::Tensor& prev, const at::Tensor
 // The whole chain in ONE launch (cascade_body.cuh; the caller says when): g (N, C, H, W),
 // the gradient in the compute dtype (float32 or float64, any strides), the dec taps (2, L)
 // contiguous in that dtype, one scale per level (1 to kCascadeMaxLevels) -> g' in g's dtype and
-// memory format (a view of the one scratch allocation that also holds the levels).
+// memory format (a view of the one scratch allocation that also holds the levels). With `step`
+// (Linf, x_adv in g's dtype), the launch applies the step to x_adv instead of forming g', and
+// returns an undefined tensor.
 at::Tensor chain_cascade(const at::Tensor& g, const at::Tensor& taps, Mode mode,
-                         at::ArrayRef<double> hf_scale);
+                         at::ArrayRef<double> hf_scale,
+                         const cuda_host::LinfStep* step = nullptr);
 // The chain in pairs of stages (pair_body.cuh): J launches for J levels, every level's tiles
 // spread over the GPU. Arguments and result as chain_cascade's (g' in g's memory format, its own
 // allocation); pairs_fit says whether a bank of L taps runs it (an even L whose window fits in
-// shared memory in like's compute dtype).
+// shared memory in like's compute dtype). With `step`, as chain_cascade: the last launch applies
+// the Linf step (undefined result). Every level buffer is released after the launch that reads
+// it last.
 at::Tensor chain_pairs(const at::Tensor& g, const at::Tensor& taps, Mode mode,
-                       at::ArrayRef<double> hf_scale);
+                       at::ArrayRef<double> hf_scale, const cuda_host::LinfStep* step = nullptr);
 bool pairs_fit(int64_t L, const at::Tensor& like);
 }  // namespace cuda_dwt
 }  // namespace wavefuse

@@ -26,6 +26,10 @@
 // block also writes the first-stage positions [2 i0, 2 i0 + 2 T_A) of its window (they lie inside
 // it: off >= 2 - L) to `first`: the approximation a_j that a later synthesis needs.
 //
+// With `step` on in the final launch (Linf, x_adv in the compute type; step_math.cuh's
+// FusedLinf), the tile applies the Linf step to x_adv where it would store g' (no g' is written):
+// J launches for the filter and the step together.
+//
 // The phases are written ONCE (pair_block, over a `phase` callable, as cascade_block): the kernel
 // runs each for its thread and then __syncthreads(); the host emulation
 // (tests/cuda_pair_emulation_harness.cpp) runs each for every thread of the block in turn.
@@ -51,7 +55,7 @@ inline int64_t pair_window(bool second_analysis, int64_t L) {
 }
 
 // Rows of the band of a first-stage analysis (R window rows read 2s + m, m < L, of it).
-inline int64_t pair_band_rows(int64_t R, int64_t L) { return 2 * R + L - 2; }
+WAVEFUSE_HD_INLINE int64_t pair_band_rows(int64_t R, int64_t L) { return 2 * R + L - 2; }
 
 // Shared memory of a pair block, in acc_t elements: the taps (2L) and the larger window; with
 // `band`, also the row-pass band of the larger window (a first-stage analysis made separable).
@@ -106,6 +110,33 @@ inline std::vector<PairStep> pair_plan(int depth, const double* hf_scale) {
   return plan;
 }
 
+// The level buffers launch `st` reads, as (is a detail e_j, j): the first stage's input -- a_{j1-1}
+// (analysis), e_{j1} (synthesis) or a_J itself (j1 = J) -- and a_{j-1} where a synthesis stage
+// adds coef * a_{j-1}. a_0 is the caller's gradient.
+inline std::vector<std::pair<bool, int>> pair_reads(const PairStep& st, int depth) {
+  std::vector<std::pair<bool, int>> r;
+  if (st.first_analysis) {
+    r.push_back({false, st.j1 - 1});
+  } else {
+    r.push_back({st.j1 < depth, st.j1});
+  }
+  if (st.c1 != 0.0) r.push_back({false, st.j1 - 1});
+  if (st.c2 != 0.0) r.push_back({false, st.j2 - 1});
+  return r;
+}
+
+// For each level buffer, the index in `plan` of the launch that reads it last (-1: none):
+// [0][j] for a_j, [1][j] for e_j. chain_pairs releases a buffer after that launch (the
+// allocator's stream order keeps its memory from later launches' reuse until then).
+inline std::vector<std::vector<int>> pair_last_reads(const std::vector<PairStep>& plan,
+                                                     int depth) {
+  std::vector<std::vector<int>> last(2, std::vector<int>(depth + 1, -1));
+  for (size_t p = 0; p < plan.size(); ++p) {
+    for (const auto& [detail, j] : pair_reads(plan[p], depth)) last[detail][j] = static_cast<int>(p);
+  }
+  return last;
+}
+
 template <typename acc_t, typename index_t>
 struct PairArgs {
   const acc_t* src;  // the first stage's input: a_{j-1} (analysis) or e_j (synthesis), Hs x Ws
@@ -127,6 +158,7 @@ struct PairArgs {
   index_t tiles_h, tiles_w;  // of the second stage's output
   int L, R, T;               // taps, window side, outputs per tile side
   Mode mode;
+  cuda_pgd::FusedLinf<acc_t, index_t> step;  // on (final launch only): the Linf step, not `out`
 };
 
 // Block -> (plane, first output row, first output column) for tiles of T.
@@ -329,7 +361,11 @@ WAVEFUSE_HOST_DEVICE void pair_stage2(const PairArgs<acc_t, index_t>& a, index_t
                                                  a.L, off, taps);
       if (a.has_c2) v += a.c2 * a.p2[pn * a.s2.n + pc * a.s2.c + r * a.s2.h + c * a.s2.w];
     }
-    a.out[pn * a.so.n + pc * a.so.c + r * a.so.h + c * a.so.w] = v;
+    if (a.step.on()) {
+      a.step.store(pn, pc, r, c, v);
+    } else {
+      a.out[pn * a.so.n + pc * a.so.c + r * a.so.h + c * a.so.w] = v;
+    }
   }
 }
 

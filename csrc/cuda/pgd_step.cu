@@ -79,6 +79,13 @@
 //         reference.scale_details_ref), all in the compute type; then the step. Either way
 //         half types step in float32 on float32 copies of x_adv and x_nat and round once (copy_
 //         back; step_filtered), as the CPU kernel's non-Haar path.
+//         2026-12-07: on the cascade and the pairs, a Linf step on an x_adv in the compute type
+//         (float32, float64) runs INSIDE the filter's last launch (step_math.cuh's FusedLinf:
+//         where that launch would store g', x_adv gets the step's linf_value with the same
+//         operands, so the bits are the separate step's): ONE launch for the cascade, J for the
+//         pairs, no g' buffer. L2 (which needs g''s norm before any update), the half types and
+//         the level route keep the separate step. chain_pairs also releases each level buffer
+//         after the launch that reads it last (pair_last_reads). Never run on a GPU.
 //
 // Rounding: divisions and square roots correctly rounded and the update's products and sums not
 // contracted into FMAs (__fmul_rn etc. in pgd_step_body.cuh), so Linf matches the reference bit
@@ -454,29 +461,7 @@ bool visit_channels_last(const Tensor& x_adv) {
   return !x_adv.is_contiguous() && x_adv.is_contiguous(at::MemoryFormat::ChannelsLast);
 }
 
-template <typename acc_t, typename index_t>
-Bound<acc_t, index_t> bound_arg(double value, const std::optional<Tensor>& t) {
-  if (!t.has_value()) return {static_cast<acc_t>(value), nullptr, 0, 0};
-  return {acc_t(0), static_cast<const acc_t*>(t->data_ptr()),
-          static_cast<index_t>(t->size(0) > 1 ? t->stride(0) : 0),
-          static_cast<index_t>(t->size(1) > 1 ? t->stride(1) : 0)};
-}
-
-struct Step {
-  double eps, alpha, lo, hi;
-  const std::optional<Tensor>&eps_t, &alpha_t, &lo_t, &hi_t;
-};
-
-// int32 offsets where every offset the kernels form fits: x_adv, grad, x_nat, N * M, and the
-// bound tensors (Bound::at forms n * sn + c * sc in index_t).
-bool int32_step(const Tensor& x_adv, const Tensor& grad, const Tensor& x_nat, const Step& s) {
-  bool small = x_adv.numel() < kInt32Span && span_of(x_adv) < kInt32Span &&
-               span_of(grad) < kInt32Span && span_of(x_nat) < kInt32Span;
-  for (const std::optional<Tensor>* t : {&s.eps_t, &s.alpha_t, &s.lo_t, &s.hi_t}) {
-    if (t->has_value()) small = small && span_of(**t) < kInt32Span;
-  }
-  return small;
-}
+// Step, bound_arg and int32_step: host.h (the chain's fused Linf step in dwt.cu uses them too).
 
 // The fields both step kernels' arguments share: the three tensors and the four bounds.
 template <typename scalar_t, typename index_t, typename acc_t, typename Args>
@@ -731,14 +716,22 @@ void chain_pgd_step_cuda(const Tensor& x_adv, const Tensor& grad, const Tensor& 
   const auto acc = acc_type(x_adv);
   const Tensor taps = filters.to(x_adv.device(), acc).contiguous();
   const Tensor g0 = grad.to(acc);  // the gradient itself when it is in the compute type
+  // Linf with x_adv in the compute type: the chain's last launch applies the step itself
+  // (step_math.cuh's FusedLinf; the same bits as the separate step kernel). Half types and L2
+  // keep the separate step.
+  const LinfStep linf{x_adv, x_nat, s};
+  const LinfStep* fused = !l2 && x_adv.scalar_type() == acc ? &linf : nullptr;
   if (cascade) {
-    // ONE launch for the whole filter (dwt.cu's cascade_kernel), then the step.
-    step_filtered(x_adv, cuda_dwt::chain_cascade(g0, taps, mode, hf_scale), x_nat, s, l2);
+    // ONE launch for the whole filter (dwt.cu's cascade_kernel), the Linf step in it or after.
+    const Tensor g = cuda_dwt::chain_cascade(g0, taps, mode, hf_scale, fused);
+    if (fused == nullptr) step_filtered(x_adv, g, x_nat, s, l2);
     return;
   }
   if (cuda_dwt::pairs_fit(taps.size(1), g0)) {
-    // J launches for the filter (dwt.cu's pair_kernel: two stages each), then the step.
-    step_filtered(x_adv, cuda_dwt::chain_pairs(g0, taps, mode, hf_scale), x_nat, s, l2);
+    // J launches for the filter (dwt.cu's pair_kernel: two stages each), the Linf step in the
+    // last or after.
+    const Tensor g = cuda_dwt::chain_pairs(g0, taps, mode, hf_scale, fused);
+    if (fused == nullptr) step_filtered(x_adv, g, x_nat, s, l2);
     return;
   }
   std::vector<Tensor> chain{g0};

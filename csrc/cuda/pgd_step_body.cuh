@@ -56,12 +56,7 @@
 
 #include "common.h"
 #include "haar_body.cuh"  // the Haar step's padded-signal map and tile origin (cuda_haar::)
-
-#ifdef __CUDACC__
-#define WAVEFUSE_PGD_INLINE __host__ __device__ __forceinline__
-#else
-#define WAVEFUSE_PGD_INLINE inline
-#endif
+#include "step_math.cuh"  // the update's arithmetic, linf_value, Bound
 
 namespace wavefuse {
 namespace cuda_pgd {
@@ -92,106 +87,6 @@ struct StepAcc<double> {
   using type = double;
 };
 
-// ---- correctly rounded arithmetic (no contraction on the device) --------------------------------
-
-WAVEFUSE_PGD_INLINE float mul_rn(float a, float b) {
-#ifdef __CUDA_ARCH__
-  return __fmul_rn(a, b);
-#else
-  return a * b;
-#endif
-}
-WAVEFUSE_PGD_INLINE double mul_rn(double a, double b) {
-#ifdef __CUDA_ARCH__
-  return __dmul_rn(a, b);
-#else
-  return a * b;
-#endif
-}
-WAVEFUSE_PGD_INLINE float add_rn(float a, float b) {
-#ifdef __CUDA_ARCH__
-  return __fadd_rn(a, b);
-#else
-  return a + b;
-#endif
-}
-WAVEFUSE_PGD_INLINE double add_rn(double a, double b) {
-#ifdef __CUDA_ARCH__
-  return __dadd_rn(a, b);
-#else
-  return a + b;
-#endif
-}
-WAVEFUSE_PGD_INLINE float div_rn(float a, float b) {
-#ifdef __CUDA_ARCH__
-  return __fdiv_rn(a, b);
-#else
-  return a / b;
-#endif
-}
-WAVEFUSE_PGD_INLINE double div_rn(double a, double b) {
-#ifdef __CUDA_ARCH__
-  return __ddiv_rn(a, b);
-#else
-  return a / b;
-#endif
-}
-WAVEFUSE_PGD_INLINE float sqrt_rn(float a) {
-#ifdef __CUDA_ARCH__
-  return __fsqrt_rn(a);
-#else
-  return __builtin_sqrtf(a);
-#endif
-}
-WAVEFUSE_PGD_INLINE double sqrt_rn(double a) {
-#ifdef __CUDA_ARCH__
-  return __dsqrt_rn(a);
-#else
-  return __builtin_sqrt(a);
-#endif
-}
-
-// a * b + c with one rounding: __fma*_rn on the device, std::fma on the host (correctly rounded
-// too), so the emulation computes the device's bits.
-WAVEFUSE_PGD_INLINE float fma_rn(float a, float b, float c) {
-#ifdef __CUDA_ARCH__
-  return __fmaf_rn(a, b, c);
-#else
-  return std::fma(a, b, c);
-#endif
-}
-WAVEFUSE_PGD_INLINE double fma_rn(double a, double b, double c) {
-#ifdef __CUDA_ARCH__
-  return __fma_rn(a, b, c);
-#else
-  return std::fma(a, b, c);
-#endif
-}
-
-// sign with sign(+-0) = 0 and NaN kept: the reference's where(isnan(g), g, sign(g)).
-template <typename T>
-WAVEFUSE_PGD_INLINE T sign_keep_nan(T g) {
-  return g > T(0) ? T(1) : (g < T(0) ? T(-1) : (g != g ? g : T(0)));
-}
-
-// torch.clamp(torch.clamp(v, min=lo), max=hi) with a NaN v kept (bounds are never NaN).
-template <typename T>
-WAVEFUSE_PGD_INLINE T clamp_keep_nan(T v, T lo, T hi) {
-  v = v < lo ? lo : v;
-  return hi < v ? hi : v;
-}
-
-// The updates of one element, op for op as the reference (shared by the plain and the Haar step).
-// Linf: clamp(x + clamp(x_adv + alpha * sign(g) - x, -eps, eps), lo, hi).
-template <typename acc_t>
-WAVEFUSE_PGD_INLINE acc_t linf_value(acc_t xa, acc_t xv, acc_t g, acc_t alpha, acc_t eps,
-                                     acc_t lo, acc_t hi) {
-  // alpha * sign(g) is exact (0, +-alpha or NaN): no rounding to control
-  const acc_t moved = add_rn(xa, mul_rn(alpha, sign_keep_nan(g)));
-  const acc_t delta = clamp_keep_nan(add_rn(moved, -xv), -eps, eps);
-  return clamp_keep_nan(add_rn(xv, delta), lo, hi);
-}
-
 // L2: x_adv + alpha * (g / denom), before the projection.
 template <typename acc_t>
 WAVEFUSE_PGD_INLINE acc_t l2_moved_value(acc_t xa, acc_t g, acc_t alpha, acc_t denom) {
@@ -201,18 +96,6 @@ WAVEFUSE_PGD_INLINE acc_t l2_moved_value(acc_t xa, acc_t g, acc_t alpha, acc_t d
 // ---- kernel arguments ----------------------------------------------------------------------------
 
 using wavefuse::Strides4;  // common.h
-
-// A bound: the float (already rounded to acc_t, as torch rounds a Python scalar), or the entry
-// [n, c] of a (N or 1, C or 1, 1, 1) tensor in acc_t (strides 0 along broadcast dimensions).
-template <typename acc_t, typename index_t>
-struct Bound {
-  acc_t value;
-  const acc_t* data;
-  index_t sn, sc;
-  WAVEFUSE_PGD_INLINE acc_t at(index_t n, index_t c) const {
-    return data == nullptr ? value : data[n * sn + c * sc];
-  }
-};
 
 // What every step kernel reads: the three tensors and the four bounds.
 template <typename scalar_t, typename index_t>
