@@ -124,8 +124,34 @@ def test_wavefuse_backend_environment_variable(monkeypatch):
     with pytest.raises(ValueError, match="WAVEFUSE_BACKEND='bogus'"):
         wavefuse.dwt2(torch.randn(1, 1, 4, 4), "haar")
     monkeypatch.setenv("WAVEFUSE_BACKEND", "cuda")
-    with pytest.raises(BackendUnavailableError):
+    with pytest.raises(BackendUnavailableError, match="WAVEFUSE_BACKEND='cuda'"):
         wavefuse.dwt2(torch.randn(1, 1, 4, 4), "haar")
+
+
+@pytest.mark.parametrize("env", ["cuda", "triton"])
+def test_wavefuse_backend_leaves_ops_it_has_no_kernel_for_to_auto(monkeypatch, env):
+    """WAVEFUSE_BACKEND replaces "auto" only for the ops that backend has kernels for: pooling has
+    no CUDA or Triton kernel, so the models' pooling layers keep working under it (they cannot
+    be given backend=); an explicit backend= is never replaced; ops the backend has but cannot
+    run on these tensors raise, naming the variable."""
+    cpu = torch.device("cpu")
+    monkeypatch.delenv("WAVEFUSE_BACKEND", raising=False)
+    auto = {op: backends.resolve("auto", cpu, op) for op in backends.POOL_OPS}
+    monkeypatch.setenv("WAVEFUSE_BACKEND", env)
+    for op in backends.POOL_OPS:
+        assert backends.lacks_kernel(env, op), op
+        assert backends.resolve("auto", cpu, op) == auto[op], op
+        with pytest.raises(BackendUnavailableError, match=f"backend='{env}' cannot run {op}"):
+            backends.resolve(env, cpu, op)
+    x = torch.rand(2, 3, 8, 8)
+    assert torch.equal(wavefuse.WaveletAvgPool2d()(x), 0.5 * x[..., ::2, ::2])
+    if env == "cuda" and not backends.built_with_cuda():
+        return  # without a CUDA build lacks_kernel cannot tell, and says False
+    assert not backends.lacks_kernel(env, "dwt2d")
+    interpreted = env == "triton" and os.environ.get("TRITON_INTERPRET") == "1"
+    if not interpreted and backends.why_not(env, "dwt2d", "cpu") is not None:
+        with pytest.raises(BackendUnavailableError, match=f"WAVEFUSE_BACKEND='{env}'"):
+            backends.resolve("auto", cpu, "dwt2d")
 
 
 def _run(args, **env_overrides):

@@ -32,8 +32,12 @@ slower than "cuda" in geometric mean on every op (2.6x dwt2d forward, 46 cases; 
 (512 x 3 x 224 x 224: 0.29 vs 0.34 ms Linf, 0.58 vs 1.06 ms L2, float32), so it stays out of
 "auto". Pooling has no CUDA kernels and no GPU measurements: CUDA tensors pool with "reference".
 
-``WAVEFUSE_BACKEND`` (one of auto, reference, cpu, cuda, triton) replaces "auto" when set; an
-explicit ``backend=`` argument always wins.
+``WAVEFUSE_BACKEND`` (one of auto, reference, cpu, cuda, triton) replaces "auto" when set, for
+the ops that backend has kernels for: an op it has none for in this version (pooling on "cuda"
+and "triton") keeps auto's own choice, so that WAVEFUSE_BACKEND=cuda on a GPU does not break the
+models' pooling layers. Where the backend has the op but cannot run it (CPU tensors under
+WAVEFUSE_BACKEND=cuda, an extension that did not build), the error names WAVEFUSE_BACKEND. An
+explicit ``backend=`` argument always wins, and is never replaced.
 """
 
 from __future__ import annotations
@@ -397,16 +401,41 @@ def _device_reason(backend: str, device: torch.device) -> str | None:
     return cuda_device_reason(index)
 
 
+@functools.cache
+def lacks_kernel(backend: str, op: str) -> bool:
+    """Whether this version of wavefuse has no ``backend`` kernel for ``op`` (or an op of its
+    autograd family) at all, on any device: pooling on "cuda" and "triton". False where it
+    cannot tell (the extension did not load, a build without CUDA, wavefuse.kernels missing):
+    those are installation problems that resolve() reports. Fixed for the process."""
+    members = FAMILIES.get(op, (op,))
+    if backend == "triton":
+        try:
+            return any(
+                importlib.util.find_spec(f"wavefuse.kernels.{TRITON_MODULES[m]}") is None
+                for m in members
+            )
+        except ModuleNotFoundError:  # wavefuse.kernels itself is missing
+            return False
+    if backend in ("cpu", "cuda"):
+        if _C is None or (backend == "cuda" and not built_with_cuda()):
+            return False
+        return any(not _has_kernel(m, backend.upper()) for m in members)
+    return False
+
+
 def resolve(backend: str, device: torch.device, op: str) -> str:
     """The concrete backend that runs ``op`` for tensors on ``device``; raises if it cannot."""
     if not isinstance(backend, str) or backend not in CHOICES:
         raise ValueError(f"backend={backend!r} is not one of {', '.join(CHOICES)}")
     device_type = device.type
+    source = f"backend={backend!r}"
     if backend == "auto":
         env = os.environ.get("WAVEFUSE_BACKEND") or "auto"  # set but empty: unset
         if env not in CHOICES:
             raise ValueError(f"WAVEFUSE_BACKEND={env!r} is not one of {', '.join(CHOICES)}")
-        backend = env
+        if env != "auto" and not lacks_kernel(env, op):
+            backend = env
+            source = f"WAVEFUSE_BACKEND={env!r} (what backend='auto' means while it is set)"
     if backend == "auto":
         for b in AUTO_ORDER.get(device_type, ("reference",)):
             if why_not(b, op, device_type) is None and _device_reason(b, device) is None:
@@ -415,6 +444,6 @@ def resolve(backend: str, device: torch.device, op: str) -> str:
     reason = why_not(backend, op, device_type) or _device_reason(backend, device)
     if reason is not None:
         raise BackendUnavailableError(
-            f"backend={backend!r} cannot run {op} on {device_type} tensors: {reason}"
+            f"{source} cannot run {op} on {device_type} tensors: {reason}"
         )
     return backend
