@@ -14,8 +14,10 @@ from torch import nn
 from torch.autograd import gradcheck, gradgradcheck
 
 import wavefuse
+from wavefuse.filters import filter_length
 from wavefuse.models import PreActResNet18, WideResNet
 from wavefuse.nn import HFPenalty, WaveletAvgPool2d, WaveletConv2d, convert
+from wavefuse.nn.pool import fit_to_stride2
 
 # ---- WaveletConv2d -------------------------------------------------------------------------------
 
@@ -93,6 +95,51 @@ def test_output_shape_equals_conv2d_stride2(wave, mode, kernels, pmodes, monkeyp
             assert wconv(x).shape == expected, (k, pad, dil, pmode, h, w)
             count += 1
     assert count > 60
+
+
+@pytest.mark.parametrize("wave", ["haar", "db2", "db4", "sym5"])
+def test_reflect_on_responses_of_one_sample(wave):
+    """mode="reflect" where the stride-1 response has 1 sample along an axis (PyWavelets' reflect
+    refuses it): the shape is still nn.Conv2d's, the 1-sample axis extended as numpy.pad's reflect
+    extends it (constant). Checks: a 1 x 1 response equals mode "symmetric"'s (whose extension of
+    one sample is the same constant); a 1 x W response equals the pooling of the response with
+    its row written twice (reflect then extends it constantly too); gradcheck through it."""
+    import numpy as np
+
+    row = np.array([3.0])
+    assert np.array_equal(np.pad(row, 4, mode="reflect"), np.pad(row, 4, mode="symmetric"))
+    torch.manual_seed(0)
+    for shape, k in (((1, 2, 3, 4), 3), ((1, 2, 3, 3), 3), ((1, 2, 1, 9), 1), ((2, 2, 8, 1), 1)):
+        conv = nn.Conv2d(2, 3, k, 2)
+        x = torch.randn(*shape, dtype=torch.float64)
+        wconv = WaveletConv2d(2, 3, k, 2, wave=wave, mode="reflect").double()
+        wconv.load_state_dict(conv.state_dict())
+        got = wconv(x)
+        assert got.shape == conv.double()(x).shape, shape
+        y = wconv._conv_stride1(x)
+        h, w = y.shape[-2:]
+        if (h, w) == (1, 1):
+            other = WaveletConv2d(2, 3, k, 2, wave=wave, mode="symmetric").double()
+            other.load_state_dict(conv.state_dict())
+            assert_close(got, other(x), 1e-12, f"{wave} {shape} 1x1")
+        else:
+            twice = y.repeat(1, 1, 2 if h == 1 else 1, 2 if w == 1 else 1)
+            pooled = wavefuse.wavelet_pool2d(twice, wave, "reflect", "all", backend="reference")
+            expected = fit_to_stride2(pooled, (h, w), filter_length(wave), "reflect", True)
+            assert_close(got, expected, 1e-12, f"{wave} {shape}")
+        xg = x.clone().requires_grad_()
+        assert gradcheck(wconv, (xg,), fast_mode=True)
+    pool = wavefuse.WaveletAvgPool2d(wave, "reflect", ceil_mode=True)
+    assert pool(torch.randn(1, 2, 1, 5)).shape == (1, 2, 1, 3)
+    with pytest.raises(ValueError, match="reflect"):  # PyWavelets' count: refused, as pywt
+        wavefuse.WaveletAvgPool2d(wave, "reflect")(torch.randn(1, 2, 1, 5))
+
+
+def test_learned_pool_names_its_channels():
+    pool = wavefuse.WaveletAvgPool2d(bands="learned", channels=3)
+    with pytest.raises(ValueError, match=r"channels=3\) got an input with 4 channels"):
+        pool(torch.randn(1, 4, 8, 8))
+    assert pool(torch.randn(3, 8, 8)).shape == (3, 4, 4)
 
 
 def test_gradcheck():

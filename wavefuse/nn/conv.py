@@ -34,7 +34,9 @@ class WaveletConv2d(nn.Conv2d):
     (``fit_to_stride2``: output k then sits where periodization's output k does, within one
     stride-1 sample, in every mode). So the output shape equals
     nn.Conv2d's for every kernel, padding (ints, tuples, "valid"), padding_mode, dilation and
-    input size that nn.Conv2d accepts with stride 2. Costs: the convolution runs at stride 1
+    input size that nn.Conv2d accepts with stride 2. (A response of 1 sample along an axis, which
+    PyWavelets' reflect refuses, is extended in mode "reflect" as numpy.pad's reflect extends it:
+    constant.) Costs: the convolution runs at stride 1
     (4x the multiply-adds of the stride-2 layer).
     """
 

@@ -38,10 +38,16 @@ def pool_fitted(x: Tensor, wave: str, mode: str, bands, ceil_mode: bool | None, 
     (C, H, W) x gives a (C, h, w) result, as torch's pooling and convolution layers do."""
     if isinstance(x, Tensor) and x.dim() == 3:
         return pool_fitted(x.unsqueeze(0), wave, mode, bands, ceil_mode, backend).squeeze(0)
-    y = wavelet_pool2d(x, wave, mode, bands, backend=backend)
     if ceil_mode is None:
-        return y
+        return wavelet_pool2d(x, wave, mode, bands, backend=backend)
     size = (x.shape[-2], x.shape[-1])
+    if mode == "reflect" and min(size) == 1:
+        # As a stride-2 layer, every input size works: PyWavelets' reflect needs 2 samples per
+        # axis, so a 1-sample axis is extended as numpy.pad's reflect extends it (constant), i.e.
+        # as the sample twice (a stride-0 view; reflect gives it the same L/2 coefficients, all
+        # equal), and the gradient sums over both copies.
+        x = x.expand(*x.shape[:-2], max(size[0], 2), max(size[1], 2))
+    y = wavelet_pool2d(x, wave, mode, bands, backend=backend)
     return fit_to_stride2(y, size, filter_length(wave), mode, ceil_mode)
 
 
@@ -73,7 +79,9 @@ class WaveletAvgPool2d(nn.Module):
         None: PyWavelets' coefficient count per axis (``pywt.dwt_coeff_len``: ceil(n/2) in
         periodization). True / False: ceil(n/2) / floor(n/2), the size of a stride-2 layer,
         aligned as periodization's output k, whatever the mode (within one sample:
-        ``fit_to_stride2``). For periodization or Haar None and True agree.
+        ``fit_to_stride2``). For periodization or Haar None and True agree. With True / False,
+        mode "reflect" also takes an axis of 1 sample (None refuses it, as PyWavelets does),
+        extended as numpy.pad's reflect extends it: constant.
     backend : str
         auto, reference, cpu, cuda, triton.
     """
@@ -114,6 +122,13 @@ class WaveletAvgPool2d(nn.Module):
             nn.init.constant_(self.weight, 0.25)
 
     def forward(self, x: Tensor) -> Tensor:
+        learned = self.bands == "learned" and isinstance(x, Tensor) and x.dim() in (3, 4)
+        if learned and x.shape[-3] != self.channels:
+            raise ValueError(
+                f"WaveletAvgPool2d(bands='learned', channels={self.channels}) got an input "
+                f"with {x.shape[-3]} channels (shape {tuple(x.shape)}); build it with "
+                f"channels={x.shape[-3]}"
+            )
         bands = self.weight if self.bands == "learned" else self.bands
         return pool_fitted(x, self.wave, self.mode, bands, self.ceil_mode, self.backend)
 
