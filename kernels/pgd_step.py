@@ -1254,11 +1254,29 @@ def _pair_chunks(taps: int, r: int, b: int, first_analysis: bool, second_analysi
     return max(1, min(r, rc)), max(1, min(b, oc))
 
 
+def _pair_reads(k1: str, j1: int, k2: str, j2: int, coefs, depth: int) -> list[tuple[str, int]]:
+    """The level buffers a pair of stages reads, as ("A", j) for a_j and ("E", j) for e_j: the
+    first stage's input (a_{j1-1}; e_{j1}, or a_J itself when j1 = J) and a_{j-1} where a
+    synthesis stage adds c_j a_{j-1} (csrc/cuda/pair_body.cuh's pair_reads)."""
+    reads = [("A", j1 - 1)] if k1 == "A" else [("E" if j1 < depth else "A", j1)]
+    for kind, j in ((k1, j1), (k2, j2)):
+        if kind == "S" and coefs[j - 1] != 0.0:
+            reads.append(("A", j - 1))
+    return reads
+
+
+def _pair_scratch(numel: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """A pair launch's window scratch (a function of its own: the tests fill it with NaN)."""
+    return torch.empty(numel, dtype=dtype, device=device)
+
+
 def _pair_chain(x_adv, grad, x_nat, bounds, filters, mode, scales, norm, cdtype) -> None:
     """The chain in J launches (``_pair_kernel``): its stages A_1 .. A_J, S_J .. S_1 two per
     launch, the last pair fused with the Linf step (L2: g' and its partial sums of squares per
     tile are written, and pgd_step's last two L2 launches follow). a_j is kept in memory where a
-    later launch reads it: as the first stage of the next pair, or as c_{j+1} a_j (c_{j+1} != 0)."""
+    later launch reads it: as the first stage of the next pair, or as c_{j+1} a_j (c_{j+1} != 0);
+    each level buffer is released after the launch that reads it last (the allocator's stream
+    order keeps its memory from later launches until then)."""
     n, c, h, w = x_adv.shape
     taps = filters.shape[-1]
     depth = len(scales)
@@ -1275,9 +1293,13 @@ def _pair_chain(x_adv, grad, x_nat, bounds, filters, mode, scales, norm, cdtype)
     acc = tl.float64 if cdtype == torch.float64 else tl.float32
     approx = {0: grad}  # a_j in memory
     detail = {}  # e_j in memory
+    pairs = [(*stages[p], *stages[p + 1]) for p in range(0, 2 * depth, 2)]
+    last_read = {}
+    for i, pair in enumerate(pairs):
+        for key in _pair_reads(*pair, coefs, depth):
+            last_read[key] = i
     g_out, pg = None, None
-    for p in range(0, 2 * depth, 2):
-        (k1, j1), (k2, j2) = stages[p], stages[p + 1]
+    for i, (k1, j1, k2, j2) in enumerate(pairs):
         if k1 == "A":
             src, (hs, ws), (hm, wm) = approx[j1 - 1], sizes[j1 - 1], sizes[j1]
         else:
@@ -1305,7 +1327,7 @@ def _pair_chain(x_adv, grad, x_nat, bounds, filters, mode, scales, norm, cdtype)
         sums = final and not linf and c * tiles_h * tiles_w <= _MAX_PARTIALS
         if sums:
             pg = torch.empty((n, c * tiles_h * tiles_w), dtype=cdtype, device=x_adv.device)
-        scratch = torch.empty(n * c * tiles_h * tiles_w * r * r, dtype=cdtype, device=x_adv.device)
+        scratch = _pair_scratch(n * c * tiles_h * tiles_w * r * r, cdtype, x_adv.device)
         wide = _dwt._needs_int64(src, p1, p2, first, out, x_adv, x_nat)
         with _dwt._device_guard(x_adv):
             _pair_kernel[grid](
@@ -1332,6 +1354,10 @@ def _pair_chain(x_adv, grad, x_nat, bounds, filters, mode, scales, norm, cdtype)
             detail[j2 - 1] = out
         else:
             g_out = out
+        for kind, j in _pair_reads(k1, j1, k2, j2, coefs, depth):
+            if last_read[(kind, j)] == i:  # no later launch reads it
+                (approx if kind == "A" else detail).pop(j, None)
+        del src, p1, p2, first, scratch
     if not linf:
         _step(x_adv, g_out, x_nat, *bounds, norm, pg=pg)
 

@@ -156,6 +156,15 @@ HAAR_MIN_SIDE = 32  # cuda_haar::kHaarMinSide
 MAX_PARTIALS = 256  # kMaxPartials
 
 
+def _bound_tensor(b, path: Path) -> tuple[int, int, int]:
+    """A tensor bound's (sn, sc, span) as host.h's bound_arg passes them, its raw storage written
+    to path; (0, 0, 0) for a float."""
+    if not isinstance(b, torch.Tensor):
+        return 0, 0, 0
+    _raw(b).double().numpy().tofile(path)
+    return (b.stride(0) if b.shape[0] > 1 else 0), (b.stride(1) if b.shape[1] > 1 else 0), span(b)
+
+
 def _write_case(
     d: Path, x_adv, g, x, bounds, norm: str, index_bits: int, haar=None, sep=None
 ) -> None:
@@ -170,13 +179,8 @@ def _write_case(
     for t in (x_adv, g, x):
         fields += [*t.stride(), span(t)]
     for name, b in zip(("eps", "alpha", "lo", "hi"), bounds):
-        if isinstance(b, torch.Tensor):
-            sn = b.stride(0) if b.shape[0] > 1 else 0
-            sc = b.stride(1) if b.shape[1] > 1 else 0
-            fields += [1, 0, sn, sc, span(b)]
-            _raw(b).double().numpy().tofile(d / f"{name}.bin")
-        else:
-            fields += [0, _bits(b), 0, 0, 0]
+        sn, sc, n = _bound_tensor(b, d / f"{name}.bin")
+        fields += [1, 0, sn, sc, n] if n else [0, _bits(b), 0, 0, 0]
     if haar is not None:
         mode, scales = haar
         fields += [1, MODE_CODE[mode], len(scales), *map(_bits, scales)]
@@ -651,13 +655,8 @@ def _cascade_case(d: Path, g, wave: str, mode: str, level: int, scales, index_bi
         _raw(x_adv).double().numpy().tofile(d / "xa.bin")
         _raw(x_nat).double().numpy().tofile(d / "xn.bin")
         for k, b in enumerate(bounds):
-            if isinstance(b, torch.Tensor):
-                sn = b.stride(0) if b.shape[0] > 1 else 0
-                sc = b.stride(1) if b.shape[1] > 1 else 0
-                fields += [0.0, 1, sn, sc, span(b)]
-                _raw(b).double().numpy().tofile(d / f"bound{k}.bin")
-            else:
-                fields += [repr(float(b)), 0, 0, 0, 0]
+            sn, sc, n = _bound_tensor(b, d / f"bound{k}.bin")
+            fields += [0.0, 1, sn, sc, n] if n else [repr(float(b)), 0, 0, 0, 0]
     (d / "params.txt").write_text(" ".join(map(str, fields)) + "\n")
     filters.double().contiguous().numpy().tofile(d / "filters.bin")
     _raw(g).double().numpy().tofile(d / "g.bin")

@@ -872,11 +872,13 @@ def test_wavelet_pgd_step_pairs(monkeypatch, mode):
     level, windows reaching over the plane's edges), db2 J=4 and J=3 and sym5 J=2 with every
     scale different (each a_j that a synthesis needs is kept from its pair's first stage),
     against the reference; the last case also with gathers of at most 16 values per pass, so
-    that both stages loop over several row chunks (_pair_chunks)."""
+    that both stages loop over several row chunks (_pair_chunks). The window scratch starts as
+    NaN (a slot read before stage 1 wrote it would show)."""
     from wavefuse.kernels import dwt, pgd_step
 
     _route(monkeypatch, "pairs")
     counts = _chain_counts(monkeypatch)
+    scratch = _spy_pair_scratch(monkeypatch)
     _check_wavelet_cases(mode, WAVELET_CASES[1:])
     assert _launches(counts) == {"_pair_kernel": 2 + 3 + 2}
     monkeypatch.setattr(pgd_step, "_PAIR_MIN_TILE", 2)
@@ -893,6 +895,7 @@ def test_wavelet_pgd_step_pairs(monkeypatch, mode):
         got, expected = _wavelet_steps(x_adv, g, x, eps, wave, level, mode, scales, norm)
         what = f"{wave} J={level} {shape} {mode} {norm}"
         assert _launches(counts) == {"_pair_kernel": level}, what
+        assert len(scratch) >= level, what
         if norm == "L2":
             assert_close(got, expected, 1e-12, what)
         else:
@@ -970,6 +973,21 @@ def test_wavelet_pgd_step_cascade_or_levels(monkeypatch):
         got, expected = _wavelet_steps(x_adv, g, x, 0.5, "db2", 2, "reflect", [0.0, 0.5], "L2")
         assert _launches(counts) == _chain_launches(route, 2), (per_sm, plane, depth)
         assert_close(got, expected, 1e-12, route)
+
+
+def _spy_pair_scratch(monkeypatch) -> list:
+    """The pairs' window scratch buffers, as allocated (filled with NaN, so that a window slot
+    read before stage 1 wrote it shows)."""
+    from wavefuse.kernels import pgd_step
+
+    buffers = []
+
+    def scratch(numel, dtype, device):
+        buffers.append(torch.full((numel,), math.nan, dtype=dtype, device=device))
+        return buffers[-1]
+
+    monkeypatch.setattr(pgd_step, "_pair_scratch", scratch)
+    return buffers
 
 
 def _spy_scratch(monkeypatch) -> list:

@@ -46,6 +46,7 @@ device) and PyWavelets; never stored numbers. Tolerances (conftest.TOL, relative
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 
@@ -653,6 +654,13 @@ def test_wavelet_pgd_step_cascade_many_planes_repeatable(norm, monkeypatch):
     assert_wavelet_step(results[0], expected, norm, 0.03, f"cascade {planes} planes {norm}")
     assert all(torch.equal(results[0], r) for r in results[1:]), "repeated cascades differ"
     monkeypatch.setattr(pgd_step, "_CASCADE_MAX_DEPTH", 0)
+    # each pair's window scratch starts as NaN: a slot read before the barrier that follows its
+    # write would not find the previous call's (equal) values there
+    monkeypatch.setattr(
+        pgd_step,
+        "_pair_scratch",
+        lambda numel, dtype, device: torch.full((numel,), math.nan, dtype=dtype, device=device),
+    )
     results = []
     for _ in range(3):
         got, expected = _wavelet_step(x_adv, g, x, eps, 0.03, "db4", 4, "symmetric", scales, norm)
