@@ -166,7 +166,7 @@ template <typename index_t>
 void run_chain(Params& p, const std::vector<double>& filters) {
   const Mode mode = static_cast<Mode>(p.mode);
   const Geometry g = merge_geometry(p.N * p.C, p.H, p.W, p.L);
-  ChainArgs<double, index_t> a;
+  ChainArgs<double, index_t> a{};
   a.cur = p.ll.data.data();
   a.sc = strides4<index_t>(p.ll);
   a.prev = p.signal.data.data();

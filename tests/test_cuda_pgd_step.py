@@ -497,6 +497,36 @@ def test_chain_dtypes_layouts_and_bounds(norm, dtype, route, monkeypatch):
         assert sum("linf_kernel" in n for n in names) == (norm == "Linf" and not fused), names
 
 
+@pytest.mark.parametrize("cascade", [False, True])
+def test_chain_keeps_the_separate_step_where_x_adv_shares_the_gradients_storage(cascade):
+    """x_adv and the gradient as interleaved columns of one storage: disjoint, but strided views
+    whose overlap at::assert_no_overlap cannot judge (the Python layer refuses them in eager
+    mode; compiled graphs and direct calls reach the kernel). The chain's last launch reads the
+    gradient, so the Linf step is not fused into it: one linf_kernel launch, the reference's
+    result, the gradient untouched. Both routes, called directly."""
+    n, c, h, w = 2, 3, 70, 97
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    x = torch.rand(n, c, h, w, dtype=torch.float64, device="cuda", generator=gen)
+    base = torch.randn(n, c, h, 2 * w, dtype=torch.float64, device="cuda", generator=gen)
+    x_adv, g = base[..., 0::2], base[..., 1::2]
+    x_adv.copy_((x + 0.1 * torch.randn_like(x)).clamp(0, 1))
+    before, g_before = x_adv.clone(), g.clone()
+    scales = [0.0, 0.5]
+    expected = _quiet(wavefuse.wavelet_pgd_step, before.clone(), g_before, x, 0.05, 0.03, "db4", 2,
+                      "symmetric", scales, "Linf", backend="reference")  # fmt: skip
+    bank = filter_bank("db4", "dec", torch.float64, "cuda")
+    bounds = prepare_bounds(x, 0.05, 0.03, 0.0, 1.0, "Linf")
+    names = _kernel_launches(
+        lambda: torch.ops.wavefuse._chain_pgd_step_kernel(
+            x_adv, g, x, *bounds, bank, "symmetric", 2, scales, "Linf", cascade
+        )
+    )
+    assert sum("linf_kernel" in n for n in names) == 1, names
+    assert sum(("cascade_kernel" if cascade else "pair_kernel") in n for n in names) >= 1, names
+    assert torch.equal(g, g_before)
+    assert_wavelet_step(x_adv, expected, "Linf", 0.03, f"shared storage, cascade={cascade}")
+
+
 def _steps_of(fn, x_adv, g, *args):
     """(cuda, reference) results of fn on copies of x_adv."""
     got = _quiet(fn, _copy(x_adv), g, *args, backend="cuda")

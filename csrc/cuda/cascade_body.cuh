@@ -157,7 +157,7 @@ WAVEFUSE_HD_INLINE ChainArgs<acc_t, index_t> cascade_chain_args(
     const CascadeArgs<acc_t, index_t>& a, index_t plane, int j) {
   acc_t* base = a.levels_base + plane * a.plane_elems;
   const index_t pn = plane / a.C, pc = plane % a.C;
-  ChainArgs<acc_t, index_t> c;
+  ChainArgs<acc_t, index_t> c{};
   c.cur = base + a.off[j];
   c.sc = Strides4<index_t>{0, 0, a.w[j], 1};
   if (j == 1) {

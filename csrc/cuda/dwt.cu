@@ -69,7 +69,7 @@
 // pair_kernel: step_math.cuh's FusedLinf in CascadeArgs / PairArgs / ChainArgs), pair_kernel's
 // argument __grid_constant__, pair_band_rows __host__ __device__ (nvcc had warned that the band
 // phase called it as a host function). ptxas (nvcc 13.0, sm_80 and sm_90): pair_kernel int32
-// variants 40-48 registers, no spill in float32, 36 bytes in float64 (new); int64 80, no spill
+// variants 40-48 registers, no spill in float32, 36-44 bytes in float64 (new); int64 80, no spill
 // (the 56 bytes of <float, int64_t> gone); cascade_kernel int32 72-80, no spill; its int64
 // variants (tensors of 2^30 elements or more) now spill 208-272 bytes under the 80-register cap
 // of __launch_bounds__(256, 3); chain_kernel unchanged or better. Never run on a GPU.
@@ -466,7 +466,7 @@ Tensor merge(const Tensor& ll, const Tensor& hi, const Tensor& filters, Mode mod
 template <typename acc_t, typename index_t>
 void run_chain(const Tensor& cur, const Tensor& prev, const Tensor& out, const Tensor& taps,
                Mode mode, double coef, double gain, const Geometry& g, cudaStream_t stream) {
-  ChainArgs<acc_t, index_t> a;
+  ChainArgs<acc_t, index_t> a{};  // every field set: FusedLinf off, no indeterminate bytes
   a.cur = static_cast<const acc_t*>(cur.data_ptr());
   a.sc = strides4<index_t>(cur);
   a.prev = static_cast<const acc_t*>(prev.data_ptr());

@@ -719,8 +719,11 @@ void chain_pgd_step_cuda(const Tensor& x_adv, const Tensor& grad, const Tensor& 
   // Linf with x_adv in the compute type: the chain's last launch applies the step itself
   // (step_math.cuh's FusedLinf; the same bits as the separate step kernel). Half types and L2
   // keep the separate step.
+  // Not where x_adv shares its storage with the gradient (views whose overlap
+  // assert_no_overlap cannot judge): the last launch reads the gradient (a_0) while it writes.
   const LinfStep linf{x_adv, x_nat, s};
-  const LinfStep* fused = !l2 && x_adv.scalar_type() == acc ? &linf : nullptr;
+  const bool apart = !x_adv.storage().is_alias_of(g0.storage());
+  const LinfStep* fused = !l2 && apart && x_adv.scalar_type() == acc ? &linf : nullptr;
   if (cascade) {
     // ONE launch for the whole filter (dwt.cu's cascade_kernel), the Linf step in it or after.
     const Tensor g = cuda_dwt::chain_cascade(g0, taps, mode, hf_scale, fused);

@@ -140,8 +140,10 @@ struct Bound {
 // g', bounds at (n, c)) -- the same function, the same operands and the same rounding as the
 // separate step kernel (linf_thread) reading g' back from memory, so the result is identical bit
 // for bit and one launch, one write and one read of g' are saved. xa == nullptr: off (the filter
-// stores g' as before). x_adv must not overlap g, x_nat or any buffer the launch reads (the op's
-// checks: assert_no_overlap).
+// stores g' as before). x_adv must not share memory with anything the launch reads: the op's
+// checks (assert_no_overlap) reject full and partial overlap, and pgd_step.cu fuses only when
+// x_adv's storage is not the gradient's (strided views of one storage, which assert_no_overlap
+// cannot judge, keep the separate step: the chain reads the gradient in its last launch).
 template <typename acc_t, typename index_t>
 struct FusedLinf {
   acc_t* xa = nullptr;  // off unless the host sets it (ChainArgs is default-initialised)
