@@ -346,17 +346,34 @@ def _row_key(row: dict) -> tuple[str, ...]:
     return tuple(str(row.get(k, "")) for k in ROW_KEY)
 
 
+def _check_one_device(path: Path, old: Sequence[dict], rows: Sequence[dict], ops) -> None:
+    """A partial run replaces some of an op's rows and keeps the others: refuse when the kept
+    rows were measured on another machine, which would mix two devices' timings of one op in
+    one file (a full run of the benchmark file replaces all of its ops' rows instead)."""
+    here = {r.get("device", "") for r in rows}
+    there = {r.get("device", "") for r in old if r.get("op") in ops} - here
+    if there:
+        raise RuntimeError(
+            f"{path} holds rows of {', '.join(sorted(ops))} measured on {', '.join(sorted(there))};"
+            f" this partial run (-k, or stopped early) ran on {', '.join(sorted(here))} and would"
+            " mix two machines' timings of one op in one file. Rerun the benchmark file in full"
+            " (no -k), or time with plain `pytest bench/...`, which writes nothing."
+        )
+
+
 def write_csv(path: Path, rows: Sequence[dict], partial: bool = False) -> None:
     """Write ``rows``, keeping the rows of ``path`` whose op none of them has: several benchmark
     files (one per op family) share one CSV per device, each replacing only its own ops.
     ``partial`` (a run stopped early, or results merged from another run): replace only the rows
-    of the same cases (``ROW_KEY``), so that the cases such a run did not reach keep their rows."""
+    of the same cases (``ROW_KEY``), so that the cases such a run did not reach keep their rows;
+    refused (RuntimeError) where those rows come from another device."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists():
         ops = {row["op"] for row in rows}
         with open(path, newline="") as f:
             old = list(csv.DictReader(f))
         if partial:  # in place: each new row where the row of its case was, the rest after
+            _check_one_device(path, old, rows, ops)
             new = {_row_key(r): r for r in rows}
             merged = [new.pop(_row_key(r), r) for r in old]
             rows = merged + [r for r in rows if _row_key(r) in new]

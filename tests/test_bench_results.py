@@ -60,6 +60,27 @@ def test_a_partial_run_replaces_only_its_cases_in_place(tmp_path):
     ]
 
 
+def test_a_partial_run_on_another_device_is_refused(tmp_path):
+    """Replacing some rows of an op and keeping others measured on another machine would mix two
+    devices' timings of one op in one file: refused, the file left as it was. A complete run
+    replaces all of its ops' rows, so it may come from another machine."""
+    path = tmp_path / "cpu.csv"
+    _results.write_csv(path, [{**r, "device": "AMD EPYC"} for r in OLD])
+    before = path.read_text()
+    new = [{**_row("dwt2d_fwd", "cpu", "B", "20"), "device": "Intel Xeon"}]
+    try:
+        _results.write_csv(path, new, partial=True)
+    except RuntimeError as e:
+        assert "AMD EPYC" in str(e) and "Intel Xeon" in str(e) and "in full" in str(e)
+    else:
+        raise AssertionError("a partial write mixed two devices")
+    assert path.read_text() == before
+    other_op = [{**_row("pgd_step", "cpu", "A", "40"), "device": "AMD EPYC"}]
+    _results.write_csv(path, other_op, partial=True)  # the same device: merged
+    _results.write_csv(path, new)  # complete: every dwt2d_fwd row replaced
+    assert [r for r in _read(path) if r[0] == "dwt2d_fwd"] == [("dwt2d_fwd", "cpu", "B", "20")]
+
+
 def test_merge_of_a_returned_csv_is_case_by_case(tmp_path):
     dest, src = tmp_path / "gpu.csv", tmp_path / "returned.csv"
     _results.write_csv(dest, OLD)
