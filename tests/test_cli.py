@@ -165,6 +165,8 @@ def test_methods_and_options_in_process(extra, tmp_path, capsys):
         assert ckpt["args"]["beta"] == 3.0
     if "fgsm-rs" in extra:
         assert ckpt["threat"]["train_alpha"] == pytest.approx(0.125)  # 1.25 eps
+        assert ckpt["threat"]["steps"] == 1 and "1 step of 0.125" in out
+        assert "notice: --steps 2 is not used by --method fgsm-rs" in out  # TINY's --steps
     if "--hf-layers" in extra:
         assert "HF penalty 0.001 on block2.layer.0" in out and row["train_hf_penalty"] > 0
 
@@ -347,6 +349,14 @@ def test_bad_model_and_penalty_options(tmp_path, capsys):
     err = fails(train.main, train.PROG, [*argv, "--hf-layers", "block9"], capsys)
     assert "--hf-penalty" in err and "'block9' is not a module" in err
     assert not (tmp_path / "out").exists()  # nothing written for a bad command
+    err = fails(train.main, train.PROG, [*argv, "--hf-layers", "block1,,block2"], capsys)
+    assert "an empty layer name" in err and "block1,block2,block3" in err
+    # a layer whose output is not (N, C, H, W): refused before --overwrite deletes a run
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "metrics.jsonl").write_text("{}\n")
+    err = fails(train.main, train.PROG, [*argv, "--hf-layers", "fc", "--overwrite"], capsys)
+    assert "--hf-penalty" in err and "'fc' is not an (N, C, H, W) tensor" in err
+    assert (tmp_path / "out" / "metrics.jsonl").read_text() == "{}\n"
     err = fails(train.main, train.PROG, [*argv, "--data", "cifar10"], capsys)
     assert "'cifar10' has no default location" in err and "--root" in err
 
@@ -377,6 +387,7 @@ def test_threat_defaults_per_dataset():
     args = train.parser().parse_args(["--data", "cifar10", "--method", "fgsm-rs"])
     train.threat(args)
     assert args.alpha == pytest.approx(10 / 255)  # Wong et al.'s 1.25 eps
+    assert args.steps == 1
 
 
 def test_augment_is_a_padded_crop_or_its_mirror():
@@ -389,3 +400,14 @@ def test_augment_is_a_padded_crop_or_its_mirror():
         windows = [padded[i, :, r : r + 8, c : c + 8] for r in range(9) for c in range(9)]
         assert any(torch.equal(y[i], w) or torch.equal(y[i], w.flip(-1)) for w in windows), i
     assert not torch.equal(y, x)
+
+
+def test_recorded_versions_are_the_installed_distributions():
+    """Checkpoints and reports record the versions `python -m wavefuse.info` prints: the installed
+    distributions' (PyWavelets 1.9.0's wheel says 1.8.0 in pywt.__version__)."""
+    from wavefuse import info
+    from wavefuse._cli_common import versions
+
+    v = versions()
+    assert v["pywt"] == info._version("PyWavelets")
+    assert v.get("torchattacks", "not installed") == info._version("torchattacks")

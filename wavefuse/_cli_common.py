@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import importlib.metadata
 import math
 import os
 import platform
@@ -307,10 +308,12 @@ def versions() -> dict[str, str]:
         "numpy": np.__version__,
         "wavefuse": wavefuse.__version__,
     }
-    for mod in ("torchattacks", "pywt"):
+    # the installed distributions' versions, as `python -m wavefuse.info` prints them (a module's
+    # own __version__ can disagree: PyWavelets 1.9.0's wheel says 1.8.0 in pywt/version.py)
+    for key, name in (("torchattacks", "torchattacks"), ("pywt", "PyWavelets")):
         try:
-            out[mod] = str(__import__(mod).__version__)
-        except ImportError:
+            out[key] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
             pass
     return out
 

@@ -158,7 +158,9 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         help="step size; default 2.5 eps / steps (eps/4 for 10 steps), fgsm-rs 1.25 eps",
     )
-    g.add_argument("--steps", type=positive_int, default=None, help="attack steps; default 10")
+    g.add_argument(
+        "--steps", type=positive_int, default=None, help="attack steps; default 10 (fgsm-rs: 1)"
+    )
     g.add_argument(
         "--eval-steps", type=positive_int, default=10, help="steps of the per-epoch PGD test"
     )
@@ -271,10 +273,15 @@ def resolve_data(args, log) -> tuple[wdata.ArrayDataset, wdata.ArrayDataset]:
     return train, test
 
 
-def threat(args) -> None:
-    """Fills eps/alpha/steps from the dataset defaults."""
+def threat(args, log=None) -> None:
+    """Fills eps/alpha/steps from the dataset defaults (FGSM-RS: one step; a --steps given with
+    it is not used, and ``log`` says so)."""
     base = THREAT[args.data]
     args.eps = base["eps"] if args.eps is None else args.eps
+    if args.method == "fgsm-rs":
+        if args.steps not in (None, 1) and log is not None:
+            log(f"notice: --steps {args.steps} is not used by --method fgsm-rs (one step)")
+        args.steps = 1
     args.steps = base["steps"] if args.steps is None else args.steps
     if args.alpha is None:
         args.alpha = 1.25 * args.eps if args.method == "fgsm-rs" else 2.5 * args.eps / args.steps
@@ -444,11 +451,18 @@ class Trainer:
         torch.manual_seed(args.seed + 1000 * self.rank)
         self.penalty = None
         if args.hf_penalty > 0:
-            layers = args.hf_layers.split(",") if args.hf_layers else HF_LAYERS[args.model]
+            default = HF_LAYERS[args.model]
+            layers = [n.strip() for n in args.hf_layers.split(",")] if args.hf_layers else default
+            if not all(layers):
+                raise CLIError(
+                    f"--hf-layers {args.hf_layers!r}: an empty layer name; give comma-separated "
+                    f"module names of the model, e.g. {','.join(default)}"
+                )
             try:
                 self.penalty = HFPenalty(
                     raw, layers, wave=args.hf_wave, level=args.hf_level, weight=args.hf_penalty
                 )
+                self._check_penalty_layers(train, device)
             except (ValueError, TypeError) as e:
                 raise CLIError(f"--hf-penalty: {e}") from None
         self.opt = torch.optim.SGD(
@@ -474,6 +488,22 @@ class Trainer:
         self.out = Path(args.out)
 
     # ---- checkpoints ----
+
+    def _check_penalty_layers(self, train, device) -> None:
+        """One forward pass of a zero image (eval mode, no gradient: no state changes) through
+        the penalty's hooks, so that a named layer whose output is not (N, C, H, W) fails here,
+        before anything is written or deleted, rather than at the first training step."""
+        raw, penalty = self.raw, self.penalty
+        was_training, was_enabled = raw.training, penalty.enabled
+        raw.eval()
+        penalty.enabled = True
+        try:
+            with torch.no_grad():
+                raw(torch.zeros(1, *train.shape, device=device))
+        finally:
+            raw.train(was_training)
+            penalty.enabled = was_enabled
+            penalty.reset()
 
     def resume(self) -> None:
         path = self.out / "last.pt"
@@ -743,7 +773,7 @@ def main(argv=None) -> None:
     train, test = resolve_data(args, log)
     if args.augment is None:
         args.augment = args.data == "cifar10"  # resolved, so that --resume compares values
-    threat(args)
+    threat(args, log)
     train = train.subset(args.subset or None, seed=0)
     test = test.subset(args.test_subset or None, seed=0)
     args.out = args.out or f"runs/{args.data}-{args.model}-{args.method}"
@@ -766,7 +796,7 @@ def main(argv=None) -> None:
     log(
         f"{args.method} training of {describe(trainer.config)} on {args.data} "
         f"({len(train)} train / {len(test)} test images), eps {fmt_eps(args.eps)}, "
-        f"{args.steps} steps of {args.alpha:.4g}"
+        f"{args.steps} step{'s' if args.steps != 1 else ''} of {args.alpha:.4g}"
         + (
             f", HF penalty {args.hf_penalty:g} on {','.join(trainer.penalty.layers)}"
             if trainer.penalty
