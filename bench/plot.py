@@ -108,7 +108,7 @@ def roofline(rows: list[dict], title: str, out: Path, plt) -> bool:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7, loc="best")
     fig.suptitle(f"{title}: achieved bandwidth vs the measured copy ceiling", fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.97))  # room for the suptitle
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return True
@@ -167,7 +167,7 @@ def speedups(rows: list[dict], title: str, out: Path, plt) -> bool:
     fig.suptitle(
         f"{title}: speedup over each baseline (bar: geometric mean; dots: cases)", fontsize=11
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.97))  # room for the suptitle
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return True
