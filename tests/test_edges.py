@@ -60,8 +60,8 @@ POSITIONS = {"interior": (4, 3), "corner": (0, 0)}
 
 # Known deviations from the exact policy (reported 2026-11-23; see docs/edge_policies.md):
 #  * Triton's dense path (planes of at most 64 samples or coefficients per axis, i.e. every plane
-#    here) contracts whole folded operators with tl.dot, so 0 * NaN spreads a non-finite input
-#    along its whole row and column of every band.
+#    here) contracts whole folded operators with tl.dot (A X B^T), so 0 * NaN spreads a non-finite
+#    input over every coefficient of every band of its plane.
 KNOWN = {
     ("triton", None, None): "kernels/dwt.py dense path: 0 * NaN in the folded-operator tl.dot",
 }

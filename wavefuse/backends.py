@@ -13,7 +13,7 @@ Choice rule for ``backend="auto"`` (per op and device type), first live wins:
 * CUDA tensors: cuda, reference (Triton on CUDA tensors only when asked for: see the evidence);
 * CPU tensors: cpu, reference (Triton on CPU means the interpreter: only when asked for explicitly).
 
-Evidence. CPU: bench/results/cpu.csv (2-core EPYC, 2026-11-23) has the C++ kernels faster than the
+Evidence. CPU: bench/results/cpu.csv (2-core EPYC; first run 2026-11-23, rows of 2026-12-05) has the C++ kernels faster than the
 reference and every peer on every row, so "cpu" leads on CPU tensors wherever it has a kernel
 (the transforms, band_energy/hf_penalty, pgd_step, wavelet_pgd_step). The pooling kernels have no
 CSV rows yet; a spot check on the same machine (load ~4, so rough) had them 1.6-68x faster than
@@ -29,8 +29,10 @@ it has a kernel (every op but pooling). Triton on the GPU was checked only by th
 oracle checks (bench_gpu.py compares every implementation before timing it; all agreed) and was
 slower than "cuda" in geometric mean on every op (2.6x dwt2d forward, 46 cases; 2.1x hf_penalty,
 5; 1.35x pgd_step, 8; 3.7x wavelet_pgd_step, 16); it was faster only on the large pgd_step cases
-(512 x 3 x 224 x 224: 0.29 vs 0.34 ms Linf, 0.58 vs 1.06 ms L2, float32), so it stays out of
-"auto". Pooling has no CUDA kernels and no GPU measurements: CUDA tensors pool with "reference".
+(512 x 3 x 224 x 224: 0.29 vs 0.34 ms Linf, 0.58 vs 1.06 ms L2, float32) and on 3 of the 46
+dwt2d forward cases (db4 symmetric J=1 on 128 x 64 x 32 x 32 in float32 and bfloat16, haar
+periodization J=3 on 16 x 3 x 224 x 224), so it stays out of "auto". Pooling has no CUDA
+kernels and no GPU measurements: CUDA tensors pool with "reference".
 
 ``WAVEFUSE_BACKEND`` (one of auto, reference, cpu, cuda, triton) replaces "auto" when set, for
 the ops that backend has kernels for: an op it has none for in this version (pooling on "cuda"

@@ -500,9 +500,11 @@ def wavelet_pgd_step(
 
     Notes
     -----
-    A non-finite gradient entry makes x_adv NaN where g' is: near that entry in the reference and
-    CPU backends; over its whole plane in the Triton and CUDA kernels for wavelets other than Haar
-    on planes up to 64 x 64, which apply the filter as dense matrix products (0 * inf is NaN).
+    A non-finite gradient entry makes x_adv NaN where g' is: near that entry in the reference
+    backend and the CPU backend's wavelets other than Haar (its fused Haar kernel, like Triton's
+    and CUDA's, may step at an infinite entry instead: see below); over its whole plane in the
+    Triton and CUDA kernels for wavelets other than Haar on planes up to 64 x 64, which apply the
+    filter as dense matrix products (0 * inf is NaN).
     On larger planes the Triton and CUDA kernels filter through the approximations alone, as the
     fused Haar kernels do: an infinite entry may then step where the reference is NaN
     (docs/edge_policies.md).
