@@ -4,6 +4,8 @@ and anything that intercepts ops (dispatch modes, torch.func, torch.compile) sti
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from conftest import cpu_backends
@@ -178,6 +180,20 @@ def test_modes_and_torch_func_still_see_the_op():
     finally:
         direct.op = op
     assert inside == [False] and calls == [1]
+
+
+def test_vmap_equals_the_looped_calls():
+    """docs/edge_policies.md: torch.func.vmap over wavefuse's ops works (torch runs the custom op
+    once per batch entry) and equals the calls in a loop."""
+    x = torch.randn(3, 2, 4, 9, 10, dtype=torch.float64)
+    for f in (
+        lambda z: wavefuse.dwt2(z, "db2", "symmetric")[0],
+        lambda z: wavefuse.hf_penalty(z, "db2", 1, reduction="none"),
+    ):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "There is a performance drop", UserWarning)
+            batched = torch.func.vmap(f)(x)
+        assert torch.equal(batched, torch.stack([f(z) for z in x]))
 
 
 def test_compiled_calls_go_through_the_op():
