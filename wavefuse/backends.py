@@ -13,11 +13,12 @@ Choice rule for ``backend="auto"`` (per op and device type), first live wins:
 * CUDA tensors: cuda, reference (Triton on CUDA tensors only when asked for: see the evidence);
 * CPU tensors: cpu, reference (Triton on CPU means the interpreter: only when asked for explicitly).
 
-Evidence. CPU: bench/results/cpu.csv (2-core EPYC; first run 2026-11-23, rows of 2026-12-05) has the C++ kernels faster than the
-reference and every peer on every row, so "cpu" leads on CPU tensors wherever it has a kernel
-(the transforms, band_energy/hf_penalty, pgd_step, wavelet_pgd_step). The pooling kernels have no
-CSV rows yet; a spot check on the same machine (load ~4, so rough) had them 1.6-68x faster than
-the reference forward and 1.0-13x on the adjoint, contiguous and channels_last, haar/db2/db4.
+Evidence. CPU: bench/results/cpu.csv (2-core EPYC; first run 2026-11-23, rows of 2026-12-05)
+has the C++ kernels faster than the reference and every peer on every row, so "cpu" leads on CPU
+tensors wherever it has a kernel (the transforms, band_energy/hf_penalty, pgd_step,
+wavelet_pgd_step). The pooling kernels have no CSV rows yet; a spot check on the same machine
+(load ~4, so rough) had them 1.6-68x faster than the reference forward and 1.0-13x on the
+adjoint, contiguous and channels_last, haar/db2/db4.
 GPU: bench/results/gpu-nvidia-h200.csv (one H200, torch 2.11, 2026-12-04; the first GPU run).
 The CUDA kernels passed the GPU test suite there (tests marked gpu: every op against the
 reference, autograd, opcheck, torch.compile, CUDA-graph capture; the 12 failures were tests that

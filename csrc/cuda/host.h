@@ -147,7 +147,8 @@ inline bool int32_step(const Tensor& x_adv, const Tensor& grad, const Tensor& x_
 
 // The Linf step that the approximation chain's last launch applies itself (dwt.cu's
 // chain_cascade and chain_pairs; step_math.cuh's FusedLinf): x_adv and x_nat in the compute
-// dtype, x_adv overlapping nothing the chain reads (pgd_step.cu's check_step has checked both).
+// dtype, x_adv sharing no memory with what the chain reads (pgd_step.cu: check_step refuses
+// overlap it can judge, and a gradient in x_adv's storage keeps the separate step).
 struct LinfStep {
   const Tensor& x_adv;
   const Tensor& x_nat;
