@@ -975,34 +975,29 @@ def test_wavelet_pgd_step_cascade_or_levels(monkeypatch):
         assert_close(got, expected, 1e-12, route)
 
 
-def _spy_pair_scratch(monkeypatch) -> list:
-    """The pairs' window scratch buffers, as allocated (filled with NaN, so that a window slot
-    read before stage 1 wrote it shows)."""
+def _spy_nan_buffers(monkeypatch, allocator: str) -> list:
+    """The buffers that kernels/pgd_step.py's ``allocator`` hands out, as allocated, filled with
+    NaN (so that an element read before it was written shows)."""
     from wavefuse.kernels import pgd_step
 
     buffers = []
 
-    def scratch(numel, dtype, device):
+    def allocate(numel, dtype, device):
         buffers.append(torch.full((numel,), math.nan, dtype=dtype, device=device))
         return buffers[-1]
 
-    monkeypatch.setattr(pgd_step, "_pair_scratch", scratch)
+    monkeypatch.setattr(pgd_step, allocator, allocate)
     return buffers
+
+
+def _spy_pair_scratch(monkeypatch) -> list:
+    """The pairs' window scratch buffers (a window slot read before stage 1 wrote it shows)."""
+    return _spy_nan_buffers(monkeypatch, "_pair_scratch")
 
 
 def _spy_scratch(monkeypatch) -> list:
-    """The cascade's level buffers, as allocated (filled with NaN, so that a level left unwritten
-    shows)."""
-    from wavefuse.kernels import pgd_step
-
-    buffers = []
-
-    def scratch(numel, dtype, device):
-        buffers.append(torch.full((numel,), math.nan, dtype=dtype, device=device))
-        return buffers[-1]
-
-    monkeypatch.setattr(pgd_step, "_cascade_scratch", scratch)
-    return buffers
+    """The cascade's level buffers (a level left unwritten shows)."""
+    return _spy_nan_buffers(monkeypatch, "_cascade_scratch")
 
 
 @needs_wavelet_step
