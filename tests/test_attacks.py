@@ -161,6 +161,45 @@ def test_targeted_modes_match_torchattacks(setting, mode):
     assert not torch.equal(untargeted, got)
 
 
+@pytest.mark.parametrize("mode", ["random", "least-likely"])
+def test_targeted_modes_in_training_mode_match_torchattacks(mode):
+    """The target labels' forward runs in eval() (torchattacks' get_output_with_eval_nograd);
+    with set_model_training_mode(model_training=True, ...) the steps after it run in training
+    mode again (dropout masks, BatchNorm batch statistics), as torchattacks' do: the same bits,
+    the same BatchNorm statistics and the same modes afterwards."""
+    x, y = _data()
+    model = _model(train=True)
+    kw = {"eps": LINF["eps"], "alpha": LINF["alpha"], "steps": 3}
+    ours = PGD(model, **kw, backend="reference")
+    theirs = torchattacks.PGD(copy.deepcopy(model), **kw)
+    for atk in (ours, theirs):
+        atk.set_model_training_mode(True, batchnorm_training=True, dropout_training=True)
+        TARGETED[mode](atk)
+    expected = _seeded(4, theirs, x, y)
+    got = _seeded(4, ours, x, y)
+    assert torch.equal(got, expected), (got - expected).abs().max()
+    assert _modes(model) == _modes(theirs.model)
+    for a, b in zip(model.buffers(), theirs.model.buffers()):
+        assert torch.equal(a, b)
+
+
+def test_random_targets_match_torchattacks_over_many_samples():
+    """targeted(random) draws one of the classes other than the label, uniformly, with
+    torchattacks' draws: the same targets for a batch large enough that every draw value (the
+    ones that equal the label's index among them included) occurs, and never the label."""
+    x, _ = _data(shape=(300, 3, 8, 8))
+    y = torch.arange(300) % CLASSES
+    model = _model(train=False)
+    ours = PGD(model, eps=LINF["eps"], alpha=LINF["alpha"], steps=1, backend="reference")
+    theirs = torchattacks.PGD(copy.deepcopy(model), eps=LINF["eps"], alpha=LINF["alpha"])
+    for atk in (ours, theirs):
+        TARGETED["random"](atk)
+    expected = _seeded(5, theirs.get_target_label, x, y)
+    got = _seeded(5, ours.get_target_label, x, y)
+    assert torch.equal(got, expected)
+    assert (got != y).all() and set(got.tolist()) == set(range(CLASSES))
+
+
 class _Tied(nn.Module):
     """Logits with ties (a ReLU output: many exact zeros), in the images' dtype."""
 

@@ -135,6 +135,23 @@ def test_gradient_matches_autograd_through_the_reference(mode, p, dtype, backend
     assert_close(got, expected, TOL[dtype], f"{mode} p={p} {dtype}")
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+def test_gradient_of_every_reduction(reduction, backend):
+    """The backward of each reduction, the default "mean" (over samples) included, against plain
+    autograd through dwt2d_ref, with per-band weights and a random cotangent."""
+    x = torch.randn(3, 2, 9, 8, dtype=torch.float64)
+    w = torch.tensor([[1.0, 2.0, 0.5], [0.3, 1.0, 1.5]], dtype=torch.float64)
+    xr = x.clone().requires_grad_()
+    expected_value = _composed_penalty(xr, "db2", "symmetric", 2, 2, w, reduction)
+    cot = torch.rand_like(expected_value)
+    (expected,) = torch.autograd.grad(expected_value, xr, cot)
+    xs = x.clone().requires_grad_()
+    got_value = wavefuse.hf_penalty(xs, "db2", 2, "symmetric", 2, w, reduction, backend=backend)
+    (got,) = torch.autograd.grad(got_value, xs, cot)
+    assert_close(got, expected, 1e-10, reduction)
+
+
 @pytest.mark.parametrize(
     "wave, mode, p",
     [
@@ -204,6 +221,23 @@ def test_opcheck(backend, mode, p, requires_grad):
     torch.library.opcheck(OPS.band_energy_backward.default, (grad, x, filters, mode, 2, p, backend))
     for weights, reduction in [(None, "mean"), (w, "none"), (w, "sum")]:
         args = (x, filters, mode, 2, p, weights, reduction, backend)
+        torch.library.opcheck(OPS.hf_penalty.default, args)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_opcheck_half_inputs(backend, dtype):
+    """Half inputs: the energies and the penalty come in float32 (the compute dtype), grad_x in
+    x's dtype; the fake (meta) registrations must say the same, or torch.compile would trace
+    float16 energies that the kernels never return."""
+    x = torch.randn(2, 3, 9, 6).to(dtype)
+    filters = filter_bank("db2", "dec", dtype)
+    grad = torch.randn(2, 2, 3)
+    torch.library.opcheck(OPS.band_energy.default, (x, filters, "symmetric", 2, 2, backend))
+    args = (grad, x, filters, "symmetric", 2, 2, backend)
+    torch.library.opcheck(OPS.band_energy_backward.default, args)
+    for reduction in ("none", "mean"):
+        args = (x, filters, "symmetric", 2, 2, None, reduction, backend)
         torch.library.opcheck(OPS.hf_penalty.default, args)
 
 

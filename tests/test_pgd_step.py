@@ -7,6 +7,7 @@ import math
 import warnings
 
 import pytest
+import pywt
 import torch
 import torch.nn.functional as F
 from conftest import ALL_MODES, TOL, assert_close, assert_step_close, cpu_backends
@@ -136,13 +137,15 @@ def test_replays_the_torchattacks_update(norm, eps, alpha, dtype, backend):
     _assert_torchattacks(got_t, expected, norm, backend)
 
 
-def test_zero_radius_l2_with_zero_delta_stays_finite():
-    """torchattacks computes eps / 0 * ... = NaN here; pgd_step keeps x (documented)."""
+@pytest.mark.parametrize("backend", STEP_BACKENDS)
+def test_zero_radius_l2_with_zero_delta_stays_finite(backend):
+    """torchattacks computes eps / 0 * ... = NaN here; pgd_step keeps x (documented), on every
+    backend (the reference is the oracle of the others: it must keep x too)."""
     x_adv, g, x = _inputs()
     g.zero_()
     x_adv.copy_(x)
     assert torch.isnan(_torchattacks_update(x_adv, g, x, 0.0, 0.1, "L2")).all()
-    assert torch.equal(wavefuse.pgd_step(x_adv, g, x, 0.0, 0.1, "L2"), x)
+    assert torch.equal(wavefuse.pgd_step(x_adv, g, x, 0.0, 0.1, "L2", backend=backend), x)
 
 
 # ----- per-sample and per-channel bounds ----------------------------------------------------------
@@ -181,6 +184,20 @@ def test_per_sample_and_per_channel_bounds(norm, backend):
     got = wavefuse.pgd_step(x_adv.clone(), g, x, eps, alpha, norm, lo, hi, backend=backend)
     assert_close(got, expected, 1e-12, norm)
     assert not torch.equal(got, x_adv)
+
+
+@pytest.mark.parametrize("backend", STEP_BACKENDS)
+@pytest.mark.parametrize("norm", ["Linf", "L2"])
+def test_tensor_bounds_with_lo_equal_to_hi_are_valid(norm, backend):
+    """lo <= hi is the contract (DESIGN.md): a channel whose range is one value (lo == hi, a
+    tensor bound) is valid, and the step clamps it to that value."""
+    x_adv, g, x = _inputs(dtype=torch.float64, spread=0.2)
+    lo = torch.tensor([0.25, 0.0, 0.1], dtype=torch.float64).view(1, 3, 1, 1)
+    hi = torch.tensor([0.25, 1.0, 0.9], dtype=torch.float64).view(1, 3, 1, 1)
+    expected = _elementwise_oracle(x_adv, g, x, 0.3, 0.05, lo, hi, norm)
+    got = wavefuse.pgd_step(x_adv.clone(), g, x, 0.3, 0.05, norm, lo, hi, backend=backend)
+    assert_close(got, expected, 1e-12, norm)
+    assert torch.equal(got[:, 0], torch.full_like(got[:, 0], 0.25))
 
 
 @pytest.mark.parametrize("backend", STEP_BACKENDS)
@@ -292,6 +309,44 @@ def test_hf_scale_one_is_exactly_pgd_step(norm, dtype, backend):
             x_adv.clone(), g, x, 0.04, 0.01, "db4", 3, "zero", scale, norm, backend=backend
         )
         assert torch.equal(got, expected)
+
+
+def _pywt_filtered_grad(g, wave, mode, level, scales):
+    """idwt(scale_hf(dwt(g))) by PyWavelets itself, plane by plane (float64), cropped to g's
+    size: an oracle independent of wavefuse's transforms."""
+    out = torch.empty(g.shape, dtype=torch.float64)
+    for n in range(g.shape[0]):
+        for c in range(g.shape[1]):
+            coeffs = pywt.wavedec2(g[n, c].double().numpy(), wave, mode, level)
+            for j in range(1, level + 1):  # coeffs[-j] is level j
+                coeffs[-j] = tuple(b * scales[j - 1] for b in coeffs[-j])
+            rec = pywt.waverec2(coeffs, wave, mode)[: g.shape[-2], : g.shape[-1]]
+            out[n, c] = torch.from_numpy(rec)
+    return out
+
+
+@pytest.mark.parametrize("backend", WAVELET_BACKENDS)
+@pytest.mark.parametrize(
+    "wave, mode, scales",
+    [
+        ("haar", "periodization", [1.0, 0.0]),
+        ("haar", "symmetric", [0.0, 1.0]),
+        ("db2", "periodization", [1.0, 0.5, 1.0]),
+        ("db2", "zero", [0.25, 1.0]),
+    ],
+)
+def test_per_level_scales_with_some_levels_at_one(wave, mode, scales, backend):
+    """A per-level hf_scale in which only some entries are 1 is no identity filter: the levels
+    whose scale is not 1 still filter the gradient (PyWavelets' own transforms as the oracle)."""
+    x_adv, g, x = _inputs(shape=(2, 2, 16, 12), dtype=torch.float64, spread=0.1)
+    level = len(scales)
+    g_f = _pywt_filtered_grad(g, wave, mode, level, scales)
+    for norm, eps in (("Linf", 0.05), ("L2", 0.4)):
+        expected = _elementwise_oracle(x_adv, g_f, x, eps, 0.03, 0.0, 1.0, norm)
+        got = wavefuse.wavelet_pgd_step(
+            x_adv.clone(), g, x, eps, 0.03, wave, level, mode, scales, norm, backend=backend
+        )
+        assert_close(got, expected, 1e-10, f"{wave} {mode} {scales} {norm}")
 
 
 @pytest.mark.parametrize("backend", WAVELET_BACKENDS)
@@ -576,6 +631,21 @@ def test_disjoint_views_of_one_buffer_are_fine(norm, backend):
     expected = wavefuse.pgd_step(both[2:].clone(), G, X.clone(), 0.1, 0.01, norm, backend=backend)
     wavefuse.pgd_step(both[2:], G, both[:2], 0.1, 0.01, norm, backend=backend)
     assert torch.equal(both[2:], expected) and torch.equal(both[:2], X)
+
+
+@pytest.mark.parametrize("backend", cpu_backends())
+def test_adjacent_views_in_different_layouts_are_fine(backend):
+    """x_nat and x_adv in back-to-back halves of one flat buffer, one of them channels_last:
+    their byte spans touch but share no element (the span ends are exclusive), so no false
+    alarm, and the result is the separate tensors'."""
+    buf = torch.empty(2 * X.numel(), dtype=X.dtype)
+    x_nat = buf[: X.numel()].view(X.shape)
+    x_adv = buf[X.numel() :].view(2, 8, 8, 3).permute(0, 3, 1, 2)  # channels_last
+    x_nat.copy_(X)
+    x_adv.copy_((X + 0.05 * G).clamp(0, 1))
+    expected = wavefuse.pgd_step(x_adv.clone(), G, X, 0.1, 0.01, backend=backend)
+    wavefuse.pgd_step(x_adv, G, x_nat, 0.1, 0.01, backend=backend)
+    assert torch.equal(x_adv, expected) and torch.equal(x_nat, X)
 
 
 @pytest.mark.parametrize("backend", cpu_backends())

@@ -165,6 +165,29 @@ def test_dtypes_and_memory_format(dtype, backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("first", [torch.float32, torch.float64])
+def test_constant_kernels_are_kept_per_dtype(first, backend, monkeypatch):
+    """The "all" / "ll" kernels are built once per wavelet, bands, compute dtype and device: a
+    float32 call before a float64 one (or after it) must not hand the float64 call float32 taps,
+    which would hold it to float32 precision instead of PyWavelets' 1e-10."""
+    monkeypatch.setattr(pool_ops, "_KERNELS", {})  # a fresh cache: the order below is the test
+    x = torch.randn(2, 3, 13, 10, dtype=torch.float64)
+    quarter = torch.full((4,), 0.25, dtype=torch.float64)
+    second = torch.float64 if first == torch.float32 else torch.float32
+    for dtype in (first, second):
+        for bands in ("all", "ll"):
+            y = wavefuse.wavelet_pool2d(x.to(dtype), "db3", "symmetric", bands, backend=backend)
+            assert y.dtype == dtype
+            if dtype == torch.float64:
+                expected = (
+                    _bands_sum(x, "db3", "symmetric", quarter)
+                    if bands == "all"
+                    else wavefuse.dwt2(x, "db3", "symmetric")[0]
+                )
+                assert_close(y, expected, 1e-10, f"float64 {bands} after {first}")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_band_weight_gradient_is_the_per_channel_sum_of_band_times_grad(backend):
     x = torch.randn(2, 3, 9, 8, dtype=torch.float64)
     weights = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)

@@ -227,6 +227,23 @@ def test_hf_penalty_reductions_and_weights(reduction, weights, p):
 
 @needs_penalty
 @pytest.mark.parametrize("route", ROUTES)
+def test_p1_subgradient_is_zero_at_zero_coefficients(monkeypatch, route):
+    """p=1: the gradient of |d| is sign(d), 0 where d is exactly 0 (band_energy's contract). A
+    zero region gives exactly zero coefficients on every backend (0 times any tap is 0), so the
+    Triton gradient is the reference's there: no contribution from those coefficients."""
+    _penalty_route(monkeypatch, route)
+    x = _randn(2, 2, 12, 10)
+    x[:, :, :8, :8] = 0.0
+    xs, xr = x.clone().requires_grad_(), x.clone().requires_grad_()
+    args = ("haar", 2, "periodization", 1, None, "sum")
+    (got,) = torch.autograd.grad(wavefuse.hf_penalty(xs, *args, backend="triton"), xs)
+    (expected,) = torch.autograd.grad(wavefuse.hf_penalty(xr, *args, backend="reference"), xr)
+    assert (expected[:, :, :4, :4] == 0).all()  # the oracle: no subgradient at d = 0
+    assert_close(got, expected, 1e-12, "p=1 at zero coefficients")
+
+
+@needs_penalty
+@pytest.mark.parametrize("route", ROUTES)
 @pytest.mark.parametrize("mode, p", [("zero", 2), ("reflect", 1)])
 def test_gradcheck(monkeypatch, mode, p, route):
     """float64 gradcheck of the penalty (fast mode: random projections of the Jacobian)."""
@@ -573,6 +590,47 @@ def test_pgd_step_tensor_bounds(norm):
     hi = 0.8 + 0.2 * torch.rand(n, c, 1, 1, device=DEVICE)
     got, expected = _steps(x_adv, g, x, eps, alpha * 2, norm, lo - 0.1, hi)
     _assert_step(got, expected, norm, "(N, C) bounds")
+
+
+@needs_step
+@pytest.mark.parametrize("norm", ["Linf", "L2"])
+def test_pgd_step_per_channel_range_alone(norm):
+    """Float eps and alpha with a per-channel lo and hi (a normalised-space range) on contiguous
+    tensors: the channel of every element is still needed to read its bounds."""
+    x_adv, g, x = _step_inputs(spread=0.2)
+    c = x.shape[1]
+    lo = torch.tensor([0.1, -0.2, 0.3], device=DEVICE).view(1, c, 1, 1)
+    hi = torch.tensor([0.9, 0.4, 1.0], device=DEVICE).view(1, c, 1, 1)
+    eps, alpha = (0.2, 0.1) if norm == "Linf" else (2.0, 1.0)
+    for lo_, hi_ in ((lo, 1.0), (0.0, hi), (lo, hi)):
+        got, expected = _steps(x_adv, g, x, eps, alpha, norm, lo_, hi_)
+        _assert_step(got, expected, norm, "per-channel range")
+
+
+@needs_step
+def test_pgd_step_bfloat16_rounds_ties_to_even():
+    """bfloat16 results are rounded once, to nearest even, as torch rounds: steps of half a
+    bfloat16 ulp from bfloat16 values land exactly on ties, which must go to the even neighbour
+    (never all up), bit for bit with the reference."""
+    x = (0.5 + torch.arange(256, dtype=torch.float32) / 512).view(2, 2, 8, 8)  # exact in bf16
+    x = x.to(torch.bfloat16).to(DEVICE)
+    g = torch.ones_like(x)
+    g[1] = -1.0
+    alpha = 2.0**-9  # half the bfloat16 spacing in [0.5, 1)
+    got, expected = _steps(x.clone(), g, x, 1.0, alpha, "Linf", -1.0, 2.0)
+    assert (expected != x).any() and (expected == x).any()  # ties went both ways
+    _assert_step(got, expected, "Linf", "bfloat16 ties")
+
+
+@needs_step
+def test_pgd_step_l2_tiny_gradient_norms():
+    """torchattacks' g / (||g|| + 1e-10): where ||g|| is comparable to 1e-10 the constant shows
+    in the step, so the kernels must use the same one as the reference."""
+    x_adv, g, x = _step_inputs(shape=(2, 3, 6, 5))
+    g[0] *= 1e-11
+    got, expected = _steps(x_adv, g, x, 10.0, 0.1, "L2", -10.0, 10.0)
+    _assert_step(got, expected, "L2", "tiny ||g||")
+    assert not torch.allclose(got[0], x_adv[0] + 0.1 * g[0] / g[0].norm(), rtol=1e-3, atol=0)
 
 
 @needs_step
