@@ -16,9 +16,10 @@
 // memory (before every block) starts as NaN, so a value read before any earlier phase or launch
 // wrote it, or an output no thread writes, shows up as NaN; and a level buffer is NaN-filled
 // again right after the launch that chain_pairs releases it after (pair_last_reads), so a later
-// read of a released buffer shows up too. Then the step flag and, with a step, its section
-// (tests/emulation_step.h): the last launch applies the Linf step to x_adv instead of storing g'
-// (out.bin then stays NaN, out_xa.bin holds x_adv).
+// read of a released buffer shows up too; a level buffer that a launch wrote and no launch
+// releases (chain_pairs would hold it to the end) fails the run. Then the step flag and, with a
+// step, its section (tests/emulation_step.h): the last launch applies the Linf step to x_adv
+// instead of storing g' (out.bin then stays NaN, out_xa.bin holds x_adv).
 
 #include <cmath>
 #include <cstdint>
@@ -159,6 +160,14 @@ std::vector<double> run(const Params& p, const std::vector<double>& filters64,
     for (int j = 1; j <= depth; ++j) {  // released by chain_pairs: poisoned here
       if (last_read[0][j] == static_cast<int>(launch)) approx[j].assign(approx[j].size(), nan);
       if (last_read[1][j] == static_cast<int>(launch)) detail[j].assign(detail[j].size(), nan);
+    }
+  }
+  for (int j = 1; j <= depth; ++j) {  // every level a launch wrote is released after its last read
+    if (!approx[j].empty() && last_read[0][j] < 0) {
+      throw std::runtime_error("pair_last_reads never releases a_" + std::to_string(j));
+    }
+    if (!detail[j].empty() && last_read[1][j] < 0) {
+      throw std::runtime_error("pair_last_reads never releases e_" + std::to_string(j));
     }
   }
   step.write(dir);

@@ -280,6 +280,42 @@ def test_nan_gradient_propagates_and_zero_delta(harness, tmp_path, norm):
     assert torch.equal(_result(tmp_path / "zero", x), x)
 
 
+def test_l2_projection_factor_is_torch_scalar_division(harness, tmp_path):
+    """The reference's ``eps / delta_norms`` with a Python eps is torch's scalar division, the
+    reciprocal times eps (l2_factor's mul_rn(div_rn(1, dn), eps)), which differs from a true
+    division in the last bit for some eps. With norms that are exact in any order of summation
+    (one gradient entry 2^20: g / (||g|| + 1e-10) = 1; delta = (3/16, 1/4), ||delta|| = 5/16) the
+    L2 step has no rounding excuse: the reference's bits, for eps values where the two divisions
+    give different steps (found here, so the test can fail)."""
+    dirs, cases = [], []
+    for dtype in DTYPES:
+        norm_t = torch.tensor([5 / 16], dtype=dtype)
+        delta = torch.tensor([0.25, 3 / 16], dtype=dtype)
+        apart = [
+            eps
+            for eps in (k / 1000 for k in range(1, 313))
+            if not torch.equal(
+                0.5 + delta * (eps / norm_t), 0.5 + delta * (torch.full_like(norm_t, eps) / norm_t)
+            )
+        ]
+        assert len(apart) >= 5, f"{dtype}: no eps tells the two divisions apart"
+        x = torch.full((2, 2, 3, 4), 0.5, dtype=dtype)
+        x_adv = x.clone()
+        x_adv[:, 1, 2, 3] += 3 / 16
+        g = torch.zeros_like(x)
+        g[:, 0, 1, 1] = 2.0**20
+        for k, eps in enumerate(apart[:6]):
+            d = tmp_path / f"{dtype}-{k}".replace("torch.", "")
+            _write_case(d, x_adv, g, x, (eps, 0.25, 0.0, 1.0), "L2", 32)
+            dirs.append(d)
+            cases.append((x_adv, g, x, eps))
+    run_harness(harness, dirs)
+    for d, (x_adv, g, x, eps) in zip(dirs, cases):
+        expected = reference.pgd_step_ref(x_adv, g, x, eps, 0.25, 0.0, 1.0, "L2")
+        got = _result(d, x_adv)
+        assert torch.equal(got, expected), (d.name, (got - expected).abs().max())
+
+
 def test_float64_bounds_are_not_rounded_to_float32(harness, tmp_path):
     x = torch.full((1, 1, 2, 2), 0.5, dtype=torch.float64)
     eps = 0.1 + 1e-12
@@ -753,7 +789,8 @@ def test_pairs_are_the_wavelet_filter(pair_harness, tmp_path, mode, dtype):
     an analysis then a synthesis) x planes of one tile and of several per level; scales (every
     level different, so each kept a_j is read), g's layout (g' follows it) and int32 / int64
     offsets rotate. Every output written (no NaN: g', every level buffer and shared memory
-    start as NaN)."""
+    start as NaN); every level buffer a launch writes is released after its last read (the
+    harness fails a run that keeps one to the end: more GPU memory, same values)."""
     _check_filter_cases(pair_harness, tmp_path / "p", "pairs", mode, dtype, PAIR_LEVELS,
                         PAIR_SHAPES)  # fmt: skip
 

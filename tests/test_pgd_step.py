@@ -138,6 +138,77 @@ def test_replays_the_torchattacks_update(norm, eps, alpha, dtype, backend):
 
 
 @pytest.mark.parametrize("backend", STEP_BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_l2_projection_factor_is_torch_scalar_division_bit_for_bit(dtype, backend):
+    """torchattacks' ``eps / delta_norms`` with a Python eps is torch's scalar division, the
+    reciprocal times eps, which differs from a true division eps / ||delta|| in the last bit for
+    some eps. Where every norm is exact in any summation order (one gradient entry 2^20, so
+    g / (||g|| + 1e-10) = 1 exactly; delta = (3/16, 1/4), ||delta|| = 5/16), no kernel has a
+    rounding excuse: the step must be torchattacks' bits for eps values where the two divisions
+    give different steps (the test finds them, so it can fail)."""
+    norm_t = torch.tensor([5 / 16], dtype=dtype)
+    delta = torch.tensor([0.25, 3 / 16], dtype=dtype)
+
+    def step(factor):
+        return 0.5 + delta * factor
+
+    apart = [
+        eps
+        for eps in (k / 1000 for k in range(1, 313))
+        if not torch.equal(step(eps / norm_t), step(torch.full_like(norm_t, eps) / norm_t))
+    ]
+    assert len(apart) >= 5, "no eps tells the two divisions apart: the test would not see them"
+    x = torch.full((2, 2, 3, 4), 0.5, dtype=dtype)
+    x_adv = x.clone()
+    x_adv[:, 1, 2, 3] += 3 / 16
+    g = torch.zeros_like(x)
+    g[:, 0, 1, 1] = 2.0**20
+    for eps in apart[:8]:
+        expected = _torchattacks_update(x_adv, g, x, eps, 0.25, "L2")
+        got = wavefuse.pgd_step(x_adv.clone(), g, x, eps, 0.25, "L2", backend=backend)
+        assert torch.equal(got, expected), (eps, (got - expected).abs().max())
+
+
+@pytest.mark.parametrize("wave", ["haar", "db2"])
+def test_wavelet_l2_projection_factor_is_torch_scalar_division_bit_for_bit(wave):
+    """The same for the wavelet step's L2 passes (the fused Haar kernel's own and the db2 path's):
+    a gradient constant over each 4 x 4 plane, periodization, filters to a constant g' (the
+    transform is shift-invariant), so g' / ||g'|| = 1/4 exactly whatever g' is; delta = 1/16
+    everywhere plus x_adv - x = (10/16, 2/16) at two samples: ||delta|| = 12/16 exactly. The
+    reference (the composition, then torchattacks' update) has the same exact norms, so the
+    kernel must give its bits where the two divisions give different steps. float32 only: there
+    1e-10 vanishes next to ||g'|| and the sums of squares are exact; in float64 neither holds."""
+    dtype = torch.float32
+    delta = torch.tensor([11 / 16, 3 / 16, 1 / 16], dtype=dtype)
+    norm_t = torch.tensor([12 / 16], dtype=dtype)
+
+    def step(factor):
+        return 0.5 + delta * factor
+
+    apart = [
+        eps
+        for eps in (k / 1000 for k in range(1, 500))
+        if not torch.equal(step(eps / norm_t), step(torch.full_like(norm_t, eps) / norm_t))
+    ]
+    assert len(apart) >= 5, "no eps tells the two divisions apart: the test would not see them"
+    x = torch.full((2, 1, 4, 4), 0.5, dtype=dtype)
+    x_adv = x.clone()
+    x_adv[:, 0, 1, 2] += 10 / 16
+    x_adv[:, 0, 3, 0] += 2 / 16
+    g = torch.full_like(x, 3.0)
+    g[1] = -0.75
+    filters = filter_bank(wave, "dec", dtype)
+    for eps in apart[:6]:
+        expected = reference.wavelet_pgd_step_ref(
+            x_adv, g, x, eps, 0.25, filters, "periodization", 1, [0.5], 0.0, 1.0, "L2"
+        )
+        got = wavefuse.wavelet_pgd_step(
+            x_adv.clone(), g, x, eps, 0.25, wave, 1, "periodization", 0.5, "L2", backend="cpu"
+        )
+        assert torch.equal(got, expected), (eps, (got - expected).abs().max())
+
+
+@pytest.mark.parametrize("backend", STEP_BACKENDS)
 def test_zero_radius_l2_with_zero_delta_stays_finite(backend):
     """torchattacks computes eps / 0 * ... = NaN here; pgd_step keeps x (documented), on every
     backend (the reference is the oracle of the others: it must keep x too)."""

@@ -198,6 +198,24 @@ def test_half_and_float32(mode, dtype):
             assert ((got - expected).float().abs()[tiny] <= 2 * alpha + TOL[dtype]).all(), what
 
 
+@pytest.mark.parametrize("wave", ["haar", "db2"])
+def test_float16_step_takes_the_sign_of_g_prime_before_rounding(wave):
+    """g' is computed in float32 and never rounded to float16 before its sign: a checkerboard of
+    float16's smallest subnormal (2^-24) is all detail, so with hf_scale 0.25 every g' entry is
+    about +-2^-26, which float16 rounds to 0 (sign 0: no step), float32 keeps (a full alpha
+    step). The Linf step equals the reference's (which filters in float32) bit for bit, and does
+    step: a kernel that rounded g' first would leave x_adv where it is."""
+    x_adv, _, x = _inputs((2, 2, 8, 8), torch.float16)
+    i, j = torch.meshgrid(torch.arange(8), torch.arange(8), indexing="ij")
+    board = ((i + j) % 2 * 2 - 1).to(torch.float16) * 2.0**-24
+    g = board.expand(2, 2, 8, 8).clone()
+    g[1] = -g[1]
+    got, expected = _both(x_adv, g, x, 0.05, 0.03, 1, "periodization", [0.25], "Linf", wave=wave)
+    assert got.dtype == torch.float16
+    assert not torch.equal(expected, x_adv), "the reference takes no step: the test would not see"
+    assert torch.equal(got, expected)
+
+
 # ----- bounds as tensors --------------------------------------------------------------------------
 
 
@@ -347,6 +365,26 @@ def test_two_tap_banks_that_are_not_orthogonal_fall_back():
         )
         assert_close(got, expected, 1e-12, norm)
     assert not _steps_where_the_reference_is_nan("haar", "symmetric", filters)
+
+
+@pytest.mark.parametrize("mode", ["symmetric", "periodization", "reflect"])
+def test_orthogonal_two_tap_bank_other_than_haar(mode):
+    """The fused path takes any orthogonal two-tap bank (haar_fusable), and haar's two equal taps
+    cannot tell w0 (the weight of sample 2k) from w1 (of 2k + 1): a rotated bank, whose taps
+    differ, goes the fused way too (its inf fingerprint) and still matches the reference's
+    composition, odd sizes included."""
+    c, s = math.cos(0.3), math.sin(0.3)
+    filters = torch.tensor([[c, s], [s, -c]], dtype=F64)
+    assert _steps_where_the_reference_is_nan("haar", mode, filters)
+    x_adv, g, x = _inputs((2, 2, 9, 6))
+    for norm in ("Linf", "L2"):
+        bounds = prepare_bounds(x, 0.1, 0.02, 0.0, 1.0, norm)
+        got = x_adv.clone()
+        _kernel(got, g, x, *bounds, filters, mode, 2, [0.0, 0.5], norm)
+        expected = reference.wavelet_pgd_step_ref(
+            x_adv, g, x, 0.1, 0.02, filters, mode, 2, [0.0, 0.5], 0.0, 1.0, norm
+        )
+        assert_close(got, expected, 1e-12, norm)
 
 
 def test_level_zero_kernel_is_pgd_step():
