@@ -316,6 +316,22 @@ def test_l2_projection_factor_is_torch_scalar_division(harness, tmp_path):
         assert torch.equal(got, expected), (d.name, (got - expected).abs().max())
 
 
+def test_lo_above_hi_gives_hi_as_torch_clamp(harness, tmp_path):
+    """Bounds the Python layer does not value-check (tensors on a GPU, traced calls) can have
+    lo > hi; the kernel then gives hi, as the reference's torch.clamp(torch.clamp(v, min=lo),
+    max=hi) does (docs/edge_policies.md)."""
+    x_adv, g, x = _inputs((2, 3, 5, 4), torch.float64)
+    dirs = []
+    for norm in ("Linf", "L2"):
+        d = tmp_path / norm
+        _write_case(d, x_adv, g, x, (0.2, 0.05, 0.7, 0.3), norm, 32)
+        dirs.append(d)
+    run_harness(harness, dirs)
+    for d, norm in zip(dirs, ("Linf", "L2")):
+        got = _result(d, x_adv)
+        assert torch.equal(got, torch.full_like(got, 0.3)), norm
+
+
 def test_float64_bounds_are_not_rounded_to_float32(harness, tmp_path):
     x = torch.full((1, 1, 2, 2), 0.5, dtype=torch.float64)
     eps = 0.1 + 1e-12

@@ -15,6 +15,7 @@ from conftest import ALL_MODES, TOL, assert_close, assert_step_close, cpu_backen
 import wavefuse
 from wavefuse import backends, reference
 from wavefuse.filters import filter_bank
+from wavefuse.ops import pgd_step as pgd_step_ops
 from wavefuse.ops.pgd_step import _overlap, prepare_bounds
 
 # Levels above dwt_max_level are part of the grids on purpose; they warn as PyWavelets does.
@@ -237,6 +238,25 @@ def _elementwise_oracle(x_adv, g, x, eps, alpha, lo, hi, norm):
         norms = delta.flatten(1).norm(dim=1).view(n, 1, 1, 1)
         out = x + delta * torch.clamp(eps / norms, max=1)
     return torch.minimum(torch.maximum(out, lo), hi)
+
+
+@pytest.mark.parametrize("backend", STEP_BACKENDS)
+@pytest.mark.parametrize("norm", ["Linf", "L2"])
+def test_unchecked_tensor_bounds_with_lo_above_hi_clamp_as_torch_does(norm, backend, monkeypatch):
+    """Tensor bounds are value-checked only in eager mode on the CPU (docs/edge_policies.md): on
+    a GPU or under torch.compile an entry with lo > hi reaches the kernel, which gives hi there,
+    as torch.clamp(torch.clamp(v, min=lo), max=hi) does. The check is switched off here to stand
+    for those callers."""
+    monkeypatch.setattr(pgd_step_ops, "_check_values", lambda bounds: None)
+    x_adv, g, x = _inputs(dtype=torch.float64, spread=0.2)
+    lo = torch.tensor([0.7, 0.0, 0.2], dtype=torch.float64).view(1, 3, 1, 1)
+    hi = torch.tensor([0.3, 1.0, 0.9], dtype=torch.float64).view(1, 3, 1, 1)
+    eps, alpha = (0.2, 0.05) if norm == "Linf" else (2.0, 0.5)
+    expected = _elementwise_oracle(x_adv, g, x, eps, alpha, 0.0, 1.0, norm)
+    expected = torch.clamp(torch.clamp(expected, min=lo), max=hi)
+    got = wavefuse.pgd_step(x_adv.clone(), g, x, eps, alpha, norm, lo, hi, backend=backend)
+    assert_close(got, expected, 1e-12, norm)
+    assert torch.equal(got[:, 0], torch.full_like(got[:, 0], 0.3))
 
 
 @pytest.mark.parametrize("backend", STEP_BACKENDS)

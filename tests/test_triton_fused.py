@@ -30,6 +30,7 @@ from conftest import (
 import wavefuse
 from wavefuse import backends
 from wavefuse.filters import filter_bank
+from wavefuse.ops import pgd_step as pgd_step_ops
 from wavefuse.ops.pgd_step import prepare_bounds
 
 DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -605,6 +606,23 @@ def test_pgd_step_per_channel_range_alone(norm):
     for lo_, hi_ in ((lo, 1.0), (0.0, hi), (lo, hi)):
         got, expected = _steps(x_adv, g, x, eps, alpha, norm, lo_, hi_)
         _assert_step(got, expected, norm, "per-channel range")
+
+
+@needs_step
+@pytest.mark.parametrize("norm", ["Linf", "L2"])
+def test_pgd_step_unchecked_lo_above_hi_gives_hi(norm, monkeypatch):
+    """On a GPU or under torch.compile, tensor bounds are not value-checked, so an entry with
+    lo > hi reaches the kernel (docs/edge_policies.md): it gives hi there, as the reference's
+    torch.clamp(torch.clamp(v, min=lo), max=hi) does. The check is switched off to stand for
+    those callers."""
+    monkeypatch.setattr(pgd_step_ops, "_check_values", lambda bounds: None)
+    x_adv, g, x = _step_inputs(spread=0.2)
+    lo = torch.tensor([0.7, 0.0, 0.2], device=DEVICE).view(1, 3, 1, 1)
+    hi = torch.tensor([0.3, 1.0, 0.9], device=DEVICE).view(1, 3, 1, 1)
+    eps, alpha = (0.2, 0.05) if norm == "Linf" else (2.0, 0.5)
+    got, expected = _steps(x_adv, g, x, eps, alpha, norm, lo, hi)
+    assert torch.equal(expected[:, 0], torch.full_like(expected[:, 0], 0.3))
+    _assert_step(got, expected, norm, "lo > hi")
 
 
 @needs_step
