@@ -167,8 +167,52 @@ def test_methods_and_options_in_process(extra, tmp_path, capsys):
         assert ckpt["threat"]["train_alpha"] == pytest.approx(0.125)  # 1.25 eps
         assert ckpt["threat"]["steps"] == 1 and "1 step of 0.125" in out
         assert "notice: --steps 2 is not used by --method fgsm-rs" in out  # TINY's --steps
+        # the recorded "alpha" is the per-epoch PGD test's step (eps / 4), not the training one
+        assert ckpt["threat"]["alpha"] == pytest.approx(ckpt["threat"]["eps"] / 4)
     if "--hf-layers" in extra:
         assert "HF penalty 0.001 on block2.layer.0" in out and row["train_hf_penalty"] > 0
+
+
+def test_trades_loss_is_ce_plus_beta_times_the_batch_mean_kl(tmp_path):
+    """TRADES' training loss as its reference code writes it: CE(f(x), y) + beta / N *
+    KLDivLoss(sum)(log_softmax(f(x_adv)), softmax(f(x))), recomputed here from the model."""
+    args = train.parser().parse_args(
+        [*TINY, "--hf-penalty", "0", "--method", "trades", "--beta", "3", "--out", str(tmp_path)]
+    )
+    ds = wdata.load("synthetic", n=8, shape=(1, 16, 16))
+    train.threat(args)
+    trainer = train.Trainer(args, ds, ds, torch.device("cpu"), print)
+    x, y = ds.images, ds.labels
+    x_adv = torch.rand_like(x)
+    trainer.raw.eval()  # BatchNorm from its running statistics: both passes alike
+    with torch.no_grad():  # logits far from uniform: a KL term well above the tolerance
+        trainer.raw.fc.weight.mul_(50)
+    loss, _, pen = trainer._loss(x, x_adv, y)
+    with torch.no_grad():
+        nat, adv = trainer.raw(x), trainer.raw(x_adv)
+        kl = torch.nn.KLDivLoss(reduction="sum")(adv.log_softmax(1), nat.softmax(1))
+        expected = torch.nn.functional.cross_entropy(nat, y) + 3.0 * kl / x.shape[0]
+    assert float(pen) == 0 and kl / x.shape[0] > 0.01
+    torch.testing.assert_close(loss.detach(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_evaluate_attacks_are_pgd_on_their_losses():
+    """--attacks pgdK / cwK are wavefuse.attacks.PGD with K steps on the CE / CW margin loss
+    (the same adversarial images from the same seed); the two losses differ on this model."""
+    from wavefuse.attacks import PGD
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 10)).eval()
+    x, y = torch.rand(16, 3, 8, 8), torch.randint(0, 10, (16,))
+    adv = {}
+    for kind, loss in [("pgd", "ce"), ("cw", "cw")]:
+        _, atk = evaluate.make_attack(kind, 3, model, 0.1, 0.03, 10, 0)
+        torch.manual_seed(1)
+        adv[kind] = atk(x, y)
+        torch.manual_seed(1)
+        expected = PGD(model, eps=0.1, alpha=0.03, steps=3, loss=loss)(x, y)
+        assert torch.equal(adv[kind], expected), kind
+    assert not torch.equal(adv["pgd"], adv["cw"])
 
 
 # --------------------------------------------------------------------------- errors (in process)
@@ -388,6 +432,31 @@ def test_threat_defaults_per_dataset():
     train.threat(args)
     assert args.alpha == pytest.approx(10 / 255)  # Wong et al.'s 1.25 eps
     assert args.steps == 1
+
+
+def test_lr_schedules_match_torch_schedulers():
+    """lr_at at each epoch start is torch's MultiStepLR (gamma 0.1; default milestones 50% and 75%
+    of --epochs) and CosineAnnealingLR (T_max = --epochs, to 0); "constant" stays --lr."""
+    for argv, make in [
+        (
+            ["--schedule", "step", "--milestones", "3,5"],
+            lambda o: torch.optim.lr_scheduler.MultiStepLR(o, [3, 5], 0.1),
+        ),
+        (["--schedule", "step"], lambda o: torch.optim.lr_scheduler.MultiStepLR(o, [4, 6], 0.1)),
+        (["--schedule", "cosine"], lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, 8)),
+        (["--schedule", "constant"], lambda o: torch.optim.lr_scheduler.LambdaLR(o, lambda e: 1.0)),
+    ]:
+        args = train.parser().parse_args(["--epochs", "8", "--lr", "0.2", *argv])
+        ms = train.milestones(args)
+        opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.2)
+        sched = make(opt)
+        for epoch in range(8):
+            assert train.lr_at(args, float(epoch), ms) == pytest.approx(sched.get_last_lr()[0]), (
+                argv,
+                epoch,
+            )
+            opt.step()
+            sched.step()
 
 
 def test_augment_is_a_padded_crop_or_its_mirror():

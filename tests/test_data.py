@@ -109,6 +109,9 @@ def test_synthetic_is_seeded_configurable_and_learnable():
     seed0 = data.load("synthetic", n=300, shape=(3, 12, 10), num_classes=5)
     assert not torch.equal(seed0.images, train.images)
     assert not torch.equal(test.images, train.images[:100])
+    # the splits share templates, never samples (not even with equal sizes)
+    same_n = data.load("synthetic", split="test", n=300, shape=(3, 12, 10), num_classes=5, seed=3)
+    assert torch.cdist(same_n.images.flatten(1), train.images.flatten(1)).min() > 0
     # learnable: the nearest class mean of the training split classifies the test split
     means = torch.stack([train.images[train.labels == c].mean(0) for c in range(5)]).flatten(1)
     pred = torch.cdist(test.images.flatten(1), means).argmin(1)

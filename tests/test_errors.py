@@ -103,6 +103,11 @@ X = torch.randn(1, 2, 8, 8)
             ValueError,
             "coeffs: 2x2 coefficients are too few",
         ),
+        (  # the boundary: 2m - L + 2 = 0 would be an empty signal (pywt returns a 0x0 array)
+            lambda: wavefuse.idwt2((torch.ones(1, 1, 1, 3), (None, None, None)), "db2", "zero"),
+            ValueError,
+            "coeffs: 1x3 coefficients are too few",
+        ),
         (
             lambda: wavefuse.DWTInverse("db4")((torch.ones(1, 1, 2, 2), [None])),
             ValueError,
@@ -150,6 +155,23 @@ X = torch.randn(1, 2, 8, 8)
 def test_bad_input_raises_a_clear_error(call, exc, match):
     with pytest.raises(exc, match=match.replace("(", r"\(").replace(")", r"\)")):
         call()
+
+
+def test_a_custom_pywt_wavelet_under_a_supported_name_is_refused():
+    """A pywt.Wavelet is taken by its taps, not its label: a custom bank named "db2" (here db3's
+    taps) must not run as db2; pywt's own db2 object works."""
+    fake = pywt.Wavelet("db2", filter_bank=pywt.Wavelet("db3").filter_bank)
+    assert fake.name == "db2"
+    for call in (
+        lambda: wavefuse.wavedec2(X, fake, level=1),
+        lambda: wavefuse.hf_penalty(X, fake),
+        lambda: wavefuse.DWTForward(1, fake),
+    ):
+        with pytest.raises(ValueError, match="custom filter banks are not supported"):
+            call()
+    ours = wavefuse.wavedec2(X.double(), pywt.Wavelet("db2"), level=1)
+    theirs = pywt.wavedec2(X.double().numpy(), "db2", level=1)
+    np.testing.assert_allclose(ours[0].numpy(), theirs[0], atol=1e-10)
 
 
 def test_too_high_level_warns_exactly_as_pywt():

@@ -113,6 +113,15 @@ def test_hf_penalty_defaults():
     assert_close(wavefuse.hf_penalty(x), expected, 1e-12)
 
 
+def test_band_energy_defaults():
+    """band_energy's defaults are hf_penalty's (haar, level 1, periodization, p=2): PyWavelets'
+    level-1 sums, on a plane deep enough that level=None would give more levels."""
+    x = torch.randn(2, 3, 16, 12, dtype=torch.float64)
+    expected = _pywt_energies(x, "haar", "periodization", 1, 2)
+    assert_close(wavefuse.band_energy(x), torch.from_numpy(expected), 1e-10)
+    assert_close(wavefuse.band_energy(x).sum(dim=(1, 2)).mean(), wavefuse.hf_penalty(x), 1e-12)
+
+
 # ----- gradients ----------------------------------------------------------------------------------
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import TOL, assert_close
 from torch import nn
 from torch.autograd import gradcheck
@@ -180,3 +181,58 @@ def test_compile_full_model_forward_backward():
     assert_close(loss, eager, 1e-4)
     for a, b in zip(got, grads):
         assert_close(a, b, 1e-3)
+
+
+def _randomise_bn(model: nn.Module) -> None:
+    """Non-trivial BatchNorm statistics and affine parameters, so that BN-ReLU changes its input."""
+    g = torch.Generator().manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g))
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.randn(m.num_features, generator=g))
+            m.bias.data.copy_(torch.randn(m.num_features, generator=g))
+
+
+def test_blocks_compute_as_the_codebases_write_them():
+    """The width-changing blocks, recomposed from their layers as the codebases' forward passes
+    write them: TRADES' BasicBlock and kuangliu's PreActBlock take the 1x1 shortcut from the
+    activated input relu(bn1(x)), not from x."""
+    wrn = WideResNet(10, 2, in_channels=3).eval()
+    _randomise_bn(wrn)
+    block = wrn.block2.layer[0]  # 32 -> 64 channels, stride 2
+    x = torch.randn(2, 32, 8, 8)
+    act = F.relu(block.bn1(x))
+    out = block.conv2(F.relu(block.bn2(block.conv1(act))))
+    with torch.no_grad():
+        assert_close(block(x.clone()), out + block.convShortcut(act), TOL[torch.float32])
+    pre = PreActResNet18().eval()
+    _randomise_bn(pre)
+    block = pre.layer2[0]  # 64 -> 128 channels, stride 2
+    x = torch.randn(2, 64, 8, 8)
+    act = F.relu(block.bn1(x))
+    out = block.conv2(F.relu(block.bn2(block.conv1(act))))
+    with torch.no_grad():
+        assert_close(block(x), out + block.shortcut(act), TOL[torch.float32])
+
+
+def test_wide_resnet_init_is_he_normal_fan_out():
+    """The WRN codebases' init: every conv N(0, 2 / fan_out) (torch's kaiming_normal_ with
+    mode="fan_out", nonlinearity="relu"), BatchNorm (1, 0), zero linear bias; the std is checked
+    statistically on convs whose fan_in and fan_out differ (>= 4,608 weights: 10% is > 6 sigma)."""
+    torch.manual_seed(0)
+    model = WideResNet(10, 2)
+    checked = 0
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(m.weight)
+            std = nn.init.calculate_gain("relu") / fan_out**0.5
+            if fan_in != fan_out and m.weight.numel() >= 4608:
+                assert abs(m.weight.std().item() / std - 1) < 0.1, m
+                assert abs(m.weight.mean().item()) < 0.1 * std, m
+                checked += 1
+        elif isinstance(m, nn.BatchNorm2d):
+            assert bool((m.weight == 1).all()) and bool((m.bias == 0).all())
+        elif isinstance(m, nn.Linear):
+            assert bool((m.bias == 0).all())
+    assert checked >= 3

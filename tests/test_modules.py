@@ -77,3 +77,25 @@ def test_module_gradients_and_half_types(mode):
         assert_close(yl, yl64, TOL[dtype], str(dtype))
         for a, b in zip(yh, yh64):
             assert_close(a, b, TOL[dtype], f"{dtype} yh")
+
+
+def test_defaults_match_pytorch_wavelets():
+    """Constructed with no arguments the modules are the peer's (J=1, db1, mode "zero"): the
+    default mode shows on an odd size with a longer wavelet, where the boundary matters."""
+    x = torch.randn(2, 3, 13, 10, dtype=torch.float64)
+    for args in [(), (2,)]:
+        yl, yh = wavefuse.DWTForward(*args)(x)
+        yl_t, yh_t = ptw.DWTForward(*args).double()(x)
+        assert_close(yl, yl_t, PEER_TOL, f"DWTForward{args} yl")
+        assert len(yh) == len(yh_t)
+        for a, b in zip(yh, yh_t):
+            assert_close(a, b, PEER_TOL, f"DWTForward{args} yh")
+        y = wavefuse.DWTInverse()((yl, yh))
+        assert_close(y, ptw.DWTInverse().double()((yl_t, yh_t)), PEER_TOL, "DWTInverse()")
+    yl, yh = wavefuse.DWTForward(J=2, wave="db3")(x)
+    yl_t, yh_t = ptw.DWTForward(J=2, wave="db3").double()(x)
+    assert_close(yl, yl_t, PEER_TOL, "default mode, db3 yl")
+    for a, b in zip(yh, yh_t):
+        assert_close(a, b, PEER_TOL, "default mode, db3 yh")
+    y = wavefuse.DWTInverse(wave="db3")((yl, yh))
+    assert_close(y, ptw.DWTInverse(wave="db3").double()((yl_t, yh_t)), PEER_TOL, "default mode inv")

@@ -61,6 +61,17 @@ def test_stride1_is_plain_conv_and_stride2_is_pooled_stride1_conv():
     assert torch.equal(haar(x), 0.5 * F.conv2d(x, conv2.weight, conv2.bias, 1, 1)[..., ::2, ::2])
 
 
+@pytest.mark.parametrize("pmode", ["reflect", "replicate", "circular"])
+def test_stride2_keeps_the_padding_mode(pmode):
+    """The stride-1 convolution pads as the layer's padding_mode says: with Haar "all" the output
+    is 0.5 * (nn.Conv2d at stride 1, same padding_mode)[::2, ::2]."""
+    x = torch.randn(2, 3, 12, 10)
+    conv = nn.Conv2d(3, 4, 3, 1, (2, 1), padding_mode=pmode)
+    wconv = WaveletConv2d(3, 4, 3, 2, (2, 1), padding_mode=pmode)
+    wconv.load_state_dict(conv.state_dict())
+    assert_close(wconv(x), 0.5 * conv(x)[..., ::2, ::2], TOL[torch.float32])
+
+
 PADDINGS = [0, 1, 2, (1, 0), (0, 2), "valid"]
 PADDING_MODES = ["zeros", "reflect", "replicate", "circular"]
 
@@ -239,6 +250,18 @@ def test_convert_pools_by_their_size_rule():
         convert(model, targets=("conv",))
 
 
+def test_convert_pools_with_a_tuple_stride():
+    """stride=(2, 2) is stride 2: such pools are swapped like stride=2 ones, by their size rule."""
+    model = nn.Sequential(
+        nn.AvgPool2d(2, (2, 2)), nn.MaxPool2d(3, (2, 2), 1), nn.MaxPool2d(2, (2, 1))
+    )
+    _, done = convert(model, targets=("avgpool", "maxpool"))
+    assert [r.name for r in done] == ["0", "1"] and type(model[2]) is nn.MaxPool2d
+    assert model[0].ceil_mode is False and model[1].ceil_mode is True
+    x = torch.randn(1, 2, 9, 10)
+    assert model[1](model[0](x)).shape == nn.MaxPool2d(3, 2, 1)(nn.AvgPool2d(2)(x)).shape
+
+
 def test_convert_root_shared_modules_and_targets():
     conv = nn.Conv2d(3, 4, 3, 2, 1)
     new, done = convert(conv, pool="learned")
@@ -249,6 +272,13 @@ def test_convert_root_shared_modules_and_targets():
     _, done = convert(model, targets=("conv_stride2",))
     assert len(done) == 1 and model[0] is model[2] and isinstance(model[0], WaveletConv2d)
     assert type(model[3]) is nn.AvgPool2d
+    # A replacement takes the training flag of the module it replaces (an eval-mode model stays so).
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, 2, 1), nn.MaxPool2d(2)).eval()
+    _, done = convert(model)
+    assert len(done) == 2 and not any(m.training for m in model.modules())
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, 2, 1), nn.MaxPool2d(2)).train()
+    convert(model)
+    assert all(m.training for m in model.modules())
 
 
 @pytest.mark.parametrize("make", [lambda: WideResNet(10, 1), lambda: PreActResNet18()])

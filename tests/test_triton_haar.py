@@ -225,6 +225,9 @@ def test_wavedec2_takes_the_one_pass_kernels(monkeypatch):
     assert per_level["_dwt2d_adjoint_kernel"].launches == 0
     wavefuse.wavedec2(x.detach(), "haar", "zero", 1, backend="triton")  # level 1: per level
     assert per_level["_dwt2d_fwd_kernel"].launches == 1
+    wavefuse.wavedec2(x.detach(), "haar", "zero", 2, backend="triton")  # level 2: one pass
+    assert fused["_haar_fwd_kernel"].launches == 3
+    assert per_level["_dwt2d_fwd_kernel"].launches == 1
 
 
 def test_dwt_forward_module_takes_the_one_pass_kernels(monkeypatch):
