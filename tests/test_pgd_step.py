@@ -175,8 +175,9 @@ def test_l2_projection_factor_is_torch_scalar_division_bit_for_bit(dtype, backen
         assert torch.equal(got, expected), (eps, (got - expected).abs().max())
 
 
+@pytest.mark.parametrize("backend", WAVELET_BACKENDS)
 @pytest.mark.parametrize("wave", ["haar", "db2"])
-def test_wavelet_l2_projection_factor_is_torch_scalar_division_bit_for_bit(wave):
+def test_wavelet_l2_projection_factor_is_torch_scalar_division_bit_for_bit(wave, backend):
     """The same for the wavelet step's L2 passes (the fused Haar kernel's own and the db2 path's):
     a gradient constant over each 4 x 4 plane, periodization, filters to a constant g' (the
     transform is shift-invariant), so g' / ||g'|| = 1/4 exactly whatever g' is; delta = 1/16
@@ -198,7 +199,7 @@ def test_wavelet_l2_projection_factor_is_torch_scalar_division_bit_for_bit(wave)
             x_adv, g, x, eps, 0.25, filters, "periodization", 1, [0.5], 0.0, 1.0, "L2"
         )
         got = wavefuse.wavelet_pgd_step(
-            x_adv.clone(), g, x, eps, 0.25, wave, 1, "periodization", 0.5, "L2", backend="cpu"
+            x_adv.clone(), g, x, eps, 0.25, wave, 1, "periodization", 0.5, "L2", backend=backend
         )
         assert torch.equal(got, expected), (eps, (got - expected).abs().max())
 
