@@ -232,3 +232,19 @@ def count_launches(monkeypatch, module, *names) -> dict:
     for name, counter in counters.items():
         monkeypatch.setattr(module, name, counter)
     return counters
+
+
+def eps_telling_the_divisions_apart(delta, norm, dtype, count) -> list[float]:
+    """The eps in k / 1000 (k < count) for which 0.5 + delta * (eps / norm) differs between
+    torch's scalar division (reciprocal times eps) and a true division; at least five, or a test
+    built on them could not fail."""
+    delta, norm_t = torch.tensor(delta, dtype=dtype), torch.tensor([norm], dtype=dtype)
+    apart = [
+        eps
+        for eps in (k / 1000 for k in range(1, count))
+        if not torch.equal(
+            0.5 + delta * (eps / norm_t), 0.5 + delta * (torch.full_like(norm_t, eps) / norm_t)
+        )
+    ]
+    assert len(apart) >= 5, "no eps tells the two divisions apart: the test would not see them"
+    return apart

@@ -66,7 +66,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import assert_close
+from conftest import assert_close, eps_telling_the_divisions_apart
 from emulation import (
     MODE_CODE,
     compile_harness,
@@ -289,16 +289,7 @@ def test_l2_projection_factor_is_torch_scalar_division(harness, tmp_path):
     give different steps (found here, so the test can fail)."""
     dirs, cases = [], []
     for dtype in DTYPES:
-        norm_t = torch.tensor([5 / 16], dtype=dtype)
-        delta = torch.tensor([0.25, 3 / 16], dtype=dtype)
-        apart = [
-            eps
-            for eps in (k / 1000 for k in range(1, 313))
-            if not torch.equal(
-                0.5 + delta * (eps / norm_t), 0.5 + delta * (torch.full_like(norm_t, eps) / norm_t)
-            )
-        ]
-        assert len(apart) >= 5, f"{dtype}: no eps tells the two divisions apart"
+        apart = eps_telling_the_divisions_apart([0.25, 3 / 16], 5 / 16, dtype, 313)
         x = torch.full((2, 2, 3, 4), 0.5, dtype=dtype)
         x_adv = x.clone()
         x_adv[:, 1, 2, 3] += 3 / 16

@@ -10,7 +10,14 @@ import pytest
 import pywt
 import torch
 import torch.nn.functional as F
-from conftest import ALL_MODES, TOL, assert_close, assert_step_close, cpu_backends
+from conftest import (
+    ALL_MODES,
+    TOL,
+    assert_close,
+    assert_step_close,
+    cpu_backends,
+    eps_telling_the_divisions_apart,
+)
 
 import wavefuse
 from wavefuse import backends, reference
@@ -138,22 +145,6 @@ def test_replays_the_torchattacks_update(norm, eps, alpha, dtype, backend):
     _assert_torchattacks(got_t, expected, norm, backend)
 
 
-def _eps_telling_the_divisions_apart(delta, norm, dtype, count) -> list[float]:
-    """The eps in k / 1000 (k < count) for which 0.5 + delta * (eps / norm) differs between
-    torch's scalar division (reciprocal times eps) and a true division; at least five, or a test
-    built on them could not fail."""
-    delta, norm_t = torch.tensor(delta, dtype=dtype), torch.tensor([norm], dtype=dtype)
-    apart = [
-        eps
-        for eps in (k / 1000 for k in range(1, count))
-        if not torch.equal(
-            0.5 + delta * (eps / norm_t), 0.5 + delta * (torch.full_like(norm_t, eps) / norm_t)
-        )
-    ]
-    assert len(apart) >= 5, "no eps tells the two divisions apart: the test would not see them"
-    return apart
-
-
 @pytest.mark.parametrize("backend", STEP_BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_l2_projection_factor_is_torch_scalar_division_bit_for_bit(dtype, backend):
@@ -163,7 +154,7 @@ def test_l2_projection_factor_is_torch_scalar_division_bit_for_bit(dtype, backen
     g / (||g|| + 1e-10) = 1 exactly; delta = (3/16, 1/4), ||delta|| = 5/16), no kernel has a
     rounding excuse: the step must be torchattacks' bits for eps values where the two divisions
     give different steps (the test finds them, so it can fail)."""
-    apart = _eps_telling_the_divisions_apart([0.25, 3 / 16], 5 / 16, dtype, 313)
+    apart = eps_telling_the_divisions_apart([0.25, 3 / 16], 5 / 16, dtype, 313)
     x = torch.full((2, 2, 3, 4), 0.5, dtype=dtype)
     x_adv = x.clone()
     x_adv[:, 1, 2, 3] += 3 / 16
@@ -186,7 +177,7 @@ def test_wavelet_l2_projection_factor_is_torch_scalar_division_bit_for_bit(wave,
     kernel must give its bits where the two divisions give different steps. float32 only: there
     1e-10 vanishes next to ||g'|| and the sums of squares are exact; in float64 neither holds."""
     dtype = torch.float32
-    apart = _eps_telling_the_divisions_apart([11 / 16, 3 / 16, 1 / 16], 12 / 16, dtype, 500)
+    apart = eps_telling_the_divisions_apart([11 / 16, 3 / 16, 1 / 16], 12 / 16, dtype, 500)
     x = torch.full((2, 1, 4, 4), 0.5, dtype=dtype)
     x_adv = x.clone()
     x_adv[:, 0, 1, 2] += 10 / 16
