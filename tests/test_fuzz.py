@@ -118,9 +118,18 @@ def _backends(op: str, candidates=("reference", "cpu")) -> list:
 REFUSED = "refused"
 
 
+#: The largest share of refused cases (PyWavelets and the op both raise ValueError: reflect mode
+#: on a 1-sample axis) a run may have, as 1 / REFUSED_SHARE, so that the fuzzing is not vacuous.
+#: Not a tenth: the CI profile's fixed cases refuse 84 of 1,000 for dwt2 and 56 for wavedec2
+#: (hypothesis 6.170, 2026-12-07; hypothesis is not pinned, and another release draws other cases),
+#: and a random run that meets a refused case early often explores around it: 25 random 100-case
+#: runs per op refused 0-14 (a tenth failed 24 of 58 random runs of the non-Triton fuzz tests).
+REFUSED_SHARE = 4
+
+
 def run_cases(strategy, check, examples: int = EXAMPLES) -> None:
     """Run ``check`` on ``examples`` cases drawn from ``strategy``; assert that they all ran and
-    that at most a tenth of them were refusals (so the fuzzing is not vacuous)."""
+    that at most 1 / REFUSED_SHARE of them were refusals (so the fuzzing is not vacuous)."""
     ran = refused = 0
 
     @settings(max_examples=examples)
@@ -132,7 +141,7 @@ def run_cases(strategy, check, examples: int = EXAMPLES) -> None:
 
     fuzz()
     assert ran >= examples, f"hypothesis ran {ran} cases, fewer than the {examples} required"
-    assert refused <= ran // 10, f"{refused} of {ran} cases were refused (invalid input)"
+    assert refused <= ran // REFUSED_SHARE, f"{refused} of {ran} cases were refused (invalid input)"
 
 
 # ---- drawing cases -------------------------------------------------------------------------------
