@@ -452,6 +452,57 @@ def test_under_torch_compile():
         assert_close(a, b, 1e-4)
 
 
+class _RoundTrip(nn.Module):
+    def __init__(self, J, wave, mode):
+        super().__init__()
+        self.fwd = wavefuse.DWTForward(J=J, wave=wave, mode=mode)
+        self.inv = wavefuse.DWTInverse(wave=wave, mode=mode)
+
+    def forward(self, x):
+        return self.inv(self.fwd(x))
+
+
+def test_torch_export():
+    """torch.export (deploying a trained model): the modules export with a dynamic batch -- and
+    dynamic H and W where the module is shape-polymorphic (the pools, WaveletConv2d, a Haar
+    round trip on multiples of 2^J; the trimming of odd sizes makes other sizes separate
+    programs) with no guard that pins them, the program keeps wavefuse's ops (a deployed model
+    runs the kernels, not a decomposition: fails if the ops run their implementations directly
+    while traced), gives the eager module's bits at other sizes and survives save / load. The
+    fake registrations' shapes for concrete sizes are opcheck's subject (per op)."""
+    torch.manual_seed(0)
+    batch = torch.export.Dim("batch", min=1, max=64)
+    height, width = (
+        torch.export.Dim("height", min=4, max=256),
+        torch.export.Dim("width", min=4, max=256),
+    )
+    side = torch.export.Dim("side", min=2, max=64)
+    free = {0: batch, 2: height, 3: width}
+    cases = (
+        (WaveletAvgPool2d(), free, (5, 3, 22, 13)),
+        (WaveletAvgPool2d("db2", "symmetric", bands="learned", channels=3), {0: batch}, None),
+        (WaveletConv2d(3, 4, 3, 2, 1, wave="db2", mode="symmetric"), free, (2, 3, 33, 17)),
+        (_RoundTrip(2, "haar", "symmetric"), {0: batch, 2: 4 * side, 3: 4 * side}, (3, 3, 24, 24)),
+        (_RoundTrip(2, "db2", "periodization"), {0: batch}, None),
+        (WideResNet(10, 1, wavelet="haar").eval(), {0: batch}, None),
+    )
+    for module, dims, other in cases:
+        x = torch.rand(2, 3, 16, 16)
+        ep = torch.export.export(module, (x,), dynamic_shapes=(dims,))
+        ops = {str(n.target) for n in ep.graph.nodes if n.op == "call_function"}
+        assert any(op.startswith("wavefuse.") for op in ops), (module, sorted(ops))
+        buf = io.BytesIO()
+        torch.export.save(ep, buf)
+        buf.seek(0)
+        loaded = torch.export.load(buf)
+        other = other or (5, 3, 16, 16)
+        for y in (x, torch.rand(other)):
+            with torch.no_grad():
+                expected = module(y)
+            assert torch.equal(ep.module()(y), expected), (module, tuple(y.shape))
+            assert torch.equal(loaded.module()(y), expected), (module, tuple(y.shape))
+
+
 def test_under_ddp(tmp_path):
     import torch.distributed as dist
 
