@@ -646,8 +646,9 @@ def main(argv: list[str]) -> int:
         failures.append(f"PARTIAL run, stopped early ({e or type(e).__name__})")
         print(failures[-1], flush=True)
     env = _results.environment(str(device))
-    if timings:
-        _results.write_csv(path, _results.build_rows(measurements(timings, cfg, device), env))
+    if timings:  # a subset of the models, or one that failed: the others keep their rows
+        rows = _results.build_rows(measurements(timings, cfg, device), env)
+        _results.write_csv(path, rows, partial=bool(args.models or failures))
     minutes = (time.monotonic() - started) / 60
     lines = notes_lines(timings, agree, cfg) + failures
     notes = path.with_name(f"{path.stem}-{OP}-notes.md")

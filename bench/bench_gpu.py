@@ -36,7 +36,7 @@ do_bench median of ``y.copy_(x)`` over the same bytes, in the same run. The byte
 must move (bench/README.md, "bench_gpu.py").
 
     python bench/bench_gpu.py                     # on a GPU machine: every family
-    python bench/bench_gpu.py --only dwt -k "haar" # a subset (writes only what it ran)
+    python bench/bench_gpu.py --only dwt -k "haar" # a subset (replaces only its cases' rows)
     python bench/bench_gpu.py --device cpu --smoke # the logic on tiny shapes, CPU wall clock;
                                                    # writes under /tmp, never into results/
 
@@ -843,10 +843,15 @@ def summary(measurements) -> list[str]:
 
 
 def write(run: Run, families, path: Path, started: float, partial: str) -> None:
+    """Write the CSV rows and the notes of each family run. A run stopped early (``partial``) or
+    one that ran a subset of cases (``-k``) replaces the rows of the cases it ran and keeps the
+    others, as the CPU benchmarks' -k does."""
     if not run.measurements:
         print(f"no measurements: {path} left unchanged")
         return
     env = _results.environment(str(run.device))
+    if run.select and not partial:
+        partial = f"A subset (-k {run.select!r}): the other cases keep their rows."
     _results.write_csv(path, _results.build_rows(run.measurements, env), partial=bool(partial))
     minutes = (time.monotonic() - started) / 60
     about = f"Run took {minutes:.1f} min (bench_gpu.py). {partial}".strip()

@@ -537,6 +537,52 @@ def test_interrupted_gpu_run_keeps_the_rows_it_did_not_reach(tmp_path):
     assert [(r["shape"], r["ms_median"]) for r in _read(path)] == [("1", "5.0000"), ("2", "1")]
 
 
+def test_gpu_run_of_a_subset_keeps_the_other_cases(tmp_path):
+    """-k runs some cases of an op: the rows (and note lines) of the others stay, as with the CPU
+    scripts' -k; a full run of the op replaces them all."""
+    path = tmp_path / "gpu.csv"
+    old = [_row(bench_gpu.PGD_OP, "cuda", s, "1", mode="Linf", dtype="float32") for s in ("1", "2")]
+    _results.write_csv(path, [{**r, "device": _results.device_string("cpu")} for r in old])
+    new = _m("cuda", [5.0], op=bench_gpu.PGD_OP, shape=(1,), mode="Linf", wave="", level="")
+    for select, expected in (("x1", [("1", "5.0000"), ("2", "1")]), ("", [("1", "5.0000")])):
+        run = bench_gpu.Run(torch.device("cpu"), None, True, select, math.inf, [new], [], ())
+        bench_gpu.write(run, ["pgd_step"], path, 0.0, "")
+        assert [(r["shape"], r["ms_median"]) for r in _read(path)] == expected, select
+
+
+def test_at_step_run_of_some_models_keeps_the_others(tmp_path, monkeypatch):
+    """bench_at_step.py --models preact-18 (or a model that failed) replaces that model's rows
+    only; a run of the default models replaces every at_step row."""
+    path = tmp_path / "cpu.csv"
+    cfg = bench_at_step.SMOKE
+    # main's process-wide settings, not for a test process: its SIGTERM handler, one thread.
+    monkeypatch.setattr(bench_at_step._gpu, "on_sigterm", lambda: None)
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)
+
+    def run(models, step_ms):
+        monkeypatch.setattr(
+            bench_at_step,
+            "bench_model",
+            lambda name, cfg, device: [
+                _timing(name, "reference_loop", [4 * step_ms]),
+                _timing(name, "wavefuse", [step_ms]),
+            ],
+        )
+        argv = ["--device", "cpu", "--smoke", "--no-agreement", "--out", str(path)]
+        assert bench_at_step.main(argv + (["--models", models] if models else [])) == 0
+        return {(r["mode"], r["backend"]): r["ms_median"] for r in _read(path)}
+
+    everything = run(None, 1.0)
+    assert {m for m, _ in everything} == set(cfg.models) and len(cfg.models) > 1
+    one = cfg.models[0]
+    kept = run(one, 2.0)
+    assert {k: v for k, v in kept.items() if k[0] != one} == {
+        k: v for k, v in everything.items() if k[0] != one
+    }
+    assert float(kept[(one, "wavefuse")]) == 2.0
+    assert {m for m, _ in run(None, 3.0)} == set(cfg.models)
+
+
 # ----------------------------------------------------------------------------- bench_at_step
 
 
