@@ -50,6 +50,18 @@ def test_triton_on_cpu_needs_the_interpreter(monkeypatch):
     assert "TRITON_INTERPRET=1" in reason or "triton is not installed" in reason
 
 
+def test_triton_on_cpu_with_the_interpreter_set_to_0_says_why(monkeypatch):
+    """TRITON_INTERPRET=0 is set but off (as Triton reads it): the triton backend is not live for
+    CPU tensors, and the reason says how to turn the interpreter on."""
+    import importlib.util
+
+    if importlib.util.find_spec("triton") is None:
+        pytest.skip("triton is not installed")
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    reason = backends._reason("triton", "dwt2d", "cpu")
+    assert reason is not None and "TRITON_INTERPRET=1" in reason, reason
+
+
 @pytest.fixture
 def triton_as(monkeypatch):
     """Pretend another Triton (and NumPy behaviour) is installed; the caches are cleared around."""
@@ -91,6 +103,15 @@ def test_triton_interpreter_with_a_numpy_it_cannot_run_on_says_why(triton_as):
     assert backends._reason("triton", "hf_penalty", "cpu") is None
     triton_as((3, 5, 0), numpy_converts_1d=True)
     assert backends._reason("triton", "hf_penalty", "cpu") is None
+
+
+def test_numpy_probe_answers_what_this_numpy_does():
+    """_numpy_int_of_1d_array (the interpreter check's NumPy half; the tests above pretend it)
+    says whether int() of a 1-element array works here: refused since NumPy 2.4."""
+    import numpy as np
+
+    parts = tuple(int(p) for p in np.__version__.split(".")[:2])
+    assert backends._numpy_int_of_1d_array() is (parts < (2, 4))
 
 
 def test_triton_version_is_read_from_the_metadata():
@@ -258,6 +279,33 @@ def test_no_cuda_build_reason_names_the_cause_it_can_see(monkeypatch):
         assert part in cuda_torch, (part, cuda_torch)
 
 
+def test_a_build_without_cuda_kernels_says_so(monkeypatch):
+    """A build without CUDA kernels (simulated: none registered, built_with_cuda False):
+    backend="cuda" gives the rebuild reason, not "no CUDA kernel for this op"; lacks_kernel cannot
+    tell, so WAVEFUSE_BACKEND=cuda stays an error naming the variable, not a silent fallback."""
+    has_kernel = backends._has_kernel
+    monkeypatch.setattr(backends, "built_with_cuda", lambda: False)
+    monkeypatch.setattr(
+        backends, "_has_kernel", lambda op, key: key != "CUDA" and has_kernel(op, key)
+    )
+    backends.lacks_kernel.cache_clear()
+    try:
+        assert backends._reason("cuda", "dwt2d", "cuda") == backends.no_cuda_build_reason()
+        assert not backends.lacks_kernel("cuda", "dwt2d")
+        monkeypatch.setenv("WAVEFUSE_BACKEND", "cuda")
+        with pytest.raises(BackendUnavailableError, match="WAVEFUSE_BACKEND='cuda'"):
+            backends.resolve("auto", torch.device("cpu"), "dwt2d")
+    finally:
+        backends.lacks_kernel.cache_clear()
+
+
+def test_sm_names_of_both_encodings():
+    """_sm reads nvcc's __CUDA_ARCH__ (500 and up) and cudaFuncAttributes' 10 * major + minor."""
+    for arch, name in ((500, "sm_50"), (800, "sm_80"), (1200, "sm_120"), (75, "sm_75")):
+        assert backends._sm(arch) == name, arch
+    assert backends._sm(100) == "sm_100"
+
+
 @pytest.fixture
 def gpu_as(monkeypatch):
     """gpu_as(image, capability, name): pretend that CUDA device 0 is that GPU and that the probe
@@ -293,6 +341,17 @@ def test_auto_skips_the_cuda_kernels_on_a_gpu_the_build_cannot_run(gpu_as):
         backends.resolve("cuda", torch.device("cuda", 0), "dwt2d")
     # CPU tensors are not concerned
     assert backends.resolve("auto", torch.device("cpu"), "dwt2d") == "cpu"
+
+
+def test_only_the_cuda_backend_asks_the_probe(gpu_as):
+    """On a GPU the build cannot run, backend="reference" (and "triton", where live) resolve as
+    ever for CUDA tensors: the probe concerns the CUDA kernels only, and is not even asked."""
+    probed = gpu_as([209, 0, 0, 800, 900], (7, 5), "Tesla T4")
+    device = torch.device("cuda", 0)
+    assert backends.resolve("reference", device, "dwt2d") == "reference"
+    if backends.why_not("triton", "dwt2d", "cuda") is None:
+        assert backends.resolve("triton", device, "dwt2d") == "triton"
+    assert probed == []
 
 
 def test_auto_keeps_the_cuda_kernels_on_a_gpu_the_build_runs(gpu_as):

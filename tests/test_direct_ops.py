@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest import cpu_backends
 from torch.autograd import forward_ad as fwAD
+from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import wavefuse
@@ -180,6 +181,35 @@ def test_modes_and_torch_func_still_see_the_op():
     finally:
         direct.op = op
     assert inside == [False] and calls == [1]
+
+
+def test_torch_function_modes_and_subclasses_still_see_the_op():
+    """A TorchFunctionMode and a tensor subclass's __torch_function__ see wavefuse's ops (not the
+    torch calls inside their implementations): the direct path is off for both, and a subclass
+    comes back as itself."""
+    seen = []
+
+    class Record(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            seen.append(str(func))
+            return func(*args, **(kwargs or {}))
+
+    class Recorded(torch.Tensor):
+        @classmethod
+        def __torch_function__(cls, func, types, args=(), kwargs=None):
+            seen.append(str(func))
+            return super().__torch_function__(func, types, args, kwargs)
+
+    x = torch.randn(2, 3, 8, 8)
+    with Record():
+        wavefuse.dwt2(x, "db2", "symmetric")
+        wavefuse.wavelet_pool2d(x, "haar")
+    for op in ("wavefuse.dwt2d.", "wavefuse.wavelet_pool2d."):
+        assert any(op in f for f in seen), (op, seen)
+    seen.clear()
+    ll, _ = wavefuse.dwt2(x.as_subclass(Recorded), "db2", "symmetric")
+    assert type(ll) is Recorded
+    assert any("wavefuse.dwt2d." in f for f in seen), seen
 
 
 def test_vmap_equals_the_looped_calls():

@@ -198,6 +198,25 @@ def test_band_weight_gradient_is_the_per_channel_sum_of_band_times_grad(backend)
     assert_close(weights.grad, expected, 1e-10)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_gradient_penalty_reaches_the_band_weights(backend):
+    """A gradient penalty ||d loss / dx||^2 (double backward with a cotangent that needs no
+    gradient, only the weights do) differentiates with respect to per-channel and shared band
+    weights exactly as the same penalty on the weighted sum of dwt2's bands."""
+    x = torch.randn(2, 3, 7, 6, dtype=torch.float64, requires_grad=True)
+
+    def penalty(y):
+        (gx,) = torch.autograd.grad(y.sum(), x, create_graph=True)
+        return (gx**2).sum()
+
+    for shape in ((3, 4), (4,)):
+        w = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+        y = wavefuse.wavelet_pool2d(x, "db2", "symmetric", w, backend=backend)
+        (got,) = torch.autograd.grad(penalty(y), w)
+        (expected,) = torch.autograd.grad(penalty(_bands_sum(x, "db2", "symmetric", w)), w)
+        assert_close(got, expected, 1e-10, f"weights {shape}")
+
+
 @pytest.mark.parametrize(
     "wave, mode, size",
     [
@@ -259,6 +278,24 @@ def test_opcheck(backend):
     ]
     for op, args in cases:
         torch.library.opcheck(op, args)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_opcheck_half_inputs(backend, dtype):
+    """Half data: the output in the data's dtype, the kernel and its gradient in the compute
+    dtype (float32), in the fake functions as in the kernels (what torch.compile relies on)."""
+    x = torch.randn(2, 3, 7, 6, dtype=dtype)
+    g = torch.randn(2, 3, 5, 4, dtype=dtype)
+    kernel = torch.randn(3, 4, 4)
+    assert pool_ops.wavelet_pool2d_kernel_grad(g, x, 4, "symmetric", backend).dtype == torch.float32
+    cases = [
+        (pool_ops.wavelet_pool2d, (x, kernel, "symmetric", backend)),
+        (pool_ops.wavelet_pool2d_adjoint, (g, kernel, "symmetric", [7, 6], backend)),
+        (pool_ops.wavelet_pool2d_kernel_grad, (g, x, 4, "symmetric", backend)),
+    ]
+    for op, args in cases:
+        torch.library.opcheck(op, args, test_utils=("test_schema", "test_faketensor"))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -5,6 +5,7 @@ checked against PyWavelets in test_dwt.py), float64 on the CPU, plus the packing
 from __future__ import annotations
 
 import warnings
+from collections import OrderedDict
 
 import pytest
 import torch
@@ -180,3 +181,67 @@ def test_perfect_reconstruction(monkeypatch, mode):
         bank = filter_bank(wave, "dec", torch.float64)
         assert separable.perfect_reconstruction(bank, mode, 2, 301, 300), (wave, mode)
     assert separable.perfect_reconstruction(bad, mode, 2, 301, 300) is False
+
+
+def test_cache_key_tells_every_argument_apart():
+    """filter_terms is cached per bank, mode, level, plane size, scales, dtype, block sides and
+    device: a call that differs from a cached one in any of them gets its own matrices (the
+    composition of the reference transforms for its own arguments), never the cached ones."""
+    bank = _bank("db2")
+    g = torch.randn(1, 1, 6, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    base = {"mode": "symmetric", "level": 2, "scales": [0.0, 0.5], "dtype": torch.float64}
+    base |= {"bh": 8, "bw": 8}
+    for change in (
+        {},
+        {"mode": "reflect"},
+        {"scales": [0.5, 0.0]},
+        {"level": 1, "scales": [0.0]},
+        {"dtype": torch.float32},
+        {"bh": 16},
+        {"bw": 16},
+    ):
+        a = base | change
+        packed = separable.filter_terms(
+            bank, a["mode"], a["level"], 6, 5, a["scales"], a["dtype"], a["bh"], a["bw"]
+        )
+        assert packed.left.dtype == packed.right_t.dtype == a["dtype"], change
+        assert packed.left.shape[1:] == (a["bh"], a["bh"]), change
+        assert packed.right_t.shape[1:] == (a["bw"], a["bw"]), change
+        left, right_t = packed.left.double()[:, :6, :6], packed.right_t.double()[:, :5, :5]
+        out = packed.identity * g[0, 0] + sum(
+            left[k] @ g[0, 0] @ right_t[k] for k in range(packed.count)
+        )
+        expected = reference.scale_details_ref(g, bank, a["mode"], a["level"], a["scales"])
+        tol = 1e-12 if a["dtype"] == torch.float64 else 1e-6
+        assert_close(out, expected[0, 0], tol, str(change))
+    on_cpu = separable.filter_terms(bank, "zero", 1, 6, 5, [0.5], torch.float32, 8, 8)
+    on_meta = separable.filter_terms(bank, "zero", 1, 6, 5, [0.5], torch.float32, 8, 8, "meta")
+    assert on_cpu.left.device.type == "cpu" and on_meta.left.device.type == "meta"
+
+
+def test_cache_evicts_the_least_recently_used_beyond_its_size(monkeypatch):
+    """At most _CACHE_SIZE entries stay cached; a hit makes an entry the most recently used, and
+    the least recently used goes first."""
+    monkeypatch.setattr(separable, "_CACHE_SIZE", 3)
+    monkeypatch.setattr(separable, "_cache", OrderedDict())
+    bank = _bank("haar")
+
+    def get(scale):
+        return separable.filter_terms(bank, "zero", 1, 2, 2, [scale], torch.float64, 2, 2)
+
+    first, second = get(0.1), get(0.2)
+    get(0.3)
+    assert get(0.1) is first  # a hit: now the most recently used
+    get(0.4)  # a fourth entry: the least recently used (0.2) goes
+    assert len(separable._cache) == 3
+    assert get(0.1) is first
+    assert get(0.2) is not second
+
+
+def test_hf_scale_needs_one_entry_per_level():
+    """separable_terms refuses a scale list shorter or longer than the levels (one per level,
+    finest first): an extra entry is not silently dropped."""
+    taps = _bank("db2")
+    for scales in ([0.5], [0.5, 0.5, 0.5]):
+        with pytest.raises(ValueError, match="one per level"):
+            separable.separable_terms(taps, "zero", 2, 5, 4, scales)

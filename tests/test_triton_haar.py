@@ -259,6 +259,19 @@ def test_wavedec2_errors_unchanged():
     assert messages[0] == messages[1]
 
 
+def test_wavedec2_reflect_on_odd_sizes_goes_as_deep_as_pywt():
+    """The size check before the one-pass kernel follows the levels' sizes, ceil(n / 2^j): a
+    5 x 7 plane has 5, 3, 2 rows at the inputs of levels 1-3, so reflect takes level 3 there (as
+    pywt and the per-level loop do); a floor would see one row and refuse it."""
+    x = _randn(1, 2, 5, 7)
+    got = wavefuse.wavedec2(x, "haar", "reflect", 3, backend="triton")
+    theirs = pywt.wavedec2(x.cpu().numpy(), "haar", "reflect", level=3)
+    assert_close(got[0], theirs[0], 1e-10, "cA")
+    for j, (ours, bands) in enumerate(zip(got[1:], theirs[1:])):
+        for b, name in enumerate("HVD"):
+            assert_close(ours[b], bands[b], 1e-10, f"c{name} level {3 - j}")
+
+
 @pytest.mark.parametrize("mode", ["reflect", "periodic"])
 def test_gradcheck_and_gradgradcheck_through_wavedec2(mode):
     """float64; double backward runs the analysis kernel again (the adjoint's backward)."""
