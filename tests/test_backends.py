@@ -62,6 +62,20 @@ def test_triton_on_cpu_with_the_interpreter_set_to_0_says_why(monkeypatch):
     assert reason is not None and "TRITON_INTERPRET=1" in reason, reason
 
 
+@pytest.mark.parametrize("value", ["true", "On", "YES"])
+def test_triton_on_cpu_with_the_interpreter_on_by_another_spelling(monkeypatch, value):
+    """Triton 3.4 and newer turn the interpreter on for 1, true, on, yes (any case): the triton
+    backend is then live on CPU tensors, as with TRITON_INTERPRET=1."""
+    knobs = pytest.importorskip("triton.knobs", reason="Triton before 3.4 reads only '1'")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    if backends._reason("triton", "dwt2d", "cpu") is not None:
+        pytest.skip(f"triton is not live here: {backends._reason('triton', 'dwt2d', 'cpu')}")
+    monkeypatch.setenv("TRITON_INTERPRET", value)
+    assert knobs.runtime.interpret  # Triton's own reading
+    assert backends.triton_interpreting()
+    assert backends._reason("triton", "dwt2d", "cpu") is None
+
+
 @pytest.fixture
 def triton_as(monkeypatch):
     """Pretend another Triton (and NumPy behaviour) is installed; the caches are cleared around."""
@@ -169,7 +183,7 @@ def test_wavefuse_backend_leaves_ops_it_has_no_kernel_for_to_auto(monkeypatch, e
     if env == "cuda" and not backends.built_with_cuda():
         return  # without a CUDA build lacks_kernel cannot tell, and says False
     assert not backends.lacks_kernel(env, "dwt2d")
-    interpreted = env == "triton" and os.environ.get("TRITON_INTERPRET") == "1"
+    interpreted = env == "triton" and backends.triton_interpreting()
     if not interpreted and backends.why_not(env, "dwt2d", "cpu") is not None:
         with pytest.raises(BackendUnavailableError, match=f"WAVEFUSE_BACKEND='{env}'"):
             backends.resolve("auto", cpu, "dwt2d")

@@ -211,10 +211,23 @@ def _triton_version_reason(device_type: str) -> str | None:
     return None
 
 
+def triton_interpreting() -> bool:
+    """Whether TRITON_INTERPRET turns Triton's interpreter on, as the installed Triton reads it:
+    Triton 3.4 and newer (``triton.knobs``) take 1, true, on and yes in any case; older ones "1"."""
+    value = os.environ.get("TRITON_INTERPRET")
+    if value is None or value == "1":
+        return value is not None
+    try:
+        from triton import knobs
+    except ImportError:  # before triton.knobs
+        return False
+    return bool(knobs.runtime.interpret)
+
+
 def _triton_reason(op: str, device_type: str) -> str | None:
     if importlib.util.find_spec("triton") is None:
         return "triton is not installed (pip install triton; it comes with torch's CUDA wheels)"
-    if device_type == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
+    if device_type == "cpu" and not triton_interpreting():
         return "Triton kernels run on CUDA tensors, or on CPU tensors with TRITON_INTERPRET=1"
     if device_type not in ("cpu", "cuda"):
         return f"Triton kernels run on CUDA tensors, not {device_type}"
