@@ -64,9 +64,9 @@ def test_triton_on_cpu_with_the_interpreter_set_to_0_says_why(monkeypatch):
 
 @pytest.mark.parametrize("value", ["true", "On", "YES"])
 def test_triton_on_cpu_with_the_interpreter_on_by_another_spelling(monkeypatch, value):
-    """Triton 3.4 and newer turn the interpreter on for 1, true, on, yes (any case): the triton
-    backend is then live on CPU tensors, as with TRITON_INTERPRET=1."""
-    knobs = pytest.importorskip("triton.knobs", reason="Triton before 3.4 reads only '1'")
+    """A Triton with triton.knobs (3.8 does) turns the interpreter on for 1, true, on, yes (any
+    case): the triton backend is then live on CPU tensors, as with TRITON_INTERPRET=1."""
+    knobs = pytest.importorskip("triton.knobs", reason="a Triton without knobs reads only '1'")
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     if backends._reason("triton", "dwt2d", "cpu") is not None:
         pytest.skip(f"triton is not live here: {backends._reason('triton', 'dwt2d', 'cpu')}")

@@ -213,7 +213,7 @@ def _triton_version_reason(device_type: str) -> str | None:
 
 def triton_interpreting() -> bool:
     """Whether TRITON_INTERPRET turns Triton's interpreter on, as the installed Triton reads it:
-    Triton 3.4 and newer (``triton.knobs``) take 1, true, on and yes in any case; older ones "1"."""
+    a Triton with ``triton.knobs`` (3.8 does) takes 1, true, on and yes in any case; "1" else."""
     value = os.environ.get("TRITON_INTERPRET")
     if value is None or value == "1":
         return value is not None
