@@ -325,9 +325,15 @@ def _coeff_numel(shape, wave, mode, level) -> int:
     return n * c * (total + h * w)
 
 
-CPU_RUN = bench_gpu.Run(
-    torch.device("cpu"), _gpu.Timer("cpu", 0.0, 0.0), True, "", math.inf, [], [], ("reference",)
-)
+def _cpu_run(select="", backends=("reference",), timer=None, measurements=()) -> bench_gpu.Run:
+    """A bench_gpu smoke run on the CPU: -k ``select``, a zero-length timer unless given."""
+    timer = timer or _gpu.Timer("cpu", 0.0, 0.0)
+    return bench_gpu.Run(
+        torch.device("cpu"), timer, True, select, math.inf, list(measurements), [], backends
+    )
+
+
+CPU_RUN = _cpu_run()
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -390,16 +396,7 @@ def test_adjoint_rows_check_the_gradient(monkeypatch):
     monkeypatch.setattr(
         bench_gpu, "DWT_PEERS", {"pytorch_wavelets": bench_gpu.pytorch_wavelets_dwt}
     )
-    run = bench_gpu.Run(
-        torch.device("cpu"),
-        _gpu.Timer("cpu", 0.0, 0.0),
-        True,
-        "dwt2d_adjoint 2x3x16x16 float32 db4 symmetric J1 ",
-        math.inf,
-        [],
-        [],
-        ("reference",),
-    )
+    run = _cpu_run("dwt2d_adjoint 2x3x16x16 float32 db4 symmetric J1 ")
     bench_gpu.run_dwt(run, [(2, 3, 16, 16)])
     by = {m.backend: m for m in run.measurements}
     assert set(by) == {"pytorch_wavelets", "reference"}
@@ -413,16 +410,7 @@ def test_missing_peer_gets_an_empty_row_missing_backend_none(monkeypatch):
         raise bench_gpu.Missing("not installed")
 
     monkeypatch.setattr(bench_gpu, "DWT_PEERS", {"peer": missing})
-    run = bench_gpu.Run(
-        torch.device("cpu"),
-        _gpu.Timer("cpu", 0.0, 0.0),
-        True,
-        "dwt2d_fwd 2x3x16x16 float32 haar zero J1 ",
-        math.inf,
-        [],
-        [],
-        ("reference", "no_such_backend"),
-    )
+    run = _cpu_run("dwt2d_fwd 2x3x16x16 float32 haar zero J1 ", ("reference", "no_such_backend"))
     bench_gpu.run_dwt(run, [(2, 3, 16, 16)])
     rows = _results.build_rows(run.measurements, ENV)
     assert [(r["backend"], r["baseline"], r["ms_median"] != "", r["speedup"]) for r in rows] == [
@@ -440,9 +428,7 @@ def test_pgd_rows_compare_with_torchattacks_per_norm():
             asked.append(nbytes)
             return super().copy_ms(nbytes)
 
-    run = bench_gpu.Run(
-        torch.device("cpu"), Timer("cpu", 0.0, 0.0), True, "", math.inf, [], [], ("reference",)
-    )
+    run = _cpu_run(timer=Timer("cpu", 0.0, 0.0))
     bench_gpu.run_pgd(run, [(4, 3, 8, 8)])
     assert asked == [m.nbytes for m in run.measurements]
     rows = _results.build_rows(run.measurements, ENV)
@@ -529,7 +515,7 @@ def test_interrupted_gpu_run_keeps_the_rows_it_did_not_reach(tmp_path):
     path = tmp_path / "gpu.csv"
     old = [_row(bench_gpu.PGD_OP, "cuda", s, "1", mode="Linf", dtype="float32") for s in ("1", "2")]
     _results.write_csv(path, [{**r, "device": _results.device_string("cpu")} for r in old])
-    run = bench_gpu.Run(torch.device("cpu"), None, True, "", math.inf, [], [], ())
+    run = _cpu_run(backends=())
     run.measurements.append(
         _m("cuda", [5.0], op=bench_gpu.PGD_OP, shape=(1,), mode="Linf", wave="", level="")
     )
@@ -545,7 +531,7 @@ def test_gpu_run_of_a_subset_keeps_the_other_cases(tmp_path):
     _results.write_csv(path, [{**r, "device": _results.device_string("cpu")} for r in old])
     new = _m("cuda", [5.0], op=bench_gpu.PGD_OP, shape=(1,), mode="Linf", wave="", level="")
     for select, expected in (("x1", [("1", "5.0000"), ("2", "1")]), ("", [("1", "5.0000")])):
-        run = bench_gpu.Run(torch.device("cpu"), None, True, select, math.inf, [new], [], ())
+        run = _cpu_run(select, backends=(), measurements=[new])
         bench_gpu.write(run, ["pgd_step"], path, 0.0, "")
         assert [(r["shape"], r["ms_median"]) for r in _read(path)] == expected, select
 
@@ -762,7 +748,7 @@ def test_tables_name_every_date_and_version_and_unmeasured_cases(tmp_path, monke
 def test_gpu_notes_go_to_their_family(tmp_path):
     """gpu-<slug>-<family>-notes.md holds the notes of that family's ops only."""
     path = tmp_path / "gpu.csv"
-    run = bench_gpu.Run(torch.device("cpu"), None, True, "", math.inf, [], [], ())
+    run = _cpu_run(backends=())
     run.measurements += [
         _m("cuda", [1.0], op="dwt2d_fwd", note="dwt note"),
         _m("cuda", [1.0], op=bench_gpu.PGD_OP, wave="", mode="Linf", level="", note="step note"),
