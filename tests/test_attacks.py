@@ -519,6 +519,18 @@ def _torchattacks_linf(x_adv, g, x, eps, alpha):
     return torch.clamp(x + delta, min=0, max=1).detach()
 
 
+def _torchattacks_l2(x_adv, g, x, eps, alpha):
+    """torchattacks.PGDL2's update, copied (eps_for_division = 1e-10)."""
+    n = len(x)
+    grad_norms = torch.norm(g.view(n, -1), p=2, dim=1) + 1e-10
+    g = g / grad_norms.view(n, 1, 1, 1)
+    delta = x_adv.detach() + alpha * g - x
+    delta_norms = torch.norm(delta.view(n, -1), p=2, dim=1)
+    factor = torch.min(eps / delta_norms, torch.ones_like(delta_norms))
+    delta = delta * factor.view(-1, 1, 1, 1)
+    return torch.clamp(x + delta, min=0, max=1).detach()
+
+
 def _cwloss(output, target, confidence):
     """The cwloss of the CW-Linf evaluation codes (MART, TRADES evaluations), verbatim but for
     Variable and .cuda()."""
@@ -534,34 +546,36 @@ def _margin(z, y):
     return z.scatter(1, y[:, None], -math.inf).amax(1) - z.gather(1, y[:, None])[:, 0]
 
 
-def _oracle_loop(model, x, y, loss_fn, start, eps, alpha, steps):
+def _oracle_loop(model, x, y, loss_fn, start, eps, alpha, steps, update=_torchattacks_linf):
     model.eval()
     x_adv = start.clone()
     for _ in range(steps):
         x_adv.requires_grad_(True)
         (g,) = torch.autograd.grad(loss_fn(model, x_adv, x, y), x_adv)
-        x_adv = _torchattacks_linf(x_adv, g, x, eps, alpha)
+        x_adv = update(x_adv, g, x, eps, alpha)
     return x_adv
 
 
-@pytest.mark.parametrize("kappa", [50.0, 0.05])
+@pytest.mark.parametrize("kappa", [None, 50.0, 0.05])
 def test_cw_matches_oracle(kappa):
     """loss="cw" is PGD on the evaluation codes' cwloss(confidence=kappa): the same bits. A small
-    kappa makes the clamp act (those samples stop moving)."""
+    kappa makes the clamp act (those samples stop moving). None: the default, those codes'
+    confidence=50."""
     x, y = _data()
     model = _model()
     eps, alpha, steps = 8 / 255, 2 / 255, 6
 
     def loss_fn(m, xa, x, y):
-        return _cwloss(m(xa), y, kappa)
+        return _cwloss(m(xa), y, 50.0 if kappa is None else kappa)
 
     torch.manual_seed(7)
     start = (x + torch.empty_like(x).uniform_(-eps, eps)).clamp(0, 1)  # torchattacks' start
     expected = _oracle_loop(copy.deepcopy(model), x, y, loss_fn, start, eps, alpha, steps)
     torch.manual_seed(7)
-    got = PGD(model, eps, alpha, steps, loss="cw", kappa=kappa)(x, y)
+    kw = {} if kappa is None else {"kappa": kappa}
+    got = PGD(model, eps, alpha, steps, loss="cw", **kw)(x, y)
     assert torch.equal(got, expected), (got - expected).abs().max()
-    if kappa < 1:
+    if kappa is not None and kappa < 1:
         with torch.no_grad():
             z = model.eval()(got)
         assert (_margin(z, y) > kappa).any(), "the clamp never acted: the test would not see it"
@@ -587,6 +601,39 @@ def test_trades_matches_oracle_and_computes_clean_logits_once():
     got = PGD(model, eps, alpha, steps, loss="trades")(x, y)
     assert torch.equal(got, expected), (got - expected).abs().max()
     assert calls == [False] + [True] * steps
+
+
+@pytest.mark.parametrize("autocast", [None, "bf16"])
+@pytest.mark.parametrize("setting", [LINF, L2], ids=["Linf", "L2"])
+def test_trades_matches_oracle_in_l2_and_under_autocast(setting, autocast):
+    """TRADES' KL summed over the batch (reduction="sum": L2's 1e-10 in the gradient
+    normalisation sees the loss's scale) and, under autocast, computed on the logits cast to
+    float32, the clean probabilities too: the same bits as the oracle loop with torchattacks'
+    PGD or PGDL2 update."""
+    x, y = _data()
+    model = _model()
+    eps, alpha, steps = setting["eps"], setting["alpha"], 4
+    oracle = copy.deepcopy(model).eval()
+
+    def cast():
+        return torch.autocast("cpu", torch.bfloat16) if autocast else contextlib.nullcontext()
+
+    with torch.no_grad(), cast():
+        p_nat = F.softmax(oracle(x).float(), dim=1)
+
+    def loss_fn(m, xa, x, y):
+        with cast():
+            return F.kl_div(F.log_softmax(m(xa).float(), dim=1), p_nat, reduction="sum")
+
+    torch.manual_seed(5)
+    start = x + 0.001 * torch.randn(x.shape)
+    update = _torchattacks_linf if setting["norm"] == "Linf" else _torchattacks_l2
+    expected = _oracle_loop(oracle, x, y, loss_fn, start, eps, alpha, steps, update)
+    torch.manual_seed(5)
+    atk = PGD(model, eps, alpha, steps, norm=setting["norm"], loss="trades", autocast=autocast)
+    atk.backend = "reference"  # torchattacks' L2 norms op for op (the kernels sum in their order)
+    got = atk(x, y)
+    assert torch.equal(got, expected), (got - expected).abs().max()
 
 
 @pytest.mark.parametrize("loss", ["ce", "cw", "trades"])

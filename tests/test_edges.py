@@ -356,6 +356,10 @@ def test_empty_spatial_axes_are_refused():
         wavefuse.dwt2(torch.zeros(1, 1, 0, 4), "haar")
     with pytest.raises(ValueError, match="x has an empty spatial dimension"):
         wavefuse.hf_penalty(torch.zeros(1, 1, 4, 0))
+    for shape in ((1, 1, 0, 4), (1, 1, 4, 0)):  # not a silent no-op step
+        z = torch.zeros(shape)
+        with pytest.raises(ValueError, match="x_adv has an empty spatial dimension"):
+            wavefuse.pgd_step(z.clone(), z, z, 0.1, 0.1)
 
 
 # ---- devices and dtypes -------------------------------------------------------------------------------

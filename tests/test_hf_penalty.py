@@ -104,6 +104,18 @@ def test_hf_penalty_matches_the_composition(backend, weights, reduction):
         assert_close(got, expected, TOL[torch.float64], f"{wave} {mode} p={p}")
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_weights_of_half_inputs_stay_in_float32(dtype):
+    """Half inputs compute in float32, their weights too (0.1 is no float16 or bfloat16 number):
+    the penalty is the float32 weighted sum of the (float32) energies."""
+    x = torch.randn(2, 3, 8, 6).to(dtype)
+    weights = [[0.1, 0.3, 0.7]]
+    expected = (wavefuse.band_energy(x) * torch.tensor(weights)).sum(dim=(1, 2)).mean()
+    got = wavefuse.hf_penalty(x, weights=weights)
+    assert got.dtype == torch.float32
+    assert_close(got, expected, 1e-6)
+
+
 def test_hf_penalty_defaults():
     """haar, level 1, periodization, p=2, mean over samples: (x - its 2x2 block means)^2 summed,
     for Haar's orthonormal detail bands carry all the energy that the block means do not."""

@@ -346,6 +346,35 @@ def test_value_is_the_weighted_sum_of_hf_penalty():
     pen.remove()
 
 
+def test_penalty_passes_its_settings_and_unwraps_compiled_models():
+    """value() is weight (default 1) times hf_penalty with every setting passed on (reduction and
+    band_weights against band_energy); a module named and matched by type is hooked once;
+    reduction="none" is refused (value() is 0-d); a penalty built on a torch.compile wrapper
+    takes the inner model's names and its pre-hook, so passes of the inner model start afresh."""
+    net = _tiny_net()
+    x = torch.randn(3, 2, 32, 24)  # layer 2's output: 16 x 12, two db2 levels
+    a0, a2, a4 = _activations(net, ["0", "2", "4"], x)
+    with HFPenalty(net, layers=["0", nn.Conv2d]) as pen:  # "0" is a Conv2d too: hooked once
+        assert pen.layers == ["0", "2", "4"]
+        net(x)
+        assert len(pen.terms) == 3
+        expected = sum(wavefuse.hf_penalty(a) for a in (a0, a2, a4))
+        assert_close(pen.value(), expected, TOL[torch.float32])
+    w = torch.tensor([[1.0, 0.0, 2.0], [0.5, 0.0, 0.25]])
+    kw = {"wave": "db2", "level": 2, "mode": "symmetric", "band_weights": w.tolist()}
+    with HFPenalty(net, layers=["2"], reduction="sum", **kw) as pen:
+        net(x)
+        expected = (wavefuse.band_energy(a2, "db2", 2, "symmetric") * w).sum()
+        assert_close(pen.value(), expected, TOL[torch.float32])
+    with pytest.raises(ValueError, match="reduction='none' is not supported"):
+        HFPenalty(net, layers=["0"], reduction="none")
+    compiled = torch.compile(net, backend="eager")  # never called: only its wrapping matters
+    with HFPenalty(compiled, layers=["0"]) as pen:
+        net(x)
+        net(x)
+        assert len(pen.terms) == 1
+
+
 def test_penalty_backend():
     net = _tiny_net()
     x = torch.randn(2, 2, 16, 16)

@@ -277,6 +277,25 @@ def test_tensor_bounds_with_lo_equal_to_hi_are_valid(norm, backend):
     assert torch.equal(got[:, 0], torch.full_like(got[:, 0], 0.25))
 
 
+@pytest.mark.parametrize("norm", ["Linf", "L2"])
+def test_tensor_eps_entries_are_checked_and_float_lo_may_equal_hi(norm):
+    """eps >= 0 entry by entry: a zero radius (a per-sample eps warm-up) keeps that sample at x,
+    and one negative entry among valid ones is refused (every entry is checked, on CPU); float
+    bounds lo == hi stay valid next to a tensor eps (the checks that tensor bounds take)."""
+    x_adv, g, x = _inputs(dtype=torch.float64, spread=0.2)
+    eps = torch.full((x.shape[0], 1, 1, 1), 0.1, dtype=torch.float64)
+    eps[0] = 0.0
+    expected = _elementwise_oracle(x_adv, g, x, eps, 0.05, 0.0, 1.0, norm)
+    got = wavefuse.pgd_step(x_adv.clone(), g, x, eps, 0.05, norm, backend="reference")
+    assert_close(got, expected, 1e-12, norm)
+    assert torch.equal(got[0], x[0])
+    flat = wavefuse.pgd_step(x_adv.clone(), g, x, eps, 0.05, norm, 0.5, 0.5)
+    assert torch.equal(flat, torch.full_like(x, 0.5))
+    eps[0] = -0.1
+    with pytest.raises(ValueError, match="eps must be >= 0; the tensor eps has an entry"):
+        wavefuse.pgd_step(x_adv.clone(), g, x, eps, 0.05, norm)
+
+
 @pytest.mark.parametrize("backend", STEP_BACKENDS)
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("norm", ["Linf", "L2"])
@@ -358,6 +377,16 @@ def test_wavelet_step_large_planes_and_strides(mode, layout, backend):
                     backend=backend,
                 )
                 assert_close(got, expected, 1e-10, f"{shape} {wave} {mode} {level} {norm}")
+
+
+def test_wavelet_step_defaults_are_one_haar_level_low_pass():
+    """wavelet_pgd_step's defaults (haar, level=1, periodization, hf_scale=0, Linf, [0, 1]): the
+    step follows the gradient's 2 x 2 block means (Haar's approximation band, inverted)."""
+    x_adv, g, x = _inputs(shape=(2, 3, 8, 6), dtype=torch.float64, spread=0.2)
+    blocks = F.avg_pool2d(g, 2).repeat_interleave(2, 2).repeat_interleave(2, 3)
+    expected = _elementwise_oracle(x_adv, blocks, x, 0.1, 0.05, 0.0, 1.0, "Linf")
+    got = wavefuse.wavelet_pgd_step(x_adv.clone(), g, x, 0.1, 0.05)
+    assert_close(got, expected, 1e-12, "defaults")
 
 
 @pytest.mark.parametrize("backend", WAVELET_BACKENDS)
