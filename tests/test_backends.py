@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import subprocess
 import sys
@@ -201,6 +202,8 @@ def test_info_cli_reports_versions_and_backends():
     out = _run(["-m", "wavefuse.info"])
     assert f"torch        {torch.__version__}" in out
     assert "PyWavelets" in out and "extension" in out
+    assert f"PyWavelets   {importlib.metadata.version('PyWavelets')}\n" in out  # the installed one
+    assert "  cpu tensors: auto -> " in out and "  cuda tensors: auto -> " in out
     for b in backends.BACKENDS:
         assert f"    {b:10}" in out
     assert "reference  all ops         live" in out
@@ -210,6 +213,7 @@ def test_info_cli_reports_versions_and_backends():
 def test_info_cli_explains_a_bad_wavefuse_backend(value):
     out = _run(["-m", "wavefuse.info"], WAVEFUSE_BACKEND=value)
     assert "auto -> error:" in out and value in out
+    assert f"environment  {{'WAVEFUSE_BACKEND': {value!r}" in out  # the variable is shown
 
 
 def test_package_works_without_the_extension():

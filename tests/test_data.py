@@ -103,6 +103,7 @@ def test_synthetic_is_seeded_configurable_and_learnable():
     test = data.load("synthetic", split="test", n=100, shape=(3, 12, 10), num_classes=5, seed=3)
     check_dataset(train, 300, (3, 12, 10), "synthetic", num_classes=5)
     check_dataset(test, 100, (3, 12, 10), "synthetic", num_classes=5)
+    assert (train.split, test.split) == ("train", "test")
     assert train.labels.bincount().tolist() == [60] * 5
     again = data.load("synthetic", n=300, shape=(3, 12, 10), num_classes=5, seed=3)
     assert torch.equal(again.images, train.images) and torch.equal(again.labels, train.labels)
@@ -118,6 +119,10 @@ def test_synthetic_is_seeded_configurable_and_learnable():
     assert (pred == test.labels).float().mean().item() > 0.9
     default = data.load("synthetic")
     assert len(default) == 1024 and default.shape == (1, 16, 16)
+    assert len(data.load("synthetic", split="test")) == 256  # the documented default n
+    for bad in ({"num_classes": 1}, {"shape": (1, 0, 16)}, {"shape": (0, 4, 4)}):
+        with pytest.raises(ValueError, match="synthetic: shape must be positive"):
+            data.load("synthetic", **bad)
 
 
 def test_subset_is_balanced_nested_and_deterministic():
@@ -127,11 +132,41 @@ def test_subset_is_balanced_nested_and_deterministic():
     assert small.labels.bincount().tolist() == [10] * 10
     assert torch.equal(large.images[:100], small.images)
     assert torch.equal(ds.subset(100).labels, small.labels)
-    assert ds.subset(None) is ds and ds.subset(10**6) is ds
+    assert ds.subset(None) is ds and ds.subset(10**6) is ds and ds.subset(len(ds)) is ds
     with pytest.raises(ValueError, match="subset size"):
         ds.subset(0)
     order = data.stratified_order(np.array([0, 0, 0, 0, 1, 1]), seed=0)
     assert sorted(order.tolist()) == list(range(6))
+
+
+def test_stratified_order_follows_the_documented_keys_and_its_seed():
+    """The class sequence of the order comes from the keys (k + 0.5) / m alone (ties by class),
+    whatever the permutation; which sample of a class comes k-th is the seed's choice."""
+    labels = np.array([1] * 8 + [0] * 2)  # class 0: keys 1/4, 3/4; class 1: 1/16, 3/16, ...
+    order = data.stratified_order(labels, seed=0)
+    assert sorted(order.tolist()) == list(range(10))
+    assert labels[order].tolist() == [1, 1, 0, 1, 1, 1, 1, 0, 1, 1]
+    labels = np.arange(300) % 3
+    orders = [data.stratified_order(labels, seed=s) for s in (0, 0, 1)]
+    assert np.array_equal(orders[0], orders[1]) and not np.array_equal(orders[0], orders[2])
+    for order in orders:  # a prefix of 3k holds k of each class, but not the first k by index
+        assert labels[order].tolist() == [0, 1, 2] * 100
+    assert not np.array_equal(np.sort(orders[0][:30]), np.arange(30))
+    ds = data.load("synthetic", n=60, shape=(1, 4, 4), num_classes=3)
+    assert not torch.equal(ds.subset(9, seed=0).images, ds.subset(9, seed=1).images)
+
+
+def test_array_dataset_checks_its_tensors():
+    x, y = torch.zeros(4, 1, 2, 2), torch.zeros(4, dtype=torch.int64)
+    assert len(data.ArrayDataset(x, y, 2, "t", "train")) == 4
+    with pytest.raises(ValueError, match="images must be float32"):
+        data.ArrayDataset(x.double(), y, 2, "t", "train")
+    with pytest.raises(ValueError, match="images must be float32"):
+        data.ArrayDataset(x[:, 0], y, 2, "t", "train")
+    with pytest.raises(ValueError, match=r"labels must be int64 \(4,\)"):
+        data.ArrayDataset(x, y[:3], 2, "t", "train")
+    with pytest.raises(ValueError, match="labels must be int64"):
+        data.ArrayDataset(x, y.int(), 2, "t", "train")
 
 
 def test_load_rejects_bad_arguments():
@@ -141,6 +176,9 @@ def test_load_rejects_bad_arguments():
         data.load("digits", split="val")
     with pytest.raises(TypeError, match="takes no options"):
         data.load("digits", n=10)
+    for fraction in (0.0, 1.0, 1.5):  # an empty split is no split
+        with pytest.raises(ValueError, match="split_test_fraction must be in"):
+            data.load("digits", split_test_fraction=fraction)
 
 
 # --------------------------------------------------------------------------- missing data
@@ -203,15 +241,33 @@ def test_read_idx_parses_header_and_big_endian_data(tmp_path):
     floats = np.linspace(-1, 1, 5, dtype=np.float32)
     write_idx(tmp_path / "c", floats, code=0x0D, compress=False)
     assert np.array_equal(data.read_idx(tmp_path / "c"), floats)
+    # the other type codes of the format: int8, int32, float64
+    for code, array in (
+        (0x09, np.array([-128, -1, 0, 127], dtype=np.int8)),
+        (0x0C, np.array([[-(2**31), -1], [2**31 - 1, 5]], dtype=np.int32)),
+        (0x0E, np.array([-1.5, 1e-300, np.pi], dtype=np.float64)),
+    ):
+        write_idx(tmp_path / "d", array, code=code, compress=False)
+        out = data.read_idx(tmp_path / "d")
+        assert out.dtype == array.dtype and np.array_equal(out, array), hex(code)
 
 
 def test_read_idx_rejects_bad_files(tmp_path):
     (tmp_path / "bad").write_bytes(b"\x01\x02\x08\x01\x00\x00\x00\x01\x05")
     with pytest.raises(ValueError, match="not an IDX file"):
         data.read_idx(tmp_path / "bad")
+    for magic in (b"\x00\x01\x08\x01", b"\x00\x00\x07\x01"):  # 2nd byte; unknown type
+        (tmp_path / "bad").write_bytes(magic + struct.pack(">I", 1) + b"\x05")
+        with pytest.raises(ValueError, match=f"not an IDX file \\(bad magic number {magic.hex()}"):
+            data.read_idx(tmp_path / "bad")
     (tmp_path / "short").write_bytes(bytes([0, 0, 8, 1]) + struct.pack(">I", 10) + b"\x00" * 3)
     with pytest.raises(ValueError, match="header says shape"):
         data.read_idx(tmp_path / "short")
+    (tmp_path / "long").write_bytes(bytes([0, 0, 8, 1]) + struct.pack(">I", 2) + b"\x00" * 3)
+    with pytest.raises(
+        ValueError, match=r"header says shape \(2,\) \(2 bytes of data\), the file holds 3"
+    ):
+        data.read_idx(tmp_path / "long")
     (tmp_path / "cut").write_bytes(bytes([0, 0, 8, 3]) + struct.pack(">I", 10))
     with pytest.raises(ValueError, match="cut is damaged: its IDX header is cut short"):
         data.read_idx(tmp_path / "cut")
@@ -257,6 +313,15 @@ def test_fashion_mnist_loader_on_written_idx_files(tmp_path):
         check_dataset(ds, n, (1, 28, 28), "fashion-mnist")
         assert torch.equal(ds.images[:, 0], torch.from_numpy(images).float() / 255)
         assert ds.labels.tolist() == labels.tolist()
+    # a labels file of another length, or the two files swapped: named, not a shape error later
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.zeros(5, np.uint8), compress=False)
+    with pytest.raises(ValueError, match=r"images \(4, 28, 28\) and labels \(5,\) do not match"):
+        data.load("fashion-mnist", root=tmp_path, split="test")
+    (tmp_path / "t10k-images-idx3-ubyte").rename(tmp_path / "swap")
+    (tmp_path / "t10k-labels-idx1-ubyte").rename(tmp_path / "t10k-images-idx3-ubyte")
+    (tmp_path / "swap").rename(tmp_path / "t10k-labels-idx1-ubyte")
+    with pytest.raises(ValueError, match=r"images \(5,\) and labels \(4, 28, 28\) do not match"):
+        data.load("fashion-mnist", root=tmp_path, split="test")
 
 
 # --------------------------------------------------------------------------- CIFAR-10
@@ -304,6 +369,19 @@ def test_cifar10_loader_on_written_batches(tmp_path):
 def test_cifar10_missing_batch_and_default_class_names(tmp_path):
     write_cifar(tmp_path, meta=False)
     assert data.load("cifar10", root=tmp_path, split="test").classes == data.CIFAR10_CLASSES
+    with open(tmp_path / "batches.meta", "wb") as f:  # no names in it: the official ones
+        pickle.dump({b"label_names": [], b"num_vis": 3072}, f)
+    assert data.load("cifar10", root=tmp_path, split="test").classes == data.CIFAR10_CLASSES
+    with open(tmp_path / "batches.meta", "wb") as f:  # a pickle, but not of a batch's dict
+        pickle.dump([b"airplane"], f)
+    with pytest.raises(ValueError, match=r"batches.meta is not a CIFAR-10 python batch \(a list\)"):
+        data.load("cifar10", root=tmp_path, split="test")
+    (tmp_path / "batches.meta").unlink()
     (tmp_path / "data_batch_3").unlink()
     with pytest.raises(DatasetNotFoundError, match="data_batch_3"):
+        data.load("cifar10", root=tmp_path)
+    for i in (1, 2, 4, 5):  # test_batch alone: the test split loads, the train split names all
+        (tmp_path / f"data_batch_{i}").unlink()
+    assert len(data.load("cifar10", root=tmp_path, split="test")) == 2
+    with pytest.raises(DatasetNotFoundError, match=r"\['data_batch_1', .*'data_batch_5'\] missing"):
         data.load("cifar10", root=tmp_path)

@@ -258,7 +258,7 @@ def resolve_data(args, log) -> tuple[wdata.ArrayDataset, wdata.ArrayDataset]:
         name = "fashion-mnist"  # a folder given for the default set: no quiet fallback from it
     if name is None:
         try:
-            train = wdata.load("fashion-mnist", root=args.root, split="train")
+            train = load_split("fashion-mnist", args.root, "train")  # damaged files: CLIError
             name = "fashion-mnist"
         except wdata.DatasetNotFoundError as e:
             log(f"notice: Fashion-MNIST is not installed ({e}). Falling back to --data digits.")
