@@ -23,6 +23,76 @@ from wavefuse.filters import MODES, WAVELETS
 backends.refresh()  # in case something imported wavefuse before the variable was set
 
 
+def _patch_triton_language_once_per_launch() -> bool:
+    """Test speed only: make Triton's interpreter patch ``triton.language`` once per launch.
+
+    The interpreter (triton 3.x) patches the language module-wide when a kernel launches and then
+    again, from scratch, at every call of an ``@triton.jit`` helper inside it: an
+    ``inspect.getmembers`` sweep of ``tl``, ``tl.tensor`` and ``tl.math`` per call, 27% of a Haar
+    or db2 launch and over half of a ``pgd_step`` launch here. The patches are module-wide and
+    idempotent (the helper's sweep finds the builtins already replaced and sets the rest to
+    equivalent lambdas; the launch's own scope restores everything when it ends), so a helper whose
+    ``triton.language`` modules the running launch has already patched may skip it (``tl.sum`` and
+    ``tl.zeros`` are helpers from ``triton.language.standard``, which sees ``tl.core``, not ``tl``:
+    the first of them in a launch patches ``tl.core``, as the interpreter does). Launches do
+    not nest, and wavefuse serialises interpreted launches across threads
+    (``kernels/dwt.py``'s lock). tests/test_triton.py checks that kernels give the same bits with
+    and without this. Returns whether it applied: a Triton without these internals runs unpatched
+    (slower, the same results)."""
+    if os.environ.get("TRITON_INTERPRET", "0").lower() not in ("1", "true", "on", "yes"):
+        return False
+    try:
+        import inspect
+
+        import triton.language as tl
+        from triton.runtime import interpreter
+    except ImportError:
+        return False
+    patch = getattr(interpreter, "_patch_lang", None)
+    executor = getattr(interpreter, "GridExecutor", None)
+    if getattr(patch, "_wavefuse_once", False):
+        return True  # applied already (conftest imported twice)
+    if patch is None or executor is None or not hasattr(interpreter, "_LangPatchScope"):
+        return False  # not the scoped, module-wide patching described above (3.6 and 3.8 are)
+    launch = {"running": False, "langs": frozenset()}  # ids of the modules the launch patched
+    launch_call = executor.__call__
+
+    seen = {}  # id(fn.__globals__) -> (that dict, kept alive so the id is not reused; its langs)
+
+    def langs_of(fn) -> frozenset:
+        namespace = fn.__globals__
+        if id(namespace) not in seen:
+            langs = frozenset(
+                id(v) for v in namespace.values() if inspect.ismodule(v) and v in (tl, tl.core)
+            )
+            seen[id(namespace)] = (namespace, langs)
+        return seen[id(namespace)][1]
+
+    def patch_once(fn):
+        if launch["running"]:
+            langs = langs_of(fn)
+            if langs and langs <= launch["langs"]:  # a helper whose modules are patched
+                return None  # (helpers' calls drop the scope)
+            launch["langs"] |= langs  # the launch's own patch, or a helper's first (tl.core)
+        return patch_once._wavefuse_original(fn)
+
+    def run_launch(self, *args, **kwargs):
+        launch["running"], launch["langs"] = True, frozenset()
+        try:
+            return launch_call(self, *args, **kwargs)
+        finally:
+            launch["running"], launch["langs"] = False, frozenset()
+
+    patch_once._wavefuse_once = True
+    patch_once._wavefuse_original = patch
+    interpreter._patch_lang = patch_once
+    executor.__call__ = run_launch
+    return True
+
+
+TRITON_PATCH_ONCE = _patch_triton_language_once_per_launch()
+
+
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_auto_num_workers(config):
     """``-n auto`` (README's test command): one pytest-xdist worker per core this process may

@@ -519,3 +519,70 @@ def test_cpu_tensors_without_the_interpreter_say_how_to_enable_it():
     ).stdout
     assert "ERROR: backend='triton' cannot run dwt2d on cpu tensors" in out
     assert "TRITON_INTERPRET=1" in out
+
+
+@needs_triton
+def test_the_interpreter_shim_changes_no_bit(monkeypatch):
+    """tests/conftest.py makes Triton's interpreter patch triton.language once per launch rather
+    than at every @triton.jit helper call (test speed only). It must be invisible: every kind of
+    kernel -- the transforms' dense and tiled paths, the Haar cascade, band energy, the PGD step
+    and the fused wavelet step -- gives the same bits with and without it, and with it each launch
+    patches the language at most twice (tl, then tl.core), not at every helper call."""
+    import conftest
+
+    if DEVICE.type != "cpu":
+        pytest.skip("the interpreter runs on CPU tensors only")
+    if not conftest.TRITON_PATCH_ONCE:
+        pytest.skip("this Triton's interpreter patches otherwise: conftest applied no shim")
+    from triton.runtime import interpreter
+    from wavefuse.kernels import dwt as kernels
+
+    shim = interpreter._patch_lang
+    original = shim._wavefuse_original
+    x = torch.randn(2, 1, 13, 10, dtype=torch.float32, generator=torch.Generator().manual_seed(3))
+    g = torch.randn(x.shape, generator=torch.Generator().manual_seed(4))
+
+    def run():
+        out = []
+        out += _flat(wavefuse.wavedec2(x, "db2", "symmetric", level=2, backend="triton"))
+        with monkeypatch.context() as mp:  # the tiled general path
+            for name, value in PATHS["tiled"].items():
+                mp.setattr(kernels, name, value)
+            out += list(wavefuse.dwt2(x, "sym3", "reflect", backend="triton")[1])
+        out += _flat(wavefuse.wavedec2(x, "haar", "zero", level=2, backend="triton"))
+        out.append(wavefuse.band_energy(x, "db2", 2, "periodic", backend="triton"))
+        for norm in ("Linf", "L2"):
+            adv = x.clone()
+            wavefuse.pgd_step(adv, g, x, 0.1, 0.03, norm=norm, lo=-9.0, hi=9.0, backend="triton")
+            out.append(adv)
+            adv = x.clone()
+            wavefuse.wavelet_pgd_step(
+                adv, g, x, 0.1, 0.03, "db2", 1, "symmetric", 0.5, norm=norm, lo=-9.0, hi=9.0,
+                backend="triton",
+            )  # fmt: skip
+            out.append(adv)
+        return out
+
+    calls = {"patch": 0, "launch": 0}
+
+    def counted(fn):
+        calls["patch"] += 1
+        return original(fn)
+
+    launch = interpreter.GridExecutor.__call__
+
+    def counted_launch(self, *args, **kwargs):
+        calls["launch"] += 1
+        return launch(self, *args, **kwargs)
+
+    monkeypatch.setattr(interpreter, "_patch_lang", original)
+    without = run()
+    monkeypatch.setattr(shim, "_wavefuse_original", counted)
+    monkeypatch.setattr(interpreter, "_patch_lang", shim)
+    monkeypatch.setattr(interpreter.GridExecutor, "__call__", counted_launch)
+    with_shim = run()
+    # Each launch patches tl, and tl.core at most once more (tl.sum, tl.zeros: see conftest).
+    assert calls["launch"] >= 10 and calls["patch"] <= 2 * calls["launch"], calls
+    assert len(with_shim) == len(without)
+    for i, (a, b) in enumerate(zip(with_shim, without)):
+        assert torch.equal(a.view(-1).view(torch.int32), b.view(-1).view(torch.int32)), i
