@@ -57,16 +57,20 @@ def _patch_triton_language_once_per_launch() -> bool:
     launch = {"running": False, "langs": frozenset()}  # ids of the modules the launch patched
     launch_call = executor.__call__
 
-    seen = {}  # id(fn.__globals__) -> (that dict, kept alive so the id is not reused; its langs)
+    # id(fn.__globals__) -> (that dict, kept alive so that the id is not reused; its size; its
+    # langs). The size: the interpreter copies its own globals (tl among them) into a module's when
+    # it first rewrites a function of it, which may add a language module.
+    seen = {}
 
     def langs_of(fn) -> frozenset:
         namespace = fn.__globals__
-        if id(namespace) not in seen:
+        known = seen.get(id(namespace))
+        if known is None or known[1] != len(namespace):
             langs = frozenset(
                 id(v) for v in namespace.values() if inspect.ismodule(v) and v in (tl, tl.core)
             )
-            seen[id(namespace)] = (namespace, langs)
-        return seen[id(namespace)][1]
+            known = seen[id(namespace)] = (namespace, len(namespace), langs)
+        return known[2]
 
     def patch_once(fn):
         if launch["running"]:
