@@ -1220,7 +1220,7 @@ def test_wavedec2_waverec2_fuzz_triton():
 # so take the same forced paths), wavelet_pgd_step the fused Haar kernel, the separable kernel or
 # (forced) the Triton transforms,
 # pgd_step is elementwise (no paths, full-size planes). Counts: the profile's 1,000 for pgd_step
-# (about 0.06 s per case), WAVEFUSE_FUZZ_TRITON_FUSED_EXAMPLES (default 200) for the two wavelet
+# (about 0.07 s per case), WAVEFUSE_FUZZ_TRITON_FUSED_EXAMPLES (default 200) for the two wavelet
 # ops (about 0.3 and 0.7 s per case).
 needs_triton_fused = pytest.mark.skipif(
     any(backends.why_not("triton", op, "cpu") for op in ("hf_penalty", "wavelet_pgd_step")),
