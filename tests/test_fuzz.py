@@ -14,20 +14,21 @@ is ~0 for the detail bands of smooth inputs. pgd_step and wavelet_pgd_step are c
 update written out in float64, and the kernels with the reference (torchattacks' update op for
 op: the same bits for Linf).
 
-Budget (2-core machine, shared with other work): the "ci" profile below is derandomized (the same
-cases on every run) and runs ``max_examples`` = 1,000 cases per op per backend for the reference
-and the C++ kernels, 14,000 cases in about 3.5 minutes. The Triton kernels run under the
-interpreter here, one program at a time; with tests/conftest.py's once-per-launch patching of
-``triton.language`` and Triton's int32 overflow check off for these tests (the
-``no_overflow_sanitizer`` fixture says why), a case costs about 0.07 s for pgd_step and 0.2-0.7 s
-for the others (a forward and a backward launch per plane, more on the forced tiled paths). So
-pgd_step runs the profile's 1,000 cases, and the rest fewer: the Triton transform tests
-``WAVEFUSE_FUZZ_TRITON_EXAMPLES`` cases each (default 300) on planes of at most 32 x 32, half of
-them forced onto the kernels' tiled paths, band_energy / hf_penalty and wavelet_pgd_step
-``WAVEFUSE_FUZZ_TRITON_FUSED_EXAMPLES`` (default 200) on planes of at most 24 x 24, on the same
-forced paths -- 2,300 Triton cases in 9.6 minutes of one core (two xdist workers: 5.2 minutes;
-2026-12-07), where the 1,000 before these two speed-ups took 10.8; 1,000 for each op would take
-about 35 (set both variables to 1000 for a nightly run). Every test asserts that it ran its count.
+Budget (2-core machine): the "ci" profile below is derandomized (the same cases on every run)
+and runs ``max_examples`` = 1,000 cases per op per backend -- the reference, the C++ kernels and
+the Triton kernels under the interpreter: 20,000 cases. The interpreter runs one program at a
+time; with tests/conftest.py's once-per-launch patching of ``triton.language`` and its memos of
+the frontend's type objects, and Triton's int32 overflow check off for these tests (the
+``no_overflow_sanitizer`` fixture says why), a Triton case costs about 0.05 s for pgd_step and
+0.1-0.35 s for the others (a forward and a backward launch per plane, more on the forced tiled
+paths, where a case costs 2-6 times a dense one). The Triton transform tests draw planes of at
+most 32 x 32, band_energy / hf_penalty and wavelet_pgd_step at most 24 x 24; a sixth of their
+cases are forced onto the kernels' two tiled variants of the general path, the rest take the
+dense path that such planes take by default. The whole file took 10.5 minutes in two xdist
+workers (19.4 minutes of one core, 15.4 of them the Triton tests, band_energy the longest at
+5.7; 2026-12-07). ``WAVEFUSE_FUZZ_TRITON_EXAMPLES`` (the transforms) and
+``WAVEFUSE_FUZZ_TRITON_FUSED_EXAMPLES`` (band_energy and wavelet_pgd_step) lower the Triton
+counts for a quick run. Every test asserts that it ran its count.
 ``HYPOTHESIS_PROFILE=dev`` draws 100 fresh random cases per test instead.
 """
 
@@ -75,8 +76,8 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 pytestmark = pytest.mark.filterwarnings("ignore:Level value of:UserWarning")
 
 EXAMPLES = settings.default.max_examples
-TRITON_EXAMPLES = int(os.environ.get("WAVEFUSE_FUZZ_TRITON_EXAMPLES", "300"))
-TRITON_FUSED_EXAMPLES = int(os.environ.get("WAVEFUSE_FUZZ_TRITON_FUSED_EXAMPLES", "200"))
+TRITON_EXAMPLES = int(os.environ.get("WAVEFUSE_FUZZ_TRITON_EXAMPLES", EXAMPLES))
+TRITON_FUSED_EXAMPLES = int(os.environ.get("WAVEFUSE_FUZZ_TRITON_FUSED_EXAMPLES", EXAMPLES))
 
 F64 = torch.float64
 DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
@@ -1180,9 +1181,9 @@ needs_triton = pytest.mark.skipif(
         backends.why_not("triton", "dwt2d", "cpu") or backends.why_not("triton", "idwt2d", "cpu")
     ),
 )
-# Half the cases on the dense path (what planes of at most 64 take by default), the rest forced
-# onto the two tiled variants of the general path.
-PATHS = ("dense", "dense", "general", "tiled")
+# Five sixths of the cases on the dense path (what planes of at most 64 take by default), the rest
+# forced onto the two tiled variants of the general path, where a case costs 2-6 times as much.
+PATHS = ("dense",) * 10 + ("general", "tiled")
 
 
 def _on_path(check):
@@ -1218,10 +1219,9 @@ def test_wavedec2_waverec2_fuzz_triton():
 
 # The fused ops under the interpreter: band_energy / hf_penalty run the transforms' tile code (and
 # so take the same forced paths), wavelet_pgd_step the fused Haar kernel, the separable kernel or
-# (forced) the Triton transforms,
-# pgd_step is elementwise (no paths, full-size planes). Counts: the profile's 1,000 for pgd_step
-# (about 0.07 s per case), WAVEFUSE_FUZZ_TRITON_FUSED_EXAMPLES (default 200) for the two wavelet
-# ops (about 0.3 and 0.7 s per case).
+# (forced) the Triton transforms, pgd_step is elementwise (no paths, full-size planes). Counts:
+# the profile's 1,000 for pgd_step, WAVEFUSE_FUZZ_TRITON_FUSED_EXAMPLES (default: the same) for
+# the two wavelet ops.
 needs_triton_fused = pytest.mark.skipif(
     any(backends.why_not("triton", op, "cpu") for op in ("hf_penalty", "wavelet_pgd_step")),
     reason=str(
@@ -1266,14 +1266,14 @@ def test_pgd_step_fuzz_triton():
 
 
 def _on_wavelet_step_path(check):
-    """The "dense" half of the cases takes what these planes take by default (the fused Haar kernel
-    or, for other wavelets, the separable one-plane kernel); the rest turns the separable kernel
-    off (_SEPARABLE_MAX_SIDE 0) on the two tiled variants of the general path: other wavelets then
-    take the approximation chain (their banks have perfect reconstruction) -- in one cascade
-    launch on "general"; on "tiled", in pairs of stages (tiles of at least 2 outputs: several
-    per level) for an even width and level by level for an odd one -- or, for an odd batch, the
-    per-level transforms (perfect_reconstruction answering False, as for a bank without it).
-    Haar keeps its fused kernel."""
+    """The "dense" five sixths of the cases take what these planes take by default (the fused
+    Haar kernel or, for other wavelets, the separable one-plane kernel); the rest turn the
+    separable kernel off (_SEPARABLE_MAX_SIDE 0) on the two tiled variants of the general path:
+    other wavelets then take the approximation chain (their banks have perfect reconstruction)
+    -- in one cascade launch on "general"; on "tiled", in pairs of stages (tiles of at least 2
+    outputs: several per level) for an even width and level by level for an odd one -- or, for
+    an odd batch, the per-level transforms (perfect_reconstruction answering False, as for a bank
+    without it). Haar keeps its fused kernel."""
 
     def run(case):
         from wavefuse.kernels import pgd_step as kernels

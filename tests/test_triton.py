@@ -524,10 +524,11 @@ def test_cpu_tensors_without_the_interpreter_say_how_to_enable_it():
 @needs_triton
 def test_the_interpreter_shim_changes_no_bit(monkeypatch):
     """tests/conftest.py makes Triton's interpreter patch triton.language once per launch rather
-    than at every @triton.jit helper call (test speed only). It must be invisible: every kind of
-    kernel -- the transforms' dense and tiled paths, the Haar cascade, band energy, the PGD step
-    and the fused wavelet step -- gives the same bits with and without it, and with it each launch
-    patches the language at most twice (tl, then tl.core), not at every helper call."""
+    than at every @triton.jit helper call, and memoises the frontend's type objects (test speed
+    only). It must be invisible: every kind of kernel -- the transforms' dense and tiled paths, the
+    Haar cascade, band energy, the PGD step and the fused wavelet step -- gives the same bits with
+    and without both, and with them each launch patches the language at most twice (tl, then
+    tl.core), not at every helper call, and equal block types are one object."""
     import conftest
 
     if DEVICE.type != "cpu":
@@ -576,11 +577,18 @@ def test_the_interpreter_shim_changes_no_bit(monkeypatch):
         return launch(self, *args, **kwargs)
 
     monkeypatch.setattr(interpreter, "_patch_lang", original)
-    without = run()
+    with monkeypatch.context() as mp:  # conftest's frontend memos off too
+        for owner, name, before, _ in conftest.TRITON_FRONTEND_PATCHES:
+            mp.setattr(owner, name, before)
+        without = run()
     monkeypatch.setattr(shim, "_wavefuse_original", counted)
     monkeypatch.setattr(interpreter, "_patch_lang", shim)
     monkeypatch.setattr(interpreter.GridExecutor, "__call__", counted_launch)
     with_shim = run()
+    from triton.language import core
+
+    if any(owner is core.block_type for owner, *_ in conftest.TRITON_FRONTEND_PATCHES):
+        assert core.block_type(core.float32, [4]) is core.block_type(core.float32, [4])
     # Each launch patches tl, and tl.core at most once more (tl.sum, tl.zeros: see conftest).
     assert calls["launch"] >= 10 and calls["patch"] <= 2 * calls["launch"], calls
     assert len(with_shim) == len(without)
