@@ -131,7 +131,9 @@ def _memoise_triton_frontend() -> list:
         from triton.runtime import interpreter
     except ImportError:
         return []
-    applied = []
+    if hasattr(interpreter, "_wavefuse_memos"):
+        return interpreter._wavefuse_memos  # applied already (conftest imported twice)
+    applied = interpreter._wavefuse_memos = []
 
     def apply(owner, name, replacement, original=None):
         original = original or getattr(owner, name)
@@ -159,13 +161,10 @@ def _memoise_triton_frontend() -> list:
     block_type, tl_tuple, pointer_type = core.block_type, core.tuple, core.pointer_type
     block_init = block_type.__init__
 
-    def block_fields(t) -> dict:
-        return {k: v for k, v in vars(t).items() if not k.startswith("_wf")}
-
     if probe(
         lambda: (
             block_type.__new__ is object.__new__
-            and set(block_fields(block_type(core.float32, [2, 4])))
+            and set(vars(block_type(core.float32, [2, 4])))
             == {"element_ty", "shape", "numel", "name"}
         )
     ):
