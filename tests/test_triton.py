@@ -528,7 +528,8 @@ def test_the_interpreter_shim_changes_no_bit(monkeypatch):
     only). It must be invisible: every kind of kernel -- the transforms' dense and tiled paths, the
     Haar cascade, band energy, the PGD step and the fused wavelet step -- gives the same bits with
     and without both, and with them each launch patches the language at most twice (tl, then
-    tl.core), not at every helper call, and equal block types are one object."""
+    tl.core), not at every helper call, from the builtins listed once (no launch lists them
+    again), and equal block types are one object."""
     import conftest
 
     if DEVICE.type != "cpu":
@@ -584,11 +585,22 @@ def test_the_interpreter_shim_changes_no_bit(monkeypatch):
     monkeypatch.setattr(shim, "_wavefuse_original", counted)
     monkeypatch.setattr(interpreter, "_patch_lang", shim)
     monkeypatch.setattr(interpreter.GridExecutor, "__call__", counted_launch)
+    sweeps = {"fresh": 0}
+    memo = interpreter._patch_builtin
+    if hasattr(memo, "fresh_sweep"):  # conftest's builtin lists: count its fallback sweeps
+        sweep = memo.fresh_sweep
+
+        def counted_sweep(*args):
+            sweeps["fresh"] += 1
+            return sweep(*args)
+
+        monkeypatch.setattr(memo, "fresh_sweep", counted_sweep)
     with_shim = run()
     from triton.language import core
 
     if any(owner is core.block_type for owner, *_ in conftest.TRITON_FRONTEND_PATCHES):
         assert core.block_type(core.float32, [4]) is core.block_type(core.float32, [4])
+    assert sweeps["fresh"] == 0, sweeps  # every launch used the builtins listed at import
     # Each launch patches tl, and tl.core at most once more (tl.sum, tl.zeros: see conftest).
     assert calls["launch"] >= 10 and calls["patch"] <= 2 * calls["launch"], calls
     assert len(with_shim) == len(without)
