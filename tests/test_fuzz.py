@@ -24,9 +24,9 @@ the frontend's type objects, and Triton's int32 overflow check off for these tes
 paths, where a case costs 2-6 times a dense one). The Triton transform tests draw planes of at
 most 32 x 32, band_energy / hf_penalty and wavelet_pgd_step at most 24 x 24; a sixth of their
 cases are forced onto the kernels' two tiled variants of the general path, the rest take the
-dense path that such planes take by default. The whole file took 9.0 minutes in two xdist
-workers (17.3 minutes of one core, 13.9 of them the Triton tests, band_energy the longest at
-5.2; 2026-12-07); the Triton tests are marked ``slow``, which tests/conftest.py runs first in the
+dense path that such planes take by default. The whole file took 8.2 minutes in two xdist
+workers (16.0 minutes of one core, 13.1 of them the Triton tests, band_energy the longest at
+5.1; 2026-12-07, 00a744f); the Triton tests are marked ``slow``, which tests/conftest.py runs first in the
 file, so that neither worker starts one as the other runs out of work. ``WAVEFUSE_FUZZ_TRITON_EXAMPLES`` (the transforms) and
 ``WAVEFUSE_FUZZ_TRITON_FUSED_EXAMPLES`` (band_energy and wavelet_pgd_step) lower the Triton
 counts for a quick run. Every test asserts that it ran its count.
