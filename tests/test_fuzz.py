@@ -26,11 +26,11 @@ most 32 x 32, band_energy / hf_penalty and wavelet_pgd_step at most 24 x 24; a s
 cases are forced onto the kernels' two tiled variants of the general path, the rest take the
 dense path that such planes take by default. The whole file took 8.2 minutes in two xdist
 workers (16.0 minutes of one core, 13.1 of them the Triton tests, band_energy the longest at
-5.1; 2026-12-07, 00a744f); the Triton tests are marked ``slow``, which tests/conftest.py runs first in the
-file, so that neither worker starts one as the other runs out of work. ``WAVEFUSE_FUZZ_TRITON_EXAMPLES`` (the transforms) and
-``WAVEFUSE_FUZZ_TRITON_FUSED_EXAMPLES`` (band_energy and wavelet_pgd_step) lower the Triton
-counts for a quick run. Every test asserts that it ran its count.
-``HYPOTHESIS_PROFILE=dev`` draws 100 fresh random cases per test instead.
+5.1; 2026-12-07, 00a744f); the Triton tests are marked ``slow``, which tests/conftest.py runs
+first in the file, so that neither worker starts one as the other runs out of work.
+``WAVEFUSE_FUZZ_TRITON_EXAMPLES`` (the transforms) and ``WAVEFUSE_FUZZ_TRITON_FUSED_EXAMPLES``
+(band_energy and wavelet_pgd_step) lower the Triton counts for a quick run. Every test asserts
+that it ran its count. ``HYPOTHESIS_PROFILE=dev`` draws 100 fresh random cases per test instead.
 """
 
 from __future__ import annotations
@@ -620,7 +620,10 @@ def check_multilevel(case: dict, backend: str) -> None:
         for k in range(1, levels + 1):
             # all the levels: y itself (bitwise the same as a second call, which
             # tests/test_determinism.py checks; under Triton a launch per level saved)
-            out = y if k == levels else wavefuse.waverec2(rec_in[: k + 1], wave, mode, backend=backend)  # fmt: skip
+            if k == levels:
+                out = y
+            else:
+                out = wavefuse.waverec2(rec_in[: k + 1], wave, mode, backend=backend)
             expected_k = pywt.waverec2([np64(prev), as_np[k]], name, mode)
             bound = pywt.waverec2(absolute([np64(prev), as_np[k]]), absw, mode)
             assert_bounded(out, expected_k, bound, tol, f"{what} waverec2 level {k}")
