@@ -239,15 +239,17 @@ def _memoise_triton_frontend() -> list:
     # The builtin sweep: each launch lists the builtins of tl, tl.tensor, tl.math, tl.core and
     # tl.core.tensor_descriptor_base with inspect.getmembers (530 members, 228 builtins in Triton
     # 3.8) to wrap them. Those sets are fixed; listed once here, before any launch has patched
-    # anything, a launch wraps the same originals. (Where a sweep meets a member an earlier scope left patched -- a
-    # helper's tl.core patch is never restored -- the interpreter skips it, keeping that wrapper;
-    # this wraps the original again: the same call.) Other objects are swept as before.
+    # anything, a launch wraps the same originals. (Where a sweep meets a member an earlier scope
+    # left patched -- a helper's tl.core patch is never restored -- the interpreter skips it,
+    # keeping that wrapper; this wraps the original again: the same call.) Other objects are swept
+    # as before.
     patch_builtin = getattr(interpreter, "_patch_builtin", None)
     patch_attr = getattr(interpreter, "_patch_attr", None)
     listed = {}  # id(pkg) -> (pkg, its builtins as (name, member))
 
     def list_builtins():
-        for pkg in (tl, tl.tensor, tl.math, core, core.tensor_descriptor_base):  # tl.tensor: core's
+        # (tl.tensor is core.tensor: swept with either module)
+        for pkg in (tl, tl.tensor, tl.math, core, core.tensor_descriptor_base):
             members = [(n, m) for n, m in inspect.getmembers(pkg) if core.is_builtin(m)]
             listed[id(pkg)] = (pkg, members)
         return (
@@ -280,7 +282,7 @@ def pytest_collection_modifyitems(config, items):
     unchanged). pytest-xdist hands tests out in collection order, a few at a time; a worker that
     starts a test of minutes as the other runs out of work leaves that one idle to the end: the
     Triton fuzz tests (45 s to 5.4 min each) last in tests/test_fuzz.py made that file take 9.9
-    minutes in two workers, 0.9 more than its 19.0 minutes of work (2026-12-07)."""
+    minutes in two workers, where its 18 minutes of work split evenly take 9 (2026-12-07)."""
     first_seen = {}
     for item in items:
         first_seen.setdefault(item.path, len(first_seen))
