@@ -24,10 +24,12 @@ the frontend's type objects, and Triton's int32 overflow check off for these tes
 paths, where a case costs 2-6 times a dense one). The Triton transform tests draw planes of at
 most 32 x 32, band_energy / hf_penalty and wavelet_pgd_step at most 24 x 24; a sixth of their
 cases are forced onto the kernels' two tiled variants of the general path, the rest take the
-dense path that such planes take by default. The whole file took 8.2 minutes in two xdist
-workers (16.0 minutes of one core, 13.1 of them the Triton tests, band_energy the longest at
-5.1; 2026-12-07, 00a744f); the Triton tests are marked ``slow``, which tests/conftest.py runs
-first in the file, so that neither worker starts one as the other runs out of work.
+dense path that such planes take by default. The whole file took 8.1 minutes in two xdist
+workers (15.9 minutes of one core, 13.0 of them the Triton tests, band_energy the longest at
+4.9; 2026-12-08); the Triton tests are marked ``slow``, which tests/conftest.py runs first in
+the session, longest first, with the workers taking one test at a time, so that neither starts
+one as the other runs out of work (in file order instead of longest first: 8.9 minutes; with
+xdist's default dispatch and the file's own order before 2026-12-07: 9.9).
 ``WAVEFUSE_FUZZ_TRITON_EXAMPLES`` (the transforms) and ``WAVEFUSE_FUZZ_TRITON_FUSED_EXAMPLES``
 (band_energy and wavelet_pgd_step) lower the Triton counts for a quick run. Every test asserts
 that it ran its count. ``HYPOTHESIS_PROFILE=dev`` draws 100 fresh random cases per test instead.
@@ -1212,7 +1214,7 @@ def _on_path(check):
 
 
 @needs_triton
-@pytest.mark.slow  # minutes: tests/conftest.py runs these first in the file
+@pytest.mark.slow(seconds=110)  # on 2 cores; conftest runs the longest first
 @pytest.mark.usefixtures("no_overflow_sanitizer")
 def test_dwt2_fuzz_triton():
     run_cases(
@@ -1221,7 +1223,7 @@ def test_dwt2_fuzz_triton():
 
 
 @needs_triton
-@pytest.mark.slow  # minutes: tests/conftest.py runs these first in the file
+@pytest.mark.slow(seconds=130)  # on 2 cores; conftest runs the longest first
 @pytest.mark.usefixtures("no_overflow_sanitizer")
 def test_idwt2_fuzz_triton():
     run_cases(
@@ -1230,7 +1232,7 @@ def test_idwt2_fuzz_triton():
 
 
 @needs_triton
-@pytest.mark.slow  # minutes: tests/conftest.py runs these first in the file
+@pytest.mark.slow(seconds=130)  # on 2 cores; conftest runs the longest first
 @pytest.mark.usefixtures("no_overflow_sanitizer")
 def test_wavedec2_waverec2_fuzz_triton():
     cases = multilevel_cases(max_side=32, max_planes=1, paths=PATHS, max_level=2)
@@ -1273,7 +1275,7 @@ def _on_route(check):
 
 
 @needs_triton_fused
-@pytest.mark.slow  # minutes: tests/conftest.py runs these first in the file
+@pytest.mark.slow(seconds=300)  # on 2 cores; conftest runs the longest first
 @pytest.mark.usefixtures("no_overflow_sanitizer")
 def test_band_energy_hf_penalty_fuzz_triton():
     cases = energy_cases(max_side=24, max_planes=2, paths=PATHS, max_level=2, routes=ENERGY_ROUTES)
@@ -1281,7 +1283,7 @@ def test_band_energy_hf_penalty_fuzz_triton():
 
 
 @needs_triton_fused
-@pytest.mark.slow  # minutes: tests/conftest.py runs these first in the file
+@pytest.mark.slow(seconds=40)  # on 2 cores; conftest runs the longest first
 @pytest.mark.usefixtures("no_overflow_sanitizer")
 def test_pgd_step_fuzz_triton():
     run_cases(pgd_cases(), lambda case: check_pgd(case, "triton"))
@@ -1317,7 +1319,7 @@ def _on_wavelet_step_path(check):
 
 
 @needs_triton_fused
-@pytest.mark.slow  # minutes: tests/conftest.py runs these first in the file
+@pytest.mark.slow(seconds=85)  # on 2 cores; conftest runs the longest first
 @pytest.mark.usefixtures("no_overflow_sanitizer")
 def test_wavelet_pgd_step_fuzz_triton():
     cases = pgd_cases(wavelet=True, max_side=24, max_planes=2, paths=PATHS)
